@@ -1,0 +1,32 @@
+//! Wire protocol of the TOP relay network, shared by relays and clients.
+//!
+//! - [`id`]: typed ids (`relay1…`, `acct1…`); [`identity`]: ed25519 keys and key files;
+//!   [`addr`]: `<relay-id>@<host>:<port>` addresses.
+//! - [`frame`]: length-prefixed, versioned stream frames.
+//! - [`seal`]: sealed (Noise `X`) messages; [`pipe_crypto`]: Noise `IK` pipes.
+//! - [`tls`]: QUIC/TLS configuration whose certificates are bound to ed25519 ids.
+//!
+//! Everything here is sans-IO except the QUIC configuration builders.
+//!
+//! ```
+//! use top_proto::identity::Identity;
+//! use top_proto::seal::{Opener, SealedContent, Sealer};
+//! use top_proto::frame::MsgId;
+//!
+//! let (alice, bob) = (Identity::generate(), Identity::generate());
+//! let content = SealedContent { id: MsgId::random(), sent_ms: 0, body: b"hi".to_vec() };
+//! let sealed = Sealer::new(alice.clone()).seal(&bob.account_id(), &content).unwrap();
+//! let (from, opened) = Opener::new(bob).open(&sealed).unwrap();
+//! assert_eq!((from, opened.body), (alice.account_id(), b"hi".to_vec()));
+//! ```
+
+pub mod addr;
+pub mod frame;
+pub mod id;
+pub mod identity;
+pub mod pipe_crypto;
+pub mod seal;
+pub mod tls;
+
+/// ALPN protocol id of the TOP wire protocol.
+pub const ALPN: &[u8] = b"top/1";

@@ -1,0 +1,258 @@
+//! QUIC/TLS 1.3 configuration in which every certificate is bound to an ed25519 id.
+//!
+//! Each endpoint presents a self-signed certificate whose key *is* its identity key, so TLS's
+//! CertificateVerify proves possession of the id's secret. No CA is involved: a client dialing
+//! `<relay-id>@addr` accepts the connection only if the relay's certificate key equals that id, and
+//! a relay learns each client's id from the client certificate it requires.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::ALPN;
+use crate::id::{Id, IdKind, RelayId};
+use crate::identity::Identity;
+
+/// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
+const ED25519_SPKI_PREFIX: [u8; 12] =
+    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+/// Server name sent in the TLS handshake; identity comes from the certificate key, not the name.
+pub const SERVER_NAME: &str = "top-relay";
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// Certificate generation failed.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// rustls or quinn refused the configuration.
+    #[error("tls configuration: {0}")]
+    Config(String),
+}
+
+fn config_error(e: impl std::fmt::Display) -> TlsError {
+    TlsError::Config(e.to_string())
+}
+
+/// The ed25519 key in a certificate, if it is an ed25519 certificate.
+pub fn ed25519_key_of(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    let ee = webpki::EndEntityCert::try_from(cert).ok()?;
+    let spki = ee.subject_public_key_info();
+    let key = spki.as_ref().strip_prefix(&ED25519_SPKI_PREFIX[..])?;
+    key.try_into().ok()
+}
+
+/// The id proven by the peer of an established connection.
+pub fn peer_id<K: IdKind>(conn: &quinn::Connection) -> Option<Id<K>> {
+    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let key = ed25519_key_of(certs.first()?)?;
+    Id::from_bytes(key).ok()
+}
+
+/// A self-signed certificate whose key is `identity`'s key.
+pub fn certificate(
+    identity: &Identity,
+) -> Result<(CertificateDer<'static>, PrivateKeyDer<'static>), TlsError> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let pkcs8 = identity
+        .signing_key()
+        .to_pkcs8_der()
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let key_der = PrivatePkcs8KeyDer::from(pkcs8.as_bytes().to_vec());
+    let key_pair = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&key_der, &rcgen::PKCS_ED25519)
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let cert = params.self_signed(&key_pair).map_err(|e| TlsError::Certificate(e.to_string()))?;
+    Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key_der)))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// QUIC transport settings shared by relays and clients.
+pub fn transport_config() -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap_or_else(|_| unreachable!())));
+    t.keep_alive_interval(Some(Duration::from_secs(10)));
+    t.max_concurrent_bidi_streams(256u32.into());
+    t.max_concurrent_uni_streams(16u32.into());
+    t.stream_receive_window((4u32 << 20).into());
+    t.receive_window((16u32 << 20).into());
+    t.send_window(16 << 20);
+    t
+}
+
+/// The relay side: presents `identity`, requires and records each client's certificate.
+pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
+    let (cert, key) = certificate(identity)?;
+    let provider = provider();
+    let verifier = Arc::new(AnyIdClientVerifier { algs: provider.signature_verification_algorithms });
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(config_error)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![cert], key)
+        .map_err(config_error)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(config_error)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    Ok(config)
+}
+
+/// What a client saw of the relay's certificate, to name both ids when they differ.
+#[derive(Debug, Default)]
+pub struct ObservedId(Mutex<Option<[u8; 32]>>);
+
+impl ObservedId {
+    /// The relay id the server proved, if it presented an ed25519 certificate.
+    pub fn get(&self) -> Option<RelayId> {
+        let key = (*self.0.lock().ok()?)?;
+        RelayId::from_bytes(key).ok()
+    }
+}
+
+/// The client side: presents `identity`, accepts only a relay proving `expected`.
+pub fn client_config(
+    identity: &Identity,
+    expected: RelayId,
+) -> Result<(quinn::ClientConfig, Arc<ObservedId>), TlsError> {
+    let (cert, key) = certificate(identity)?;
+    let provider = provider();
+    let observed = Arc::new(ObservedId::default());
+    let verifier = Arc::new(ExpectedRelayVerifier {
+        expected,
+        observed: observed.clone(),
+        algs: provider.signature_verification_algorithms,
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(config_error)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![cert], key)
+        .map_err(config_error)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(config_error)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport_config()));
+    Ok((config, observed))
+}
+
+fn bad_cert() -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::ApplicationVerificationFailure)
+}
+
+#[derive(Debug)]
+struct ExpectedRelayVerifier {
+    expected: RelayId,
+    observed: Arc<ObservedId>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for ExpectedRelayVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let key = ed25519_key_of(end_entity).ok_or_else(bad_cert)?;
+        if let Ok(mut slot) = self.observed.0.lock() {
+            *slot = Some(key);
+        }
+        if &key != self.expected.as_bytes() {
+            return Err(bad_cert());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+#[derive(Debug)]
+struct AnyIdClientVerifier {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for AnyIdClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        // Any ed25519 key is a valid client id; TLS 1.3 CertificateVerify proves possession.
+        ed25519_key_of(end_entity).ok_or_else(bad_cert)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_carries_the_identity_key() {
+        let id = Identity::generate();
+        let (cert, _) = certificate(&id).unwrap();
+        assert_eq!(ed25519_key_of(&cert), Some(*id.relay_id().as_bytes()));
+        assert_eq!(ed25519_key_of(&CertificateDer::from(vec![0x30, 0x00])), None);
+    }
+}

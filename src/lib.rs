@@ -1,0 +1,1 @@
+//! TOP relay network facade package.
