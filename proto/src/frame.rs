@@ -229,7 +229,8 @@ impl<T> FrameCodec<T> {
     }
 
     /// The same framing state, decoding frames of another type (to switch after `Open`).
-    pub fn retype<U>(self) -> FrameCodec<U> {
+    pub fn retype<U>(mut self, max_len: usize) -> FrameCodec<U> {
+        self.inner.set_max_frame_length(max_len + 1);
         FrameCodec { inner: self.inner, kind: PhantomData }
     }
 }
@@ -245,6 +246,18 @@ pub fn encode_body<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![PROTOCOL_VERSION];
     postcard::to_io(frame, &mut out).map_err(|e| FrameError::Malformed(e.to_string()))?;
     Ok(out)
+}
+
+/// Encodes one whole frame (length prefix included), for writing a single frame to a stream.
+pub fn encode_frame<T: Serialize>(frame: &T) -> Result<Bytes, FrameError> {
+    let body = encode_body(frame)?;
+    if body.len() > MAX_FRAME_LEN {
+        return Err(FrameError::TooLarge { limit: MAX_FRAME_LEN });
+    }
+    let mut out = BytesMut::with_capacity(4 + body.len());
+    out.put_u32(body.len() as u32);
+    out.put_slice(&body);
+    Ok(out.freeze())
 }
 
 /// Decodes one frame body, rejecting unknown versions and trailing bytes.

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod addr;
+pub mod dial;
 pub mod frame;
 pub mod id;
 pub mod identity;

@@ -1,1 +1,151 @@
-fn main() {}
+//! `toprelay`: run a TOP relay node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use top_proto::addr::RelayAddr;
+use top_proto::identity::Identity;
+use top_relay::config::{DataDir, RelayConfig};
+use top_relay::status::RelayStatus;
+use top_relay::{InitOptions, Relay, init};
+
+/// Run a relay node of the TOP network.
+#[derive(Parser)]
+#[command(name = "toprelay", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: identity key (mode 0600) and config.toml.
+    Init {
+        /// Where the relay keeps its key, config and store.
+        #[arg(long, env = "TOPRELAY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// UDP address of the QUIC endpoint.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+        /// TCP address of the HTTP port (/health, /metrics, /api/status).
+        #[arg(long, default_value = "127.0.0.1:7780")]
+        http: SocketAddr,
+        /// host:port others use to reach this relay, if not the listen address.
+        #[arg(long)]
+        public_addr: Option<String>,
+        /// A relay to link to, as <relay-id>@<host>:<port> (repeatable).
+        #[arg(long = "peer", value_name = "ID@ADDR")]
+        peers: Vec<RelayAddr>,
+    },
+    /// Serve until SIGINT or SIGTERM, then shut down gracefully.
+    Run {
+        /// The data directory made by `toprelay init`.
+        #[arg(long, env = "TOPRELAY_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Show the relay's id, address and, when it runs, live figures.
+    Status {
+        /// The data directory made by `toprelay init`.
+        #[arg(long, env = "TOPRELAY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Init { data_dir, listen, http, public_addr, peers } => {
+                let (id, config) = init(&data_dir, InitOptions { listen, http, public_addr, peers })?;
+                let addr = RelayAddr { id, host_port: config.advertised(config.listen) };
+                println!("{addr}");
+                eprintln!("relay initialised in {}; start it with: toprelay run --data-dir {}", data_dir.display(), data_dir.display());
+                Ok(())
+            }
+            Command::Run { data_dir } => run(&data_dir).await,
+            Command::Status { data_dir, json } => status(&data_dir, json).await,
+        }
+    })
+}
+
+async fn run(data_dir: &Path) -> Result<()> {
+    let relay = Relay::start(data_dir).await?;
+    println!("{}", relay.addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    relay.shutdown().await;
+    Ok(())
+}
+
+async fn status(data_dir: &Path, json: bool) -> Result<()> {
+    let config = RelayConfig::load(data_dir)?;
+    let identity = Identity::load(&DataDir(data_dir.to_path_buf()).key())?;
+    let addr = RelayAddr { id: identity.relay_id(), host_port: config.advertised(config.listen) };
+    let live = fetch_status(config.http).await.ok();
+    if json {
+        let value = match &live {
+            Some(s) => {
+                let mut v = serde_json::to_value(s)?;
+                v["running"] = true.into();
+                v
+            }
+            None => serde_json::json!({ "id": addr.id.to_string(), "addr": addr.to_string(), "running": false }),
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("id:      {}", addr.id);
+    println!("addr:    {}", live.as_ref().map(|s| s.addr.clone()).unwrap_or(addr.to_string()));
+    let Some(s) = live else {
+        println!("state:   not running (start it with: toprelay run --data-dir {})", data_dir.display());
+        return Ok(());
+    };
+    println!("state:   running for {}s (v{})", s.uptime_secs, s.version);
+    println!("http:    {}", s.http);
+    println!("clients: {} connected", s.sessions);
+    println!("links:   {} up of {} known", s.links.len(), s.known_relays.len());
+    println!("mailbox: {} messages, {} bytes waiting", s.mailbox.messages, s.mailbox.bytes);
+    println!(
+        "messages: {} received, {} delivered, {} stored, {} rejected",
+        s.messages_received, s.messages_delivered, s.messages_stored, s.messages_rejected
+    );
+    println!("pipes:   {} opened, {} bytes", s.pipes_opened, s.pipe_bytes);
+    Ok(())
+}
+
+/// GET /api/status from a running relay (plain HTTP/1.0 on loopback or the configured address).
+async fn fetch_status(http: SocketAddr) -> Result<RelayStatus> {
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(http).await?;
+        stream.write_all(b"GET /api/status HTTP/1.0\r\nHost: relay\r\n\r\n").await?;
+        let mut response = Vec::new();
+        stream.take(1 << 20).read_to_end(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(2), fetch).await??;
+    let text = String::from_utf8_lossy(&response);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("malformed HTTP response") };
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        bail!("status request failed: {}", head.lines().next().unwrap_or(""));
+    }
+    Ok(serde_json::from_str(body)?)
+}

@@ -1,0 +1,202 @@
+//! The relay's data directory and its TOML configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use top_proto::addr::RelayAddr;
+
+/// File names inside a relay's data directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// The relay's identity key (mode 0600).
+pub const KEY_FILE: &str = "identity.key";
+/// The relay's durable store (mailboxes; later the ledger and CDN index).
+pub const STORE_FILE: &str = "store.redb";
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The data directory has no configuration.
+    #[error("no relay configuration in {0}; create one with `toprelay init --data-dir {0}`")]
+    Missing(String),
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a relay configuration.
+    #[error("invalid configuration in {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// An environment override does not parse.
+    #[error("environment variable {name}={value:?} is invalid: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Mailbox limits for offline recipients.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailboxConfig {
+    /// Longest time a message waits for its recipient, in seconds (senders may ask for less).
+    pub ttl_secs: u32,
+    /// Most messages waiting per recipient.
+    pub max_messages: u64,
+    /// Most sealed bytes waiting per recipient.
+    pub max_bytes: u64,
+    /// How many relays (closest by XOR to the recipient id) keep a copy.
+    pub home_replicas: usize,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        Self { ttl_secs: 7 * 24 * 3600, max_messages: 10_000, max_bytes: 64 << 20, home_replicas: 2 }
+    }
+}
+
+/// A relay's configuration file (`config.toml` in the data directory).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// UDP address of the QUIC endpoint.
+    pub listen: SocketAddr,
+    /// TCP address of the HTTP port (`/health`, `/metrics`, `/api/status`).
+    pub http: SocketAddr,
+    /// `host:port` others use to reach this relay, when `listen` is a wildcard or behind NAT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_addr: Option<String>,
+    /// Relays to link to.
+    #[serde(default)]
+    pub peers: Vec<RelayAddr>,
+    /// Most concurrent QUIC connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Mailbox limits.
+    #[serde(default)]
+    pub mailbox: MailboxConfig,
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+impl RelayConfig {
+    /// A configuration with defaults for the given addresses.
+    pub fn new(listen: SocketAddr, http: SocketAddr) -> Self {
+        Self {
+            listen,
+            http,
+            public_addr: None,
+            peers: Vec::new(),
+            max_connections: default_max_connections(),
+            mailbox: MailboxConfig::default(),
+        }
+    }
+
+    /// Reads `config.toml` from `data_dir`, then applies `TOPRELAY_LISTEN` / `TOPRELAY_HTTP`.
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = data_dir.join(CONFIG_FILE);
+        let name = path.display().to_string();
+        if !path.exists() {
+            return Err(ConfigError::Missing(data_dir.display().to_string()));
+        }
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| ConfigError::Io { path: name.clone(), source })?;
+        let mut config: Self = toml::from_str(&text)
+            .map_err(|e| ConfigError::Invalid { path: name.clone(), message: e.to_string() })?;
+        config.apply_env()?;
+        config.check().map_err(|message| ConfigError::Invalid { path: name, message })?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self) -> Result<(), ConfigError> {
+        for (name, slot) in [("TOPRELAY_LISTEN", &mut self.listen), ("TOPRELAY_HTTP", &mut self.http)]
+        {
+            if let Ok(value) = std::env::var(name) {
+                *slot = value.parse().map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                    name,
+                    value: value.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.mailbox.home_replicas == 0 {
+            return Err("mailbox.home_replicas must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Writes the configuration as TOML.
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        let text = toml::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(data_dir.join(CONFIG_FILE), text)
+    }
+
+    /// The `host:port` to advertise to users and peers.
+    pub fn advertised(&self, bound: SocketAddr) -> String {
+        match &self.public_addr {
+            Some(a) => a.clone(),
+            None => bound.to_string(),
+        }
+    }
+}
+
+/// Paths inside a relay data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir(pub PathBuf);
+
+impl DataDir {
+    /// The identity key file.
+    pub fn key(&self) -> PathBuf {
+        self.0.join(KEY_FILE)
+    }
+    /// The store file.
+    pub fn store(&self) -> PathBuf {
+        self.0.join(STORE_FILE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = RelayConfig::new("127.0.0.1:7700".parse().unwrap(), "127.0.0.1:7780".parse().unwrap());
+        config.save(dir.path()).unwrap();
+        assert_eq!(RelayConfig::load(dir.path()).unwrap(), config);
+        std::fs::write(dir.path().join(CONFIG_FILE), "listen = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\nlisten_typo = 1\n").unwrap();
+        let err = RelayConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("listen_typo"), "{err}");
+        std::fs::write(dir.path().join(CONFIG_FILE), "listen = \"nowhere\"\nhttp = \"127.0.0.1:2\"\n").unwrap();
+        assert!(RelayConfig::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn missing_config_says_how_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = RelayConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("toprelay init"), "{err}");
+    }
+}

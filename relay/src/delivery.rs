@@ -1,0 +1,268 @@
+//! Routing a message: to a local session, over a link to the client's relay, or into mailboxes;
+//! and reporting each outcome to whoever is waiting for it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+use top_proto::frame::{Envelope, LinkFrame, Outcome, Reject, SessionFrame};
+use top_proto::id::AccountId;
+
+use crate::state::{Inflight, LinkHandle, Origin, Pending, SessionHandle, Shared, lock, unix_now};
+
+/// How long a home relay may take to answer a store request.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sends a frame without waiting when the queue has room; otherwise waits in a task.
+pub fn send_or_spawn<T: Send + 'static>(tx: &mpsc::Sender<T>, frame: T) {
+    if let Err(mpsc::error::TrySendError::Full(frame)) = tx.try_send(frame) {
+        let tx = tx.clone();
+        tokio::spawn(async move { tx.send(frame).await.ok() });
+    }
+}
+
+/// Routes a message from a local sender or mailbox towards its recipient.
+pub fn route(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
+    let pending = Pending { env, origin, since: Instant::now() };
+    let pending = match shared.session(&pending.env.to) {
+        Some(session) => match hand_to_session(&session, pending) {
+            Ok(()) => return,
+            Err(p) => p,
+        },
+        None => pending,
+    };
+    let pending = match shared.link_for_client(&pending.env.to) {
+        Some((_, link)) => match hand_to_link(&link, pending, true) {
+            Ok(()) => return,
+            Err(p) => p,
+        },
+        None => pending,
+    };
+    undelivered(shared, pending);
+}
+
+/// Delivers a message forwarded by another relay to a client connected here, or fails it.
+pub fn deliver_forwarded(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
+    let pending = Pending { env, origin, since: Instant::now() };
+    let pending = match shared.session(&pending.env.to) {
+        Some(session) => match hand_to_session(&session, pending) {
+            Ok(()) => return,
+            Err(p) => p,
+        },
+        None => pending,
+    };
+    undelivered(shared, pending);
+}
+
+/// Queues a delivery on a client's session; gives the message back if the session is backed up.
+pub fn hand_to_session(session: &SessionHandle, pending: Pending) -> Result<(), Pending> {
+    let id = pending.env.id;
+    let frame = SessionFrame::Deliver(pending.env.clone());
+    let mut inflight = lock(&session.inflight);
+    if let Some(waiting) = inflight.get_mut(&id) {
+        // Already on its way to this client (e.g. pushed by two home relays): one ack answers both.
+        waiting.push(pending);
+        return Ok(());
+    }
+    match session.tx.try_send(frame) {
+        Ok(()) => {
+            inflight.insert(id, vec![pending]);
+            Ok(())
+        }
+        Err(_) => Err(pending),
+    }
+}
+
+/// Forwards a message over a link; gives it back if the link is backed up.
+pub fn hand_to_link(link: &LinkHandle, pending: Pending, store_on_fail: bool) -> Result<(), Pending> {
+    let id = pending.env.id;
+    let frame = LinkFrame::Forward { env: pending.env.clone(), store_on_fail };
+    let mut forwards = lock(&link.forwards);
+    if let Some(waiting) = forwards.get_mut(&id) {
+        waiting.push(pending);
+        return Ok(());
+    }
+    match link.tx.try_send(frame) {
+        Ok(()) => {
+            forwards.insert(id, vec![pending]);
+            Ok(())
+        }
+        Err(_) => Err(pending),
+    }
+}
+
+/// Takes every delivery of `id` out of an in-flight table.
+pub fn take(inflight: &Inflight, id: &top_proto::frame::MsgId) -> Vec<Pending> {
+    lock(inflight).remove(id).unwrap_or_default()
+}
+
+/// Takes deliveries older than `age` out of an in-flight table.
+pub fn take_stale(inflight: &Inflight, age: Duration) -> Vec<Pending> {
+    let now = Instant::now();
+    let mut table = lock(inflight);
+    let stale: Vec<_> = table
+        .iter()
+        .filter(|(_, p)| p.first().is_some_and(|p| now.duration_since(p.since) > age))
+        .map(|(id, _)| *id)
+        .collect();
+    stale.into_iter().flat_map(|id| table.remove(&id).unwrap_or_default()).collect()
+}
+
+/// Reports a final result to a delivery's origin.
+pub fn finish(shared: &Shared, pending: Pending, result: Result<Outcome, Reject>) {
+    let id = pending.env.id;
+    match (pending.origin, result) {
+        (Origin::Sender(tx), Ok(outcome)) => send_or_spawn(&tx, SessionFrame::Accepted { id, outcome }),
+        (Origin::Sender(tx), Err(reason)) => {
+            shared.metrics.messages_rejected.inc();
+            send_or_spawn(&tx, SessionFrame::Rejected { id, reason })
+        }
+        (Origin::Link { tx, .. }, result) => {
+            send_or_spawn(&tx, LinkFrame::ForwardResult { id, outcome: result.ok() })
+        }
+        (Origin::Mailbox, result) => {
+            if result == Ok(Outcome::Delivered) {
+                shared.mailbox.delete(id);
+            }
+            shared.end_push(&id);
+        }
+    }
+}
+
+/// A delivery failed: store it in the recipient's mailboxes if its origin wants that.
+pub fn undelivered(shared: &Arc<Shared>, pending: Pending) {
+    let wants_store = match &pending.origin {
+        Origin::Sender(_) => true,
+        Origin::Link { store_on_fail, .. } => *store_on_fail,
+        Origin::Mailbox => false,
+    };
+    if !wants_store {
+        finish(shared, pending, Err(Reject::Unavailable));
+        return;
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let result = store_at_home(&shared, pending.env.clone()).await;
+        finish(&shared, pending, result.map(|()| Outcome::Stored));
+    });
+}
+
+/// Stores a message on its recipient's home relays; succeeds once at least one has it on disk.
+pub async fn store_at_home(shared: &Arc<Shared>, env: Envelope) -> Result<(), Reject> {
+    let homes = shared.home_relays(&env.to);
+    let attempts = homes.iter().map(|home| {
+        let env = env.clone();
+        async move {
+            if *home == shared.id {
+                return store_here(shared, env).await;
+            }
+            match shared.link(home) {
+                Some(link) => store_remote(&link, env).await,
+                None => Err(Reject::Unavailable),
+            }
+        }
+    });
+    let results = join_all(attempts).await;
+    if results.iter().any(Result::is_ok) {
+        return Ok(());
+    }
+    if results.contains(&Err(Reject::QuotaExceeded)) {
+        return Err(Reject::QuotaExceeded);
+    }
+    if !homes.contains(&shared.id) {
+        // No home relay reachable: keep it here; it is pushed when the recipient shows up.
+        return store_here(shared, env).await;
+    }
+    Err(Reject::Unavailable)
+}
+
+async fn store_remote(link: &LinkHandle, env: Envelope) -> Result<(), Reject> {
+    let id = env.id;
+    let (tx, rx) = oneshot::channel();
+    lock(&link.stores).insert(id, tx);
+    if link.tx.send(LinkFrame::Store(env)).await.is_err() {
+        lock(&link.stores).remove(&id);
+        return Err(Reject::Unavailable);
+    }
+    match tokio::time::timeout(STORE_TIMEOUT, rx).await {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(reject))) => Err(reject),
+        _ => {
+            lock(&link.stores).remove(&id);
+            Err(Reject::Unavailable)
+        }
+    }
+}
+
+/// Commits a message to this relay's mailbox, then pushes it if its recipient is reachable.
+pub async fn store_here(shared: &Arc<Shared>, env: Envelope) -> Result<(), Reject> {
+    let to = env.to;
+    shared.mailbox.insert(env, unix_now()).await?;
+    shared.metrics.messages_stored.inc();
+    if shared.session(&to).is_some() || shared.link_for_client(&to).is_some() {
+        let shared = shared.clone();
+        tokio::spawn(async move { push_mailbox(&shared, to).await });
+    }
+    Ok(())
+}
+
+/// Pushes every stored message for `client` to wherever it is connected now.
+pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
+    let mailbox = shared.mailbox.clone();
+    let now = unix_now();
+    let stored = match tokio::task::spawn_blocking(move || mailbox.pending_for(&client, now)).await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(e)) => {
+            tracing::error!("reading mailbox of {client:?}: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    for env in stored {
+        if !shared.start_push(env.id) {
+            continue;
+        }
+        let pending = Pending { env, origin: Origin::Mailbox, since: Instant::now() };
+        if let Err(pending) = hand_over_waiting(shared, &client, pending).await {
+            shared.end_push(&pending.env.id);
+            break;
+        }
+    }
+}
+
+/// Like [`hand_to_session`] / [`hand_to_link`], but waits for queue room instead of failing.
+async fn hand_over_waiting(
+    shared: &Shared,
+    client: &AccountId,
+    pending: Pending,
+) -> Result<(), Pending> {
+    let id = pending.env.id;
+    if let Some(session) = shared.session(client) {
+        let Ok(permit) = session.tx.reserve().await else { return Err(pending) };
+        let frame = SessionFrame::Deliver(pending.env.clone());
+        let mut inflight = lock(&session.inflight);
+        match inflight.get_mut(&id) {
+            Some(waiting) => waiting.push(pending),
+            None => {
+                permit.send(frame);
+                inflight.insert(id, vec![pending]);
+            }
+        }
+        return Ok(());
+    }
+    if let Some((_, link)) = shared.link_for_client(client) {
+        let Ok(permit) = link.tx.reserve().await else { return Err(pending) };
+        let frame = LinkFrame::Forward { env: pending.env.clone(), store_on_fail: false };
+        let mut forwards = lock(&link.forwards);
+        match forwards.get_mut(&id) {
+            Some(waiting) => waiting.push(pending),
+            None => {
+                permit.send(frame);
+                forwards.insert(id, vec![pending]);
+            }
+        }
+        return Ok(());
+    }
+    Err(pending)
+}

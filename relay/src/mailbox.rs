@@ -1,0 +1,359 @@
+//! Durable mailboxes for offline recipients, on redb with group commit.
+//!
+//! One writer thread owns all writes: it takes every operation queued since its last commit,
+//! applies them in one write transaction and commits (fsync) once, and only then answers the
+//! inserts. So a message is acknowledged to its sender only after it is on disk, and a crash at
+//! any point loses no acknowledged message, while a burst of messages costs one fsync.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use top_proto::frame::{Envelope, MsgId, Reject};
+use top_proto::id::AccountId;
+
+use crate::config::MailboxConfig;
+
+/// recipient (32) ‖ sequence (8, big endian) → [`StoredMail`]
+const MAIL: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("mail");
+/// message id → mail key
+const MAIL_IDS: TableDefinition<&[u8; 16], &[u8; 40]> = TableDefinition::new("mail_ids");
+/// recipient → (count, bytes)
+const USAGE: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("mail_usage");
+/// named counters
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const MAX_BATCH: usize = 4096;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed to open or read.
+    #[error("store: {0}")]
+    Db(String),
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMail {
+    expires_at: u64,
+    env: Envelope,
+}
+
+enum Op {
+    Insert { env: Envelope, expires_at: u64, reply: oneshot::Sender<Result<(), Reject>> },
+    Delete { id: MsgId },
+    Sweep { now: u64, reply: oneshot::Sender<u64> },
+}
+
+/// Totals over all mailboxes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxStats {
+    /// Messages waiting.
+    pub messages: u64,
+    /// Sealed bytes waiting.
+    pub bytes: u64,
+}
+
+/// Handle to the mailbox store; cheap to clone.
+#[derive(Clone)]
+pub struct Mailbox {
+    db: Arc<Database>,
+    ops: mpsc::Sender<Op>,
+    limits: MailboxConfig,
+    writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Mailbox {
+    /// Opens (or creates) the store at `path` and starts its writer thread.
+    pub fn open(path: &Path, limits: MailboxConfig) -> Result<Self, StoreError> {
+        let db = Arc::new(Database::create(path).map_err(db_err)?);
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(MAIL).map_err(db_err)?;
+            txn.open_table(MAIL_IDS).map_err(db_err)?;
+            txn.open_table(USAGE).map_err(db_err)?;
+            txn.open_table(META).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let (ops, rx) = mpsc::channel(65_536);
+        let writer_db = db.clone();
+        let writer_limits = limits.clone();
+        let writer = std::thread::Builder::new()
+            .name("mailbox-writer".into())
+            .spawn(move || write_loop(&writer_db, &writer_limits, rx))
+            .map_err(db_err)?;
+        Ok(Self { db, ops, limits, writer: Arc::new(std::sync::Mutex::new(Some(writer))) })
+    }
+
+    /// The underlying database, shared with other stores of the relay.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// Stores `env` durably; returns once committed. Storing an id twice stores it once.
+    pub async fn insert(&self, env: Envelope, now: u64) -> Result<(), Reject> {
+        let ttl = env.ttl_secs.min(self.limits.ttl_secs);
+        let expires_at = now.saturating_add(u64::from(ttl));
+        let (reply, rx) = oneshot::channel();
+        self.ops.send(Op::Insert { env, expires_at, reply }).await.map_err(|_| Reject::Unavailable)?;
+        rx.await.unwrap_or(Err(Reject::Unavailable))
+    }
+
+    /// Deletes a delivered message (queued; committed with the next batch).
+    pub fn delete(&self, id: MsgId) {
+        if let Err(mpsc::error::TrySendError::Full(op)) = self.ops.try_send(Op::Delete { id }) {
+            let ops = self.ops.clone();
+            tokio::spawn(async move { ops.send(op).await.ok() });
+        }
+    }
+
+    /// Deletes expired messages; returns how many.
+    pub async fn sweep(&self, now: u64) -> u64 {
+        let (reply, rx) = oneshot::channel();
+        if self.ops.send(Op::Sweep { now, reply }).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// Messages waiting for `to`, oldest first, not yet expired at `now`.
+    pub fn pending_for(&self, to: &AccountId, now: u64) -> Result<Vec<Envelope>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let mail = txn.open_table(MAIL).map_err(db_err)?;
+        let (lo, hi) = (mail_key(to, 0), mail_key(to, u64::MAX));
+        let mut out = Vec::new();
+        for row in mail.range::<&[u8; 40]>(&lo..=&hi).map_err(db_err)? {
+            let (_, value) = row.map_err(db_err)?;
+            let stored: StoredMail = postcard::from_bytes(value.value()).map_err(db_err)?;
+            if stored.expires_at > now {
+                out.push(stored.env);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Totals over every mailbox.
+    pub fn stats(&self) -> Result<MailboxStats, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let usage = txn.open_table(USAGE).map_err(db_err)?;
+        let mut stats = MailboxStats::default();
+        for row in usage.iter().map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            let (count, bytes) = v.value();
+            stats.messages += count;
+            stats.bytes += bytes;
+        }
+        Ok(stats)
+    }
+
+    /// Stops the writer after it has committed everything queued (once the last handle closes).
+    pub fn close(self) {
+        let Self { ops, writer, .. } = self;
+        drop(ops);
+        if Arc::strong_count(&writer) == 1 {
+            let handle = writer.lock().ok().and_then(|mut w| w.take());
+            if let Some(handle) = handle {
+                handle.join().ok();
+            }
+        }
+    }
+}
+
+fn mail_key(to: &AccountId, seq: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(to.as_bytes());
+    key[32..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn write_loop(db: &Database, limits: &MailboxConfig, mut rx: mpsc::Receiver<Op>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let committed = apply_batch(db, limits, batch, &mut replies);
+        for reply in replies {
+            match reply {
+                Reply::Insert(tx, result) => {
+                    let result = if committed.is_ok() { result } else { Err(Reject::Unavailable) };
+                    tx.send(result).ok();
+                }
+                Reply::Sweep(tx, n) => {
+                    tx.send(if committed.is_ok() { n } else { 0 }).ok();
+                }
+            }
+        }
+        if let Err(e) = committed {
+            tracing::error!("mailbox commit failed: {e}");
+        }
+    }
+}
+
+enum Reply {
+    Insert(oneshot::Sender<Result<(), Reject>>, Result<(), Reject>),
+    Sweep(oneshot::Sender<u64>, u64),
+}
+
+fn apply_batch(
+    db: &Database,
+    limits: &MailboxConfig,
+    batch: Vec<Op>,
+    replies: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(db_err)?;
+    {
+        let mut mail = txn.open_table(MAIL).map_err(db_err)?;
+        let mut ids = txn.open_table(MAIL_IDS).map_err(db_err)?;
+        let mut usage = txn.open_table(USAGE).map_err(db_err)?;
+        let mut meta = txn.open_table(META).map_err(db_err)?;
+        let mut next_seq = meta.get("next_seq").map_err(db_err)?.map(|v| v.value()).unwrap_or(0);
+        let mut tables = Tables { mail: &mut mail, ids: &mut ids, usage: &mut usage };
+        for op in batch {
+            match op {
+                Op::Insert { env, expires_at, reply } => {
+                    let result = tables.insert(limits, env, expires_at, &mut next_seq)?;
+                    replies.push(Reply::Insert(reply, result));
+                }
+                Op::Delete { id } => tables.delete(&id)?,
+                Op::Sweep { now, reply } => {
+                    let n = tables.sweep(now)?;
+                    replies.push(Reply::Sweep(reply, n));
+                }
+            }
+        }
+        meta.insert("next_seq", next_seq).map_err(db_err)?;
+    }
+    txn.commit().map_err(db_err)
+}
+
+struct Tables<'a, 't> {
+    mail: &'a mut redb::Table<'t, &'static [u8; 40], &'static [u8]>,
+    ids: &'a mut redb::Table<'t, &'static [u8; 16], &'static [u8; 40]>,
+    usage: &'a mut redb::Table<'t, &'static [u8; 32], (u64, u64)>,
+}
+
+impl Tables<'_, '_> {
+    fn insert(
+        &mut self,
+        limits: &MailboxConfig,
+        env: Envelope,
+        expires_at: u64,
+        next_seq: &mut u64,
+    ) -> Result<Result<(), Reject>, StoreError> {
+        if self.ids.get(&env.id.0).map_err(db_err)?.is_some() {
+            return Ok(Ok(()));
+        }
+        let to = env.to;
+        let size = env.sealed.len() as u64;
+        let (count, bytes) = self.usage.get(to.as_bytes()).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0));
+        if count + 1 > limits.max_messages || bytes + size > limits.max_bytes {
+            return Ok(Err(Reject::QuotaExceeded));
+        }
+        let key = mail_key(&to, *next_seq);
+        *next_seq += 1;
+        let id = env.id;
+        let value = postcard::to_stdvec(&StoredMail { expires_at, env }).map_err(db_err)?;
+        self.mail.insert(&key, value.as_slice()).map_err(db_err)?;
+        self.ids.insert(&id.0, &key).map_err(db_err)?;
+        self.usage.insert(to.as_bytes(), (count + 1, bytes + size)).map_err(db_err)?;
+        Ok(Ok(()))
+    }
+
+    fn delete(&mut self, id: &MsgId) -> Result<(), StoreError> {
+        let Some(key) = self.ids.remove(&id.0).map_err(db_err)?.map(|v| *v.value()) else {
+            return Ok(());
+        };
+        self.remove_mail(&key)
+    }
+
+    fn remove_mail(&mut self, key: &[u8; 40]) -> Result<(), StoreError> {
+        let Some(value) = self.mail.remove(key).map_err(db_err)? else {
+            return Ok(());
+        };
+        let stored: StoredMail = postcard::from_bytes(value.value()).map_err(db_err)?;
+        drop(value);
+        let to = stored.env.to;
+        let size = stored.env.sealed.len() as u64;
+        let (count, bytes) = self.usage.get(to.as_bytes()).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0));
+        if count <= 1 {
+            self.usage.remove(to.as_bytes()).map_err(db_err)?;
+        } else {
+            self.usage.insert(to.as_bytes(), (count - 1, bytes.saturating_sub(size))).map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    fn sweep(&mut self, now: u64) -> Result<u64, StoreError> {
+        let mut expired = Vec::new();
+        for row in self.mail.iter().map_err(db_err)? {
+            let (key, value) = row.map_err(db_err)?;
+            let stored: StoredMail = postcard::from_bytes(value.value()).map_err(db_err)?;
+            if stored.expires_at <= now {
+                expired.push((*key.value(), stored.env.id));
+            }
+        }
+        for (key, id) in &expired {
+            self.ids.remove(&id.0).map_err(db_err)?;
+            self.remove_mail(key)?;
+        }
+        Ok(expired.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use top_proto::identity::Identity;
+
+    fn env(to: AccountId, body: &'static [u8]) -> Envelope {
+        Envelope { id: MsgId::random(), to, ttl_secs: 60, sealed: Bytes::from_static(body) }
+    }
+
+    #[tokio::test]
+    async fn stores_in_order_dedups_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let to = Identity::generate().account_id();
+        let (a, b) = (env(to, b"one"), env(to, b"two"));
+        {
+            let mb = Mailbox::open(&path, MailboxConfig::default()).unwrap();
+            mb.insert(a.clone(), 0).await.unwrap();
+            mb.insert(b.clone(), 0).await.unwrap();
+            mb.insert(a.clone(), 0).await.unwrap();
+            mb.close();
+        }
+        let mb = Mailbox::open(&path, MailboxConfig::default()).unwrap();
+        assert_eq!(mb.pending_for(&to, 1).unwrap(), vec![a.clone(), b.clone()]);
+        assert_eq!(mb.stats().unwrap().messages, 2);
+        mb.delete(a.id);
+        assert_eq!(mb.sweep(1).await, 0);
+        assert_eq!(mb.pending_for(&to, 1).unwrap(), vec![b]);
+        assert_eq!(mb.sweep(1000).await, 1, "expired after its ttl");
+        assert_eq!(mb.stats().unwrap().messages, 0);
+    }
+
+    #[tokio::test]
+    async fn enforces_quota_per_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = MailboxConfig { max_messages: 2, ..MailboxConfig::default() };
+        let mb = Mailbox::open(&dir.path().join("s.redb"), limits).unwrap();
+        let to = Identity::generate().account_id();
+        let other = Identity::generate().account_id();
+        mb.insert(env(to, b"1"), 0).await.unwrap();
+        mb.insert(env(to, b"2"), 0).await.unwrap();
+        assert_eq!(mb.insert(env(to, b"3"), 0).await, Err(Reject::QuotaExceeded));
+        mb.insert(env(other, b"1"), 0).await.unwrap();
+    }
+}

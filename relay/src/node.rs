@@ -1,0 +1,191 @@
+//! Creating a relay's data directory, starting a relay and shutting it down gracefully.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use top_proto::addr::RelayAddr;
+use top_proto::id::RelayId;
+use top_proto::identity::{Identity, KeyFileError};
+use tracing::info;
+
+use crate::config::{ConfigError, DataDir, RelayConfig};
+use crate::link::spawn_dialer;
+use crate::mailbox::{Mailbox, StoreError};
+use crate::server::accept_loop;
+use crate::state::{Shared, unix_now};
+
+/// How often expired mailbox messages are deleted.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How long shutdown waits for tasks to finish.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Why a relay could not be created or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The data directory already holds a relay.
+    #[error("{0} already holds a relay configuration; use another --data-dir or remove it")]
+    AlreadyInitialized(String),
+    /// Configuration problem.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Key file problem.
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    /// Store problem (e.g. another relay already runs on this data directory).
+    #[error("{0} (is another relay running on this data directory?)")]
+    Store(#[from] StoreError),
+    /// A socket could not be bound.
+    #[error("cannot bind {what} {addr}: {source}")]
+    Bind {
+        /// Which port.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] top_proto::tls::TlsError),
+    /// File system error.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `toprelay init` writes.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// QUIC address.
+    pub listen: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// Advertised `host:port`, when it differs from `listen`.
+    pub public_addr: Option<String>,
+    /// Relays to link to.
+    pub peers: Vec<RelayAddr>,
+}
+
+/// Creates a data directory: a new identity key (mode 0600) and `config.toml`.
+pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig), RelayError> {
+    let dir = DataDir(data_dir.to_path_buf());
+    if data_dir.join(crate::config::CONFIG_FILE).exists() || dir.key().exists() {
+        return Err(RelayError::AlreadyInitialized(data_dir.display().to_string()));
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let identity = Identity::generate();
+    identity.save(&dir.key())?;
+    let mut config = RelayConfig::new(opts.listen, opts.http);
+    config.public_addr = opts.public_addr;
+    config.peers = opts.peers;
+    config.save(data_dir)?;
+    Ok((identity.relay_id(), config))
+}
+
+/// A running relay.
+pub struct Relay {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+}
+
+impl Relay {
+    /// Starts the relay whose data directory is `data_dir`.
+    pub async fn start(data_dir: &Path) -> Result<Self, RelayError> {
+        let dir = DataDir(data_dir.to_path_buf());
+        let config = RelayConfig::load(data_dir)?;
+        let identity = Identity::load(&dir.key())?;
+        let mailbox = Mailbox::open(&dir.store(), config.mailbox.clone())?;
+        let server = top_proto::tls::server_config(&identity)?;
+        let endpoint = quinn::Endpoint::server(server, config.listen)
+            .map_err(|source| RelayError::Bind { what: "QUIC", addr: config.listen, source })?;
+        let bound = endpoint.local_addr()?;
+        let addr = RelayAddr { id: identity.relay_id(), host_port: config.advertised(bound) };
+        let http = tokio::net::TcpListener::bind(config.http)
+            .await
+            .map_err(|source| RelayError::Bind { what: "HTTP", addr: config.http, source })?;
+        let http_addr = http.local_addr()?;
+        let peers = config.peers.clone();
+        let shared = Arc::new(Shared::new(identity, addr, config, endpoint, mailbox));
+
+        shared.tasks.spawn(accept_loop(shared.clone()));
+        for peer in peers {
+            spawn_dialer(&shared, peer);
+        }
+        let router = crate::http::router(shared.clone(), http_addr.to_string());
+        let stop = shared.shutdown.clone();
+        shared.tasks.spawn(async move {
+            let serve = axum::serve(http, router).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(e) = serve.await {
+                tracing::error!("http server: {e}");
+            }
+        });
+        shared.tasks.spawn(sweep_loop(shared.clone()));
+        info!(addr = %shared.addr, http = %http_addr, "relay running");
+        Ok(Self { shared, http_addr })
+    }
+
+    /// The relay's id.
+    pub fn id(&self) -> RelayId {
+        self.shared.id
+    }
+
+    /// `<relay-id>@<host>:<port>` of the running relay.
+    pub fn addr(&self) -> RelayAddr {
+        self.shared.addr.clone()
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Links to another relay (in addition to the configured peers).
+    pub fn add_peer(&self, peer: RelayAddr) {
+        for relay in self.shared.learn([peer]) {
+            spawn_dialer(&self.shared, relay);
+        }
+    }
+
+    /// Ids of the relays linked now.
+    pub fn linked(&self) -> Vec<RelayId> {
+        self.shared.linked().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// A snapshot of the relay's status.
+    pub fn status(&self) -> crate::status::RelayStatus {
+        crate::status::RelayStatus::of(&self.shared, &self.http_addr.to_string())
+    }
+
+    /// Stops accepting, closes every connection, waits for tasks and flushes the store.
+    pub async fn shutdown(self) {
+        let shared = self.shared;
+        shared.shutdown.cancel();
+        shared.endpoint.close(0u32.into(), b"relay shutting down");
+        shared.tasks.close();
+        if tokio::time::timeout(DRAIN_DEADLINE, shared.tasks.wait()).await.is_err() {
+            tracing::warn!("some tasks did not finish within {DRAIN_DEADLINE:?}");
+        }
+        tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle()).await.ok();
+        let mailbox = shared.mailbox.clone();
+        drop(shared);
+        tokio::task::spawn_blocking(move || mailbox.close()).await.ok();
+        info!("relay stopped");
+    }
+}
+
+async fn sweep_loop(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                let n = shared.mailbox.sweep(unix_now()).await;
+                if n > 0 {
+                    info!("deleted {n} expired mailbox messages");
+                }
+            }
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Accepting QUIC connections and dispatching each stream by its first frame.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::Semaphore;
+use tokio_util::codec::FramedRead;
+use top_proto::frame::{FrameCodec, FrameError, MAX_FRAME_LEN, Open};
+use top_proto::id::AccountId;
+use top_proto::tls::peer_id;
+use tracing::{Instrument, debug, info_span};
+
+use crate::link::accept_link;
+use crate::pipe::serve_pipe;
+use crate::session::run_session;
+use crate::state::Shared;
+
+/// How long a new stream may take to send its first frame.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a QUIC handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `Open` frame.
+const MAX_OPEN_LEN: usize = 64 * 1024;
+
+/// Accepts connections until shutdown, at most `max_connections` at once.
+pub async fn accept_loop(shared: Arc<Shared>) {
+    let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    loop {
+        let incoming = tokio::select! {
+            incoming = shared.endpoint.accept() => incoming,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let Some(incoming) = incoming else { return };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            incoming.refuse();
+            continue;
+        };
+        let shared2 = shared.clone();
+        shared.tasks.spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => return debug!("handshake from {remote} failed: {e}"),
+                Err(_) => return debug!("handshake from {remote} timed out"),
+            };
+            shared2.metrics.connections.inc();
+            serve_streams(shared2, conn, Arc::new(AtomicBool::new(false))).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Serves every stream the peer of `conn` opens, until the connection closes.
+pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link: Arc<AtomicBool>) {
+    let Some(peer) = peer_id::<top_proto::id::Account>(&conn) else {
+        conn.close(2u32.into(), b"no identity");
+        return;
+    };
+    let span = info_span!("conn", peer = %peer.short(), remote = %conn.remote_address());
+    let session_open = Arc::new(AtomicBool::new(false));
+    async move {
+        loop {
+            let stream = tokio::select! {
+                stream = conn.accept_bi() => stream,
+                _ = shared.shutdown.cancelled() => {
+                    conn.close(0u32.into(), b"relay shutting down");
+                    return;
+                }
+            };
+            let Ok((send, recv)) = stream else { return };
+            let (shared, conn) = (shared.clone(), conn.clone());
+            let (is_link, session_open) = (is_link.clone(), session_open.clone());
+            shared.tasks.clone().spawn(
+                async move {
+                    if let Err(e) = serve_stream(shared.clone(), conn, peer, send, recv, is_link, session_open).await {
+                        shared.metrics.bad_frames.inc();
+                        debug!("stream closed: {e}");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve_stream(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    peer: AccountId,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    is_link: Arc<AtomicBool>,
+    session_open: Arc<AtomicBool>,
+) -> Result<(), FrameError> {
+    let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(MAX_OPEN_LEN));
+    let first = match tokio::time::timeout(OPEN_TIMEOUT, frames.next()).await {
+        Ok(Some(first)) => first,
+        Ok(None) => return Ok(()),
+        Err(_) => {
+            frames.get_mut().stop(3u32.into()).ok();
+            return Err(FrameError::Unexpected("no open frame in time"));
+        }
+    };
+    let reject = |mut frames: FramedRead<quinn::RecvStream, _>, why| {
+        frames.get_mut().stop(1u32.into()).ok();
+        Err(FrameError::Unexpected(why))
+    };
+    match first {
+        Err(e) => {
+            frames.get_mut().stop(1u32.into()).ok();
+            Err(e)
+        }
+        Ok(Open::Session) => {
+            if session_open.swap(true, Ordering::SeqCst) {
+                return reject(frames, "second session stream on one connection");
+            }
+            let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
+            run_session(shared, conn, peer, send, frames).await;
+            Ok(())
+        }
+        Ok(Open::Pipe { to }) => {
+            serve_pipe(shared, is_link.load(Ordering::SeqCst), to, send, frames).await;
+            Ok(())
+        }
+        Ok(Open::Link { addr, known }) => {
+            if addr.id.as_bytes() != peer.as_bytes() {
+                return reject(frames, "link hello names another relay id");
+            }
+            is_link.store(true, Ordering::SeqCst);
+            let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
+            accept_link(shared, conn, addr, known, send, frames).await;
+            Ok(())
+        }
+        Ok(Open::IncomingPipe) => reject(frames, "IncomingPipe is relay-to-client only"),
+    }
+}

@@ -1,0 +1,132 @@
+//! A client's messaging session: routes what it sends, delivers what it receives.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use top_proto::frame::{FrameCodec, FrameError, LinkFrame, Reject, SessionFrame};
+use top_proto::id::AccountId;
+use tracing::{Instrument, debug, info_span};
+
+use crate::delivery::{finish, push_mailbox, route, send_or_spawn, take, take_stale, undelivered};
+use crate::state::{Origin, SessionHandle, Shared};
+use crate::writer::write_frames;
+
+/// Frames queued towards one client before deliveries spill into its mailbox.
+const SESSION_QUEUE: usize = 4096;
+/// A delivery not acknowledged in this time is moved to the mailbox.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a session waits for linked relays to push stored messages before `Synced`.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs one client's messaging stream until it closes.
+pub async fn run_session(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    client: AccountId,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
+) {
+    let span = info_span!("session", client = %client.short());
+    serve(shared, conn, client, send, frames).instrument(span).await
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    client: AccountId,
+    send: quinn::SendStream,
+    mut frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
+) {
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let writer = tokio::spawn(write_frames(send, rx).in_current_span());
+    let handle = SessionHandle { no: shared.next_no(), conn, tx: tx.clone(), inflight: Default::default() };
+    shared.add_session(client, handle.clone());
+    debug!("session open");
+    let sync = shared.tasks.spawn(sync_mailboxes(shared.clone(), client, tx.clone()).in_current_span());
+
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    let end: Result<(), FrameError> = loop {
+        tokio::select! {
+            frame = frames.next() => match frame {
+                Some(Ok(SessionFrame::Send(env))) => {
+                    shared.metrics.messages_received.inc();
+                    if env.check().is_err() {
+                        finish(&shared, pending_reply(env, &tx), Err(Reject::TooLarge));
+                        continue;
+                    }
+                    route(&shared, env, Origin::Sender(tx.clone()));
+                }
+                Some(Ok(SessionFrame::Ack { id })) => {
+                    let acked = take(&handle.inflight, &id);
+                    if !acked.is_empty() {
+                        shared.metrics.messages_delivered.inc();
+                    }
+                    for pending in acked {
+                        finish(&shared, pending, Ok(top_proto::frame::Outcome::Delivered));
+                    }
+                }
+                Some(Ok(_)) => break Err(FrameError::Unexpected("relay-to-client frame sent by client")),
+                Some(Err(e)) => break Err(e),
+                None => break Ok(()),
+            },
+            _ = sweep.tick() => {
+                for pending in take_stale(&handle.inflight, ACK_TIMEOUT) {
+                    undelivered(&shared, pending);
+                }
+            }
+            _ = shared.shutdown.cancelled() => break Ok(()),
+        }
+    };
+    if let Err(e) = end {
+        shared.metrics.bad_frames.inc();
+        debug!("closing session: {e}");
+        frames.get_mut().stop(1u32.into()).ok();
+    }
+    sync.abort();
+    if shared.remove_session(&client, handle.no) {
+        for (_, link) in shared.linked() {
+            send_or_spawn(&link.tx, LinkFrame::Presence { client, online: false });
+        }
+    }
+    let unacked: Vec<_> = {
+        let mut table = crate::state::lock(&handle.inflight);
+        table.drain().flat_map(|(_, p)| p).collect()
+    };
+    for pending in unacked {
+        undelivered(&shared, pending);
+    }
+    drop(tx);
+    drop(handle);
+    // Answers still queued get a moment to leave; the writer must not outlive the session.
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_err() {
+        writer.abort();
+    }
+    debug!("session closed");
+}
+
+/// A reply-only pending entry for a message refused before routing.
+fn pending_reply(
+    env: top_proto::frame::Envelope,
+    tx: &mpsc::Sender<SessionFrame>,
+) -> crate::state::Pending {
+    crate::state::Pending { env, origin: Origin::Sender(tx.clone()), since: std::time::Instant::now() }
+}
+
+/// Pushes this relay's stored messages, asks linked relays for theirs, then says `Synced`.
+async fn sync_mailboxes(shared: Arc<Shared>, client: AccountId, tx: mpsc::Sender<SessionFrame>) {
+    let mut waits = Vec::new();
+    for (relay, link) in shared.linked() {
+        waits.push(shared.wait_mailbox_done(client, relay));
+        send_or_spawn(&link.tx, LinkFrame::Presence { client, online: true });
+    }
+    push_mailbox(&shared, client).await;
+    let all = futures::future::join_all(waits);
+    if tokio::time::timeout(SYNC_TIMEOUT, all).await.is_err() {
+        debug!("some linked relays did not finish their mailbox push in time");
+    }
+    tx.send(SessionFrame::Synced).await.ok();
+}

@@ -1,0 +1,32 @@
+//! The writer task of a stream: takes frames from a queue and writes them in batches.
+
+use futures::SinkExt;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedWrite;
+use top_proto::frame::{FrameCodec, FrameError};
+
+/// Most frames written before one flush.
+const BATCH: usize = 256;
+
+/// Writes every frame from `rx` to `send`, one flush per batch, until `rx` closes.
+pub async fn write_frames<T: Serialize>(
+    send: quinn::SendStream,
+    mut rx: mpsc::Receiver<T>,
+) -> Result<(), FrameError> {
+    let mut out = FramedWrite::new(send, FrameCodec::<T>::default());
+    out.set_backpressure_boundary(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        out.feed(frame).await?;
+        for _ in 1..BATCH {
+            match rx.try_recv() {
+                Ok(frame) => out.feed(frame).await?,
+                Err(_) => break,
+            }
+        }
+        out.flush().await?;
+    }
+    let mut send = out.into_inner();
+    send.finish().ok();
+    Ok(())
+}
