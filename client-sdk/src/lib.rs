@@ -1,1 +1,30 @@
+//! Client SDK of the TOP relay network: end-to-end encrypted messages and pipes through relays.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use top_client::{Client, Identity};
+//!
+//! let relay = "relay1…@127.0.0.1:7700".parse()?;
+//! let client = Client::connect(&relay, Identity::generate()).await?;
+//! let peer = "acct1…".parse()?;
+//! client.send(&peer, b"hello").await?;          // delivered, or stored for an offline peer
+//! while let Some(msg) = client.recv().await {   // messages sent to this client
+//!     println!("{}: {}", msg.from, String::from_utf8_lossy(&msg.body));
+//!     client.ack(&msg).await?;
+//! }
+//! let mut pipe = client.open_pipe(&peer).await?; // a bidirectional encrypted channel
+//! pipe.send(b"ping").await?;
+//! # Ok(()) }
+//! ```
 
+mod client;
+mod error;
+mod pipe;
+
+pub use client::{Client, DEFAULT_TTL_SECS, Message};
+pub use error::ClientError;
+pub use pipe::{Pipe, PipeReader, PipeWriter};
+pub use top_proto::addr::RelayAddr;
+pub use top_proto::frame::{MAX_BODY_LEN, MsgId, Outcome, Reject};
+pub use top_proto::id::{AccountId, RelayId};
+pub use top_proto::identity::Identity;

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod pipe_crypto;
 pub mod seal;
 pub mod tls;
+pub mod writer;
 
 /// ALPN protocol id of the TOP wire protocol.
 pub const ALPN: &[u8] = b"top/1";

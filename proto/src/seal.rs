@@ -136,6 +136,11 @@ impl Opener {
         Self { identity, sessions: HashMap::new() }
     }
 
+    /// The identity messages are opened for.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// Opens `sealed`, returning the authenticated sender and the content.
     pub fn open(&mut self, sealed: &[u8]) -> Result<(AccountId, SealedContent), SealError> {
         if sealed.len() > MAX_SEALED_LEN || sealed.len() < 2 {

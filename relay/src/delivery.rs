@@ -137,6 +137,7 @@ pub fn undelivered(shared: &Arc<Shared>, pending: Pending) {
         Origin::Link { store_on_fail, .. } => *store_on_fail,
         Origin::Mailbox => false,
     };
+    tracing::debug!(id = ?pending.env.id, to = ?pending.env.to, wants_store, "not delivered");
     if !wants_store {
         finish(shared, pending, Err(Reject::Unavailable));
         return;

@@ -36,6 +36,5 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod status;
-pub mod writer;
 
 pub use node::{InitOptions, Relay, RelayError, init};

@@ -23,7 +23,7 @@ use crate::delivery::{
 };
 use crate::server::serve_streams;
 use crate::state::{LinkHandle, Origin, Shared, lock};
-use crate::writer::write_frames;
+use top_proto::writer::write_frames;
 
 /// Frames queued on one link.
 const LINK_QUEUE: usize = 16_384;
@@ -129,6 +129,10 @@ async fn serve(
         tokio::select! {
             frame = frames.next() => match frame {
                 Some(Ok(frame)) => handle_frame(&shared, peer, &handle, frame),
+                Some(Err(FrameError::Io(e))) => {
+                    debug!("stream ended: {e}");
+                    break Ok(());
+                }
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
             },

@@ -148,6 +148,11 @@ impl Relay {
         }
     }
 
+    /// Waits until a link to `peer` is up (in either direction).
+    pub async fn wait_linked(&self, peer: &RelayId) {
+        self.shared.wait_link(peer).await
+    }
+
     /// Ids of the relays linked now.
     pub fn linked(&self) -> Vec<RelayId> {
         self.shared.linked().into_iter().map(|(id, _)| id).collect()

@@ -12,7 +12,7 @@ use tracing::{Instrument, debug, info_span};
 
 use crate::delivery::{finish, push_mailbox, route, send_or_spawn, take, take_stale, undelivered};
 use crate::state::{Origin, SessionHandle, Shared};
-use crate::writer::write_frames;
+use top_proto::writer::write_frames;
 
 /// Frames queued towards one client before deliveries spill into its mailbox.
 const SESSION_QUEUE: usize = 4096;
@@ -69,6 +69,10 @@ async fn serve(
                     }
                 }
                 Some(Ok(_)) => break Err(FrameError::Unexpected("relay-to-client frame sent by client")),
+                Some(Err(FrameError::Io(e))) => {
+                    debug!("stream ended: {e}");
+                    break Ok(());
+                }
                 Some(Err(e)) => break Err(e),
                 None => break Ok(()),
             },

@@ -102,6 +102,7 @@ pub struct Shared {
     sync_waiters: Mutex<HashMap<(AccountId, RelayId), oneshot::Sender<()>>>,
     pushing: Mutex<HashSet<MsgId>>,
     next_no: AtomicU64,
+    links_changed: tokio::sync::Notify,
 }
 
 /// Locks a mutex, recovering the data if a task panicked while holding it.
@@ -142,6 +143,7 @@ impl Shared {
             sync_waiters: Mutex::default(),
             pushing: Mutex::default(),
             next_no: AtomicU64::new(1),
+            links_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -208,6 +210,20 @@ impl Shared {
     pub fn add_link(&self, relay: RelayId, handle: LinkHandle) {
         lock(&self.links).insert(relay, handle);
         self.metrics.links.inc();
+        self.links_changed.notify_waiters();
+    }
+
+    /// Waits until a link to `relay` is up.
+    pub async fn wait_link(&self, relay: &RelayId) {
+        loop {
+            let changed = self.links_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.link(relay).is_some() {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Forgets a link and every client presence learned through it.

@@ -1,10 +1,10 @@
-//! The writer task of a stream: takes frames from a queue and writes them in batches.
+//! The writer task of a QUIC stream (a tokio driver): takes frames from a queue and writes them in batches.
 
 use futures::SinkExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
-use top_proto::frame::{FrameCodec, FrameError};
+use crate::frame::{FrameCodec, FrameError};
 
 /// Most frames written before one flush.
 const BATCH: usize = 256;

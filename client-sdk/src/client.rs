@@ -1,0 +1,303 @@
+//! A client's connection to its relay: sealed messages in and out, pipes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::codec::FramedRead;
+use top_proto::addr::RelayAddr;
+use top_proto::dial::dial;
+use top_proto::frame::{
+    Envelope, FrameCodec, MsgId, Open, Outcome, Reject, SessionFrame, encode_frame,
+};
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+use top_proto::seal::{Opener, SealedContent, Sealer};
+use top_proto::writer::write_frames;
+
+use crate::error::ClientError;
+use crate::pipe::Pipe;
+
+/// Default time a message waits in mailboxes for an offline recipient: 7 days.
+pub const DEFAULT_TTL_SECS: u32 = 7 * 24 * 3600;
+/// Received message ids remembered for de-duplication.
+const DEDUP_WINDOW: usize = 65_536;
+
+/// A message received from a peer, authenticated and decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The sender's message id.
+    pub id: MsgId,
+    /// The authenticated sender.
+    pub from: AccountId,
+    /// Sender's clock at sending, ms since the Unix epoch.
+    pub sent_ms: u64,
+    /// The application's bytes.
+    pub body: Vec<u8>,
+}
+
+type Waiters = Arc<Mutex<HashMap<MsgId, oneshot::Sender<Result<Outcome, Reject>>>>>;
+
+/// A connection to a relay on behalf of one identity.
+///
+/// Messages sent are sealed end to end with Noise; the relay delivers them at once if the peer is
+/// connected anywhere in the network, or keeps them in the peer's mailbox. Received messages must
+/// be acknowledged with [`Client::ack`]; unacknowledged ones are delivered again later.
+pub struct Client {
+    identity: Identity,
+    relay: RelayAddr,
+    endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    tx: mpsc::Sender<SessionFrame>,
+    sealer: Mutex<Sealer>,
+    waiters: Waiters,
+    inbox: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    pipes: tokio::sync::Mutex<mpsc::Receiver<Pipe>>,
+    synced: watch::Receiver<bool>,
+    ttl_secs: u32,
+}
+
+impl Client {
+    /// Connects to the relay at `relay` as `identity` and opens the messaging session.
+    pub async fn connect(relay: &RelayAddr, identity: Identity) -> Result<Self, ClientError> {
+        let bind: SocketAddr = match relay.host_port.parse::<SocketAddr>() {
+            Ok(a) if a.is_ipv6() => "[::]:0".parse().unwrap_or_else(|_| unreachable!()),
+            _ => "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
+        };
+        let endpoint = quinn::Endpoint::client(bind)?;
+        let conn = dial(&endpoint, &identity, relay).await?;
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&encode_frame(&Open::Session)?).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(write_frames(send, rx));
+        let waiters: Waiters = Arc::default();
+        let (inbox_tx, inbox) = mpsc::channel(1024);
+        let (synced_tx, synced) = watch::channel(false);
+        let reader = Reader {
+            opener: Opener::new(identity.clone()),
+            waiters: waiters.clone(),
+            inbox: inbox_tx,
+            acks: tx.clone(),
+            synced: synced_tx,
+            seen: HashSet::new(),
+            seen_order: VecDeque::new(),
+        };
+        tokio::spawn(reader.run(FramedRead::new(recv, FrameCodec::default())));
+        let (pipe_tx, pipes) = mpsc::channel(64);
+        tokio::spawn(accept_pipes(conn.clone(), identity.clone(), pipe_tx));
+        Ok(Self {
+            sealer: Mutex::new(Sealer::new(identity.clone())),
+            identity,
+            relay: relay.clone(),
+            endpoint,
+            conn,
+            tx,
+            waiters,
+            inbox: tokio::sync::Mutex::new(inbox),
+            pipes: tokio::sync::Mutex::new(pipes),
+            synced,
+            ttl_secs: DEFAULT_TTL_SECS,
+        })
+    }
+
+    /// This client's id: what peers send messages and open pipes to.
+    pub fn id(&self) -> AccountId {
+        self.identity.account_id()
+    }
+
+    /// The relay this client is connected to.
+    pub fn relay(&self) -> &RelayAddr {
+        &self.relay
+    }
+
+    /// Sets how long future messages may wait for an offline recipient.
+    pub fn set_ttl(&mut self, secs: u32) {
+        self.ttl_secs = secs;
+    }
+
+    /// Sends `body` to `to`; returns once a relay took responsibility for it:
+    /// [`Outcome::Delivered`] if the recipient acknowledged it, [`Outcome::Stored`] if it waits,
+    /// on disk, in the recipient's mailbox.
+    pub async fn send(&self, to: &AccountId, body: &[u8]) -> Result<Outcome, ClientError> {
+        let id = MsgId::random();
+        let content = SealedContent { id, sent_ms: now_ms(), body: body.to_vec() };
+        let sealed = self.sealer.lock().map_err(|_| ClientError::Closed)?.seal(to, &content)?;
+        let (done, outcome) = oneshot::channel();
+        self.waiters.lock().map_err(|_| ClientError::Closed)?.insert(id, done);
+        let env = Envelope { id, to: *to, ttl_secs: self.ttl_secs, sealed: sealed.into() };
+        if self.tx.send(SessionFrame::Send(env)).await.is_err() {
+            self.forget(&id);
+            return Err(self.closed_error());
+        }
+        match outcome.await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(reason)) => Err(ClientError::Rejected(reason)),
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    fn forget(&self, id: &MsgId) {
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(id);
+        }
+    }
+
+    fn closed_error(&self) -> ClientError {
+        match self.conn.close_reason() {
+            Some(e) => ClientError::Connection(e),
+            None => ClientError::Closed,
+        }
+    }
+
+    /// The next message for this client; `None` when the connection is gone.
+    pub async fn recv(&self) -> Option<Message> {
+        self.inbox.lock().await.recv().await
+    }
+
+    /// Acknowledges a message: relays delete their copies and tell the sender it was delivered.
+    pub async fn ack(&self, msg: &Message) -> Result<(), ClientError> {
+        self.tx.send(SessionFrame::Ack { id: msg.id }).await.map_err(|_| self.closed_error())
+    }
+
+    /// Waits until every message stored for this client when it connected has been pushed.
+    pub async fn synced(&self) -> Result<(), ClientError> {
+        let mut synced = self.synced.clone();
+        synced.wait_for(|s| *s).await.map(|_| ()).map_err(|_| self.closed_error())
+    }
+
+    /// Opens an end-to-end encrypted pipe to `peer` (who must be connected to some relay).
+    pub async fn open_pipe(&self, peer: &AccountId) -> Result<Pipe, ClientError> {
+        Pipe::open(&self.conn, &self.identity, *peer).await
+    }
+
+    /// Waits for a peer to open a pipe to this client.
+    pub async fn accept_pipe(&self) -> Option<Pipe> {
+        self.pipes.lock().await.recv().await
+    }
+
+    /// Closes the connection, letting queued frames leave first.
+    pub async fn close(self) {
+        let Self { tx, conn, endpoint, .. } = self;
+        drop(tx);
+        // Give the writer a moment to flush acknowledgements.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        conn.close(0u32.into(), b"bye");
+        endpoint.wait_idle().await;
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+struct Reader {
+    opener: Opener,
+    waiters: Waiters,
+    inbox: mpsc::Sender<Message>,
+    acks: mpsc::Sender<SessionFrame>,
+    synced: watch::Sender<bool>,
+    seen: HashSet<MsgId>,
+    seen_order: VecDeque<MsgId>,
+}
+
+impl Reader {
+    async fn run(mut self, mut frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>) {
+        while let Some(frame) = frames.next().await {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(top_proto::frame::FrameError::Io(e)) => {
+                    tracing::debug!("session ended: {e}");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("relay sent a bad frame, closing session: {e}");
+                    break;
+                }
+            };
+            match frame {
+                SessionFrame::Accepted { id, outcome } => self.answer(id, Ok(outcome)),
+                SessionFrame::Rejected { id, reason } => self.answer(id, Err(reason)),
+                SessionFrame::Deliver(env) => {
+                    if self.deliver(env).await.is_err() {
+                        break;
+                    }
+                }
+                SessionFrame::Synced => {
+                    self.synced.send_replace(true);
+                }
+                SessionFrame::Send(_) | SessionFrame::Ack { .. } => {
+                    tracing::warn!("relay sent a client-to-relay frame; closing session");
+                    break;
+                }
+            }
+        }
+        // Dropping the waiters' senders fails every pending `send` with `Closed`.
+        if let Ok(mut w) = self.waiters.lock() {
+            w.clear();
+        }
+    }
+
+    fn answer(&self, id: MsgId, result: Result<Outcome, Reject>) {
+        let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&id));
+        if let Some(waiter) = waiter {
+            waiter.send(result).ok();
+        }
+    }
+
+    async fn deliver(&mut self, env: Envelope) -> Result<(), ()> {
+        let ack = SessionFrame::Ack { id: env.id };
+        if self.seen.contains(&env.id) {
+            return self.acks.send(ack).await.map_err(|_| ());
+        }
+        let message = match self.opener.open(&env.sealed) {
+            Ok((from, content)) if content.id == env.id && env.to == self.opener_id() => {
+                Message { id: env.id, from, sent_ms: content.sent_ms, body: content.body }
+            }
+            _ => {
+                // Forged, corrupted or misrouted: nobody can ever read it, so drop it for good.
+                tracing::warn!("dropping a message that does not open (id {:?})", env.id);
+                return self.acks.send(ack).await.map_err(|_| ());
+            }
+        };
+        self.remember(env.id);
+        self.inbox.send(message).await.map_err(|_| ())
+    }
+
+    fn opener_id(&self) -> AccountId {
+        self.opener.identity().account_id()
+    }
+
+    fn remember(&mut self, id: MsgId) {
+        if self.seen.insert(id) {
+            self.seen_order.push_back(id);
+            if self.seen_order.len() > DEDUP_WINDOW
+                && let Some(old) = self.seen_order.pop_front()
+            {
+                self.seen.remove(&old);
+            }
+        }
+    }
+}
+
+async fn accept_pipes(conn: quinn::Connection, identity: Identity, pipes: mpsc::Sender<Pipe>) {
+    while let Ok((send, recv)) = conn.accept_bi().await {
+        let identity = identity.clone();
+        let pipes = pipes.clone();
+        tokio::spawn(async move {
+            let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(64));
+            match frames.next().await {
+                Some(Ok(Open::IncomingPipe)) => {}
+                _ => return,
+            }
+            match Pipe::accept(&identity, send, Pipe::records_after_open(frames)).await {
+                Ok(pipe) => {
+                    pipes.send(pipe).await.ok();
+                }
+                Err(e) => tracing::warn!("incoming pipe failed: {e}"),
+            }
+        });
+    }
+}

@@ -1,0 +1,43 @@
+//! Errors of the client SDK.
+
+use top_proto::frame::Reject;
+use top_proto::id::AccountId;
+
+/// What went wrong in a client operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The relay could not be reached or is not who it claims to be.
+    #[error(transparent)]
+    Dial(#[from] top_proto::dial::DialError),
+    /// The connection to the relay failed or closed.
+    #[error("connection to relay lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The client (or its session) is closed.
+    #[error("client is closed")]
+    Closed,
+    /// The relay refused the message.
+    #[error("message refused: {0}")]
+    Rejected(Reject),
+    /// The message could not be sealed.
+    #[error(transparent)]
+    Seal(#[from] top_proto::seal::SealError),
+    /// The pipe's end-to-end encryption failed.
+    #[error(transparent)]
+    PipeCrypto(#[from] top_proto::pipe_crypto::PipeCryptoError),
+    /// The peer is not connected to any reachable relay.
+    #[error("peer {0} is not connected to any reachable relay")]
+    Unreachable(AccountId),
+    /// The relay sent something malformed.
+    #[error("protocol error: {0}")]
+    Frame(#[from] top_proto::frame::FrameError),
+    /// Writing to a stream failed.
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Local I/O failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Local TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] top_proto::tls::TlsError),
+}
