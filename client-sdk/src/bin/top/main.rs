@@ -1,1 +1,166 @@
-fn main() {}
+//! `top`: the TOP network's end-user command line (identity, messages).
+
+mod home;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use home::Home;
+use top_client::{AccountId, Client, Outcome, RelayAddr};
+
+/// Use the TOP relay network: end-to-end encrypted messages through relays.
+#[derive(Parser)]
+#[command(name = "top", version, about)]
+struct Cli {
+    /// Where your identity, settings and inbox live.
+    #[arg(long, env = "TOP_HOME", default_value_os_t = default_home(), global = true)]
+    home: PathBuf,
+    /// Relay to use for this command, as <relay-id>@<host>:<port> (overrides the stored default).
+    #[arg(long, global = true, value_name = "ID@ADDR")]
+    relay: Option<RelayAddr>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".top")
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create your identity (and remember --relay as your default relay).
+    Init,
+    /// Print your id: give it to people who want to message you.
+    Id,
+    /// Send and read messages.
+    #[command(subcommand)]
+    Msg(MsgCommand),
+}
+
+#[derive(Subcommand)]
+enum MsgCommand {
+    /// Send TEXT to PEER_ID (delivered at once, or stored until the peer connects).
+    Send {
+        /// The recipient's id (acct1…).
+        peer: AccountId,
+        /// The message.
+        text: String,
+        /// How long the message may wait for an offline peer, in seconds.
+        #[arg(long, default_value_t = top_client::DEFAULT_TTL_SECS)]
+        ttl: u32,
+    },
+    /// Fetch waiting messages, then show your inbox.
+    Inbox {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print messages as they arrive, until Ctrl-C.
+    Listen {
+        /// Print one JSON object per message.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let home = Home(cli.home.clone());
+    match cli.command {
+        Command::Init => {
+            let identity = home.init(cli.relay)?;
+            println!("{}", identity.account_id());
+            eprintln!("identity created in {}", home.0.display());
+        }
+        Command::Id => println!("{}", home.identity()?.account_id()),
+        Command::Msg(cmd) => msg(&home, cli.relay, cmd).await?,
+    }
+    Ok(())
+}
+
+async fn connect(home: &Home, relay: Option<RelayAddr>) -> Result<Client> {
+    let relay = home.relay(relay)?;
+    let identity = home.identity()?;
+    Ok(Client::connect(&relay, identity).await?)
+}
+
+async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<()> {
+    match cmd {
+        MsgCommand::Send { peer, text, ttl } => {
+            let mut client = connect(home, relay).await?;
+            client.set_ttl(ttl);
+            let outcome = client.send(&peer, text.as_bytes()).await.context("sending")?;
+            match outcome {
+                Outcome::Delivered => println!("delivered to {peer}"),
+                Outcome::Stored => println!("stored for {peer} (offline); delivered when they connect"),
+            }
+            client.close().await;
+        }
+        MsgCommand::Inbox { json } => {
+            let client = connect(home, relay).await?;
+            let mut fresh = Vec::new();
+            tokio::select! {
+                r = client.synced() => r?,
+                _ = collect(&client, &mut fresh) => {}
+            }
+            // Messages pushed just before `Synced` may still be queued behind it.
+            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), client.recv()).await {
+                fresh.push(m);
+            }
+            home.append_inbox(&fresh)?;
+            for m in &fresh {
+                client.ack(m).await?;
+            }
+            client.close().await;
+            let inbox = home.inbox()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&inbox)?);
+            } else if inbox.is_empty() {
+                println!("inbox empty");
+            } else {
+                for e in &inbox {
+                    println!("{}  {}", e.from, e.text);
+                }
+                eprintln!("{} message(s), {} new", inbox.len(), fresh.len());
+            }
+        }
+        MsgCommand::Listen { json } => {
+            let client = connect(home, relay).await?;
+            eprintln!("listening as {} (Ctrl-C to stop)", client.id());
+            loop {
+                let msg = tokio::select! {
+                    m = client.recv() => m,
+                    _ = tokio::signal::ctrl_c() => break,
+                };
+                let Some(msg) = msg else {
+                    anyhow::bail!("connection to the relay was lost");
+                };
+                home.append_inbox(std::slice::from_ref(&msg))?;
+                client.ack(&msg).await?;
+                if json {
+                    let entry = serde_json::json!({ "from": msg.from.to_string(), "sent_ms": msg.sent_ms, "text": String::from_utf8_lossy(&msg.body) });
+                    println!("{entry}");
+                } else {
+                    println!("{}  {}", msg.from, String::from_utf8_lossy(&msg.body));
+                }
+            }
+            client.close().await;
+        }
+    }
+    Ok(())
+}
+
+async fn collect(client: &Client, out: &mut Vec<top_client::Message>) {
+    while let Some(m) = client.recv().await {
+        out.push(m);
+    }
+}

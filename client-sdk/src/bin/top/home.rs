@@ -1,0 +1,133 @@
+//! The end user's home directory: identity key, default relay and the local inbox.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use top_client::{Identity, Message, RelayAddr};
+
+/// `config.toml` of a home directory.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeConfig {
+    /// The relay to connect to unless `--relay` says otherwise.
+    pub relay: Option<RelayAddr>,
+}
+
+/// One message in the local inbox (`inbox.jsonl`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InboxEntry {
+    /// Message id (hex).
+    pub id: String,
+    /// Sender id.
+    pub from: String,
+    /// Sender's clock, ms since the Unix epoch.
+    pub sent_ms: u64,
+    /// The body as text (invalid UTF-8 replaced).
+    pub text: String,
+}
+
+/// Paths and files of a home directory.
+pub struct Home(pub PathBuf);
+
+impl Home {
+    fn key(&self) -> PathBuf {
+        self.0.join("identity.key")
+    }
+    fn config_path(&self) -> PathBuf {
+        self.0.join("config.toml")
+    }
+    fn inbox_path(&self) -> PathBuf {
+        self.0.join("inbox.jsonl")
+    }
+
+    /// Creates the identity and config; fails if an identity exists.
+    pub fn init(&self, relay: Option<RelayAddr>) -> Result<Identity> {
+        if self.key().exists() {
+            bail!("{} already holds an identity; use another --home", self.0.display());
+        }
+        std::fs::create_dir_all(&self.0).with_context(|| format!("creating {}", self.0.display()))?;
+        let identity = Identity::generate();
+        identity.save(&self.key())?;
+        self.save_config(&HomeConfig { relay })?;
+        Ok(identity)
+    }
+
+    fn save_config(&self, config: &HomeConfig) -> Result<()> {
+        std::fs::write(self.config_path(), toml::to_string_pretty(config)?)
+            .with_context(|| format!("writing {}", self.config_path().display()))
+    }
+
+    /// The identity; says how to create one when missing.
+    pub fn identity(&self) -> Result<Identity> {
+        if !self.key().exists() {
+            bail!("no identity in {}; create one with `top --home {} init`", self.0.display(), self.0.display());
+        }
+        Ok(Identity::load(&self.key())?)
+    }
+
+    /// The relay to use: `--relay` if given, else the stored default.
+    pub fn relay(&self, flag: Option<RelayAddr>) -> Result<RelayAddr> {
+        if let Some(relay) = flag {
+            return Ok(relay);
+        }
+        let config = self.config()?;
+        config.relay.with_context(|| {
+            format!("no relay configured; pass --relay ID@ADDR or run `top --home {} init --relay ID@ADDR`", self.0.display())
+        })
+    }
+
+    fn config(&self) -> Result<HomeConfig> {
+        let path = self.config_path();
+        if !path.exists() {
+            return Ok(HomeConfig::default());
+        }
+        let text = std::fs::read_to_string(&path)?;
+        toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    /// Appends messages to the local inbox and syncs it to disk (before they are acknowledged).
+    pub fn append_inbox(&self, messages: &[Message]) -> Result<()> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(self.inbox_path())?;
+        for m in messages {
+            let entry = InboxEntry {
+                id: m.id.0.iter().map(|b| format!("{b:02x}")).collect(),
+                from: m.from.to_string(),
+                sent_ms: m.sent_ms,
+                text: String::from_utf8_lossy(&m.body).into_owned(),
+            };
+            writeln!(file, "{}", serde_json::to_string(&entry)?)?;
+        }
+        file.sync_all()?;
+        Ok(())
+    }
+
+    /// Every message in the local inbox, oldest first.
+    pub fn inbox(&self) -> Result<Vec<InboxEntry>> {
+        read_inbox(&self.inbox_path())
+    }
+}
+
+fn read_inbox(path: &Path) -> Result<Vec<InboxEntry>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let file = std::fs::File::open(path)?;
+    let mut out = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(&line) {
+            Ok(entry) => out.push(entry),
+            Err(e) => eprintln!("warning: skipping line {} of {}: {e}", n + 1, path.display()),
+        }
+    }
+    Ok(out)
+}

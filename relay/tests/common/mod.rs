@@ -1,0 +1,59 @@
+//! A raw protocol client for relay tests: speaks frames directly, no SDK.
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use tokio_util::codec::FramedRead;
+use top_proto::addr::RelayAddr;
+use top_proto::dial::dial;
+use top_proto::frame::{Envelope, FrameCodec, MsgId, Open, SessionFrame, encode_frame};
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+use top_proto::seal::{SealedContent, Sealer};
+
+pub struct RawSession {
+    pub endpoint: quinn::Endpoint,
+    pub conn: quinn::Connection,
+    pub send: quinn::SendStream,
+    pub frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
+}
+
+pub async fn endpoint_and_conn(relay: &RelayAddr, identity: &Identity) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = dial(&endpoint, identity, relay).await.unwrap();
+    (endpoint, conn)
+}
+
+pub async fn open_session(relay: &RelayAddr, identity: &Identity) -> RawSession {
+    let (endpoint, conn) = endpoint_and_conn(relay, identity).await;
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Open::Session).unwrap()).await.unwrap();
+    RawSession { endpoint, conn, send, frames: FramedRead::new(recv, FrameCodec::default()) }
+}
+
+impl RawSession {
+    pub async fn write(&mut self, frame: &SessionFrame) {
+        self.send.write_all(&encode_frame(frame).unwrap()).await.unwrap();
+    }
+
+    pub async fn next(&mut self) -> SessionFrame {
+        self.frames.next().await.expect("session closed").expect("bad frame")
+    }
+
+    /// Reads frames until one matches; returns it.
+    pub async fn until(&mut self, want: impl Fn(&SessionFrame) -> bool) -> SessionFrame {
+        loop {
+            let f = self.next().await;
+            if want(&f) {
+                return f;
+            }
+        }
+    }
+}
+
+pub fn sealed_envelope(from: &Identity, to: AccountId, body: &[u8]) -> Envelope {
+    let id = MsgId::random();
+    let sealed = Sealer::new(from.clone())
+        .seal(&to, &SealedContent { id, sent_ms: 0, body: body.to_vec() })
+        .unwrap();
+    Envelope { id, to, ttl_secs: 3600, sealed: sealed.into() }
+}

@@ -1,0 +1,90 @@
+//! Crash safety with the real daemon: a message the relay reported as stored survives kill -9.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{open_session, sealed_envelope};
+use top_proto::addr::RelayAddr;
+use top_proto::frame::{Outcome, SessionFrame};
+use top_proto::identity::Identity;
+use top_proto::seal::Opener;
+
+const BIN: &str = env!("CARGO_BIN_EXE_toprelay");
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(dir: &std::path::Path) -> (Child, RelayAddr) {
+    let mut child = Command::new(BIN)
+        .args(["run", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The daemon prints its address once it serves.
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    (child, line.trim().parse().expect("relay address on stdout"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accepted_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &listen, "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let sender = Identity::generate();
+    let recipient = Identity::generate();
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        let (mut child, addr) = start(&data);
+        let mut session = open_session(&addr, &sender).await;
+        for i in 0..20 {
+            let env = sealed_envelope(&sender, recipient.account_id(), format!("round {round} msg {i}").as_bytes());
+            session.write(&SessionFrame::Send(env.clone())).await;
+            let id = env.id;
+            let reply = session.until(|f| matches!(f, SessionFrame::Accepted { id: i, .. } if *i == id)).await;
+            assert_eq!(reply, SessionFrame::Accepted { id, outcome: Outcome::Stored });
+            sent.push(env.id);
+        }
+        // SIGKILL right after the last acknowledgement: no graceful flush.
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    // What the relay holds is sealed: no plaintext in its store.
+    let store = std::fs::read(data.join("store.redb")).unwrap();
+    assert!(!store.windows(11).any(|w| w == b"round 0 msg"), "plaintext found in the relay's store");
+
+    let (mut child, addr) = start(&data);
+    let mut session = open_session(&addr, &recipient).await;
+    let mut opener = Opener::new(recipient.clone());
+    let mut got = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), session.next()).await.unwrap() {
+            SessionFrame::Deliver(env) => {
+                let (from, content) = opener.open(&env.sealed).unwrap();
+                assert_eq!(from, sender.account_id());
+                assert!(content.body.starts_with(b"round "));
+                got.push(env.id);
+            }
+            SessionFrame::Synced => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, sent, "every accepted message, in order per sender");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

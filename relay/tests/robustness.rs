@@ -1,0 +1,122 @@
+//! Bad input closes only the offending stream or connection; the relay keeps serving everyone.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
+use common::{endpoint_and_conn, open_session, sealed_envelope};
+use futures::StreamExt;
+use top_proto::frame::{FrameCodec, Open, Outcome, SessionFrame, encode_body, encode_frame};
+use top_proto::identity::Identity;
+use top_relay::{InitOptions, Relay, init};
+
+async fn relay(dir: &std::path::Path) -> Relay {
+    let any = "127.0.0.1:0".parse().unwrap();
+    init(dir, InitOptions { listen: any, http: any, public_addr: None, peers: vec![] }).unwrap();
+    Relay::start(dir).await.unwrap()
+}
+
+/// Sends a message to an offline peer through a fresh session: proves the relay still serves.
+async fn still_serves(relay: &Relay) {
+    let me = Identity::generate();
+    let mut s = open_session(&relay.addr(), &me).await;
+    let env = sealed_envelope(&me, Identity::generate().account_id(), b"still here?");
+    s.write(&SessionFrame::Send(env.clone())).await;
+    let reply = tokio::time::timeout(Duration::from_secs(10), s.until(not_synced)).await.unwrap();
+    assert_eq!(reply, SessionFrame::Accepted { id: env.id, outcome: Outcome::Stored });
+}
+
+fn not_synced(f: &SessionFrame) -> bool {
+    *f != SessionFrame::Synced
+}
+
+/// Whether the relay ended the stream (reset, stop or EOF) after bad input.
+async fn stream_closed(recv: &mut quinn::RecvStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(10), recv.read(&mut buf)).await,
+        Ok(Err(_)) | Ok(Ok(None))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_frames_close_only_their_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path()).await;
+    let me = Identity::generate();
+    let (_ep, conn) = endpoint_and_conn(&relay.addr(), &me).await;
+
+    let mut bad_version = encode_body(&Open::Session).unwrap();
+    bad_version[0] = 99;
+    let mut oversized = BytesMut::new();
+    oversized.put_u32(50_000_000);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage body", vec![0, 0, 0, 3, 1, 0xff, 0xff]),
+        ("unknown version", [&(bad_version.len() as u32).to_be_bytes()[..], &bad_version].concat()),
+        ("oversized length", oversized.to_vec()),
+        ("relay-only open", encode_frame(&Open::IncomingPipe).unwrap().to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&bytes).await.unwrap();
+        assert!(stream_closed(&mut recv).await, "{name}: stream left open");
+    }
+    // A session stream that sends a relay-to-client frame is closed too.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Open::Session).unwrap()).await.unwrap();
+    send.write_all(&encode_frame(&SessionFrame::Synced).unwrap()).await.unwrap();
+    assert!(stream_closed(&mut recv).await, "bad session frame: stream left open");
+
+    // The same connection still works for a new stream, and so does everyone else.
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Open::Pipe { to: Identity::generate().account_id() }).unwrap()).await.unwrap();
+    let mut replies = tokio_util::codec::FramedRead::new(recv, FrameCodec::<top_proto::frame::PipeReply>::new(64));
+    assert_eq!(replies.next().await.unwrap().unwrap(), top_proto::frame::PipeReply::Unreachable);
+    still_serves(&relay).await;
+    assert!(relay.status().messages_received >= 1);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn junk_datagrams_and_half_open_peers_do_not_hurt() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path()).await;
+    let target: std::net::SocketAddr = relay.addr().host_port.parse().unwrap();
+
+    // Junk UDP: random bytes, truncated QUIC-looking headers.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..500u32 {
+        let len = 1 + (i as usize * 37) % 1400;
+        let datagram: Vec<u8> = (0..len).map(|j| (i as usize * 31 + j * 7) as u8).collect();
+        junk.send_to(&datagram, target).unwrap();
+    }
+    junk.send_to(&[0xc0, 0, 0, 0, 1, 8], target).unwrap();
+
+    // Half-open: a connection whose stream never sends its first frame.
+    let me = Identity::generate();
+    let (_ep, conn) = endpoint_and_conn(&relay.addr(), &me).await;
+    let (mut idle_send, _idle_recv) = conn.open_bi().await.unwrap();
+    idle_send.write_all(&[0, 0]).await.unwrap();
+
+    still_serves(&relay).await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_message_is_rejected_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path()).await;
+    let me = Identity::generate();
+    let mut s = open_session(&relay.addr(), &me).await;
+    let mut env = sealed_envelope(&me, Identity::generate().account_id(), b"x");
+    env.sealed = vec![0u8; top_proto::frame::MAX_SEALED_LEN + 1].into();
+    s.write(&SessionFrame::Send(env.clone())).await;
+    let reply = s.until(not_synced).await;
+    assert_eq!(reply, SessionFrame::Rejected { id: env.id, reason: top_proto::frame::Reject::TooLarge });
+    // The session goes on.
+    let env = sealed_envelope(&me, Identity::generate().account_id(), b"small");
+    s.write(&SessionFrame::Send(env.clone())).await;
+    assert_eq!(s.until(not_synced).await, SessionFrame::Accepted { id: env.id, outcome: Outcome::Stored });
+    relay.shutdown().await;
+}
