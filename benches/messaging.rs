@@ -1,1 +1,128 @@
-fn main() {}
+//! Messaging through one relay on loopback vs a plain quinn echo of the same sizes.
+//!
+//! `cargo bench --bench messaging` prints messages/s (pipelined) and p50/p99 round-trip latency
+//! (one message at a time) for both, measured in the same run.
+//! The relay path: sender → relay → recipient, recipient's ack → relay → sender ("Delivered").
+//! The baseline: client → echo server → client on one QUIC stream, no relay logic.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use top_client::{Client, Identity, Outcome};
+use top_relay::{InitOptions, Relay, init};
+
+const SIZE: usize = 256;
+const COUNT: usize = 100_000;
+const WINDOW: usize = 1024;
+const SAMPLES: usize = 3_000;
+
+struct Figures {
+    rate: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+}
+
+async fn relay_bench() -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    init(dir.path(), InitOptions { listen: any, http: any, public_addr: None, peers: vec![] }).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let sender = Client::connect(&relay.addr(), Identity::generate()).await.unwrap();
+    let recipient = std::sync::Arc::new(Client::connect(&relay.addr(), Identity::generate()).await.unwrap());
+    sender.synced().await.unwrap();
+    recipient.synced().await.unwrap();
+    let to = recipient.id();
+    let r = recipient.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(m) = r.recv().await {
+            r.ack(&m).await.unwrap();
+        }
+    });
+    let body = vec![7u8; SIZE];
+    // Warm up the Noise session and the paths.
+    for _ in 0..1000 {
+        assert_eq!(sender.send(&to, &body).await.unwrap(), Outcome::Delivered);
+    }
+    let start = Instant::now();
+    let delivered = futures::stream::iter(0..COUNT)
+        .map(|_| sender.send(&to, &body))
+        .buffer_unordered(WINDOW)
+        .filter(|r| std::future::ready(matches!(r, Ok(Outcome::Delivered))))
+        .count()
+        .await;
+    let rate = delivered as f64 / start.elapsed().as_secs_f64();
+    assert_eq!(delivered, COUNT, "every message delivered");
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        sender.send(&to, &body).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    let (p50, p99) = percentiles(samples);
+    reader.abort();
+    relay.shutdown().await;
+    Figures { rate, p50, p99 }
+}
+
+async fn echo_bench() -> Figures {
+    let server_id = Identity::generate();
+    let server_config = top_proto::tls::server_config(&server_id).unwrap();
+    let server = quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = top_proto::addr::RelayAddr::new(server_id.relay_id(), server.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            tokio::spawn(async move {
+                let conn = incoming.await.unwrap();
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move { tokio::io::copy(&mut recv, &mut send).await.ok() });
+                }
+            });
+        }
+    });
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = top_proto::dial::dial(&client, &Identity::generate(), &addr).await.unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let frame = vec![7u8; SIZE];
+    let mut buf = vec![0u8; SIZE];
+    let start = Instant::now();
+    let writer = tokio::spawn(async move {
+        for _ in 0..COUNT {
+            send.write_all(&frame).await.unwrap();
+        }
+        send
+    });
+    let mut big = vec![0u8; 64 * 1024];
+    let mut got = 0;
+    while got < COUNT * SIZE {
+        got += recv.read(&mut big).await.unwrap().unwrap();
+    }
+    let rate = COUNT as f64 / start.elapsed().as_secs_f64();
+    let mut send = writer.await.unwrap();
+    let frame = vec![7u8; SIZE];
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for _ in 0..SAMPLES {
+        let t = Instant::now();
+        send.write_all(&frame).await.unwrap();
+        recv.read_exact(&mut buf).await.unwrap();
+        samples.push(t.elapsed());
+    }
+    let (p50, p99) = percentiles(samples);
+    Figures { rate, p50, p99 }
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let echo = runtime.block_on(echo_bench());
+    let relay = runtime.block_on(relay_bench());
+    println!("messaging, {SIZE}-byte messages, {COUNT} pipelined (window {WINDOW}), {SAMPLES} sequential for latency");
+    println!("{:<34} {:>12} {:>10} {:>10}", "", "msgs/s", "p50", "p99");
+    for (name, f) in [("quinn echo (baseline)", &echo), ("relay: send -> deliver -> ack", &relay)] {
+        println!("{name:<34} {:>12.0} {:>10.3?} {:>10.3?}", f.rate, f.p50, f.p99);
+    }
+    println!("relay / baseline rate: {:.2}", relay.rate / echo.rate);
+}

@@ -127,7 +127,7 @@ impl std::fmt::Debug for Identity {
 
 /// Verifies `sig` over `msg` by `id` with the one rule every node uses (`verify_strict`).
 pub fn verify<K: IdKind>(id: &Id<K>, msg: &[u8], sig: &Signature) -> bool {
-    id.verifying_key().verify_strict(msg, sig).is_ok()
+    id.verifying_key().is_ok_and(|key| key.verify_strict(msg, sig).is_ok())
 }
 
 #[cfg(test)]

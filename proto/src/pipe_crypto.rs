@@ -35,7 +35,7 @@ impl PipeInitiator {
     /// Starts a handshake with `peer`; returns the state and the first message to send.
     pub fn start(identity: &Identity, peer: &AccountId) -> Result<(Self, Vec<u8>), PipeCryptoError> {
         let secret = identity.x25519_secret();
-        let remote = peer.x25519_public();
+        let remote = peer.x25519_public().map_err(|_| PipeCryptoError("peer id is not a valid key"))?;
         let pattern = PIPE_PATTERN.parse().map_err(builder_error)?;
         let mut hs = snow::Builder::new(pattern)
             .local_private_key(&secret[..])

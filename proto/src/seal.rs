@@ -105,10 +105,11 @@ impl Sealer {
 fn handshake(identity: &Identity, to: &AccountId) -> Result<SendSession, SealError> {
     let secret = identity.x25519_secret();
     let err = |e: snow::Error| SealError::Seal(e.to_string());
+    let remote = to.x25519_public().map_err(|e| SealError::Seal(e.to_string()))?;
     let mut hs = snow::Builder::new(SEAL_PATTERN.parse().map_err(err)?)
         .local_private_key(&secret[..])
         .map_err(err)?
-        .remote_public_key(&to.x25519_public())
+        .remote_public_key(&remote)
         .map_err(err)?
         .build_initiator()
         .map_err(err)?;
@@ -196,7 +197,7 @@ pub(crate) fn claimed_sender(
     let key: [u8; 32] = payload.try_into().map_err(|_| SealError::Open)?;
     let sender = AccountId::from_bytes(key).map_err(|_| SealError::Open)?;
     match remote_static {
-        Some(s) if s == sender.x25519_public() => Ok(sender),
+        Some(s) if sender.x25519_public().is_ok_and(|x| x == s) => Ok(sender),
         _ => Err(SealError::Open),
     }
 }
@@ -258,7 +259,7 @@ mod tests {
         let mut hs = snow::Builder::new(SEAL_PATTERN.parse().unwrap())
             .local_private_key(&mallory.x25519_secret()[..])
             .unwrap()
-            .remote_public_key(&bob.account_id().x25519_public())
+            .remote_public_key(&bob.account_id().x25519_public().unwrap())
             .unwrap()
             .build_initiator()
             .unwrap();
