@@ -24,16 +24,34 @@ struct Figures {
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
-    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
 }
 
 async fn relay_bench() -> Figures {
     let dir = tempfile::tempdir().unwrap();
     let any = "127.0.0.1:0".parse().unwrap();
-    init(dir.path(), InitOptions { listen: any, http: any, public_addr: None, peers: vec![] }).unwrap();
+    init(
+        dir.path(),
+        InitOptions {
+            listen: any,
+            http: any,
+            public_addr: None,
+            peers: vec![],
+        },
+    )
+    .unwrap();
     let relay = Relay::start(dir.path()).await.unwrap();
-    let sender = Client::connect(&relay.addr(), Identity::generate()).await.unwrap();
-    let recipient = std::sync::Arc::new(Client::connect(&relay.addr(), Identity::generate()).await.unwrap());
+    let sender = Client::connect(&relay.addr(), Identity::generate())
+        .await
+        .unwrap();
+    let recipient = std::sync::Arc::new(
+        Client::connect(&relay.addr(), Identity::generate())
+            .await
+            .unwrap(),
+    );
     sender.synced().await.unwrap();
     recipient.synced().await.unwrap();
     let to = recipient.id();
@@ -85,7 +103,9 @@ async fn echo_bench() -> Figures {
         }
     });
     let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&client, &Identity::generate(), &addr).await.unwrap();
+    let conn = top_proto::dial::dial(&client, &Identity::generate(), &addr)
+        .await
+        .unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let frame = vec![7u8; SIZE];
     let mut buf = vec![0u8; SIZE];
@@ -119,10 +139,18 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let echo = runtime.block_on(echo_bench());
     let relay = runtime.block_on(relay_bench());
-    println!("messaging, {SIZE}-byte messages, {COUNT} pipelined (window {WINDOW}), {SAMPLES} sequential for latency");
+    println!(
+        "messaging, {SIZE}-byte messages, {COUNT} pipelined (window {WINDOW}), {SAMPLES} sequential for latency"
+    );
     println!("{:<34} {:>12} {:>10} {:>10}", "", "msgs/s", "p50", "p99");
-    for (name, f) in [("quinn echo (baseline)", &echo), ("relay: send -> deliver -> ack", &relay)] {
-        println!("{name:<34} {:>12.0} {:>10.3?} {:>10.3?}", f.rate, f.p50, f.p99);
+    for (name, f) in [
+        ("quinn echo (baseline)", &echo),
+        ("relay: send -> deliver -> ack", &relay),
+    ] {
+        println!(
+            "{name:<34} {:>12.0} {:>10.3?} {:>10.3?}",
+            f.rate, f.p50, f.p99
+        );
     }
     println!("relay / baseline rate: {:.2}", relay.rate / echo.rate);
 }

@@ -11,13 +11,25 @@ use top_relay::{InitOptions, Relay, init};
 
 async fn start_relay(dir: &Path) -> Result<Relay> {
     let loopback_any_port = "127.0.0.1:0".parse()?;
-    init(dir, InitOptions { listen: loopback_any_port, http: loopback_any_port, public_addr: None, peers: vec![] })?;
+    init(
+        dir,
+        InitOptions {
+            listen: loopback_any_port,
+            http: loopback_any_port,
+            public_addr: None,
+            peers: vec![],
+        },
+    )?;
     Ok(Relay::start(dir).await?)
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
     let dir = tempfile::tempdir()?;
     let relay_a = start_relay(&dir.path().join("relay-a")).await?;
     let relay_b = start_relay(&dir.path().join("relay-b")).await?;
@@ -26,7 +38,11 @@ async fn main() -> Result<()> {
     println!("relay A  {}", relay_a.addr());
     println!("relay B  {}  (linked to A)", relay_b.addr());
 
-    let (alice_id, bob_id, carol_id) = (Identity::generate(), Identity::generate(), Identity::generate());
+    let (alice_id, bob_id, carol_id) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
     let carol = carol_id.account_id();
     let alice = Client::connect(&relay_a.addr(), alice_id).await?;
     let bob = Client::connect(&relay_b.addr(), bob_id).await?;
@@ -39,24 +55,39 @@ async fn main() -> Result<()> {
     // 1. Online message across relays: A forwards to B, bob acknowledges, alice hears "delivered".
     // `send` returns once bob acknowledged, so bob reads concurrently.
     let (outcome, msg) = tokio::try_join!(
-        async { Ok::<_, anyhow::Error>(alice.send(&bob.id(), b"hi bob, this went through two relays").await?) },
+        async {
+            Ok::<_, anyhow::Error>(
+                alice
+                    .send(&bob.id(), b"hi bob, this went through two relays")
+                    .await?,
+            )
+        },
         async {
             let msg = bob.recv().await.context("bob's connection closed")?;
             bob.ack(&msg).await?;
             Ok(msg)
         },
     )?;
-    println!("\n1. alice -> bob: {outcome:?}; bob read \"{}\"", String::from_utf8_lossy(&msg.body));
+    println!(
+        "\n1. alice -> bob: {outcome:?}; bob read \"{}\"",
+        String::from_utf8_lossy(&msg.body)
+    );
     anyhow::ensure!(outcome == Outcome::Delivered && msg.from == alice.id());
 
     // 2. Offline message: stored, sealed, in carol's mailbox on her home relays.
-    let outcome = alice.send(&carol, b"carol, read this when you are back").await?;
+    let outcome = alice
+        .send(&carol, b"carol, read this when you are back")
+        .await?;
     println!("2. alice -> carol (offline): {outcome:?} in her mailbox");
     anyhow::ensure!(outcome == Outcome::Stored);
     let carol = Client::connect(&relay_b.addr(), carol_id).await?;
     let msg = carol.recv().await.context("carol's connection closed")?;
     carol.ack(&msg).await?;
-    println!("   carol connects to relay B and reads \"{}\" from {}", String::from_utf8_lossy(&msg.body), msg.from.short());
+    println!(
+        "   carol connects to relay B and reads \"{}\" from {}",
+        String::from_utf8_lossy(&msg.body),
+        msg.from.short()
+    );
     anyhow::ensure!(msg.from == alice.id());
 
     // 3. A pipe from alice to bob through both relays, end-to-end encrypted with Noise IK.

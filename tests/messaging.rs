@@ -9,7 +9,16 @@ use top_relay::{InitOptions, Relay, init};
 
 fn init_relay(dir: &Path) {
     let any = "127.0.0.1:0".parse().unwrap();
-    init(dir, InitOptions { listen: any, http: any, public_addr: None, peers: vec![] }).unwrap();
+    init(
+        dir,
+        InitOptions {
+            listen: any,
+            http: any,
+            public_addr: None,
+            peers: vec![],
+        },
+    )
+    .unwrap();
 }
 
 async fn linked_pair(root: &Path) -> (Relay, Relay) {
@@ -18,7 +27,9 @@ async fn linked_pair(root: &Path) -> (Relay, Relay) {
     let a = Relay::start(&root.join("a")).await.unwrap();
     let b = Relay::start(&root.join("b")).await.unwrap();
     b.add_peer(a.addr());
-    tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id())).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id()))
+        .await
+        .unwrap();
     (a, b)
 }
 
@@ -43,19 +54,28 @@ async fn online_across_relays_offline_on_reconnect_in_order() {
         m
     });
     assert_eq!(outcome.unwrap(), Outcome::Delivered);
-    assert_eq!((msg.from, msg.body.as_slice()), (alice.id(), &b"hello bob"[..]));
+    assert_eq!(
+        (msg.from, msg.body.as_slice()),
+        (alice.id(), &b"hello bob"[..])
+    );
 
     // Offline: stored; delivered in order when carol connects to either relay.
     let carol_key = Identity::generate();
     let carol = carol_key.account_id();
     for i in 0..10 {
-        let outcome = alice.send(&carol, format!("note {i}").as_bytes()).await.unwrap();
+        let outcome = alice
+            .send(&carol, format!("note {i}").as_bytes())
+            .await
+            .unwrap();
         assert_eq!(outcome, Outcome::Stored);
     }
     let carol_client = Client::connect(&b.addr(), carol_key).await.unwrap();
     let mut got = Vec::new();
     while got.len() < 10 {
-        let m = tokio::time::timeout(Duration::from_secs(10), carol_client.recv()).await.unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), carol_client.recv())
+            .await
+            .unwrap()
+            .unwrap();
         carol_client.ack(&m).await.unwrap();
         assert_eq!(m.from, alice.id());
         got.push(String::from_utf8(m.body).unwrap());
@@ -69,7 +89,10 @@ async fn online_across_relays_offline_on_reconnect_in_order() {
     // Acked messages are deleted from the mailboxes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while a.status().mailbox.messages + b.status().mailbox.messages > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "mailboxes not emptied after acks");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mailboxes not emptied after acks"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     a.shutdown().await;
@@ -84,13 +107,22 @@ async fn mailbox_survives_relay_restart() {
     let relay = Relay::start(&dir).await.unwrap();
     let alice = connected(&relay.addr(), Identity::generate()).await;
     let bob_key = Identity::generate();
-    assert_eq!(alice.send(&bob_key.account_id(), b"after restart").await.unwrap(), Outcome::Stored);
+    assert_eq!(
+        alice
+            .send(&bob_key.account_id(), b"after restart")
+            .await
+            .unwrap(),
+        Outcome::Stored
+    );
     alice.close().await;
     relay.shutdown().await;
 
     let relay = Relay::start(&dir).await.unwrap();
     let bob = Client::connect(&relay.addr(), bob_key).await.unwrap();
-    let m = tokio::time::timeout(Duration::from_secs(10), bob.recv()).await.unwrap().unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(10), bob.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(m.body, b"after restart");
     relay.shutdown().await;
 }
@@ -119,7 +151,9 @@ async fn pipe_carries_data_both_ways_through_two_relays() {
 
     // A pipe to a peer that is nowhere fails clearly.
     let nobody = Identity::generate().account_id();
-    assert!(matches!(alice.open_pipe(&nobody).await, Err(ClientError::Unreachable(p)) if p == nobody));
+    assert!(
+        matches!(alice.open_pipe(&nobody).await, Err(ClientError::Unreachable(p)) if p == nobody)
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -130,12 +164,18 @@ async fn wrong_relay_id_fails_naming_both_ids() {
     init_relay(root.path());
     let relay = Relay::start(root.path()).await.unwrap();
     let impostor = Identity::generate().relay_id();
-    let addr = RelayAddr { id: impostor, host_port: relay.addr().host_port };
+    let addr = RelayAddr {
+        id: impostor,
+        host_port: relay.addr().host_port,
+    };
     let err = match Client::connect(&addr, Identity::generate()).await {
         Err(e) => e.to_string(),
         Ok(_) => panic!("connected to a relay with the wrong id"),
     };
-    assert!(err.contains(&impostor.to_string()) && err.contains(&relay.id().to_string()), "{err}");
+    assert!(
+        err.contains(&impostor.to_string()) && err.contains(&relay.id().to_string()),
+        "{err}"
+    );
     relay.shutdown().await;
 }
 

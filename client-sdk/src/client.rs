@@ -123,11 +123,27 @@ impl Client {
     /// on disk, in the recipient's mailbox.
     pub async fn send(&self, to: &AccountId, body: &[u8]) -> Result<Outcome, ClientError> {
         let id = MsgId::random();
-        let content = SealedContent { id, sent_ms: now_ms(), body: body.to_vec() };
-        let sealed = self.sealer.lock().map_err(|_| ClientError::Closed)?.seal(to, &content)?;
+        let content = SealedContent {
+            id,
+            sent_ms: now_ms(),
+            body: body.to_vec(),
+        };
+        let sealed = self
+            .sealer
+            .lock()
+            .map_err(|_| ClientError::Closed)?
+            .seal(to, &content)?;
         let (done, outcome) = oneshot::channel();
-        self.waiters.lock().map_err(|_| ClientError::Closed)?.insert(id, done);
-        let env = Envelope { id, to: *to, ttl_secs: self.ttl_secs, sealed: sealed.into() };
+        self.waiters
+            .lock()
+            .map_err(|_| ClientError::Closed)?
+            .insert(id, done);
+        let env = Envelope {
+            id,
+            to: *to,
+            ttl_secs: self.ttl_secs,
+            sealed: sealed.into(),
+        };
         if self.tx.send(SessionFrame::Send(env)).await.is_err() {
             self.forget(&id);
             return Err(self.closed_error());
@@ -159,13 +175,20 @@ impl Client {
 
     /// Acknowledges a message: relays delete their copies and tell the sender it was delivered.
     pub async fn ack(&self, msg: &Message) -> Result<(), ClientError> {
-        self.tx.send(SessionFrame::Ack { id: msg.id }).await.map_err(|_| self.closed_error())
+        self.tx
+            .send(SessionFrame::Ack { id: msg.id })
+            .await
+            .map_err(|_| self.closed_error())
     }
 
     /// Waits until every message stored for this client when it connected has been pushed.
     pub async fn synced(&self) -> Result<(), ClientError> {
         let mut synced = self.synced.clone();
-        synced.wait_for(|s| *s).await.map(|_| ()).map_err(|_| self.closed_error())
+        synced
+            .wait_for(|s| *s)
+            .await
+            .map(|_| ())
+            .map_err(|_| self.closed_error())
     }
 
     /// Opens an end-to-end encrypted pipe to `peer` (who must be connected to some relay).
@@ -180,7 +203,9 @@ impl Client {
 
     /// Closes the connection, letting queued frames leave first.
     pub async fn close(self) {
-        let Self { tx, conn, endpoint, .. } = self;
+        let Self {
+            tx, conn, endpoint, ..
+        } = self;
         drop(tx);
         // Give the writer a moment to flush acknowledgements.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -190,7 +215,10 @@ impl Client {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 struct Reader {
@@ -253,9 +281,12 @@ impl Reader {
             return self.acks.send(ack).await.map_err(|_| ());
         }
         let message = match self.opener.open(&env.sealed) {
-            Ok((from, content)) if content.id == env.id && env.to == self.opener_id() => {
-                Message { id: env.id, from, sent_ms: content.sent_ms, body: content.body }
-            }
+            Ok((from, content)) if content.id == env.id && env.to == self.opener_id() => Message {
+                id: env.id,
+                from,
+                sent_ms: content.sent_ms,
+                body: content.body,
+            },
             _ => {
                 // Forged, corrupted or misrouted: nobody can ever read it, so drop it for good.
                 tracing::warn!("dropping a message that does not open (id {:?})", env.id);

@@ -15,7 +15,9 @@ use crate::error::ClientError;
 type Records = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
 
 fn record_codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_NOISE_MSG).new_codec()
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_NOISE_MSG)
+        .new_codec()
 }
 
 /// An open pipe. Each `send` arrives as one `recv` on the other side (large ones in pieces of
@@ -47,7 +49,8 @@ impl Pipe {
         peer: AccountId,
     ) -> Result<Self, ClientError> {
         let (mut send, recv) = conn.open_bi().await?;
-        send.write_all(&encode_frame(&Open::Pipe { to: peer })?).await?;
+        send.write_all(&encode_frame(&Open::Pipe { to: peer })?)
+            .await?;
         let mut replies = FramedRead::new(recv, FrameCodec::<PipeReply>::new(64));
         match replies.next().await {
             Some(Ok(PipeReply::Opened)) => {}
@@ -59,7 +62,11 @@ impl Pipe {
         let mut out = FramedWrite::new(send, record_codec());
         let (initiator, first) = PipeInitiator::start(identity, &peer)?;
         out.send(Bytes::from(first)).await.map_err(io_err)?;
-        let reply = records.next().await.ok_or(ClientError::Closed)?.map_err(io_err)?;
+        let reply = records
+            .next()
+            .await
+            .ok_or(ClientError::Closed)?
+            .map_err(io_err)?;
         let cipher = initiator.finish(&reply)?;
         Ok(Self::assemble(out, records, cipher))
     }
@@ -70,7 +77,11 @@ impl Pipe {
         send: quinn::SendStream,
         mut records: Records,
     ) -> Result<Self, ClientError> {
-        let first = records.next().await.ok_or(ClientError::Closed)?.map_err(io_err)?;
+        let first = records
+            .next()
+            .await
+            .ok_or(ClientError::Closed)?
+            .map_err(io_err)?;
         let (reply, cipher) = respond(identity, &first)?;
         let mut out = FramedWrite::new(send, record_codec());
         out.send(Bytes::from(reply)).await.map_err(io_err)?;
@@ -91,8 +102,16 @@ impl Pipe {
         let peer = cipher.peer();
         let cipher = Arc::new(Mutex::new(cipher));
         Self {
-            writer: PipeWriter { out, cipher: cipher.clone(), buf: vec![0u8; MAX_NOISE_MSG] },
-            reader: PipeReader { records, cipher, peer },
+            writer: PipeWriter {
+                out,
+                cipher: cipher.clone(),
+                buf: vec![0u8; MAX_NOISE_MSG],
+            },
+            reader: PipeReader {
+                records,
+                cipher,
+                peer,
+            },
         }
     }
 
@@ -130,14 +149,19 @@ impl PipeWriter {
                 let mut cipher = self.cipher.lock().map_err(|_| ClientError::Closed)?;
                 cipher.encrypt(chunk, &mut self.buf)?
             };
-            self.out.feed(Bytes::copy_from_slice(&self.buf[..n])).await.map_err(io_err)?;
+            self.out
+                .feed(Bytes::copy_from_slice(&self.buf[..n]))
+                .await
+                .map_err(io_err)?;
         }
         SinkExt::<Bytes>::flush(&mut self.out).await.map_err(io_err)
     }
 
     /// Closes the sending side; the peer's `recv` then returns `None`.
     pub async fn close(&mut self) -> Result<(), ClientError> {
-        SinkExt::<Bytes>::flush(&mut self.out).await.map_err(io_err)?;
+        SinkExt::<Bytes>::flush(&mut self.out)
+            .await
+            .map_err(io_err)?;
         self.out.get_mut().finish().map_err(|_| ClientError::Closed)
     }
 }
@@ -150,7 +174,9 @@ impl PipeReader {
 
     /// Receives the next piece of data; `None` once the peer closed its side.
     pub async fn recv(&mut self) -> Result<Option<Vec<u8>>, ClientError> {
-        let Some(record) = self.records.next().await else { return Ok(None) };
+        let Some(record) = self.records.next().await else {
+            return Ok(None);
+        };
         let record = record.map_err(io_err)?;
         let mut out = vec![0u8; record.len()];
         let n = {

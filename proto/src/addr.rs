@@ -40,7 +40,10 @@ pub struct RelayAddr {
 impl RelayAddr {
     /// An address from an id and a socket address.
     pub fn new(id: RelayId, addr: SocketAddr) -> Self {
-        Self { id, host_port: addr.to_string() }
+        Self {
+            id,
+            host_port: addr.to_string(),
+        }
     }
 }
 
@@ -49,14 +52,23 @@ impl FromStr for RelayAddr {
 
     fn from_str(s: &str) -> Result<Self, AddrError> {
         let s = s.trim();
-        let (id, host_port) = s.split_once('@').ok_or_else(|| AddrError::Shape(s.to_string()))?;
-        let id = id.parse().map_err(|source| AddrError::Id { addr: s.to_string(), source })?;
-        let (host, port) =
-            host_port.rsplit_once(':').ok_or_else(|| AddrError::Port(host_port.to_string()))?;
+        let (id, host_port) = s
+            .split_once('@')
+            .ok_or_else(|| AddrError::Shape(s.to_string()))?;
+        let id = id.parse().map_err(|source| AddrError::Id {
+            addr: s.to_string(),
+            source,
+        })?;
+        let (host, port) = host_port
+            .rsplit_once(':')
+            .ok_or_else(|| AddrError::Port(host_port.to_string()))?;
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(AddrError::Port(host_port.to_string()));
         }
-        Ok(Self { id, host_port: host_port.to_string() })
+        Ok(Self {
+            id,
+            host_port: host_port.to_string(),
+        })
     }
 }
 
@@ -80,7 +92,9 @@ impl Serialize for RelayAddr {
 
 impl<'de> Deserialize<'de> for RelayAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -101,9 +115,21 @@ mod tests {
     #[test]
     fn rejects_bad_shapes() {
         let id = Identity::generate().relay_id();
-        assert!(matches!("127.0.0.1:7700".parse::<RelayAddr>(), Err(AddrError::Shape(_))));
-        assert!(matches!(format!("{id}@localhost").parse::<RelayAddr>(), Err(AddrError::Port(_))));
-        assert!(matches!(format!("{id}@h:99999").parse::<RelayAddr>(), Err(AddrError::Port(_))));
-        assert!(matches!("acct1xyz@h:1".parse::<RelayAddr>(), Err(AddrError::Id { .. })));
+        assert!(matches!(
+            "127.0.0.1:7700".parse::<RelayAddr>(),
+            Err(AddrError::Shape(_))
+        ));
+        assert!(matches!(
+            format!("{id}@localhost").parse::<RelayAddr>(),
+            Err(AddrError::Port(_))
+        ));
+        assert!(matches!(
+            format!("{id}@h:99999").parse::<RelayAddr>(),
+            Err(AddrError::Port(_))
+        ));
+        assert!(matches!(
+            "acct1xyz@h:1".parse::<RelayAddr>(),
+            Err(AddrError::Id { .. })
+        ));
     }
 }

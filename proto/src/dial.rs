@@ -58,7 +58,10 @@ pub async fn dial(
     let attempt = async {
         let socket = tokio::net::lookup_host(&host)
             .await
-            .map_err(|source| DialError::Resolve { host: host.clone(), source })?
+            .map_err(|source| DialError::Resolve {
+                host: host.clone(),
+                source,
+            })?
             .next()
             .ok_or_else(|| DialError::Resolve {
                 host: host.clone(),
@@ -67,13 +70,23 @@ pub async fn dial(
         let (config, observed) = client_config(identity, addr.id)?;
         let connecting = endpoint
             .connect_with(config, socket, SERVER_NAME)
-            .map_err(|e| DialError::Connect { addr: host.clone(), reason: e.to_string() })?;
+            .map_err(|e| DialError::Connect {
+                addr: host.clone(),
+                reason: e.to_string(),
+            })?;
         connecting.await.map_err(|e| match observed.get() {
-            Some(found) if found != addr.id => {
-                DialError::WrongRelay { addr: host.clone(), expected: addr.id, found }
-            }
-            _ => DialError::Connect { addr: host.clone(), reason: e.to_string() },
+            Some(found) if found != addr.id => DialError::WrongRelay {
+                addr: host.clone(),
+                expected: addr.id,
+                found,
+            },
+            _ => DialError::Connect {
+                addr: host.clone(),
+                reason: e.to_string(),
+            },
         })
     };
-    tokio::time::timeout(DIAL_TIMEOUT, attempt).await.map_err(|_| DialError::Timeout(host.clone()))?
+    tokio::time::timeout(DIAL_TIMEOUT, attempt)
+        .await
+        .map_err(|_| DialError::Timeout(host.clone()))?
 }

@@ -85,7 +85,9 @@ impl Envelope {
     /// Checks limits a relay enforces before routing.
     pub fn check(&self) -> Result<(), FrameError> {
         if self.sealed.len() > MAX_SEALED_LEN {
-            return Err(FrameError::TooLarge { limit: MAX_SEALED_LEN });
+            return Err(FrameError::TooLarge {
+                limit: MAX_SEALED_LEN,
+            });
         }
         Ok(())
     }
@@ -224,14 +226,22 @@ pub struct FrameCodec<T> {
 impl<T> FrameCodec<T> {
     /// A codec accepting frames up to `max_len` body bytes.
     pub fn new(max_len: usize) -> Self {
-        let inner = LengthDelimitedCodec::builder().max_frame_length(max_len + 1).new_codec();
-        Self { inner, kind: PhantomData }
+        let inner = LengthDelimitedCodec::builder()
+            .max_frame_length(max_len + 1)
+            .new_codec();
+        Self {
+            inner,
+            kind: PhantomData,
+        }
     }
 
     /// The same framing state, decoding frames of another type (to switch after `Open`).
     pub fn retype<U>(mut self, max_len: usize) -> FrameCodec<U> {
         self.inner.set_max_frame_length(max_len + 1);
-        FrameCodec { inner: self.inner, kind: PhantomData }
+        FrameCodec {
+            inner: self.inner,
+            kind: PhantomData,
+        }
     }
 }
 
@@ -252,7 +262,9 @@ pub fn encode_body<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
 pub fn encode_frame<T: Serialize>(frame: &T) -> Result<Bytes, FrameError> {
     let body = encode_body(frame)?;
     if body.len() > MAX_FRAME_LEN {
-        return Err(FrameError::TooLarge { limit: MAX_FRAME_LEN });
+        return Err(FrameError::TooLarge {
+            limit: MAX_FRAME_LEN,
+        });
     }
     let mut out = BytesMut::with_capacity(4 + body.len());
     out.put_u32(body.len() as u32);
@@ -262,14 +274,19 @@ pub fn encode_frame<T: Serialize>(frame: &T) -> Result<Bytes, FrameError> {
 
 /// Decodes one frame body, rejecting unknown versions and trailing bytes.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    let (&version, rest) = body.split_first().ok_or(FrameError::Malformed("empty".into()))?;
+    let (&version, rest) = body
+        .split_first()
+        .ok_or(FrameError::Malformed("empty".into()))?;
     if version != PROTOCOL_VERSION {
         return Err(FrameError::Version(version));
     }
     let (frame, tail) =
         postcard::take_from_bytes(rest).map_err(|e| FrameError::Malformed(e.to_string()))?;
     if !tail.is_empty() {
-        return Err(FrameError::Malformed(format!("{} trailing bytes", tail.len())));
+        return Err(FrameError::Malformed(format!(
+            "{} trailing bytes",
+            tail.len()
+        )));
     }
     Ok(frame)
 }
@@ -330,7 +347,10 @@ mod tests {
             "901c 06 7365616c6564"
         );
         assert_eq!(body, golden, "wire format changed: {}", hexs(&body));
-        assert_eq!(decode_body::<SessionFrame>(&golden).unwrap(), SessionFrame::Send(golden_envelope()));
+        assert_eq!(
+            decode_body::<SessionFrame>(&golden).unwrap(),
+            SessionFrame::Send(golden_envelope())
+        );
     }
 
     fn hexs(b: &[u8]) -> String {
@@ -341,11 +361,20 @@ mod tests {
     fn rejects_unknown_version_and_trailing_bytes() {
         let mut body = encode_body(&SessionFrame::Synced).unwrap();
         body[0] = 9;
-        assert!(matches!(decode_body::<SessionFrame>(&body), Err(FrameError::Version(9))));
+        assert!(matches!(
+            decode_body::<SessionFrame>(&body),
+            Err(FrameError::Version(9))
+        ));
         let mut body = encode_body(&SessionFrame::Synced).unwrap();
         body.push(0);
-        assert!(matches!(decode_body::<SessionFrame>(&body), Err(FrameError::Malformed(_))));
-        assert!(matches!(decode_body::<SessionFrame>(&[]), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            decode_body::<SessionFrame>(&body),
+            Err(FrameError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_body::<SessionFrame>(&[]),
+            Err(FrameError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -353,16 +382,24 @@ mod tests {
         let mut codec = FrameCodec::<SessionFrame>::new(1024);
         let mut buf = BytesMut::new();
         buf.put_u32(10_000_000);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { limit: 1024 })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { limit: 1024 })
+        ));
     }
 
     #[test]
     fn codec_round_trip() {
         let mut codec = FrameCodec::<SessionFrame>::default();
         let mut buf = BytesMut::new();
-        codec.encode(SessionFrame::Ack { id: MsgId([1; 16]) }, &mut buf).unwrap();
+        codec
+            .encode(SessionFrame::Ack { id: MsgId([1; 16]) }, &mut buf)
+            .unwrap();
         codec.encode(SessionFrame::Synced, &mut buf).unwrap();
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(SessionFrame::Ack { id: MsgId([1; 16]) }));
+        assert_eq!(
+            codec.decode(&mut buf).unwrap(),
+            Some(SessionFrame::Ack { id: MsgId([1; 16]) })
+        );
         assert_eq!(codec.decode(&mut buf).unwrap(), Some(SessionFrame::Synced));
         assert_eq!(codec.decode(&mut buf).unwrap(), None);
     }

@@ -74,7 +74,10 @@ impl<K: IdKind> Id<K> {
 
     /// Wraps a verifying key.
     pub fn from_key(key: &VerifyingKey) -> Self {
-        Self { key: key.to_bytes(), kind: PhantomData }
+        Self {
+            key: key.to_bytes(),
+            kind: PhantomData,
+        }
     }
 
     /// The raw 32 public-key bytes.
@@ -87,7 +90,10 @@ impl<K: IdKind> Id<K> {
     /// Routing only compares ids; whoever uses one as a key ([`Id::verifying_key`],
     /// [`Id::x25519_public`]) gets the check then.
     pub fn from_wire(key: [u8; 32]) -> Self {
-        Self { key, kind: PhantomData }
+        Self {
+            key,
+            kind: PhantomData,
+        }
     }
 
     /// The ed25519 verifying key; fails if the id is not a valid point.
@@ -102,7 +108,10 @@ impl<K: IdKind> Id<K> {
 
     /// The same key seen as another kind of id (a relay key is also an account).
     pub fn cast<L: IdKind>(&self) -> Id<L> {
-        Id { key: self.key, kind: PhantomData }
+        Id {
+            key: self.key,
+            kind: PhantomData,
+        }
     }
 
     /// XOR distance between two ids, for choosing home relays.
@@ -172,7 +181,10 @@ impl<K: IdKind> FromStr for Id<K> {
         let s = s.trim();
         let (hrp, data) = bech32::decode(s).map_err(|_| IdError::Encoding(s.to_string()))?;
         if hrp.as_str() != K::PREFIX {
-            return Err(IdError::WrongKind { got: hrp.to_string(), want: K::PREFIX });
+            return Err(IdError::WrongKind {
+                got: hrp.to_string(),
+                want: K::PREFIX,
+            });
         }
         let key: [u8; 32] = data.try_into().map_err(|_| IdError::BadKey)?;
         Self::from_bytes(key)
@@ -217,7 +229,10 @@ mod tests {
     fn rejects_wrong_kind_and_typos() {
         let id = Identity::generate().relay_id();
         let text = id.to_string();
-        assert!(matches!(text.parse::<AccountId>(), Err(IdError::WrongKind { .. })));
+        assert!(matches!(
+            text.parse::<AccountId>(),
+            Err(IdError::WrongKind { .. })
+        ));
         let mut typo = text.clone().into_bytes();
         let last = typo.len() - 1;
         typo[last] = if typo[last] == b'q' { b'p' } else { b'q' };

@@ -8,7 +8,7 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer, SigningKey};
 use zeroize::Zeroizing;
 
-use crate::id::{AccountId, IdKind, Id, RelayId};
+use crate::id::{AccountId, Id, IdKind, RelayId};
 
 /// Why a key file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -45,12 +45,16 @@ impl Identity {
     /// A fresh random identity.
     pub fn generate() -> Self {
         let seed = Zeroizing::new(rand::random::<[u8; 32]>());
-        Self { key: SigningKey::from_bytes(&seed) }
+        Self {
+            key: SigningKey::from_bytes(&seed),
+        }
     }
 
     /// The identity whose secret seed is `seed` (deterministic; for tests and key files).
     pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self { key: SigningKey::from_bytes(seed) }
+        Self {
+            key: SigningKey::from_bytes(seed),
+        }
     }
 
     /// This key as an id of kind `K`.
@@ -86,15 +90,22 @@ impl Identity {
     /// Writes the secret seed to `path` with mode 0600; never overwrites an existing file.
     pub fn save(&self, path: &Path) -> Result<(), KeyFileError> {
         let name = path.display().to_string();
-        let io = |source| KeyFileError::Io { path: name.clone(), source };
+        let io = |source| KeyFileError::Io {
+            path: name.clone(),
+            source,
+        };
         if path.exists() {
             return Err(KeyFileError::Exists(name));
         }
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(io)?;
         }
-        let mut file =
-            OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
         file.write_all(self.key.as_bytes()).map_err(io)?;
         file.sync_all().map_err(io)
     }
@@ -102,7 +113,10 @@ impl Identity {
     /// Reads a key file written by [`Identity::save`]; warns when others can read it.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let name = path.display().to_string();
-        let io = |source| KeyFileError::Io { path: name.clone(), source };
+        let io = |source| KeyFileError::Io {
+            path: name.clone(),
+            source,
+        };
         let meta = fs::metadata(path).map_err(io)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
@@ -114,7 +128,10 @@ impl Identity {
         let seed: &[u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| KeyFileError::Malformed { path: name.clone(), len: bytes.len() })?;
+            .map_err(|_| KeyFileError::Malformed {
+                path: name.clone(),
+                len: bytes.len(),
+            })?;
         Ok(Self::from_seed(seed))
     }
 }
@@ -127,7 +144,8 @@ impl std::fmt::Debug for Identity {
 
 /// Verifies `sig` over `msg` by `id` with the one rule every node uses (`verify_strict`).
 pub fn verify<K: IdKind>(id: &Id<K>, msg: &[u8], sig: &Signature) -> bool {
-    id.verifying_key().is_ok_and(|key| key.verify_strict(msg, sig).is_ok())
+    id.verifying_key()
+        .is_ok_and(|key| key.verify_strict(msg, sig).is_ok())
 }
 
 #[cfg(test)]
@@ -151,7 +169,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("identity.key");
         fs::write(&path, b"short").unwrap();
-        assert!(matches!(Identity::load(&path), Err(KeyFileError::Malformed { len: 5, .. })));
+        assert!(matches!(
+            Identity::load(&path),
+            Err(KeyFileError::Malformed { len: 5, .. })
+        ));
     }
 
     #[test]

@@ -33,9 +33,14 @@ pub struct PipeInitiator {
 
 impl PipeInitiator {
     /// Starts a handshake with `peer`; returns the state and the first message to send.
-    pub fn start(identity: &Identity, peer: &AccountId) -> Result<(Self, Vec<u8>), PipeCryptoError> {
+    pub fn start(
+        identity: &Identity,
+        peer: &AccountId,
+    ) -> Result<(Self, Vec<u8>), PipeCryptoError> {
         let secret = identity.x25519_secret();
-        let remote = peer.x25519_public().map_err(|_| PipeCryptoError("peer id is not a valid key"))?;
+        let remote = peer
+            .x25519_public()
+            .map_err(|_| PipeCryptoError("peer id is not a valid key"))?;
         let pattern = PIPE_PATTERN.parse().map_err(builder_error)?;
         let mut hs = snow::Builder::new(pattern)
             .local_private_key(&secret[..])
@@ -56,9 +61,14 @@ impl PipeInitiator {
         self.hs
             .read_message(reply, &mut payload)
             .map_err(|_| PipeCryptoError("handshake reply rejected"))?;
-        let transport =
-            self.hs.into_transport_mode().map_err(|_| PipeCryptoError("handshake incomplete"))?;
-        Ok(PipeCipher { transport, peer: self.peer })
+        let transport = self
+            .hs
+            .into_transport_mode()
+            .map_err(|_| PipeCryptoError("handshake incomplete"))?;
+        Ok(PipeCipher {
+            transport,
+            peer: self.peer,
+        })
     }
 }
 
@@ -74,13 +84,19 @@ pub fn respond(
         .and_then(|b| b.build_responder())
         .map_err(builder_error)?;
     let mut payload = [0u8; 64];
-    let n = hs.read_message(first, &mut payload).map_err(|_| PipeCryptoError("bad handshake"))?;
+    let n = hs
+        .read_message(first, &mut payload)
+        .map_err(|_| PipeCryptoError("bad handshake"))?;
     let peer = claimed_sender(&payload[..n], hs.get_remote_static())
         .map_err(|_| PipeCryptoError("initiator identity not proven"))?;
     let mut reply = vec![0u8; 256];
-    let n = hs.write_message(&[], &mut reply).map_err(|_| PipeCryptoError("handshake write"))?;
+    let n = hs
+        .write_message(&[], &mut reply)
+        .map_err(|_| PipeCryptoError("handshake write"))?;
     reply.truncate(n);
-    let transport = hs.into_transport_mode().map_err(|_| PipeCryptoError("handshake incomplete"))?;
+    let transport = hs
+        .into_transport_mode()
+        .map_err(|_| PipeCryptoError("handshake incomplete"))?;
     Ok((reply, PipeCipher { transport, peer }))
 }
 
@@ -98,12 +114,16 @@ impl PipeCipher {
 
     /// Encrypts `plain` (at most [`MAX_PIPE_CHUNK`] bytes) into `out`; returns the length.
     pub fn encrypt(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, PipeCryptoError> {
-        self.transport.write_message(plain, out).map_err(|_| PipeCryptoError("encrypt"))
+        self.transport
+            .write_message(plain, out)
+            .map_err(|_| PipeCryptoError("encrypt"))
     }
 
     /// Decrypts one record into `out`; returns the plaintext length.
     pub fn decrypt(&mut self, record: &[u8], out: &mut [u8]) -> Result<usize, PipeCryptoError> {
-        self.transport.read_message(record, out).map_err(|_| PipeCryptoError("decrypt"))
+        self.transport
+            .read_message(record, out)
+            .map_err(|_| PipeCryptoError("decrypt"))
     }
 }
 

@@ -67,7 +67,11 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer for messages from `identity`.
     pub fn new(identity: Identity) -> Self {
-        Self { identity, sessions: HashMap::new(), scratch: Vec::new() }
+        Self {
+            identity,
+            sessions: HashMap::new(),
+            scratch: Vec::new(),
+        }
     }
 
     /// Seals `content` for `to`.
@@ -105,7 +109,9 @@ impl Sealer {
 fn handshake(identity: &Identity, to: &AccountId) -> Result<SendSession, SealError> {
     let secret = identity.x25519_secret();
     let err = |e: snow::Error| SealError::Seal(e.to_string());
-    let remote = to.x25519_public().map_err(|e| SealError::Seal(e.to_string()))?;
+    let remote = to
+        .x25519_public()
+        .map_err(|e| SealError::Seal(e.to_string()))?;
     let mut hs = snow::Builder::new(SEAL_PATTERN.parse().map_err(err)?)
         .local_private_key(&secret[..])
         .map_err(err)?
@@ -114,10 +120,16 @@ fn handshake(identity: &Identity, to: &AccountId) -> Result<SendSession, SealErr
         .build_initiator()
         .map_err(err)?;
     let mut header = vec![0u8; 256];
-    let n = hs.write_message(identity.account_id().as_bytes(), &mut header).map_err(err)?;
+    let n = hs
+        .write_message(identity.account_id().as_bytes(), &mut header)
+        .map_err(err)?;
     header.truncate(n);
     let transport = hs.into_stateless_transport_mode().map_err(err)?;
-    Ok(SendSession { header, transport, next_nonce: 0 })
+    Ok(SendSession {
+        header,
+        transport,
+        next_nonce: 0,
+    })
 }
 
 struct RecvSession {
@@ -134,7 +146,10 @@ pub struct Opener {
 impl Opener {
     /// An opener for messages sealed to `identity`.
     pub fn new(identity: Identity) -> Self {
-        Self { identity, sessions: HashMap::new() }
+        Self {
+            identity,
+            sessions: HashMap::new(),
+        }
     }
 
     /// The identity messages are opened for.
@@ -182,9 +197,13 @@ impl Opener {
             .and_then(|b| b.build_responder())
             .map_err(|_| SealError::Open)?;
         let mut payload = [0u8; 64];
-        let n = hs.read_message(header, &mut payload).map_err(|_| SealError::Open)?;
+        let n = hs
+            .read_message(header, &mut payload)
+            .map_err(|_| SealError::Open)?;
         let sender = claimed_sender(&payload[..n], hs.get_remote_static())?;
-        let transport = hs.into_stateless_transport_mode().map_err(|_| SealError::Open)?;
+        let transport = hs
+            .into_stateless_transport_mode()
+            .map_err(|_| SealError::Open)?;
         Ok(RecvSession { sender, transport })
     }
 }
@@ -207,7 +226,11 @@ mod tests {
     use super::*;
 
     fn content(body: &[u8]) -> SealedContent {
-        SealedContent { id: MsgId::random(), sent_ms: 1, body: body.to_vec() }
+        SealedContent {
+            id: MsgId::random(),
+            sent_ms: 1,
+            body: body.to_vec(),
+        }
     }
 
     #[test]
@@ -230,7 +253,9 @@ mod tests {
         let bob = Identity::generate();
         let eve = Identity::generate();
         let secret = b"attack at dawn, attack at dawn";
-        let sealed = Sealer::new(alice).seal(&bob.account_id(), &content(secret)).unwrap();
+        let sealed = Sealer::new(alice)
+            .seal(&bob.account_id(), &content(secret))
+            .unwrap();
         assert!(!sealed.windows(secret.len()).any(|w| w == secret));
         assert_eq!(Opener::new(eve).open(&sealed), Err(SealError::Open));
     }
@@ -239,7 +264,9 @@ mod tests {
     fn tampering_is_detected() {
         let alice = Identity::generate();
         let bob = Identity::generate();
-        let sealed = Sealer::new(alice).seal(&bob.account_id(), &content(b"x")).unwrap();
+        let sealed = Sealer::new(alice)
+            .seal(&bob.account_id(), &content(b"x"))
+            .unwrap();
         let mut opener = Opener::new(bob);
         for i in [0, 5, sealed.len() / 2, sealed.len() - 1] {
             let mut bad = sealed.clone();
@@ -264,7 +291,9 @@ mod tests {
             .build_initiator()
             .unwrap();
         let mut header = vec![0u8; 256];
-        let n = hs.write_message(alice.account_id().as_bytes(), &mut header).unwrap();
+        let n = hs
+            .write_message(alice.account_id().as_bytes(), &mut header)
+            .unwrap();
         header.truncate(n);
         let opener = Opener::new(bob);
         assert!(opener.accept(&header).is_err());

@@ -19,8 +19,9 @@ use crate::id::{Id, IdKind, RelayId};
 use crate::identity::Identity;
 
 /// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
-const ED25519_SPKI_PREFIX: [u8; 12] =
-    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
 /// Server name sent in the TLS handshake; identity comes from the certificate key, not the name.
 pub const SERVER_NAME: &str = "top-relay";
 
@@ -50,7 +51,10 @@ pub fn ed25519_key_of(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
 
 /// The id proven by the peer of an established connection.
 pub fn peer_id<K: IdKind>(conn: &quinn::Connection) -> Option<Id<K>> {
-    let certs = conn.peer_identity()?.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
     let key = ed25519_key_of(certs.first()?)?;
     Id::from_bytes(key).ok()
 }
@@ -69,7 +73,9 @@ pub fn certificate(
         .map_err(|e| TlsError::Certificate(e.to_string()))?;
     let params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
         .map_err(|e| TlsError::Certificate(e.to_string()))?;
-    let cert = params.self_signed(&key_pair).map_err(|e| TlsError::Certificate(e.to_string()))?;
+    let cert = params
+        .self_signed(&key_pair)
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
     Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(key_der)))
 }
 
@@ -80,7 +86,11 @@ fn provider() -> Arc<CryptoProvider> {
 /// QUIC transport settings shared by relays and clients.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap_or_else(|_| unreachable!())));
+    t.max_idle_timeout(Some(
+        Duration::from_secs(30)
+            .try_into()
+            .unwrap_or_else(|_| unreachable!()),
+    ));
     t.keep_alive_interval(Some(Duration::from_secs(10)));
     t.max_concurrent_bidi_streams(256u32.into());
     t.max_concurrent_uni_streams(16u32.into());
@@ -94,7 +104,9 @@ pub fn transport_config() -> quinn::TransportConfig {
 pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
     let (cert, key) = certificate(identity)?;
     let provider = provider();
-    let verifier = Arc::new(AnyIdClientVerifier { algs: provider.signature_verification_algorithms });
+    let verifier = Arc::new(AnyIdClientVerifier {
+        algs: provider.signature_verification_algorithms,
+    });
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_error)?
@@ -183,7 +195,9 @@ impl ServerCertVerifier for ExpectedRelayVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -227,7 +241,9 @@ impl ClientCertVerifier for AnyIdClientVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls13RequiredForQuic))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -253,6 +269,9 @@ mod tests {
         let id = Identity::generate();
         let (cert, _) = certificate(&id).unwrap();
         assert_eq!(ed25519_key_of(&cert), Some(*id.relay_id().as_bytes()));
-        assert_eq!(ed25519_key_of(&CertificateDer::from(vec![0x30, 0x00])), None);
+        assert_eq!(
+            ed25519_key_of(&CertificateDer::from(vec![0x30, 0x00])),
+            None
+        );
     }
 }

@@ -1,10 +1,10 @@
 //! The writer task of a QUIC stream (a tokio driver): takes frames from a queue and writes them in batches.
 
+use crate::frame::{FrameCodec, FrameError};
 use futures::SinkExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
-use crate::frame::{FrameCodec, FrameError};
 
 /// Most frames written before one flush.
 const BATCH: usize = 256;

@@ -63,7 +63,12 @@ pub struct MailboxConfig {
 
 impl Default for MailboxConfig {
     fn default() -> Self {
-        Self { ttl_secs: 7 * 24 * 3600, max_messages: 10_000, max_bytes: 64 << 20, home_replicas: 2 }
+        Self {
+            ttl_secs: 7 * 24 * 3600,
+            max_messages: 10_000,
+            max_bytes: 64 << 20,
+            home_replicas: 2,
+        }
     }
 }
 
@@ -113,24 +118,35 @@ impl RelayConfig {
         if !path.exists() {
             return Err(ConfigError::Missing(data_dir.display().to_string()));
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ConfigError::Io { path: name.clone(), source })?;
-        let mut config: Self = toml::from_str(&text)
-            .map_err(|e| ConfigError::Invalid { path: name.clone(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: name.clone(),
+            source,
+        })?;
+        let mut config: Self = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: name.clone(),
+            message: e.to_string(),
+        })?;
         config.apply_env()?;
-        config.check().map_err(|message| ConfigError::Invalid { path: name, message })?;
+        config.check().map_err(|message| ConfigError::Invalid {
+            path: name,
+            message,
+        })?;
         Ok(config)
     }
 
     fn apply_env(&mut self) -> Result<(), ConfigError> {
-        for (name, slot) in [("TOPRELAY_LISTEN", &mut self.listen), ("TOPRELAY_HTTP", &mut self.http)]
-        {
+        for (name, slot) in [
+            ("TOPRELAY_LISTEN", &mut self.listen),
+            ("TOPRELAY_HTTP", &mut self.http),
+        ] {
             if let Ok(value) = std::env::var(name) {
-                *slot = value.parse().map_err(|e: std::net::AddrParseError| ConfigError::Env {
-                    name,
-                    value: value.clone(),
-                    message: e.to_string(),
-                })?;
+                *slot = value
+                    .parse()
+                    .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                        name,
+                        value: value.clone(),
+                        message: e.to_string(),
+                    })?;
             }
         }
         Ok(())
@@ -183,13 +199,24 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_unknown_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let config = RelayConfig::new("127.0.0.1:7700".parse().unwrap(), "127.0.0.1:7780".parse().unwrap());
+        let config = RelayConfig::new(
+            "127.0.0.1:7700".parse().unwrap(),
+            "127.0.0.1:7780".parse().unwrap(),
+        );
         config.save(dir.path()).unwrap();
         assert_eq!(RelayConfig::load(dir.path()).unwrap(), config);
-        std::fs::write(dir.path().join(CONFIG_FILE), "listen = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\nlisten_typo = 1\n").unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = \"127.0.0.1:1\"\nhttp = \"127.0.0.1:2\"\nlisten_typo = 1\n",
+        )
+        .unwrap();
         let err = RelayConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("listen_typo"), "{err}");
-        std::fs::write(dir.path().join(CONFIG_FILE), "listen = \"nowhere\"\nhttp = \"127.0.0.1:2\"\n").unwrap();
+        std::fs::write(
+            dir.path().join(CONFIG_FILE),
+            "listen = \"nowhere\"\nhttp = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
         assert!(RelayConfig::load(dir.path()).is_err());
     }
 

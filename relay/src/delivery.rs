@@ -24,7 +24,11 @@ pub fn send_or_spawn<T: Send + 'static>(tx: &mpsc::Sender<T>, frame: T) {
 
 /// Routes a message from a local sender or mailbox towards its recipient.
 pub fn route(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
-    let pending = Pending { env, origin, since: Instant::now() };
+    let pending = Pending {
+        env,
+        origin,
+        since: Instant::now(),
+    };
     let pending = match shared.session(&pending.env.to) {
         Some(session) => match hand_to_session(&session, pending) {
             Ok(()) => return,
@@ -44,7 +48,11 @@ pub fn route(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
 
 /// Delivers a message forwarded by another relay to a client connected here, or fails it.
 pub fn deliver_forwarded(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
-    let pending = Pending { env, origin, since: Instant::now() };
+    let pending = Pending {
+        env,
+        origin,
+        since: Instant::now(),
+    };
     let pending = match shared.session(&pending.env.to) {
         Some(session) => match hand_to_session(&session, pending) {
             Ok(()) => return,
@@ -75,9 +83,16 @@ pub fn hand_to_session(session: &SessionHandle, pending: Pending) -> Result<(), 
 }
 
 /// Forwards a message over a link; gives it back if the link is backed up.
-pub fn hand_to_link(link: &LinkHandle, pending: Pending, store_on_fail: bool) -> Result<(), Pending> {
+pub fn hand_to_link(
+    link: &LinkHandle,
+    pending: Pending,
+    store_on_fail: bool,
+) -> Result<(), Pending> {
     let id = pending.env.id;
-    let frame = LinkFrame::Forward { env: pending.env.clone(), store_on_fail };
+    let frame = LinkFrame::Forward {
+        env: pending.env.clone(),
+        store_on_fail,
+    };
     let mut forwards = lock(&link.forwards);
     if let Some(waiting) = forwards.get_mut(&id) {
         waiting.push(pending);
@@ -106,21 +121,30 @@ pub fn take_stale(inflight: &Inflight, age: Duration) -> Vec<Pending> {
         .filter(|(_, p)| p.first().is_some_and(|p| now.duration_since(p.since) > age))
         .map(|(id, _)| *id)
         .collect();
-    stale.into_iter().flat_map(|id| table.remove(&id).unwrap_or_default()).collect()
+    stale
+        .into_iter()
+        .flat_map(|id| table.remove(&id).unwrap_or_default())
+        .collect()
 }
 
 /// Reports a final result to a delivery's origin.
 pub fn finish(shared: &Shared, pending: Pending, result: Result<Outcome, Reject>) {
     let id = pending.env.id;
     match (pending.origin, result) {
-        (Origin::Sender(tx), Ok(outcome)) => send_or_spawn(&tx, SessionFrame::Accepted { id, outcome }),
+        (Origin::Sender(tx), Ok(outcome)) => {
+            send_or_spawn(&tx, SessionFrame::Accepted { id, outcome })
+        }
         (Origin::Sender(tx), Err(reason)) => {
             shared.metrics.messages_rejected.inc();
             send_or_spawn(&tx, SessionFrame::Rejected { id, reason })
         }
-        (Origin::Link { tx, .. }, result) => {
-            send_or_spawn(&tx, LinkFrame::ForwardResult { id, outcome: result.ok() })
-        }
+        (Origin::Link { tx, .. }, result) => send_or_spawn(
+            &tx,
+            LinkFrame::ForwardResult {
+                id,
+                outcome: result.ok(),
+            },
+        ),
         (Origin::Mailbox, result) => {
             if result == Ok(Outcome::Delivered) {
                 shared.mailbox.delete(id);
@@ -212,7 +236,8 @@ pub async fn store_here(shared: &Arc<Shared>, env: Envelope) -> Result<(), Rejec
 pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
     let mailbox = shared.mailbox.clone();
     let now = unix_now();
-    let stored = match tokio::task::spawn_blocking(move || mailbox.pending_for(&client, now)).await {
+    let stored = match tokio::task::spawn_blocking(move || mailbox.pending_for(&client, now)).await
+    {
         Ok(Ok(stored)) => stored,
         Ok(Err(e)) => {
             tracing::error!("reading mailbox of {client:?}: {e}");
@@ -224,7 +249,11 @@ pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
         if !shared.start_push(env.id) {
             continue;
         }
-        let pending = Pending { env, origin: Origin::Mailbox, since: Instant::now() };
+        let pending = Pending {
+            env,
+            origin: Origin::Mailbox,
+            since: Instant::now(),
+        };
         if let Err(pending) = hand_over_waiting(shared, &client, pending).await {
             shared.end_push(&pending.env.id);
             break;
@@ -240,7 +269,9 @@ async fn hand_over_waiting(
 ) -> Result<(), Pending> {
     let id = pending.env.id;
     if let Some(session) = shared.session(client) {
-        let Ok(permit) = session.tx.reserve().await else { return Err(pending) };
+        let Ok(permit) = session.tx.reserve().await else {
+            return Err(pending);
+        };
         let frame = SessionFrame::Deliver(pending.env.clone());
         let mut inflight = lock(&session.inflight);
         match inflight.get_mut(&id) {
@@ -253,8 +284,13 @@ async fn hand_over_waiting(
         return Ok(());
     }
     if let Some((_, link)) = shared.link_for_client(client) {
-        let Ok(permit) = link.tx.reserve().await else { return Err(pending) };
-        let frame = LinkFrame::Forward { env: pending.env.clone(), store_on_fail: false };
+        let Ok(permit) = link.tx.reserve().await else {
+            return Err(pending);
+        };
+        let frame = LinkFrame::Forward {
+            env: pending.env.clone(),
+            store_on_fail: false,
+        };
         let mut forwards = lock(&link.forwards);
         match forwards.get_mut(&id) {
             Some(waiting) => waiting.push(pending),

@@ -28,7 +28,10 @@ pub fn router(shared: Arc<Shared>, http: String) -> Router {
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.shared.metrics.render(),
     )
 }

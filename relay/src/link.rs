@@ -34,7 +34,9 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn spawn_dialer(shared: &Arc<Shared>, peer: RelayAddr) {
     let shared2 = shared.clone();
     let span = info_span!("dialer", peer = %peer.id.short());
-    shared.tasks.spawn(async move { dial_loop(shared2, peer).await }.instrument(span));
+    shared
+        .tasks
+        .spawn(async move { dial_loop(shared2, peer).await }.instrument(span));
 }
 
 async fn dial_loop(shared: Arc<Shared>, peer: RelayAddr) {
@@ -57,19 +59,26 @@ async fn dial_loop(shared: Arc<Shared>, peer: RelayAddr) {
     }
 }
 
-type LinkStream = (quinn::Connection, quinn::SendStream, FramedRead<quinn::RecvStream, FrameCodec<LinkFrame>>);
+type LinkStream = (
+    quinn::Connection,
+    quinn::SendStream,
+    FramedRead<quinn::RecvStream, FrameCodec<LinkFrame>>,
+);
 
 async fn connect(shared: &Arc<Shared>, peer: &RelayAddr) -> anyhow::Result<LinkStream> {
     let conn = dial(&shared.endpoint, &shared.identity, peer).await?;
     let (mut send, recv) = conn.open_bi().await?;
-    let hello = Open::Link { addr: shared.addr.clone(), known: shared.known() };
+    let hello = Open::Link {
+        addr: shared.addr.clone(),
+        known: shared.known(),
+    };
     send.write_all(&encode_frame(&hello)?).await?;
     // The peer may open pipe streams back over this connection.
     let conn2 = conn.clone();
     let shared2 = shared.clone();
-    shared.tasks.spawn(async move {
-        serve_streams(shared2, conn2, Arc::new(AtomicBool::new(true))).await
-    });
+    shared
+        .tasks
+        .spawn(async move { serve_streams(shared2, conn2, Arc::new(AtomicBool::new(true))).await });
     Ok((conn, send, FramedRead::new(recv, FrameCodec::default())))
 }
 
@@ -100,7 +109,9 @@ async fn run_link(
     frames: FramedRead<quinn::RecvStream, FrameCodec<LinkFrame>>,
 ) {
     let span = info_span!("link", peer = %peer.short());
-    serve(shared, peer, conn, send, frames).instrument(span).await
+    serve(shared, peer, conn, send, frames)
+        .instrument(span)
+        .await
 }
 
 async fn serve(
@@ -122,7 +133,13 @@ async fn serve(
     shared.add_link(peer, handle.clone());
     info!("link up");
     for client in shared.local_clients() {
-        send_or_spawn(&tx, LinkFrame::Presence { client, online: true });
+        send_or_spawn(
+            &tx,
+            LinkFrame::Presence {
+                client,
+                online: true,
+            },
+        );
     }
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let end: Result<(), FrameError> = loop {
@@ -150,14 +167,20 @@ async fn serve(
         handle.conn.close(1u32.into(), b"bad link frame");
     }
     shared.remove_link(&peer, handle.no);
-    let forwards: Vec<_> = lock(&handle.forwards).drain().flat_map(|(_, p)| p).collect();
+    let forwards: Vec<_> = lock(&handle.forwards)
+        .drain()
+        .flat_map(|(_, p)| p)
+        .collect();
     for pending in forwards {
         undelivered(&shared, pending);
     }
     lock(&handle.stores).clear();
     drop(tx);
     drop(handle);
-    if tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
         writer.abort();
     }
     info!("link down");
@@ -177,7 +200,10 @@ fn handle_frame(shared: &Arc<Shared>, peer: RelayId, link: &LinkHandle, frame: L
             }
         }
         LinkFrame::Forward { env, store_on_fail } => {
-            let origin = Origin::Link { tx: link.tx.clone(), store_on_fail };
+            let origin = Origin::Link {
+                tx: link.tx.clone(),
+                store_on_fail,
+            };
             deliver_forwarded(shared, env, origin);
         }
         LinkFrame::ForwardResult { id, outcome } => {

@@ -46,9 +46,18 @@ struct StoredMail {
 }
 
 enum Op {
-    Insert { env: Envelope, expires_at: u64, reply: oneshot::Sender<Result<(), Reject>> },
-    Delete { id: MsgId },
-    Sweep { now: u64, reply: oneshot::Sender<u64> },
+    Insert {
+        env: Envelope,
+        expires_at: u64,
+        reply: oneshot::Sender<Result<(), Reject>>,
+    },
+    Delete {
+        id: MsgId,
+    },
+    Sweep {
+        now: u64,
+        reply: oneshot::Sender<u64>,
+    },
 }
 
 /// Totals over all mailboxes.
@@ -88,7 +97,12 @@ impl Mailbox {
             .name("mailbox-writer".into())
             .spawn(move || write_loop(&writer_db, &writer_limits, rx))
             .map_err(db_err)?;
-        Ok(Self { db, ops, limits, writer: Arc::new(std::sync::Mutex::new(Some(writer))) })
+        Ok(Self {
+            db,
+            ops,
+            limits,
+            writer: Arc::new(std::sync::Mutex::new(Some(writer))),
+        })
     }
 
     /// The underlying database, shared with other stores of the relay.
@@ -101,7 +115,14 @@ impl Mailbox {
         let ttl = env.ttl_secs.min(self.limits.ttl_secs);
         let expires_at = now.saturating_add(u64::from(ttl));
         let (reply, rx) = oneshot::channel();
-        self.ops.send(Op::Insert { env, expires_at, reply }).await.map_err(|_| Reject::Unavailable)?;
+        self.ops
+            .send(Op::Insert {
+                env,
+                expires_at,
+                reply,
+            })
+            .await
+            .map_err(|_| Reject::Unavailable)?;
         rx.await.unwrap_or(Err(Reject::Unavailable))
     }
 
@@ -186,7 +207,11 @@ fn write_loop(db: &Database, limits: &MailboxConfig, mut rx: mpsc::Receiver<Op>)
         for reply in replies {
             match reply {
                 Reply::Insert(tx, result) => {
-                    let result = if committed.is_ok() { result } else { Err(Reject::Unavailable) };
+                    let result = if committed.is_ok() {
+                        result
+                    } else {
+                        Err(Reject::Unavailable)
+                    };
                     tx.send(result).ok();
                 }
                 Reply::Sweep(tx, n) => {
@@ -217,11 +242,23 @@ fn apply_batch(
         let mut ids = txn.open_table(MAIL_IDS).map_err(db_err)?;
         let mut usage = txn.open_table(USAGE).map_err(db_err)?;
         let mut meta = txn.open_table(META).map_err(db_err)?;
-        let mut next_seq = meta.get("next_seq").map_err(db_err)?.map(|v| v.value()).unwrap_or(0);
-        let mut tables = Tables { mail: &mut mail, ids: &mut ids, usage: &mut usage };
+        let mut next_seq = meta
+            .get("next_seq")
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        let mut tables = Tables {
+            mail: &mut mail,
+            ids: &mut ids,
+            usage: &mut usage,
+        };
         for op in batch {
             match op {
-                Op::Insert { env, expires_at, reply } => {
+                Op::Insert {
+                    env,
+                    expires_at,
+                    reply,
+                } => {
                     let result = tables.insert(limits, env, expires_at, &mut next_seq)?;
                     replies.push(Reply::Insert(reply, result));
                 }
@@ -256,7 +293,12 @@ impl Tables<'_, '_> {
         }
         let to = env.to;
         let size = env.sealed.len() as u64;
-        let (count, bytes) = self.usage.get(to.as_bytes()).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0));
+        let (count, bytes) = self
+            .usage
+            .get(to.as_bytes())
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or((0, 0));
         if count + 1 > limits.max_messages || bytes + size > limits.max_bytes {
             return Ok(Err(Reject::QuotaExceeded));
         }
@@ -266,7 +308,9 @@ impl Tables<'_, '_> {
         let value = postcard::to_stdvec(&StoredMail { expires_at, env }).map_err(db_err)?;
         self.mail.insert(&key, value.as_slice()).map_err(db_err)?;
         self.ids.insert(&id.0, &key).map_err(db_err)?;
-        self.usage.insert(to.as_bytes(), (count + 1, bytes + size)).map_err(db_err)?;
+        self.usage
+            .insert(to.as_bytes(), (count + 1, bytes + size))
+            .map_err(db_err)?;
         Ok(Ok(()))
     }
 
@@ -285,11 +329,18 @@ impl Tables<'_, '_> {
         drop(value);
         let to = stored.env.to;
         let size = stored.env.sealed.len() as u64;
-        let (count, bytes) = self.usage.get(to.as_bytes()).map_err(db_err)?.map(|v| v.value()).unwrap_or((0, 0));
+        let (count, bytes) = self
+            .usage
+            .get(to.as_bytes())
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or((0, 0));
         if count <= 1 {
             self.usage.remove(to.as_bytes()).map_err(db_err)?;
         } else {
-            self.usage.insert(to.as_bytes(), (count - 1, bytes.saturating_sub(size))).map_err(db_err)?;
+            self.usage
+                .insert(to.as_bytes(), (count - 1, bytes.saturating_sub(size)))
+                .map_err(db_err)?;
         }
         Ok(())
     }
@@ -318,7 +369,12 @@ mod tests {
     use top_proto::identity::Identity;
 
     fn env(to: AccountId, body: &'static [u8]) -> Envelope {
-        Envelope { id: MsgId::random(), to, ttl_secs: 60, sealed: Bytes::from_static(body) }
+        Envelope {
+            id: MsgId::random(),
+            to,
+            ttl_secs: 60,
+            sealed: Bytes::from_static(body),
+        }
     }
 
     #[tokio::test]
@@ -347,13 +403,19 @@ mod tests {
     #[tokio::test]
     async fn enforces_quota_per_recipient() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = MailboxConfig { max_messages: 2, ..MailboxConfig::default() };
+        let limits = MailboxConfig {
+            max_messages: 2,
+            ..MailboxConfig::default()
+        };
         let mb = Mailbox::open(&dir.path().join("s.redb"), limits).unwrap();
         let to = Identity::generate().account_id();
         let other = Identity::generate().account_id();
         mb.insert(env(to, b"1"), 0).await.unwrap();
         mb.insert(env(to, b"2"), 0).await.unwrap();
-        assert_eq!(mb.insert(env(to, b"3"), 0).await, Err(Reject::QuotaExceeded));
+        assert_eq!(
+            mb.insert(env(to, b"3"), 0).await,
+            Err(Reject::QuotaExceeded)
+        );
         mb.insert(env(other, b"1"), 0).await.unwrap();
     }
 }

@@ -70,11 +70,32 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         match cli.command {
-            Command::Init { data_dir, listen, http, public_addr, peers } => {
-                let (id, config) = init(&data_dir, InitOptions { listen, http, public_addr, peers })?;
-                let addr = RelayAddr { id, host_port: config.advertised(config.listen) };
+            Command::Init {
+                data_dir,
+                listen,
+                http,
+                public_addr,
+                peers,
+            } => {
+                let (id, config) = init(
+                    &data_dir,
+                    InitOptions {
+                        listen,
+                        http,
+                        public_addr,
+                        peers,
+                    },
+                )?;
+                let addr = RelayAddr {
+                    id,
+                    host_port: config.advertised(config.listen),
+                };
                 println!("{addr}");
-                eprintln!("relay initialised in {}; start it with: toprelay run --data-dir {}", data_dir.display(), data_dir.display());
+                eprintln!(
+                    "relay initialised in {}; start it with: toprelay run --data-dir {}",
+                    data_dir.display(),
+                    data_dir.display()
+                );
                 Ok(())
             }
             Command::Run { data_dir } => run(&data_dir).await,
@@ -99,7 +120,10 @@ async fn run(data_dir: &Path) -> Result<()> {
 async fn status(data_dir: &Path, json: bool) -> Result<()> {
     let config = RelayConfig::load(data_dir)?;
     let identity = Identity::load(&DataDir(data_dir.to_path_buf()).key())?;
-    let addr = RelayAddr { id: identity.relay_id(), host_port: config.advertised(config.listen) };
+    let addr = RelayAddr {
+        id: identity.relay_id(),
+        host_port: config.advertised(config.listen),
+    };
     let live = fetch_status(config.http).await.ok();
     if json {
         let value = match &live {
@@ -108,22 +132,39 @@ async fn status(data_dir: &Path, json: bool) -> Result<()> {
                 v["running"] = true.into();
                 v
             }
-            None => serde_json::json!({ "id": addr.id.to_string(), "addr": addr.to_string(), "running": false }),
+            None => {
+                serde_json::json!({ "id": addr.id.to_string(), "addr": addr.to_string(), "running": false })
+            }
         };
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
     println!("id:      {}", addr.id);
-    println!("addr:    {}", live.as_ref().map(|s| s.addr.clone()).unwrap_or(addr.to_string()));
+    println!(
+        "addr:    {}",
+        live.as_ref()
+            .map(|s| s.addr.clone())
+            .unwrap_or(addr.to_string())
+    );
     let Some(s) = live else {
-        println!("state:   not running (start it with: toprelay run --data-dir {})", data_dir.display());
+        println!(
+            "state:   not running (start it with: toprelay run --data-dir {})",
+            data_dir.display()
+        );
         return Ok(());
     };
     println!("state:   running for {}s (v{})", s.uptime_secs, s.version);
     println!("http:    {}", s.http);
     println!("clients: {} connected", s.sessions);
-    println!("links:   {} up of {} known", s.links.len(), s.known_relays.len());
-    println!("mailbox: {} messages, {} bytes waiting", s.mailbox.messages, s.mailbox.bytes);
+    println!(
+        "links:   {} up of {} known",
+        s.links.len(),
+        s.known_relays.len()
+    );
+    println!(
+        "mailbox: {} messages, {} bytes waiting",
+        s.mailbox.messages, s.mailbox.bytes
+    );
     println!(
         "messages: {} received, {} delivered, {} stored, {} rejected",
         s.messages_received, s.messages_delivered, s.messages_stored, s.messages_rejected
@@ -136,16 +177,23 @@ async fn status(data_dir: &Path, json: bool) -> Result<()> {
 async fn fetch_status(http: SocketAddr) -> Result<RelayStatus> {
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(http).await?;
-        stream.write_all(b"GET /api/status HTTP/1.0\r\nHost: relay\r\n\r\n").await?;
+        stream
+            .write_all(b"GET /api/status HTTP/1.0\r\nHost: relay\r\n\r\n")
+            .await?;
         let mut response = Vec::new();
         stream.take(1 << 20).read_to_end(&mut response).await?;
         anyhow::Ok(response)
     };
     let response = tokio::time::timeout(Duration::from_secs(2), fetch).await??;
     let text = String::from_utf8_lossy(&response);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("malformed HTTP response") };
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        bail!("malformed HTTP response")
+    };
     if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        bail!("status request failed: {}", head.lines().next().unwrap_or(""));
+        bail!(
+            "status request failed: {}",
+            head.lines().next().unwrap_or("")
+        );
     }
     Ok(serde_json::from_str(body)?)
 }

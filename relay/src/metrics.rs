@@ -36,16 +36,44 @@ impl Metrics {
     pub fn new() -> Self {
         let mut m = Self::default();
         let mut r = Registry::with_prefix("toprelay");
-        r.register("messages_received", "Messages received from clients", m.messages_received.clone());
-        r.register("messages_delivered", "Messages acknowledged by recipients", m.messages_delivered.clone());
-        r.register("messages_stored", "Messages committed to mailboxes", m.messages_stored.clone());
-        r.register("messages_rejected", "Messages refused", m.messages_rejected.clone());
+        r.register(
+            "messages_received",
+            "Messages received from clients",
+            m.messages_received.clone(),
+        );
+        r.register(
+            "messages_delivered",
+            "Messages acknowledged by recipients",
+            m.messages_delivered.clone(),
+        );
+        r.register(
+            "messages_stored",
+            "Messages committed to mailboxes",
+            m.messages_stored.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Messages refused",
+            m.messages_rejected.clone(),
+        );
         r.register("sessions", "Client sessions open", m.sessions.clone());
         r.register("links", "Relay links up", m.links.clone());
-        r.register("connections", "QUIC connections accepted", m.connections.clone());
+        r.register(
+            "connections",
+            "QUIC connections accepted",
+            m.connections.clone(),
+        );
         r.register("pipes_opened", "Pipes opened", m.pipes_opened.clone());
-        r.register("pipe_bytes", "Bytes spliced through pipes", m.pipe_bytes.clone());
-        r.register("bad_frames", "Streams closed for bad frames", m.bad_frames.clone());
+        r.register(
+            "pipe_bytes",
+            "Bytes spliced through pipes",
+            m.pipe_bytes.clone(),
+        );
+        r.register(
+            "bad_frames",
+            "Streams closed for bad frames",
+            m.bad_frames.clone(),
+        );
         m.registry = r;
         m
     }

@@ -72,7 +72,9 @@ pub struct InitOptions {
 pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig), RelayError> {
     let dir = DataDir(data_dir.to_path_buf());
     if data_dir.join(crate::config::CONFIG_FILE).exists() || dir.key().exists() {
-        return Err(RelayError::AlreadyInitialized(data_dir.display().to_string()));
+        return Err(RelayError::AlreadyInitialized(
+            data_dir.display().to_string(),
+        ));
     }
     std::fs::create_dir_all(data_dir)?;
     let identity = Identity::generate();
@@ -98,13 +100,24 @@ impl Relay {
         let identity = Identity::load(&dir.key())?;
         let mailbox = Mailbox::open(&dir.store(), config.mailbox.clone())?;
         let server = top_proto::tls::server_config(&identity)?;
-        let endpoint = quinn::Endpoint::server(server, config.listen)
-            .map_err(|source| RelayError::Bind { what: "QUIC", addr: config.listen, source })?;
+        let endpoint =
+            quinn::Endpoint::server(server, config.listen).map_err(|source| RelayError::Bind {
+                what: "QUIC",
+                addr: config.listen,
+                source,
+            })?;
         let bound = endpoint.local_addr()?;
-        let addr = RelayAddr { id: identity.relay_id(), host_port: config.advertised(bound) };
+        let addr = RelayAddr {
+            id: identity.relay_id(),
+            host_port: config.advertised(bound),
+        };
         let http = tokio::net::TcpListener::bind(config.http)
             .await
-            .map_err(|source| RelayError::Bind { what: "HTTP", addr: config.http, source })?;
+            .map_err(|source| RelayError::Bind {
+                what: "HTTP",
+                addr: config.http,
+                source,
+            })?;
         let http_addr = http.local_addr()?;
         let peers = config.peers.clone();
         let shared = Arc::new(Shared::new(identity, addr, config, endpoint, mailbox));
@@ -169,13 +182,20 @@ impl Relay {
         shared.shutdown.cancel();
         shared.endpoint.close(0u32.into(), b"relay shutting down");
         shared.tasks.close();
-        if tokio::time::timeout(DRAIN_DEADLINE, shared.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_DEADLINE, shared.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not finish within {DRAIN_DEADLINE:?}");
         }
-        tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle()).await.ok();
+        tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle())
+            .await
+            .ok();
         let mailbox = shared.mailbox.clone();
         drop(shared);
-        tokio::task::spawn_blocking(move || mailbox.close()).await.ok();
+        tokio::task::spawn_blocking(move || mailbox.close())
+            .await
+            .ok();
         info!("relay stopped");
     }
 }

@@ -44,7 +44,9 @@ async fn splice(
 ) -> Result<(), PipeError> {
     let (mut b_send, b_recv) = if let Some(session) = shared.session(&to) {
         let (mut b_send, b_recv) = session.conn.open_bi().await?;
-        b_send.write_all(&encode_frame(&Open::IncomingPipe)?).await?;
+        b_send
+            .write_all(&encode_frame(&Open::IncomingPipe)?)
+            .await?;
         a_send.write_all(&encode_frame(&PipeReply::Opened)?).await?;
         (b_send, b_recv)
     } else if let Some((_, link)) = shared.link_for_client(&to).filter(|_| !from_link) {
@@ -53,7 +55,9 @@ async fn splice(
         b_send.write_all(&encode_frame(&Open::Pipe { to })?).await?;
         (b_send, b_recv)
     } else {
-        a_send.write_all(&encode_frame(&PipeReply::Unreachable)?).await?;
+        a_send
+            .write_all(&encode_frame(&PipeReply::Unreachable)?)
+            .await?;
         a_send.finish().ok();
         return Ok(());
     };

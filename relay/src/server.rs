@@ -74,7 +74,17 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
             let (is_link, session_open) = (is_link.clone(), session_open.clone());
             shared.tasks.clone().spawn(
                 async move {
-                    if let Err(e) = serve_stream(shared.clone(), conn, peer, send, recv, is_link, session_open).await {
+                    if let Err(e) = serve_stream(
+                        shared.clone(),
+                        conn,
+                        peer,
+                        send,
+                        recv,
+                        is_link,
+                        session_open,
+                    )
+                    .await
+                    {
                         shared.metrics.bad_frames.inc();
                         debug!("stream closed: {e}");
                     }

@@ -30,7 +30,9 @@ pub async fn run_session(
     frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
 ) {
     let span = info_span!("session", client = %client.short());
-    serve(shared, conn, client, send, frames).instrument(span).await
+    serve(shared, conn, client, send, frames)
+        .instrument(span)
+        .await
 }
 
 async fn serve(
@@ -42,10 +44,17 @@ async fn serve(
 ) {
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     let writer = tokio::spawn(write_frames(send, rx).in_current_span());
-    let handle = SessionHandle { no: shared.next_no(), conn, tx: tx.clone(), inflight: Default::default() };
+    let handle = SessionHandle {
+        no: shared.next_no(),
+        conn,
+        tx: tx.clone(),
+        inflight: Default::default(),
+    };
     shared.add_session(client, handle.clone());
     debug!("session open");
-    let sync = shared.tasks.spawn(sync_mailboxes(shared.clone(), client, tx.clone()).in_current_span());
+    let sync = shared
+        .tasks
+        .spawn(sync_mailboxes(shared.clone(), client, tx.clone()).in_current_span());
 
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let end: Result<(), FrameError> = loop {
@@ -92,7 +101,13 @@ async fn serve(
     sync.abort();
     if shared.remove_session(&client, handle.no) {
         for (_, link) in shared.linked() {
-            send_or_spawn(&link.tx, LinkFrame::Presence { client, online: false });
+            send_or_spawn(
+                &link.tx,
+                LinkFrame::Presence {
+                    client,
+                    online: false,
+                },
+            );
         }
     }
     let unacked: Vec<_> = {
@@ -106,7 +121,10 @@ async fn serve(
     drop(handle);
     // Answers still queued get a moment to leave; the writer must not outlive the session.
     let mut writer = writer;
-    if tokio::time::timeout(Duration::from_secs(1), &mut writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+        .await
+        .is_err()
+    {
         writer.abort();
     }
     debug!("session closed");
@@ -117,7 +135,11 @@ fn pending_reply(
     env: top_proto::frame::Envelope,
     tx: &mpsc::Sender<SessionFrame>,
 ) -> crate::state::Pending {
-    crate::state::Pending { env, origin: Origin::Sender(tx.clone()), since: std::time::Instant::now() }
+    crate::state::Pending {
+        env,
+        origin: Origin::Sender(tx.clone()),
+        since: std::time::Instant::now(),
+    }
 }
 
 /// Pushes this relay's stored messages, asks linked relays for theirs, then says `Synced`.
@@ -125,7 +147,13 @@ async fn sync_mailboxes(shared: Arc<Shared>, client: AccountId, tx: mpsc::Sender
     let mut waits = Vec::new();
     for (relay, link) in shared.linked() {
         waits.push(shared.wait_mailbox_done(client, relay));
-        send_or_spawn(&link.tx, LinkFrame::Presence { client, online: true });
+        send_or_spawn(
+            &link.tx,
+            LinkFrame::Presence {
+                client,
+                online: true,
+            },
+        );
     }
     push_mailbox(&shared, client).await;
     let all = futures::future::join_all(waits);

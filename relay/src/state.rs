@@ -112,7 +112,10 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl Shared {
@@ -203,7 +206,10 @@ impl Shared {
 
     /// Ids of relays linked now.
     pub fn linked(&self) -> Vec<(RelayId, LinkHandle)> {
-        lock(&self.links).iter().map(|(id, l)| (*id, l.clone())).collect()
+        lock(&self.links)
+            .iter()
+            .map(|(id, l)| (*id, l.clone()))
+            .collect()
     }
 
     /// Records a link (the newest link to a relay carries new traffic).

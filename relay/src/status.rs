@@ -51,7 +51,11 @@ impl RelayStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: shared.started.elapsed().as_secs(),
             sessions: shared.local_clients().len(),
-            links: shared.linked().iter().map(|(id, _)| id.to_string()).collect(),
+            links: shared
+                .linked()
+                .iter()
+                .map(|(id, _)| id.to_string())
+                .collect(),
             known_relays: shared.known().iter().map(ToString::to_string).collect(),
             mailbox: shared.mailbox.stats().unwrap_or_default(),
             messages_received: m.messages_received.get(),

@@ -14,7 +14,11 @@ use top_proto::seal::Opener;
 const BIN: &str = env!("CARGO_BIN_EXE_toprelay");
 
 fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start(dir: &std::path::Path) -> (Child, RelayAddr) {
@@ -43,7 +47,11 @@ async fn accepted_messages_survive_kill_9() {
         .args(["--listen", &listen, "--http", "127.0.0.1:0"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let sender = Identity::generate();
     let recipient = Identity::generate();
@@ -52,11 +60,23 @@ async fn accepted_messages_survive_kill_9() {
         let (mut child, addr) = start(&data);
         let mut session = open_session(&addr, &sender).await;
         for i in 0..20 {
-            let env = sealed_envelope(&sender, recipient.account_id(), format!("round {round} msg {i}").as_bytes());
+            let env = sealed_envelope(
+                &sender,
+                recipient.account_id(),
+                format!("round {round} msg {i}").as_bytes(),
+            );
             session.write(&SessionFrame::Send(env.clone())).await;
             let id = env.id;
-            let reply = session.until(|f| matches!(f, SessionFrame::Accepted { id: i, .. } if *i == id)).await;
-            assert_eq!(reply, SessionFrame::Accepted { id, outcome: Outcome::Stored });
+            let reply = session
+                .until(|f| matches!(f, SessionFrame::Accepted { id: i, .. } if *i == id))
+                .await;
+            assert_eq!(
+                reply,
+                SessionFrame::Accepted {
+                    id,
+                    outcome: Outcome::Stored
+                }
+            );
             sent.push(env.id);
         }
         // SIGKILL right after the last acknowledgement: no graceful flush.
@@ -66,14 +86,20 @@ async fn accepted_messages_survive_kill_9() {
 
     // What the relay holds is sealed: no plaintext in its store.
     let store = std::fs::read(data.join("store.redb")).unwrap();
-    assert!(!store.windows(11).any(|w| w == b"round 0 msg"), "plaintext found in the relay's store");
+    assert!(
+        !store.windows(11).any(|w| w == b"round 0 msg"),
+        "plaintext found in the relay's store"
+    );
 
     let (mut child, addr) = start(&data);
     let mut session = open_session(&addr, &recipient).await;
     let mut opener = Opener::new(recipient.clone());
     let mut got = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), session.next()).await.unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), session.next())
+            .await
+            .unwrap()
+        {
             SessionFrame::Deliver(env) => {
                 let (from, content) = opener.open(&env.sealed).unwrap();
                 assert_eq!(from, sender.account_id());

@@ -13,7 +13,16 @@ use top_relay::{InitOptions, Relay, init};
 
 async fn relay(dir: &std::path::Path) -> Relay {
     let any = "127.0.0.1:0".parse().unwrap();
-    init(dir, InitOptions { listen: any, http: any, public_addr: None, peers: vec![] }).unwrap();
+    init(
+        dir,
+        InitOptions {
+            listen: any,
+            http: any,
+            public_addr: None,
+            peers: vec![],
+        },
+    )
+    .unwrap();
     Relay::start(dir).await.unwrap()
 }
 
@@ -23,8 +32,16 @@ async fn still_serves(relay: &Relay) {
     let mut s = open_session(&relay.addr(), &me).await;
     let env = sealed_envelope(&me, Identity::generate().account_id(), b"still here?");
     s.write(&SessionFrame::Send(env.clone())).await;
-    let reply = tokio::time::timeout(Duration::from_secs(10), s.until(not_synced)).await.unwrap();
-    assert_eq!(reply, SessionFrame::Accepted { id: env.id, outcome: Outcome::Stored });
+    let reply = tokio::time::timeout(Duration::from_secs(10), s.until(not_synced))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply,
+        SessionFrame::Accepted {
+            id: env.id,
+            outcome: Outcome::Stored
+        }
+    );
 }
 
 fn not_synced(f: &SessionFrame) -> bool {
@@ -53,9 +70,15 @@ async fn malformed_frames_close_only_their_stream() {
     oversized.put_u32(50_000_000);
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage body", vec![0, 0, 0, 3, 1, 0xff, 0xff]),
-        ("unknown version", [&(bad_version.len() as u32).to_be_bytes()[..], &bad_version].concat()),
+        (
+            "unknown version",
+            [&(bad_version.len() as u32).to_be_bytes()[..], &bad_version].concat(),
+        ),
         ("oversized length", oversized.to_vec()),
-        ("relay-only open", encode_frame(&Open::IncomingPipe).unwrap().to_vec()),
+        (
+            "relay-only open",
+            encode_frame(&Open::IncomingPipe).unwrap().to_vec(),
+        ),
     ];
     for (name, bytes) in cases {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
@@ -64,15 +87,35 @@ async fn malformed_frames_close_only_their_stream() {
     }
     // A session stream that sends a relay-to-client frame is closed too.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Open::Session).unwrap()).await.unwrap();
-    send.write_all(&encode_frame(&SessionFrame::Synced).unwrap()).await.unwrap();
-    assert!(stream_closed(&mut recv).await, "bad session frame: stream left open");
+    send.write_all(&encode_frame(&Open::Session).unwrap())
+        .await
+        .unwrap();
+    send.write_all(&encode_frame(&SessionFrame::Synced).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        stream_closed(&mut recv).await,
+        "bad session frame: stream left open"
+    );
 
     // The same connection still works for a new stream, and so does everyone else.
     let (mut send, recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Open::Pipe { to: Identity::generate().account_id() }).unwrap()).await.unwrap();
-    let mut replies = tokio_util::codec::FramedRead::new(recv, FrameCodec::<top_proto::frame::PipeReply>::new(64));
-    assert_eq!(replies.next().await.unwrap().unwrap(), top_proto::frame::PipeReply::Unreachable);
+    send.write_all(
+        &encode_frame(&Open::Pipe {
+            to: Identity::generate().account_id(),
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut replies = tokio_util::codec::FramedRead::new(
+        recv,
+        FrameCodec::<top_proto::frame::PipeReply>::new(64),
+    );
+    assert_eq!(
+        replies.next().await.unwrap().unwrap(),
+        top_proto::frame::PipeReply::Unreachable
+    );
     still_serves(&relay).await;
     assert!(relay.status().messages_received >= 1);
     relay.shutdown().await;
@@ -113,10 +156,22 @@ async fn oversized_message_is_rejected_not_fatal() {
     env.sealed = vec![0u8; top_proto::frame::MAX_SEALED_LEN + 1].into();
     s.write(&SessionFrame::Send(env.clone())).await;
     let reply = s.until(not_synced).await;
-    assert_eq!(reply, SessionFrame::Rejected { id: env.id, reason: top_proto::frame::Reject::TooLarge });
+    assert_eq!(
+        reply,
+        SessionFrame::Rejected {
+            id: env.id,
+            reason: top_proto::frame::Reject::TooLarge
+        }
+    );
     // The session goes on.
     let env = sealed_envelope(&me, Identity::generate().account_id(), b"small");
     s.write(&SessionFrame::Send(env.clone())).await;
-    assert_eq!(s.until(not_synced).await, SessionFrame::Accepted { id: env.id, outcome: Outcome::Stored });
+    assert_eq!(
+        s.until(not_synced).await,
+        SessionFrame::Accepted {
+            id: env.id,
+            outcome: Outcome::Stored
+        }
+    );
     relay.shutdown().await;
 }

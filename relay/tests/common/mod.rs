@@ -17,7 +17,10 @@ pub struct RawSession {
     pub frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
 }
 
-pub async fn endpoint_and_conn(relay: &RelayAddr, identity: &Identity) -> (quinn::Endpoint, quinn::Connection) {
+pub async fn endpoint_and_conn(
+    relay: &RelayAddr,
+    identity: &Identity,
+) -> (quinn::Endpoint, quinn::Connection) {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let conn = dial(&endpoint, identity, relay).await.unwrap();
     (endpoint, conn)
@@ -26,17 +29,31 @@ pub async fn endpoint_and_conn(relay: &RelayAddr, identity: &Identity) -> (quinn
 pub async fn open_session(relay: &RelayAddr, identity: &Identity) -> RawSession {
     let (endpoint, conn) = endpoint_and_conn(relay, identity).await;
     let (mut send, recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Open::Session).unwrap()).await.unwrap();
-    RawSession { endpoint, conn, send, frames: FramedRead::new(recv, FrameCodec::default()) }
+    send.write_all(&encode_frame(&Open::Session).unwrap())
+        .await
+        .unwrap();
+    RawSession {
+        endpoint,
+        conn,
+        send,
+        frames: FramedRead::new(recv, FrameCodec::default()),
+    }
 }
 
 impl RawSession {
     pub async fn write(&mut self, frame: &SessionFrame) {
-        self.send.write_all(&encode_frame(frame).unwrap()).await.unwrap();
+        self.send
+            .write_all(&encode_frame(frame).unwrap())
+            .await
+            .unwrap();
     }
 
     pub async fn next(&mut self) -> SessionFrame {
-        self.frames.next().await.expect("session closed").expect("bad frame")
+        self.frames
+            .next()
+            .await
+            .expect("session closed")
+            .expect("bad frame")
     }
 
     /// Reads frames until one matches; returns it.
@@ -53,7 +70,19 @@ impl RawSession {
 pub fn sealed_envelope(from: &Identity, to: AccountId, body: &[u8]) -> Envelope {
     let id = MsgId::random();
     let sealed = Sealer::new(from.clone())
-        .seal(&to, &SealedContent { id, sent_ms: 0, body: body.to_vec() })
+        .seal(
+            &to,
+            &SealedContent {
+                id,
+                sent_ms: 0,
+                body: body.to_vec(),
+            },
+        )
         .unwrap();
-    Envelope { id, to, ttl_secs: 3600, sealed: sealed.into() }
+    Envelope {
+        id,
+        to,
+        ttl_secs: 3600,
+        sealed: sealed.into(),
+    }
 }

@@ -46,9 +46,13 @@ impl Home {
     /// Creates the identity and config; fails if an identity exists.
     pub fn init(&self, relay: Option<RelayAddr>) -> Result<Identity> {
         if self.key().exists() {
-            bail!("{} already holds an identity; use another --home", self.0.display());
+            bail!(
+                "{} already holds an identity; use another --home",
+                self.0.display()
+            );
         }
-        std::fs::create_dir_all(&self.0).with_context(|| format!("creating {}", self.0.display()))?;
+        std::fs::create_dir_all(&self.0)
+            .with_context(|| format!("creating {}", self.0.display()))?;
         let identity = Identity::generate();
         identity.save(&self.key())?;
         self.save_config(&HomeConfig { relay })?;
@@ -63,7 +67,11 @@ impl Home {
     /// The identity; says how to create one when missing.
     pub fn identity(&self) -> Result<Identity> {
         if !self.key().exists() {
-            bail!("no identity in {}; create one with `top --home {} init`", self.0.display(), self.0.display());
+            bail!(
+                "no identity in {}; create one with `top --home {} init`",
+                self.0.display(),
+                self.0.display()
+            );
         }
         Ok(Identity::load(&self.key())?)
     }
@@ -93,7 +101,10 @@ impl Home {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(self.inbox_path())?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.inbox_path())?;
         for m in messages {
             let entry = InboxEntry {
                 id: m.id.0.iter().map(|b| format!("{b:02x}")).collect(),
@@ -126,7 +137,11 @@ fn read_inbox(path: &Path) -> Result<Vec<InboxEntry>> {
         }
         match serde_json::from_str(&line) {
             Ok(entry) => out.push(entry),
-            Err(e) => eprintln!("warning: skipping line {} of {}: {e}", n + 1, path.display()),
+            Err(e) => eprintln!(
+                "warning: skipping line {} of {}: {e}",
+                n + 1,
+                path.display()
+            ),
         }
     }
     Ok(out)

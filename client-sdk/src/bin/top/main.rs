@@ -25,7 +25,10 @@ struct Cli {
 }
 
 fn default_home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".top")
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".top")
 }
 
 #[derive(Subcommand)]
@@ -98,10 +101,15 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
         MsgCommand::Send { peer, text, ttl } => {
             let mut client = connect(home, relay).await?;
             client.set_ttl(ttl);
-            let outcome = client.send(&peer, text.as_bytes()).await.context("sending")?;
+            let outcome = client
+                .send(&peer, text.as_bytes())
+                .await
+                .context("sending")?;
             match outcome {
                 Outcome::Delivered => println!("delivered to {peer}"),
-                Outcome::Stored => println!("stored for {peer} (offline); delivered when they connect"),
+                Outcome::Stored => {
+                    println!("stored for {peer} (offline); delivered when they connect")
+                }
             }
             client.close().await;
         }
@@ -113,7 +121,9 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
                 _ = collect(&client, &mut fresh) => {}
             }
             // Messages pushed just before `Synced` may still be queued behind it.
-            while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), client.recv()).await {
+            while let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(200), client.recv()).await
+            {
                 fresh.push(m);
             }
             home.append_inbox(&fresh)?;
