@@ -175,3 +175,41 @@ async fn oversized_message_is_rejected_not_fatal() {
     );
     relay.shutdown().await;
 }
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_port_serves_health_metrics_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path()).await;
+    still_serves(&relay).await;
+    let (head, body) = http_get(relay.http_addr(), "/health").await;
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert_eq!(body.trim(), "ok");
+    let (_, metrics) = http_get(relay.http_addr(), "/metrics").await;
+    assert!(
+        metrics.contains("toprelay_messages_received_total 1"),
+        "{metrics}"
+    );
+    let (_, status) = http_get(relay.http_addr(), "/api/status").await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["id"], relay.id().to_string());
+    assert_eq!(status["addr"], relay.addr().to_string());
+    assert_eq!(status["mailbox"]["messages"], 1);
+    let (head, _) = http_get(relay.http_addr(), "/nope").await;
+    assert!(head.contains("404"), "{head}");
+    relay.shutdown().await;
+}
