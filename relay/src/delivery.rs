@@ -233,7 +233,22 @@ pub async fn store_here(shared: &Arc<Shared>, env: Envelope) -> Result<(), Rejec
 }
 
 /// Pushes every stored message for `client` to wherever it is connected now.
+///
+/// At most one push runs per client; a push requested meanwhile makes it run once more, so a burst
+/// of stores for one client costs a few mailbox scans, not one per message.
 pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
+    if !shared.claim_push_run(client) {
+        return;
+    }
+    loop {
+        push_once(shared, client).await;
+        if !shared.finish_push_run(&client) {
+            return;
+        }
+    }
+}
+
+async fn push_once(shared: &Arc<Shared>, client: AccountId) {
     let mailbox = shared.mailbox.clone();
     let now = unix_now();
     let stored = match tokio::task::spawn_blocking(move || mailbox.pending_for(&client, now)).await

@@ -15,7 +15,7 @@ use crate::state::{Origin, SessionHandle, Shared};
 use top_proto::writer::write_frames;
 
 /// Frames queued towards one client before deliveries spill into its mailbox.
-const SESSION_QUEUE: usize = 4096;
+const SESSION_QUEUE: usize = 2048;
 /// A delivery not acknowledged in this time is moved to the mailbox.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a session waits for linked relays to push stored messages before `Synced`.

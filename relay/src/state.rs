@@ -101,6 +101,7 @@ pub struct Shared {
     known: Mutex<BTreeMap<RelayId, RelayAddr>>,
     sync_waiters: Mutex<HashMap<(AccountId, RelayId), oneshot::Sender<()>>>,
     pushing: Mutex<HashSet<MsgId>>,
+    push_runs: Mutex<HashMap<AccountId, bool>>,
     next_no: AtomicU64,
     links_changed: tokio::sync::Notify,
 }
@@ -145,6 +146,7 @@ impl Shared {
             known: Mutex::new(known),
             sync_waiters: Mutex::default(),
             pushing: Mutex::default(),
+            push_runs: Mutex::default(),
             next_no: AtomicU64::new(1),
             links_changed: tokio::sync::Notify::new(),
         }
@@ -286,6 +288,36 @@ impl Shared {
     /// Marks a mailbox message as being pushed; false if it already is.
     pub fn start_push(&self, id: MsgId) -> bool {
         lock(&self.pushing).insert(id)
+    }
+
+    /// Claims the mailbox push for `client`; false if one runs already (it is told to run again).
+    pub fn claim_push_run(&self, client: AccountId) -> bool {
+        let mut runs = lock(&self.push_runs);
+        match runs.get_mut(&client) {
+            Some(again) => {
+                *again = true;
+                false
+            }
+            None => {
+                runs.insert(client, false);
+                true
+            }
+        }
+    }
+
+    /// Ends a push run; true if more was stored meanwhile and the caller must run again.
+    pub fn finish_push_run(&self, client: &AccountId) -> bool {
+        let mut runs = lock(&self.push_runs);
+        match runs.get_mut(client) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                runs.remove(client);
+                false
+            }
+        }
     }
 
     /// A mailbox push ended (delivered or not).

@@ -213,3 +213,48 @@ async fn http_port_serves_health_metrics_and_status() {
     assert!(head.contains("404"), "{head}");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recipient_that_stops_reading_does_not_stall_senders() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path()).await;
+    // The recipient opens its session and never reads it again.
+    let stuck = Identity::generate();
+    let _stuck_session = open_session(&relay.addr(), &stuck).await;
+    let sender = Identity::generate();
+    let mut s = open_session(&relay.addr(), &sender).await;
+    // 2 KiB messages: the stuck client's 4 MiB stream window and the relay's queue fill quickly.
+    let template = sealed_envelope(&sender, stuck.account_id(), &[7u8; 2048]);
+    let frames: Vec<u8> = (0..8_000)
+        .flat_map(|_| {
+            let env = top_proto::frame::Envelope {
+                id: top_proto::frame::MsgId::random(),
+                ..template.clone()
+            };
+            encode_frame(&SessionFrame::Send(env)).unwrap().to_vec()
+        })
+        .collect();
+    let mut send = std::mem::replace(&mut s.send, s.conn.open_uni().await.unwrap());
+    let writer = tokio::spawn(async move { send.write_all(&frames).await.map(|_| send) });
+    // Once the relay's queue towards the stuck client is full, messages go to its mailbox.
+    let first_stored = tokio::time::timeout(
+        Duration::from_secs(60),
+        s.until(|f| {
+            matches!(
+                f,
+                SessionFrame::Accepted {
+                    outcome: Outcome::Stored,
+                    ..
+                }
+            )
+        }),
+    )
+    .await;
+    assert!(
+        first_stored.is_ok(),
+        "senders stalled behind a recipient that does not read"
+    );
+    still_serves(&relay).await;
+    writer.abort();
+    relay.shutdown().await;
+}
