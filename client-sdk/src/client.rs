@@ -126,7 +126,7 @@ impl Client {
         let content = SealedContent {
             id,
             sent_ms: now_ms(),
-            body: body.to_vec(),
+            body: bytes::Bytes::copy_from_slice(body),
         };
         let sealed = self
             .sealer
@@ -285,7 +285,7 @@ impl Reader {
                 id: env.id,
                 from,
                 sent_ms: content.sent_ms,
-                body: content.body,
+                body: content.body.into(),
             },
             _ => {
                 // Forged, corrupted or misrouted: nobody can ever read it, so drop it for good.

@@ -310,14 +310,22 @@ impl<T: Serialize> Encoder<T> for FrameCodec<T> {
     type Error = FrameError;
 
     fn encode(&mut self, frame: T, dst: &mut BytesMut) -> Result<(), FrameError> {
-        let body = encode_body(&frame)?;
+        // Length placeholder, version, then postcard straight into `dst`: no intermediate buffer.
+        let start = dst.len();
+        dst.put_u32(0);
+        dst.put_u8(PROTOCOL_VERSION);
+        let encoded = postcard::to_io(&frame, (&mut *dst).writer()).map(|_| ());
+        if let Err(e) = encoded {
+            dst.truncate(start);
+            return Err(FrameError::Malformed(e.to_string()));
+        }
+        let len = dst.len() - start - 4;
         let limit = self.inner.max_frame_length() - 1;
-        if body.len() > limit {
+        if len > limit {
+            dst.truncate(start);
             return Err(FrameError::TooLarge { limit });
         }
-        dst.reserve(4 + body.len());
-        dst.put_u32(body.len() as u32);
-        dst.put_slice(&body);
+        dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())
     }
 }

@@ -14,10 +14,10 @@
 //! use top_proto::frame::MsgId;
 //!
 //! let (alice, bob) = (Identity::generate(), Identity::generate());
-//! let content = SealedContent { id: MsgId::random(), sent_ms: 0, body: b"hi".to_vec() };
+//! let content = SealedContent { id: MsgId::random(), sent_ms: 0, body: b"hi"[..].into() };
 //! let sealed = Sealer::new(alice.clone()).seal(&bob.account_id(), &content).unwrap();
 //! let (from, opened) = Opener::new(bob).open(&sealed).unwrap();
-//! assert_eq!((from, opened.body), (alice.account_id(), b"hi".to_vec()));
+//! assert_eq!((from, &opened.body[..]), (alice.account_id(), &b"hi"[..]));
 //! ```
 
 pub mod addr;

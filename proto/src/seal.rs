@@ -48,7 +48,7 @@ pub struct SealedContent {
     /// Sender's clock when sent, milliseconds since the Unix epoch.
     pub sent_ms: u64,
     /// The application's bytes.
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
 }
 
 struct SendSession {
@@ -229,7 +229,7 @@ mod tests {
         SealedContent {
             id: MsgId::random(),
             sent_ms: 1,
-            body: body.to_vec(),
+            body: bytes::Bytes::copy_from_slice(body),
         }
     }
 
@@ -243,8 +243,8 @@ mod tests {
         let mut opener = Opener::new(bob);
         let (from, second) = opener.open(&b).unwrap();
         assert_eq!(from, alice.account_id());
-        assert_eq!(second.body, b"second");
-        assert_eq!(opener.open(&a).unwrap().1.body, b"first");
+        assert_eq!(&second.body[..], b"second");
+        assert_eq!(&opener.open(&a).unwrap().1.body[..], b"first");
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub fn sealed_envelope(from: &Identity, to: AccountId, body: &[u8]) -> Envelope 
             &SealedContent {
                 id,
                 sent_ms: 0,
-                body: body.to_vec(),
+                body: bytes::Bytes::copy_from_slice(body),
             },
         )
         .unwrap();
