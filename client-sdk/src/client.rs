@@ -58,6 +58,8 @@ pub struct Client {
     pipes: tokio::sync::Mutex<mpsc::Receiver<Pipe>>,
     synced: watch::Receiver<bool>,
     ttl_secs: u32,
+    writer: tokio::task::JoinHandle<Result<(), top_proto::frame::FrameError>>,
+    reader: tokio::task::JoinHandle<()>,
 }
 
 impl Client {
@@ -72,7 +74,7 @@ impl Client {
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&encode_frame(&Open::Session)?).await?;
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(write_frames(send, rx));
+        let writer = tokio::spawn(write_frames(send, rx));
         let waiters: Waiters = Arc::default();
         let (inbox_tx, inbox) = mpsc::channel(1024);
         let (synced_tx, synced) = watch::channel(false);
@@ -85,7 +87,7 @@ impl Client {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
         };
-        tokio::spawn(reader.run(FramedRead::new(recv, FrameCodec::default())));
+        let reader = tokio::spawn(reader.run(FramedRead::new(recv, FrameCodec::default())));
         let (pipe_tx, pipes) = mpsc::channel(64);
         tokio::spawn(accept_pipes(conn.clone(), identity.clone(), pipe_tx));
         Ok(Self {
@@ -100,6 +102,8 @@ impl Client {
             pipes: tokio::sync::Mutex::new(pipes),
             synced,
             ttl_secs: DEFAULT_TTL_SECS,
+            writer,
+            reader,
         })
     }
 
@@ -201,14 +205,15 @@ impl Client {
         self.pipes.lock().await.recv().await
     }
 
-    /// Closes the connection, letting queued frames leave first.
+    /// Closes the connection after every queued frame (acknowledgements included) is written.
     pub async fn close(self) {
-        let Self {
-            tx, conn, endpoint, ..
-        } = self;
+        let Self { tx, conn, endpoint, writer, reader, .. } = self;
+        // The reader holds the other sender (for acks); once both are gone the writer drains,
+        // finishes the stream and ends.
+        reader.abort();
+        reader.await.ok();
         drop(tx);
-        // Give the writer a moment to flush acknowledgements.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        writer.await.ok();
         conn.close(0u32.into(), b"bye");
         endpoint.wait_idle().await;
     }
