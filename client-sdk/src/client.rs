@@ -207,7 +207,14 @@ impl Client {
 
     /// Closes the connection after every queued frame (acknowledgements included) is written.
     pub async fn close(self) {
-        let Self { tx, conn, endpoint, writer, reader, .. } = self;
+        let Self {
+            tx,
+            conn,
+            endpoint,
+            writer,
+            reader,
+            ..
+        } = self;
         // The reader holds the other sender (for acks); once both are gone the writer drains,
         // finishes the stream and ends.
         reader.abort();

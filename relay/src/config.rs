@@ -89,6 +89,9 @@ pub struct RelayConfig {
     /// Most concurrent QUIC connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// New connections accepted per second from one IP address (bursts of twice that).
+    #[serde(default = "default_connections_per_ip")]
+    pub new_connections_per_ip: u32,
     /// Mailbox limits.
     #[serde(default)]
     pub mailbox: MailboxConfig,
@@ -96,6 +99,10 @@ pub struct RelayConfig {
 
 fn default_max_connections() -> usize {
     10_000
+}
+
+fn default_connections_per_ip() -> u32 {
+    50
 }
 
 impl RelayConfig {
@@ -107,6 +114,7 @@ impl RelayConfig {
             public_addr: None,
             peers: Vec::new(),
             max_connections: default_max_connections(),
+            new_connections_per_ip: default_connections_per_ip(),
             mailbox: MailboxConfig::default(),
         }
     }
@@ -158,6 +166,9 @@ impl RelayConfig {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
+        }
+        if self.new_connections_per_ip == 0 {
+            return Err("new_connections_per_ip must be at least 1".into());
         }
         Ok(())
     }

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub links: Gauge,
     /// QUIC connections accepted.
     pub connections: Counter,
+    /// QUIC connections refused (connection limit or per-address rate).
+    pub connections_refused: Counter,
     /// Pipes opened through this relay.
     pub pipes_opened: Counter,
     /// Bytes spliced through pipes (both directions).
@@ -62,6 +64,11 @@ impl Metrics {
             "connections",
             "QUIC connections accepted",
             m.connections.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "QUIC connections refused by limits",
+            m.connections_refused.clone(),
         );
         r.register("pipes_opened", "Pipes opened", m.pipes_opened.clone());
         r.register(

@@ -1,5 +1,7 @@
 //! Accepting QUIC connections and dispatching each stream by its first frame.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,16 +26,38 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `Open` frame.
 const MAX_OPEN_LEN: usize = 64 * 1024;
 
-/// Accepts connections until shutdown, at most `max_connections` at once.
+/// Per-IP limiter of new connections.
+type PerIpLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+fn per_ip_limiter(per_sec: u32) -> PerIpLimiter {
+    let rate = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+    governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+}
+
+/// Accepts connections until shutdown: at most `max_connections` at once, and at most
+/// `new_connections_per_ip` new ones per second from one address (before any handshake work).
 pub async fn accept_loop(shared: Arc<Shared>) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let per_ip = per_ip_limiter(shared.config.new_connections_per_ip);
+    let mut forget = tokio::time::interval(Duration::from_secs(60));
     loop {
         let incoming = tokio::select! {
             incoming = shared.endpoint.accept() => incoming,
+            _ = forget.tick() => {
+                per_ip.retain_recent();
+                continue;
+            }
             _ = shared.shutdown.cancelled() => return,
         };
         let Some(incoming) = incoming else { return };
+        if per_ip.check_key(&incoming.remote_address().ip()).is_err() {
+            shared.metrics.connections_refused.inc();
+            incoming.refuse();
+            continue;
+        }
         let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared.metrics.connections_refused.inc();
             incoming.refuse();
             continue;
         };

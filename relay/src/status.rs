@@ -34,6 +34,8 @@ pub struct RelayStatus {
     pub messages_stored: u64,
     /// Messages refused.
     pub messages_rejected: u64,
+    /// Connections refused by the connection limit or the per-address rate.
+    pub connections_refused: u64,
     /// Pipes opened through this relay.
     pub pipes_opened: u64,
     /// Bytes spliced through pipes.
@@ -62,6 +64,7 @@ impl RelayStatus {
             messages_delivered: m.messages_delivered.get(),
             messages_stored: m.messages_stored.get(),
             messages_rejected: m.messages_rejected.get(),
+            connections_refused: m.connections_refused.get(),
             pipes_opened: m.pipes_opened.get(),
             pipe_bytes: m.pipe_bytes.get(),
         }

@@ -258,3 +258,37 @@ async fn a_recipient_that_stops_reading_does_not_stall_senders() {
     writer.abort();
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_connections_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    init(
+        dir.path(),
+        InitOptions {
+            listen: any,
+            http: any,
+            public_addr: None,
+            peers: vec![],
+        },
+    )
+    .unwrap();
+    let mut config = top_relay::config::RelayConfig::load(dir.path()).unwrap();
+    config.new_connections_per_ip = 1;
+    config.save(dir.path()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let me = Identity::generate();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut refused = 0;
+    let mut kept = Vec::new();
+    for _ in 0..5 {
+        match top_proto::dial::dial(&endpoint, &me, &relay.addr()).await {
+            Ok(conn) => kept.push(conn),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(kept.len(), 2, "a burst of two is allowed");
+    assert_eq!(refused, 3);
+    assert_eq!(relay.status().connections_refused, 3);
+    relay.shutdown().await;
+}
