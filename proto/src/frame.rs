@@ -361,6 +361,57 @@ mod tests {
         );
     }
 
+    #[test]
+    fn golden_link_open_and_pipe_frames() {
+        let relay = Identity::from_seed(&[2; 32]).relay_id();
+        let addr = RelayAddr {
+            id: relay,
+            host_port: "h:1".into(),
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (encode_body(&Open::Session).unwrap(), "0100"),
+            (
+                encode_body(&Open::Link {
+                    addr,
+                    known: vec![],
+                })
+                .unwrap(),
+                concat!(
+                    "01034472656c6179317379756877723467303574343734347232336e76786e7237656e39",
+                    "636d7a35336b6e687230676a6137633834687237666b77327173366767337240683a3100"
+                ),
+            ),
+            (
+                encode_body(&LinkFrame::Presence {
+                    client: golden_envelope().to,
+                    online: true,
+                })
+                .unwrap(),
+                "01008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01",
+            ),
+            (
+                encode_body(&LinkFrame::StoreResult {
+                    id: MsgId([3; 16]),
+                    error: Some(Reject::QuotaExceeded),
+                })
+                .unwrap(),
+                "0104030303030303030303030303030303030100",
+            ),
+            (
+                encode_body(&SessionFrame::Accepted {
+                    id: MsgId([3; 16]),
+                    outcome: Outcome::Stored,
+                })
+                .unwrap(),
+                "01010303030303030303030303030303030301",
+            ),
+            (encode_body(&PipeReply::Unreachable).unwrap(), "0101"),
+        ];
+        for (body, golden) in cases {
+            assert_eq!(hexs(&body), golden, "wire format changed");
+        }
+    }
+
     fn hexs(b: &[u8]) -> String {
         b.iter().map(|x| format!("{x:02x}")).collect()
     }
