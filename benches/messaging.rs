@@ -3,7 +3,8 @@
 //! `cargo bench --bench messaging` prints messages/s (pipelined) and p50/p99 round-trip latency
 //! (one message at a time) for both, measured in the same run.
 //! The relay path: sender → relay → recipient, recipient's ack → relay → sender ("Delivered").
-//! The baseline: client → echo server → client on one QUIC stream, no relay logic.
+//! The baseline: client → echo server → client on one QUIC stream, no relay logic; and, to show
+//! what the path's shape costs, the same through a forwarder that splices raw bytes (two hops).
 
 use std::time::{Duration, Instant};
 
@@ -106,9 +107,17 @@ async fn echo_bench() -> Figures {
     let conn = top_proto::dial::dial(&client, &Identity::generate(), &addr)
         .await
         .unwrap();
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    drive_echo(send, recv).await
+}
+
+/// Pipelined throughput, then one-at-a-time latency, over an echoing stream.
+async fn drive_echo(mut send: quinn::SendStream, mut recv: quinn::RecvStream) -> Figures {
     let frame = vec![7u8; SIZE];
     let mut buf = vec![0u8; SIZE];
+    // A round trip first, so the far end's stream exists before timing.
+    send.write_all(&frame).await.unwrap();
+    recv.read_exact(&mut buf).await.unwrap();
     let start = Instant::now();
     let writer = tokio::spawn(async move {
         for _ in 0..COUNT {
@@ -135,9 +144,53 @@ async fn echo_bench() -> Figures {
     Figures { rate, p50, p99 }
 }
 
+async fn two_hop_echo_bench() -> Figures {
+    let fwd_id = Identity::generate();
+    let forwarder = quinn::Endpoint::server(
+        top_proto::tls::server_config(&fwd_id).unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .unwrap();
+    let fwd_addr =
+        top_proto::addr::RelayAddr::new(fwd_id.relay_id(), forwarder.local_addr().unwrap());
+    let (peer_tx, peer_rx) = tokio::sync::oneshot::channel::<quinn::Connection>();
+    let (client_tx, client_rx) = tokio::sync::oneshot::channel::<quinn::Connection>();
+    tokio::spawn(async move {
+        let peer = forwarder.accept().await.unwrap().await.unwrap();
+        peer_tx.send(peer.clone()).ok();
+        let client = forwarder.accept().await.unwrap().await.unwrap();
+        client_tx.send(client.clone()).ok();
+        let (c_send, c_recv) = client.accept_bi().await.unwrap();
+        let (p_send, p_recv) = peer.open_bi().await.unwrap();
+        let mut a = tokio::io::join(c_recv, c_send);
+        let mut b = tokio::io::join(p_recv, p_send);
+        tokio::io::copy_bidirectional(&mut a, &mut b).await.ok();
+        drop((forwarder, peer_rx, client_rx));
+    });
+    // The echo peer.
+    let peer_ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer_conn = top_proto::dial::dial(&peer_ep, &Identity::generate(), &fwd_addr)
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let (mut send, mut recv) = peer_conn.accept_bi().await.unwrap();
+        tokio::io::copy(&mut recv, &mut send).await.ok();
+        drop(peer_ep);
+    });
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let conn = top_proto::dial::dial(&client, &Identity::generate(), &fwd_addr)
+        .await
+        .unwrap();
+    let (send, recv) = conn.open_bi().await.unwrap();
+    let figures = drive_echo(send, recv).await;
+    drop((conn, client));
+    figures
+}
+
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let echo = runtime.block_on(echo_bench());
+    let two_hop = runtime.block_on(two_hop_echo_bench());
     let relay = runtime.block_on(relay_bench());
     println!(
         "messaging, {SIZE}-byte messages, {COUNT} pipelined (window {WINDOW}), {SAMPLES} sequential for latency"
@@ -145,6 +198,7 @@ fn main() {
     println!("{:<34} {:>12} {:>10} {:>10}", "", "msgs/s", "p50", "p99");
     for (name, f) in [
         ("quinn echo (baseline)", &echo),
+        ("quinn 2-hop echo via forwarder", &two_hop),
         ("relay: send -> deliver -> ack", &relay),
     ] {
         println!(
@@ -153,4 +207,5 @@ fn main() {
         );
     }
     println!("relay / baseline rate: {:.2}", relay.rate / echo.rate);
+    println!("relay / 2-hop echo rate: {:.2}", relay.rate / two_hop.rate);
 }
