@@ -33,17 +33,7 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
 
 async fn relay_bench() -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    let any = "127.0.0.1:0".parse().unwrap();
-    init(
-        dir.path(),
-        InitOptions {
-            listen: any,
-            http: any,
-            public_addr: None,
-            peers: vec![],
-        },
-    )
-    .unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
     let relay = Relay::start(dir.path()).await.unwrap();
     let sender = Client::connect(&relay.addr(), Identity::generate())
         .await

@@ -10,16 +10,7 @@ use top_client::{Client, Identity, Outcome};
 use top_relay::{InitOptions, Relay, init};
 
 async fn start_relay(dir: &Path) -> Result<Relay> {
-    let loopback_any_port = "127.0.0.1:0".parse()?;
-    init(
-        dir,
-        InitOptions {
-            listen: loopback_any_port,
-            http: loopback_any_port,
-            public_addr: None,
-            peers: vec![],
-        },
-    )?;
+    init(dir, InitOptions::loopback())?;
     Ok(Relay::start(dir).await?)
 }
 

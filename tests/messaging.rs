@@ -8,17 +8,7 @@ use top_relay::config::RelayConfig;
 use top_relay::{InitOptions, Relay, init};
 
 fn init_relay(dir: &Path) {
-    let any = "127.0.0.1:0".parse().unwrap();
-    init(
-        dir,
-        InitOptions {
-            listen: any,
-            http: any,
-            public_addr: None,
-            peers: vec![],
-        },
-    )
-    .unwrap();
+    init(dir, InitOptions::loopback()).unwrap();
 }
 
 async fn linked_pair(root: &Path) -> (Relay, Relay) {

@@ -28,17 +28,7 @@ fn stdout(out: &Output) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn init_send_inbox_and_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let any = "127.0.0.1:0".parse().unwrap();
-    init(
-        &dir.path().join("relay"),
-        InitOptions {
-            listen: any,
-            http: any,
-            public_addr: None,
-            peers: vec![],
-        },
-    )
-    .unwrap();
+    init(&dir.path().join("relay"), InitOptions::loopback()).unwrap();
     let relay = Relay::start(&dir.path().join("relay")).await.unwrap();
     let addr = relay.addr().to_string();
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));

@@ -24,17 +24,8 @@ pub fn send_or_spawn<T: Send + 'static>(tx: &mpsc::Sender<T>, frame: T) {
 
 /// Routes a message from a local sender or mailbox towards its recipient.
 pub fn route(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
-    let pending = Pending {
-        env,
-        origin,
-        since: Instant::now(),
-    };
-    let pending = match shared.session(&pending.env.to) {
-        Some(session) => match hand_to_session(&session, pending) {
-            Ok(()) => return,
-            Err(p) => p,
-        },
-        None => pending,
+    let Err(pending) = to_local_session(shared, Pending::new(env, origin)) else {
+        return;
     };
     let pending = match shared.link_for_client(&pending.env.to) {
         Some((_, link)) => match hand_to_link(&link, pending, true) {
@@ -48,38 +39,83 @@ pub fn route(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
 
 /// Delivers a message forwarded by another relay to a client connected here, or fails it.
 pub fn deliver_forwarded(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
-    let pending = Pending {
-        env,
-        origin,
-        since: Instant::now(),
-    };
-    let pending = match shared.session(&pending.env.to) {
-        Some(session) => match hand_to_session(&session, pending) {
-            Ok(()) => return,
-            Err(p) => p,
-        },
-        None => pending,
-    };
-    undelivered(shared, pending);
+    if let Err(pending) = to_local_session(shared, Pending::new(env, origin)) {
+        undelivered(shared, pending);
+    }
+}
+
+fn to_local_session(shared: &Shared, pending: Pending) -> Result<(), Pending> {
+    match shared.session(&pending.env.to) {
+        Some(session) => hand_to_session(&session, pending),
+        None => Err(pending),
+    }
+}
+
+/// A queue of frames towards a client or relay, with the table of deliveries awaiting an answer.
+struct Carrier<'a, F> {
+    tx: &'a mpsc::Sender<F>,
+    inflight: &'a Inflight,
+}
+
+impl<'a> Carrier<'a, SessionFrame> {
+    fn session(session: &'a SessionHandle) -> Self {
+        Self {
+            tx: &session.tx,
+            inflight: &session.inflight,
+        }
+    }
+}
+
+impl<'a> Carrier<'a, LinkFrame> {
+    fn link(link: &'a LinkHandle) -> Self {
+        Self {
+            tx: &link.tx,
+            inflight: &link.forwards,
+        }
+    }
+}
+
+impl<F> Carrier<'_, F> {
+    /// Queues `frame` carrying `pending`; gives the message back if the queue is full.
+    fn try_hand(&self, pending: Pending, frame: F) -> Result<(), Pending> {
+        let id = pending.env.id;
+        let mut inflight = lock(self.inflight);
+        if let Some(waiting) = inflight.get_mut(&id) {
+            // Already on its way (e.g. pushed by two home relays): one answer settles both.
+            waiting.push(pending);
+            return Ok(());
+        }
+        match self.tx.try_send(frame) {
+            Ok(()) => {
+                inflight.insert(id, vec![pending]);
+                Ok(())
+            }
+            Err(_) => Err(pending),
+        }
+    }
+
+    /// Like [`Carrier::try_hand`], but waits for room; fails only if the queue closed.
+    async fn hand_waiting(&self, pending: Pending, frame: F) -> Result<(), Pending> {
+        let Ok(permit) = self.tx.reserve().await else {
+            return Err(pending);
+        };
+        let id = pending.env.id;
+        let mut inflight = lock(self.inflight);
+        match inflight.get_mut(&id) {
+            Some(waiting) => waiting.push(pending),
+            None => {
+                permit.send(frame);
+                inflight.insert(id, vec![pending]);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Queues a delivery on a client's session; gives the message back if the session is backed up.
 pub fn hand_to_session(session: &SessionHandle, pending: Pending) -> Result<(), Pending> {
-    let id = pending.env.id;
     let frame = SessionFrame::Deliver(pending.env.clone());
-    let mut inflight = lock(&session.inflight);
-    if let Some(waiting) = inflight.get_mut(&id) {
-        // Already on its way to this client (e.g. pushed by two home relays): one ack answers both.
-        waiting.push(pending);
-        return Ok(());
-    }
-    match session.tx.try_send(frame) {
-        Ok(()) => {
-            inflight.insert(id, vec![pending]);
-            Ok(())
-        }
-        Err(_) => Err(pending),
-    }
+    Carrier::session(session).try_hand(pending, frame)
 }
 
 /// Forwards a message over a link; gives it back if the link is backed up.
@@ -88,23 +124,11 @@ pub fn hand_to_link(
     pending: Pending,
     store_on_fail: bool,
 ) -> Result<(), Pending> {
-    let id = pending.env.id;
     let frame = LinkFrame::Forward {
         env: pending.env.clone(),
         store_on_fail,
     };
-    let mut forwards = lock(&link.forwards);
-    if let Some(waiting) = forwards.get_mut(&id) {
-        waiting.push(pending);
-        return Ok(());
-    }
-    match link.tx.try_send(frame) {
-        Ok(()) => {
-            forwards.insert(id, vec![pending]);
-            Ok(())
-        }
-        Err(_) => Err(pending),
-    }
+    Carrier::link(link).try_hand(pending, frame)
 }
 
 /// Takes every delivery of `id` out of an in-flight table.
@@ -264,11 +288,7 @@ async fn push_once(shared: &Arc<Shared>, client: AccountId) {
         if !shared.start_push(env.id) {
             continue;
         }
-        let pending = Pending {
-            env,
-            origin: Origin::Mailbox,
-            since: Instant::now(),
-        };
+        let pending = Pending::new(env, Origin::Mailbox);
         if let Err(pending) = hand_over_waiting(shared, &client, pending).await {
             shared.end_push(&pending.env.id);
             break;
@@ -276,45 +296,24 @@ async fn push_once(shared: &Arc<Shared>, client: AccountId) {
     }
 }
 
-/// Like [`hand_to_session`] / [`hand_to_link`], but waits for queue room instead of failing.
+/// Hands a mailbox message to wherever `client` is, waiting for queue room.
 async fn hand_over_waiting(
     shared: &Shared,
     client: &AccountId,
     pending: Pending,
 ) -> Result<(), Pending> {
-    let id = pending.env.id;
     if let Some(session) = shared.session(client) {
-        let Ok(permit) = session.tx.reserve().await else {
-            return Err(pending);
-        };
         let frame = SessionFrame::Deliver(pending.env.clone());
-        let mut inflight = lock(&session.inflight);
-        match inflight.get_mut(&id) {
-            Some(waiting) => waiting.push(pending),
-            None => {
-                permit.send(frame);
-                inflight.insert(id, vec![pending]);
-            }
-        }
-        return Ok(());
+        return Carrier::session(&session)
+            .hand_waiting(pending, frame)
+            .await;
     }
     if let Some((_, link)) = shared.link_for_client(client) {
-        let Ok(permit) = link.tx.reserve().await else {
-            return Err(pending);
-        };
         let frame = LinkFrame::Forward {
             env: pending.env.clone(),
             store_on_fail: false,
         };
-        let mut forwards = lock(&link.forwards);
-        match forwards.get_mut(&id) {
-            Some(waiting) => waiting.push(pending),
-            None => {
-                permit.send(frame);
-                forwards.insert(id, vec![pending]);
-            }
-        }
-        return Ok(());
+        return Carrier::link(&link).hand_waiting(pending, frame).await;
     }
     Err(pending)
 }

@@ -293,12 +293,7 @@ impl Tables<'_, '_> {
         }
         let to = env.to;
         let size = env.sealed.len() as u64;
-        let (count, bytes) = self
-            .usage
-            .get(to.as_bytes())
-            .map_err(db_err)?
-            .map(|v| v.value())
-            .unwrap_or((0, 0));
+        let (count, bytes) = self.usage_of(&to)?;
         if count + 1 > limits.max_messages || bytes + size > limits.max_bytes {
             return Ok(Err(Reject::QuotaExceeded));
         }
@@ -312,6 +307,15 @@ impl Tables<'_, '_> {
             .insert(to.as_bytes(), (count + 1, bytes + size))
             .map_err(db_err)?;
         Ok(Ok(()))
+    }
+
+    fn usage_of(&self, to: &AccountId) -> Result<(u64, u64), StoreError> {
+        Ok(self
+            .usage
+            .get(to.as_bytes())
+            .map_err(db_err)?
+            .map(|v| v.value())
+            .unwrap_or((0, 0)))
     }
 
     fn delete(&mut self, id: &MsgId) -> Result<(), StoreError> {
@@ -329,12 +333,7 @@ impl Tables<'_, '_> {
         drop(value);
         let to = stored.env.to;
         let size = stored.env.sealed.len() as u64;
-        let (count, bytes) = self
-            .usage
-            .get(to.as_bytes())
-            .map_err(db_err)?
-            .map(|v| v.value())
-            .unwrap_or((0, 0));
+        let (count, bytes) = self.usage_of(&to)?;
         if count <= 1 {
             self.usage.remove(to.as_bytes()).map_err(db_err)?;
         } else {

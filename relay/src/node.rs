@@ -68,6 +68,19 @@ pub struct InitOptions {
     pub peers: Vec<RelayAddr>,
 }
 
+impl InitOptions {
+    /// QUIC and HTTP on loopback with ports the OS picks, no peers: for tests and examples.
+    pub fn loopback() -> Self {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            listen: any_port,
+            http: any_port,
+            public_addr: None,
+            peers: Vec::new(),
+        }
+    }
+}
+
 /// Creates a data directory: a new identity key (mode 0600) and `config.toml`.
 pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig), RelayError> {
     let dir = DataDir(data_dir.to_path_buf());

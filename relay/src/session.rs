@@ -11,7 +11,7 @@ use top_proto::id::AccountId;
 use tracing::{Instrument, debug, info_span};
 
 use crate::delivery::{finish, push_mailbox, route, send_or_spawn, take, take_stale, undelivered};
-use crate::state::{Origin, SessionHandle, Shared};
+use crate::state::{Origin, Pending, SessionHandle, Shared};
 use top_proto::writer::write_frames;
 
 /// Frames queued towards one client before deliveries spill into its mailbox.
@@ -63,7 +63,7 @@ async fn serve(
                 Some(Ok(SessionFrame::Send(env))) => {
                     shared.metrics.messages_received.inc();
                     if env.check().is_err() {
-                        finish(&shared, pending_reply(env, &tx), Err(Reject::TooLarge));
+                        finish(&shared, Pending::new(env, Origin::Sender(tx.clone())), Err(Reject::TooLarge));
                         continue;
                     }
                     route(&shared, env, Origin::Sender(tx.clone()));
@@ -128,18 +128,6 @@ async fn serve(
         writer.abort();
     }
     debug!("session closed");
-}
-
-/// A reply-only pending entry for a message refused before routing.
-fn pending_reply(
-    env: top_proto::frame::Envelope,
-    tx: &mpsc::Sender<SessionFrame>,
-) -> crate::state::Pending {
-    crate::state::Pending {
-        env,
-        origin: Origin::Sender(tx.clone()),
-        since: std::time::Instant::now(),
-    }
 }
 
 /// Pushes this relay's stored messages, asks linked relays for theirs, then says `Synced`.

@@ -42,6 +42,17 @@ pub struct Pending {
     pub since: Instant,
 }
 
+impl Pending {
+    /// A delivery handed over now.
+    pub fn new(env: Envelope, origin: Origin) -> Self {
+        Self {
+            env,
+            origin,
+            since: Instant::now(),
+        }
+    }
+}
+
 /// Deliveries in flight, by message id (one id may come from several origins, e.g. two mailboxes).
 pub type Inflight = Arc<Mutex<HashMap<MsgId, Vec<Pending>>>>;
 

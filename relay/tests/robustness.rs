@@ -12,17 +12,7 @@ use top_proto::identity::Identity;
 use top_relay::{InitOptions, Relay, init};
 
 async fn relay(dir: &std::path::Path) -> Relay {
-    let any = "127.0.0.1:0".parse().unwrap();
-    init(
-        dir,
-        InitOptions {
-            listen: any,
-            http: any,
-            public_addr: None,
-            peers: vec![],
-        },
-    )
-    .unwrap();
+    init(dir, InitOptions::loopback()).unwrap();
     Relay::start(dir).await.unwrap()
 }
 
@@ -262,17 +252,7 @@ async fn a_recipient_that_stops_reading_does_not_stall_senders() {
 #[tokio::test(flavor = "multi_thread")]
 async fn new_connections_are_rate_limited_per_address() {
     let dir = tempfile::tempdir().unwrap();
-    let any = "127.0.0.1:0".parse().unwrap();
-    init(
-        dir.path(),
-        InitOptions {
-            listen: any,
-            http: any,
-            public_addr: None,
-            peers: vec![],
-        },
-    )
-    .unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
     let mut config = top_relay::config::RelayConfig::load(dir.path()).unwrap();
     config.new_connections_per_ip = 1;
     config.save(dir.path()).unwrap();
