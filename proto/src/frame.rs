@@ -251,6 +251,16 @@ impl<T> Default for FrameCodec<T> {
     }
 }
 
+/// Sorts what a frame stream yielded: a frame, the end of the stream (finished, reset or the
+/// connection lost: `Ok(None)`), or a protocol violation that must close it (`Err`).
+pub fn next_frame<F>(item: Option<Result<F, FrameError>>) -> Result<Option<F>, FrameError> {
+    match item {
+        Some(Ok(frame)) => Ok(Some(frame)),
+        Some(Err(FrameError::Io(_))) | None => Ok(None),
+        Some(Err(e)) => Err(e),
+    }
+}
+
 /// Encodes one frame body: version byte then postcard.
 pub fn encode_body<T: Serialize>(frame: &T) -> Result<Vec<u8>, FrameError> {
     let mut out = vec![PROTOCOL_VERSION];

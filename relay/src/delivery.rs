@@ -137,7 +137,7 @@ pub fn take(inflight: &Inflight, id: &top_proto::frame::MsgId) -> Vec<Pending> {
 }
 
 /// Takes deliveries older than `age` out of an in-flight table.
-pub fn take_stale(inflight: &Inflight, age: Duration) -> Vec<Pending> {
+fn take_stale(inflight: &Inflight, age: Duration) -> Vec<Pending> {
     let now = Instant::now();
     let mut table = lock(inflight);
     let stale: Vec<_> = table
@@ -149,6 +149,21 @@ pub fn take_stale(inflight: &Inflight, age: Duration) -> Vec<Pending> {
         .into_iter()
         .flat_map(|id| table.remove(&id).unwrap_or_default())
         .collect()
+}
+
+/// Fails deliveries older than `age` (they fall back to the mailbox where their origin wants it).
+pub fn fail_stale(shared: &Arc<Shared>, inflight: &Inflight, age: Duration) {
+    for pending in take_stale(inflight, age) {
+        undelivered(shared, pending);
+    }
+}
+
+/// Fails every delivery of a closing session or link.
+pub fn fail_all(shared: &Arc<Shared>, inflight: &Inflight) {
+    let all: Vec<_> = lock(inflight).drain().flat_map(|(_, p)| p).collect();
+    for pending in all {
+        undelivered(shared, pending);
+    }
 }
 
 /// Reports a final result to a delivery's origin.

@@ -13,12 +13,14 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
 use top_proto::dial::dial;
-use top_proto::frame::{FrameCodec, FrameError, LinkFrame, Open, Outcome, encode_frame};
+use top_proto::frame::{
+    FrameCodec, FrameError, LinkFrame, Open, Outcome, encode_frame, next_frame,
+};
 use top_proto::id::RelayId;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::delivery::{
-    deliver_forwarded, finish, push_mailbox, send_or_spawn, store_here, take, take_stale,
+    deliver_forwarded, fail_all, fail_stale, finish, push_mailbox, send_or_spawn, store_here, take,
     undelivered,
 };
 use crate::server::serve_streams;
@@ -144,20 +146,12 @@ async fn serve(
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let end: Result<(), FrameError> = loop {
         tokio::select! {
-            frame = frames.next() => match frame {
-                Some(Ok(frame)) => handle_frame(&shared, peer, &handle, frame),
-                Some(Err(FrameError::Io(e))) => {
-                    debug!("stream ended: {e}");
-                    break Ok(());
-                }
-                Some(Err(e)) => break Err(e),
-                None => break Ok(()),
+            frame = frames.next() => match next_frame(frame) {
+                Ok(Some(frame)) => handle_frame(&shared, peer, &handle, frame),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
             },
-            _ = sweep.tick() => {
-                for pending in take_stale(&handle.forwards, FORWARD_TIMEOUT) {
-                    undelivered(&shared, pending);
-                }
-            }
+            _ = sweep.tick() => fail_stale(&shared, &handle.forwards, FORWARD_TIMEOUT),
             _ = shared.shutdown.cancelled() => break Ok(()),
         }
     };
@@ -167,13 +161,7 @@ async fn serve(
         handle.conn.close(1u32.into(), b"bad link frame");
     }
     shared.remove_link(&peer, handle.no);
-    let forwards: Vec<_> = lock(&handle.forwards)
-        .drain()
-        .flat_map(|(_, p)| p)
-        .collect();
-    for pending in forwards {
-        undelivered(&shared, pending);
-    }
+    fail_all(&shared, &handle.forwards);
     lock(&handle.stores).clear();
     drop(tx);
     drop(handle);

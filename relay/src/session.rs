@@ -6,11 +6,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
-use top_proto::frame::{FrameCodec, FrameError, LinkFrame, Reject, SessionFrame};
+use top_proto::frame::{FrameCodec, FrameError, LinkFrame, Reject, SessionFrame, next_frame};
 use top_proto::id::AccountId;
 use tracing::{Instrument, debug, info_span};
 
-use crate::delivery::{finish, push_mailbox, route, send_or_spawn, take, take_stale, undelivered};
+use crate::delivery::{fail_all, fail_stale, finish, push_mailbox, route, send_or_spawn, take};
 use crate::state::{Origin, Pending, SessionHandle, Shared};
 use top_proto::writer::write_frames;
 
@@ -59,8 +59,8 @@ async fn serve(
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
     let end: Result<(), FrameError> = loop {
         tokio::select! {
-            frame = frames.next() => match frame {
-                Some(Ok(SessionFrame::Send(env))) => {
+            frame = frames.next() => match next_frame(frame) {
+                Ok(Some(SessionFrame::Send(env))) => {
                     shared.metrics.messages_received.inc();
                     if env.check().is_err() {
                         finish(&shared, Pending::new(env, Origin::Sender(tx.clone())), Err(Reject::TooLarge));
@@ -68,7 +68,7 @@ async fn serve(
                     }
                     route(&shared, env, Origin::Sender(tx.clone()));
                 }
-                Some(Ok(SessionFrame::Ack { id })) => {
+                Ok(Some(SessionFrame::Ack { id })) => {
                     let acked = take(&handle.inflight, &id);
                     if !acked.is_empty() {
                         shared.metrics.messages_delivered.inc();
@@ -77,19 +77,11 @@ async fn serve(
                         finish(&shared, pending, Ok(top_proto::frame::Outcome::Delivered));
                     }
                 }
-                Some(Ok(_)) => break Err(FrameError::Unexpected("relay-to-client frame sent by client")),
-                Some(Err(FrameError::Io(e))) => {
-                    debug!("stream ended: {e}");
-                    break Ok(());
-                }
-                Some(Err(e)) => break Err(e),
-                None => break Ok(()),
+                Ok(Some(_)) => break Err(FrameError::Unexpected("relay-to-client frame sent by client")),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
             },
-            _ = sweep.tick() => {
-                for pending in take_stale(&handle.inflight, ACK_TIMEOUT) {
-                    undelivered(&shared, pending);
-                }
-            }
+            _ = sweep.tick() => fail_stale(&shared, &handle.inflight, ACK_TIMEOUT),
             _ = shared.shutdown.cancelled() => break Ok(()),
         }
     };
@@ -110,13 +102,7 @@ async fn serve(
             );
         }
     }
-    let unacked: Vec<_> = {
-        let mut table = crate::state::lock(&handle.inflight);
-        table.drain().flat_map(|(_, p)| p).collect()
-    };
-    for pending in unacked {
-        undelivered(&shared, pending);
-    }
+    fail_all(&shared, &handle.inflight);
     drop(tx);
     drop(handle);
     // Answers still queued get a moment to leave; the writer must not outlive the session.
