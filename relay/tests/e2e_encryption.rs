@@ -19,6 +19,28 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Reads the next length-prefixed record of a pipe, keeping every raw byte read in `seen`.
+async fn next_record(
+    recv: &mut quinn::RecvStream,
+    raw: &mut Vec<u8>,
+    seen: &mut Vec<u8>,
+) -> Vec<u8> {
+    loop {
+        if raw.len() >= 4 {
+            let len = (&raw[..4]).get_u32() as usize;
+            if raw.len() >= 4 + len {
+                let record = raw[4..4 + len].to_vec();
+                raw.drain(..4 + len);
+                return record;
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = recv.read(&mut chunk).await.unwrap().expect("pipe closed");
+        seen.extend_from_slice(&chunk[..n]);
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn relays_forward_only_ciphertext() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,28 +118,8 @@ async fn relays_forward_only_ciphertext() {
         }
     };
     raw.extend_from_slice(&leftover);
-    let read_record = |raw: &mut Vec<u8>| -> Option<Vec<u8>> {
-        if raw.len() < 4 {
-            return None;
-        }
-        let len = (&raw[..4]).get_u32() as usize;
-        if raw.len() < 4 + len {
-            return None;
-        }
-        let record = raw[4..4 + len].to_vec();
-        raw.drain(..4 + len);
-        Some(record)
-    };
     let mut seen = Vec::new();
-    let first_in = loop {
-        if let Some(r) = read_record(&mut raw) {
-            break r;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = b_recv.read(&mut chunk).await.unwrap().unwrap();
-        seen.extend_from_slice(&chunk[..n]);
-        raw.extend_from_slice(&chunk[..n]);
-    };
+    let first_in = next_record(&mut b_recv, &mut raw, &mut seen).await;
     let (reply, mut bob_cipher) = respond(&bob, &first_in).unwrap();
     b_send
         .write_all(&(reply.len() as u32).to_be_bytes())
@@ -138,15 +140,7 @@ async fn relays_forward_only_ciphertext() {
     a_send.write_all(&(n as u32).to_be_bytes()).await.unwrap();
     a_send.write_all(&record[..n]).await.unwrap();
 
-    let data = loop {
-        if let Some(r) = read_record(&mut raw) {
-            break r;
-        }
-        let mut chunk = [0u8; 4096];
-        let n = b_recv.read(&mut chunk).await.unwrap().unwrap();
-        seen.extend_from_slice(&chunk[..n]);
-        raw.extend_from_slice(&chunk[..n]);
-    };
+    let data = next_record(&mut b_recv, &mut raw, &mut seen).await;
     assert!(
         !contains(&seen, SECRET),
         "plaintext in the pipe bytes the relay forwarded"
