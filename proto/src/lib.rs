@@ -20,6 +20,8 @@
 //! assert_eq!((from, &opened.body[..]), (alice.account_id(), &b"hi"[..]));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod addr;
 pub mod dial;
 pub mod frame;

@@ -24,6 +24,8 @@
 //! recipient's home relays; every hand-over is tracked until acknowledged, and anything not
 //! acknowledged falls back to the mailbox, so nothing accepted is dropped.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod delivery;
 pub mod http;
