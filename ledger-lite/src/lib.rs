@@ -6,5 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod amount;
+pub mod tx;
 
 pub use amount::{Amount, AmountError, UNITS_PER_TOP};
