@@ -10,7 +10,9 @@ pub const UNITS_PER_TOP: u128 = 1_000_000_000;
 const DECIMALS: usize = 9;
 
 /// An amount of TOP in base units. Arithmetic is checked: overflow is an error, never a wrap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Amount(u128);
 
 /// Why an amount could not be parsed or computed.
@@ -39,7 +41,9 @@ impl Amount {
 
     /// Whole TOP; fails on overflow.
     pub fn from_top(top: u128) -> Result<Self, AmountError> {
-        top.checked_mul(UNITS_PER_TOP).map(Self).ok_or(AmountError::Overflow)
+        top.checked_mul(UNITS_PER_TOP)
+            .map(Self)
+            .ok_or(AmountError::Overflow)
     }
 
     /// The base units.
@@ -49,12 +53,18 @@ impl Amount {
 
     /// `self + other`, or an error on overflow.
     pub fn checked_add(self, other: Self) -> Result<Self, AmountError> {
-        self.0.checked_add(other.0).map(Self).ok_or(AmountError::Overflow)
+        self.0
+            .checked_add(other.0)
+            .map(Self)
+            .ok_or(AmountError::Overflow)
     }
 
     /// `self - other`, or an error if `other` is larger.
     pub fn checked_sub(self, other: Self) -> Result<Self, AmountError> {
-        self.0.checked_sub(other.0).map(Self).ok_or(AmountError::Underflow)
+        self.0
+            .checked_sub(other.0)
+            .map(Self)
+            .ok_or(AmountError::Underflow)
     }
 
     /// The burned share of a fee: ⌈fee / 10⌉, never less than 10%.
@@ -97,7 +107,11 @@ impl FromStr for Amount {
             return Err(bad());
         }
         // Only digits remain, so a failed parse means too many of them.
-        let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| AmountError::Overflow)? };
+        let whole: u128 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| AmountError::Overflow)?
+        };
         let frac_units: u128 = if frac.is_empty() {
             0
         } else {
@@ -118,7 +132,12 @@ mod tests {
 
     #[test]
     fn parses_and_prints_decimals_exactly() {
-        for (text, units) in [("1", UNITS_PER_TOP), ("1.5", 1_500_000_000), ("0.000000001", 1), (".25", 250_000_000)] {
+        for (text, units) in [
+            ("1", UNITS_PER_TOP),
+            ("1.5", 1_500_000_000),
+            ("0.000000001", 1),
+            (".25", 250_000_000),
+        ] {
             let a: Amount = text.parse().unwrap();
             assert_eq!(a.units(), units, "{text}");
         }
@@ -128,7 +147,10 @@ mod tests {
         for bad in ["", ".", "1.0000000001", "-1", "1e9", "1.5.5", "abc", " 1 2"] {
             assert!(bad.parse::<Amount>().is_err(), "{bad:?} accepted");
         }
-        assert_eq!("999999999999999999999999999999999999999".parse::<Amount>(), Err(AmountError::Overflow));
+        assert_eq!(
+            "999999999999999999999999999999999999999".parse::<Amount>(),
+            Err(AmountError::Overflow)
+        );
     }
 
     #[test]
@@ -141,8 +163,14 @@ mod tests {
 
     #[test]
     fn arithmetic_is_checked() {
-        assert_eq!(Amount::from_units(u128::MAX).checked_add(Amount::from_units(1)), Err(AmountError::Overflow));
-        assert_eq!(Amount::ZERO.checked_sub(Amount::from_units(1)), Err(AmountError::Underflow));
+        assert_eq!(
+            Amount::from_units(u128::MAX).checked_add(Amount::from_units(1)),
+            Err(AmountError::Overflow)
+        );
+        assert_eq!(
+            Amount::ZERO.checked_sub(Amount::from_units(1)),
+            Err(AmountError::Underflow)
+        );
     }
 
     proptest! {

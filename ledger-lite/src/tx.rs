@@ -19,7 +19,9 @@ impl ChannelId {
     /// The id of the channel `payer` opens to `relay` with `nonce` on `chain`.
     pub fn derive(chain: &ChainId, payer: &AccountId, relay: &AccountId, nonce: u64) -> Self {
         let mut h = blake3::Hasher::new_derive_key("top channel id v1");
-        h.update(&chain.0).update(payer.as_bytes()).update(relay.as_bytes());
+        h.update(&chain.0)
+            .update(payer.as_bytes())
+            .update(relay.as_bytes());
         h.update(&nonce.to_be_bytes());
         Self(*h.finalize().as_bytes())
     }
@@ -112,14 +114,21 @@ impl Tx {
     /// Signs the transaction; `identity` must be `self.from`.
     pub fn sign(self, identity: &Identity) -> SignedTx {
         let signature = identity.sign(&signing_bytes(TX_DOMAIN, &self));
-        SignedTx { tx: self, signature }
+        SignedTx {
+            tx: self,
+            signature,
+        }
     }
 }
 
 impl SignedTx {
     /// Whether the signature is the sender's, over this exact transaction.
     pub fn verify(&self) -> bool {
-        verify(&self.tx.from, &signing_bytes(TX_DOMAIN, &self.tx), &self.signature)
+        verify(
+            &self.tx.from,
+            &signing_bytes(TX_DOMAIN, &self.tx),
+            &self.signature,
+        )
     }
 }
 
@@ -151,14 +160,22 @@ impl ReceiptBody {
     /// Signs the receipt.
     pub fn sign(self, identity: &Identity) -> Receipt {
         let signature = identity.sign(&signing_bytes(RECEIPT_DOMAIN, &self));
-        Receipt { body: self, signer: identity.account_id(), signature }
+        Receipt {
+            body: self,
+            signer: identity.account_id(),
+            signature,
+        }
     }
 }
 
 impl Receipt {
     /// Whether `signer` signed this exact body.
     pub fn verify(&self) -> bool {
-        verify(&self.signer, &signing_bytes(RECEIPT_DOMAIN, &self.body), &self.signature)
+        verify(
+            &self.signer,
+            &signing_bytes(RECEIPT_DOMAIN, &self.body),
+            &self.signature,
+        )
     }
 }
 
@@ -178,7 +195,10 @@ mod tests {
             chain: chain(),
             from: alice.account_id(),
             nonce: 0,
-            kind: TxKind::Transfer { to: bob, amount: Amount::from_units(10) },
+            kind: TxKind::Transfer {
+                to: bob,
+                amount: Amount::from_units(10),
+            },
         };
         let signed = tx.clone().sign(&alice);
         assert!(signed.verify());
@@ -197,12 +217,20 @@ mod tests {
         let alice = Identity::from_seed(&[1; 32]);
         let relay = Identity::from_seed(&[3; 32]).account_id();
         let channel = ChannelId::derive(&chain(), &alice.account_id(), &relay, 0);
-        let receipt = ReceiptBody { chain: chain(), channel, cum_bytes: 1, cum_amount: Amount::from_units(1) }
-            .sign(&alice);
+        let receipt = ReceiptBody {
+            chain: chain(),
+            channel,
+            cum_bytes: 1,
+            cum_amount: Amount::from_units(1),
+        }
+        .sign(&alice);
         assert!(receipt.verify());
         let mut tampered = receipt.clone();
         tampered.body.cum_amount = Amount::from_units(2);
         assert!(!tampered.verify());
-        assert_ne!(channel, ChannelId::derive(&chain(), &alice.account_id(), &relay, 1));
+        assert_ne!(
+            channel,
+            ChannelId::derive(&chain(), &alice.account_id(), &relay, 1)
+        );
     }
 }
