@@ -106,14 +106,6 @@ impl<K: IdKind> Id<K> {
         Ok(self.verifying_key()?.to_montgomery().to_bytes())
     }
 
-    /// The same key seen as another kind of id (a relay key is also an account).
-    pub fn cast<L: IdKind>(&self) -> Id<L> {
-        Id {
-            key: self.key,
-            kind: PhantomData,
-        }
-    }
-
     /// XOR distance between two ids, for choosing home relays.
     pub fn xor_distance<L: IdKind>(&self, other: &Id<L>) -> [u8; 32] {
         let mut d = [0u8; 32];

@@ -105,11 +105,6 @@ impl Mailbox {
         })
     }
 
-    /// The underlying database, shared with other stores of the relay.
-    pub fn database(&self) -> &Arc<Database> {
-        &self.db
-    }
-
     /// Stores `env` durably; returns once committed. Storing an id twice stores it once.
     pub async fn insert(&self, env: Envelope, now: u64) -> Result<(), Reject> {
         let ttl = env.ttl_secs.min(self.limits.ttl_secs);
