@@ -67,6 +67,16 @@ impl Amount {
             .ok_or(AmountError::Underflow)
     }
 
+    /// `self + other`, capped at the largest amount (for display totals, never for money moves).
+    pub const fn saturating_add(self, other: Self) -> Self {
+        Self(self.0.saturating_add(other.0))
+    }
+
+    /// `self - other`, or zero if `other` is larger.
+    pub const fn saturating_sub(self, other: Self) -> Self {
+        Self(self.0.saturating_sub(other.0))
+    }
+
     /// The burned share of a fee: ⌈fee / 10⌉, never less than 10%.
     pub fn burn_share(self) -> Self {
         Self(self.0.div_ceil(10))

@@ -1,11 +1,27 @@
-//! Ledger-lite: the TOP chain's money rules as a pure state machine.
+//! Ledger-lite: the TOP chain's money rules as a pure state machine, its blocks and its store.
 //!
-//! Work in progress for the "Ledger-lite and billing" issue: exact amounts so far; transactions,
-//! the state transition and block storage follow.
+//! [`State::apply_block`] is the state transition, a pure function of (state, block): it applies
+//! a block whole or refuses it and leaves the state as it was. [`Ledger`] keeps the chain on
+//! redb, one write transaction per block. [`Mempool`] holds checked transactions for the next
+//! block.
 
 #![warn(missing_docs)]
 
 pub mod amount;
+pub mod apply;
+pub mod block;
+pub mod chain;
+pub mod mempool;
+pub mod state;
+pub mod store;
 pub mod tx;
+pub mod verify;
 
 pub use amount::{Amount, AmountError, UNITS_PER_TOP};
+pub use apply::{SettledFee, TxError};
+pub use block::{Block, BlockHash, BlockHeader, Genesis};
+pub use chain::{BlockError, BlockOutcome, Built};
+pub use mempool::{Mempool, SubmitError};
+pub use state::{Account, Channel, ChannelStatus, Grant, Params, State};
+pub use store::{Ledger, StoreError};
+pub use tx::{ChainId, ChannelId, Receipt, ReceiptBody, SignedTx, Tx, TxHash, TxKind};

@@ -11,16 +11,17 @@ use crate::amount::Amount;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChainId(pub [u8; 32]);
 
-/// Identifies a payment channel: `H(chain, payer, relay, nonce)`.
+/// Identifies a payment channel: `H(chain, opener, relay, nonce)`, where `nonce` is the nonce of
+/// the transaction that opened it, so ids never repeat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChannelId(pub [u8; 32]);
 
 impl ChannelId {
-    /// The id of the channel `payer` opens to `relay` with `nonce` on `chain`.
-    pub fn derive(chain: &ChainId, payer: &AccountId, relay: &AccountId, nonce: u64) -> Self {
+    /// The id of the channel `opener` opens to `relay` with its transaction `nonce` on `chain`.
+    pub fn derive(chain: &ChainId, opener: &AccountId, relay: &AccountId, nonce: u64) -> Self {
         let mut h = blake3::Hasher::new_derive_key("top channel id v1");
         h.update(&chain.0)
-            .update(payer.as_bytes())
+            .update(opener.as_bytes())
             .update(relay.as_bytes());
         h.update(&nonce.to_be_bytes());
         Self(*h.finalize().as_bytes())
@@ -60,24 +61,34 @@ pub enum TxKind {
         /// How much.
         amount: Amount,
     },
-    /// Locks part of the free deposit for one relay.
+    /// Locks part of a free deposit for one relay. The signer signs the receipts; the deposit is
+    /// the signer's own, or the sponsor's when the sponsor granted the signer access.
     OpenChannel {
         /// The relay paid through the channel.
         relay: AccountId,
         /// How much to lock.
         amount: Amount,
-        /// Makes the channel id unique per payer and relay.
-        nonce: u64,
+        /// The app paying, if not the signer itself.
+        sponsor: Option<AccountId>,
     },
-    /// The payer starts closing a channel; the relay may still settle during unbonding.
+    /// The payer or signer starts closing a channel; the relay may still settle until it closes.
     CloseChannel {
         /// Which channel.
         channel: ChannelId,
     },
-    /// The relay claims what the latest receipt owes it.
+    /// The relay claims what the latest receipts owe it, several channels in one transaction.
     Settle {
-        /// The payer's signed cumulative receipt.
-        receipt: Receipt,
+        /// The signed cumulative receipts, at most one per channel.
+        receipts: Vec<Receipt>,
+    },
+    /// An app lets `user` open channels paid from the app's deposit, up to `cap` in all.
+    Grant {
+        /// The end user's account.
+        user: AccountId,
+        /// The most the user may ever have locked plus spent from the app's deposit.
+        cap: Amount,
+        /// Block time (unix milliseconds) after which the user can open no more channels.
+        expires_ms: u64,
     },
 }
 
@@ -121,7 +132,30 @@ impl Tx {
     }
 }
 
+/// A transaction's hash: what clients wait on to learn it was committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TxHash(pub [u8; 32]);
+
+impl std::fmt::Display for TxHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 impl SignedTx {
+    /// The hash of the signed transaction.
+    pub fn hash(&self) -> TxHash {
+        TxHash(*blake3::hash(&signing_bytes(b"top/txhash/v1", self)).as_bytes())
+    }
+
+    /// The bytes the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        signing_bytes(TX_DOMAIN, &self.tx)
+    }
+
     /// Whether the signature is the sender's, over this exact transaction.
     pub fn verify(&self) -> bool {
         verify(
@@ -169,6 +203,11 @@ impl ReceiptBody {
 }
 
 impl Receipt {
+    /// The bytes the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        signing_bytes(RECEIPT_DOMAIN, &self.body)
+    }
+
     /// Whether `signer` signed this exact body.
     pub fn verify(&self) -> bool {
         verify(

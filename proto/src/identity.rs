@@ -142,10 +142,15 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-/// Verifies `sig` over `msg` by `id` with the one rule every node uses (`verify_strict`).
+/// Verifies `sig` over `msg` by `id` with the one rule every node uses.
+///
+/// The rule is ZIP-215 (`ed25519-zebra`): its single and batch verification accept exactly the
+/// same signatures, so a ledger that batch-verifies a block can never disagree with a node that
+/// checks the same signatures one by one. (dalek's `verify_strict` and `verify_batch` differ on
+/// signatures with small-order components, which would let a crafted receipt split the chain.)
 pub fn verify<K: IdKind>(id: &Id<K>, msg: &[u8], sig: &Signature) -> bool {
-    id.verifying_key()
-        .is_ok_and(|key| key.verify_strict(msg, sig).is_ok())
+    ed25519_zebra::VerificationKey::try_from(*id.as_bytes())
+        .is_ok_and(|key| key.verify(sig, msg).is_ok())
 }
 
 #[cfg(test)]

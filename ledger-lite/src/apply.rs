@@ -1,0 +1,505 @@
+//! The state transition: one transaction at a time, each either applied whole or not at all.
+//!
+//! Every handler reads what it needs, computes every new value with checked arithmetic and only
+//! then writes, so a transaction that fails changes nothing. Signatures are checked by the caller
+//! (one by one for the mempool, in batches for blocks): see [`crate::verify`].
+
+use std::collections::BTreeMap;
+
+use top_proto::id::AccountId;
+
+use crate::amount::{Amount, AmountError};
+use crate::state::{Account, Channel, ChannelStatus, Grant, State, Touched, Unbond};
+use crate::tx::{ChannelId, Receipt, SignedTx, TxKind};
+
+/// Why a transaction was refused. The state is unchanged whenever one of these is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TxError {
+    /// Signed for another chain.
+    #[error("transaction is for another chain")]
+    WrongChain,
+    /// The transaction signature does not verify.
+    #[error("bad transaction signature")]
+    BadSignature,
+    /// The sender has never held anything on this chain.
+    #[error("unknown account {0}")]
+    UnknownAccount(AccountId),
+    /// The nonce is not the sender's next one.
+    #[error("wrong nonce: expected {expected}, got {got}")]
+    WrongNonce {
+        /// The sender's next nonce.
+        expected: u64,
+        /// What the transaction carried.
+        got: u64,
+    },
+    /// Zero amounts move nothing and are refused.
+    #[error("amount must be more than zero")]
+    ZeroAmount,
+    /// Not enough in the named place.
+    #[error("insufficient {what}: have {have}, need {need}")]
+    Insufficient {
+        /// balance, deposit, stake or grant.
+        what: &'static str,
+        /// What there is.
+        have: Amount,
+        /// What the transaction needs.
+        need: Amount,
+    },
+    /// A sum would overflow.
+    #[error("amount overflow")]
+    Overflow,
+    /// No such channel.
+    #[error("unknown channel")]
+    UnknownChannel,
+    /// The channel closed; nothing settles on it any more.
+    #[error("channel is closed")]
+    ChannelClosed,
+    /// The channel is already closing.
+    #[error("channel is already closing")]
+    AlreadyClosing,
+    /// Only the payer or the signer may close a channel.
+    #[error("only the channel's payer or signer can close it")]
+    NotChannelParty,
+    /// A channel to oneself.
+    #[error("a channel cannot pay its own payer")]
+    ChannelToSelf,
+    /// Settled by an account that is not the channel's relay.
+    #[error("only the channel's relay can settle it")]
+    NotChannelRelay,
+    /// The receipt's signature does not verify.
+    #[error("bad receipt signature")]
+    BadReceiptSignature,
+    /// The receipt is not signed by the channel's signer.
+    #[error("receipt signed by {0}, not the channel's signer")]
+    WrongReceiptSigner(AccountId),
+    /// The receipt names another chain.
+    #[error("receipt is for another chain")]
+    ReceiptWrongChain,
+    /// The receipt is not newer than what was already settled.
+    #[error("old receipt: amount {cum} is not above the settled {settled}")]
+    OldReceipt {
+        /// The receipt's cumulative amount.
+        cum: Amount,
+        /// Already settled on the channel.
+        settled: Amount,
+    },
+    /// Everything locked in the channel has been paid out.
+    #[error("channel lock is spent")]
+    ChannelSpent,
+    /// A settlement with no receipts, or two for one channel.
+    #[error("a settlement needs one receipt per channel, at least one")]
+    BadSettlement,
+    /// No grant from the sponsor to the signer.
+    #[error("{app} has granted {user} nothing")]
+    NoGrant {
+        /// The sponsor named.
+        app: AccountId,
+        /// The signer.
+        user: AccountId,
+    },
+    /// The grant expired.
+    #[error("grant expired")]
+    GrantExpired,
+    /// A grant to oneself.
+    #[error("an account cannot grant itself")]
+    GrantToSelf,
+}
+
+impl From<AmountError> for TxError {
+    fn from(_: AmountError) -> Self {
+        TxError::Overflow
+    }
+}
+
+fn need(what: &'static str, have: Amount, need: Amount) -> Result<Amount, TxError> {
+    have.checked_sub(need)
+        .map_err(|_| TxError::Insufficient { what, have, need })
+}
+
+fn positive(amount: Amount) -> Result<Amount, TxError> {
+    if amount.is_zero() {
+        Err(TxError::ZeroAmount)
+    } else {
+        Ok(amount)
+    }
+}
+
+/// Old values of everything a block wrote, so a failed block can be undone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Journal {
+    accounts: BTreeMap<AccountId, Option<Account>>,
+    channels: BTreeMap<ChannelId, Option<Channel>>,
+    grants: BTreeMap<(AccountId, AccountId), Option<Grant>>,
+    burned: Amount,
+    height: u64,
+    time_ms: u64,
+}
+
+impl Journal {
+    pub(crate) fn touched(&self) -> Touched {
+        Touched {
+            accounts: self.accounts.keys().copied().collect(),
+            channels: self.channels.keys().copied().collect(),
+            grants: self.grants.keys().copied().collect(),
+        }
+    }
+}
+
+/// One settled receipt's outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettledFee {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Paid out of the lock.
+    pub fee: Amount,
+    /// Of which burned.
+    pub burned: Amount,
+}
+
+impl State {
+    /// Starts recording old values (before a block).
+    pub(crate) fn begin_journal(&mut self) -> Journal {
+        Journal {
+            burned: self.burned,
+            height: self.height,
+            time_ms: self.time_ms,
+            ..Journal::default()
+        }
+    }
+
+    /// Puts back every value `journal` recorded.
+    pub(crate) fn rollback(&mut self, journal: Journal) {
+        for (id, old) in journal.accounts {
+            match old {
+                Some(a) => self.accounts.insert(id, a),
+                None => self.accounts.remove(&id),
+            };
+        }
+        for (id, old) in journal.channels {
+            match old {
+                Some(c) => self.channels.insert(id, c),
+                None => self.channels.remove(&id),
+            };
+        }
+        for (id, old) in journal.grants {
+            match old {
+                Some(g) => self.grants.insert(id, g),
+                None => self.grants.remove(&id),
+            };
+        }
+        self.burned = journal.burned;
+        self.height = journal.height;
+        self.time_ms = journal.time_ms;
+        self.reindex();
+    }
+
+    fn put_account(&mut self, j: &mut Option<&mut Journal>, id: AccountId, account: Account) {
+        let old = self.accounts.insert(id, account);
+        if let Some(j) = j {
+            j.accounts.entry(id).or_insert(old);
+        }
+    }
+
+    fn put_channel(&mut self, j: &mut Option<&mut Journal>, id: ChannelId, channel: Channel) {
+        let old = self.channels.insert(id, channel);
+        if let Some(j) = j {
+            j.channels.entry(id).or_insert(old);
+        }
+    }
+
+    fn put_grant(&mut self, j: &mut Option<&mut Journal>, key: (AccountId, AccountId), g: Grant) {
+        let old = self.grants.insert(key, g);
+        if let Some(j) = j {
+            j.grants.entry(key).or_insert(old);
+        }
+    }
+
+    /// Opens block `height` at `time_ms`: returns matured unbonding to balances and closes
+    /// channels whose closing period ended.
+    pub(crate) fn begin_block(&mut self, mut j: Option<&mut Journal>, height: u64, time_ms: u64) {
+        self.height = height;
+        self.time_ms = time_ms;
+        let due: Vec<_> = self
+            .releases
+            .range(..=(height, AccountId::from_wire([0xff; 32])))
+            .copied()
+            .collect();
+        for entry in due {
+            self.releases.remove(&entry);
+            let Some(mut account) = self.accounts.get(&entry.1).cloned() else {
+                continue;
+            };
+            let (ready, waiting): (Vec<_>, Vec<_>) = account
+                .unbonding
+                .into_iter()
+                .partition(|u| u.release_height <= height);
+            account.unbonding = waiting;
+            for unbond in ready {
+                // Unbonding came out of this account's own holdings, so it fits back.
+                account.balance = account.balance.saturating_add(unbond.amount);
+            }
+            self.put_account(&mut j, entry.1, account);
+        }
+        let closing: Vec<_> = self
+            .closings
+            .range(..=(height, ChannelId([0xff; 32])))
+            .copied()
+            .collect();
+        for entry in closing {
+            self.closings.remove(&entry);
+            self.finalize_channel(&mut j, entry.1);
+        }
+    }
+
+    fn finalize_channel(&mut self, j: &mut Option<&mut Journal>, id: ChannelId) {
+        let Some(mut channel) = self.channels.get(&id).cloned() else {
+            return;
+        };
+        let refund = channel.remaining();
+        channel.status = ChannelStatus::Closed;
+        let mut payer = self
+            .accounts
+            .get(&channel.payer)
+            .cloned()
+            .unwrap_or_default();
+        payer.deposit = payer.deposit.saturating_add(refund);
+        let grant_key = (channel.payer, channel.signer);
+        if channel.payer != channel.signer
+            && let Some(mut grant) = self.grants.get(&grant_key).cloned()
+        {
+            grant.used = grant.used.saturating_sub(refund);
+            self.put_grant(j, grant_key, grant);
+        }
+        self.put_account(j, channel.payer, payer);
+        self.put_channel(j, id, channel);
+    }
+
+    /// Applies one transaction whose signatures the caller has verified.
+    pub(crate) fn apply_verified(
+        &mut self,
+        mut j: Option<&mut Journal>,
+        stx: &SignedTx,
+    ) -> Result<Vec<SettledFee>, TxError> {
+        let tx = &stx.tx;
+        if tx.chain != self.chain {
+            return Err(TxError::WrongChain);
+        }
+        let mut sender = self
+            .accounts
+            .get(&tx.from)
+            .cloned()
+            .ok_or(TxError::UnknownAccount(tx.from))?;
+        if tx.nonce != sender.nonce {
+            return Err(TxError::WrongNonce {
+                expected: sender.nonce,
+                got: tx.nonce,
+            });
+        }
+        sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
+        let release_height = self
+            .height
+            .checked_add(self.params.unbonding_blocks)
+            .ok_or(TxError::Overflow)?;
+        let mut settled = Vec::new();
+        match &tx.kind {
+            TxKind::Transfer { to, amount } => {
+                let amount = positive(*amount)?;
+                sender.balance = need("balance", sender.balance, amount)?;
+                if *to == tx.from {
+                    sender.balance = sender.balance.checked_add(amount)?;
+                } else {
+                    let mut recipient = self.accounts.get(to).cloned().unwrap_or_default();
+                    recipient.balance = recipient.balance.checked_add(amount)?;
+                    self.put_account(&mut j, *to, recipient);
+                }
+            }
+            TxKind::Deposit { amount } => {
+                let amount = positive(*amount)?;
+                sender.balance = need("balance", sender.balance, amount)?;
+                sender.deposit = sender.deposit.checked_add(amount)?;
+            }
+            TxKind::Stake { amount } => {
+                let amount = positive(*amount)?;
+                sender.balance = need("balance", sender.balance, amount)?;
+                sender.stake = sender.stake.checked_add(amount)?;
+            }
+            TxKind::Withdraw { amount } | TxKind::Unstake { amount } => {
+                let amount = positive(*amount)?;
+                if matches!(tx.kind, TxKind::Withdraw { .. }) {
+                    sender.deposit = need("deposit", sender.deposit, amount)?;
+                } else {
+                    sender.stake = need("stake", sender.stake, amount)?;
+                }
+                sender.unbonding.push(Unbond {
+                    amount,
+                    release_height,
+                });
+                self.releases.insert((release_height, tx.from));
+            }
+            TxKind::OpenChannel {
+                relay,
+                amount,
+                sponsor,
+            } => {
+                let amount = positive(*amount)?;
+                let payer_id = sponsor.unwrap_or(tx.from);
+                if *relay == payer_id || *relay == tx.from {
+                    return Err(TxError::ChannelToSelf);
+                }
+                let id = ChannelId::derive(&self.chain, &tx.from, relay, tx.nonce);
+                let channel = Channel {
+                    payer: payer_id,
+                    signer: tx.from,
+                    relay: *relay,
+                    lock: amount,
+                    settled: Amount::ZERO,
+                    settled_bytes: 0,
+                    status: ChannelStatus::Open,
+                };
+                if payer_id == tx.from {
+                    sender.deposit = need("deposit", sender.deposit, amount)?;
+                } else {
+                    let key = (payer_id, tx.from);
+                    let mut grant = self.grants.get(&key).cloned().ok_or(TxError::NoGrant {
+                        app: payer_id,
+                        user: tx.from,
+                    })?;
+                    if self.time_ms > grant.expires_ms {
+                        return Err(TxError::GrantExpired);
+                    }
+                    let used = grant.used.checked_add(amount)?;
+                    need("grant", grant.cap, used)?;
+                    grant.used = used;
+                    let mut payer = self
+                        .accounts
+                        .get(&payer_id)
+                        .cloned()
+                        .ok_or(TxError::UnknownAccount(payer_id))?;
+                    payer.deposit = need("sponsor deposit", payer.deposit, amount)?;
+                    self.put_grant(&mut j, key, grant);
+                    self.put_account(&mut j, payer_id, payer);
+                }
+                self.put_channel(&mut j, id, channel);
+            }
+            TxKind::CloseChannel { channel: id } => {
+                let mut channel = self
+                    .channels
+                    .get(id)
+                    .cloned()
+                    .ok_or(TxError::UnknownChannel)?;
+                if tx.from != channel.payer && tx.from != channel.signer {
+                    return Err(TxError::NotChannelParty);
+                }
+                match channel.status {
+                    ChannelStatus::Open => {}
+                    ChannelStatus::Closing { .. } => return Err(TxError::AlreadyClosing),
+                    ChannelStatus::Closed => return Err(TxError::ChannelClosed),
+                }
+                channel.status = ChannelStatus::Closing {
+                    final_height: release_height,
+                };
+                self.closings.insert((release_height, *id));
+                self.put_channel(&mut j, *id, channel);
+            }
+            TxKind::Settle { receipts } => {
+                let updates = self.check_settlement(&tx.from, receipts)?;
+                let mut earned = Amount::ZERO;
+                let mut burned = Amount::ZERO;
+                for (_, _, fee) in &updates {
+                    burned = burned.checked_add(fee.burned)?;
+                    earned = earned.checked_add(fee.fee.checked_sub(fee.burned)?)?;
+                    settled.push(fee.clone());
+                }
+                sender.balance = sender.balance.checked_add(earned)?;
+                self.burned = self.burned.checked_add(burned)?;
+                for (id, channel, _) in updates {
+                    self.put_channel(&mut j, id, channel);
+                }
+            }
+            TxKind::Grant {
+                user,
+                cap,
+                expires_ms,
+            } => {
+                if *user == tx.from {
+                    return Err(TxError::GrantToSelf);
+                }
+                let key = (tx.from, *user);
+                let used = self.grants.get(&key).map_or(Amount::ZERO, |g| g.used);
+                self.put_grant(
+                    &mut j,
+                    key,
+                    Grant {
+                        cap: *cap,
+                        used,
+                        expires_ms: *expires_ms,
+                    },
+                );
+            }
+        }
+        self.put_account(&mut j, tx.from, sender);
+        Ok(settled)
+    }
+
+    /// Checks every receipt of a settlement by `relay`; returns the channels as they will be.
+    fn check_settlement(
+        &self,
+        relay: &AccountId,
+        receipts: &[Receipt],
+    ) -> Result<Vec<(ChannelId, Channel, SettledFee)>, TxError> {
+        if receipts.is_empty() {
+            return Err(TxError::BadSettlement);
+        }
+        let mut out: Vec<(ChannelId, Channel, SettledFee)> = Vec::with_capacity(receipts.len());
+        for receipt in receipts {
+            let body = &receipt.body;
+            if body.chain != self.chain {
+                return Err(TxError::ReceiptWrongChain);
+            }
+            let mut channel = self
+                .channels
+                .get(&body.channel)
+                .cloned()
+                .ok_or(TxError::UnknownChannel)?;
+            if channel.relay != *relay {
+                return Err(TxError::NotChannelRelay);
+            }
+            if channel.status == ChannelStatus::Closed {
+                return Err(TxError::ChannelClosed);
+            }
+            if receipt.signer != channel.signer {
+                return Err(TxError::WrongReceiptSigner(receipt.signer));
+            }
+            if body.cum_amount <= channel.settled {
+                return Err(TxError::OldReceipt {
+                    cum: body.cum_amount,
+                    settled: channel.settled,
+                });
+            }
+            let fee = body
+                .cum_amount
+                .min(channel.lock)
+                .checked_sub(channel.settled)?;
+            if fee.is_zero() {
+                return Err(TxError::ChannelSpent);
+            }
+            channel.settled = channel.settled.checked_add(fee)?;
+            channel.settled_bytes = body.cum_bytes;
+            out.push((
+                body.channel,
+                channel,
+                SettledFee {
+                    channel: body.channel,
+                    fee,
+                    burned: fee.burn_share(),
+                },
+            ));
+        }
+        out.sort_by_key(|(id, _, _)| *id);
+        if out.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(TxError::BadSettlement);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,158 @@
+//! Genesis, blocks and their hashes: what the validator signs and followers check.
+
+use ed25519_dalek::Signature;
+use serde::{Deserialize, Serialize};
+use top_proto::id::AccountId;
+use top_proto::identity::{Identity, verify};
+
+use crate::amount::Amount;
+use crate::state::{Params, State};
+use crate::tx::{ChainId, SignedTx};
+
+/// A block's hash: the hash of its header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlockHash(pub [u8; 32]);
+
+impl std::fmt::Display for BlockHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a chain starts: its parameters, its validator and who holds the first tokens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    /// A human name ("top-dev-…").
+    pub name: String,
+    /// Genesis time, unix milliseconds.
+    pub time_ms: u64,
+    /// The account whose signature makes a block valid.
+    pub validator: AccountId,
+    /// Fixed parameters.
+    pub params: Params,
+    /// On dev chains, the account the validator hands out tokens from.
+    pub faucet: Option<AccountId>,
+    /// Opening balances; their sum is the genesis supply.
+    pub allocations: Vec<(AccountId, Amount)>,
+}
+
+/// Why a genesis is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GenesisError {
+    /// Allocations overflow.
+    #[error("genesis allocations overflow")]
+    Overflow,
+    /// One account allocated twice.
+    #[error("genesis allocates {0} twice")]
+    Duplicate(AccountId),
+    /// Parameters out of range.
+    #[error("genesis parameters: {0}")]
+    Params(&'static str),
+}
+
+impl Genesis {
+    /// The chain id: a hash of the whole genesis, so two different geneses never share one.
+    pub fn chain_id(&self) -> ChainId {
+        let bytes = postcard::to_stdvec(self).unwrap_or_default();
+        ChainId(blake3::derive_key("top chain id v1", &bytes))
+    }
+
+    /// The state before block 1.
+    pub fn state(&self) -> Result<State, GenesisError> {
+        if self.params.max_block_txs == 0 {
+            return Err(GenesisError::Params("max_block_txs must be at least 1"));
+        }
+        let mut state = State::empty(self.chain_id(), self.params.clone(), self.time_ms);
+        let mut supply = Amount::ZERO;
+        for (id, amount) in &self.allocations {
+            supply = supply
+                .checked_add(*amount)
+                .map_err(|_| GenesisError::Overflow)?;
+            let account = state.accounts.entry(*id).or_default();
+            if !account.balance.is_zero() {
+                return Err(GenesisError::Duplicate(*id));
+            }
+            account.balance = *amount;
+        }
+        state.genesis_supply = supply;
+        Ok(state)
+    }
+}
+
+/// What the validator signs for each block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHeader {
+    /// The chain.
+    pub chain: ChainId,
+    /// 1 for the first block after genesis.
+    pub height: u64,
+    /// The previous block's hash (all zeroes for block 1).
+    pub prev: BlockHash,
+    /// Block time, unix milliseconds; never less than the previous block's.
+    pub time_ms: u64,
+    /// Hash of the transactions' hashes, in order.
+    pub txs_root: [u8; 32],
+    /// [`State::root`] after applying this block.
+    pub state_root: [u8; 32],
+}
+
+/// A block: header, transactions and the validator's signature over the header.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Block {
+    /// The header.
+    pub header: BlockHeader,
+    /// The transactions, applied in order.
+    pub txs: Vec<SignedTx>,
+    /// The validator's signature over the header.
+    pub signature: Signature,
+}
+
+const HEADER_DOMAIN: &[u8] = b"top/block/v1";
+
+impl BlockHeader {
+    /// The header's hash, which is the block's hash.
+    pub fn hash(&self) -> BlockHash {
+        let bytes = postcard::to_stdvec(self).unwrap_or_default();
+        BlockHash(blake3::derive_key("top block hash v1", &bytes))
+    }
+
+    fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = HEADER_DOMAIN.to_vec();
+        out.extend_from_slice(&self.hash().0);
+        out
+    }
+}
+
+/// The hash committing to a block's transactions.
+pub fn txs_root(txs: &[SignedTx]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("top txs root v1");
+    for tx in txs {
+        h.update(&tx.hash().0);
+    }
+    *h.finalize().as_bytes()
+}
+
+impl Block {
+    /// Signs `header` over `txs` as the validator.
+    pub fn sign(header: BlockHeader, txs: Vec<SignedTx>, validator: &Identity) -> Self {
+        let signature = validator.sign(&header.signing_bytes());
+        Self {
+            header,
+            txs,
+            signature,
+        }
+    }
+
+    /// The block's hash.
+    pub fn hash(&self) -> BlockHash {
+        self.header.hash()
+    }
+
+    /// Whether `validator` signed this header.
+    pub fn signed_by(&self, validator: &AccountId) -> bool {
+        verify(validator, &self.header.signing_bytes(), &self.signature)
+    }
+}

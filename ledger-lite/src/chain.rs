@@ -1,0 +1,188 @@
+//! Blocks as state transitions: checking and applying a block, and building one from a mempool.
+
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+
+use crate::apply::{SettledFee, TxError};
+use crate::block::{Block, BlockHash, BlockHeader, txs_root};
+use crate::state::{State, Touched};
+use crate::tx::{SignedTx, TxHash};
+use crate::verify::{verify_tx, verify_txs};
+
+/// Why a block was refused. The state is unchanged whenever one of these is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlockError {
+    /// For another chain.
+    #[error("block is for another chain")]
+    WrongChain,
+    /// Not the next height.
+    #[error("block height {got}, expected {expected}")]
+    WrongHeight {
+        /// The next height.
+        expected: u64,
+        /// The block's.
+        got: u64,
+    },
+    /// Does not extend the current head.
+    #[error("block does not extend the head {0}")]
+    WrongPrev(BlockHash),
+    /// Time earlier than the previous block's.
+    #[error("block time goes backwards")]
+    TimeWentBack,
+    /// Not signed by the validator.
+    #[error("block not signed by the validator")]
+    BadValidatorSignature,
+    /// More transactions than the chain allows.
+    #[error("block has {0} transactions, more than the chain allows")]
+    TooManyTxs(usize),
+    /// The header's transaction root does not match the transactions.
+    #[error("block transaction root mismatch")]
+    TxsRoot,
+    /// A transaction in it is invalid.
+    #[error("transaction {index} in block: {error}")]
+    Tx {
+        /// Its position.
+        index: usize,
+        /// Why it is invalid.
+        error: TxError,
+    },
+    /// Applying it gives another state than the header commits to.
+    #[error("block state root mismatch")]
+    StateRoot,
+}
+
+/// What applying a block changed.
+#[derive(Clone, Debug, Default)]
+pub struct BlockOutcome {
+    /// Entries written, for the store.
+    pub touched: Touched,
+    /// Fees settled in it.
+    pub fees: Vec<SettledFee>,
+}
+
+/// A block the validator built, with what it left out and why.
+pub struct Built {
+    /// The signed block, already applied to the state.
+    pub block: Block,
+    /// What it changed.
+    pub outcome: BlockOutcome,
+    /// Transactions left out, with the reason.
+    pub rejected: Vec<(TxHash, TxError)>,
+}
+
+impl State {
+    /// Verifies and applies one transaction (mempool path); on error nothing changes.
+    pub fn apply_tx(&mut self, stx: &SignedTx) -> Result<Vec<SettledFee>, TxError> {
+        if stx.tx.chain != self.chain {
+            return Err(TxError::WrongChain);
+        }
+        verify_tx(stx)?;
+        self.apply_verified(None, stx)
+    }
+
+    /// The state transition: checks `block` against the head `prev` and the `validator`, applies
+    /// it whole, or returns an error and leaves the state exactly as it was.
+    pub fn apply_block(
+        &mut self,
+        block: &Block,
+        prev: &BlockHash,
+        validator: &AccountId,
+    ) -> Result<BlockOutcome, BlockError> {
+        let h = &block.header;
+        if h.chain != self.chain {
+            return Err(BlockError::WrongChain);
+        }
+        let expected = self.height + 1;
+        if h.height != expected {
+            return Err(BlockError::WrongHeight {
+                expected,
+                got: h.height,
+            });
+        }
+        if h.prev != *prev {
+            return Err(BlockError::WrongPrev(*prev));
+        }
+        if h.time_ms < self.time_ms {
+            return Err(BlockError::TimeWentBack);
+        }
+        if block.txs.len() > self.params.max_block_txs as usize {
+            return Err(BlockError::TooManyTxs(block.txs.len()));
+        }
+        if !block.signed_by(validator) {
+            return Err(BlockError::BadValidatorSignature);
+        }
+        if txs_root(&block.txs) != h.txs_root {
+            return Err(BlockError::TxsRoot);
+        }
+        verify_txs(&block.txs).map_err(|(index, error)| BlockError::Tx { index, error })?;
+        let mut journal = self.begin_journal();
+        self.begin_block(Some(&mut journal), h.height, h.time_ms);
+        let mut fees = Vec::new();
+        for (index, stx) in block.txs.iter().enumerate() {
+            match self.apply_verified(Some(&mut journal), stx) {
+                Ok(f) => fees.extend(f),
+                Err(error) => {
+                    self.rollback(journal);
+                    return Err(BlockError::Tx { index, error });
+                }
+            }
+        }
+        if self.root() != h.state_root {
+            self.rollback(journal);
+            return Err(BlockError::StateRoot);
+        }
+        Ok(BlockOutcome {
+            touched: journal.touched(),
+            fees,
+        })
+    }
+
+    /// Builds, signs and applies the next block from `candidates` (in order), leaving out any
+    /// that are invalid at this point, up to the chain's block size.
+    pub fn build_block(
+        &mut self,
+        candidates: Vec<SignedTx>,
+        time_ms: u64,
+        prev: BlockHash,
+        validator: &Identity,
+    ) -> Built {
+        let time_ms = time_ms.max(self.time_ms);
+        let mut journal = self.begin_journal();
+        self.begin_block(Some(&mut journal), self.height + 1, time_ms);
+        let mut txs = Vec::new();
+        let mut fees = Vec::new();
+        let mut rejected = Vec::new();
+        let max = self.params.max_block_txs as usize;
+        for stx in candidates {
+            if txs.len() == max {
+                break;
+            }
+            let result =
+                verify_tx(&stx).and_then(|()| self.apply_verified(Some(&mut journal), &stx));
+            match result {
+                Ok(f) => {
+                    fees.extend(f);
+                    txs.push(stx);
+                }
+                Err(e) => rejected.push((stx.hash(), e)),
+            }
+        }
+        let header = BlockHeader {
+            chain: self.chain,
+            height: self.height,
+            prev,
+            time_ms,
+            txs_root: txs_root(&txs),
+            state_root: self.root(),
+        };
+        Built {
+            block: Block::sign(header, txs, validator),
+            outcome: BlockOutcome {
+                touched: journal.touched(),
+                fees,
+            },
+            rejected,
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Transactions waiting for a block, checked against the state they will land on.
+
+use std::collections::{HashSet, VecDeque};
+
+use crate::apply::TxError;
+use crate::state::State;
+use crate::tx::{SignedTx, TxHash};
+
+/// Why the mempool refused a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Invalid against the pending state.
+    #[error(transparent)]
+    Invalid(#[from] TxError),
+    /// Already waiting.
+    #[error("transaction already submitted")]
+    Duplicate,
+    /// Too many waiting.
+    #[error("mempool full ({0} transactions); try again after the next block")]
+    Full(usize),
+}
+
+/// Valid transactions in arrival order, and the state they lead to.
+pub struct Mempool {
+    pending: State,
+    queue: VecDeque<SignedTx>,
+    hashes: HashSet<TxHash>,
+    capacity: usize,
+}
+
+impl Mempool {
+    /// An empty mempool on top of `committed`, holding at most `capacity` transactions.
+    pub fn new(committed: &State, capacity: usize) -> Self {
+        Self {
+            pending: committed.clone(),
+            queue: VecDeque::new(),
+            hashes: HashSet::new(),
+            capacity,
+        }
+    }
+
+    /// Checks `stx` against the pending state and queues it.
+    pub fn submit(&mut self, stx: SignedTx) -> Result<TxHash, SubmitError> {
+        let hash = stx.hash();
+        if self.hashes.contains(&hash) {
+            return Err(SubmitError::Duplicate);
+        }
+        if self.queue.len() >= self.capacity {
+            return Err(SubmitError::Full(self.capacity));
+        }
+        self.pending.apply_tx(&stx)?;
+        self.hashes.insert(hash);
+        self.queue.push_back(stx);
+        Ok(hash)
+    }
+
+    /// The state with every queued transaction applied (for next nonces and balances).
+    pub fn pending(&self) -> &State {
+        &self.pending
+    }
+
+    /// Queued transactions.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Up to `max` transactions for the next block, oldest first (they stay queued until
+    /// [`Mempool::rebase`] sees them committed).
+    pub fn candidates(&self, max: usize) -> Vec<SignedTx> {
+        self.queue.iter().take(max).cloned().collect()
+    }
+
+    /// After a block: drops committed transactions (`done`), re-checks the rest on the new
+    /// state and drops those no longer valid. Returns the dropped ones that were not committed.
+    pub fn rebase(&mut self, committed: &State, done: &HashSet<TxHash>) -> Vec<(TxHash, TxError)> {
+        self.pending = committed.clone();
+        let mut dropped = Vec::new();
+        let queue = std::mem::take(&mut self.queue);
+        self.hashes.clear();
+        for stx in queue {
+            let hash = stx.hash();
+            if done.contains(&hash) {
+                continue;
+            }
+            match self.pending.apply_tx(&stx) {
+                Ok(_) => {
+                    self.hashes.insert(hash);
+                    self.queue.push_back(stx);
+                }
+                Err(e) => dropped.push((hash, e)),
+            }
+        }
+        dropped
+    }
+}

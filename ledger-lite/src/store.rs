@@ -1,0 +1,319 @@
+//! The chain on disk (redb): one write transaction per block stores the block, the entries it
+//! changed and `applied_height` together, so a crash never loses a committed block and never
+//! leaves one half applied.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use top_proto::id::AccountId;
+
+use crate::block::{Block, BlockHash, Genesis, GenesisError};
+use crate::chain::{BlockError, BlockOutcome};
+use crate::state::State;
+use crate::tx::ChannelId;
+
+const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
+const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accounts");
+const CHANNELS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("channels");
+const GRANTS: TableDefinition<&[u8; 64], &[u8]> = TableDefinition::new("grants");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_meta");
+
+/// Why the chain store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("ledger store: {0}")]
+    Db(String),
+    /// Stored bytes do not decode.
+    #[error("ledger store is corrupt: {0}")]
+    Corrupt(String),
+    /// The store holds another chain.
+    #[error("ledger store holds chain {found}, not {expected}")]
+    OtherChain {
+        /// The configured genesis name.
+        expected: String,
+        /// The stored one.
+        found: String,
+    },
+    /// The genesis is unusable.
+    #[error(transparent)]
+    Genesis(#[from] GenesisError),
+    /// A block was refused.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+}
+
+fn db_err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+/// A chain: its genesis, its state after the last committed block and the store behind them.
+pub struct Ledger {
+    db: Database,
+    genesis: Genesis,
+    state: State,
+    head: BlockHash,
+}
+
+impl Ledger {
+    /// Opens (or creates) the chain stored at `path` for `genesis`. A fresh store is initialised
+    /// with the genesis state; an existing one is loaded and checked against its head block.
+    pub fn open(path: &Path, genesis: Genesis) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            txn.open_table(BLOCKS).map_err(db_err)?;
+            txn.open_table(ACCOUNTS).map_err(db_err)?;
+            txn.open_table(CHANNELS).map_err(db_err)?;
+            txn.open_table(GRANTS).map_err(db_err)?;
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let stored = meta
+                .get("genesis")
+                .map_err(db_err)?
+                .map(|v| v.value().to_vec());
+            match stored {
+                Some(bytes) => {
+                    let found: Genesis = decode(&bytes, "genesis")?;
+                    if found != genesis {
+                        return Err(StoreError::OtherChain {
+                            expected: genesis.name,
+                            found: found.name,
+                        });
+                    }
+                }
+                None => {
+                    let state = genesis.state()?;
+                    meta.insert("genesis", encode(&genesis).as_slice())
+                        .map_err(db_err)?;
+                    drop(meta);
+                    write_state(&txn, &state, None)?;
+                }
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        let (state, head) = load(&db, &genesis)?;
+        Ok(Self {
+            db,
+            genesis,
+            state,
+            head,
+        })
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The state after the last committed block.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Height of the last committed block.
+    pub fn height(&self) -> u64 {
+        self.state.height
+    }
+
+    /// Hash of the last committed block (zeroes before block 1).
+    pub fn head(&self) -> BlockHash {
+        self.head
+    }
+
+    /// The committed block at `height`, if any.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        match blocks.get(height).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value(), "block")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Checks and applies a block from the validator and commits it; the follower's path.
+    /// A block at or below the committed height is skipped (`Ok(None)`).
+    pub fn apply(&mut self, block: &Block) -> Result<Option<BlockOutcome>, StoreError> {
+        if block.header.height <= self.state.height && block.header.chain == self.state.chain {
+            return Ok(None);
+        }
+        let outcome = self
+            .state
+            .apply_block(block, &self.head, &self.genesis.validator)?;
+        self.commit(block, &outcome)?;
+        Ok(Some(outcome))
+    }
+
+    /// Builds, signs, applies and commits the next block; the validator's path.
+    pub fn produce(
+        &mut self,
+        candidates: Vec<crate::tx::SignedTx>,
+        time_ms: u64,
+        validator: &top_proto::identity::Identity,
+    ) -> Result<crate::chain::Built, StoreError> {
+        let before = self.state.clone();
+        let built = self
+            .state
+            .build_block(candidates, time_ms, self.head, validator);
+        if let Err(e) = self.commit(&built.block, &built.outcome) {
+            self.state = before;
+            return Err(e);
+        }
+        Ok(built)
+    }
+
+    fn commit(&mut self, block: &Block, outcome: &BlockOutcome) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+            blocks
+                .insert(block.header.height, encode(block).as_slice())
+                .map_err(db_err)?;
+        }
+        write_state(&txn, &self.state, Some(outcome))?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            meta.insert("head", block.hash().0.as_slice())
+                .map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        self.head = block.hash();
+        Ok(())
+    }
+}
+
+/// Writes the scalar state and the entries `outcome` touched (all of them when `None`).
+fn write_state(
+    txn: &redb::WriteTransaction,
+    state: &State,
+    outcome: Option<&BlockOutcome>,
+) -> Result<(), StoreError> {
+    let mut accounts = txn.open_table(ACCOUNTS).map_err(db_err)?;
+    let mut channels = txn.open_table(CHANNELS).map_err(db_err)?;
+    let mut grants = txn.open_table(GRANTS).map_err(db_err)?;
+    let mut meta = txn.open_table(META).map_err(db_err)?;
+    let account_ids: Vec<AccountId> = match outcome {
+        Some(o) => o.touched.accounts.iter().copied().collect(),
+        None => state.accounts.keys().copied().collect(),
+    };
+    for id in account_ids {
+        if let Some(a) = state.accounts.get(&id) {
+            accounts
+                .insert(id.as_bytes(), encode(a).as_slice())
+                .map_err(db_err)?;
+        }
+    }
+    let channel_ids: Vec<ChannelId> = match outcome {
+        Some(o) => o.touched.channels.iter().copied().collect(),
+        None => state.channels.keys().copied().collect(),
+    };
+    for id in channel_ids {
+        if let Some(c) = state.channels.get(&id) {
+            channels
+                .insert(&id.0, encode(c).as_slice())
+                .map_err(db_err)?;
+        }
+    }
+    let grant_keys: Vec<(AccountId, AccountId)> = match outcome {
+        Some(o) => o.touched.grants.iter().copied().collect(),
+        None => state.grants.keys().copied().collect(),
+    };
+    for key in grant_keys {
+        if let Some(g) = state.grants.get(&key) {
+            grants
+                .insert(&grant_key(&key), encode(g).as_slice())
+                .map_err(db_err)?;
+        }
+    }
+    let scalars = (state.height, state.time_ms, state.burned);
+    meta.insert("scalars", encode(&scalars).as_slice())
+        .map_err(db_err)?;
+    meta.insert("applied_height", state.height.to_be_bytes().as_slice())
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn grant_key((app, user): &(AccountId, AccountId)) -> [u8; 64] {
+    let mut key = [0; 64];
+    key[..32].copy_from_slice(app.as_bytes());
+    key[32..].copy_from_slice(user.as_bytes());
+    key
+}
+
+fn load(db: &Database, genesis: &Genesis) -> Result<(State, BlockHash), StoreError> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let meta = txn.open_table(META).map_err(db_err)?;
+    let mut state = genesis.state()?;
+    let scalars = meta
+        .get("scalars")
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::Corrupt("no scalars".into()))?;
+    (state.height, state.time_ms, state.burned) = decode(scalars.value(), "scalars")?;
+    let head = match meta.get("head").map_err(db_err)? {
+        Some(v) => BlockHash(
+            v.value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("head".into()))?,
+        ),
+        None => BlockHash::default(),
+    };
+    let mut accounts = BTreeMap::new();
+    for row in txn
+        .open_table(ACCOUNTS)
+        .map_err(db_err)?
+        .iter()
+        .map_err(db_err)?
+    {
+        let (k, v) = row.map_err(db_err)?;
+        accounts.insert(
+            AccountId::from_wire(*k.value()),
+            decode(v.value(), "account")?,
+        );
+    }
+    let mut channels = BTreeMap::new();
+    for row in txn
+        .open_table(CHANNELS)
+        .map_err(db_err)?
+        .iter()
+        .map_err(db_err)?
+    {
+        let (k, v) = row.map_err(db_err)?;
+        channels.insert(ChannelId(*k.value()), decode(v.value(), "channel")?);
+    }
+    let mut grants = BTreeMap::new();
+    for row in txn
+        .open_table(GRANTS)
+        .map_err(db_err)?
+        .iter()
+        .map_err(db_err)?
+    {
+        let (k, v) = row.map_err(db_err)?;
+        let key = k.value();
+        let (app, user) = key.split_at(32);
+        let app = AccountId::from_wire(app.try_into().unwrap_or([0; 32]));
+        let user = AccountId::from_wire(user.try_into().unwrap_or([0; 32]));
+        grants.insert((app, user), decode(v.value(), "grant")?);
+    }
+    state.restore(accounts, channels, grants);
+    if state.height > 0 {
+        let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        let block: Block = match blocks.get(state.height).map_err(db_err)? {
+            Some(v) => decode(v.value(), "head block")?,
+            None => return Err(StoreError::Corrupt("head block missing".into())),
+        };
+        if block.header.state_root != state.root() || block.hash() != head {
+            return Err(StoreError::Corrupt(
+                "stored state does not match the head block".into(),
+            ));
+        }
+    }
+    Ok((state, head))
+}
