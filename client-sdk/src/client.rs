@@ -18,8 +18,10 @@ use top_proto::identity::Identity;
 use top_proto::seal::{Opener, SealedContent, Sealer};
 use top_proto::writer::write_frames;
 
+use crate::billing::{BillingOptions, BillingState, UsageCounter};
 use crate::error::ClientError;
 use crate::pipe::Pipe;
+use crate::wallet::Wallet;
 
 /// Default time a message waits in mailboxes for an offline recipient: 7 days.
 pub const DEFAULT_TTL_SECS: u32 = 7 * 24 * 3600;
@@ -60,17 +62,39 @@ pub struct Client {
     ttl_secs: u32,
     writer: tokio::task::JoinHandle<Result<(), top_proto::frame::FrameError>>,
     reader: tokio::task::JoinHandle<()>,
+    usage: Arc<UsageCounter>,
+    billing: Option<BillingState>,
+}
+
+/// How a client connects.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// How to pay relays that charge.
+    pub billing: BillingOptions,
 }
 
 impl Client {
-    /// Connects to the relay at `relay` as `identity` and opens the messaging session.
+    /// Connects to the relay at `relay` as `identity` and opens the messaging session; pays a
+    /// relay that charges from this identity's deposit (a channel locking 1 TOP).
     pub async fn connect(relay: &RelayAddr, identity: Identity) -> Result<Self, ClientError> {
+        Self::connect_with(relay, identity, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with options (channel size, a sponsoring app).
+    pub async fn connect_with(
+        relay: &RelayAddr,
+        identity: Identity,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
         let bind: SocketAddr = match relay.host_port.parse::<SocketAddr>() {
             Ok(a) if a.is_ipv6() => "[::]:0".parse().unwrap_or_else(|_| unreachable!()),
             _ => "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
         };
         let endpoint = quinn::Endpoint::client(bind)?;
         let conn = dial(&endpoint, &identity, relay).await?;
+        let usage = Arc::new(UsageCounter::default());
+        let billing =
+            crate::billing::start(&conn, &identity, &options.billing, usage.clone()).await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&encode_frame(&Open::Session)?).await?;
         let (tx, rx) = mpsc::channel(4096);
@@ -86,10 +110,16 @@ impl Client {
             synced: synced_tx,
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
+            usage: usage.clone(),
         };
         let reader = tokio::spawn(reader.run(FramedRead::new(recv, FrameCodec::default())));
         let (pipe_tx, pipes) = mpsc::channel(64);
-        tokio::spawn(accept_pipes(conn.clone(), identity.clone(), pipe_tx));
+        tokio::spawn(accept_pipes(
+            conn.clone(),
+            identity.clone(),
+            pipe_tx,
+            usage.clone(),
+        ));
         Ok(Self {
             sealer: Mutex::new(Sealer::new(identity.clone())),
             identity,
@@ -104,7 +134,24 @@ impl Client {
             ttl_secs: DEFAULT_TTL_SECS,
             writer,
             reader,
+            usage,
+            billing,
         })
+    }
+
+    /// The channel this session is billed to, if the relay charges.
+    pub fn billing(&self) -> Option<&BillingState> {
+        self.billing.as_ref()
+    }
+
+    /// Bytes this client counted per service (what the relay bills).
+    pub fn usage(&self) -> top_billing::Usage {
+        self.usage.snapshot()
+    }
+
+    /// The wallet of this client's identity, over this connection.
+    pub async fn wallet(&self) -> Result<Wallet, ClientError> {
+        Wallet::open(&self.conn, self.identity.clone()).await
     }
 
     /// This client's id: what peers send messages and open pipes to.
@@ -142,6 +189,8 @@ impl Client {
             .lock()
             .map_err(|_| ClientError::Closed)?
             .insert(id, done);
+        let sealed_len = sealed.len();
+        self.usage.msg(sealed_len);
         let env = Envelope {
             id,
             to: *to,
@@ -153,7 +202,12 @@ impl Client {
             return Err(self.closed_error());
         }
         match outcome.await {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(outcome)) => {
+                if outcome == Outcome::Stored {
+                    self.usage.mailbox(sealed_len);
+                }
+                Ok(outcome)
+            }
             Ok(Err(reason)) => Err(ClientError::Rejected(reason)),
             Err(_) => Err(self.closed_error()),
         }
@@ -197,7 +251,9 @@ impl Client {
 
     /// Opens an end-to-end encrypted pipe to `peer` (who must be connected to some relay).
     pub async fn open_pipe(&self, peer: &AccountId) -> Result<Pipe, ClientError> {
-        Pipe::open(&self.conn, &self.identity, *peer).await
+        Ok(Pipe::open(&self.conn, &self.identity, *peer)
+            .await?
+            .metered(&self.usage))
     }
 
     /// Waits for a peer to open a pipe to this client.
@@ -241,6 +297,7 @@ struct Reader {
     synced: watch::Sender<bool>,
     seen: HashSet<MsgId>,
     seen_order: VecDeque<MsgId>,
+    usage: Arc<UsageCounter>,
 }
 
 impl Reader {
@@ -288,6 +345,7 @@ impl Reader {
     }
 
     async fn deliver(&mut self, env: Envelope) -> Result<(), ()> {
+        self.usage.msg(env.sealed.len());
         let ack = SessionFrame::Ack { id: env.id };
         if self.seen.contains(&env.id) {
             return self.acks.send(ack).await.map_err(|_| ());
@@ -325,10 +383,16 @@ impl Reader {
     }
 }
 
-async fn accept_pipes(conn: quinn::Connection, identity: Identity, pipes: mpsc::Sender<Pipe>) {
+async fn accept_pipes(
+    conn: quinn::Connection,
+    identity: Identity,
+    pipes: mpsc::Sender<Pipe>,
+    usage: Arc<UsageCounter>,
+) {
     while let Ok((send, recv)) = conn.accept_bi().await {
         let identity = identity.clone();
         let pipes = pipes.clone();
+        let usage = usage.clone();
         tokio::spawn(async move {
             let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(64));
             match frames.next().await {
@@ -337,7 +401,7 @@ async fn accept_pipes(conn: quinn::Connection, identity: Identity, pipes: mpsc::
             }
             match Pipe::accept(&identity, send, Pipe::records_after_open(frames)).await {
                 Ok(pipe) => {
-                    pipes.send(pipe).await.ok();
+                    pipes.send(pipe.metered(&usage)).await.ok();
                 }
                 Err(e) => tracing::warn!("incoming pipe failed: {e}"),
             }

@@ -40,4 +40,13 @@ pub enum ClientError {
     /// Local TLS setup failed.
     #[error(transparent)]
     Tls(#[from] top_proto::tls::TlsError),
+    /// A request on a ledger or billing stream failed.
+    #[error(transparent)]
+    Rpc(#[from] top_proto::rpc::RpcError),
+    /// The ledger refused or could not answer.
+    #[error("ledger: {0}")]
+    Ledger(String),
+    /// The relay requires payment and no channel could be set up.
+    #[error("billing: {0}")]
+    Billing(String),
 }

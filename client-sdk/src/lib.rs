@@ -19,14 +19,19 @@
 
 #![warn(missing_docs)]
 
+mod billing;
 mod client;
 mod error;
 mod pipe;
+mod wallet;
 
-pub use client::{Client, DEFAULT_TTL_SECS, Message};
+pub use billing::{BillingOptions, BillingState, UsageCounter};
+pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
 pub use error::ClientError;
+pub use ledger_lite::{Amount, ChannelId};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 pub use top_proto::addr::RelayAddr;
 pub use top_proto::frame::{MAX_BODY_LEN, MsgId, Outcome, Reject};
 pub use top_proto::id::{AccountId, RelayId};
 pub use top_proto::identity::Identity;
+pub use wallet::{Committed, Wallet};

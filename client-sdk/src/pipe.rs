@@ -10,6 +10,7 @@ use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 use top_proto::pipe_crypto::{MAX_NOISE_MSG, MAX_PIPE_CHUNK, PipeCipher, PipeInitiator, respond};
 
+use crate::billing::UsageCounter;
 use crate::error::ClientError;
 
 type Records = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
@@ -29,6 +30,7 @@ pub struct Pipe {
 
 /// The sending half of a pipe.
 pub struct PipeWriter {
+    usage: Option<Arc<UsageCounter>>,
     out: FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
     cipher: Arc<Mutex<PipeCipher>>,
     buf: Vec<u8>,
@@ -36,6 +38,7 @@ pub struct PipeWriter {
 
 /// The receiving half of a pipe.
 pub struct PipeReader {
+    usage: Option<Arc<UsageCounter>>,
     records: Records,
     cipher: Arc<Mutex<PipeCipher>>,
     peer: AccountId,
@@ -103,16 +106,25 @@ impl Pipe {
         let cipher = Arc::new(Mutex::new(cipher));
         Self {
             writer: PipeWriter {
+                usage: None,
                 out,
                 cipher: cipher.clone(),
                 buf: vec![0u8; MAX_NOISE_MSG],
             },
             reader: PipeReader {
+                usage: None,
                 records,
                 cipher,
                 peer,
             },
         }
+    }
+
+    /// Counts this pipe's bytes into `usage` (what the relay bills).
+    pub(crate) fn metered(mut self, usage: &Arc<UsageCounter>) -> Self {
+        self.writer.usage = Some(usage.clone());
+        self.reader.usage = Some(usage.clone());
+        self
     }
 
     /// The authenticated peer at the other end.
@@ -149,6 +161,9 @@ impl PipeWriter {
                 let mut cipher = self.cipher.lock().map_err(|_| ClientError::Closed)?;
                 cipher.encrypt(chunk, &mut self.buf)?
             };
+            if let Some(usage) = &self.usage {
+                usage.pipe(n + 4);
+            }
             self.out
                 .feed(Bytes::copy_from_slice(&self.buf[..n]))
                 .await
@@ -178,6 +193,9 @@ impl PipeReader {
             return Ok(None);
         };
         let record = record.map_err(io_err)?;
+        if let Some(usage) = &self.usage {
+            usage.pipe(record.len() + 4);
+        }
         let mut out = vec![0u8; record.len()];
         let n = {
             let mut cipher = self.cipher.lock().map_err(|_| ClientError::Closed)?;

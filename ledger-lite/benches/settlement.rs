@@ -18,12 +18,18 @@ struct Fixture {
     /// One block: one settlement transaction per receipt.
     single: Block,
     /// Every (key, message, signature) the aggregated block carries.
-    signatures: Vec<(ed25519_dalek::VerifyingKey, Vec<u8>, ed25519_dalek::Signature)>,
+    signatures: Vec<(
+        ed25519_dalek::VerifyingKey,
+        Vec<u8>,
+        ed25519_dalek::Signature,
+    )>,
 }
 
 fn fixture() -> Fixture {
     let validator = Identity::from_seed(&[250; 32]);
-    let relays: Vec<Identity> = (0..RELAYS).map(|i| Identity::from_seed(&[i as u8 + 1; 32])).collect();
+    let relays: Vec<Identity> = (0..RELAYS)
+        .map(|i| Identity::from_seed(&[i as u8 + 1; 32]))
+        .collect();
     let payers: Vec<Identity> = (0..CHANNELS)
         .map(|i| {
             let mut seed = [0u8; 32];
@@ -36,9 +42,16 @@ fn fixture() -> Fixture {
         name: "bench".into(),
         time_ms: 0,
         validator: validator.account_id(),
-        params: Params { unbonding_blocks: 10, max_block_txs: 1 << 20 },
+        params: Params {
+            unbonding_blocks: 10,
+            max_block_txs: 1 << 20,
+        },
         faucet: None,
-        allocations: payers.iter().chain(&relays).map(|p| (p.account_id(), top(100))).collect(),
+        allocations: payers
+            .iter()
+            .chain(&relays)
+            .map(|p| (p.account_id(), top(100)))
+            .collect(),
     };
     let mut state = genesis.state().expect("genesis");
     let chain = state.chain;
@@ -47,10 +60,27 @@ fn fixture() -> Fixture {
     for (i, payer) in payers.iter().enumerate() {
         let relay = relays[i % RELAYS].account_id();
         let from = payer.account_id();
-        setup.push(Tx { chain, from, nonce: 0, kind: TxKind::Deposit { amount: top(10) } }.sign(payer));
         setup.push(
-            Tx { chain, from, nonce: 1, kind: TxKind::OpenChannel { relay, amount: top(10), sponsor: None } }
-                .sign(payer),
+            Tx {
+                chain,
+                from,
+                nonce: 0,
+                kind: TxKind::Deposit { amount: top(10) },
+            }
+            .sign(payer),
+        );
+        setup.push(
+            Tx {
+                chain,
+                from,
+                nonce: 1,
+                kind: TxKind::OpenChannel {
+                    relay,
+                    amount: top(10),
+                    sponsor: None,
+                },
+            }
+            .sign(payer),
         );
         channels.push(ChannelId::derive(&chain, &from, &relay, 1));
     }
@@ -62,7 +92,13 @@ fn fixture() -> Fixture {
         .iter()
         .zip(&payers)
         .map(|(channel, payer)| {
-            ReceiptBody { chain, channel: *channel, cum_bytes: 1 << 20, cum_amount: top(1) }.sign(payer)
+            ReceiptBody {
+                chain,
+                channel: *channel,
+                cum_bytes: 1 << 20,
+                cum_amount: top(1),
+            }
+            .sign(payer)
         })
         .collect();
     let aggregated_txs: Vec<SignedTx> = relays
@@ -70,10 +106,16 @@ fn fixture() -> Fixture {
         .enumerate()
         .map(|(r, relay)| {
             let mine = receipts.iter().skip(r).step_by(RELAYS).cloned().collect();
-            Tx { chain, from: relay.account_id(), nonce: 0, kind: TxKind::Settle { receipts: mine } }.sign(relay)
+            Tx {
+                chain,
+                from: relay.account_id(),
+                nonce: 0,
+                kind: TxKind::Settle { receipts: mine },
+            }
+            .sign(relay)
         })
         .collect();
-    let mut nonces = vec![0u64; RELAYS];
+    let mut nonces = [0u64; RELAYS];
     let single_txs: Vec<SignedTx> = receipts
         .iter()
         .enumerate()
@@ -81,8 +123,15 @@ fn fixture() -> Fixture {
             let r = i % RELAYS;
             let nonce = nonces[r];
             nonces[r] += 1;
-            Tx { chain, from: relays[r].account_id(), nonce, kind: TxKind::Settle { receipts: vec![receipt.clone()] } }
-                .sign(&relays[r])
+            Tx {
+                chain,
+                from: relays[r].account_id(),
+                nonce,
+                kind: TxKind::Settle {
+                    receipts: vec![receipt.clone()],
+                },
+            }
+            .sign(&relays[r])
         })
         .collect();
     let mut probe = state.clone();
@@ -98,11 +147,21 @@ fn fixture() -> Fixture {
         signatures.push((key, stx.signing_bytes(), stx.signature));
         if let TxKind::Settle { receipts } = &stx.tx.kind {
             for r in receipts {
-                signatures.push((r.signer.verifying_key().expect("key"), r.signing_bytes(), r.signature));
+                signatures.push((
+                    r.signer.verifying_key().expect("key"),
+                    r.signing_bytes(),
+                    r.signature,
+                ));
             }
         }
     }
-    Fixture { state, validator, aggregated: aggregated.block, single: single.block, signatures }
+    Fixture {
+        state,
+        validator,
+        aggregated: aggregated.block,
+        single: single.block,
+        signatures,
+    }
 }
 
 fn bench(c: &mut Criterion) {
@@ -115,14 +174,20 @@ fn bench(c: &mut Criterion) {
     group.bench_function("apply_block_aggregated_4096", |b| {
         b.iter_batched(
             || f.state.clone(),
-            |mut s| s.apply_block(&f.aggregated, &prev, &validator).expect("valid block"),
+            |mut s| {
+                s.apply_block(&f.aggregated, &prev, &validator)
+                    .expect("valid block")
+            },
             BatchSize::LargeInput,
         )
     });
     group.bench_function("apply_block_one_tx_each_4096", |b| {
         b.iter_batched(
             || f.state.clone(),
-            |mut s| s.apply_block(&f.single, &prev, &validator).expect("valid block"),
+            |mut s| {
+                s.apply_block(&f.single, &prev, &validator)
+                    .expect("valid block")
+            },
             BatchSize::LargeInput,
         )
     });

@@ -412,6 +412,8 @@ impl State {
                     settled.push(fee.clone());
                 }
                 sender.balance = sender.balance.checked_add(earned)?;
+                sender.fees_earned = sender.fees_earned.checked_add(earned)?;
+                sender.fees_burned = sender.fees_burned.checked_add(burned)?;
                 self.burned = self.burned.checked_add(burned)?;
                 for (id, channel, _) in updates {
                     self.put_channel(&mut j, id, channel);

@@ -16,6 +16,7 @@ pub mod state;
 pub mod store;
 pub mod tx;
 pub mod verify;
+pub mod wire;
 
 pub use amount::{Amount, AmountError, UNITS_PER_TOP};
 pub use apply::{SettledFee, TxError};

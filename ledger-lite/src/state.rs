@@ -21,6 +21,10 @@ pub struct Account {
     pub stake: Amount,
     /// Withdrawn deposit and unstaked stake waiting out the unbonding period.
     pub unbonding: Vec<Unbond>,
+    /// Relays: fees received from settlements (already in the balance; a statistic).
+    pub fees_earned: Amount,
+    /// Relays: fees burned from their settlements (a statistic).
+    pub fees_burned: Amount,
 }
 
 /// An amount on its way back to the balance.

@@ -112,6 +112,10 @@ pub enum Open {
         /// Relays the dialer knows, so links spread to the whole set.
         known: Vec<RelayAddr>,
     },
+    /// Client or relay → relay: ledger queries and transactions (request/response frames).
+    Ledger,
+    /// Client → relay: the billing stream of this connection (offer, channel, receipts).
+    Billing,
 }
 
 /// Whether a message reached its recipient or waits in a mailbox.
@@ -136,6 +140,11 @@ pub enum Reject {
     /// No relay could store the message.
     #[error("no relay could store the message; try again later")]
     Unavailable,
+    /// Unpaid usage exceeds the relay's credit window (or the channel's lock is spent).
+    #[error(
+        "payment required: the relay's credit window is used up; sign receipts or open a channel"
+    )]
+    PaymentRequired,
 }
 
 /// Frames of the messaging stream between a client and its relay.

@@ -28,6 +28,7 @@ pub mod frame;
 pub mod id;
 pub mod identity;
 pub mod pipe_crypto;
+pub mod rpc;
 pub mod seal;
 pub mod tls;
 pub mod writer;

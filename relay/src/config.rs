@@ -10,8 +10,14 @@ use top_proto::addr::RelayAddr;
 pub const CONFIG_FILE: &str = "config.toml";
 /// The relay's identity key (mode 0600).
 pub const KEY_FILE: &str = "identity.key";
-/// The relay's durable store (mailboxes; later the ledger and CDN index).
+/// The relay's durable store (mailboxes; later the CDN index).
 pub const STORE_FILE: &str = "store.redb";
+/// The chain's store (blocks, ledger state, receipts the relay holds).
+pub const CHAIN_FILE: &str = "chain.redb";
+/// The chain's genesis (written by `toprelay init --dev`, or fetched from the upstream relay).
+pub const GENESIS_FILE: &str = "genesis.json";
+/// The dev chain's faucet key (validator only).
+pub const FAUCET_KEY_FILE: &str = "faucet.key";
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +78,60 @@ impl Default for MailboxConfig {
     }
 }
 
+/// How the relay takes part in the chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Validator only: milliseconds between blocks.
+    pub block_interval_ms: u64,
+    /// Follower: the relay blocks come from (default: the first peer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<RelayAddr>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            block_interval_ms: 1000,
+            upstream: None,
+        }
+    }
+}
+
+/// What the relay charges and how it gets paid. Amounts are TOP in decimal ("0.01").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// Whether sessions must pay (needs a chain).
+    pub enabled: bool,
+    /// Stake the relay keeps locked; topped up from its balance on start.
+    pub stake: String,
+    /// Price per MiB of messages sent or delivered.
+    pub msg_price_per_mib: String,
+    /// Extra price per MiB of messages stored in a mailbox.
+    pub mailbox_price_per_mib: String,
+    /// Price per MiB carried through a pipe.
+    pub pipe_price_per_mib: String,
+    /// Unpaid usage the relay carries before it waits for a receipt.
+    pub credit_window: String,
+    /// Settle a channel once its unsettled receipts reach this much.
+    pub settle_threshold: String,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stake: "0".into(),
+            msg_price_per_mib: "0.01".into(),
+            mailbox_price_per_mib: "0.05".into(),
+            pipe_price_per_mib: "0.002".into(),
+            credit_window: "0.001".into(),
+            settle_threshold: "0.01".into(),
+        }
+    }
+}
+
 /// A relay's configuration file (`config.toml` in the data directory).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +155,12 @@ pub struct RelayConfig {
     /// Mailbox limits.
     #[serde(default)]
     pub mailbox: MailboxConfig,
+    /// Chain participation.
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    /// Prices, stake and settlement.
+    #[serde(default)]
+    pub billing: BillingConfig,
 }
 
 fn default_max_connections() -> usize {
@@ -116,6 +182,8 @@ impl RelayConfig {
             max_connections: default_max_connections(),
             new_connections_per_ip: default_connections_per_ip(),
             mailbox: MailboxConfig::default(),
+            ledger: LedgerConfig::default(),
+            billing: BillingConfig::default(),
         }
     }
 
@@ -170,6 +238,22 @@ impl RelayConfig {
         if self.new_connections_per_ip == 0 {
             return Err("new_connections_per_ip must be at least 1".into());
         }
+        if self.ledger.block_interval_ms == 0 {
+            return Err("ledger.block_interval_ms must be at least 1".into());
+        }
+        let b = &self.billing;
+        for (name, value) in [
+            ("billing.stake", &b.stake),
+            ("billing.msg_price_per_mib", &b.msg_price_per_mib),
+            ("billing.mailbox_price_per_mib", &b.mailbox_price_per_mib),
+            ("billing.pipe_price_per_mib", &b.pipe_price_per_mib),
+            ("billing.credit_window", &b.credit_window),
+            ("billing.settle_threshold", &b.settle_threshold),
+        ] {
+            value
+                .parse::<ledger_lite::Amount>()
+                .map_err(|e| format!("{name}: {e}"))?;
+        }
         Ok(())
     }
 
@@ -200,6 +284,22 @@ impl DataDir {
     /// The store file.
     pub fn store(&self) -> PathBuf {
         self.0.join(STORE_FILE)
+    }
+    /// The receipts store file.
+    pub fn receipts(&self) -> PathBuf {
+        self.0.join("receipts.redb")
+    }
+    /// The chain store file.
+    pub fn chain(&self) -> PathBuf {
+        self.0.join(CHAIN_FILE)
+    }
+    /// The genesis file.
+    pub fn genesis(&self) -> PathBuf {
+        self.0.join(GENESIS_FILE)
+    }
+    /// The faucet key file.
+    pub fn faucet_key(&self) -> PathBuf {
+        self.0.join(FAUCET_KEY_FILE)
     }
 }
 

@@ -1,6 +1,11 @@
 //! Routing a message: to a local session, over a link to the client's relay, or into mailboxes;
 //! and reporting each outcome to whoever is waiting for it.
 
+// A `Pending` (envelope, origin, timestamp) is just over clippy's size limit for `Err`; handing it
+// back by value on failure is the point of these functions, and boxing it would cost an
+// allocation per message.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,8 +119,20 @@ impl<F> Carrier<'_, F> {
 
 /// Queues a delivery on a client's session; gives the message back if the session is backed up.
 pub fn hand_to_session(session: &SessionHandle, pending: Pending) -> Result<(), Pending> {
+    if !bill_delivery(session, &pending) {
+        return Err(pending);
+    }
     let frame = SessionFrame::Deliver(pending.env.clone());
     Carrier::session(session).try_hand(pending, frame)
+}
+
+/// Bills a delivery to the recipient; false when its credit is used up (the message then waits
+/// in the mailbox until the recipient pays).
+fn bill_delivery(session: &SessionHandle, pending: &Pending) -> bool {
+    session
+        .meter
+        .as_ref()
+        .is_none_or(|m| m.try_carry(top_billing::Service::Msg, pending.env.sealed.len() as u64))
 }
 
 /// Forwards a message over a link; gives it back if the link is backed up.
@@ -170,10 +187,15 @@ pub fn fail_all(shared: &Arc<Shared>, inflight: &Inflight) {
 pub fn finish(shared: &Shared, pending: Pending, result: Result<Outcome, Reject>) {
     let id = pending.env.id;
     match (pending.origin, result) {
-        (Origin::Sender(tx), Ok(outcome)) => {
+        (Origin::Sender(tx, meter), Ok(outcome)) => {
+            if let (Some(meter), Outcome::Stored) = (meter, outcome) {
+                let bytes = pending.env.sealed.len() as u64;
+                meter.record(top_billing::Service::Mailbox, bytes);
+                shared.metrics.billed_bytes.inc_by(bytes);
+            }
             send_or_spawn(&tx, SessionFrame::Accepted { id, outcome })
         }
-        (Origin::Sender(tx), Err(reason)) => {
+        (Origin::Sender(tx, _), Err(reason)) => {
             shared.metrics.messages_rejected.inc();
             send_or_spawn(&tx, SessionFrame::Rejected { id, reason })
         }
@@ -196,7 +218,7 @@ pub fn finish(shared: &Shared, pending: Pending, result: Result<Outcome, Reject>
 /// A delivery failed: store it in the recipient's mailboxes if its origin wants that.
 pub fn undelivered(shared: &Arc<Shared>, pending: Pending) {
     let wants_store = match &pending.origin {
-        Origin::Sender(_) => true,
+        Origin::Sender(..) => true,
         Origin::Link { store_on_fail, .. } => *store_on_fail,
         Origin::Mailbox => false,
     };
@@ -318,6 +340,9 @@ async fn hand_over_waiting(
     pending: Pending,
 ) -> Result<(), Pending> {
     if let Some(session) = shared.session(client) {
+        if !bill_delivery(&session, &pending) {
+            return Err(pending);
+        }
         let frame = SessionFrame::Deliver(pending.env.clone());
         return Carrier::session(&session)
             .hand_waiting(pending, frame)

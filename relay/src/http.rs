@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use serde_json::{Value, json};
 
 use crate::state::Shared;
 use crate::status::RelayStatus;
@@ -23,6 +25,9 @@ pub fn router(shared: Arc<Shared>, http: String) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
+        .route("/api/ledger/summary", get(ledger_summary))
+        .route("/api/ledger/account/{id}", get(ledger_account))
+        .route("/api/ledger/block/{height}", get(ledger_block))
         .with_state(HttpState { shared, http })
 }
 
@@ -42,4 +47,99 @@ async fn status(State(s): State<HttpState>) -> axum::Json<RelayStatus> {
     // The mailbox totals read the store: keep that off the async workers.
     let status = tokio::task::spawn_blocking(move || RelayStatus::of(&shared, &http)).await;
     axum::Json(status.unwrap_or_else(|_| RelayStatus::of(&s.shared, &s.http)))
+}
+
+type ApiResult = Result<axum::Json<Value>, (StatusCode, axum::Json<Value>)>;
+
+fn api_error(code: StatusCode, message: impl Into<String>) -> (StatusCode, axum::Json<Value>) {
+    (code, axum::Json(json!({ "error": message.into() })))
+}
+
+fn chain(s: &HttpState) -> Result<Arc<crate::chain::ChainNode>, (StatusCode, axum::Json<Value>)> {
+    s.shared
+        .chain
+        .get()
+        .cloned()
+        .ok_or_else(|| api_error(StatusCode::NOT_FOUND, "this relay has no chain"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /api/ledger/summary`: height, supply, burned, accounts. Amounts in base units.
+async fn ledger_summary(State(s): State<HttpState>) -> ApiResult {
+    let c = chain(&s)?;
+    let sum = c.summary();
+    Ok(axum::Json(json!({
+        "chain": sum.name,
+        "chain_id": hex(&sum.chain.0),
+        "height": sum.height,
+        "head": sum.head.to_string(),
+        "time_ms": sum.time_ms,
+        "genesis_supply": sum.genesis_supply,
+        "total_supply": sum.total_supply,
+        "burned": sum.burned,
+        "accounts": sum.accounts,
+        "channels": sum.channels,
+        "invariant_ok": sum.invariant_ok,
+        "faucet": sum.faucet,
+        "unbonding_blocks": sum.unbonding_blocks,
+    })))
+}
+
+/// `GET /api/ledger/account/{id}`: one account's holdings and next nonce.
+async fn ledger_account(State(s): State<HttpState>, Path(id): Path<String>) -> ApiResult {
+    let c = chain(&s)?;
+    let id: top_proto::id::AccountId = id
+        .parse()
+        .map_err(|e| api_error(StatusCode::BAD_REQUEST, format!("bad account id: {e}")))?;
+    let view = c.account(&id);
+    let a = view.account.clone().unwrap_or_default();
+    Ok(axum::Json(json!({
+        "account": id.to_string(),
+        "exists": view.account.is_some(),
+        "height": view.height,
+        "balance": a.balance,
+        "deposit": a.deposit,
+        "stake": a.stake,
+        "unbonding": a.unbonding.iter().map(|u| json!({
+            "amount": u.amount, "release_height": u.release_height })).collect::<Vec<_>>(),
+        "next_nonce": view.next_nonce,
+        "fees_earned": a.fees_earned,
+        "fees_burned": a.fees_burned,
+    })))
+}
+
+/// `GET /api/ledger/block/{height}`: one committed block.
+async fn ledger_block(State(s): State<HttpState>, Path(height): Path<String>) -> ApiResult {
+    let c = chain(&s)?;
+    let height: u64 = height
+        .parse()
+        .map_err(|_| api_error(StatusCode::BAD_REQUEST, format!("bad height `{height}`")))?;
+    let block = tokio::task::spawn_blocking(move || c.block(height))
+        .await
+        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e))?
+        .ok_or_else(|| {
+            api_error(
+                StatusCode::NOT_FOUND,
+                format!("no block at height {height}"),
+            )
+        })?;
+    let h = &block.header;
+    Ok(axum::Json(json!({
+        "height": h.height,
+        "hash": block.hash().to_string(),
+        "prev": h.prev.to_string(),
+        "time_ms": h.time_ms,
+        "txs_root": hex(&h.txs_root),
+        "state_root": hex(&h.state_root),
+        "txs": block.txs.iter().map(|t| json!({
+            "hash": hex(&t.hash().0),
+            "from": t.tx.from.to_string(),
+            "nonce": t.tx.nonce,
+            "kind": serde_json::to_value(&t.tx.kind).unwrap_or(Value::Null),
+        })).collect::<Vec<_>>(),
+    })))
 }

@@ -9,6 +9,7 @@
 //!     http: "127.0.0.1:7780".parse().unwrap(),
 //!     public_addr: None,
 //!     peers: vec![],
+//!     dev: true, // this relay validates its own dev chain
 //! })?;
 //! let relay = Relay::start(dir).await?;
 //! println!("serving at {}", relay.addr());
@@ -26,6 +27,10 @@
 
 #![warn(missing_docs)]
 
+pub mod billing;
+pub mod chain;
+pub mod chain_api;
+pub mod chain_setup;
 pub mod config;
 pub mod delivery;
 pub mod http;
@@ -34,6 +39,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod pipe;
+pub mod receipts;
 pub mod server;
 pub mod session;
 pub mod state;

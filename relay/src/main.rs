@@ -40,6 +40,9 @@ enum Command {
         /// A relay to link to, as <relay-id>@<host>:<port> (repeatable).
         #[arg(long = "peer", value_name = "ID@ADDR")]
         peers: Vec<RelayAddr>,
+        /// Create a dev chain: this relay is its validator, and a faucet hands out test TOP.
+        #[arg(long)]
+        dev: bool,
     },
     /// Serve until SIGINT or SIGTERM, then shut down gracefully.
     Run {
@@ -76,6 +79,7 @@ fn main() -> Result<()> {
                 http,
                 public_addr,
                 peers,
+                dev,
             } => {
                 let (id, config) = init(
                     &data_dir,
@@ -84,6 +88,7 @@ fn main() -> Result<()> {
                         http,
                         public_addr,
                         peers,
+                        dev,
                     },
                 )?;
                 let addr = RelayAddr {
@@ -170,6 +175,30 @@ async fn status(data_dir: &Path, json: bool) -> Result<()> {
         s.messages_received, s.messages_delivered, s.messages_stored, s.messages_rejected
     );
     println!("pipes:   {} opened, {} bytes", s.pipes_opened, s.pipe_bytes);
+    match &s.ledger {
+        None => println!("ledger:  none (no chain: no billing)"),
+        Some(l) => {
+            let role = if l.validator { "validator" } else { "follower" };
+            println!("ledger:  {} at height {} ({role})", l.chain, l.height);
+            println!("account: {}", l.account);
+            println!("balance: {} TOP, stake {} TOP", l.balance, l.stake);
+            println!(
+                "prices:  {} TOP/MiB messages, {} TOP/MiB mailbox, {} TOP/MiB pipes{}",
+                l.prices.msg,
+                l.prices.mailbox,
+                l.prices.pipe,
+                if l.billing { "" } else { " (billing off)" }
+            );
+            println!(
+                "billing: {} bytes metered, {} receipts taken, {} pending ({} TOP)",
+                l.billed_bytes, l.receipts_taken, l.pending_receipts, l.pending_amount
+            );
+            println!(
+                "fees:    {} TOP earned, {} TOP burned",
+                l.fees_earned, l.fees_burned
+            );
+        }
+    }
     Ok(())
 }
 

@@ -30,6 +30,12 @@ pub struct Metrics {
     pub pipe_bytes: Counter,
     /// Streams closed for malformed or unexpected frames.
     pub bad_frames: Counter,
+    /// Receipts taken (stored durably).
+    pub receipts: Counter,
+    /// Bytes metered for payment (all services).
+    pub billed_bytes: Counter,
+    /// Traffic refused for lack of payment.
+    pub unpaid_refusals: Counter,
     registry: Registry,
 }
 
@@ -80,6 +86,17 @@ impl Metrics {
             "bad_frames",
             "Streams closed for bad frames",
             m.bad_frames.clone(),
+        );
+        r.register("receipts", "Receipts taken", m.receipts.clone());
+        r.register(
+            "billed_bytes",
+            "Bytes metered for payment",
+            m.billed_bytes.clone(),
+        );
+        r.register(
+            "unpaid_refusals",
+            "Traffic refused for lack of payment",
+            m.unpaid_refusals.clone(),
         );
         m.registry = r;
         m

@@ -53,6 +53,9 @@ pub enum RelayError {
     /// File system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The chain store failed to open.
+    #[error("chain: {0}")]
+    Chain(String),
 }
 
 /// What `toprelay init` writes.
@@ -66,6 +69,8 @@ pub struct InitOptions {
     pub public_addr: Option<String>,
     /// Relays to link to.
     pub peers: Vec<RelayAddr>,
+    /// Create a dev chain with this relay as its validator and a faucet.
+    pub dev: bool,
 }
 
 impl InitOptions {
@@ -77,6 +82,15 @@ impl InitOptions {
             http: any_port,
             public_addr: None,
             peers: Vec::new(),
+            dev: false,
+        }
+    }
+
+    /// [`InitOptions::loopback`] with a dev chain.
+    pub fn loopback_dev() -> Self {
+        Self {
+            dev: true,
+            ..Self::loopback()
         }
     }
 }
@@ -95,6 +109,10 @@ pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig)
     let mut config = RelayConfig::new(opts.listen, opts.http);
     config.public_addr = opts.public_addr;
     config.peers = opts.peers;
+    if opts.dev {
+        crate::chain_setup::create_dev_chain(&dir, &identity)?;
+        config.billing.stake = "1000".into();
+    }
     config.save(data_dir)?;
     Ok((identity.relay_id(), config))
 }
@@ -112,6 +130,8 @@ impl Relay {
         let config = RelayConfig::load(data_dir)?;
         let identity = Identity::load(&dir.key())?;
         let mailbox = Mailbox::open(&dir.store(), config.mailbox.clone())?;
+        let receipts =
+            crate::receipts::ReceiptStore::open(&dir.receipts()).map_err(RelayError::Chain)?;
         let server = top_proto::tls::server_config(&identity)?;
         let endpoint =
             quinn::Endpoint::server(server, config.listen).map_err(|source| RelayError::Bind {
@@ -133,7 +153,9 @@ impl Relay {
             })?;
         let http_addr = http.local_addr()?;
         let peers = config.peers.clone();
-        let shared = Arc::new(Shared::new(identity, addr, config, endpoint, mailbox));
+        let shared = Arc::new(Shared::new(
+            identity, addr, config, endpoint, mailbox, receipts,
+        ));
 
         shared.tasks.spawn(accept_loop(shared.clone()));
         for peer in peers {
@@ -148,6 +170,7 @@ impl Relay {
             }
         });
         shared.tasks.spawn(sweep_loop(shared.clone()));
+        crate::chain_setup::start_chain(&shared, &dir)?;
         info!(addr = %shared.addr, http = %http_addr, "relay running");
         Ok(Self { shared, http_addr })
     }
@@ -182,6 +205,11 @@ impl Relay {
     /// Ids of the relays linked now.
     pub fn linked(&self) -> Vec<RelayId> {
         self.shared.linked().into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// The relay's chain node, once open.
+    pub fn chain(&self) -> Option<Arc<crate::chain::ChainNode>> {
+        self.shared.chain.get().cloned()
     }
 
     /// A snapshot of the relay's status.

@@ -9,6 +9,10 @@ use top_proto::frame::{FrameCodec, Open, PipeReply, encode_frame};
 use top_proto::id::AccountId;
 use tracing::debug;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use top_billing::Service;
+
+use crate::billing::{ClientMeter, PAY_WAIT};
 use crate::state::Shared;
 
 /// Why a pipe could not be set up.
@@ -29,8 +33,9 @@ pub async fn serve_pipe(
     to: AccountId,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
+    meter: Option<Arc<ClientMeter>>,
 ) {
-    if let Err(e) = splice(&shared, from_link, to, send, frames).await {
+    if let Err(e) = splice(&shared, from_link, to, send, frames, meter).await {
         debug!("pipe to {to:?} ended: {e}");
     }
 }
@@ -41,8 +46,11 @@ async fn splice(
     to: AccountId,
     mut a_send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
+    meter: Option<Arc<ClientMeter>>,
 ) -> Result<(), PipeError> {
+    let mut meters: Vec<Arc<ClientMeter>> = meter.into_iter().collect();
     let (mut b_send, b_recv) = if let Some(session) = shared.session(&to) {
+        meters.extend(session.meter.clone());
         let (mut b_send, b_recv) = session.conn.open_bi().await?;
         b_send
             .write_all(&encode_frame(&Open::IncomingPipe)?)
@@ -66,13 +74,47 @@ async fn splice(
     if !parts.read_buf.is_empty() {
         b_send.write_all(&parts.read_buf).await?;
     }
-    let mut a = tokio::io::join(parts.io, a_send);
-    let mut b = tokio::io::join(b_recv, b_send);
-    match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-        Ok((up, down)) => {
-            shared.metrics.pipe_bytes.inc_by(up + down);
+    if meters.is_empty() {
+        let mut a = tokio::io::join(parts.io, a_send);
+        let mut b = tokio::io::join(b_recv, b_send);
+        match tokio::io::copy_bidirectional(&mut a, &mut b).await {
+            Ok((up, down)) => {
+                shared.metrics.pipe_bytes.inc_by(up + down);
+            }
+            Err(e) => debug!("pipe splice ended: {e}"),
         }
-        Err(e) => debug!("pipe splice ended: {e}"),
+        return Ok(());
+    }
+    let up = pump(parts.io, b_send, &meters, shared);
+    let down = pump(b_recv, a_send, &meters, shared);
+    if let Err(e) = tokio::try_join!(up, down) {
+        debug!("metered pipe ended: {e}");
     }
     Ok(())
+}
+
+/// Copies one direction of a pipe, billing every chunk to each meter before it goes on; stops
+/// when a meter's credit runs out and no receipt comes.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    meters: &[Arc<ClientMeter>],
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
+        }
+        for meter in meters {
+            if !meter.carry(Service::Pipe, n as u64, PAY_WAIT).await {
+                shared.metrics.unpaid_refusals.inc();
+                return Err(std::io::Error::other("payment required"));
+            }
+        }
+        shared.metrics.pipe_bytes.inc_by(n as u64);
+        shared.metrics.billed_bytes.inc_by(n as u64);
+        to.write_all(&buf[..n]).await?;
+    }
 }

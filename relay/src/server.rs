@@ -76,6 +76,17 @@ pub async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
+/// What the streams of one connection share.
+#[derive(Clone)]
+struct ConnState {
+    /// Whether the peer is a linked relay.
+    is_link: Arc<AtomicBool>,
+    /// Whether a messaging session is open (at most one per connection).
+    session_open: Arc<AtomicBool>,
+    /// The connection's meter, when this relay bills.
+    meter: Option<Arc<crate::billing::ClientMeter>>,
+}
+
 /// Serves every stream the peer of `conn` opens, until the connection closes.
 pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link: Arc<AtomicBool>) {
     let Some(peer) = peer_id::<top_proto::id::Account>(&conn) else {
@@ -83,7 +94,11 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
         return;
     };
     let span = info_span!("conn", peer = %peer.short(), remote = %conn.remote_address());
-    let session_open = Arc::new(AtomicBool::new(false));
+    let conn_state = ConnState {
+        is_link,
+        session_open: Arc::new(AtomicBool::new(false)),
+        meter: crate::billing::new_meter(&shared),
+    };
     async move {
         loop {
             let stream = tokio::select! {
@@ -95,19 +110,11 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
             };
             let Ok((send, recv)) = stream else { return };
             let (shared, conn) = (shared.clone(), conn.clone());
-            let (is_link, session_open) = (is_link.clone(), session_open.clone());
+            let state = conn_state.clone();
             shared.tasks.clone().spawn(
                 async move {
-                    if let Err(e) = serve_stream(
-                        shared.clone(),
-                        conn,
-                        peer,
-                        send,
-                        recv,
-                        is_link,
-                        session_open,
-                    )
-                    .await
+                    if let Err(e) =
+                        serve_stream(shared.clone(), conn, peer, send, recv, state).await
                     {
                         shared.metrics.bad_frames.inc();
                         debug!("stream closed: {e}");
@@ -127,9 +134,13 @@ async fn serve_stream(
     peer: AccountId,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
-    is_link: Arc<AtomicBool>,
-    session_open: Arc<AtomicBool>,
+    state: ConnState,
 ) -> Result<(), FrameError> {
+    let ConnState {
+        is_link,
+        session_open,
+        meter,
+    } = state;
     let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(MAX_OPEN_LEN));
     let first = match tokio::time::timeout(OPEN_TIMEOUT, frames.next()).await {
         Ok(Some(first)) => first,
@@ -153,11 +164,13 @@ async fn serve_stream(
                 return reject(frames, "second session stream on one connection");
             }
             let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
-            run_session(shared, conn, peer, send, frames).await;
+            run_session(shared, conn, peer, send, frames, meter).await;
             Ok(())
         }
         Ok(Open::Pipe { to }) => {
-            serve_pipe(shared, is_link.load(Ordering::SeqCst), to, send, frames).await;
+            let from_link = is_link.load(Ordering::SeqCst);
+            let meter = meter.filter(|_| !from_link);
+            serve_pipe(shared, from_link, to, send, frames, meter).await;
             Ok(())
         }
         Ok(Open::Link { addr, known }) => {
@@ -170,5 +183,7 @@ async fn serve_stream(
             Ok(())
         }
         Ok(Open::IncomingPipe) => reject(frames, "IncomingPipe is relay-to-client only"),
+        Ok(Open::Ledger) => crate::chain_api::serve_ledger(shared, send, frames).await,
+        Ok(Open::Billing) => crate::billing::serve_billing(shared, peer, meter, send, frames).await,
     }
 }

@@ -10,8 +10,10 @@ use top_proto::frame::{FrameCodec, FrameError, LinkFrame, Reject, SessionFrame, 
 use top_proto::id::AccountId;
 use tracing::{Instrument, debug, info_span};
 
+use crate::billing::{ClientMeter, PAY_WAIT};
 use crate::delivery::{fail_all, fail_stale, finish, push_mailbox, route, send_or_spawn, take};
 use crate::state::{Origin, Pending, SessionHandle, Shared};
+use top_billing::Service;
 use top_proto::writer::write_frames;
 
 /// Frames queued towards one client before deliveries spill into its mailbox.
@@ -28,9 +30,10 @@ pub async fn run_session(
     client: AccountId,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
+    meter: Option<Arc<ClientMeter>>,
 ) {
     let span = info_span!("session", client = %client.short());
-    serve(shared, conn, client, send, frames)
+    serve(shared, conn, client, send, frames, meter)
         .instrument(span)
         .await
 }
@@ -41,6 +44,7 @@ async fn serve(
     client: AccountId,
     send: quinn::SendStream,
     mut frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
+    meter: Option<Arc<ClientMeter>>,
 ) {
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     let writer = tokio::spawn(write_frames(send, rx).in_current_span());
@@ -49,6 +53,7 @@ async fn serve(
         conn,
         tx: tx.clone(),
         inflight: Default::default(),
+        meter: meter.clone(),
     };
     shared.add_session(client, handle.clone());
     debug!("session open");
@@ -62,11 +67,21 @@ async fn serve(
             frame = frames.next() => match next_frame(frame) {
                 Ok(Some(SessionFrame::Send(env))) => {
                     shared.metrics.messages_received.inc();
+                    let origin = Origin::Sender(tx.clone(), meter.clone());
                     if env.check().is_err() {
-                        finish(&shared, Pending::new(env, Origin::Sender(tx.clone())), Err(Reject::TooLarge));
+                        finish(&shared, Pending::new(env, origin), Err(Reject::TooLarge));
                         continue;
                     }
-                    route(&shared, env, Origin::Sender(tx.clone()));
+                    if let Some(m) = &meter {
+                        let bytes = env.sealed.len() as u64;
+                        if !m.carry(Service::Msg, bytes, PAY_WAIT).await {
+                            shared.metrics.unpaid_refusals.inc();
+                            finish(&shared, Pending::new(env, origin), Err(Reject::PaymentRequired));
+                            continue;
+                        }
+                        shared.metrics.billed_bytes.inc_by(bytes);
+                    }
+                    route(&shared, env, origin);
                 }
                 Ok(Some(SessionFrame::Ack { id })) => {
                     let acked = take(&handle.inflight, &id);

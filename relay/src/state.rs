@@ -19,8 +19,12 @@ use crate::metrics::Metrics;
 
 /// Where the result of a delivery must be reported.
 pub enum Origin {
-    /// A sender's session on this relay: answer `Accepted` / `Rejected`.
-    Sender(mpsc::Sender<SessionFrame>),
+    /// A sender's session on this relay: answer `Accepted` / `Rejected`; bill mailbox storage
+    /// to its meter.
+    Sender(
+        mpsc::Sender<SessionFrame>,
+        Option<Arc<crate::billing::ClientMeter>>,
+    ),
     /// Another relay that forwarded it: answer `ForwardResult`.
     Link {
         /// That link's writer.
@@ -67,6 +71,8 @@ pub struct SessionHandle {
     pub tx: mpsc::Sender<SessionFrame>,
     /// Deliveries awaiting the client's ack.
     pub inflight: Inflight,
+    /// The client's meter, when this relay bills.
+    pub meter: Option<Arc<crate::billing::ClientMeter>>,
 }
 
 /// A link to another relay.
@@ -106,6 +112,12 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// When the relay started.
     pub started: Instant,
+    /// Prices and payment terms.
+    pub terms: crate::billing::Terms,
+    /// Latest receipts by channel.
+    pub receipts: crate::receipts::ReceiptStore,
+    /// The chain, once opened (followers open it after fetching the genesis).
+    pub chain: std::sync::OnceLock<Arc<crate::chain::ChainNode>>,
     sessions: Mutex<HashMap<AccountId, SessionHandle>>,
     presence: Mutex<HashMap<AccountId, RelayId>>,
     links: Mutex<HashMap<RelayId, LinkHandle>>,
@@ -130,6 +142,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 impl Shared {
     /// Shared state for a relay that is about to start.
     pub fn new(
@@ -138,12 +158,15 @@ impl Shared {
         config: RelayConfig,
         endpoint: quinn::Endpoint,
         mailbox: Mailbox,
+        receipts: crate::receipts::ReceiptStore,
     ) -> Self {
         let known = config.peers.iter().map(|p| (p.id, p.clone())).collect();
         Self {
             id: identity.relay_id(),
             identity,
             addr,
+            terms: crate::billing::Terms::from_config(&config.billing),
+            receipts,
             config,
             endpoint,
             mailbox,
@@ -151,6 +174,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
+            chain: std::sync::OnceLock::new(),
             sessions: Mutex::default(),
             presence: Mutex::default(),
             links: Mutex::default(),

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use ledger_lite::Amount;
+use top_billing::Prices;
+
 use crate::mailbox::MailboxStats;
 use crate::state::Shared;
 
@@ -40,6 +43,84 @@ pub struct RelayStatus {
     pub pipes_opened: u64,
     /// Bytes spliced through pipes.
     pub pipe_bytes: u64,
+    /// Chain and earnings, when the relay has a chain.
+    pub ledger: Option<LedgerStatus>,
+}
+
+/// The relay's chain, stake, prices and earnings. Amounts are integer base units.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LedgerStatus {
+    /// Chain name.
+    pub chain: String,
+    /// Height of the last committed block.
+    pub height: u64,
+    /// Whether this relay produces the blocks.
+    pub validator: bool,
+    /// The relay's account.
+    pub account: String,
+    /// Its balance.
+    pub balance: Amount,
+    /// Its stake.
+    pub stake: Amount,
+    /// Whether sessions here pay.
+    pub billing: bool,
+    /// Prices per MiB.
+    pub prices: Prices,
+    /// Unpaid usage carried per session.
+    pub credit_window: Amount,
+    /// Bytes metered for payment.
+    pub billed_bytes: u64,
+    /// Receipts taken.
+    pub receipts_taken: u64,
+    /// Fees earned (after the burn) by settlements.
+    pub fees_earned: Amount,
+    /// Fees burned from this relay's settlements.
+    pub fees_burned: Amount,
+    /// Channels with receipts not settled yet.
+    pub pending_receipts: u64,
+    /// Amount those receipts will settle (before the burn).
+    pub pending_amount: Amount,
+}
+
+impl LedgerStatus {
+    fn of(shared: &Shared) -> Option<Self> {
+        let chain = shared.chain.get()?;
+        let me = shared.identity.account_id();
+        let receipts = shared.receipts.all().unwrap_or_default();
+        let summary = chain.summary();
+        chain.with_state(|s| {
+            let account = s.account(&me).cloned().unwrap_or_default();
+            let mut pending_receipts = 0;
+            let mut pending_amount = Amount::ZERO;
+            for r in &receipts {
+                let Some(c) = s.channel(&r.body.channel) else {
+                    continue;
+                };
+                let unsettled = r.body.cum_amount.min(c.lock).saturating_sub(c.settled);
+                if !unsettled.is_zero() && c.status != ledger_lite::ChannelStatus::Closed {
+                    pending_receipts += 1;
+                    pending_amount = pending_amount.saturating_add(unsettled);
+                }
+            }
+            Some(Self {
+                chain: summary.name.clone(),
+                height: s.height,
+                validator: chain.is_validator(),
+                account: me.to_string(),
+                balance: account.balance,
+                stake: account.stake,
+                billing: shared.terms.enabled && !shared.terms.prices.is_free(),
+                prices: shared.terms.prices,
+                credit_window: shared.terms.credit_window,
+                billed_bytes: shared.metrics.billed_bytes.get(),
+                receipts_taken: shared.metrics.receipts.get(),
+                fees_earned: account.fees_earned,
+                fees_burned: account.fees_burned,
+                pending_receipts,
+                pending_amount,
+            })
+        })
+    }
 }
 
 impl RelayStatus {
@@ -67,6 +148,7 @@ impl RelayStatus {
             connections_refused: m.connections_refused.get(),
             pipes_opened: m.pipes_opened.get(),
             pipe_bytes: m.pipe_bytes.get(),
+            ledger: LedgerStatus::of(shared),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `top`: the TOP network's end-user command line (identity, messages).
 
 mod home;
+mod wallet;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +41,9 @@ enum Command {
     /// Send and read messages.
     #[command(subcommand)]
     Msg(MsgCommand),
+    /// Your TOP tokens: balance, faucet, transfers, deposits, grants.
+    #[command(subcommand)]
+    Wallet(wallet::WalletCommand),
 }
 
 #[derive(Subcommand)]
@@ -86,6 +90,7 @@ async fn main() -> Result<()> {
         }
         Command::Id => println!("{}", home.identity()?.account_id()),
         Command::Msg(cmd) => msg(&home, cli.relay, cmd).await?,
+        Command::Wallet(cmd) => wallet::run(&home, cli.relay, cmd).await?,
     }
     Ok(())
 }

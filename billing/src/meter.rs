@@ -1,0 +1,200 @@
+//! The relay's side of one client session: usage metered, receipts taken, credit left.
+
+use ledger_lite::{Amount, ChainId, ChannelId, Receipt};
+use top_proto::id::AccountId;
+
+use crate::prices::{Prices, Service, Usage};
+
+/// Why a receipt was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// No channel yet.
+    #[error("no channel is attached to this session")]
+    NoChannel,
+    /// Signature or signer wrong.
+    #[error("receipt is not signed by the channel's signer")]
+    BadSignature,
+    /// For another chain or channel.
+    #[error("receipt is for another chain or channel")]
+    WrongChannel,
+    /// Not above the last receipt.
+    #[error("receipt amount {0} is not above the last one")]
+    NotNewer(Amount),
+    /// More than is owed (a relay never asks for that).
+    #[error("receipt amount {0} is more than owed")]
+    MoreThanOwed(Amount),
+    /// Bytes disagree with the usage.
+    #[error("receipt bytes do not match the usage")]
+    WrongBytes,
+}
+
+/// The channel a session is billed to.
+#[derive(Clone, Debug)]
+struct Attached {
+    id: ChannelId,
+    signer: AccountId,
+    lock: Amount,
+    base_amount: Amount,
+    base_bytes: u64,
+    latest: Option<Receipt>,
+}
+
+/// Metering of one client session on a relay.
+#[derive(Clone, Debug)]
+pub struct Meter {
+    chain: ChainId,
+    prices: Prices,
+    credit_window: Amount,
+    usage: Usage,
+    owed: Amount,
+    channel: Option<Attached>,
+    asked: Amount,
+}
+
+impl Meter {
+    /// A session with no channel yet: it may use `credit_window` before paying.
+    pub fn new(chain: ChainId, prices: Prices, credit_window: Amount) -> Self {
+        Self {
+            chain,
+            prices,
+            credit_window,
+            usage: Usage::default(),
+            owed: Amount::ZERO,
+            channel: None,
+            asked: Amount::ZERO,
+        }
+    }
+
+    /// Bills the session to `channel` from its latest receipt (`cum_amount`, `cum_bytes`).
+    pub fn attach(
+        &mut self,
+        id: ChannelId,
+        signer: AccountId,
+        lock: Amount,
+        latest: Option<Receipt>,
+    ) {
+        let (base_amount, base_bytes) = latest
+            .as_ref()
+            .map_or((Amount::ZERO, 0), |r| (r.body.cum_amount, r.body.cum_bytes));
+        self.channel = Some(Attached {
+            id,
+            signer,
+            lock,
+            base_amount,
+            base_bytes,
+            latest,
+        });
+        self.recompute();
+    }
+
+    fn recompute(&mut self) {
+        let base = self
+            .channel
+            .as_ref()
+            .map_or(Amount::ZERO, |c| c.base_amount);
+        // A cost that overflows is unpayable: treat it as the largest amount (never carried).
+        self.owed = self
+            .prices
+            .cost(&self.usage)
+            .and_then(|c| base.checked_add(c))
+            .unwrap_or(Amount::from_units(u128::MAX));
+    }
+
+    /// Adds usage.
+    pub fn record(&mut self, service: Service, bytes: u64) {
+        self.usage.add(service, bytes);
+        self.recompute();
+    }
+
+    /// The cumulative amount owed on the channel (base plus this session).
+    pub fn owed(&self) -> Amount {
+        self.owed
+    }
+
+    /// Paid so far: the latest receipt's amount (or the base).
+    pub fn paid(&self) -> Amount {
+        self.channel.as_ref().map_or(Amount::ZERO, |c| {
+            c.latest
+                .as_ref()
+                .map_or(c.base_amount, |r| r.body.cum_amount)
+        })
+    }
+
+    /// Owed and not yet covered by a receipt.
+    pub fn unpaid(&self) -> Amount {
+        self.owed.saturating_sub(self.paid())
+    }
+
+    /// This session's usage.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// The channel, if attached.
+    pub fn channel(&self) -> Option<ChannelId> {
+        self.channel.as_ref().map(|c| c.id)
+    }
+
+    /// The latest receipt taken.
+    pub fn latest(&self) -> Option<&Receipt> {
+        self.channel.as_ref().and_then(|c| c.latest.as_ref())
+    }
+
+    /// Whether the relay may carry more: unpaid usage within the credit window, and what is owed
+    /// within the channel's lock.
+    pub fn may_carry(&self) -> bool {
+        if self.prices.is_free() {
+            return true;
+        }
+        let within_lock = self.channel.as_ref().is_none_or(|c| self.owed <= c.lock);
+        within_lock && self.unpaid() <= self.credit_window
+    }
+
+    /// A payment request when unpaid usage reached half the credit window (or any unpaid usage
+    /// when `force`), unless the same amount was already asked for.
+    pub fn pay_request(&mut self, force: bool) -> Option<(Usage, Amount)> {
+        self.channel.as_ref()?;
+        let unpaid = self.unpaid();
+        let half = Amount::from_units(self.credit_window.units() / 2);
+        let due = if force {
+            !unpaid.is_zero()
+        } else {
+            unpaid >= half && !unpaid.is_zero()
+        };
+        if !due || self.asked == self.owed {
+            return None;
+        }
+        self.asked = self.owed;
+        Some((self.usage, self.owed))
+    }
+
+    /// Checks a receipt the client sent; on success the caller stores it durably and then calls
+    /// [`Meter::accept`].
+    pub fn check(&self, receipt: &Receipt) -> Result<(), ReceiptError> {
+        let c = self.channel.as_ref().ok_or(ReceiptError::NoChannel)?;
+        if receipt.body.chain != self.chain || receipt.body.channel != c.id {
+            return Err(ReceiptError::WrongChannel);
+        }
+        if receipt.signer != c.signer || !receipt.verify() {
+            return Err(ReceiptError::BadSignature);
+        }
+        if receipt.body.cum_amount <= self.paid() {
+            return Err(ReceiptError::NotNewer(receipt.body.cum_amount));
+        }
+        if receipt.body.cum_amount > self.owed {
+            return Err(ReceiptError::MoreThanOwed(receipt.body.cum_amount));
+        }
+        let max_bytes = c.base_bytes.saturating_add(self.usage.total());
+        if receipt.body.cum_bytes < c.base_bytes || receipt.body.cum_bytes > max_bytes {
+            return Err(ReceiptError::WrongBytes);
+        }
+        Ok(())
+    }
+
+    /// Takes a checked, durably stored receipt as the latest payment.
+    pub fn accept(&mut self, receipt: Receipt) {
+        if let Some(c) = &mut self.channel {
+            c.latest = Some(receipt);
+        }
+    }
+}

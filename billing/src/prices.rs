@@ -1,0 +1,119 @@
+//! Prices per MiB of each service, usage counters, and the exact cost of a usage.
+
+use ledger_lite::{Amount, AmountError};
+use serde::{Deserialize, Serialize};
+
+/// Bytes in a MiB.
+pub const MIB: u128 = 1 << 20;
+
+/// A metered service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// Messages sent or delivered.
+    Msg,
+    /// Messages stored in a mailbox (charged on top of `Msg`).
+    Mailbox,
+    /// Bytes through a pipe, both directions.
+    Pipe,
+}
+
+/// What a relay charges per MiB of each service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prices {
+    /// Per MiB of messages.
+    pub msg: Amount,
+    /// Per MiB stored in mailboxes.
+    pub mailbox: Amount,
+    /// Per MiB through pipes.
+    pub pipe: Amount,
+}
+
+/// Bytes used per service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Message bytes.
+    pub msg: u64,
+    /// Mailbox bytes.
+    pub mailbox: u64,
+    /// Pipe bytes.
+    pub pipe: u64,
+}
+
+impl Usage {
+    /// Adds `bytes` of `service`.
+    pub fn add(&mut self, service: Service, bytes: u64) {
+        let slot = match service {
+            Service::Msg => &mut self.msg,
+            Service::Mailbox => &mut self.mailbox,
+            Service::Pipe => &mut self.pipe,
+        };
+        *slot = slot.saturating_add(bytes);
+    }
+
+    /// All bytes.
+    pub fn total(&self) -> u64 {
+        self.msg
+            .saturating_add(self.mailbox)
+            .saturating_add(self.pipe)
+    }
+
+    /// Whether every counter of `self` is at most `other`'s plus `slack`.
+    pub fn within(&self, other: &Usage, slack: u64) -> bool {
+        self.msg <= other.msg.saturating_add(slack)
+            && self.mailbox <= other.mailbox.saturating_add(slack)
+            && self.pipe <= other.pipe.saturating_add(slack)
+    }
+}
+
+impl Prices {
+    /// The exact cost of `usage`: per service ⌈bytes × price / MiB⌉, summed.
+    pub fn cost(&self, usage: &Usage) -> Result<Amount, AmountError> {
+        let one = |bytes: u64, price: Amount| -> Result<Amount, AmountError> {
+            let units = u128::from(bytes)
+                .checked_mul(price.units())
+                .ok_or(AmountError::Overflow)?;
+            Ok(Amount::from_units(units.div_ceil(MIB)))
+        };
+        one(usage.msg, self.msg)?
+            .checked_add(one(usage.mailbox, self.mailbox)?)?
+            .checked_add(one(usage.pipe, self.pipe)?)
+    }
+
+    /// Whether every price is zero (nothing to pay).
+    pub fn is_free(&self) -> bool {
+        self.msg.is_zero() && self.mailbox.is_zero() && self.pipe.is_zero()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_rounds_up_per_service_and_is_exact() {
+        let prices = Prices {
+            msg: Amount::from_units(10_000_000), // 0.01 TOP per MiB
+            mailbox: Amount::from_units(3),
+            pipe: Amount::ZERO,
+        };
+        let usage = Usage {
+            msg: 1 << 20,
+            mailbox: 1,
+            pipe: 5 << 30,
+        };
+        assert_eq!(prices.cost(&usage).unwrap(), Amount::from_units(10_000_001));
+        assert_eq!(prices.cost(&Usage::default()).unwrap(), Amount::ZERO);
+        let huge = Prices {
+            msg: Amount::from_units(u128::MAX),
+            ..prices
+        };
+        assert!(prices.cost(&usage).is_ok());
+        assert!(
+            huge.cost(&Usage {
+                msg: 2,
+                ..Usage::default()
+            })
+            .is_err()
+        );
+    }
+}

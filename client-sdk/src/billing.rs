@@ -1,0 +1,171 @@
+//! Paying relays from the client: a channel per relay and receipts signed automatically for
+//! usage this client counted itself.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use futures::{SinkExt, StreamExt};
+use ledger_lite::{Amount, ChannelId, TxKind};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_billing::wire::{ClientBilling, MAX_BILLING_FRAME, RelayBilling};
+use top_billing::{Payer, Usage};
+use top_proto::frame::{FrameCodec, Open, encode_frame};
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+
+use crate::error::ClientError;
+use crate::wallet::Wallet;
+
+/// How a client pays the relay it connects to.
+#[derive(Clone, Debug)]
+pub struct BillingOptions {
+    /// How much of the deposit a new channel locks for the relay.
+    pub lock: Amount,
+    /// The app that pays (it must have granted this client), or `None` to pay from one's own
+    /// deposit.
+    pub sponsor: Option<AccountId>,
+}
+
+impl Default for BillingOptions {
+    fn default() -> Self {
+        Self {
+            lock: Amount::from_units(ledger_lite::UNITS_PER_TOP),
+            sponsor: None,
+        }
+    }
+}
+
+/// Bytes this client sent and received per service, counted on its own side.
+#[derive(Debug, Default)]
+pub struct UsageCounter {
+    msg: AtomicU64,
+    mailbox: AtomicU64,
+    pipe: AtomicU64,
+}
+
+impl UsageCounter {
+    pub(crate) fn msg(&self, bytes: usize) {
+        self.msg.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub(crate) fn mailbox(&self, bytes: usize) {
+        self.mailbox.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub(crate) fn pipe(&self, bytes: usize) {
+        self.pipe.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// What was counted so far.
+    pub fn snapshot(&self) -> Usage {
+        Usage {
+            msg: self.msg.load(Ordering::Relaxed),
+            mailbox: self.mailbox.load(Ordering::Relaxed),
+            pipe: self.pipe.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The client's channel with its relay.
+#[derive(Clone, Debug)]
+pub struct BillingState {
+    /// The channel the session is billed to.
+    pub channel: ChannelId,
+    /// Whether receipts are signed when the relay asks (turn off to stop paying).
+    pub paying: Arc<AtomicBool>,
+    /// Cumulative amount signed on the channel so far, in base units.
+    pub signed: Arc<AtomicU64>,
+}
+
+/// Opens the billing stream: takes the relay's offer and resumes or opens a channel; then signs
+/// receipts in the background. `Ok(None)` when the relay does not charge.
+pub(crate) async fn start(
+    conn: &quinn::Connection,
+    identity: &Identity,
+    opts: &BillingOptions,
+    usage: Arc<UsageCounter>,
+) -> Result<Option<BillingState>, ClientError> {
+    let (mut send, recv) = conn.open_bi().await?;
+    send.write_all(&encode_frame(&Open::Billing)?).await?;
+    let mut out = FramedWrite::new(send, FrameCodec::<ClientBilling>::new(MAX_BILLING_FRAME));
+    let mut frames = FramedRead::new(recv, FrameCodec::<RelayBilling>::new(MAX_BILLING_FRAME));
+    let offer = match frames.next().await {
+        Some(Ok(RelayBilling::Offer(offer))) => offer,
+        Some(Ok(RelayBilling::Free)) | None => return Ok(None),
+        Some(Ok(other)) => return Err(ClientError::Billing(format!("unexpected {other:?}"))),
+        Some(Err(e)) => return Err(e.into()),
+    };
+    let (request, lock) = match &offer.existing {
+        Some(existing) => (ClientBilling::Resume(existing.channel), existing.lock),
+        None => {
+            let wallet = Wallet::open(conn, identity.clone()).await?;
+            let kind = TxKind::OpenChannel {
+                relay: offer.relay,
+                amount: opts.lock,
+                sponsor: opts.sponsor,
+            };
+            let (tx, _) = wallet.sign(kind).await?;
+            (ClientBilling::Open(tx), opts.lock)
+        }
+    };
+    out.send(request).await?;
+    let (channel, cum_amount, cum_bytes) = match frames.next().await {
+        Some(Ok(RelayBilling::Ready {
+            channel,
+            cum_amount,
+            cum_bytes,
+        })) => (channel, cum_amount, cum_bytes),
+        Some(Ok(RelayBilling::Refused(why))) => {
+            return Err(ClientError::Billing(format!(
+                "this relay charges {} TOP/MiB for messages and refused the channel: {why} \
+                 (deposit first: `top wallet deposit AMOUNT`)",
+                offer.prices.msg
+            )));
+        }
+        Some(Ok(other)) => return Err(ClientError::Billing(format!("unexpected {other:?}"))),
+        Some(Err(e)) => return Err(e.into()),
+        None => return Err(ClientError::Closed),
+    };
+    let mut payer = Payer::new(
+        offer.chain,
+        channel,
+        offer.prices,
+        lock,
+        cum_amount,
+        cum_bytes,
+    );
+    let state = BillingState {
+        channel,
+        paying: Arc::new(AtomicBool::new(true)),
+        signed: Arc::new(AtomicU64::new(cum_amount.units() as u64)),
+    };
+    let (paying, signed) = (state.paying.clone(), state.signed.clone());
+    let identity = identity.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = frames.next().await {
+            match frame {
+                RelayBilling::PayRequest {
+                    usage: claimed,
+                    cum_amount,
+                } => {
+                    if !paying.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let counted = usage.snapshot();
+                    // Traffic in flight (and pipe framing) may be counted by the relay first.
+                    let slack = 64 * 1024 + counted.total() / 16;
+                    match payer.sign(&identity, &claimed, cum_amount, &counted, slack) {
+                        Ok(receipt) => {
+                            signed.store(cum_amount.units() as u64, Ordering::Relaxed);
+                            if out.send(ClientBilling::Receipt(receipt)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!("not signing the relay's payment request: {e}"),
+                    }
+                }
+                RelayBilling::Refused(why) => tracing::warn!("relay refused a receipt: {why}"),
+                other => tracing::debug!("ignoring billing frame {other:?}"),
+            }
+        }
+    });
+    Ok(Some(state))
+}

@@ -1,0 +1,452 @@
+//! The ledger node embedded in a relay: the validator that produces blocks, or a follower that
+//! fetches and verifies them from an upstream relay; both answer queries and take transactions.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ledger_lite::wire::{AccountView, LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME, Summary};
+use ledger_lite::{
+    Amount, Block, ChannelStatus, Genesis, Ledger, Mempool, SignedTx, State, Tx, TxHash, TxKind,
+};
+use tokio::sync::{oneshot, watch};
+use top_proto::addr::RelayAddr;
+use top_proto::frame::Open;
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+use top_proto::rpc::RpcStream;
+use tracing::{info, warn};
+
+use crate::state::unix_now_ms;
+
+/// Transactions waiting for a block, at most.
+const MEMPOOL_CAPACITY: usize = 50_000;
+/// Most TOP one faucet request hands out.
+const FAUCET_MAX_TOP: u128 = 10_000;
+
+/// What this node does for the chain.
+pub enum Role {
+    /// Produces a block every `interval`.
+    Validator {
+        /// The validator key (the relay's own).
+        identity: Identity,
+        /// Block interval.
+        interval: Duration,
+    },
+    /// Follows `upstream`, verifying every block; forwards transactions to it.
+    Follower {
+        /// The relay blocks come from.
+        upstream: RelayAddr,
+    },
+}
+
+struct Inner {
+    ledger: Ledger,
+    pool: Mempool,
+    waiters: HashMap<TxHash, Vec<oneshot::Sender<Result<u64, String>>>>,
+}
+
+/// A relay's view of the chain.
+pub struct ChainNode {
+    inner: Mutex<Inner>,
+    height: watch::Sender<u64>,
+    role: Role,
+    faucet: Option<Identity>,
+    /// The relay's own identity (for following and forwarding).
+    identity: Identity,
+}
+
+/// Why a ledger request failed.
+pub type ChainResult<T> = Result<T, String>;
+
+impl ChainNode {
+    /// Opens the chain store at `path` for `genesis`.
+    pub fn open(
+        path: &Path,
+        genesis: Genesis,
+        role: Role,
+        faucet: Option<Identity>,
+        identity: Identity,
+    ) -> Result<Arc<Self>, ledger_lite::StoreError> {
+        let ledger = Ledger::open(path, genesis)?;
+        let pool = Mempool::new(ledger.state(), MEMPOOL_CAPACITY);
+        let (height, _) = watch::channel(ledger.height());
+        Ok(Arc::new(Self {
+            inner: Mutex::new(Inner {
+                ledger,
+                pool,
+                waiters: HashMap::new(),
+            }),
+            height,
+            role,
+            faucet,
+            identity,
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node produces blocks.
+    pub fn is_validator(&self) -> bool {
+        matches!(self.role, Role::Validator { .. })
+    }
+
+    /// Height of the last committed block.
+    pub fn height(&self) -> u64 {
+        *self.height.borrow()
+    }
+
+    /// Notified on every new committed block.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.height.subscribe()
+    }
+
+    /// Reads the committed state.
+    pub fn with_state<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(self.lock().ledger.state())
+    }
+
+    /// The genesis.
+    pub fn genesis(&self) -> Genesis {
+        self.lock().ledger.genesis().clone()
+    }
+
+    /// The chain at a glance.
+    pub fn summary(&self) -> Summary {
+        let inner = self.lock();
+        let state = inner.ledger.state();
+        Summary {
+            name: inner.ledger.genesis().name.clone(),
+            chain: state.chain,
+            height: state.height,
+            head: inner.ledger.head(),
+            time_ms: state.time_ms,
+            genesis_supply: state.genesis_supply,
+            total_supply: state.total_supply(),
+            burned: state.burned,
+            accounts: state.accounts().count() as u64,
+            channels: state
+                .channels()
+                .filter(|(_, c)| c.status != ChannelStatus::Closed)
+                .count() as u64,
+            invariant_ok: state.check_invariant().is_ok(),
+            faucet: self.faucet.is_some(),
+            unbonding_blocks: state.params.unbonding_blocks,
+        }
+    }
+
+    /// One account, with the next nonce counting waiting transactions.
+    pub fn account(&self, id: &AccountId) -> AccountView {
+        let inner = self.lock();
+        AccountView {
+            account: inner.ledger.state().account(id).cloned(),
+            next_nonce: inner.pool.pending().account(id).map_or(0, |a| a.nonce),
+            height: inner.ledger.height(),
+        }
+    }
+
+    /// The committed block at `height`.
+    pub fn block(&self, height: u64) -> ChainResult<Option<Block>> {
+        self.lock().ledger.block(height).map_err(|e| e.to_string())
+    }
+
+    /// Committed blocks from `from`, at most `max`, waiting up to `wait` for the first one.
+    pub async fn blocks(&self, from: u64, max: u32, wait: Duration) -> ChainResult<Vec<Block>> {
+        let mut rx = self.subscribe();
+        if self.height() < from {
+            let _ = tokio::time::timeout(wait, rx.wait_for(|h| *h >= from)).await;
+        }
+        let top = self
+            .height()
+            .min(from.saturating_add(u64::from(max.clamp(1, 1024))) - 1);
+        (from..=top)
+            .filter_map(|h| self.block(h).transpose())
+            .collect()
+    }
+
+    /// Submits a transaction: into this validator's mempool, or upstream from a follower.
+    /// With `wait`, returns the height of the block that committed it.
+    pub async fn submit(&self, tx: SignedTx, wait: bool) -> ChainResult<(TxHash, Option<u64>)> {
+        match &self.role {
+            Role::Follower { upstream } => {
+                let resp = self
+                    .upstream_call(upstream, LedgerRequest::Submit { tx, wait })
+                    .await?;
+                match resp {
+                    LedgerResponse::Submitted { hash, height } => Ok((hash, height)),
+                    LedgerResponse::Error(e) => Err(e),
+                    other => Err(format!("unexpected answer from upstream: {other:?}")),
+                }
+            }
+            Role::Validator { .. } => {
+                let rx = {
+                    let mut inner = self.lock();
+                    let hash = inner.pool.submit(tx).map_err(|e| e.to_string())?;
+                    if !wait {
+                        return Ok((hash, None));
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    inner.waiters.entry(hash).or_default().push(tx);
+                    (hash, rx)
+                };
+                let height =
+                    rx.1.await
+                        .map_err(|_| "the relay stopped before the block".to_string())??;
+                Ok((rx.0, Some(height)))
+            }
+        }
+    }
+
+    /// Signs `kind` as `identity` with its next nonce and submits it.
+    pub async fn submit_own(
+        &self,
+        identity: &Identity,
+        kind: TxKind,
+        wait: bool,
+    ) -> ChainResult<(TxHash, Option<u64>)> {
+        let from = identity.account_id();
+        let nonce = match &self.role {
+            Role::Validator { .. } => self.account(&from).next_nonce,
+            Role::Follower { upstream } => {
+                match self
+                    .upstream_call(upstream, LedgerRequest::Account(from))
+                    .await?
+                {
+                    LedgerResponse::Account(view) => view.next_nonce,
+                    other => return Err(format!("unexpected answer from upstream: {other:?}")),
+                }
+            }
+        };
+        let chain = self.with_state(|s| s.chain);
+        let tx = Tx {
+            chain,
+            from,
+            nonce,
+            kind,
+        }
+        .sign(identity);
+        self.submit(tx, wait).await
+    }
+
+    /// Dev chains: sends `amount` from the faucet to `to`, once committed.
+    pub async fn faucet(
+        &self,
+        to: AccountId,
+        amount: Amount,
+    ) -> ChainResult<(TxHash, Option<u64>)> {
+        let Some(faucet) = &self.faucet else {
+            return Err("this chain has no faucet (only dev chains do, on their validator)".into());
+        };
+        let max = Amount::from_top(FAUCET_MAX_TOP).map_err(|e| e.to_string())?;
+        if amount > max {
+            return Err(format!("the faucet gives at most {max} TOP per request"));
+        }
+        self.submit_own(faucet, TxKind::Transfer { to, amount }, true)
+            .await
+    }
+
+    async fn upstream_call(
+        &self,
+        upstream: &RelayAddr,
+        req: LedgerRequest,
+    ) -> ChainResult<LedgerResponse> {
+        let endpoint = client_endpoint()?;
+        let conn = top_proto::dial::dial(&endpoint, &self.identity, upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rpc =
+            RpcStream::<LedgerRequest, LedgerResponse>::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
+                .await
+                .map_err(|e| e.to_string())?;
+        let resp = rpc.call(req).await.map_err(|e| e.to_string());
+        conn.close(0u32.into(), b"done");
+        resp
+    }
+
+    /// Answers one request from a client or follower.
+    pub async fn handle(&self, req: LedgerRequest) -> LedgerResponse {
+        match req {
+            LedgerRequest::Summary => LedgerResponse::Summary(self.summary()),
+            LedgerRequest::Account(id) => LedgerResponse::Account(self.account(&id)),
+            LedgerRequest::Channel(id) => {
+                LedgerResponse::Channel(self.with_state(|s| s.channel(&id).cloned()))
+            }
+            LedgerRequest::Grant(app, user) => {
+                LedgerResponse::Grant(self.with_state(|s| s.grant(&app, &user).cloned()))
+            }
+            LedgerRequest::Genesis => LedgerResponse::Genesis(self.genesis()),
+            LedgerRequest::Blocks { from, max, wait_ms } => {
+                let wait = Duration::from_millis(u64::from(wait_ms.min(30_000)));
+                match self.blocks(from, max, wait).await {
+                    Ok(blocks) => LedgerResponse::Blocks(blocks),
+                    Err(e) => LedgerResponse::Error(e),
+                }
+            }
+            LedgerRequest::Submit { tx, wait } => match self.submit(tx, wait).await {
+                Ok((hash, height)) => LedgerResponse::Submitted { hash, height },
+                Err(e) => LedgerResponse::Error(e),
+            },
+            LedgerRequest::Faucet { to, amount } => match self.faucet(to, amount).await {
+                Ok((hash, height)) => LedgerResponse::Submitted { hash, height },
+                Err(e) => LedgerResponse::Error(e),
+            },
+        }
+    }
+
+    /// Validator: builds, commits and announces one block from the mempool.
+    fn produce_block(&self) -> ChainResult<u64> {
+        let Role::Validator { identity, .. } = &self.role else {
+            return Err("not the validator".into());
+        };
+        let mut inner = self.lock();
+        let max = inner.ledger.state().params.max_block_txs as usize;
+        let candidates = inner.pool.candidates(max);
+        let built = inner
+            .ledger
+            .produce(candidates, unix_now_ms(), identity)
+            .map_err(|e| e.to_string())?;
+        let height = built.block.header.height;
+        let done: HashSet<TxHash> = built.block.txs.iter().map(|t| t.hash()).collect();
+        let Inner {
+            ledger,
+            pool,
+            waiters,
+        } = &mut *inner;
+        let dropped = pool.rebase(ledger.state(), &done);
+        for hash in &done {
+            for w in waiters.remove(hash).unwrap_or_default() {
+                w.send(Ok(height)).ok();
+            }
+        }
+        for (hash, why) in built.rejected.into_iter().chain(dropped) {
+            for w in waiters.remove(&hash).unwrap_or_default() {
+                w.send(Err(format!("dropped before its block: {why}"))).ok();
+            }
+        }
+        drop(inner);
+        self.height.send_replace(height);
+        Ok(height)
+    }
+
+    /// Follower: verifies and commits `block`.
+    fn apply_block(&self, block: &Block) -> ChainResult<()> {
+        let mut inner = self.lock();
+        let Inner { ledger, pool, .. } = &mut *inner;
+        if ledger.apply(block).map_err(|e| e.to_string())?.is_some() {
+            let done = block.txs.iter().map(|t| t.hash()).collect();
+            pool.rebase(ledger.state(), &done);
+        }
+        let height = ledger.height();
+        drop(inner);
+        self.height.send_replace(height);
+        Ok(())
+    }
+
+    /// Runs the validator's block loop or the follower's sync loop until `stop`.
+    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        match &self.role {
+            Role::Validator { interval, .. } => {
+                let mut every = tokio::time::interval(*interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    let node = self.clone();
+                    match tokio::task::spawn_blocking(move || node.produce_block()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!("block production failed: {e}"),
+                        Err(e) => warn!("block production panicked: {e}"),
+                    }
+                }
+            }
+            Role::Follower { upstream } => {
+                let upstream = upstream.clone();
+                tokio::select! {
+                    _ = self.follow(upstream) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    async fn follow(self: &Arc<Self>, upstream: RelayAddr) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.follow_once(&upstream).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    warn!("following the chain from {upstream}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn follow_once(self: &Arc<Self>, upstream: &RelayAddr) -> ChainResult<()> {
+        let endpoint = client_endpoint()?;
+        let conn = top_proto::dial::dial(&endpoint, &self.identity, upstream)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut rpc =
+            RpcStream::<LedgerRequest, LedgerResponse>::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
+                .await
+                .map_err(|e| e.to_string())?;
+        info!(
+            "following the chain from {upstream} at height {}",
+            self.height()
+        );
+        loop {
+            let req = LedgerRequest::Blocks {
+                from: self.height() + 1,
+                max: 256,
+                wait_ms: 5_000,
+            };
+            let blocks = match rpc.call(req).await.map_err(|e| e.to_string())? {
+                LedgerResponse::Blocks(blocks) => blocks,
+                LedgerResponse::Error(e) => return Err(e),
+                other => return Err(format!("unexpected answer: {other:?}")),
+            };
+            if blocks.is_empty() {
+                continue;
+            }
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || {
+                blocks.iter().try_for_each(|b| node.apply_block(b))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("refused a block from upstream: {e}"))?;
+        }
+    }
+}
+
+/// A client-only QUIC endpoint for talking to other relays' ledger APIs.
+fn client_endpoint() -> ChainResult<quinn::Endpoint> {
+    quinn::Endpoint::client((std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+        .map_err(|e| format!("cannot open a QUIC socket: {e}"))
+}
+
+/// Fetches the genesis from `upstream` (a follower's first start).
+pub async fn fetch_genesis(identity: &Identity, upstream: &RelayAddr) -> ChainResult<Genesis> {
+    let endpoint = client_endpoint()?;
+    let conn = top_proto::dial::dial(&endpoint, identity, upstream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rpc =
+        RpcStream::<LedgerRequest, LedgerResponse>::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
+            .await
+            .map_err(|e| e.to_string())?;
+    let resp = rpc.call(LedgerRequest::Genesis).await;
+    conn.close(0u32.into(), b"done");
+    match resp.map_err(|e| e.to_string())? {
+        LedgerResponse::Genesis(g) => Ok(g),
+        LedgerResponse::Error(e) => Err(e),
+        other => Err(format!("unexpected answer: {other:?}")),
+    }
+}

@@ -1,0 +1,42 @@
+//! Serving `Open::Ledger` streams: one response per request, in order.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_proto::frame::{FrameCodec, FrameError};
+
+use crate::state::Shared;
+
+/// Answers ledger requests on one stream until the peer closes it.
+pub async fn serve_ledger<C>(
+    shared: Arc<Shared>,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<C>>,
+) -> Result<(), FrameError> {
+    let mut frames = frames.map_decoder(|c| c.retype::<LedgerRequest>(MAX_LEDGER_FRAME));
+    let mut out = FramedWrite::new(send, FrameCodec::<LedgerResponse>::new(MAX_LEDGER_FRAME));
+    loop {
+        let req = tokio::select! {
+            req = frames.next() => req,
+            _ = shared.shutdown.cancelled() => return Ok(()),
+        };
+        let req = match req {
+            None => return Ok(()),
+            Some(Ok(req)) => req,
+            Some(Err(e)) => {
+                out.send(LedgerResponse::Error(format!("malformed request: {e}")))
+                    .await
+                    .ok();
+                frames.get_mut().stop(1u32.into()).ok();
+                return Err(e);
+            }
+        };
+        let resp = match shared.chain.get() {
+            Some(chain) => chain.handle(req).await,
+            None => LedgerResponse::Error("this relay has no chain (yet)".into()),
+        };
+        out.send(resp).await?;
+    }
+}

@@ -1,0 +1,146 @@
+//! Where a relay's chain comes from: a dev genesis made by `toprelay init --dev`, or the genesis
+//! of the upstream relay it follows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_lite::{Amount, Genesis, Params};
+use top_proto::addr::RelayAddr;
+use top_proto::identity::Identity;
+use tracing::{info, warn};
+
+use crate::chain::{ChainNode, Role, fetch_genesis};
+use crate::config::DataDir;
+use crate::state::{Shared, unix_now_ms};
+
+/// TOP the dev faucet starts with.
+pub const DEV_FAUCET_TOP: u128 = 1_000_000_000;
+/// TOP the dev validator relay starts with (enough to stake).
+pub const DEV_RELAY_TOP: u128 = 100_000;
+/// Unbonding period of dev chains, in blocks.
+pub const DEV_UNBONDING_BLOCKS: u64 = 10;
+
+/// Writes a dev chain for `relay`: a faucet key and a genesis funding the faucet and the relay.
+pub fn create_dev_chain(dir: &DataDir, relay: &Identity) -> std::io::Result<Genesis> {
+    let faucet = Identity::generate();
+    faucet
+        .save(&dir.faucet_key())
+        .map_err(std::io::Error::other)?;
+    let top = |n| Amount::from_top(n).unwrap_or(Amount::ZERO);
+    let genesis = Genesis {
+        name: format!("top-dev-{}", relay.relay_id().short()),
+        time_ms: unix_now_ms(),
+        validator: relay.account_id(),
+        params: Params {
+            unbonding_blocks: DEV_UNBONDING_BLOCKS,
+            max_block_txs: 10_000,
+        },
+        faucet: Some(faucet.account_id()),
+        allocations: vec![
+            (faucet.account_id(), top(DEV_FAUCET_TOP)),
+            (relay.account_id(), top(DEV_RELAY_TOP)),
+        ],
+    };
+    save_genesis(dir, &genesis)?;
+    Ok(genesis)
+}
+
+fn save_genesis(dir: &DataDir, genesis: &Genesis) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(genesis).map_err(std::io::Error::other)?;
+    std::fs::write(dir.genesis(), text + "\n")
+}
+
+fn load_genesis(dir: &DataDir) -> std::io::Result<Option<Genesis>> {
+    match std::fs::read_to_string(dir.genesis()) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| std::io::Error::other(format!("{}: {e}", dir.genesis().display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the relay's chain, or starts fetching the genesis to open it later.
+pub fn start_chain(shared: &Arc<Shared>, dir: &DataDir) -> Result<(), crate::RelayError> {
+    let upstream = shared
+        .config
+        .ledger
+        .upstream
+        .clone()
+        .or_else(|| shared.config.peers.first().cloned());
+    match load_genesis(dir)? {
+        Some(genesis) => open_chain(shared, dir, genesis, upstream),
+        None => {
+            let Some(upstream) = upstream else {
+                info!("no genesis and no peer: running without a chain (no billing)");
+                return Ok(());
+            };
+            let (shared2, dir2) = (shared.clone(), dir.clone());
+            shared.tasks.spawn(async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let fetched = tokio::select! {
+                        g = fetch_genesis(&shared2.identity, &upstream) => g,
+                        _ = shared2.shutdown.cancelled() => return,
+                    };
+                    match fetched {
+                        Ok(genesis) => {
+                            let opened = save_genesis(&dir2, &genesis)
+                                .map_err(crate::RelayError::from)
+                                .and_then(|()| {
+                                    open_chain(&shared2, &dir2, genesis, Some(upstream.clone()))
+                                });
+                            if let Err(e) = opened {
+                                warn!("cannot open the chain: {e}");
+                            }
+                            return;
+                        }
+                        Err(e) => warn!("fetching the genesis from {upstream}: {e}"),
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+fn open_chain(
+    shared: &Arc<Shared>,
+    dir: &DataDir,
+    genesis: Genesis,
+    upstream: Option<RelayAddr>,
+) -> Result<(), crate::RelayError> {
+    let me = shared.identity.account_id();
+    let role = if genesis.validator == me {
+        Role::Validator {
+            identity: shared.identity.clone(),
+            interval: Duration::from_millis(shared.config.ledger.block_interval_ms),
+        }
+    } else {
+        match upstream {
+            Some(upstream) => Role::Follower { upstream },
+            None => {
+                warn!("genesis names another validator and no upstream is configured: no chain");
+                return Ok(());
+            }
+        }
+    };
+    let faucet = match (&role, dir.faucet_key().exists()) {
+        (Role::Validator { .. }, true) => Some(Identity::load(&dir.faucet_key())?),
+        _ => None,
+    };
+    let node = ChainNode::open(&dir.chain(), genesis, role, faucet, shared.identity.clone())
+        .map_err(|e| crate::RelayError::Chain(e.to_string()))?;
+    info!(
+        validator = node.is_validator(),
+        height = node.height(),
+        "chain open"
+    );
+    if shared.chain.set(node.clone()).is_ok() {
+        shared.tasks.spawn(node.run(shared.shutdown.clone()));
+        crate::billing::on_chain_open(shared);
+    }
+    Ok(())
+}
