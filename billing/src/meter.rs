@@ -161,7 +161,8 @@ impl Meter {
         } else {
             unpaid >= half && !unpaid.is_zero()
         };
-        if !due || self.asked == self.owed {
+        // Ask again for the same amount only while traffic is held up waiting for it.
+        if !due || (self.asked == self.owed && self.may_carry()) {
             return None;
         }
         self.asked = self.owed;

@@ -285,11 +285,19 @@ impl State {
         if tx.chain != self.chain {
             return Err(TxError::WrongChain);
         }
-        let mut sender = self
-            .accounts
-            .get(&tx.from)
-            .cloned()
-            .ok_or(TxError::UnknownAccount(tx.from))?;
+        // A sponsored user may never have held anything: its first channel creates its account.
+        let sponsored = matches!(
+            tx.kind,
+            TxKind::OpenChannel {
+                sponsor: Some(_),
+                ..
+            }
+        );
+        let mut sender = match self.accounts.get(&tx.from) {
+            Some(a) => a.clone(),
+            None if sponsored => Account::default(),
+            None => return Err(TxError::UnknownAccount(tx.from)),
+        };
         if tx.nonce != sender.nonce {
             return Err(TxError::WrongNonce {
                 expected: sender.nonce,

@@ -17,8 +17,6 @@ use tracing::{debug, info, warn};
 use crate::config::BillingConfig;
 use crate::state::{Shared, lock};
 
-/// How long a sender waits for a receipt once its credit window is used up, before refusal.
-pub const PAY_WAIT: Duration = Duration::from_secs(5);
 /// Receipts settled in one transaction, at most.
 const SETTLE_BATCH: usize = 1000;
 
@@ -35,6 +33,8 @@ pub struct Terms {
     pub settle_threshold: Amount,
     /// Stake to keep.
     pub stake: Amount,
+    /// How long traffic waits for a receipt once the credit window is used up.
+    pub pay_wait: Duration,
 }
 
 impl Terms {
@@ -51,6 +51,7 @@ impl Terms {
             credit_window: amount(&c.credit_window),
             settle_threshold: amount(&c.settle_threshold),
             stake: amount(&c.stake),
+            pay_wait: Duration::from_millis(c.pay_wait_ms),
         }
     }
 }
@@ -63,6 +64,10 @@ pub struct ClientMeter {
     /// Signalled when a payment request is due.
     ask: Notify,
     half_window: Amount,
+    /// Set when a delivery was held back for lack of payment (re-push once paid).
+    held: std::sync::atomic::AtomicBool,
+    /// How long traffic waits for a receipt once the credit window is used up.
+    pub pay_wait: Duration,
 }
 
 impl ClientMeter {
@@ -96,6 +101,15 @@ impl ClientMeter {
         }
     }
 
+    /// Records a delivery if the credit allows; otherwise remembers to push again once paid.
+    pub fn try_deliver(&self, bytes: u64) -> bool {
+        let ok = self.try_carry(Service::Msg, bytes);
+        if !ok {
+            self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        ok
+    }
+
     /// Records usage already carried (e.g. mailbox storage once a message is stored).
     pub fn record(&self, service: Service, bytes: u64) {
         lock(&self.meter).record(service, bytes);
@@ -116,6 +130,8 @@ pub fn new_meter(shared: &Shared) -> Option<Arc<ClientMeter>> {
         paid: Notify::new(),
         ask: Notify::new(),
         half_window: Amount::from_units(terms.credit_window.units() / 2),
+        pay_wait: terms.pay_wait,
+        held: std::sync::atomic::AtomicBool::new(false),
     }))
 }
 
@@ -213,6 +229,9 @@ pub async fn serve_billing<C>(
                                 lock(&meter.meter).accept(receipt);
                                 shared.metrics.receipts.inc();
                                 meter.paid.notify_waiters();
+                                if meter.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                                    resume_deliveries(&shared, client);
+                                }
                                 continue;
                             }
                             _ => RelayBilling::Refused("cannot store the receipt".into()),
@@ -223,6 +242,24 @@ pub async fn serve_billing<C>(
         };
         out.send(reply).await?;
     }
+}
+
+/// Pushes held-back messages again once the recipient paid: from this relay's mailbox, and by
+/// announcing the client to linked relays (which push theirs).
+fn resume_deliveries(shared: &Arc<Shared>, client: AccountId) {
+    for (_, link) in shared.linked() {
+        crate::delivery::send_or_spawn(
+            &link.tx,
+            top_proto::frame::LinkFrame::Presence {
+                client,
+                online: true,
+            },
+        );
+    }
+    let shared2 = shared.clone();
+    shared
+        .tasks
+        .spawn(async move { crate::delivery::push_mailbox(&shared2, client).await });
 }
 
 async fn open_channel(

@@ -116,6 +116,8 @@ pub struct BillingConfig {
     pub credit_window: String,
     /// Settle a channel once its unsettled receipts reach this much.
     pub settle_threshold: String,
+    /// How long traffic waits for a receipt once the credit window is used up, in milliseconds.
+    pub pay_wait_ms: u64,
 }
 
 impl Default for BillingConfig {
@@ -128,6 +130,7 @@ impl Default for BillingConfig {
             pipe_price_per_mib: "0.002".into(),
             credit_window: "0.001".into(),
             settle_threshold: "0.01".into(),
+            pay_wait_ms: 5_000,
         }
     }
 }

@@ -132,7 +132,7 @@ fn bill_delivery(session: &SessionHandle, pending: &Pending) -> bool {
     session
         .meter
         .as_ref()
-        .is_none_or(|m| m.try_carry(top_billing::Service::Msg, pending.env.sealed.len() as u64))
+        .is_none_or(|m| m.try_deliver(pending.env.sealed.len() as u64))
 }
 
 /// Forwards a message over a link; gives it back if the link is backed up.

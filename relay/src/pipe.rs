@@ -12,7 +12,7 @@ use tracing::debug;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use top_billing::Service;
 
-use crate::billing::{ClientMeter, PAY_WAIT};
+use crate::billing::ClientMeter;
 use crate::state::Shared;
 
 /// Why a pipe could not be set up.
@@ -108,7 +108,7 @@ async fn pump(
             return to.shutdown().await;
         }
         for meter in meters {
-            if !meter.carry(Service::Pipe, n as u64, PAY_WAIT).await {
+            if !meter.carry(Service::Pipe, n as u64, meter.pay_wait).await {
                 shared.metrics.unpaid_refusals.inc();
                 return Err(std::io::Error::other("payment required"));
             }

@@ -10,7 +10,7 @@ use top_proto::frame::{FrameCodec, FrameError, LinkFrame, Reject, SessionFrame, 
 use top_proto::id::AccountId;
 use tracing::{Instrument, debug, info_span};
 
-use crate::billing::{ClientMeter, PAY_WAIT};
+use crate::billing::ClientMeter;
 use crate::delivery::{fail_all, fail_stale, finish, push_mailbox, route, send_or_spawn, take};
 use crate::state::{Origin, Pending, SessionHandle, Shared};
 use top_billing::Service;
@@ -74,7 +74,7 @@ async fn serve(
                     }
                     if let Some(m) = &meter {
                         let bytes = env.sealed.len() as u64;
-                        if !m.carry(Service::Msg, bytes, PAY_WAIT).await {
+                        if !m.carry(Service::Msg, bytes, m.pay_wait).await {
                             shared.metrics.unpaid_refusals.inc();
                             finish(&shared, Pending::new(env, origin), Err(Reject::PaymentRequired));
                             continue;

@@ -1,0 +1,262 @@
+//! Billing end to end with real relays, a real chain and real signatures: messages are paid
+//! through channels and receipts, relays settle on their own, 10% is burned, a follower agrees,
+//! and traffic stops when a client stops paying.
+
+use std::path::Path;
+use std::time::Duration;
+
+use top_client::{
+    Amount, BillingOptions, Client, ClientError, ClientOptions, Identity, Outcome, Reject, Wallet,
+};
+use top_relay::config::RelayConfig;
+use top_relay::{InitOptions, Relay, init};
+
+fn top(s: &str) -> Amount {
+    s.parse().unwrap()
+}
+
+/// A dev relay with fast blocks and a small credit window.
+async fn dev_relay(dir: &Path, tweak: impl FnOnce(&mut RelayConfig)) -> Relay {
+    init(dir, InitOptions::loopback_dev()).unwrap();
+    let mut config = RelayConfig::load(dir).unwrap();
+    config.ledger.block_interval_ms = 50;
+    config.billing.credit_window = "0.0002".into(); // 20 KiB of messages at 0.01 TOP/MiB
+    config.billing.settle_threshold = "0.0001".into();
+    config.billing.pay_wait_ms = 300;
+    tweak(&mut config);
+    config.save(dir).unwrap();
+    Relay::start(dir).await.unwrap()
+}
+
+async fn funded(relay: &Relay, deposit: &str) -> Identity {
+    let id = Identity::generate();
+    let wallet = Wallet::connect(&relay.addr(), id.clone()).await.unwrap();
+    wallet.faucet(top("100")).await.unwrap();
+    wallet.deposit(top(deposit)).await.unwrap();
+    wallet.close().await;
+    id
+}
+
+async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_paid_settled_and_burned_and_followers_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let validator = dev_relay(&dir.path().join("v"), |_| {}).await;
+    let follower_dir = dir.path().join("f");
+    init(
+        &follower_dir,
+        InitOptions {
+            peers: vec![validator.addr()],
+            ..InitOptions::loopback()
+        },
+    )
+    .unwrap();
+    let follower = Relay::start(&follower_dir).await.unwrap();
+
+    let alice = funded(&validator, "10").await;
+    let bob = funded(&validator, "10").await;
+    let sender = Client::connect(&validator.addr(), alice.clone())
+        .await
+        .unwrap();
+    let channel = sender.billing().expect("the dev relay charges").channel;
+    let body = vec![7u8; 4000];
+    for _ in 0..100 {
+        // Bob is offline: stored, so Alice pays for messages and mailbox storage.
+        assert_eq!(
+            sender.send(&bob.account_id(), &body).await.unwrap(),
+            Outcome::Stored
+        );
+    }
+    let receiver = Client::connect(&validator.addr(), bob.clone())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        let m = receiver.recv().await.unwrap();
+        receiver.ack(&m).await.unwrap();
+    }
+    let usage = sender.usage();
+    assert!(
+        usage.msg >= 400_000 && usage.mailbox >= 400_000,
+        "{usage:?}"
+    );
+    sender.close().await;
+    receiver.close().await;
+
+    // The relay settles on its own once the sessions went quiet.
+    let chain = validator.chain().unwrap();
+    let relay_account = Identity::load(&dir.path().join("v/identity.key"))
+        .unwrap()
+        .account_id();
+    wait_until("settlement of Alice's channel", async || {
+        chain.with_state(|s| s.channel(&channel).is_some_and(|c| !c.settled.is_zero()))
+    })
+    .await;
+    wait_until("every receipt settled", async || {
+        validator
+            .status()
+            .ledger
+            .is_some_and(|l| l.pending_receipts == 0)
+    })
+    .await;
+    chain.with_state(|s| {
+        s.check_invariant().unwrap();
+        let relay = s.account(&relay_account).unwrap();
+        let settled: Amount = s
+            .channels()
+            .filter(|(_, c)| c.relay == relay_account)
+            .fold(Amount::ZERO, |sum, (_, c)| {
+                sum.checked_add(c.settled).unwrap()
+            });
+        assert!(!relay.fees_burned.is_zero());
+        assert_eq!(
+            relay.fees_earned.checked_add(relay.fees_burned).unwrap(),
+            settled
+        );
+        assert_eq!(
+            s.burned, relay.fees_burned,
+            "every burn came from this relay's fees"
+        );
+        // At least a tenth of what was settled is burned (⌈fee/10⌉ per settlement).
+        assert!(relay.fees_burned.units() * 10 >= settled.units());
+        // 400 kB of messages + 400 kB of mailbox, sent, and 400 kB delivered to Bob.
+        let alice_paid = s.channel(&channel).unwrap().settled;
+        assert!(alice_paid >= top("0.0001"), "alice paid {alice_paid}");
+        assert_eq!(
+            s.total_supply(),
+            s.genesis_supply.checked_sub(s.burned).unwrap()
+        );
+    });
+
+    // The follower verified every block and reached the same state.
+    let follower_chain = {
+        let mut c = None;
+        wait_until("the follower's chain", async || {
+            c = follower.chain();
+            c.is_some()
+        })
+        .await;
+        c.unwrap()
+    };
+    let height = chain.height();
+    wait_until("the follower to catch up", async || {
+        follower_chain.height() >= height
+    })
+    .await;
+    let theirs = follower_chain.block(height).unwrap().unwrap();
+    assert_eq!(theirs, chain.block(height).unwrap().unwrap());
+    follower.shutdown().await;
+    validator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_signing_is_cut_off_at_the_credit_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(dir.path(), |_| {}).await;
+    let alice = funded(&relay, "10").await;
+    let bob = Identity::generate();
+    let client = Client::connect(&relay.addr(), alice).await.unwrap();
+    let billing = client.billing().unwrap().clone();
+    let body = vec![1u8; 2000];
+    // Paying: far more than the credit window goes through.
+    for _ in 0..60 {
+        client.send(&bob.account_id(), &body).await.unwrap();
+    }
+    billing
+        .paying
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let before = client.usage();
+    let mut carried = 0u64;
+    let refused = loop {
+        match client.send(&bob.account_id(), &body).await {
+            Ok(_) => carried += 1,
+            Err(e) => break e,
+        }
+        assert!(carried < 1000, "the relay kept carrying without receipts");
+    };
+    assert!(
+        matches!(refused, ClientError::Rejected(Reject::PaymentRequired)),
+        "{refused}"
+    );
+    // Unpaid: at most the credit window (0.0002 TOP ≈ 20 KiB at 0.01 TOP/MiB, sent and stored
+    // costing 0.06 TOP/MiB: ≈ 3.4 kB of messages) plus what was asked for before.
+    let unpaid_bytes = client.usage().msg - before.msg;
+    assert!(
+        unpaid_bytes <= 20 * 2048,
+        "carried {unpaid_bytes} unpaid bytes"
+    );
+    // Signing again: traffic flows again.
+    billing
+        .paying
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    client.send(&bob.account_id(), &body).await.unwrap();
+    client.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_pays_for_its_users_through_a_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(dir.path(), |_| {}).await;
+    let app = funded(&relay, "50").await;
+    let user = Identity::generate();
+    let no_grant = ClientOptions {
+        billing: BillingOptions {
+            lock: top("1"),
+            sponsor: Some(app.account_id()),
+        },
+    };
+    let err = Client::connect_with(&relay.addr(), user.clone(), no_grant.clone())
+        .await
+        .err()
+        .expect("no grant yet");
+    assert!(err.to_string().contains("granted"), "{err}");
+
+    let wallet = Wallet::connect(&relay.addr(), app.clone()).await.unwrap();
+    wallet
+        .grant(user.account_id(), top("2"), Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let client = Client::connect_with(&relay.addr(), user.clone(), no_grant)
+        .await
+        .unwrap();
+    let channel = client.billing().unwrap().channel;
+    for _ in 0..50 {
+        client
+            .send(&Identity::generate().account_id(), &[0u8; 3000])
+            .await
+            .unwrap();
+    }
+    client.close().await;
+    let chain = relay.chain().unwrap();
+    wait_until("the sponsored channel to settle", async || {
+        chain.with_state(|s| s.channel(&channel).is_some_and(|c| !c.settled.is_zero()))
+    })
+    .await;
+    chain.with_state(|s| {
+        let c = s.channel(&channel).unwrap();
+        assert_eq!(c.payer, app.account_id());
+        assert_eq!(c.signer, user.account_id());
+        assert!(
+            s.account(&user.account_id())
+                .is_none_or(|a| a.balance.is_zero()),
+            "the user paid nothing"
+        );
+        assert_eq!(
+            s.account(&app.account_id()).unwrap().deposit,
+            top("49"),
+            "1 TOP locked for the user"
+        );
+    });
+    wallet.close().await;
+    relay.shutdown().await;
+}
