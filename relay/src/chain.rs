@@ -382,7 +382,7 @@ impl ChainNode {
                 Err(e) => {
                     warn!("following the chain from {upstream}: {e}");
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
