@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use top_client::{Client, Identity, Outcome};
+use top_client::{BillingOptions, Client, ClientOptions, Identity, Outcome, Wallet};
 use top_relay::{InitOptions, Relay, init};
 
 const SIZE: usize = 256;
@@ -32,20 +32,39 @@ fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     )
 }
 
-async fn relay_bench() -> Figures {
+/// With `billing`, the relay runs a dev chain with default prices and both clients pay through
+/// channels and receipts; without, nothing is metered.
+async fn relay_bench(billing: bool) -> Figures {
     let dir = tempfile::tempdir().unwrap();
-    init(dir.path(), InitOptions::loopback()).unwrap();
+    let opts = if billing {
+        InitOptions::loopback_dev()
+    } else {
+        InitOptions::loopback()
+    };
+    init(dir.path(), opts).unwrap();
     let relay = Relay::start(dir.path()).await.unwrap();
-    let sender = std::sync::Arc::new(
-        Client::connect(&relay.addr(), Identity::generate())
+    let connect = async |relay: &Relay| {
+        let id = Identity::generate();
+        if billing {
+            let wallet = Wallet::connect(&relay.addr(), id.clone()).await.unwrap();
+            wallet.faucet("1000".parse().unwrap()).await.unwrap();
+            wallet.deposit("500".parse().unwrap()).await.unwrap();
+            wallet.close().await;
+        }
+        let options = ClientOptions {
+            billing: BillingOptions {
+                lock: "400".parse().unwrap(),
+                sponsor: None,
+            },
+        };
+        let client = Client::connect_with(&relay.addr(), id, options)
             .await
-            .unwrap(),
-    );
-    let recipient = std::sync::Arc::new(
-        Client::connect(&relay.addr(), Identity::generate())
-            .await
-            .unwrap(),
-    );
+            .unwrap();
+        assert_eq!(client.billing().is_some(), billing);
+        std::sync::Arc::new(client)
+    };
+    let sender = connect(&relay).await;
+    let recipient = connect(&relay).await;
     sender.synced().await.unwrap();
     recipient.synced().await.unwrap();
     let to = recipient.id();
@@ -196,7 +215,7 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     // `cargo bench --bench messaging -- relay` runs the relay path alone (for profiling).
     if std::env::args().any(|a| a == "relay") {
-        let f = runtime.block_on(relay_bench());
+        let f = runtime.block_on(relay_bench(false));
         println!(
             "relay: {:.0} msgs/s, p50 {:?}, p99 {:?}",
             f.rate, f.p50, f.p99
@@ -205,7 +224,21 @@ fn main() {
     }
     let echo = runtime.block_on(echo_bench());
     let two_hop = runtime.block_on(two_hop_echo_bench());
-    let relay = runtime.block_on(relay_bench());
+    // Billing off and on alternate, three times each: run-to-run variance on this machine is
+    // larger than the metering cost, so the median of the paired ratios is what we report.
+    let mut pairs = Vec::new();
+    for _ in 0..3 {
+        let off = runtime.block_on(relay_bench(false));
+        let on = runtime.block_on(relay_bench(true));
+        pairs.push((off, on));
+    }
+    let mut ratios: Vec<f64> = pairs.iter().map(|(off, on)| on.rate / off.rate).collect();
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[1];
+    let (relay, billed) = pairs
+        .into_iter()
+        .find(|(off, on)| on.rate / off.rate == median)
+        .expect("the median pair");
     println!(
         "messaging, {SIZE}-byte messages, {COUNT} pipelined (window {WINDOW}), {SAMPLES} sequential for latency"
     );
@@ -214,6 +247,7 @@ fn main() {
         ("quinn echo (baseline)", &echo),
         ("quinn 2-hop echo via forwarder", &two_hop),
         ("relay: send -> deliver -> ack", &relay),
+        ("relay, billing on (dev chain)", &billed),
     ] {
         println!(
             "{name:<34} {:>12.0} {:>10.3?} {:>10.3?}",
@@ -222,4 +256,12 @@ fn main() {
     }
     println!("relay / baseline rate: {:.2}", relay.rate / echo.rate);
     println!("relay / 2-hop echo rate: {:.2}", relay.rate / two_hop.rate);
+    println!(
+        "billing on / off rate, 3 paired runs: {:.3} {:.3} {:.3}; median {:.3} (metering cost {:.1}%)",
+        ratios[0],
+        ratios[1],
+        ratios[2],
+        median,
+        (1.0 - median) * 100.0
+    );
 }

@@ -1,17 +1,31 @@
-//! Two linked relays and three clients in one process, on loopback: a message across relays, a
-//! message to an offline peer delivered when it connects, and a pipe carrying data both ways.
+//! Two linked relays and three clients in one process, on loopback, on the embedded defaults:
+//! relay A runs a dev chain (it is the validator, with a faucet), relay B follows it. Clients get
+//! test TOP from the faucet, lock a deposit, and every message and pipe byte is paid through
+//! channels and signed receipts; the relays settle on their own, 10% of each fee is burned, and
+//! the run ends with a table of who paid, earned and burned, and the supply check.
 //!
 //! Run with `cargo run --release --example quickstart`.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use top_client::{Client, Identity, Outcome};
+use top_client::{Amount, Client, Identity, Outcome, Wallet};
 use top_relay::{InitOptions, Relay, init};
 
-async fn start_relay(dir: &Path) -> Result<Relay> {
-    init(dir, InitOptions::loopback())?;
+async fn start_relay(dir: &Path, opts: InitOptions) -> Result<Relay> {
+    init(dir, opts)?;
     Ok(Relay::start(dir).await?)
+}
+
+/// A new identity with 10 TOP from the faucet, 2 of them locked as a deposit.
+async fn funded_identity(relay: &Relay) -> Result<Identity> {
+    let id = Identity::generate();
+    let wallet = Wallet::connect(&relay.addr(), id.clone()).await?;
+    wallet.faucet("10".parse()?).await?;
+    wallet.deposit("2".parse()?).await?;
+    wallet.close().await;
+    Ok(id)
 }
 
 #[tokio::main]
@@ -22,17 +36,29 @@ async fn main() -> Result<()> {
         )
         .init();
     let dir = tempfile::tempdir()?;
-    let relay_a = start_relay(&dir.path().join("relay-a")).await?;
-    let relay_b = start_relay(&dir.path().join("relay-b")).await?;
-    relay_b.add_peer(relay_a.addr());
+    let relay_a = start_relay(&dir.path().join("relay-a"), InitOptions::loopback_dev()).await?;
+    let relay_b = start_relay(
+        &dir.path().join("relay-b"),
+        InitOptions {
+            peers: vec![relay_a.addr()],
+            ..InitOptions::loopback()
+        },
+    )
+    .await?;
     relay_a.wait_linked(&relay_b.id()).await;
-    println!("relay A  {}", relay_a.addr());
-    println!("relay B  {}  (linked to A)", relay_b.addr());
+    println!("relay A  {}  (dev chain validator)", relay_a.addr());
+    println!(
+        "relay B  {}  (linked to A, follows its chain)",
+        relay_b.addr()
+    );
+    while relay_b.chain().is_none_or(|c| c.height() == 0) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let (alice_id, bob_id, carol_id) = (
-        Identity::generate(),
-        Identity::generate(),
-        Identity::generate(),
+        funded_identity(&relay_a).await?,
+        funded_identity(&relay_a).await?,
+        funded_identity(&relay_a).await?,
     );
     let carol = carol_id.account_id();
     let alice = Client::connect(&relay_a.addr(), alice_id).await?;
@@ -103,11 +129,84 @@ async fn main() -> Result<()> {
         "\nrelay A: {} messages received, {} stored; relay B: {} delivered, {} pipes opened",
         a.messages_received, a.messages_stored, b.messages_delivered, b.pipes_opened
     );
+    let people = [
+        ("alice", alice.id()),
+        ("bob", bob.id()),
+        ("carol", carol.id()),
+    ];
+    // Quiet sessions are asked for a receipt within a second; then they can go.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     for c in [alice, bob, carol] {
         c.close().await;
     }
-    relay_a.shutdown().await;
+    // The relays settle on their own once the sessions are over.
+    println!("waiting for the relays to settle their receipts...");
+    let settled = |r: &Relay| {
+        r.status()
+            .ledger
+            .is_some_and(|l| l.receipts_taken > 0 && l.pending_receipts == 0)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(settled(&relay_a) && settled(&relay_b)) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "settlement timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    print_fees(&relay_a, &relay_b, &people)?;
     relay_b.shutdown().await;
+    relay_a.shutdown().await;
     println!("all good");
     Ok(())
+}
+
+/// The table of fees: what each account paid, what each relay earned and burned, and the supply.
+fn print_fees(a: &Relay, b: &Relay, people: &[(&str, top_client::AccountId)]) -> Result<()> {
+    let chain = a.chain().context("relay A has no chain")?;
+    let relays = [("relay A", a), ("relay B", b)];
+    chain.with_state(|s| {
+        println!(
+            "\n{:<10} {:>16} {:>16} {:>16}",
+            "account", "fees paid", "relay earned", "burned"
+        );
+        for (name, id) in people {
+            let paid = s
+                .channels()
+                .filter(|(_, c)| c.payer == *id)
+                .fold(Amount::ZERO, |sum, (_, c)| sum.saturating_add(c.settled));
+            println!(
+                "{name:<10} {:>16} {:>16} {:>16}",
+                format!("{paid} TOP"),
+                "-",
+                "-"
+            );
+        }
+        for (name, relay) in relays {
+            // A relay's account is the same key as its relay id.
+            let id = top_client::AccountId::from_bytes(*relay.addr().id.as_bytes())?;
+            let a = s.account(&id).cloned().unwrap_or_default();
+            println!(
+                "{name:<10} {:>16} {:>16} {:>16}",
+                "-",
+                format!("{} TOP", a.fees_earned),
+                format!("{} TOP", a.fees_burned)
+            );
+        }
+        let accounted = s.total_supply().checked_add(s.burned)?;
+        println!(
+            "\nsupply: genesis {} TOP = in existence {} TOP + burned {} TOP: {}",
+            s.genesis_supply,
+            s.total_supply(),
+            s.burned,
+            if accounted == s.genesis_supply && s.check_invariant().is_ok() {
+                "holds"
+            } else {
+                "BROKEN"
+            }
+        );
+        anyhow::ensure!(s.check_invariant().is_ok(), "supply invariant broken");
+        anyhow::ensure!(!s.burned.is_zero(), "nothing was burned");
+        Ok(())
+    })
 }

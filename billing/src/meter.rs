@@ -150,12 +150,12 @@ impl Meter {
         within_lock && self.unpaid() <= self.credit_window
     }
 
-    /// A payment request when unpaid usage reached half the credit window (or any unpaid usage
+    /// A payment request when unpaid usage reached a quarter of the credit window (or any unpaid usage
     /// when `force`), unless the same amount was already asked for.
     pub fn pay_request(&mut self, force: bool) -> Option<(Usage, Amount)> {
         self.channel.as_ref()?;
         let unpaid = self.unpaid();
-        let half = Amount::from_units(self.credit_window.units() / 2);
+        let half = Amount::from_units(self.credit_window.units() / 4);
         let due = if force {
             !unpaid.is_zero()
         } else {

@@ -135,11 +135,11 @@ mod tests {
     fn relay_and_client_agree_and_credit_runs_out_without_receipts() {
         let (client, mut meter, mut payer) = setup();
         let mut counted = Usage::default();
-        counted.add(crate::Service::Msg, 400);
-        meter.record(crate::Service::Msg, 400);
-        assert!(meter.pay_request(false).is_none(), "below half the window");
-        meter.record(crate::Service::Msg, 200);
         counted.add(crate::Service::Msg, 200);
+        meter.record(crate::Service::Msg, 200);
+        assert!(meter.pay_request(false).is_none(), "below a quarter of the window");
+        meter.record(crate::Service::Msg, 400);
+        counted.add(crate::Service::Msg, 400);
         let (usage, amount) = meter.pay_request(false).unwrap();
         assert_eq!(amount, Amount::from_units(600));
         let receipt = payer.sign(&client, &usage, amount, &counted, 0).unwrap();

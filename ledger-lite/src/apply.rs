@@ -285,17 +285,18 @@ impl State {
         if tx.chain != self.chain {
             return Err(TxError::WrongChain);
         }
-        // A sponsored user may never have held anything: its first channel creates its account.
-        let sponsored = matches!(
+        // A sponsored user, or a relay settling its first fees, may never have held anything:
+        // that transaction creates its account.
+        let may_create = matches!(
             tx.kind,
             TxKind::OpenChannel {
                 sponsor: Some(_),
                 ..
-            }
+            } | TxKind::Settle { .. }
         );
         let mut sender = match self.accounts.get(&tx.from) {
             Some(a) => a.clone(),
-            None if sponsored => Account::default(),
+            None if may_create => Account::default(),
             None => return Err(TxError::UnknownAccount(tx.from)),
         };
         if tx.nonce != sender.nonce {

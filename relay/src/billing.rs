@@ -63,7 +63,7 @@ pub struct ClientMeter {
     paid: Notify,
     /// Signalled when a payment request is due.
     ask: Notify,
-    half_window: Amount,
+    ask_at: Amount,
     /// Set when a delivery was held back for lack of payment (re-push once paid).
     held: std::sync::atomic::AtomicBool,
     /// How long traffic waits for a receipt once the credit window is used up.
@@ -79,7 +79,7 @@ impl ClientMeter {
             return false;
         }
         m.record(service, bytes);
-        if m.unpaid() >= self.half_window {
+        if m.unpaid() >= self.ask_at {
             self.ask.notify_one();
         }
         true
@@ -129,7 +129,8 @@ pub fn new_meter(shared: &Shared) -> Option<Arc<ClientMeter>> {
         meter: Mutex::new(Meter::new(chain_id, terms.prices, terms.credit_window)),
         paid: Notify::new(),
         ask: Notify::new(),
-        half_window: Amount::from_units(terms.credit_window.units() / 2),
+        // Ask early (a quarter of the window) so the receipt lands before the window runs out.
+        ask_at: Amount::from_units(terms.credit_window.units() / 4),
         pay_wait: terms.pay_wait,
         held: std::sync::atomic::AtomicBool::new(false),
     }))
@@ -178,9 +179,20 @@ pub async fn serve_billing<C>(
         existing: existing.clone(),
     })))
     .await?;
+    // Small usage never reaches half the window: ask for it anyway once a second, so that
+    // quiet sessions get paid (and settled) too.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
+            _ = tick.tick() => {
+                let request = lock(&meter.meter).pay_request(true);
+                if let Some((usage, cum_amount)) = request {
+                    out.send(RelayBilling::PayRequest { usage, cum_amount }).await?;
+                }
+                continue;
+            }
             _ = meter.ask.notified() => {
                 let request = lock(&meter.meter).pay_request(false);
                 if let Some((usage, cum_amount)) = request {

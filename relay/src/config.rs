@@ -128,7 +128,7 @@ impl Default for BillingConfig {
             msg_price_per_mib: "0.01".into(),
             mailbox_price_per_mib: "0.05".into(),
             pipe_price_per_mib: "0.002".into(),
-            credit_window: "0.001".into(),
+            credit_window: "0.05".into(),
             settle_threshold: "0.01".into(),
             pay_wait_ms: 5_000,
         }

@@ -146,11 +146,8 @@ async fn bad_transactions_get_clear_errors_and_change_nothing() {
         .await
         .unwrap();
     send.write_all(&[0, 0, 0, 3, 1, 0xff, 0xff]).await.unwrap();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        recv.read_to_end(1 << 16),
-    )
-    .await;
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(5), recv.read_to_end(1 << 16)).await;
     let ok = rpc.call(LedgerRequest::Summary).await.unwrap();
     assert!(
         matches!(ok, LedgerResponse::Summary(ref s) if s.invariant_ok),
