@@ -137,7 +137,10 @@ mod tests {
         let mut counted = Usage::default();
         counted.add(crate::Service::Msg, 200);
         meter.record(crate::Service::Msg, 200);
-        assert!(meter.pay_request(false).is_none(), "below a quarter of the window");
+        assert!(
+            meter.pay_request(false).is_none(),
+            "below a quarter of the window"
+        );
         meter.record(crate::Service::Msg, 400);
         counted.add(crate::Service::Msg, 400);
         let (usage, amount) = meter.pay_request(false).unwrap();

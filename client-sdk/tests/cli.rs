@@ -65,3 +65,55 @@ async fn init_send_inbox_and_errors() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wallet_commands_on_a_dev_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_dir = dir.path().join("relay");
+    init(&relay_dir, InitOptions::loopback_dev()).unwrap();
+    let mut config = top_relay::config::RelayConfig::load(&relay_dir).unwrap();
+    config.ledger.block_interval_ms = 100;
+    config.save(&relay_dir).unwrap();
+    let relay = Relay::start(&relay_dir).await.unwrap();
+    let addr = relay.addr().to_string();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    stdout(&top(&alice, &["init", "--relay", &addr]));
+    let bob_id = stdout(&top(&bob, &["init", "--relay", &addr]))
+        .trim()
+        .to_string();
+
+    let got = stdout(&top(&alice, &["wallet", "faucet", "100"]));
+    assert!(got.contains("received 100 TOP"), "{got}");
+    stdout(&top(&alice, &["wallet", "transfer", &bob_id, "1.5"]));
+    stdout(&top(&alice, &["wallet", "deposit", "10"]));
+    let out = stdout(&top(&alice, &["wallet", "withdraw", "4"]));
+    assert!(out.contains("returns to your balance at block"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&top(&alice, &["wallet", "balance", "--json"]))).unwrap();
+    assert_eq!(
+        json["balance"], 88_500_000_000u64,
+        "exact base units: 100 - 1.5 - 10"
+    );
+    assert_eq!(json["deposit"], 6_000_000_000u64);
+    assert_eq!(json["unbonding"][0]["amount"], 4_000_000_000u64);
+    let text = stdout(&top(&bob, &["wallet", "balance"]));
+    assert!(text.contains("balance:  1.5 TOP"), "{text}");
+    let granted = stdout(&top(
+        &alice,
+        &["wallet", "grant", &bob_id, "--cap", "2", "--expires", "1h"],
+    ));
+    assert!(granted.contains("may spend up to 2 TOP"), "{granted}");
+
+    // Clear errors, nothing changed.
+    let bad = top(&alice, &["wallet", "transfer", &bob_id, "1.2.3"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an amount of TOP"));
+    let broke = top(&bob, &["wallet", "transfer", &bob_id, "1000"]);
+    assert!(!broke.status.success());
+    assert!(String::from_utf8_lossy(&broke.stderr).contains("insufficient balance"));
+    let too_much = top(&alice, &["wallet", "faucet", "1000000"]);
+    assert!(String::from_utf8_lossy(&too_much.stderr).contains("at most"));
+    let chain: serde_json::Value =
+        serde_json::from_str(&stdout(&top(&alice, &["wallet", "chain", "--json"]))).unwrap();
+    assert_eq!(chain["invariant_ok"], true);
+    relay.shutdown().await;
+}
