@@ -253,17 +253,7 @@ impl ChainNode {
         upstream: &RelayAddr,
         req: LedgerRequest,
     ) -> ChainResult<LedgerResponse> {
-        let endpoint = client_endpoint()?;
-        let conn = top_proto::dial::dial(&endpoint, &self.identity, upstream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut rpc =
-            RpcStream::<LedgerRequest, LedgerResponse>::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
-                .await
-                .map_err(|e| e.to_string())?;
-        let resp = rpc.call(req).await.map_err(|e| e.to_string());
-        conn.close(0u32.into(), b"done");
-        resp
+        call_upstream(&self.identity, upstream, req).await
     }
 
     /// Answers one request from a client or follower.
@@ -432,8 +422,12 @@ fn client_endpoint() -> ChainResult<quinn::Endpoint> {
         .map_err(|e| format!("cannot open a QUIC socket: {e}"))
 }
 
-/// Fetches the genesis from `upstream` (a follower's first start).
-pub async fn fetch_genesis(identity: &Identity, upstream: &RelayAddr) -> ChainResult<Genesis> {
+/// One request to `upstream`'s ledger API on a fresh connection.
+async fn call_upstream(
+    identity: &Identity,
+    upstream: &RelayAddr,
+    req: LedgerRequest,
+) -> ChainResult<LedgerResponse> {
     let endpoint = client_endpoint()?;
     let conn = top_proto::dial::dial(&endpoint, identity, upstream)
         .await
@@ -442,9 +436,14 @@ pub async fn fetch_genesis(identity: &Identity, upstream: &RelayAddr) -> ChainRe
         RpcStream::<LedgerRequest, LedgerResponse>::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
             .await
             .map_err(|e| e.to_string())?;
-    let resp = rpc.call(LedgerRequest::Genesis).await;
+    let resp = rpc.call(req).await.map_err(|e| e.to_string());
     conn.close(0u32.into(), b"done");
-    match resp.map_err(|e| e.to_string())? {
+    resp
+}
+
+/// Fetches the genesis from `upstream` (a follower's first start).
+pub async fn fetch_genesis(identity: &Identity, upstream: &RelayAddr) -> ChainResult<Genesis> {
+    match call_upstream(identity, upstream, LedgerRequest::Genesis).await? {
         LedgerResponse::Genesis(g) => Ok(g),
         LedgerResponse::Error(e) => Err(e),
         other => Err(format!("unexpected answer: {other:?}")),
