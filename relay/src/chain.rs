@@ -379,14 +379,7 @@ impl ChainNode {
     }
 
     async fn follow_once(self: &Arc<Self>, upstream: &RelayAddr) -> ChainResult<()> {
-        let endpoint = client_endpoint()?;
-        let conn = top_proto::dial::dial(&endpoint, &self.identity, upstream)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut rpc =
-            RpcStream::<LedgerRequest, LedgerResponse>::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
-                .await
-                .map_err(|e| e.to_string())?;
+        let (_endpoint, _conn, mut rpc) = open_upstream(&self.identity, upstream).await?;
         info!(
             "following the chain from {upstream} at height {}",
             self.height()
@@ -422,20 +415,30 @@ fn client_endpoint() -> ChainResult<quinn::Endpoint> {
         .map_err(|e| format!("cannot open a QUIC socket: {e}"))
 }
 
+type LedgerRpc = RpcStream<LedgerRequest, LedgerResponse>;
+
+/// A fresh connection to `upstream` with a ledger stream open on it.
+async fn open_upstream(
+    identity: &Identity,
+    upstream: &RelayAddr,
+) -> ChainResult<(quinn::Endpoint, quinn::Connection, LedgerRpc)> {
+    let endpoint = client_endpoint()?;
+    let conn = top_proto::dial::dial(&endpoint, identity, upstream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rpc = LedgerRpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((endpoint, conn, rpc))
+}
+
 /// One request to `upstream`'s ledger API on a fresh connection.
 async fn call_upstream(
     identity: &Identity,
     upstream: &RelayAddr,
     req: LedgerRequest,
 ) -> ChainResult<LedgerResponse> {
-    let endpoint = client_endpoint()?;
-    let conn = top_proto::dial::dial(&endpoint, identity, upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut rpc =
-        RpcStream::<LedgerRequest, LedgerResponse>::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
-            .await
-            .map_err(|e| e.to_string())?;
+    let (_endpoint, conn, mut rpc) = open_upstream(identity, upstream).await?;
     let resp = rpc.call(req).await.map_err(|e| e.to_string());
     conn.close(0u32.into(), b"done");
     resp

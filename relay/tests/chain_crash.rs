@@ -2,9 +2,12 @@
 //! transactions flow, again and again. No block it reported as committed is lost or half applied,
 //! the invariant holds, and a follower that verified every block agrees on each one.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
+use common::{free_port, start_daemon};
 use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME, Summary};
 use ledger_lite::{Amount, Block, Tx, TxHash, TxKind};
 use top_proto::addr::RelayAddr;
@@ -13,17 +16,9 @@ use top_proto::identity::Identity;
 use top_proto::rpc::RpcStream;
 use top_relay::config::RelayConfig;
 
-const BIN: &str = env!("CARGO_BIN_EXE_toprelay");
+const BIN: &str = common::TOPRELAY;
 
 type Rpc = RpcStream<LedgerRequest, LedgerResponse>;
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn init(dir: &std::path::Path, extra: &[&str]) {
     let listen = format!("127.0.0.1:{}", free_port());
@@ -42,20 +37,6 @@ fn init(dir: &std::path::Path, extra: &[&str]) {
     let mut config = RelayConfig::load(dir).unwrap();
     config.ledger.block_interval_ms = 20;
     config.save(dir).unwrap();
-}
-
-fn start(dir: &std::path::Path) -> (Child, RelayAddr) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    let stdout = child.stdout.take().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    (child, line.trim().parse().expect("relay address on stdout"))
 }
 
 async fn connect(addr: &RelayAddr, me: &Identity) -> (quinn::Endpoint, quinn::Connection, Rpc) {
@@ -126,14 +107,14 @@ async fn committed_blocks_survive_sigkill_and_followers_agree() {
     let (vdir, fdir) = (dir.path().join("validator"), dir.path().join("follower"));
     init(&vdir, &["--dev"]);
     let faucet = Identity::load(&vdir.join("faucet.key")).unwrap();
-    let (mut validator, vaddr) = start(&vdir);
+    let (mut validator, vaddr) = start_daemon(&vdir);
     init(&fdir, &["--peer", &vaddr.to_string()]);
-    let (mut follower, faddr) = start(&fdir);
+    let (mut follower, faddr) = start_daemon(&fdir);
 
     let mut committed: Vec<(TxHash, u64)> = Vec::new();
     for round in 0..4u64 {
         if round > 0 {
-            let (child, addr) = start(&vdir);
+            let (child, addr) = start_daemon(&vdir);
             assert_eq!(addr, vaddr);
             validator = child;
         }
@@ -172,7 +153,7 @@ async fn committed_blocks_survive_sigkill_and_followers_agree() {
         conn.close(0u32.into(), b"");
         conn2.close(0u32.into(), b"");
     }
-    let (mut child, _) = start(&vdir);
+    let (mut child, _) = start_daemon(&vdir);
     let (_e, _c, mut vrpc) = connect(&vaddr, &faucet).await;
     let vs = summary(&mut vrpc).await;
     assert!(vs.invariant_ok);

@@ -2,39 +2,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{open_session, sealed_envelope};
-use top_proto::addr::RelayAddr;
+use common::{free_port, open_session, sealed_envelope, start_daemon};
 use top_proto::frame::{Outcome, SessionFrame};
 use top_proto::identity::Identity;
 use top_proto::seal::Opener;
 
-const BIN: &str = env!("CARGO_BIN_EXE_toprelay");
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(dir: &std::path::Path) -> (Child, RelayAddr) {
-    let mut child = Command::new(BIN)
-        .args(["run", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The daemon prints its address once it serves.
-    let mut line = String::new();
-    let stdout = child.stdout.take().unwrap();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    (child, line.trim().parse().expect("relay address on stdout"))
-}
+const BIN: &str = common::TOPRELAY;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn accepted_messages_survive_kill_9() {
@@ -57,7 +33,7 @@ async fn accepted_messages_survive_kill_9() {
     let recipient = Identity::generate();
     let mut sent = Vec::new();
     for round in 0..3 {
-        let (mut child, addr) = start(&data);
+        let (mut child, addr) = start_daemon(&data);
         let mut session = open_session(&addr, &sender).await;
         for i in 0..20 {
             let env = sealed_envelope(
@@ -91,7 +67,7 @@ async fn accepted_messages_survive_kill_9() {
         "plaintext found in the relay's store"
     );
 
-    let (mut child, addr) = start(&data);
+    let (mut child, addr) = start_daemon(&data);
     let mut session = open_session(&addr, &recipient).await;
     let mut opener = Opener::new(recipient.clone());
     let mut got = Vec::new();

@@ -86,3 +86,31 @@ pub fn sealed_envelope(from: &Identity, to: AccountId, body: &[u8]) -> Envelope 
         sealed: sealed.into(),
     }
 }
+
+/// The `toprelay` binary under test.
+pub const TOPRELAY: &str = env!("CARGO_BIN_EXE_toprelay");
+
+/// A UDP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs the daemon on `dir`; returns once it printed its address (it serves from then on).
+pub fn start_daemon(dir: &std::path::Path) -> (std::process::Child, RelayAddr) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(TOPRELAY)
+        .args(["run", "--data-dir"])
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    (child, line.trim().parse().expect("relay address on stdout"))
+}
