@@ -15,6 +15,8 @@ pub enum Service {
     Mailbox,
     /// Bytes through a pipe, both directions.
     Pipe,
+    /// VPN bytes (tunnel datagrams and proxied streams), both directions.
+    Vpn,
 }
 
 /// What a relay charges per MiB of each service.
@@ -26,6 +28,9 @@ pub struct Prices {
     pub mailbox: Amount,
     /// Per MiB through pipes.
     pub pipe: Amount,
+    /// Per MiB of VPN traffic.
+    #[serde(default)]
+    pub vpn: Amount,
 }
 
 /// Bytes used per service.
@@ -37,6 +42,9 @@ pub struct Usage {
     pub mailbox: u64,
     /// Pipe bytes.
     pub pipe: u64,
+    /// VPN bytes.
+    #[serde(default)]
+    pub vpn: u64,
 }
 
 impl Usage {
@@ -46,6 +54,7 @@ impl Usage {
             Service::Msg => &mut self.msg,
             Service::Mailbox => &mut self.mailbox,
             Service::Pipe => &mut self.pipe,
+            Service::Vpn => &mut self.vpn,
         };
         *slot = slot.saturating_add(bytes);
     }
@@ -55,6 +64,7 @@ impl Usage {
         self.msg
             .saturating_add(self.mailbox)
             .saturating_add(self.pipe)
+            .saturating_add(self.vpn)
     }
 
     /// Whether every counter of `self` is at most `other`'s plus `slack`.
@@ -62,6 +72,7 @@ impl Usage {
         self.msg <= other.msg.saturating_add(slack)
             && self.mailbox <= other.mailbox.saturating_add(slack)
             && self.pipe <= other.pipe.saturating_add(slack)
+            && self.vpn <= other.vpn.saturating_add(slack)
     }
 }
 
@@ -76,12 +87,13 @@ impl Prices {
         };
         one(usage.msg, self.msg)?
             .checked_add(one(usage.mailbox, self.mailbox)?)?
-            .checked_add(one(usage.pipe, self.pipe)?)
+            .checked_add(one(usage.pipe, self.pipe)?)?
+            .checked_add(one(usage.vpn, self.vpn)?)
     }
 
     /// Whether every price is zero (nothing to pay).
     pub fn is_free(&self) -> bool {
-        self.msg.is_zero() && self.mailbox.is_zero() && self.pipe.is_zero()
+        self.msg.is_zero() && self.mailbox.is_zero() && self.pipe.is_zero() && self.vpn.is_zero()
     }
 }
 
@@ -95,13 +107,15 @@ mod tests {
             msg: Amount::from_units(10_000_000), // 0.01 TOP per MiB
             mailbox: Amount::from_units(3),
             pipe: Amount::ZERO,
+            vpn: Amount::from_units(1),
         };
         let usage = Usage {
             msg: 1 << 20,
             mailbox: 1,
             pipe: 5 << 30,
+            vpn: 3 << 20,
         };
-        assert_eq!(prices.cost(&usage).unwrap(), Amount::from_units(10_000_001));
+        assert_eq!(prices.cost(&usage).unwrap(), Amount::from_units(10_000_004));
         assert_eq!(prices.cost(&Usage::default()).unwrap(), Amount::ZERO);
         let huge = Prices {
             msg: Amount::from_units(u128::MAX),

@@ -41,6 +41,7 @@ pub struct UsageCounter {
     msg: AtomicU64,
     mailbox: AtomicU64,
     pipe: AtomicU64,
+    vpn: AtomicU64,
 }
 
 impl UsageCounter {
@@ -53,6 +54,10 @@ impl UsageCounter {
     pub(crate) fn pipe(&self, bytes: usize) {
         self.pipe.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+    /// Counts VPN bytes (tunnel datagrams, proxied stream bytes).
+    pub(crate) fn vpn(&self, bytes: usize) {
+        self.vpn.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
 
     /// What was counted so far.
     pub fn snapshot(&self) -> Usage {
@@ -60,6 +65,7 @@ impl UsageCounter {
             msg: self.msg.load(Ordering::Relaxed),
             mailbox: self.mailbox.load(Ordering::Relaxed),
             pipe: self.pipe.load(Ordering::Relaxed),
+            vpn: self.vpn.load(Ordering::Relaxed),
         }
     }
 }

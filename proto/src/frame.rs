@@ -116,6 +116,16 @@ pub enum Open {
     Ledger,
     /// Client → relay: the billing stream of this connection (offer, channel, receipts).
     Billing,
+    /// Client → exit relay: a VPN tunnel's control stream (handshake, then held open).
+    Vpn,
+    /// Client → exit relay: one proxied TCP connection (Noise pipe, then a connect request).
+    Connect,
+    /// Client → entry relay: splice this stream to the exit `to` (2-hop routes). All `Via`
+    /// streams of a connection go to one exit; the connection's datagrams are forwarded too.
+    Via {
+        /// The exit relay.
+        to: RelayAddr,
+    },
 }
 
 /// Whether a message reached its recipient or waits in a mailbox.

@@ -4,6 +4,7 @@
 //!   [`addr`]: `<relay-id>@<host>:<port>` addresses.
 //! - [`frame`]: length-prefixed, versioned stream frames.
 //! - [`seal`]: sealed (Noise `X`) messages; [`pipe_crypto`]: Noise `IK` pipes.
+//! - [`vpn`]: the VPN data plane (tunnel keys, replay window, packet checks).
 //! - [`tls`]: QUIC/TLS configuration whose certificates are bound to ed25519 ids.
 //!
 //! Everything here is sans-IO except the QUIC configuration builders.
@@ -31,6 +32,7 @@ pub mod pipe_crypto;
 pub mod rpc;
 pub mod seal;
 pub mod tls;
+pub mod vpn;
 pub mod writer;
 
 /// ALPN protocol id of the TOP wire protocol.

@@ -112,6 +112,8 @@ pub struct BillingConfig {
     pub mailbox_price_per_mib: String,
     /// Price per MiB carried through a pipe.
     pub pipe_price_per_mib: String,
+    /// Price per MiB of VPN traffic (as exit or as entry of a 2-hop route).
+    pub vpn_price_per_mib: String,
     /// Unpaid usage the relay carries before it waits for a receipt.
     pub credit_window: String,
     /// Settle a channel once its unsettled receipts reach this much.
@@ -128,6 +130,7 @@ impl Default for BillingConfig {
             msg_price_per_mib: "0.01".into(),
             mailbox_price_per_mib: "0.05".into(),
             pipe_price_per_mib: "0.002".into(),
+            vpn_price_per_mib: "0.001".into(),
             credit_window: "0.05".into(),
             settle_threshold: "0.01".into(),
             pay_wait_ms: 5_000,
@@ -250,6 +253,7 @@ impl RelayConfig {
             ("billing.msg_price_per_mib", &b.msg_price_per_mib),
             ("billing.mailbox_price_per_mib", &b.mailbox_price_per_mib),
             ("billing.pipe_price_per_mib", &b.pipe_price_per_mib),
+            ("billing.vpn_price_per_mib", &b.vpn_price_per_mib),
             ("billing.credit_window", &b.credit_window),
             ("billing.settle_threshold", &b.settle_threshold),
         ] {

@@ -1,0 +1,95 @@
+//! An exit relay's host setup: IPv4 forwarding on, NAT (masquerade) for the client pool, clients
+//! kept apart from each other and from the exit's own services; all undone on shutdown.
+
+use ipnet::Ipv4Net;
+
+use crate::cmd::{Cmd, run_all};
+use crate::NetError;
+
+const FORWARD_SYSCTL: &str = "/proc/sys/net/ipv4/ip_forward";
+/// The nftables table an exit owns.
+pub const EXIT_TABLE: &str = "top_exit";
+
+/// The nftables rules of an exit whose clients come from `pool` on device `tun`.
+pub fn exit_ruleset(tun: &str, pool: Ipv4Net) -> String {
+    format!(
+        "table ip {EXIT_TABLE} {{}}\n\
+         delete table ip {EXIT_TABLE}\n\
+         table ip {EXIT_TABLE} {{\n\
+         \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
+         \t\tip saddr {pool} oifname != \"{tun}\" masquerade\n\t}}\n\
+         \tchain forward {{ type filter hook forward priority filter; policy accept;\n\
+         \t\tiifname \"{tun}\" oifname \"{tun}\" drop\n\
+         \t\tiifname \"{tun}\" accept\n\
+         \t\toifname \"{tun}\" ct state established,related accept\n\
+         \t\toifname \"{tun}\" drop\n\t}}\n\
+         \tchain input {{ type filter hook input priority filter; policy accept;\n\
+         \t\tiifname \"{tun}\" ip protocol icmp accept\n\
+         \t\tiifname \"{tun}\" drop\n\t}}\n\
+         }}\n"
+    )
+}
+
+/// What [`ExitNet::setup`] changed, to undo it.
+#[derive(Debug)]
+pub struct ExitNet {
+    previous_forward: Option<String>,
+}
+
+impl ExitNet {
+    /// The commands setup runs, for users who prefer to run them by hand.
+    pub fn commands(tun: &str, pool: Ipv4Net) -> Vec<Cmd> {
+        vec![Cmd::nft_script(exit_ruleset(tun, pool))]
+    }
+
+    /// Turns forwarding on and installs the NAT and isolation rules.
+    pub fn setup(tun: &str, pool: Ipv4Net) -> Result<Self, NetError> {
+        let previous = std::fs::read_to_string(FORWARD_SYSCTL)
+            .map_err(|source| NetError::Io {
+                what: FORWARD_SYSCTL.into(),
+                source,
+            })?
+            .trim()
+            .to_string();
+        let mut cmds = Self::commands(tun, pool);
+        if previous != "1" {
+            if let Err(source) = std::fs::write(FORWARD_SYSCTL, "1") {
+                let mut all = vec![format!("sysctl -w net.ipv4.ip_forward=1")];
+                all.extend(cmds.iter().map(Cmd::display));
+                return Err(match source.kind() {
+                    std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::ReadOnlyFilesystem => NetError::NeedsRights {
+                        commands: all.join("\n"),
+                    },
+                    _ => NetError::Io {
+                        what: FORWARD_SYSCTL.into(),
+                        source,
+                    },
+                });
+            }
+        }
+        let undo_forward = (previous != "1").then_some(previous);
+        if let Err(e) = run_all(&cmds) {
+            if let Some(p) = &undo_forward {
+                std::fs::write(FORWARD_SYSCTL, p).ok();
+            }
+            return Err(e);
+        }
+        cmds.clear();
+        Ok(Self {
+            previous_forward: undo_forward,
+        })
+    }
+
+    /// Removes the rules and restores the forwarding setting.
+    pub fn teardown(self) {
+        if let Err(e) = Cmd::nft(&["delete", "table", "ip", EXIT_TABLE]).run() {
+            tracing::warn!("removing the exit's nftables table: {e}");
+        }
+        if let Some(p) = self.previous_forward {
+            if let Err(e) = std::fs::write(FORWARD_SYSCTL, p) {
+                tracing::warn!("restoring {FORWARD_SYSCTL}: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The tunnel's keys: a Noise `IK` handshake client → exit on a control stream, then IP packets
+//! sealed one per QUIC datagram with an explicit nonce (snow's stateless transport), so packets
+//! may be lost or reordered; the receiver's [`ReplayWindow`] drops replays.
+//!
+//! Datagram layout: `[KIND_PACKET][nonce: u64 LE][AES-256-GCM ciphertext + 16-byte tag]`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use snow::{HandshakeState, StatelessTransportState};
+
+use super::replay::{REJECT_AFTER, ReplayWindow};
+use crate::id::AccountId;
+use crate::identity::Identity;
+use crate::seal::claimed_sender;
+
+/// Noise protocol of VPN tunnels (AES-GCM: ~3× ChaCha20-Poly1305 on AES-NI servers).
+pub const VPN_PATTERN: &str = "Noise_IK_25519_AESGCM_BLAKE2s";
+/// First byte of a datagram carrying an IP packet.
+pub const KIND_PACKET: u8 = 1;
+/// Bytes a datagram adds to the packet it carries.
+pub const OVERHEAD: usize = 1 + 8 + 16;
+/// Largest handshake message.
+pub const MAX_HANDSHAKE: usize = 1024;
+
+/// A tunnel handshake failed or a datagram was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VpnCryptoError {
+    /// The handshake was malformed, used the wrong key or an unproven identity.
+    #[error("tunnel handshake failed: {0}")]
+    Handshake(&'static str),
+    /// Not a packet datagram, or too short to hold one.
+    #[error("malformed datagram")]
+    Malformed,
+    /// The nonce was seen already or is older than the replay window.
+    #[error("replayed or stale nonce")]
+    Replay,
+    /// Authentication failed (wrong key or altered bytes).
+    #[error("datagram failed authentication")]
+    Decrypt,
+    /// The packet does not fit the output buffer.
+    #[error("packet too large")]
+    TooLarge,
+    /// The sending side used up its nonces; the tunnel must be re-established.
+    #[error("nonces exhausted")]
+    Exhausted,
+}
+
+/// What the exit gives a client for the session, sent inside the handshake reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The client's tunnel address.
+    pub addr: [u8; 4],
+    /// Prefix length of the exit's pool.
+    pub prefix: u8,
+    /// The exit's own tunnel address.
+    pub gateway: [u8; 4],
+    /// A DNS resolver the exit offers, reached through the tunnel.
+    pub dns: Option<[u8; 4]>,
+    /// Largest IP packet the exit accepts.
+    pub mtu: u16,
+}
+
+fn noise_error(_: snow::Error) -> VpnCryptoError {
+    VpnCryptoError::Handshake("noise setup")
+}
+
+/// The client's side of a tunnel handshake, waiting for the exit's reply.
+pub struct TunnelInitiator {
+    hs: HandshakeState,
+}
+
+impl TunnelInitiator {
+    /// Starts a handshake with the exit whose id is `exit`; returns the first message to send.
+    pub fn start(identity: &Identity, exit: &AccountId) -> Result<(Self, Vec<u8>), VpnCryptoError> {
+        let secret = identity.x25519_secret();
+        let remote = exit
+            .x25519_public()
+            .map_err(|_| VpnCryptoError::Handshake("exit id is not a valid key"))?;
+        let mut hs = snow::Builder::new(VPN_PATTERN.parse().map_err(noise_error)?)
+            .local_private_key(&secret[..])
+            .and_then(|b| b.remote_public_key(&remote))
+            .and_then(|b| b.build_initiator())
+            .map_err(noise_error)?;
+        let mut msg = vec![0u8; MAX_HANDSHAKE];
+        let n = hs
+            .write_message(identity.account_id().as_bytes(), &mut msg)
+            .map_err(|_| VpnCryptoError::Handshake("write"))?;
+        msg.truncate(n);
+        Ok((Self { hs }, msg))
+    }
+
+    /// Reads the exit's reply: the lease and the tunnel keys.
+    pub fn finish(mut self, reply: &[u8]) -> Result<(Lease, TunnelKeys), VpnCryptoError> {
+        let mut payload = [0u8; MAX_HANDSHAKE];
+        let n = self
+            .hs
+            .read_message(reply, &mut payload)
+            .map_err(|_| VpnCryptoError::Handshake("reply rejected"))?;
+        let lease: Lease = postcard::from_bytes(&payload[..n])
+            .map_err(|_| VpnCryptoError::Handshake("malformed lease"))?;
+        let transport = self
+            .hs
+            .into_stateless_transport_mode()
+            .map_err(|_| VpnCryptoError::Handshake("incomplete"))?;
+        Ok((lease, TunnelKeys::new(transport)))
+    }
+}
+
+/// The exit's side: authenticates the client from its first message, then replies with `lease`.
+pub struct TunnelResponder {
+    hs: HandshakeState,
+    /// The authenticated client.
+    pub client: AccountId,
+}
+
+impl TunnelResponder {
+    /// Reads the client's first message.
+    pub fn read(identity: &Identity, first: &[u8]) -> Result<Self, VpnCryptoError> {
+        let secret = identity.x25519_secret();
+        let mut hs = snow::Builder::new(VPN_PATTERN.parse().map_err(noise_error)?)
+            .local_private_key(&secret[..])
+            .and_then(|b| b.build_responder())
+            .map_err(noise_error)?;
+        let mut payload = [0u8; 64];
+        let n = hs
+            .read_message(first, &mut payload)
+            .map_err(|_| VpnCryptoError::Handshake("bad first message"))?;
+        let client = claimed_sender(&payload[..n], hs.get_remote_static())
+            .map_err(|_| VpnCryptoError::Handshake("client identity not proven"))?;
+        Ok(Self { hs, client })
+    }
+
+    /// Writes the reply carrying `lease`; returns it with the tunnel keys.
+    pub fn reply(mut self, lease: &Lease) -> Result<(Vec<u8>, TunnelKeys), VpnCryptoError> {
+        let payload =
+            postcard::to_allocvec(lease).map_err(|_| VpnCryptoError::Handshake("lease"))?;
+        let mut msg = vec![0u8; MAX_HANDSHAKE];
+        let n = self
+            .hs
+            .write_message(&payload, &mut msg)
+            .map_err(|_| VpnCryptoError::Handshake("write"))?;
+        msg.truncate(n);
+        let transport = self
+            .hs
+            .into_stateless_transport_mode()
+            .map_err(|_| VpnCryptoError::Handshake("incomplete"))?;
+        Ok((msg, TunnelKeys::new(transport)))
+    }
+}
+
+/// Established tunnel keys; split into one [`Sealer`] and one [`Opener`].
+pub struct TunnelKeys {
+    transport: Arc<StatelessTransportState>,
+}
+
+impl TunnelKeys {
+    fn new(transport: StatelessTransportState) -> Self {
+        Self {
+            transport: Arc::new(transport),
+        }
+    }
+
+    /// The sending half (shareable: nonces come from an atomic counter) and the receiving half.
+    pub fn split(self) -> (Sealer, Opener) {
+        (
+            Sealer {
+                transport: self.transport.clone(),
+                next: AtomicU64::new(0),
+            },
+            Opener {
+                transport: self.transport,
+                window: ReplayWindow::new(),
+            },
+        )
+    }
+}
+
+/// Seals outgoing packets; `&self`, no lock: each call takes the next nonce atomically.
+pub struct Sealer {
+    transport: Arc<StatelessTransportState>,
+    next: AtomicU64,
+}
+
+impl Sealer {
+    /// Writes the datagram carrying `packet` into `out`; returns its length.
+    pub fn seal(&self, packet: &[u8], out: &mut [u8]) -> Result<usize, VpnCryptoError> {
+        let len = packet.len() + OVERHEAD;
+        if out.len() < len {
+            return Err(VpnCryptoError::TooLarge);
+        }
+        let nonce = self.next.fetch_add(1, Ordering::Relaxed);
+        if nonce >= REJECT_AFTER {
+            return Err(VpnCryptoError::Exhausted);
+        }
+        out[0] = KIND_PACKET;
+        out[1..9].copy_from_slice(&nonce.to_le_bytes());
+        let n = self
+            .transport
+            .write_message(nonce, packet, &mut out[9..len])
+            .map_err(|_| VpnCryptoError::TooLarge)?;
+        Ok(9 + n)
+    }
+}
+
+/// Opens incoming datagrams and keeps the replay window (one per direction, owned by its reader).
+pub struct Opener {
+    transport: Arc<StatelessTransportState>,
+    window: ReplayWindow,
+}
+
+impl Opener {
+    /// Decrypts `datagram` into `out`; returns the packet's length. Replays, stale nonces, forged
+    /// or malformed datagrams are refused without changing the window.
+    pub fn open(&mut self, datagram: &[u8], out: &mut [u8]) -> Result<usize, VpnCryptoError> {
+        if datagram.len() < OVERHEAD || datagram[0] != KIND_PACKET {
+            return Err(VpnCryptoError::Malformed);
+        }
+        let mut nonce = [0u8; 8];
+        nonce.copy_from_slice(&datagram[1..9]);
+        let nonce = u64::from_le_bytes(nonce);
+        if !self.window.check(nonce) {
+            return Err(VpnCryptoError::Replay);
+        }
+        if out.len() < datagram.len() - OVERHEAD {
+            return Err(VpnCryptoError::TooLarge);
+        }
+        let n = self
+            .transport
+            .read_message(nonce, &datagram[9..], out)
+            .map_err(|_| VpnCryptoError::Decrypt)?;
+        if !self.window.update(nonce) {
+            return Err(VpnCryptoError::Replay);
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease() -> Lease {
+        Lease {
+            addr: [10, 77, 0, 2],
+            prefix: 24,
+            gateway: [10, 77, 0, 1],
+            dns: Some([10, 0, 3, 2]),
+            mtu: 1380,
+        }
+    }
+
+    fn pair() -> ((Sealer, Opener), (Sealer, Opener), AccountId) {
+        let (client, exit) = (Identity::generate(), Identity::generate());
+        let (init, first) = TunnelInitiator::start(&client, &exit.account_id()).unwrap();
+        let resp = TunnelResponder::read(&exit, &first).unwrap();
+        let who = resp.client;
+        let (reply, exit_keys) = resp.reply(&lease()).unwrap();
+        let (got, client_keys) = init.finish(&reply).unwrap();
+        assert_eq!(got, lease());
+        (client_keys.split(), exit_keys.split(), who)
+    }
+
+    #[test]
+    fn packets_cross_in_any_order_once() {
+        let ((c_seal, _c_open), (_e_seal, mut e_open), who) = pair();
+        assert_ne!(who.as_bytes(), &[0u8; 32]);
+        let mut dgrams = Vec::new();
+        for i in 0..5u8 {
+            let mut out = [0u8; 256];
+            let n = c_seal.seal(&[i; 100], &mut out).unwrap();
+            assert_eq!(n, 100 + OVERHEAD);
+            dgrams.push(out[..n].to_vec());
+        }
+        let mut plain = [0u8; 256];
+        for i in [3usize, 0, 4, 1, 2] {
+            let n = e_open.open(&dgrams[i], &mut plain).unwrap();
+            assert_eq!(&plain[..n], &[i as u8; 100][..]);
+        }
+        assert_eq!(
+            e_open.open(&dgrams[2], &mut plain),
+            Err(VpnCryptoError::Replay)
+        );
+    }
+
+    #[test]
+    fn forged_short_foreign_and_wrong_direction_datagrams_are_refused() {
+        let ((c_seal, mut c_open), (_e_seal, mut e_open), _) = pair();
+        let ((other_seal, _), _, _) = pair();
+        let mut out = [0u8; 256];
+        let mut plain = [0u8; 256];
+        let n = c_seal.seal(b"hello", &mut out).unwrap();
+        let mut flipped = out[..n].to_vec();
+        flipped[12] ^= 1;
+        assert_eq!(
+            e_open.open(&flipped, &mut plain),
+            Err(VpnCryptoError::Decrypt)
+        );
+        // The forged copy did not burn the nonce: the real one still opens.
+        assert!(e_open.open(&out[..n], &mut plain).is_ok());
+        assert_eq!(
+            e_open.open(&out[..5], &mut plain),
+            Err(VpnCryptoError::Malformed)
+        );
+        let mut wrong_kind = out[..n].to_vec();
+        wrong_kind[0] = 9;
+        assert_eq!(
+            e_open.open(&wrong_kind, &mut plain),
+            Err(VpnCryptoError::Malformed)
+        );
+        // A foreign key's datagram (with a fresh nonce) fails authentication.
+        other_seal.seal(b"skip nonce 0", &mut out).unwrap();
+        let n = other_seal.seal(b"hello", &mut out).unwrap();
+        assert_eq!(
+            e_open.open(&out[..n], &mut plain),
+            Err(VpnCryptoError::Decrypt)
+        );
+        // A packet the client sealed does not open as one from the exit.
+        let n = c_seal.seal(b"hello", &mut out).unwrap();
+        assert_eq!(
+            c_open.open(&out[..n], &mut plain),
+            Err(VpnCryptoError::Decrypt)
+        );
+        assert_eq!(
+            c_seal.seal(&[0u8; 300], &mut out),
+            Err(VpnCryptoError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn handshake_with_the_wrong_exit_key_fails() {
+        let (client, exit, other) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
+        let (_, first) = TunnelInitiator::start(&client, &other.account_id()).unwrap();
+        assert!(TunnelResponder::read(&exit, &first).is_err());
+        assert!(TunnelResponder::read(&exit, b"garbage").is_err());
+        let (init, first) = TunnelInitiator::start(&client, &exit.account_id()).unwrap();
+        assert!(TunnelResponder::read(&exit, &first).is_ok());
+        assert!(init.finish(b"not a reply").is_err());
+    }
+}
