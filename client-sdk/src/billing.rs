@@ -58,6 +58,15 @@ impl UsageCounter {
     pub(crate) fn vpn(&self, bytes: usize) {
         self.vpn.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+    /// Counts bytes of `service`.
+    pub(crate) fn count(&self, service: top_billing::Service, bytes: usize) {
+        match service {
+            top_billing::Service::Msg => self.msg(bytes),
+            top_billing::Service::Mailbox => self.mailbox(bytes),
+            top_billing::Service::Pipe => self.pipe(bytes),
+            top_billing::Service::Vpn => self.vpn(bytes),
+        }
+    }
 
     /// What was counted so far.
     pub fn snapshot(&self) -> Usage {
@@ -91,6 +100,18 @@ pub(crate) async fn start(
 ) -> Result<Option<BillingState>, ClientError> {
     let (mut send, recv) = conn.open_bi().await?;
     send.write_all(&encode_frame(&Open::Billing)?).await?;
+    start_on(conn, (send, recv), identity, opts, usage).await
+}
+
+/// [`start`] on a stream already opened (and announced) to the relay that bills, e.g. through
+/// an entry relay; `conn` reaches any relay of the chain (to sign a channel opening).
+pub(crate) async fn start_on(
+    conn: &quinn::Connection,
+    (send, recv): (quinn::SendStream, quinn::RecvStream),
+    identity: &Identity,
+    opts: &BillingOptions,
+    usage: Arc<UsageCounter>,
+) -> Result<Option<BillingState>, ClientError> {
     let mut out = FramedWrite::new(send, FrameCodec::<ClientBilling>::new(MAX_BILLING_FRAME));
     let mut frames = FramedRead::new(recv, FrameCodec::<RelayBilling>::new(MAX_BILLING_FRAME));
     let offer = match frames.next().await {
@@ -121,9 +142,11 @@ pub(crate) async fn start(
         })) => (channel, cum_amount, cum_bytes),
         Some(Ok(RelayBilling::Refused(why))) => {
             return Err(ClientError::Billing(format!(
-                "this relay charges {} TOP/MiB for messages and refused the channel: {why} \
-                 (deposit first: `top wallet deposit AMOUNT`)",
-                offer.prices.msg
+                "relay {} charges (messages {} TOP/MiB, VPN {} TOP/MiB) and refused the channel: \
+                 {why} (deposit first: `top wallet deposit AMOUNT`)",
+                offer.relay.short(),
+                offer.prices.msg,
+                offer.prices.vpn
             )));
         }
         Some(Ok(other)) => return Err(ClientError::Billing(format!("unexpected {other:?}"))),

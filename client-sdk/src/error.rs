@@ -49,4 +49,13 @@ pub enum ClientError {
     /// The relay requires payment and no channel could be set up.
     #[error("billing: {0}")]
     Billing(String),
+    /// The tunnel could not be set up or was refused.
+    #[error("vpn: {0}")]
+    Vpn(String),
+    /// The exit refused a proxied connection.
+    #[error("the exit refused the connection: {0:?}")]
+    Proxy(top_proto::vpn::ConnectReply),
+    /// Changing the host's network (TUN, routes, DNS, kill switch) failed.
+    #[error(transparent)]
+    Net(#[from] top_netconf::NetError),
 }

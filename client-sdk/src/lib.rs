@@ -23,6 +23,7 @@ mod billing;
 mod client;
 mod error;
 mod pipe;
+pub mod vpn;
 mod wallet;
 
 pub use billing::{BillingOptions, BillingState, UsageCounter};

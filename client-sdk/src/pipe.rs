@@ -10,6 +10,8 @@ use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 use top_proto::pipe_crypto::{MAX_NOISE_MSG, MAX_PIPE_CHUNK, PipeCipher, PipeInitiator, respond};
 
+use top_billing::Service;
+
 use crate::billing::UsageCounter;
 use crate::error::ClientError;
 
@@ -30,7 +32,7 @@ pub struct Pipe {
 
 /// The sending half of a pipe.
 pub struct PipeWriter {
-    usage: Option<Arc<UsageCounter>>,
+    usage: Option<(Arc<UsageCounter>, Service)>,
     out: FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
     cipher: Arc<Mutex<PipeCipher>>,
     buf: Vec<u8>,
@@ -38,7 +40,7 @@ pub struct PipeWriter {
 
 /// The receiving half of a pipe.
 pub struct PipeReader {
-    usage: Option<Arc<UsageCounter>>,
+    usage: Option<(Arc<UsageCounter>, Service)>,
     records: Records,
     cipher: Arc<Mutex<PipeCipher>>,
     peer: AccountId,
@@ -62,6 +64,27 @@ impl Pipe {
             None => return Err(ClientError::Closed),
         }
         let mut records = replies.map_decoder(|_| record_codec());
+        let mut out = FramedWrite::new(send, record_codec());
+        let (initiator, first) = PipeInitiator::start(identity, &peer)?;
+        out.send(Bytes::from(first)).await.map_err(io_err)?;
+        let reply = records
+            .next()
+            .await
+            .ok_or(ClientError::Closed)?
+            .map_err(io_err)?;
+        let cipher = initiator.finish(&reply)?;
+        Ok(Self::assemble(out, records, cipher))
+    }
+
+    /// Runs the pipe handshake with `peer` on a stream already announced to the relay (proxied
+    /// connections at an exit).
+    pub(crate) async fn open_on(
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+        identity: &Identity,
+        peer: AccountId,
+    ) -> Result<Self, ClientError> {
+        let mut records = FramedRead::new(recv, record_codec());
         let mut out = FramedWrite::new(send, record_codec());
         let (initiator, first) = PipeInitiator::start(identity, &peer)?;
         out.send(Bytes::from(first)).await.map_err(io_err)?;
@@ -122,8 +145,15 @@ impl Pipe {
 
     /// Counts this pipe's bytes into `usage` (what the relay bills).
     pub(crate) fn metered(mut self, usage: &Arc<UsageCounter>) -> Self {
-        self.writer.usage = Some(usage.clone());
-        self.reader.usage = Some(usage.clone());
+        self.writer.usage = Some((usage.clone(), Service::Pipe));
+        self.reader.usage = Some((usage.clone(), Service::Pipe));
+        self
+    }
+
+    /// Counts this pipe's bytes as VPN traffic (proxied connections).
+    pub(crate) fn metered_vpn(mut self, usage: &Arc<UsageCounter>) -> Self {
+        self.writer.usage = Some((usage.clone(), Service::Vpn));
+        self.reader.usage = Some((usage.clone(), Service::Vpn));
         self
     }
 
@@ -161,8 +191,8 @@ impl PipeWriter {
                 let mut cipher = self.cipher.lock().map_err(|_| ClientError::Closed)?;
                 cipher.encrypt(chunk, &mut self.buf)?
             };
-            if let Some(usage) = &self.usage {
-                usage.pipe(n + 4);
+            if let Some((usage, service)) = &self.usage {
+                usage.count(*service, n + 4);
             }
             self.out
                 .feed(Bytes::copy_from_slice(&self.buf[..n]))
@@ -193,8 +223,8 @@ impl PipeReader {
             return Ok(None);
         };
         let record = record.map_err(io_err)?;
-        if let Some(usage) = &self.usage {
-            usage.pipe(record.len() + 4);
+        if let Some((usage, service)) = &self.usage {
+            usage.count(*service, record.len() + 4);
         }
         let mut out = vec![0u8; record.len()];
         let n = {

@@ -1,6 +1,8 @@
 //! An exit relay's host setup: IPv4 forwarding on, NAT (masquerade) for the client pool, clients
 //! kept apart from each other and from the exit's own services; all undone on shutdown.
 
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv4Net;
 
 use crate::cmd::{Cmd, run_all};
@@ -10,8 +12,26 @@ const FORWARD_SYSCTL: &str = "/proc/sys/net/ipv4/ip_forward";
 /// The nftables table an exit owns.
 pub const EXIT_TABLE: &str = "top_exit";
 
-/// The nftables rules of an exit whose clients come from `pool` on device `tun`.
-pub fn exit_ruleset(tun: &str, pool: Ipv4Net) -> String {
+/// Address ranges an exit keeps its tunnels away from unless its owner allows them: private,
+/// shared (CGNAT), link-local and loopback networks.
+pub fn private_ranges() -> Vec<Ipv4Net> {
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"]
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The nftables rules of an exit whose clients come from `pool` on device `tun`; tunnels may
+/// not reach `deny`, except the offered resolver `dns` on port 53.
+pub fn exit_ruleset(tun: &str, pool: Ipv4Net, deny: &[Ipv4Net], dns: Option<Ipv4Addr>) -> String {
+    let mut deny_rule = String::new();
+    if let Some(dns) = dns {
+        deny_rule.push_str(&format!("\t\tiifname \"{tun}\" ip daddr {dns} meta l4proto {{ tcp, udp }} th dport 53 accept\n"));
+    }
+    if !deny.is_empty() {
+        let list: Vec<String> = deny.iter().map(|n| n.to_string()).collect();
+        deny_rule.push_str(&format!("\t\tiifname \"{tun}\" ip daddr {{ {} }} drop\n", list.join(", ")));
+    }
     format!(
         "table ip {EXIT_TABLE} {{}}\n\
          delete table ip {EXIT_TABLE}\n\
@@ -20,6 +40,7 @@ pub fn exit_ruleset(tun: &str, pool: Ipv4Net) -> String {
          \t\tip saddr {pool} oifname != \"{tun}\" masquerade\n\t}}\n\
          \tchain forward {{ type filter hook forward priority filter; policy accept;\n\
          \t\tiifname \"{tun}\" oifname \"{tun}\" drop\n\
+         {deny_rule}\
          \t\tiifname \"{tun}\" accept\n\
          \t\toifname \"{tun}\" ct state established,related accept\n\
          \t\toifname \"{tun}\" drop\n\t}}\n\
@@ -38,12 +59,17 @@ pub struct ExitNet {
 
 impl ExitNet {
     /// The commands setup runs, for users who prefer to run them by hand.
-    pub fn commands(tun: &str, pool: Ipv4Net) -> Vec<Cmd> {
-        vec![Cmd::nft_script(exit_ruleset(tun, pool))]
+    pub fn commands(tun: &str, pool: Ipv4Net, deny: &[Ipv4Net], dns: Option<Ipv4Addr>) -> Vec<Cmd> {
+        vec![Cmd::nft_script(exit_ruleset(tun, pool, deny, dns))]
     }
 
     /// Turns forwarding on and installs the NAT and isolation rules.
-    pub fn setup(tun: &str, pool: Ipv4Net) -> Result<Self, NetError> {
+    pub fn setup(
+        tun: &str,
+        pool: Ipv4Net,
+        deny: &[Ipv4Net],
+        dns: Option<Ipv4Addr>,
+    ) -> Result<Self, NetError> {
         let previous = std::fs::read_to_string(FORWARD_SYSCTL)
             .map_err(|source| NetError::Io {
                 what: FORWARD_SYSCTL.into(),
@@ -51,7 +77,7 @@ impl ExitNet {
             })?
             .trim()
             .to_string();
-        let mut cmds = Self::commands(tun, pool);
+        let mut cmds = Self::commands(tun, pool, deny, dns);
         if previous != "1" {
             if let Err(source) = std::fs::write(FORWARD_SYSCTL, "1") {
                 let mut all = vec![format!("sysctl -w net.ipv4.ip_forward=1")];

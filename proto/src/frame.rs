@@ -126,6 +126,12 @@ pub enum Open {
         /// The exit relay.
         to: RelayAddr,
     },
+    /// Client → relay through an entry relay: the billing stream, naming the payer (the
+    /// connection's own identity is the entry's). Receipts must still be signed by the payer.
+    BillingAs {
+        /// The account whose channel pays.
+        payer: AccountId,
+    },
 }
 
 /// Whether a message reached its recipient or waits in a mailbox.

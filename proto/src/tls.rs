@@ -97,6 +97,11 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.stream_receive_window((4u32 << 20).into());
     t.receive_window((16u32 << 20).into());
     t.send_window(16 << 20);
+    // Assume an Ethernet-sized path (as WireGuard does) so VPN datagrams carry full packets;
+    // quinn's black-hole detection falls back to 1200 bytes where the path is smaller.
+    t.initial_mtu(1452);
+    t.datagram_receive_buffer_size(Some(4 << 20));
+    t.datagram_send_buffer_size(4 << 20);
     t
 }
 

@@ -111,6 +111,11 @@ impl ClientMeter {
         ok
     }
 
+    /// Whether a channel is attached (the client can pay).
+    pub fn has_channel(&self) -> bool {
+        lock(&self.meter).channel().is_some()
+    }
+
     /// Records usage already carried (e.g. mailbox storage once a message is stored).
     pub fn record(&self, service: Service, bytes: u64) {
         lock(&self.meter).record(service, bytes);

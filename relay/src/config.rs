@@ -138,6 +138,41 @@ impl Default for BillingConfig {
     }
 }
 
+/// The VPN exit's settings (used when `vpn_exit = true`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VpnConfig {
+    /// Client tunnel addresses; the first host is the exit's own TUN address.
+    pub pool: ipnet::Ipv4Net,
+    /// Name of the exit's TUN device.
+    pub tun: String,
+    /// Largest IP packet carried (the TUN device's MTU).
+    pub mtu: u16,
+    /// DNS resolver offered to clients (reached through the tunnel); default: the first
+    /// non-loopback `nameserver` of the exit's `/etc/resolv.conf`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<std::net::Ipv4Addr>,
+    /// Set up forwarding and NAT on start (and undo on shutdown); off when the owner does it.
+    pub nat: bool,
+    /// Let clients reach private, link-local and shared address ranges (off: the exit's own
+    /// networks stay unreachable from tunnels).
+    pub allow_private: bool,
+}
+
+impl Default for VpnConfig {
+    fn default() -> Self {
+        Self {
+            pool: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 77, 0, 0), 24)
+                .unwrap_or_default(),
+            tun: "topx0".into(),
+            mtu: 1380,
+            dns: None,
+            nat: true,
+            allow_private: false,
+        }
+    }
+}
+
 /// A relay's configuration file (`config.toml` in the data directory).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -167,6 +202,12 @@ pub struct RelayConfig {
     /// Prices, stake and settlement.
     #[serde(default)]
     pub billing: BillingConfig,
+    /// Serve as a VPN exit: open a TUN device and carry clients' packets to the internet.
+    #[serde(default)]
+    pub vpn_exit: bool,
+    /// VPN exit settings.
+    #[serde(default)]
+    pub vpn: VpnConfig,
 }
 
 fn default_max_connections() -> usize {
@@ -190,6 +231,8 @@ impl RelayConfig {
             mailbox: MailboxConfig::default(),
             ledger: LedgerConfig::default(),
             billing: BillingConfig::default(),
+            vpn_exit: false,
+            vpn: VpnConfig::default(),
         }
     }
 
@@ -246,6 +289,13 @@ impl RelayConfig {
         }
         if self.ledger.block_interval_ms == 0 {
             return Err("ledger.block_interval_ms must be at least 1".into());
+        }
+        if self.vpn.mtu < 576 || usize::from(self.vpn.mtu) > 1500 {
+            return Err("vpn.mtu must be between 576 and 1500".into());
+        }
+        crate::vpn::pool::Pool::new(self.vpn.pool)?;
+        if self.vpn.tun.is_empty() || self.vpn.tun.len() > 15 {
+            return Err("vpn.tun must be a device name of 1 to 15 characters".into());
         }
         let b = &self.billing;
         for (name, value) in [

@@ -44,5 +44,6 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod status;
+pub mod vpn;
 
 pub use node::{InitOptions, Relay, RelayError, init};

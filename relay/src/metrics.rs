@@ -36,6 +36,8 @@ pub struct Metrics {
     pub billed_bytes: Counter,
     /// Traffic refused for lack of payment.
     pub unpaid_refusals: Counter,
+    /// The VPN's counters.
+    pub vpn: crate::vpn::metrics::VpnMetrics,
     registry: Registry,
 }
 
@@ -98,6 +100,7 @@ impl Metrics {
             "Traffic refused for lack of payment",
             m.unpaid_refusals.clone(),
         );
+        m.vpn.register(&mut r);
         m.registry = r;
         m
     }

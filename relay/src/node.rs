@@ -56,6 +56,9 @@ pub enum RelayError {
     /// The chain store failed to open.
     #[error("chain: {0}")]
     Chain(String),
+    /// The VPN exit could not set up its TUN device, forwarding or NAT.
+    #[error("VPN exit: {0}")]
+    Vpn(#[from] top_netconf::NetError),
 }
 
 /// What `toprelay init` writes.
@@ -171,6 +174,17 @@ impl Relay {
         });
         shared.tasks.spawn(sweep_loop(shared.clone()));
         crate::chain_setup::start_chain(&shared, &dir)?;
+        if shared.config.vpn_exit {
+            let exit = match crate::vpn::exit::Exit::start(&shared) {
+                Ok(exit) => exit,
+                Err(e) => {
+                    shared.shutdown.cancel();
+                    shared.endpoint.close(0u32.into(), b"relay failed to start");
+                    return Err(RelayError::Vpn(e));
+                }
+            };
+            shared.vpn_exit.set(exit).ok();
+        }
         info!(addr = %shared.addr, http = %http_addr, "relay running");
         Ok(Self { shared, http_addr })
     }
@@ -221,6 +235,9 @@ impl Relay {
     pub async fn shutdown(self) {
         let shared = self.shared;
         shared.shutdown.cancel();
+        if let Some(exit) = shared.vpn_exit.get() {
+            exit.stop();
+        }
         shared.endpoint.close(0u32.into(), b"relay shutting down");
         shared.tasks.close();
         if tokio::time::timeout(DRAIN_DEADLINE, shared.tasks.wait())

@@ -85,6 +85,10 @@ struct ConnState {
     session_open: Arc<AtomicBool>,
     /// The connection's meter, when this relay bills.
     meter: Option<Arc<crate::billing::ClientMeter>>,
+    /// Whether a VPN tunnel is open (at most one per connection: datagrams are per connection).
+    vpn_open: Arc<AtomicBool>,
+    /// The exit this connection's `Via` streams and datagrams go to (2-hop entry role).
+    upstream: crate::vpn::entry::Upstream,
 }
 
 /// Serves every stream the peer of `conn` opens, until the connection closes.
@@ -98,6 +102,8 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
         is_link,
         session_open: Arc::new(AtomicBool::new(false)),
         meter: crate::billing::new_meter(&shared),
+        vpn_open: Arc::new(AtomicBool::new(false)),
+        upstream: Arc::default(),
     };
     async move {
         loop {
@@ -140,6 +146,8 @@ async fn serve_stream(
         is_link,
         session_open,
         meter,
+        vpn_open,
+        upstream,
     } = state;
     let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(MAX_OPEN_LEN));
     let first = match tokio::time::timeout(OPEN_TIMEOUT, frames.next()).await {
@@ -185,5 +193,23 @@ async fn serve_stream(
         Ok(Open::IncomingPipe) => reject(frames, "IncomingPipe is relay-to-client only"),
         Ok(Open::Ledger) => crate::chain_api::serve_ledger(shared, send, frames).await,
         Ok(Open::Billing) => crate::billing::serve_billing(shared, peer, meter, send, frames).await,
+        Ok(Open::BillingAs { payer }) => {
+            crate::billing::serve_billing(shared, payer, meter, send, frames).await
+        }
+        Ok(Open::Vpn) => {
+            if vpn_open.swap(true, Ordering::SeqCst) {
+                return reject(frames, "second tunnel on one connection");
+            }
+            let result = crate::vpn::exit::serve_vpn(shared, conn, send, frames, meter).await;
+            vpn_open.store(false, Ordering::SeqCst);
+            result
+        }
+        Ok(Open::Connect) => crate::vpn::connect::serve_connect(shared, meter, send, frames).await,
+        Ok(Open::Via { to }) => {
+            if meter.as_ref().is_some_and(|m| !m.has_channel()) {
+                return reject(frames, "payment required: open a billing channel first");
+            }
+            crate::vpn::entry::serve_via(shared, conn, to, upstream, meter, send, frames).await
+        }
     }
 }

@@ -118,6 +118,8 @@ pub struct Shared {
     pub receipts: crate::receipts::ReceiptStore,
     /// The chain, once opened (followers open it after fetching the genesis).
     pub chain: std::sync::OnceLock<Arc<crate::chain::ChainNode>>,
+    /// The VPN exit, when this relay is one.
+    pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
     sessions: Mutex<HashMap<AccountId, SessionHandle>>,
     presence: Mutex<HashMap<AccountId, RelayId>>,
     links: Mutex<HashMap<RelayId, LinkHandle>>,
@@ -175,6 +177,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             started: Instant::now(),
             chain: std::sync::OnceLock::new(),
+            vpn_exit: std::sync::OnceLock::new(),
             sessions: Mutex::default(),
             presence: Mutex::default(),
             links: Mutex::default(),

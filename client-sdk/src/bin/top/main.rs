@@ -1,6 +1,7 @@
-//! `top`: the TOP network's end-user command line (identity, messages).
+//! `top`: the TOP network's end-user command line (identity, messages, wallet, VPN, proxy).
 
 mod home;
+mod vpn;
 mod wallet;
 
 use std::path::PathBuf;
@@ -44,6 +45,17 @@ enum Command {
     /// Your TOP tokens: balance, faucet, transfers, deposits, grants.
     #[command(subcommand)]
     Wallet(wallet::WalletCommand),
+    /// The VPN: all (or some) of this machine's traffic through an exit relay.
+    #[command(subcommand)]
+    Vpn(vpn::VpnCommand),
+    /// A SOCKS5 proxy through an exit relay (no root needed): `curl --socks5-hostname ADDR`.
+    Proxy {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:1080")]
+        listen: std::net::SocketAddr,
+        #[command(flatten)]
+        route: vpn::RouteArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +103,8 @@ async fn main() -> Result<()> {
         Command::Id => println!("{}", home.identity()?.account_id()),
         Command::Msg(cmd) => msg(&home, cli.relay, cmd).await?,
         Command::Wallet(cmd) => wallet::run(&home, cli.relay, cmd).await?,
+        Command::Vpn(cmd) => vpn::run(&home, cli.relay, cmd).await?,
+        Command::Proxy { listen, route } => vpn::proxy(&home, cli.relay, listen, route).await?,
     }
     Ok(())
 }

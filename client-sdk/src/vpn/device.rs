@@ -1,0 +1,339 @@
+//! The full-device VPN (`top vpn up`, root): a TUN device carrying the tunnel, routes (all or
+//! split), DNS through the tunnel, the kill switch, reconnection, and a status file; everything
+//! is undone on shutdown, or by [`down`] from another process if this one died.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use top_netconf::client::{Applied, ClientNetPlan};
+use top_netconf::tun::{AsyncDevice, open_tun};
+use top_netconf::{Cmd, NetError};
+use top_proto::identity::Identity;
+use tracing::{info, warn};
+
+use super::tunnel::{Tunnel, TunnelOptions};
+use crate::error::ClientError;
+
+/// File names in the VPN state directory.
+const STATUS_FILE: &str = "status.json";
+const APPLIED_FILE: &str = "applied.json";
+
+/// What `top vpn up` asked for.
+#[derive(Clone, Debug)]
+pub struct VpnOptions {
+    /// Exit, entry and payment.
+    pub tunnel: TunnelOptions,
+    /// The TUN device's name.
+    pub tun: String,
+    /// Split tunnelling: only these prefixes go through the tunnel (empty: everything).
+    pub routes: Vec<Ipv4Net>,
+    /// The DNS resolver to use (default: the one the exit offers).
+    pub dns: Option<Ipv4Addr>,
+    /// Drop everything outside the tunnel while it is up or reconnecting.
+    pub kill_switch: bool,
+    /// Keep the directly connected networks reachable with the kill switch on.
+    pub allow_lan: bool,
+    /// Where the status and the record of host changes live.
+    pub state_dir: PathBuf,
+}
+
+/// What `top vpn status` shows (written by the running client once a second).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VpnStatus {
+    /// The client's process id.
+    pub pid: u32,
+    /// `connecting`, `up` or `reconnecting`.
+    pub state: String,
+    /// The exit relay.
+    pub exit: String,
+    /// The entry relay of a 2-hop route.
+    pub via: Option<String>,
+    /// The TUN device.
+    pub tun: String,
+    /// The tunnel address.
+    pub address: String,
+    /// Prefixes through the tunnel (`0.0.0.0/0` for all).
+    pub routes: Vec<String>,
+    /// DNS resolver in use.
+    pub dns: Option<String>,
+    /// Whether the kill switch is on.
+    pub kill_switch: bool,
+    /// Datagram bytes sent and received.
+    pub bytes_sent: u64,
+    /// Datagram bytes received.
+    pub bytes_received: u64,
+    /// TOP signed to the exit so far.
+    pub paid_exit: String,
+    /// TOP signed to the entry so far.
+    pub paid_entry: String,
+    /// Reconnections so far.
+    pub reconnects: u64,
+    /// Unix milliseconds the current tunnel came up.
+    pub since_ms: u64,
+    /// The last error, if the tunnel failed.
+    pub last_error: Option<String>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads the status the running client wrote, if one runs.
+pub fn read_status(state_dir: &Path) -> Option<VpnStatus> {
+    let text = std::fs::read(state_dir.join(STATUS_FILE)).ok()?;
+    let status: VpnStatus = serde_json::from_slice(&text).ok()?;
+    process_alive(status.pid).then_some(status)
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn amount(units: u64) -> String {
+    ledger_lite::Amount::from_units(u128::from(units)).to_string()
+}
+
+/// Brings the VPN up and keeps it up until `shutdown`; then restores the host.
+pub async fn run(
+    identity: Identity,
+    opts: VpnOptions,
+    shutdown: CancellationToken,
+) -> Result<(), ClientError> {
+    std::fs::create_dir_all(&opts.state_dir)?;
+    if let Some(s) = read_status(&opts.state_dir) {
+        return Err(ClientError::Vpn(format!(
+            "a VPN is already up (pid {}); run `top vpn down` first",
+            s.pid
+        )));
+    }
+    // A previous client that died left its changes recorded: undo them first.
+    down_leftovers(&opts.state_dir);
+    let mut tunnel = Tunnel::open(identity.clone(), opts.tunnel.clone()).await?;
+    let relay = match tunnel.first_hop() {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => return Err(ClientError::Vpn("IPv6 relays are not supported yet".into())),
+    };
+    let device = open_tun(&opts.tun, tunnel.address(), 32, tunnel.mtu())?;
+    let dns = opts.dns.or(tunnel.lease().dns.map(Ipv4Addr::from));
+    let plan = ClientNetPlan {
+        tun: opts.tun.clone(),
+        relay,
+        routes: opts.routes.clone(),
+        dns,
+        kill_switch: opts.kill_switch,
+        allow_lan: opts.allow_lan,
+    };
+    let applied_path = opts.state_dir.join(APPLIED_FILE);
+    let mut applied = Applied::default();
+    let result = applied.apply(&plan, |a| {
+        if let Err(e) = write_json(&applied_path, a) {
+            warn!("recording host changes: {e}");
+        }
+    });
+    if let Err(e) = result {
+        restore(&mut applied, &applied_path);
+        return Err(e.into());
+    }
+    let mut status = VpnStatus {
+        pid: std::process::id(),
+        state: "up".into(),
+        exit: opts.tunnel.exit.to_string(),
+        via: opts.tunnel.via.as_ref().map(|v| v.to_string()),
+        tun: opts.tun.clone(),
+        address: tunnel.address().to_string(),
+        routes: if opts.routes.is_empty() {
+            vec!["0.0.0.0/0".into()]
+        } else {
+            opts.routes.iter().map(|r| r.to_string()).collect()
+        },
+        dns: dns.map(|d| d.to_string()),
+        kill_switch: opts.kill_switch,
+        since_ms: now_ms(),
+        ..VpnStatus::default()
+    };
+    info!(address = %tunnel.address(), mtu = tunnel.mtu(), "VPN up");
+    let status_path = opts.state_dir.join(STATUS_FILE);
+    let (mut sent, mut received, mut paid_exit, mut paid_entry) = (0u64, 0u64, 0u64, 0u64);
+    loop {
+        let outcome = tokio::select! {
+            e = pump(&device, &mut tunnel, &status_path, &mut status, (sent, received, paid_exit, paid_entry)) => Some(e),
+            _ = shutdown.cancelled() => None,
+        };
+        let stats = tunnel.stats();
+        sent += stats.bytes_sent.load(Ordering::Relaxed);
+        received += stats.bytes_received.load(Ordering::Relaxed);
+        let (entry, exit) = tunnel.billing();
+        paid_exit += exit.map_or(0, |b| b.signed.load(Ordering::Relaxed));
+        paid_entry += entry.map_or(0, |b| b.signed.load(Ordering::Relaxed));
+        tunnel.close();
+        let Some(error) = outcome else { break };
+        warn!("tunnel lost: {error}; reconnecting");
+        status.state = "reconnecting".into();
+        status.last_error = Some(error.to_string());
+        write_json(&status_path, &status).ok();
+        let reopened = tokio::select! {
+            t = reconnect(&identity, &opts.tunnel) => t,
+            _ = shutdown.cancelled() => break,
+        };
+        tunnel = reopened;
+        status.reconnects += 1;
+        if tunnel.address().to_string() != status.address {
+            let addr = format!("{}/32", tunnel.address());
+            Cmd::ip(&["addr", "flush", "dev", &opts.tun]).run().ok();
+            Cmd::ip(&["addr", "add", &addr, "dev", &opts.tun]).run()?;
+            status.address = tunnel.address().to_string();
+        }
+        status.state = "up".into();
+        status.since_ms = now_ms();
+    }
+    drop(device);
+    restore(&mut applied, &applied_path);
+    std::fs::remove_file(&status_path).ok();
+    info!("VPN down; routes and DNS restored");
+    Ok(())
+}
+
+/// Re-opens the tunnel with growing pauses (the kill switch keeps traffic in meanwhile).
+async fn reconnect(identity: &Identity, options: &TunnelOptions) -> Tunnel {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match Tunnel::open(identity.clone(), options.clone()).await {
+            Ok(t) => return t,
+            Err(e) => {
+                warn!("reconnecting: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Carries packets between the TUN device and the tunnel until the tunnel fails.
+async fn pump(
+    device: &AsyncDevice,
+    tunnel: &mut Tunnel,
+    status_path: &Path,
+    status: &mut VpnStatus,
+    before: (u64, u64, u64, u64),
+) -> ClientError {
+    let (Some(mut sender), Some(mut receiver)) = (tunnel.sender(), tunnel.receiver()) else {
+        return ClientError::Closed;
+    };
+    let up = async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = match device.recv(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => return ClientError::Io(e),
+            };
+            if let Err(e) = sender.send(&buf[..n]) {
+                return e;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = match receiver.recv(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => return e,
+            };
+            if let Err(e) = device.send(&buf[..n]).await {
+                return ClientError::Io(e);
+            }
+        }
+    };
+    let stats = tunnel.stats();
+    let report = async {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            every.tick().await;
+            let (entry, exit) = tunnel.billing();
+            status.bytes_sent = before.0 + stats.bytes_sent.load(Ordering::Relaxed);
+            status.bytes_received = before.1 + stats.bytes_received.load(Ordering::Relaxed);
+            status.paid_exit = amount(before.2 + exit.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
+            status.paid_entry = amount(before.3 + entry.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
+            if let Err(e) = write_json(status_path, &*status) {
+                warn!("writing VPN status: {e}");
+            }
+        }
+    };
+    tokio::select! {
+        e = up => e,
+        e = down => e,
+        _ = tunnel.closed() => ClientError::Vpn("the exit ended the tunnel".into()),
+        _ = report => ClientError::Closed,
+    }
+}
+
+fn restore(applied: &mut Applied, path: &Path) {
+    let problems = applied.undo();
+    for p in &problems {
+        warn!("restoring the network: {p}");
+    }
+    if problems.is_empty() {
+        std::fs::remove_file(path).ok();
+    } else {
+        write_json(path, applied).ok();
+    }
+}
+
+/// Undoes host changes a dead client left recorded; returns whether there were any.
+fn down_leftovers(state_dir: &Path) -> bool {
+    let path = state_dir.join(APPLIED_FILE);
+    let Ok(text) = std::fs::read(&path) else {
+        return false;
+    };
+    match serde_json::from_slice::<Applied>(&text) {
+        Ok(mut applied) => {
+            restore(&mut applied, &path);
+            true
+        }
+        Err(e) => {
+            warn!("{} is unreadable ({e}); remove it by hand", path.display());
+            false
+        }
+    }
+}
+
+/// Stops the running client (it restores the host itself), or, if it died, restores the host
+/// from its record. Returns what was done.
+pub async fn down(state_dir: &Path) -> Result<String, ClientError> {
+    if let Some(status) = read_status(state_dir) {
+        let pid = i32::try_from(status.pid).map_err(|_| ClientError::Vpn("bad pid".into()))?;
+        // SAFETY: kill(2) with a pid read from our own status file and a valid signal number.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        if sent != 0 {
+            return Err(ClientError::Io(std::io::Error::last_os_error()));
+        }
+        for _ in 0..200 {
+            if !process_alive(status.pid) {
+                return Ok(format!("VPN down (stopped pid {})", status.pid));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        return Err(ClientError::Vpn(format!(
+            "pid {} did not stop within 10 s",
+            status.pid
+        )));
+    }
+    if down_leftovers(state_dir) {
+        std::fs::remove_file(state_dir.join(STATUS_FILE)).ok();
+        return Ok("VPN was not running; restored the routes, DNS and kill switch it left".into());
+    }
+    Err(ClientError::Net(NetError::Parse("no VPN is up".into())))
+}

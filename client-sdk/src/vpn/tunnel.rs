@@ -1,0 +1,373 @@
+//! A tunnel to an exit relay, directly or through an entry relay: paid channels with each relay,
+//! the Noise handshake and lease, then IP packets as datagrams ([`TunnelSender`],
+//! [`TunnelReceiver`]) and proxied TCP connections ([`Tunnel::connect_tcp`]).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_proto::addr::RelayAddr;
+use top_proto::dial::dial;
+use top_proto::frame::{FrameCodec, Open, encode_frame};
+use top_proto::identity::Identity;
+use top_proto::vpn::cipher::{Lease, OVERHEAD, Opener, Sealer, TunnelInitiator, VpnCryptoError};
+use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
+
+use crate::billing::{BillingOptions, BillingState, UsageCounter};
+use crate::error::ClientError;
+use crate::pipe::Pipe;
+
+/// Largest control-stream frame.
+const MAX_VPN_FRAME: usize = 4096;
+/// Datagram arena allocated at once (datagrams are cut from it without a per-packet allocation).
+const ARENA: usize = 256 * 1024;
+/// Local byte counts are added to the shared usage counter in steps of this much.
+const COUNT_STEP: u64 = 32 * 1024;
+
+/// Where a tunnel goes and how it pays.
+#[derive(Clone, Debug)]
+pub struct TunnelOptions {
+    /// The exit relay.
+    pub exit: RelayAddr,
+    /// An entry relay for a 2-hop route (it never sees the destination; the exit never sees
+    /// the client's address).
+    pub via: Option<RelayAddr>,
+    /// Channel size and sponsor, for each relay that charges.
+    pub billing: BillingOptions,
+}
+
+/// Bytes and packets through a tunnel, and drops by reason.
+#[derive(Debug, Default)]
+pub struct TunnelStats {
+    /// Datagram bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Datagram bytes received.
+    pub bytes_received: AtomicU64,
+    /// Packets sent.
+    pub packets_sent: AtomicU64,
+    /// Packets received.
+    pub packets_received: AtomicU64,
+    /// Datagrams refused: replayed or stale nonces.
+    pub dropped_replay: AtomicU64,
+    /// Datagrams refused: failed authentication or malformed.
+    pub dropped_invalid: AtomicU64,
+    /// Packets too large for the path.
+    pub dropped_too_large: AtomicU64,
+}
+
+/// An established tunnel.
+pub struct Tunnel {
+    _endpoint: quinn::Endpoint,
+    conn: quinn::Connection,
+    identity: Identity,
+    options: TunnelOptions,
+    lease: Lease,
+    mtu: u16,
+    sealer: Option<Sealer>,
+    opener: Option<Opener>,
+    /// Held open for the session's life (closing it ends the tunnel at the exit).
+    _control: quinn::SendStream,
+    ended: tokio_util::sync::CancellationToken,
+    usage: Arc<UsageCounter>,
+    stats: Arc<TunnelStats>,
+    entry_billing: Option<BillingState>,
+    exit_billing: Option<BillingState>,
+}
+
+impl Tunnel {
+    /// Connects (through `via` if set), pays each relay that charges, and completes the
+    /// handshake with the exit.
+    pub async fn open(identity: Identity, options: TunnelOptions) -> Result<Self, ClientError> {
+        let first = options.via.as_ref().unwrap_or(&options.exit);
+        let bind: SocketAddr = match first.host_port.parse::<SocketAddr>() {
+            Ok(a) if a.is_ipv6() => SocketAddr::from(([0u16; 8], 0)),
+            _ => SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let endpoint = quinn::Endpoint::client(bind)?;
+        let conn = dial(&endpoint, &identity, first).await?;
+        let usage = Arc::new(UsageCounter::default());
+        let entry_billing = match &options.via {
+            Some(_) => {
+                crate::billing::start(&conn, &identity, &options.billing, usage.clone()).await?
+            }
+            None => None,
+        };
+        let exit_billing = {
+            let open = match &options.via {
+                Some(_) => Open::BillingAs {
+                    payer: identity.account_id(),
+                },
+                None => Open::Billing,
+            };
+            let stream = open_stream(&conn, options.via.is_some().then_some(&options.exit), &open)
+                .await?;
+            crate::billing::start_on(&conn, stream, &identity, &options.billing, usage.clone())
+                .await?
+        };
+        let (send, recv) =
+            open_stream(&conn, options.via.is_some().then_some(&options.exit), &Open::Vpn).await?;
+        let mut out = FramedWrite::new(send, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
+        let mut frames = FramedRead::new(recv, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
+        let exit_id = top_proto::id::AccountId::from_bytes(*options.exit.id.as_bytes())
+            .map_err(|_| ClientError::Vpn("the exit's id is not a valid key".into()))?;
+        let (initiator, hello) = TunnelInitiator::start(&identity, &exit_id).map_err(vpn)?;
+        out.send(VpnFrame::Hello(hello)).await?;
+        let reply = match frames.next().await {
+            Some(Ok(VpnFrame::Welcome(reply))) => reply,
+            Some(Ok(VpnFrame::Refused(why))) => {
+                return Err(ClientError::Vpn(format!("the exit refused the tunnel: {why}")));
+            }
+            Some(Ok(other)) => return Err(ClientError::Vpn(format!("unexpected {other:?}"))),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(ClientError::Vpn("the exit closed the tunnel".into())),
+        };
+        let (lease, keys) = initiator.finish(&reply).map_err(vpn)?;
+        let path = conn
+            .max_datagram_size()
+            .ok_or_else(|| ClientError::Vpn("the relay does not accept datagrams".into()))?;
+        let mtu = lease
+            .mtu
+            .min(u16::try_from(path.saturating_sub(OVERHEAD)).unwrap_or(u16::MAX));
+        let (sealer, opener) = keys.split();
+        // The exit sends nothing more on the control stream: its end means the session ended.
+        let ended = tokio_util::sync::CancellationToken::new();
+        let mut control_recv = frames.into_inner();
+        let end = ended.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while let Ok(Some(_)) = control_recv.read(&mut buf).await {}
+            end.cancel();
+        });
+        Ok(Self {
+            _endpoint: endpoint,
+            conn,
+            identity,
+            options,
+            lease,
+            mtu,
+            sealer: Some(sealer),
+            opener: Some(opener),
+            _control: out.into_inner(),
+            ended,
+            usage,
+            stats: Arc::default(),
+            entry_billing,
+            exit_billing,
+        })
+    }
+
+    /// The client's tunnel address.
+    pub fn address(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.lease.addr)
+    }
+
+    /// The lease the exit gave (address, DNS it offers, its MTU).
+    pub fn lease(&self) -> Lease {
+        self.lease
+    }
+
+    /// Largest IP packet the tunnel carries (the exit's MTU, within the path's datagram size).
+    pub fn mtu(&self) -> u16 {
+        self.mtu
+    }
+
+    /// The relay the tunnel's QUIC connection goes to (the entry, or the exit for 1 hop).
+    pub fn first_hop(&self) -> SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> Arc<TunnelStats> {
+        self.stats.clone()
+    }
+
+    /// The channels paying the entry (2 hops only) and the exit.
+    pub fn billing(&self) -> (Option<&BillingState>, Option<&BillingState>) {
+        (self.entry_billing.as_ref(), self.exit_billing.as_ref())
+    }
+
+    /// Resolves when the tunnel is gone (connection lost or the exit ended it).
+    pub async fn closed(&self) {
+        tokio::select! {
+            _ = self.conn.closed() => {}
+            _ = self.ended.cancelled() => {}
+        }
+    }
+
+    /// The packet-sending half (once).
+    pub fn sender(&mut self) -> Option<TunnelSender> {
+        Some(TunnelSender {
+            conn: self.conn.clone(),
+            sealer: self.sealer.take()?,
+            arena: BytesMut::with_capacity(ARENA),
+            usage: self.usage.clone(),
+            stats: self.stats.clone(),
+            uncounted: 0,
+        })
+    }
+
+    /// The packet-receiving half (once).
+    pub fn receiver(&mut self) -> Option<TunnelReceiver> {
+        Some(TunnelReceiver {
+            conn: self.conn.clone(),
+            opener: self.opener.take()?,
+            usage: self.usage.clone(),
+            stats: self.stats.clone(),
+            uncounted: 0,
+        })
+    }
+
+    /// Opens a TCP connection from the exit to `host:port` (a name is resolved at the exit);
+    /// returns the end-to-end encrypted pipe carrying its bytes.
+    pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<Pipe, ClientError> {
+        let via = self.options.via.is_some().then_some(&self.options.exit);
+        let (send, recv) = open_stream(&self.conn, via, &Open::Connect).await?;
+        let exit = top_proto::id::AccountId::from_bytes(*self.options.exit.id.as_bytes())
+            .map_err(|_| ClientError::Vpn("the exit's id is not a valid key".into()))?;
+        let mut pipe = Pipe::open_on(send, recv, &self.identity, exit)
+            .await?
+            .metered_vpn(&self.usage);
+        let request = postcard::to_allocvec(&ConnectRequest::Host(host.to_string(), port))
+            .map_err(|e| ClientError::Vpn(e.to_string()))?;
+        pipe.send(&request).await?;
+        let answer = pipe.recv().await?.ok_or(ClientError::Closed)?;
+        match postcard::from_bytes::<ConnectReply>(&answer) {
+            Ok(ConnectReply::Connected) => Ok(pipe),
+            Ok(other) => Err(ClientError::Proxy(other)),
+            Err(_) => Err(ClientError::Vpn("malformed connect reply".into())),
+        }
+    }
+
+    /// Whether the tunnel is gone.
+    pub fn is_closed(&self) -> bool {
+        self.conn.close_reason().is_some() || self.ended.is_cancelled()
+    }
+
+    /// Closes the tunnel.
+    pub fn close(&self) {
+        self.conn.close(0u32.into(), b"tunnel closed");
+    }
+}
+
+fn vpn(e: VpnCryptoError) -> ClientError {
+    ClientError::Vpn(e.to_string())
+}
+
+/// Opens a stream to the exit: directly, or as a `Via` stream through the entry.
+async fn open_stream(
+    conn: &quinn::Connection,
+    via_to: Option<&RelayAddr>,
+    open: &Open,
+) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+    let (mut send, recv) = conn.open_bi().await?;
+    if let Some(exit) = via_to {
+        send.write_all(&encode_frame(&Open::Via { to: exit.clone() })?)
+            .await?;
+    }
+    send.write_all(&encode_frame(open)?).await?;
+    Ok((send, recv))
+}
+
+/// Seals packets into datagrams.
+pub struct TunnelSender {
+    conn: quinn::Connection,
+    sealer: Sealer,
+    arena: BytesMut,
+    usage: Arc<UsageCounter>,
+    stats: Arc<TunnelStats>,
+    uncounted: u64,
+}
+
+impl TunnelSender {
+    /// Sends one IP packet. Packets too large for the path are dropped (and counted).
+    pub fn send(&mut self, packet: &[u8]) -> Result<(), ClientError> {
+        let len = packet.len() + OVERHEAD;
+        if self.arena.capacity() < len {
+            self.arena.reserve(ARENA);
+        }
+        self.arena.resize(len, 0);
+        let n = self.sealer.seal(packet, &mut self.arena).map_err(vpn)?;
+        self.arena.truncate(n);
+        let datagram = self.arena.split().freeze();
+        match self.conn.send_datagram(datagram) {
+            Ok(()) => {}
+            Err(quinn::SendDatagramError::TooLarge) => {
+                self.stats.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Err(quinn::SendDatagramError::ConnectionLost(e)) => return Err(e.into()),
+            Err(_) => return Err(ClientError::Closed),
+        }
+        self.uncounted += n as u64;
+        self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+        if self.uncounted >= COUNT_STEP {
+            self.flush_counts();
+        }
+        Ok(())
+    }
+
+    fn flush_counts(&mut self) {
+        self.usage.vpn(self.uncounted as usize);
+        self.stats
+            .bytes_sent
+            .fetch_add(self.uncounted, Ordering::Relaxed);
+        self.uncounted = 0;
+    }
+}
+
+impl Drop for TunnelSender {
+    fn drop(&mut self) {
+        self.flush_counts();
+    }
+}
+
+/// Opens datagrams into packets (drops replays and forgeries, counting them).
+pub struct TunnelReceiver {
+    conn: quinn::Connection,
+    opener: Opener,
+    usage: Arc<UsageCounter>,
+    stats: Arc<TunnelStats>,
+    uncounted: u64,
+}
+
+impl TunnelReceiver {
+    /// Receives the next packet into `out`; returns its length. Errors only when the tunnel
+    /// is gone.
+    pub async fn recv(&mut self, out: &mut [u8]) -> Result<usize, ClientError> {
+        loop {
+            let datagram = self.conn.read_datagram().await?;
+            match self.opener.open(&datagram, out) {
+                Ok(n) => {
+                    self.uncounted += datagram.len() as u64;
+                    self.stats.packets_received.fetch_add(1, Ordering::Relaxed);
+                    if self.uncounted >= COUNT_STEP {
+                        self.usage.vpn(self.uncounted as usize);
+                        self.stats
+                            .bytes_received
+                            .fetch_add(self.uncounted, Ordering::Relaxed);
+                        self.uncounted = 0;
+                    }
+                    return Ok(n);
+                }
+                Err(VpnCryptoError::Replay) => {
+                    self.stats.dropped_replay.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TunnelReceiver {
+    fn drop(&mut self) {
+        self.usage.vpn(self.uncounted as usize);
+        self.stats
+            .bytes_received
+            .fetch_add(self.uncounted, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,44 @@
+//! Metering the VPN data path without a lock per packet: credit is drawn from the connection's
+//! meter in chunks, and packets spend it locally.
+
+use std::sync::Arc;
+
+use top_billing::Service;
+
+use crate::billing::ClientMeter;
+use crate::state::Shared;
+
+/// Credit drawn from the meter at once. Small enough that usage recorded ahead of traffic stays
+/// well inside the slack a client allows when it checks a pay request (64 KiB).
+pub const CHUNK: u64 = 16 * 1024;
+
+/// One direction's local credit on a connection's meter (unmetered relays: always allowed).
+pub struct Budget {
+    meter: Option<Arc<ClientMeter>>,
+    left: u64,
+}
+
+impl Budget {
+    /// A budget drawing on `meter`.
+    pub fn new(meter: Option<Arc<ClientMeter>>) -> Self {
+        Self { meter, left: 0 }
+    }
+
+    /// Spends `bytes`; false when the credit window is used up (the packet must be dropped).
+    pub fn allow(&mut self, shared: &Shared, bytes: usize) -> bool {
+        let bytes = bytes as u64;
+        let Some(meter) = &self.meter else {
+            return true;
+        };
+        if self.left < bytes {
+            if !meter.try_carry(Service::Vpn, CHUNK) {
+                shared.metrics.vpn.dropped_unpaid.inc();
+                return false;
+            }
+            shared.metrics.billed_bytes.inc_by(CHUNK);
+            self.left += CHUNK;
+        }
+        self.left -= bytes;
+        true
+    }
+}

@@ -1,0 +1,168 @@
+//! Proxied TCP connections at the exit (`Open::Connect`, behind the client's SOCKS5 proxy): a
+//! Noise `IK` pipe with the client, an encrypted connect request (host names resolve here, at
+//! the exit), the exit's address policy, then bytes both ways, metered like tunnel traffic.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use top_proto::frame::{FrameCodec, FrameError, Open};
+use top_proto::pipe_crypto::{MAX_NOISE_MSG, MAX_PIPE_CHUNK, PipeCipher, respond};
+use top_proto::vpn::{ConnectReply, ConnectRequest};
+
+use super::budget::Budget;
+use crate::billing::ClientMeter;
+use crate::state::Shared;
+
+/// How long resolving and connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn records() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_NOISE_MSG)
+        .new_codec()
+}
+
+fn bad(_: impl std::fmt::Debug) -> FrameError {
+    FrameError::Unexpected("bad proxied-connection record")
+}
+
+/// Whether the exit may connect to `ip` for a client.
+pub fn allowed(shared: &Shared, ip: IpAddr) -> bool {
+    let IpAddr::V4(v4) = ip else {
+        return false;
+    };
+    if v4.is_loopback() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() {
+        return false;
+    }
+    if shared.config.vpn.pool.contains(&v4) {
+        return false;
+    }
+    shared.config.vpn.allow_private
+        || !top_netconf::exit::private_ranges()
+            .iter()
+            .any(|n| n.contains(&v4))
+}
+
+/// Serves one proxied connection.
+pub async fn serve_connect(
+    shared: Arc<Shared>,
+    meter: Option<Arc<ClientMeter>>,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
+) -> Result<(), FrameError> {
+    let mut input = frames.map_decoder(|_| records());
+    let mut output = FramedWrite::new(send, records());
+    let first = input.next().await.ok_or(FrameError::Unexpected("no handshake"))?.map_err(bad)?;
+    let (reply, mut cipher) = respond(&shared.identity, &first).map_err(bad)?;
+    output.send(Bytes::from(reply)).await.map_err(bad)?;
+    let record = input.next().await.ok_or(FrameError::Unexpected("no request"))?.map_err(bad)?;
+    let mut plain = vec![0u8; MAX_NOISE_MSG];
+    let n = cipher.decrypt(&record, &mut plain).map_err(bad)?;
+    let ConnectRequest::Host(host, port) = postcard::from_bytes(&plain[..n]).map_err(bad)?;
+    let (answer, tcp) = if shared.vpn_exit.get().is_none() {
+        (ConnectReply::Forbidden, None)
+    } else if meter.as_ref().is_some_and(|m| !m.has_channel()) {
+        (ConnectReply::PaymentRequired, None)
+    } else {
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect(&shared, &host, port)).await {
+            Ok(Ok(tcp)) => (ConnectReply::Connected, Some(tcp)),
+            Ok(Err(reply)) => (reply, None),
+            Err(_) => (ConnectReply::Unreachable, None),
+        }
+    };
+    send_record(&mut output, &mut cipher, &postcard::to_allocvec(&answer).map_err(bad)?).await?;
+    let Some(tcp) = tcp else { return Ok(()) };
+    shared.metrics.vpn.connects.inc();
+    let (mut tcp_read, mut tcp_write) = tcp.into_split();
+    let cipher = Arc::new(std::sync::Mutex::new(cipher));
+    let (c_up, c_down) = (cipher.clone(), cipher);
+    let (mut up_budget, mut down_budget) = (Budget::new(meter.clone()), Budget::new(meter));
+    let up = async {
+        let mut plain = vec![0u8; MAX_NOISE_MSG];
+        while let Some(Ok(record)) = input.next().await {
+            if !up_budget.allow(&shared, record.len() + 4) {
+                break;
+            }
+            let n = match crate::state::lock(&c_up).decrypt(&record, &mut plain) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            if tcp_write.write_all(&plain[..n]).await.is_err() {
+                break;
+            }
+        }
+        tcp_write.shutdown().await.ok();
+    };
+    let down = async {
+        let mut buf = vec![0u8; MAX_PIPE_CHUNK];
+        let mut sealed = vec![0u8; MAX_NOISE_MSG];
+        loop {
+            let n = match tcp_read.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let len = match crate::state::lock(&c_down).encrypt(&buf[..n], &mut sealed) {
+                Ok(len) => len,
+                Err(_) => break,
+            };
+            if !down_budget.allow(&shared, len + 4) {
+                break;
+            }
+            if output.send(Bytes::copy_from_slice(&sealed[..len])).await.is_err() {
+                break;
+            }
+        }
+        output.get_mut().finish().ok();
+    };
+    tokio::select! {
+        _ = futures::future::join(up, down) => {}
+        _ = shared.shutdown.cancelled() => {}
+    }
+    Ok(())
+}
+
+async fn send_record(
+    output: &mut FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
+    cipher: &mut PipeCipher,
+    plain: &[u8],
+) -> Result<(), FrameError> {
+    let mut sealed = vec![0u8; plain.len() + 64];
+    let n = cipher.encrypt(plain, &mut sealed).map_err(bad)?;
+    output
+        .send(Bytes::copy_from_slice(&sealed[..n]))
+        .await
+        .map_err(bad)
+}
+
+async fn connect(
+    shared: &Shared,
+    host: &str,
+    port: u16,
+) -> Result<tokio::net::TcpStream, ConnectReply> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|_| ConnectReply::NotFound)?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ConnectReply::NotFound);
+    }
+    let permitted: Vec<SocketAddr> = addrs
+        .into_iter()
+        .filter(|a| allowed(shared, a.ip()))
+        .collect();
+    if permitted.is_empty() {
+        return Err(ConnectReply::Forbidden);
+    }
+    for addr in permitted {
+        if let Ok(tcp) = tokio::net::TcpStream::connect(addr).await {
+            tcp.set_nodelay(true).ok();
+            return Ok(tcp);
+        }
+    }
+    Err(ConnectReply::Unreachable)
+}

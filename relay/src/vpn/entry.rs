@@ -1,0 +1,109 @@
+//! The entry role of a 2-hop route: the client's `Via` streams are spliced to new streams on one
+//! connection this relay opens to the exit, and the client's datagrams are forwarded both ways
+//! untouched. The entry sees only Noise ciphertext (never the destination); the exit sees the
+//! entry's address (never the client's). Forwarded datagrams are metered on the client's meter.
+
+use std::sync::Arc;
+
+use tokio::sync::OnceCell;
+use tokio_util::codec::FramedRead;
+use top_proto::addr::RelayAddr;
+use top_proto::frame::{FrameCodec, FrameError, Open};
+use tracing::debug;
+
+use super::budget::Budget;
+use crate::billing::ClientMeter;
+use crate::state::Shared;
+
+/// The exit a client connection is routed to, shared by all its `Via` streams.
+pub type Upstream = Arc<OnceCell<(RelayAddr, quinn::Connection)>>;
+
+/// Serves one `Via` stream: connects to the exit on the first, then splices this stream.
+pub async fn serve_via(
+    shared: Arc<Shared>,
+    client: quinn::Connection,
+    to: RelayAddr,
+    upstream: Upstream,
+    meter: Option<Arc<ClientMeter>>,
+    mut send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
+) -> Result<(), FrameError> {
+    if to.id == shared.id {
+        return Err(FrameError::Unexpected("Via names this relay itself"));
+    }
+    let (exit, up) = upstream
+        .get_or_try_init(|| async {
+            let conn = top_proto::dial::dial(&shared.endpoint, &shared.identity, &to)
+                .await
+                .map_err(|e| {
+                    debug!("entry cannot reach exit {to}: {e}");
+                    FrameError::Unexpected("exit unreachable")
+                })?;
+            spawn_forwarders(&shared, &client, &conn, meter);
+            Ok::<_, FrameError>((to.clone(), conn))
+        })
+        .await?;
+    if exit.id != to.id {
+        return Err(FrameError::Unexpected("all Via streams of a connection go to one exit"));
+    }
+    let (mut up_send, mut up_recv) = up
+        .open_bi()
+        .await
+        .map_err(|_| FrameError::Unexpected("exit connection lost"))?;
+    let parts = frames.into_parts();
+    let mut recv = parts.io;
+    up_send
+        .write_all(&parts.read_buf)
+        .await
+        .map_err(|_| FrameError::Unexpected("exit stream closed"))?;
+    let forward = async {
+        tokio::io::copy(&mut recv, &mut up_send).await.ok();
+        up_send.finish().ok();
+    };
+    let back = async {
+        tokio::io::copy(&mut up_recv, &mut send).await.ok();
+        send.finish().ok();
+    };
+    tokio::select! {
+        _ = futures::future::join(forward, back) => {}
+        _ = shared.shutdown.cancelled() => {}
+    }
+    Ok(())
+}
+
+/// Forwards datagrams client → exit and exit → client until either connection ends.
+fn spawn_forwarders(
+    shared: &Arc<Shared>,
+    client: &quinn::Connection,
+    exit: &quinn::Connection,
+    meter: Option<Arc<ClientMeter>>,
+) {
+    let (s, c, e) = (shared.clone(), client.clone(), exit.clone());
+    let mut budget_up = Budget::new(meter.clone());
+    let mut budget_down = Budget::new(meter);
+    shared.tasks.spawn(async move {
+        s.metrics.vpn.forwards.inc();
+        let up = async {
+            while let Ok(d) = c.read_datagram().await {
+                if budget_up.allow(&s, d.len()) && e.send_datagram(d).is_ok() {
+                    s.metrics.vpn.forwarded.inc();
+                }
+            }
+        };
+        let down = async {
+            while let Ok(d) = e.read_datagram().await {
+                if budget_down.allow(&s, d.len()) && c.send_datagram(d).is_ok() {
+                    s.metrics.vpn.forwarded.inc();
+                }
+            }
+        };
+        tokio::select! {
+            _ = up => {}
+            _ = down => {}
+            _ = s.shutdown.cancelled() => {}
+        }
+        e.close(0u32.into(), b"client gone");
+        c.close(0u32.into(), b"exit gone");
+        s.metrics.vpn.forwards.dec();
+    });
+}

@@ -1,0 +1,307 @@
+//! The exit role: one TUN device for all tunnels; each tunnel's datagrams are opened, checked
+//! (nonce, key, IPv4, source address = the client's lease) and written to the TUN; one router
+//! task reads the TUN and seals each packet for the tunnel holding its destination.
+//!
+//! The router owns its table (updates arrive on a channel), so the data path takes no lock;
+//! datagrams are cut from a shared arena (`BytesMut::split`), so it allocates once per arena,
+//! not per packet.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_netconf::exit::ExitNet;
+use top_netconf::tun::{AsyncDevice, open_tun};
+use top_proto::frame::{FrameCodec, FrameError, Open};
+use top_proto::vpn::VpnFrame;
+use top_proto::vpn::cipher::{Lease, OVERHEAD, Opener, Sealer, TunnelResponder, VpnCryptoError};
+use top_proto::vpn::packet::ipv4_endpoints;
+use tracing::{debug, info, warn};
+
+use super::budget::Budget;
+use super::pool::Pool;
+use crate::billing::ClientMeter;
+use crate::state::{Shared, lock};
+
+/// Largest control-stream frame.
+pub const MAX_VPN_FRAME: usize = 4096;
+/// How long a client may take to send its handshake.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of datagram arena allocated at once.
+const ARENA: usize = 256 * 1024;
+
+enum RouteChange {
+    Add(Ipv4Addr, Route),
+    Remove(Ipv4Addr, usize),
+}
+
+struct Route {
+    conn: quinn::Connection,
+    sealer: Sealer,
+    budget: Budget,
+}
+
+/// A running exit: its TUN device, address pool and host setup.
+pub struct Exit {
+    tun: Arc<AsyncDevice>,
+    pool: Mutex<Pool>,
+    routes: mpsc::UnboundedSender<RouteChange>,
+    template: Lease,
+    net: Mutex<Option<ExitNet>>,
+}
+
+/// The DNS resolver to offer: the configured one, else the host's first non-loopback one.
+fn offered_dns(configured: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
+    configured.or_else(|| {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .ok()?
+            .lines()
+            .filter_map(|l| l.strip_prefix("nameserver"))
+            .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+            .find(|a| !a.is_loopback())
+    })
+}
+
+impl Exit {
+    /// Opens the TUN device, sets up forwarding and NAT (when `vpn.nat`) and starts the router.
+    pub fn start(shared: &Arc<Shared>) -> Result<Arc<Self>, top_netconf::NetError> {
+        let c = &shared.config.vpn;
+        let pool = Pool::new(c.pool).map_err(top_netconf::NetError::Parse)?;
+        let gateway = pool.gateway();
+        let tun = Arc::new(open_tun(&c.tun, gateway, c.pool.prefix_len(), c.mtu)?);
+        let dns = offered_dns(c.dns);
+        let net = if c.nat {
+            let deny = if c.allow_private {
+                Vec::new()
+            } else {
+                top_netconf::exit::private_ranges()
+            };
+            Some(ExitNet::setup(&c.tun, c.pool, &deny, dns)?)
+        } else {
+            None
+        };
+        let template = Lease {
+            addr: [0; 4],
+            prefix: c.pool.prefix_len(),
+            gateway: gateway.octets(),
+            dns: dns.map(|a| a.octets()),
+            mtu: c.mtu,
+        };
+        let (routes, changes) = mpsc::unbounded_channel();
+        let exit = Arc::new(Self {
+            tun: tun.clone(),
+            pool: Mutex::new(pool),
+            routes,
+            template,
+            net: Mutex::new(net),
+        });
+        shared.tasks.spawn(route_from_tun(shared.clone(), tun, changes));
+        info!(tun = %c.tun, pool = %c.pool, "VPN exit running");
+        Ok(exit)
+    }
+
+    /// Undoes the host setup (forwarding, NAT rules).
+    pub fn stop(&self) {
+        if let Some(net) = lock(&self.net).take() {
+            net.teardown();
+        }
+    }
+}
+
+/// Reads the TUN device and sends each packet down the tunnel that holds its destination.
+async fn route_from_tun(
+    shared: Arc<Shared>,
+    tun: Arc<AsyncDevice>,
+    mut changes: mpsc::UnboundedReceiver<RouteChange>,
+) {
+    let mut routes: HashMap<Ipv4Addr, Route> = HashMap::new();
+    let mut buf = vec![0u8; 65_536];
+    let mut arena = BytesMut::with_capacity(ARENA);
+    let m = &shared.metrics.vpn;
+    loop {
+        let n = tokio::select! {
+            biased;
+            change = changes.recv() => {
+                match change {
+                    Some(RouteChange::Add(addr, route)) => { routes.insert(addr, route); }
+                    Some(RouteChange::Remove(addr, conn)) => {
+                        if routes.get(&addr).is_some_and(|r| r.conn.stable_id() == conn) {
+                            routes.remove(&addr);
+                        }
+                    }
+                    None => return,
+                }
+                continue;
+            }
+            n = tun.recv(&mut buf) => n,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("reading the TUN device: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let packet = &buf[..n];
+        let Ok((_, dst)) = ipv4_endpoints(packet) else {
+            m.dropped_bad_packet.inc();
+            continue;
+        };
+        let Some(route) = routes.get_mut(&dst) else {
+            m.dropped_no_route.inc();
+            continue;
+        };
+        let len = n + OVERHEAD;
+        if !route.budget.allow(&shared, len) {
+            continue;
+        }
+        if arena.capacity() < len {
+            arena.reserve(ARENA);
+        }
+        arena.resize(len, 0);
+        if route.sealer.seal(packet, &mut arena).is_err() {
+            arena.clear();
+            m.dropped_no_route.inc();
+            continue;
+        }
+        let datagram = arena.split().freeze();
+        match route.conn.send_datagram(datagram) {
+            Ok(()) => {
+                m.packets_out.inc();
+            }
+            Err(quinn::SendDatagramError::TooLarge) => {
+                m.dropped_no_route.inc();
+            }
+            Err(_) => {
+                routes.remove(&dst);
+            }
+        }
+    }
+}
+
+/// Serves a tunnel's control stream: handshake, lease, then the tunnel until either side ends it.
+pub async fn serve_vpn(
+    shared: Arc<Shared>,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
+    meter: Option<Arc<ClientMeter>>,
+) -> Result<(), FrameError> {
+    let mut frames = frames.map_decoder(|c| c.retype::<VpnFrame>(MAX_VPN_FRAME));
+    let mut out = FramedWrite::new(send, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, frames.next()).await {
+        Ok(Some(Ok(VpnFrame::Hello(h)))) => h,
+        Ok(Some(Err(e))) => return Err(e),
+        _ => return Err(FrameError::Unexpected("expected a tunnel hello")),
+    };
+    let refuse = |why: &str| VpnFrame::Refused(why.to_string());
+    let Some(exit) = shared.vpn_exit.get().cloned() else {
+        out.send(refuse("this relay is not a VPN exit")).await?;
+        return Ok(());
+    };
+    if meter.as_ref().is_some_and(|m| !m.has_channel()) {
+        out.send(refuse(
+            "payment required: this exit charges for VPN traffic; open a billing channel \
+             first (deposit with `top wallet deposit AMOUNT`)",
+        ))
+        .await?;
+        return Ok(());
+    }
+    let responder = match TunnelResponder::read(&shared.identity, &hello) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.metrics.vpn.dropped_decrypt.inc();
+            out.send(refuse(&e.to_string())).await?;
+            return Ok(());
+        }
+    };
+    let Some(addr) = lock(&exit.pool).take() else {
+        out.send(refuse("the exit has no free tunnel address")).await?;
+        return Ok(());
+    };
+    let lease = Lease {
+        addr: addr.octets(),
+        ..exit.template
+    };
+    let session = async {
+        let (reply, keys) = responder
+            .reply(&lease)
+            .map_err(|_| FrameError::Unexpected("handshake reply"))?;
+        let (sealer, opener) = keys.split();
+        let route = Route {
+            conn: conn.clone(),
+            sealer,
+            budget: Budget::new(meter.clone()),
+        };
+        exit.routes.send(RouteChange::Add(addr, route)).ok();
+        out.send(VpnFrame::Welcome(reply)).await?;
+        debug!(%addr, "tunnel up");
+        let inbound = pump_to_tun(&shared, &exit, &conn, opener, addr, Budget::new(meter));
+        tokio::select! {
+            _ = inbound => {}
+            _ = async { while let Some(Ok(_)) = frames.next().await {} } => {}
+            _ = shared.shutdown.cancelled() => {}
+        }
+        Ok::<(), FrameError>(())
+    };
+    shared.metrics.vpn.sessions.inc();
+    let result = session.await;
+    shared.metrics.vpn.sessions.dec();
+    exit.routes
+        .send(RouteChange::Remove(addr, conn.stable_id()))
+        .ok();
+    lock(&exit.pool).give_back(addr);
+    debug!(%addr, "tunnel down");
+    result
+}
+
+/// Opens a tunnel's datagrams and writes the packets to the TUN device.
+async fn pump_to_tun(
+    shared: &Shared,
+    exit: &Exit,
+    conn: &quinn::Connection,
+    mut opener: Opener,
+    addr: Ipv4Addr,
+    mut budget: Budget,
+) {
+    let mut plain = vec![0u8; 65_536];
+    let m = &shared.metrics.vpn;
+    while let Ok(datagram) = conn.read_datagram().await {
+        let n = match opener.open(&datagram, &mut plain) {
+            Ok(n) => n,
+            Err(VpnCryptoError::Replay) => {
+                m.dropped_replay.inc();
+                continue;
+            }
+            Err(VpnCryptoError::Decrypt) => {
+                m.dropped_decrypt.inc();
+                continue;
+            }
+            Err(_) => {
+                m.dropped_malformed.inc();
+                continue;
+            }
+        };
+        let packet = &plain[..n];
+        match ipv4_endpoints(packet) {
+            Ok((src, _)) if src == addr => {}
+            _ => {
+                m.dropped_bad_packet.inc();
+                continue;
+            }
+        }
+        if !budget.allow(shared, datagram.len()) {
+            continue;
+        }
+        if exit.tun.send(packet).await.is_ok() {
+            m.packets_in.inc();
+        }
+    }
+}

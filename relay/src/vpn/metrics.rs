@@ -1,0 +1,57 @@
+//! The VPN's counters on `/metrics`: traffic, sessions and every reason a packet was dropped.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Counters of the exit and entry roles.
+#[derive(Default)]
+pub struct VpnMetrics {
+    /// Tunnels open now (as exit).
+    pub sessions: Gauge,
+    /// 2-hop routes forwarded now (as entry).
+    pub forwards: Gauge,
+    /// Packets from clients written to the TUN device.
+    pub packets_in: Counter,
+    /// Packets from the TUN device sent to clients.
+    pub packets_out: Counter,
+    /// Datagrams forwarded as entry (both directions).
+    pub forwarded: Counter,
+    /// Datagrams that were not packet datagrams or too short.
+    pub dropped_malformed: Counter,
+    /// Datagrams with a replayed or stale nonce.
+    pub dropped_replay: Counter,
+    /// Datagrams that failed authentication (wrong key, altered).
+    pub dropped_decrypt: Counter,
+    /// Packets that were not well-formed IPv4, or from another address than the client's lease.
+    pub dropped_bad_packet: Counter,
+    /// Packets to an address no tunnel holds, or too large for the path.
+    pub dropped_no_route: Counter,
+    /// Packets dropped because the client's unpaid usage exceeds the credit window.
+    pub dropped_unpaid: Counter,
+    /// Proxied connections opened.
+    pub connects: Counter,
+}
+
+impl VpnMetrics {
+    /// Registers every counter under `vpn_`.
+    pub fn register(&self, r: &mut Registry) {
+        r.register("vpn_sessions", "VPN tunnels open", self.sessions.clone());
+        r.register("vpn_forwards", "2-hop routes forwarded as entry", self.forwards.clone());
+        let counters: [(&str, &str, &Counter); 10] = [
+            ("vpn_packets_in", "Packets from clients to the TUN", &self.packets_in),
+            ("vpn_packets_out", "Packets from the TUN to clients", &self.packets_out),
+            ("vpn_forwarded", "Datagrams forwarded as entry", &self.forwarded),
+            ("vpn_dropped_malformed", "Malformed datagrams", &self.dropped_malformed),
+            ("vpn_dropped_replay", "Replayed or stale nonces", &self.dropped_replay),
+            ("vpn_dropped_decrypt", "Datagrams failing authentication", &self.dropped_decrypt),
+            ("vpn_dropped_bad_packet", "Non-IPv4 or spoofed packets", &self.dropped_bad_packet),
+            ("vpn_dropped_no_route", "Packets with no tunnel or too large", &self.dropped_no_route),
+            ("vpn_dropped_unpaid", "Packets dropped for lack of payment", &self.dropped_unpaid),
+            ("vpn_connects", "Proxied connections opened", &self.connects),
+        ];
+        for (name, help, c) in counters {
+            r.register(name, help, c.clone());
+        }
+    }
+}
