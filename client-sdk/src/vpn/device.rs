@@ -99,8 +99,13 @@ pub fn read_status(state_dir: &Path) -> Option<VpnStatus> {
     process_alive(status.pid).then_some(status)
 }
 
+/// Whether `pid` runs (a zombie, exited but not yet reaped by its parent, does not).
 fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 fn amount(units: u64) -> String {

@@ -1,0 +1,271 @@
+//! The VPN end to end, as users run it, in network namespaces this test creates (root only):
+//! client → (entry) → exit → "internet" host with an HTTP server that answers with the caller's
+//! address and a DNS server. 1 hop, 2 hops, DNS through the tunnel, the kill switch after the
+//! client is killed, `vpn down` restoring routes and DNS exactly, and the SOCKS5 proxy with curl.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const TOP: &str = env!("CARGO_BIN_EXE_top");
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/vpn-netns.sh");
+
+fn toprelay() -> PathBuf {
+    let path = Path::new(TOP).with_file_name("toprelay");
+    if !path.exists() {
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "-p", "top-relay", "--bin", "toprelay"])
+            .status()
+            .unwrap();
+        assert!(built.success());
+    }
+    path
+}
+
+fn is_root() -> bool {
+    top_netconf::cmd::is_root()
+}
+
+/// The namespaces, the processes in them and a scratch directory; removed on drop (also when
+/// the test fails).
+struct Topology {
+    prefix: String,
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+}
+
+impl Topology {
+    fn up() -> Self {
+        let prefix = format!("tv{}", std::process::id() % 100_000);
+        let t = Self {
+            prefix,
+            dir: tempfile::tempdir().unwrap(),
+            children: Vec::new(),
+        };
+        let out = Command::new("bash")
+            .args([SCRIPT, "up", &t.prefix])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "topology: {}", String::from_utf8_lossy(&out.stderr));
+        t
+    }
+
+    fn cmd(&self, node: &str, program: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}{node}", self.prefix)])
+            .arg(program)
+            .args(args)
+            .env_remove("RUST_BACKTRACE");
+        c
+    }
+
+    fn run(&self, node: &str, program: &str, args: &[&str]) -> Output {
+        self.cmd(node, Path::new(program), args).output().unwrap()
+    }
+
+    fn top(&self, args: &[&str]) -> Output {
+        let home = self.dir.path().join("client");
+        let mut all = vec!["--home", home.to_str().unwrap()];
+        all.extend_from_slice(args);
+        self.cmd("c", Path::new(TOP), &all).output().unwrap()
+    }
+
+    fn top_background(&mut self, args: &[&str]) -> usize {
+        let home = self.dir.path().join("client");
+        let mut all = vec!["--home", home.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let child = self
+            .cmd("c", Path::new(TOP), &all)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// `curl` from the client; returns the body or `None` when it failed.
+    fn curl(&self, args: &[&str]) -> Option<String> {
+        let mut all = vec!["-s", "-m", "3"];
+        all.extend_from_slice(args);
+        let out = self.run("c", "curl", &all);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// Starts a relay in `node` listening on all its addresses; returns its id.
+    fn relay(&mut self, node: &str, extra_init: &[&str], edit: impl Fn(&mut String)) -> String {
+        let dir = self.dir.path().join(node);
+        let mut args = vec![
+            "init",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:7700",
+            "--http",
+            "127.0.0.1:7780",
+        ];
+        args.extend_from_slice(extra_init);
+        let out = self.cmd(node, &toprelay(), &args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let config_path = dir.join("config.toml");
+        let mut config = std::fs::read_to_string(&config_path).unwrap();
+        edit(&mut config);
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = self
+            .cmd(node, &toprelay(), &["run", "--data-dir", dir.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        self.children.push(child);
+        line.split('@').next().unwrap().trim().to_string()
+    }
+
+    /// Waits until `top vpn status --json` says `state`.
+    fn wait_state(&self, state: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.top(&["vpn", "status", "--json"]);
+            let status: serde_json::Value =
+                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if status["state"] == state {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "VPN never reached {state}: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn routes(&self) -> String {
+        String::from_utf8(self.run("c", "ip", &["route", "show"]).stdout).unwrap()
+    }
+
+    fn resolv(&self) -> String {
+        std::fs::read_to_string(format!("/etc/netns/{}c/resolv.conf", self.prefix)).unwrap()
+    }
+
+    fn drops(&self) -> u64 {
+        let out = self.run("c", "nft", &["list", "table", "inet", "top_vpn"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == "packets")
+            .and_then(|i| words[i + 1].parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            c.kill().ok();
+            c.wait().ok();
+        }
+        Command::new("bash")
+            .args([SCRIPT, "down", &self.prefix])
+            .status()
+            .ok();
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn vpn_in_namespaces() {
+    if !is_root() {
+        eprintln!("skipped: the namespace test needs root (CI runs it as root)");
+        return;
+    }
+    let mut t = Topology::up();
+    let exit = t.relay("x", &["--dev"], |c| {
+        *c = c
+            .replace("vpn_exit = false", "vpn_exit = true")
+            .replace("allow_private = false", "allow_private = true")
+            .replace("block_interval_ms = 1000", "block_interval_ms = 100");
+    });
+    let exit_near = format!("{exit}@10.91.1.1:7700");
+    let exit_far = format!("{exit}@10.91.3.1:7700");
+    let entry = t.relay("e", &["--peer", &exit_far], |_| {});
+    let entry_addr = format!("{entry}@10.91.2.1:7700");
+
+    ok(&t.top(&["init", "--relay", &exit_near]));
+    ok(&t.top(&["wallet", "faucet", "100"]));
+    ok(&t.top(&["wallet", "deposit", "50"]));
+
+    // Without a tunnel the server sees the client's own address.
+    assert_eq!(t.curl(&["http://10.91.4.2:8080/"]).as_deref(), Some("10.91.1.2"));
+    let (routes_before, resolv_before) = (t.routes(), t.resolv());
+
+    // 1 hop: the server sees the exit; names resolve through the tunnel at the exit's resolver.
+    let vpn = t.top_background(&["vpn", "up"]);
+    let status = t.wait_state("up");
+    assert_eq!(status["dns"], "10.91.4.2");
+    assert_eq!(t.curl(&["http://10.91.4.2:8080/"]).as_deref(), Some("10.91.4.1"));
+    assert_eq!(t.curl(&["http://internet.test:8080/"]).as_deref(), Some("10.91.4.1"));
+    assert_ne!(t.routes(), routes_before);
+
+    // Kill switch: with the client killed (tunnel gone), nothing leaves outside it.
+    t.children[vpn].kill().unwrap();
+    t.children[vpn].wait().unwrap();
+    let drops = t.drops();
+    assert_eq!(t.curl(&["http://10.91.4.2:8080/"]), None, "packets leaked");
+    assert!(t.drops() > drops, "the kill switch did not drop the packets");
+
+    // `vpn down` restores routes and DNS exactly (here from the dead client's record).
+    let down = ok(&t.top(&["vpn", "down"]));
+    assert!(down.contains("restored"), "{down}");
+    assert_eq!(t.routes(), routes_before);
+    assert_eq!(t.resolv(), resolv_before);
+    assert_eq!(t.curl(&["http://10.91.4.2:8080/"]).as_deref(), Some("10.91.1.2"));
+
+    // 2 hops: the entry forwards; the exit still exits; both get paid.
+    t.top_background(&["vpn", "up", "--exit", &exit_far, "--via", &entry_addr]);
+    t.wait_state("up");
+    assert_eq!(t.curl(&["http://internet.test:8080/"]).as_deref(), Some("10.91.4.1"));
+    let body = t.curl(&["-o", "/dev/null", "-w", "%{http_code}", "http://10.91.4.2:8080/"]);
+    assert_eq!(body.as_deref(), Some("200"));
+    let metrics = ok(&t.run("e", "curl", &["-s", "127.0.0.1:7780/metrics"]));
+    let forwarded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("toprelay_vpn_forwarded_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(forwarded > 0, "the entry forwarded nothing");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = t.wait_state("up");
+        let paid = |k: &str| s[k].as_str().is_some_and(|a| a != "0");
+        if paid("paid_exit") && paid("paid_entry") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "entry and exit not both paid: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ok(&t.top(&["vpn", "down"]));
+    assert_eq!(t.routes(), routes_before);
+    assert_eq!(t.resolv(), resolv_before);
+
+    // SOCKS5 without root privileges needed: a name resolved at the exit, with real curl.
+    let proxy = t.top_background(&["proxy", "--listen", "127.0.0.1:1080", "--exit", &exit_near]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let b = t.curl(&["--socks5-hostname", "127.0.0.1:1080", "http://internet.test:8080/"]);
+        if b.is_some() || Instant::now() > deadline {
+            break b;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(body.as_deref(), Some("10.91.4.1"));
+    // The exit's own loopback is not reachable through it.
+    assert_eq!(t.curl(&["--socks5-hostname", "127.0.0.1:1080", "http://127.0.0.1:7780/health"]), None);
+    t.children[proxy].kill().ok();
+}
