@@ -151,7 +151,8 @@ async fn route_from_tun(
         };
         let packet = &buf[..n];
         let Ok((_, dst)) = ipv4_endpoints(packet) else {
-            m.dropped_bad_packet.inc();
+            // The host's own IPv6 chatter on the device, for instance: nowhere to send it.
+            m.dropped_no_route.inc();
             continue;
         };
         let Some(route) = routes.get_mut(&dst) else {

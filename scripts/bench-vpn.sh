@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# VPN throughput and CPU cost, all in one run on the same namespace topology (root only):
+#   (c) plain: client → exit host → internet over veth, no tunnel
+#   (a) top 1 hop: `top vpn up` to the exit relay (kill switch off: the data path alone)
+#   (a2) top 2 hops: through the entry relay
+#   (b) boringtun (userspace WireGuard, `boringtun-cli --threads 1`) between the same hosts
+# Each: one iperf3 TCP stream client → internet for $SECS seconds. CPU is user+system seconds of
+# the tunnel's processes (both ends; kernel softirq work is not included), per GB carried.
+# Usage: scripts/bench-vpn.sh [SECS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-10}
+P=bv$$
+ROOT=$(pwd)
+TOOLS=$ROOT/target/bench-tools
+WORK=$(mktemp -d)
+bash scripts/install-deps.sh
+command -v wg >/dev/null || apt-get install -y -q wireguard-tools >/dev/null
+cargo build --release --bins -q
+[ -x "$TOOLS/bin/boringtun-cli" ] || cargo install -q --root "$TOOLS" boringtun-cli --locked
+TOP=$ROOT/target/release/top
+RELAY=$ROOT/target/release/toprelay
+BT=$TOOLS/bin/boringtun-cli
+
+cleanup() {
+  pkill -f "$WORK" 2>/dev/null || true
+  bash scripts/vpn-netns.sh down $P
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+bash scripts/vpn-netns.sh up $P
+nsx() { local n=$1; shift; ip netns exec "$P$n" "$@"; }
+
+cpu_of() { # total user+system clock ticks of the given pids
+  local t=0
+  for pid in "$@"; do
+    read -r -a f < <(sed 's/.*) //' "/proc/$pid/stat")
+    t=$((t + f[11] + f[12]))
+  done
+  echo $t
+}
+
+# iperf3 from the client to the internet host; prints "gbit cpu_s_per_gb" (cpu of PIDS).
+measure() {
+  nsx i iperf3 -s -1 -B 10.91.4.2 -D >/dev/null
+  sleep 0.3
+  local before; before=$(cpu_of "$@")
+  local json; json=$(nsx c iperf3 -c 10.91.4.2 -t "$SECS" -J)
+  local after; after=$(cpu_of "$@")
+  python3 - "$json" "$before" "$after" "$#" <<'PY'
+import json, os, sys
+r = json.loads(sys.argv[1])["end"]["sum_received"]
+gbit = r["bits_per_second"] / 1e9
+gb = r["bytes"] / 1e9
+ticks = int(sys.argv[3]) - int(sys.argv[2])
+hz = os.sysconf("SC_CLK_TCK")
+cpu = (ticks / hz) / gb if int(sys.argv[4]) > 0 and gb > 0 else float("nan")
+print(f"{gbit:.3f} {cpu:.2f}")
+PY
+}
+
+# Relays: exit in x (dev chain, VPN exit), entry in e following it.
+"$RELAY" >/dev/null 2>&1 || true
+nsx x "$RELAY" init --data-dir "$WORK/x" --listen 0.0.0.0:7700 --http 127.0.0.1:7780 --dev >/dev/null 2>&1
+sed -i -e 's/vpn_exit = false/vpn_exit = true/' -e 's/allow_private = false/allow_private = true/' \
+  -e 's/block_interval_ms = 1000/block_interval_ms = 200/' "$WORK/x/config.toml"
+nsx x "$RELAY" run --data-dir "$WORK/x" > "$WORK/x.out" 2>/dev/null &
+while [ ! -s "$WORK/x.out" ]; do sleep 0.05; done
+X=$(head -1 "$WORK/x.out" | cut -d@ -f1)
+nsx e "$RELAY" init --data-dir "$WORK/e" --listen 0.0.0.0:7700 --http 127.0.0.1:7780 \
+  --peer "$X@10.91.3.1:7700" >/dev/null 2>&1
+nsx e "$RELAY" run --data-dir "$WORK/e" > "$WORK/e.out" 2>/dev/null &
+while [ ! -s "$WORK/e.out" ]; do sleep 0.05; done
+E=$(head -1 "$WORK/e.out" | cut -d@ -f1)
+XPID=$(pgrep -f "toprelay run --data-dir $WORK/x")
+EPID=$(pgrep -f "toprelay run --data-dir $WORK/e")
+H=$WORK/client
+nsx c "$TOP" --home "$H" init --relay "$X@10.91.1.1:7700" >/dev/null 2>&1
+nsx c "$TOP" --home "$H" wallet faucet 1000 >/dev/null
+nsx c "$TOP" --home "$H" wallet deposit 900 >/dev/null
+
+vpn_up() {
+  nsx c "$TOP" --home "$H" vpn up --no-kill-switch --lock 100 "$@" > /dev/null 2>"$WORK/vpn.err" &
+  for _ in $(seq 200); do
+    nsx c "$TOP" --home "$H" vpn status --json 2>/dev/null | grep -q '"state": "up"' && return 0
+    sleep 0.1
+  done
+  cat "$WORK/vpn.err" >&2; return 1
+}
+vpn_down() { nsx c "$TOP" --home "$H" vpn down >/dev/null; }
+
+echo "measuring plain veth …" >&2
+plain=$(measure)
+echo "measuring top 1 hop …" >&2
+vpn_up --exit "$X@10.91.1.1:7700"
+CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
+top1=$(measure "$CPID" "$XPID")
+vpn_down
+echo "measuring top 2 hops …" >&2
+vpn_up --exit "$X@10.91.3.1:7700" --via "$E@10.91.2.1:7700"
+CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
+top2=$(measure "$CPID" "$EPID" "$XPID")
+vpn_down
+
+echo "measuring boringtun …" >&2
+for side in c x; do
+  wg genkey > "$WORK/$side.key"; wg pubkey < "$WORK/$side.key" > "$WORK/$side.pub"
+done
+nsx c env WG_SUDO=1 "$BT" --threads 1 --disable-drop-privileges wgb0 >/dev/null 2>&1
+nsx x env WG_SUDO=1 "$BT" --threads 1 --disable-drop-privileges wgb1 >/dev/null 2>&1
+nsx x wg set wgb1 listen-port 51820 private-key "$WORK/x.key" peer "$(cat "$WORK/c.pub")" allowed-ips 10.92.0.2/32
+nsx c wg set wgb0 private-key "$WORK/c.key" peer "$(cat "$WORK/x.pub")" allowed-ips 0.0.0.0/0 endpoint 10.91.1.1:51820
+nsx c ip addr add 10.92.0.2/24 dev wgb0; nsx c ip link set wgb0 mtu 1420 up
+nsx x ip addr add 10.92.0.1/24 dev wgb1; nsx x ip link set wgb1 mtu 1420 up
+nsx c ip route add 10.91.4.2/32 dev wgb0
+nsx x nft add table ip benchnat
+nsx x nft add chain ip benchnat post '{ type nat hook postrouting priority srcnat; }'
+nsx x nft add rule ip benchnat post ip saddr 10.92.0.0/24 masquerade
+BTPIDS=$(pgrep -f "boringtun-cli --threads 1" | tr '\n' ' ')
+[ "$(nsx c curl -s -m 3 http://10.91.4.2:8080/)" = 10.91.4.1 ] || { echo "boringtun path broken" >&2; exit 1; }
+# shellcheck disable=SC2086
+bt=$(measure $BTPIDS)
+
+python3 - "$plain" "$top1" "$top2" "$bt" <<'PY'
+import sys
+plain, top1, top2, bt = [tuple(float(x) for x in a.split()) for a in sys.argv[1:]]
+print(f"{'path':<22}{'Gbit/s':>8}{'CPU s/GB':>10}")
+for name, (g, c) in [("plain veth", plain), ("top 1 hop", top1), ("top 2 hops", top2), ("boringtun --threads 1", bt)]:
+    print(f"{name:<22}{g:>8.3f}{c:>10.2f}")
+print(f"top 1 hop / boringtun:  {top1[0] / bt[0]:.2f}x throughput, {top1[1] / bt[1]:.2f}x CPU per GB")
+print(f"top 2 hops / 1 hop:     {top2[0] / top1[0]:.2f}")
+print(f"top 1 hop / plain veth: {top1[0] / plain[0]:.2f}")
+PY
