@@ -16,7 +16,7 @@ TOOLS=$ROOT/target/bench-tools
 WORK=$(mktemp -d)
 bash scripts/install-deps.sh
 command -v wg >/dev/null || apt-get install -y -q wireguard-tools >/dev/null
-cargo build --release --bins -q
+cargo build --release --workspace --bins -q
 [ -x "$TOOLS/bin/boringtun-cli" ] || cargo install -q --root "$TOOLS" boringtun-cli --locked
 TOP=$ROOT/target/release/top
 RELAY=$ROOT/target/release/toprelay

@@ -115,6 +115,7 @@ mod tests {
             msg: Amount::from_units(1 << 20),
             mailbox: Amount::from_units(2 << 20),
             pipe: Amount::from_units(1 << 19),
+            vpn: Amount::from_units(1 << 18),
         };
         let chain = ChainId([1; 32]);
         let channel = ChannelId([2; 32]);
@@ -180,6 +181,13 @@ mod tests {
         assert_eq!(
             payer.sign(&client, &usage, Amount::from_units(901), &counted, 0),
             Err(PayError::WrongAmount)
+        );
+        // VPN bytes are checked against the client's own VPN count too.
+        meter.record(crate::Service::Vpn, 4096);
+        let (vpn_usage, vpn_amount) = meter.pay_request(false).unwrap();
+        assert_eq!(
+            payer.sign(&client, &vpn_usage, vpn_amount, &counted, 0),
+            Err(PayError::Overclaimed)
         );
         let stranger = Identity::from_seed(&[5; 32]);
         let forged = payer

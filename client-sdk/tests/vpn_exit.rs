@@ -47,7 +47,9 @@ fn ping(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
 
 async fn metric(relay: &Relay, name: &str) -> u64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(relay.http_addr()).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(relay.http_addr())
+        .await
+        .unwrap();
     tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -108,7 +110,10 @@ async fn run() {
         billing: BillingOptions::default(),
     };
     let refused = Tunnel::open(Identity::generate(), options).await;
-    let message = refused.err().expect("a client without deposit was served").to_string();
+    let message = refused
+        .err()
+        .expect("a client without deposit was served")
+        .to_string();
     assert!(message.contains("deposit"), "{message}");
     paid.shutdown().await;
 
@@ -117,14 +122,23 @@ async fn run() {
     init(&free_dir, InitOptions::loopback()).unwrap();
     exit_config(&free_dir, "topb0", "10.79.0.0/24", true);
     let exit = Relay::start(&free_dir).await.unwrap();
-    let nft = |args: &[&str]| std::process::Command::new("nft").args(args).output().unwrap();
+    let nft = |args: &[&str]| {
+        std::process::Command::new("nft")
+            .args(args)
+            .output()
+            .unwrap()
+    };
     assert!(nft(&["list", "table", "ip", "top_exit"]).status.success());
 
     let me = Identity::generate();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&endpoint, &me, &exit.addr()).await.unwrap();
+    let conn = top_proto::dial::dial(&endpoint, &me, &exit.addr())
+        .await
+        .unwrap();
     let (mut send, recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Open::Vpn).unwrap()).await.unwrap();
+    send.write_all(&encode_frame(&Open::Vpn).unwrap())
+        .await
+        .unwrap();
     let mut out = FramedWrite::new(send, FrameCodec::<VpnFrame>::new(4096));
     let mut frames = FramedRead::new(recv, FrameCodec::<VpnFrame>::new(4096));
     let exit_id = top_proto::id::AccountId::from_bytes(*exit.id().as_bytes()).unwrap();
@@ -169,12 +183,15 @@ async fn run() {
     let mut altered = seal(&ping(addr, gateway, 9)).to_vec();
     altered[20] ^= 0x40;
     conn.send_datagram(altered.into()).unwrap();
-    conn.send_datagram(bytes::Bytes::from_static(b"\x01short")).unwrap();
-    conn.send_datagram(bytes::Bytes::from_static(&[0xff; 40])).unwrap();
+    conn.send_datagram(bytes::Bytes::from_static(b"\x01short"))
+        .unwrap();
+    conn.send_datagram(bytes::Bytes::from_static(&[0xff; 40]))
+        .unwrap();
     let mut foreign = good.to_vec();
     foreign[1] = 200; // a fresh nonce under which the tag no longer matches
     conn.send_datagram(foreign.into()).unwrap();
-    conn.send_datagram(seal(b"definitely not an IP packet")).unwrap();
+    conn.send_datagram(seal(b"definitely not an IP packet"))
+        .unwrap();
     conn.send_datagram(seal(&ping(Ipv4Addr::new(10, 79, 0, 99), gateway, 2)))
         .unwrap();
     let too_big = vec![0u8; conn.max_datagram_size().unwrap() + 1];

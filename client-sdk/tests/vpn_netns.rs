@@ -46,7 +46,11 @@ impl Topology {
             .args([SCRIPT, "up", &t.prefix])
             .output()
             .unwrap();
-        assert!(out.status.success(), "topology: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "topology: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         t
     }
 
@@ -108,13 +112,21 @@ impl Topology {
         ];
         args.extend_from_slice(extra_init);
         let out = self.cmd(node, &toprelay(), &args).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let config_path = dir.join("config.toml");
         let mut config = std::fs::read_to_string(&config_path).unwrap();
         edit(&mut config);
         std::fs::write(&config_path, config).unwrap();
         let mut child = self
-            .cmd(node, &toprelay(), &["run", "--data-dir", dir.to_str().unwrap()])
+            .cmd(
+                node,
+                &toprelay(),
+                &["run", "--data-dir", dir.to_str().unwrap()],
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -131,12 +143,14 @@ impl Topology {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = self.top(&["vpn", "status", "--json"]);
-            let status: serde_json::Value =
-                serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
             if status["state"] == state {
                 return status;
             }
-            assert!(Instant::now() < deadline, "VPN never reached {state}: {status}");
+            assert!(
+                Instant::now() < deadline,
+                "VPN never reached {state}: {status}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -175,7 +189,11 @@ impl Drop for Topology {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -202,15 +220,24 @@ fn vpn_in_namespaces() {
     ok(&t.top(&["wallet", "deposit", "50"]));
 
     // Without a tunnel the server sees the client's own address.
-    assert_eq!(t.curl(&["http://10.91.4.2:8080/"]).as_deref(), Some("10.91.1.2"));
+    assert_eq!(
+        t.curl(&["http://10.91.4.2:8080/"]).as_deref(),
+        Some("10.91.1.2")
+    );
     let (routes_before, resolv_before) = (t.routes(), t.resolv());
 
     // 1 hop: the server sees the exit; names resolve through the tunnel at the exit's resolver.
     let vpn = t.top_background(&["vpn", "up"]);
     let status = t.wait_state("up");
     assert_eq!(status["dns"], "10.91.4.2");
-    assert_eq!(t.curl(&["http://10.91.4.2:8080/"]).as_deref(), Some("10.91.4.1"));
-    assert_eq!(t.curl(&["http://internet.test:8080/"]).as_deref(), Some("10.91.4.1"));
+    assert_eq!(
+        t.curl(&["http://10.91.4.2:8080/"]).as_deref(),
+        Some("10.91.4.1")
+    );
+    assert_eq!(
+        t.curl(&["http://internet.test:8080/"]).as_deref(),
+        Some("10.91.4.1")
+    );
     assert_ne!(t.routes(), routes_before);
 
     // Kill switch: with the client killed (tunnel gone), nothing leaves outside it.
@@ -218,20 +245,35 @@ fn vpn_in_namespaces() {
     t.children[vpn].wait().unwrap();
     let drops = t.drops();
     assert_eq!(t.curl(&["http://10.91.4.2:8080/"]), None, "packets leaked");
-    assert!(t.drops() > drops, "the kill switch did not drop the packets");
+    assert!(
+        t.drops() > drops,
+        "the kill switch did not drop the packets"
+    );
 
     // `vpn down` restores routes and DNS exactly (here from the dead client's record).
     let down = ok(&t.top(&["vpn", "down"]));
     assert!(down.contains("restored"), "{down}");
     assert_eq!(t.routes(), routes_before);
     assert_eq!(t.resolv(), resolv_before);
-    assert_eq!(t.curl(&["http://10.91.4.2:8080/"]).as_deref(), Some("10.91.1.2"));
+    assert_eq!(
+        t.curl(&["http://10.91.4.2:8080/"]).as_deref(),
+        Some("10.91.1.2")
+    );
 
     // 2 hops: the entry forwards; the exit still exits; both get paid.
     t.top_background(&["vpn", "up", "--exit", &exit_far, "--via", &entry_addr]);
     t.wait_state("up");
-    assert_eq!(t.curl(&["http://internet.test:8080/"]).as_deref(), Some("10.91.4.1"));
-    let body = t.curl(&["-o", "/dev/null", "-w", "%{http_code}", "http://10.91.4.2:8080/"]);
+    assert_eq!(
+        t.curl(&["http://internet.test:8080/"]).as_deref(),
+        Some("10.91.4.1")
+    );
+    let body = t.curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://10.91.4.2:8080/",
+    ]);
     assert_eq!(body.as_deref(), Some("200"));
     let metrics = ok(&t.run("e", "curl", &["-s", "127.0.0.1:7780/metrics"]));
     let forwarded = metrics
@@ -247,7 +289,10 @@ fn vpn_in_namespaces() {
         if paid("paid_exit") && paid("paid_entry") {
             break;
         }
-        assert!(Instant::now() < deadline, "entry and exit not both paid: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "entry and exit not both paid: {s}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     ok(&t.top(&["vpn", "down"]));
@@ -258,7 +303,11 @@ fn vpn_in_namespaces() {
     let proxy = t.top_background(&["proxy", "--listen", "127.0.0.1:1080", "--exit", &exit_near]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {
-        let b = t.curl(&["--socks5-hostname", "127.0.0.1:1080", "http://internet.test:8080/"]);
+        let b = t.curl(&[
+            "--socks5-hostname",
+            "127.0.0.1:1080",
+            "http://internet.test:8080/",
+        ]);
         if b.is_some() || Instant::now() > deadline {
             break b;
         }
@@ -266,6 +315,13 @@ fn vpn_in_namespaces() {
     };
     assert_eq!(body.as_deref(), Some("10.91.4.1"));
     // The exit's own loopback is not reachable through it.
-    assert_eq!(t.curl(&["--socks5-hostname", "127.0.0.1:1080", "http://127.0.0.1:7780/health"]), None);
+    assert_eq!(
+        t.curl(&[
+            "--socks5-hostname",
+            "127.0.0.1:1080",
+            "http://127.0.0.1:7780/health"
+        ]),
+        None
+    );
     t.children[proxy].kill().ok();
 }

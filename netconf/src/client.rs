@@ -64,7 +64,7 @@ pub fn route_to(dst: Ipv4Addr) -> Result<Option<(Option<Ipv4Addr>, String)>, Net
 
 fn parse_route_get(out: &str) -> Result<Option<(Option<Ipv4Addr>, String)>, NetError> {
     let words: Vec<&str> = out.split_whitespace().collect();
-    if words.first() == Some(&"local") || words.iter().any(|w| *w == "lo") {
+    if words.first() == Some(&"local") || words.contains(&"lo") {
         return Ok(None);
     }
     let after = |key: &str| {
@@ -124,7 +124,9 @@ pub fn kill_switch_ruleset(tun: &str, relay: SocketAddrV4, lan: &[Ipv4Net]) -> S
 
 /// Packets the kill switch dropped so far (`None` when it is not installed).
 pub fn kill_switch_drops() -> Option<u64> {
-    let out = Cmd::nft(&["list", "table", "inet", KILL_SWITCH_TABLE]).run().ok()?;
+    let out = Cmd::nft(&["list", "table", "inet", KILL_SWITCH_TABLE])
+        .run()
+        .ok()?;
     let words: Vec<&str> = out.split_whitespace().collect();
     let i = words.iter().position(|w| *w == "packets")?;
     words.get(i + 1)?.parse().ok()
@@ -165,15 +167,15 @@ impl Applied {
         }
         let prefixes = tunnel_prefixes(plan);
         let relay_ip = *plan.relay.ip();
-        if prefixes.iter().any(|p| p.contains(&relay_ip)) {
-            if let Some((via, dev)) = route_to(relay_ip)? {
-                let mut args = vec!["route".into(), "add".into(), format!("{relay_ip}/32")];
-                if let Some(gw) = via {
-                    args.extend(["via".into(), gw.to_string()]);
-                }
-                args.extend(["dev".into(), dev]);
-                self.add_route(args, &mut save)?;
+        if prefixes.iter().any(|p| p.contains(&relay_ip))
+            && let Some((via, dev)) = route_to(relay_ip)?
+        {
+            let mut args = vec!["route".into(), "add".into(), format!("{relay_ip}/32")];
+            if let Some(gw) = via {
+                args.extend(["via".into(), gw.to_string()]);
             }
+            args.extend(["dev".into(), dev]);
+            self.add_route(args, &mut save)?;
         }
         for p in &prefixes {
             let args = vec![
@@ -232,11 +234,11 @@ impl Applied {
                 Err(e) => problems.push(e.to_string()),
             }
         }
-        if let Some(backup) = self.resolv.take() {
-            if let Err(e) = restore_resolv(Path::new(RESOLV_CONF), &backup) {
-                problems.push(e.to_string());
-                self.resolv = Some(backup);
-            }
+        if let Some(backup) = self.resolv.take()
+            && let Err(e) = restore_resolv(Path::new(RESOLV_CONF), &backup)
+        {
+            problems.push(e.to_string());
+            self.resolv = Some(backup);
         }
         if self.kill_switch {
             match Cmd::nft(&["delete", "table", "inet", KILL_SWITCH_TABLE]).run() {
@@ -305,10 +307,14 @@ mod tests {
 
     #[test]
     fn parses_route_get() {
-        let (via, dev) = parse_route_get("10.0.2.2 via 10.0.1.1 dev eth0 src 10.0.1.2 uid 0 \n    cache")
-            .unwrap()
-            .unwrap();
-        assert_eq!((via, dev.as_str()), (Some(Ipv4Addr::new(10, 0, 1, 1)), "eth0"));
+        let (via, dev) =
+            parse_route_get("10.0.2.2 via 10.0.1.1 dev eth0 src 10.0.1.2 uid 0 \n    cache")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            (via, dev.as_str()),
+            (Some(Ipv4Addr::new(10, 0, 1, 1)), "eth0")
+        );
         let (via, dev) = parse_route_get("10.0.1.1 dev veth0 src 10.0.1.2 uid 0")
             .unwrap()
             .unwrap();
@@ -355,6 +361,9 @@ mod tests {
         assert!(rules.contains("oifname \"top0\" accept"));
         assert!(rules.contains("ip daddr 192.0.2.1 udp dport 7700 accept"));
         assert!(rules.contains("ip daddr { 10.0.1.0/24 } accept"));
-        assert!(!kill_switch_ruleset("top0", "192.0.2.1:7700".parse().unwrap(), &[]).contains("10.0.1.0"));
+        assert!(
+            !kill_switch_ruleset("top0", "192.0.2.1:7700".parse().unwrap(), &[])
+                .contains("10.0.1.0")
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use crate::cmd::{Cmd, run_all};
 use crate::NetError;
+use crate::cmd::{Cmd, run_all};
 
 const FORWARD_SYSCTL: &str = "/proc/sys/net/ipv4/ip_forward";
 /// The nftables table an exit owns.
@@ -15,10 +15,17 @@ pub const EXIT_TABLE: &str = "top_exit";
 /// Address ranges an exit keeps its tunnels away from unless its owner allows them: private,
 /// shared (CGNAT), link-local and loopback networks.
 pub fn private_ranges() -> Vec<Ipv4Net> {
-    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8"]
-        .iter()
-        .filter_map(|p| p.parse().ok())
-        .collect()
+    [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "127.0.0.0/8",
+    ]
+    .iter()
+    .filter_map(|p| p.parse().ok())
+    .collect()
 }
 
 /// The nftables rules of an exit whose clients come from `pool` on device `tun`; tunnels may
@@ -26,11 +33,16 @@ pub fn private_ranges() -> Vec<Ipv4Net> {
 pub fn exit_ruleset(tun: &str, pool: Ipv4Net, deny: &[Ipv4Net], dns: Option<Ipv4Addr>) -> String {
     let mut deny_rule = String::new();
     if let Some(dns) = dns {
-        deny_rule.push_str(&format!("\t\tiifname \"{tun}\" ip daddr {dns} meta l4proto {{ tcp, udp }} th dport 53 accept\n"));
+        deny_rule.push_str(&format!(
+            "\t\tiifname \"{tun}\" ip daddr {dns} meta l4proto {{ tcp, udp }} th dport 53 accept\n"
+        ));
     }
     if !deny.is_empty() {
         let list: Vec<String> = deny.iter().map(|n| n.to_string()).collect();
-        deny_rule.push_str(&format!("\t\tiifname \"{tun}\" ip daddr {{ {} }} drop\n", list.join(", ")));
+        deny_rule.push_str(&format!(
+            "\t\tiifname \"{tun}\" ip daddr {{ {} }} drop\n",
+            list.join(", ")
+        ));
     }
     format!(
         "table ip {EXIT_TABLE} {{}}\n\
@@ -78,21 +90,22 @@ impl ExitNet {
             .trim()
             .to_string();
         let mut cmds = Self::commands(tun, pool, deny, dns);
-        if previous != "1" {
-            if let Err(source) = std::fs::write(FORWARD_SYSCTL, "1") {
-                let mut all = vec![format!("sysctl -w net.ipv4.ip_forward=1")];
-                all.extend(cmds.iter().map(Cmd::display));
-                return Err(match source.kind() {
-                    std::io::ErrorKind::PermissionDenied
-                    | std::io::ErrorKind::ReadOnlyFilesystem => NetError::NeedsRights {
+        if previous != "1"
+            && let Err(source) = std::fs::write(FORWARD_SYSCTL, "1")
+        {
+            let mut all = vec![format!("sysctl -w net.ipv4.ip_forward=1")];
+            all.extend(cmds.iter().map(Cmd::display));
+            return Err(match source.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    NetError::NeedsRights {
                         commands: all.join("\n"),
-                    },
-                    _ => NetError::Io {
-                        what: FORWARD_SYSCTL.into(),
-                        source,
-                    },
-                });
-            }
+                    }
+                }
+                _ => NetError::Io {
+                    what: FORWARD_SYSCTL.into(),
+                    source,
+                },
+            });
         }
         let undo_forward = (previous != "1").then_some(previous);
         if let Err(e) = run_all(&cmds) {
@@ -112,10 +125,10 @@ impl ExitNet {
         if let Err(e) = Cmd::nft(&["delete", "table", "ip", EXIT_TABLE]).run() {
             tracing::warn!("removing the exit's nftables table: {e}");
         }
-        if let Some(p) = self.previous_forward {
-            if let Err(e) = std::fs::write(FORWARD_SYSCTL, p) {
-                tracing::warn!("restoring {FORWARD_SYSCTL}: {e}");
-            }
+        if let Some(p) = self.previous_forward
+            && let Err(e) = std::fs::write(FORWARD_SYSCTL, p)
+        {
+            tracing::warn!("restoring {FORWARD_SYSCTL}: {e}");
         }
     }
 }

@@ -130,7 +130,9 @@ pub async fn run(
     let mut tunnel = Tunnel::open(identity.clone(), opts.tunnel.clone()).await?;
     let relay = match tunnel.first_hop() {
         SocketAddr::V4(a) => a,
-        SocketAddr::V6(_) => return Err(ClientError::Vpn("IPv6 relays are not supported yet".into())),
+        SocketAddr::V6(_) => {
+            return Err(ClientError::Vpn("IPv6 relays are not supported yet".into()));
+        }
     };
     let device = open_tun(&opts.tun, tunnel.address(), 32, tunnel.mtu())?;
     let dns = opts.dns.or(tunnel.lease().dns.map(Ipv4Addr::from));
@@ -270,8 +272,10 @@ async fn pump(
             let (entry, exit) = tunnel.billing();
             status.bytes_sent = before.0 + stats.bytes_sent.load(Ordering::Relaxed);
             status.bytes_received = before.1 + stats.bytes_received.load(Ordering::Relaxed);
-            status.paid_exit = amount(before.2 + exit.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
-            status.paid_entry = amount(before.3 + entry.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
+            status.paid_exit =
+                amount(before.2 + exit.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
+            status.paid_entry =
+                amount(before.3 + entry.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
             if let Err(e) = write_json(status_path, &*status) {
                 warn!("writing VPN status: {e}");
             }

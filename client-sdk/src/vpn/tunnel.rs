@@ -102,13 +102,17 @@ impl Tunnel {
                 },
                 None => Open::Billing,
             };
-            let stream = open_stream(&conn, options.via.is_some().then_some(&options.exit), &open)
-                .await?;
+            let stream =
+                open_stream(&conn, options.via.is_some().then_some(&options.exit), &open).await?;
             crate::billing::start_on(&conn, stream, &identity, &options.billing, usage.clone())
                 .await?
         };
-        let (send, recv) =
-            open_stream(&conn, options.via.is_some().then_some(&options.exit), &Open::Vpn).await?;
+        let (send, recv) = open_stream(
+            &conn,
+            options.via.is_some().then_some(&options.exit),
+            &Open::Vpn,
+        )
+        .await?;
         let mut out = FramedWrite::new(send, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
         let mut frames = FramedRead::new(recv, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
         let exit_id = top_proto::id::AccountId::from_bytes(*options.exit.id.as_bytes())
@@ -118,7 +122,9 @@ impl Tunnel {
         let reply = match frames.next().await {
             Some(Ok(VpnFrame::Welcome(reply))) => reply,
             Some(Ok(VpnFrame::Refused(why))) => {
-                return Err(ClientError::Vpn(format!("the exit refused the tunnel: {why}")));
+                return Err(ClientError::Vpn(format!(
+                    "the exit refused the tunnel: {why}"
+                )));
             }
             Some(Ok(other)) => return Err(ClientError::Vpn(format!("unexpected {other:?}"))),
             Some(Err(e)) => return Err(e.into()),

@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(ipv4_endpoints(&[]), Err(PacketError::Short));
         assert_eq!(ipv4_endpoints(&[0x60; 40]), Err(PacketError::NotIpv4));
         assert_eq!(ipv4_endpoints(&p[..10]), Err(PacketError::Short));
-        assert_eq!(ipv4_endpoints(&p[..p.len() - 1]), Err(PacketError::BadLength));
+        assert_eq!(
+            ipv4_endpoints(&p[..p.len() - 1]),
+            Err(PacketError::BadLength)
+        );
         let mut bad_ihl = p.clone();
         bad_ihl[0] = 0x44;
         assert_eq!(ipv4_endpoints(&bad_ihl), Err(PacketError::BadLength));

@@ -57,10 +57,18 @@ pub async fn serve_connect(
 ) -> Result<(), FrameError> {
     let mut input = frames.map_decoder(|_| records());
     let mut output = FramedWrite::new(send, records());
-    let first = input.next().await.ok_or(FrameError::Unexpected("no handshake"))?.map_err(bad)?;
+    let first = input
+        .next()
+        .await
+        .ok_or(FrameError::Unexpected("no handshake"))?
+        .map_err(bad)?;
     let (reply, mut cipher) = respond(&shared.identity, &first).map_err(bad)?;
     output.send(Bytes::from(reply)).await.map_err(bad)?;
-    let record = input.next().await.ok_or(FrameError::Unexpected("no request"))?.map_err(bad)?;
+    let record = input
+        .next()
+        .await
+        .ok_or(FrameError::Unexpected("no request"))?
+        .map_err(bad)?;
     let mut plain = vec![0u8; MAX_NOISE_MSG];
     let n = cipher.decrypt(&record, &mut plain).map_err(bad)?;
     let ConnectRequest::Host(host, port) = postcard::from_bytes(&plain[..n]).map_err(bad)?;
@@ -75,7 +83,12 @@ pub async fn serve_connect(
             Err(_) => (ConnectReply::Unreachable, None),
         }
     };
-    send_record(&mut output, &mut cipher, &postcard::to_allocvec(&answer).map_err(bad)?).await?;
+    send_record(
+        &mut output,
+        &mut cipher,
+        &postcard::to_allocvec(&answer).map_err(bad)?,
+    )
+    .await?;
     let Some(tcp) = tcp else { return Ok(()) };
     shared.metrics.vpn.connects.inc();
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
@@ -113,7 +126,11 @@ pub async fn serve_connect(
             if !down_budget.allow(&shared, len + 4) {
                 break;
             }
-            if output.send(Bytes::copy_from_slice(&sealed[..len])).await.is_err() {
+            if output
+                .send(Bytes::copy_from_slice(&sealed[..len]))
+                .await
+                .is_err()
+            {
                 break;
             }
         }

@@ -44,7 +44,9 @@ pub async fn serve_via(
         })
         .await?;
     if exit.id != to.id {
-        return Err(FrameError::Unexpected("all Via streams of a connection go to one exit"));
+        return Err(FrameError::Unexpected(
+            "all Via streams of a connection go to one exit",
+        ));
     }
     let (mut up_send, mut up_recv) = up
         .open_bi()

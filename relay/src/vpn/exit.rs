@@ -100,7 +100,9 @@ impl Exit {
             template,
             net: Mutex::new(net),
         });
-        shared.tasks.spawn(route_from_tun(shared.clone(), tun, changes));
+        shared
+            .tasks
+            .spawn(route_from_tun(shared.clone(), tun, changes));
         info!(tun = %c.tun, pool = %c.pool, "VPN exit running");
         Ok(exit)
     }
@@ -224,7 +226,8 @@ pub async fn serve_vpn(
         }
     };
     let Some(addr) = lock(&exit.pool).take() else {
-        out.send(refuse("the exit has no free tunnel address")).await?;
+        out.send(refuse("the exit has no free tunnel address"))
+            .await?;
         return Ok(());
     };
     let lease = Lease {

@@ -37,17 +37,57 @@ impl VpnMetrics {
     /// Registers every counter under `vpn_`.
     pub fn register(&self, r: &mut Registry) {
         r.register("vpn_sessions", "VPN tunnels open", self.sessions.clone());
-        r.register("vpn_forwards", "2-hop routes forwarded as entry", self.forwards.clone());
+        r.register(
+            "vpn_forwards",
+            "2-hop routes forwarded as entry",
+            self.forwards.clone(),
+        );
         let counters: [(&str, &str, &Counter); 10] = [
-            ("vpn_packets_in", "Packets from clients to the TUN", &self.packets_in),
-            ("vpn_packets_out", "Packets from the TUN to clients", &self.packets_out),
-            ("vpn_forwarded", "Datagrams forwarded as entry", &self.forwarded),
-            ("vpn_dropped_malformed", "Malformed datagrams", &self.dropped_malformed),
-            ("vpn_dropped_replay", "Replayed or stale nonces", &self.dropped_replay),
-            ("vpn_dropped_decrypt", "Datagrams failing authentication", &self.dropped_decrypt),
-            ("vpn_dropped_bad_packet", "Non-IPv4 or spoofed packets", &self.dropped_bad_packet),
-            ("vpn_dropped_no_route", "Packets with no tunnel or too large", &self.dropped_no_route),
-            ("vpn_dropped_unpaid", "Packets dropped for lack of payment", &self.dropped_unpaid),
+            (
+                "vpn_packets_in",
+                "Packets from clients to the TUN",
+                &self.packets_in,
+            ),
+            (
+                "vpn_packets_out",
+                "Packets from the TUN to clients",
+                &self.packets_out,
+            ),
+            (
+                "vpn_forwarded",
+                "Datagrams forwarded as entry",
+                &self.forwarded,
+            ),
+            (
+                "vpn_dropped_malformed",
+                "Malformed datagrams",
+                &self.dropped_malformed,
+            ),
+            (
+                "vpn_dropped_replay",
+                "Replayed or stale nonces",
+                &self.dropped_replay,
+            ),
+            (
+                "vpn_dropped_decrypt",
+                "Datagrams failing authentication",
+                &self.dropped_decrypt,
+            ),
+            (
+                "vpn_dropped_bad_packet",
+                "Non-IPv4 or spoofed packets",
+                &self.dropped_bad_packet,
+            ),
+            (
+                "vpn_dropped_no_route",
+                "Packets with no tunnel or too large",
+                &self.dropped_no_route,
+            ),
+            (
+                "vpn_dropped_unpaid",
+                "Packets dropped for lack of payment",
+                &self.dropped_unpaid,
+            ),
             ("vpn_connects", "Proxied connections opened", &self.connects),
         ];
         for (name, help, c) in counters {

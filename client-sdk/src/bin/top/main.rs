@@ -84,7 +84,9 @@ enum MsgCommand {
     },
 }
 
-#[tokio::main]
+// One worker: a client is a pipeline (TUN → tunnel → TUN); measured on 2 cores, hopping between
+// worker threads cost 25% of VPN throughput (scripts/bench-vpn.sh).
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()

@@ -62,10 +62,16 @@ pub enum VpnCommand {
     },
 }
 
-fn tunnel_options(home: &Home, relay: Option<RelayAddr>, route: RouteArgs) -> Result<TunnelOptions> {
+fn tunnel_options(
+    home: &Home,
+    relay: Option<RelayAddr>,
+    route: RouteArgs,
+) -> Result<TunnelOptions> {
     let exit = match route.exit {
         Some(e) => e,
-        None => home.relay(relay).context("choose an exit with --exit ID@ADDR")?,
+        None => home
+            .relay(relay)
+            .context("choose an exit with --exit ID@ADDR")?,
     };
     Ok(TunnelOptions {
         exit,
