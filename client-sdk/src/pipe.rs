@@ -63,17 +63,8 @@ impl Pipe {
             Some(Err(e)) => return Err(e.into()),
             None => return Err(ClientError::Closed),
         }
-        let mut records = replies.map_decoder(|_| record_codec());
-        let mut out = FramedWrite::new(send, record_codec());
-        let (initiator, first) = PipeInitiator::start(identity, &peer)?;
-        out.send(Bytes::from(first)).await.map_err(io_err)?;
-        let reply = records
-            .next()
-            .await
-            .ok_or(ClientError::Closed)?
-            .map_err(io_err)?;
-        let cipher = initiator.finish(&reply)?;
-        Ok(Self::assemble(out, records, cipher))
+        let records = replies.map_decoder(|_| record_codec());
+        Self::initiate(send, records, identity, peer).await
     }
 
     /// Runs the pipe handshake with `peer` on a stream already announced to the relay (proxied
@@ -84,7 +75,16 @@ impl Pipe {
         identity: &Identity,
         peer: AccountId,
     ) -> Result<Self, ClientError> {
-        let mut records = FramedRead::new(recv, record_codec());
+        Self::initiate(send, FramedRead::new(recv, record_codec()), identity, peer).await
+    }
+
+    /// The initiator's side of the handshake, once the stream carries records.
+    async fn initiate(
+        send: quinn::SendStream,
+        mut records: Records,
+        identity: &Identity,
+        peer: AccountId,
+    ) -> Result<Self, ClientError> {
         let mut out = FramedWrite::new(send, record_codec());
         let (initiator, first) = PipeInitiator::start(identity, &peer)?;
         out.send(Bytes::from(first)).await.map_err(io_err)?;
