@@ -60,7 +60,6 @@ PY
 }
 
 # Relays: exit in x (dev chain, VPN exit), entry in e following it.
-"$RELAY" >/dev/null 2>&1 || true
 nsx x "$RELAY" init --data-dir "$WORK/x" --listen 0.0.0.0:7700 --http 127.0.0.1:7780 --dev >/dev/null 2>&1
 sed -i -e 's/vpn_exit = false/vpn_exit = true/' -e 's/allow_private = false/allow_private = true/' \
   -e 's/block_interval_ms = 1000/block_interval_ms = 200/' "$WORK/x/config.toml"

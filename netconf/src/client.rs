@@ -107,9 +107,7 @@ pub fn kill_switch_ruleset(tun: &str, relay: SocketAddrV4, lan: &[Ipv4Net]) -> S
         );
     }
     format!(
-        "table inet {KILL_SWITCH_TABLE} {{}}\n\
-         delete table inet {KILL_SWITCH_TABLE}\n\
-         table inet {KILL_SWITCH_TABLE} {{\n\
+        "{}table inet {KILL_SWITCH_TABLE} {{\n\
          \tchain output {{ type filter hook output priority filter; policy drop;\n\
          \t\toifname \"lo\" accept\n\
          \t\toifname \"{tun}\" accept\n\
@@ -117,6 +115,7 @@ pub fn kill_switch_ruleset(tun: &str, relay: SocketAddrV4, lan: &[Ipv4Net]) -> S
          {allow}\
          \t\tcounter drop\n\t}}\n\
          }}\n",
+        crate::cmd::replace_table("inet", KILL_SWITCH_TABLE),
         relay.ip(),
         relay.port()
     )

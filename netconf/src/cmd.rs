@@ -146,6 +146,12 @@ impl Cmd {
     }
 }
 
+/// The start of an nftables script that replaces table `family name` whether it exists or not
+/// (a left-over from a crashed run included): declare it, delete it, then the new definition.
+pub fn replace_table(family: &str, name: &str) -> String {
+    format!("table {family} {name} {{}}\ndelete table {family} {name}\n")
+}
+
 /// Runs `cmds` in order; on the first failure from missing rights, the error lists all of them.
 pub fn run_all(cmds: &[Cmd]) -> Result<(), NetError> {
     for c in cmds {
@@ -193,13 +199,9 @@ mod tests {
     #[test]
     fn a_missing_tool_names_its_package() {
         let c = Cmd {
-            program: "nft",
+            program: "top-no-such-tool",
             args: vec![],
             stdin: None,
-        };
-        let c = Cmd {
-            program: "top-no-such-tool",
-            ..c
         };
         assert!(matches!(c.run(), Err(NetError::Missing { .. })));
     }

@@ -45,9 +45,7 @@ pub fn exit_ruleset(tun: &str, pool: Ipv4Net, deny: &[Ipv4Net], dns: Option<Ipv4
         ));
     }
     format!(
-        "table ip {EXIT_TABLE} {{}}\n\
-         delete table ip {EXIT_TABLE}\n\
-         table ip {EXIT_TABLE} {{\n\
+        "{}table ip {EXIT_TABLE} {{\n\
          \tchain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
          \t\tip saddr {pool} oifname != \"{tun}\" masquerade\n\t}}\n\
          \tchain forward {{ type filter hook forward priority filter; policy accept;\n\
@@ -59,7 +57,8 @@ pub fn exit_ruleset(tun: &str, pool: Ipv4Net, deny: &[Ipv4Net], dns: Option<Ipv4
          \tchain input {{ type filter hook input priority filter; policy accept;\n\
          \t\tiifname \"{tun}\" ip protocol icmp accept\n\
          \t\tiifname \"{tun}\" drop\n\t}}\n\
-         }}\n"
+         }}\n",
+        crate::cmd::replace_table("ip", EXIT_TABLE)
     )
 }
 
@@ -89,7 +88,7 @@ impl ExitNet {
             })?
             .trim()
             .to_string();
-        let mut cmds = Self::commands(tun, pool, deny, dns);
+        let cmds = Self::commands(tun, pool, deny, dns);
         if previous != "1"
             && let Err(source) = std::fs::write(FORWARD_SYSCTL, "1")
         {
@@ -114,7 +113,6 @@ impl ExitNet {
             }
             return Err(e);
         }
-        cmds.clear();
         Ok(Self {
             previous_forward: undo_forward,
         })

@@ -45,11 +45,6 @@ impl TunnelSlot {
         *current = Some(tunnel.clone());
         Ok(tunnel)
     }
-
-    /// The tunnel now open, if any (for status).
-    pub async fn current(&self) -> Option<Arc<Tunnel>> {
-        self.current.lock().await.clone()
-    }
 }
 
 /// Serves SOCKS5 clients from `listener` until `shutdown`.
