@@ -1,7 +1,6 @@
 //! A client's connection to its relay: sealed messages in and out, pipes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,11 +85,7 @@ impl Client {
         identity: Identity,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let bind: SocketAddr = match relay.host_port.parse::<SocketAddr>() {
-            Ok(a) if a.is_ipv6() => "[::]:0".parse().unwrap_or_else(|_| unreachable!()),
-            _ => "0.0.0.0:0".parse().unwrap_or_else(|_| unreachable!()),
-        };
-        let endpoint = quinn::Endpoint::client(bind)?;
+        let endpoint = top_proto::socket::client_endpoint(&relay.host_port)?;
         let conn = dial(&endpoint, &identity, relay).await?;
         let usage = Arc::new(UsageCounter::default());
         let billing =

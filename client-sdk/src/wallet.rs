@@ -32,11 +32,7 @@ pub struct Wallet {
 impl Wallet {
     /// Connects to `relay` for ledger access only (no messaging session, nothing billed).
     pub async fn connect(relay: &RelayAddr, identity: Identity) -> Result<Self, ClientError> {
-        let bind: std::net::SocketAddr = match relay.host_port.parse::<std::net::SocketAddr>() {
-            Ok(a) if a.is_ipv6() => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-            _ => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        };
-        let endpoint = quinn::Endpoint::client(bind)?;
+        let endpoint = top_proto::socket::client_endpoint(&relay.host_port)?;
         let conn = top_proto::dial::dial(&endpoint, &identity, relay).await?;
         let mut wallet = Self::open(&conn, identity).await?;
         wallet.own = Some((endpoint, conn));

@@ -81,7 +81,13 @@ impl Topology {
         let child = self
             .cmd("c", Path::new(TOP), &all)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open("/tmp/dbg-c.log")
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         self.children.push(child);
@@ -121,6 +127,13 @@ impl Topology {
         let mut config = std::fs::read_to_string(&config_path).unwrap();
         edit(&mut config);
         std::fs::write(&config_path, config).unwrap();
+        self.start_relay(node)
+    }
+
+    /// Runs the relay initialised in `node`'s data directory; returns its id. The child is the
+    /// last of `children`.
+    fn start_relay(&mut self, node: &str) -> String {
+        let dir = self.dir.path().join(node);
         let mut child = self
             .cmd(
                 node,
@@ -128,7 +141,13 @@ impl Topology {
                 &["run", "--data-dir", dir.to_str().unwrap()],
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(format!("/tmp/dbg-{node}.log"))
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         let mut line = String::new();
@@ -210,6 +229,7 @@ fn vpn_in_namespaces() {
             .replace("allow_private = false", "allow_private = true")
             .replace("block_interval_ms = 1000", "block_interval_ms = 100");
     });
+    let exit_child = t.children.len() - 1;
     let exit_near = format!("{exit}@10.91.1.1:7700");
     let exit_far = format!("{exit}@10.91.3.1:7700");
     let entry = t.relay("e", &["--peer", &exit_far], |_| {});
@@ -295,6 +315,31 @@ fn vpn_in_namespaces() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+
+    // The exit fails and comes back: the client reconnects on its own (the restarted exit's
+    // stateless reset ends the old connection at once) and traffic flows again.
+    // Its restarted address pool hands out another address, which the client takes over.
+    let address_before = t.wait_state("up")["address"].clone();
+    t.children[exit_child].kill().unwrap();
+    t.children[exit_child].wait().unwrap();
+    assert_eq!(t.start_relay("x"), exit);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = t.wait_state("up");
+        if s["reconnects"].as_u64().is_some_and(|n| n >= 1) {
+            assert_ne!(s["address"], address_before);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not reconnect: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        t.curl(&["http://internet.test:8080/"]).as_deref(),
+        Some("10.91.4.1")
+    );
     ok(&t.top(&["vpn", "down"]));
     assert_eq!(t.routes(), routes_before);
     assert_eq!(t.resolv(), resolv_before);

@@ -31,6 +31,7 @@ pub mod identity;
 pub mod pipe_crypto;
 pub mod rpc;
 pub mod seal;
+pub mod socket;
 pub mod tls;
 pub mod vpn;
 pub mod writer;

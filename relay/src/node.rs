@@ -136,8 +136,8 @@ impl Relay {
         let receipts =
             crate::receipts::ReceiptStore::open(&dir.receipts()).map_err(RelayError::Chain)?;
         let server = top_proto::tls::server_config(&identity)?;
-        let endpoint =
-            quinn::Endpoint::server(server, config.listen).map_err(|source| RelayError::Bind {
+        let endpoint = top_proto::socket::server_endpoint(server, config.listen, &identity)
+            .map_err(|source| RelayError::Bind {
                 what: "QUIC",
                 addr: config.listen,
                 source,

@@ -11,9 +11,10 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use top_netconf::client::{Applied, ClientNetPlan};
-use top_netconf::tun::{AsyncDevice, open_tun};
+use top_netconf::tun::{AsyncDevice, TunReader, TunWriter, open_tun};
 use top_netconf::{Cmd, NetError};
 use top_proto::identity::Identity;
+use top_proto::vpn::cipher::OVERHEAD;
 use tracing::{info, warn};
 
 use super::tunnel::{Tunnel, TunnelOptions};
@@ -199,9 +200,14 @@ pub async fn run(
         tunnel = reopened;
         status.reconnects += 1;
         if tunnel.address().to_string() != status.address {
-            let addr = format!("{}/32", tunnel.address());
-            Cmd::ip(&["addr", "flush", "dev", &opts.tun]).run().ok();
-            Cmd::ip(&["addr", "add", &addr, "dev", &opts.tun]).run()?;
+            // The new address goes on before the old one comes off: a device left without
+            // an address loses the routes through it.
+            let (new, old) = (
+                format!("{}/32", tunnel.address()),
+                format!("{}/32", status.address),
+            );
+            Cmd::ip(&["addr", "add", &new, "dev", &opts.tun]).run()?;
+            Cmd::ip(&["addr", "del", &old, "dev", &opts.tun]).run().ok();
             status.address = tunnel.address().to_string();
         }
         status.state = "up".into();
@@ -240,26 +246,35 @@ async fn pump(
     let (Some(mut sender), Some(mut receiver)) = (tunnel.sender(), tunnel.receiver()) else {
         return ClientError::Closed;
     };
+    let mtu = tunnel.mtu();
     let up = async {
-        let mut buf = vec![0u8; 65_536];
+        let mut reader = TunReader::new(mtu);
         loop {
-            let n = match device.recv(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => return ClientError::Io(e),
-            };
-            if let Err(e) = sender.send(&buf[..n]) {
-                return e;
+            if let Err(e) = reader.read(device).await {
+                return ClientError::Io(e);
+            }
+            for packet in reader.packets() {
+                if let Err(e) = sender.send(packet) {
+                    return e;
+                }
             }
         }
     };
     let down = async {
-        let mut buf = vec![0u8; 65_536];
+        let mut writer = TunWriter::default();
         loop {
-            let n = match receiver.recv(&mut buf).await {
-                Ok(n) => n,
+            let mut next = match receiver.next_datagram().await {
+                Ok(d) => Some(d),
                 Err(e) => return e,
             };
-            if let Err(e) = device.send(&buf[..n]).await {
+            while let Some(datagram) = next.take() {
+                let max = datagram.len().saturating_sub(OVERHEAD);
+                writer.push_with(max, |out| receiver.open(&datagram, out));
+                if !writer.is_full() {
+                    next = receiver.waiting_datagram();
+                }
+            }
+            if let Err(e) = writer.flush(device).await {
                 return ClientError::Io(e);
             }
         }

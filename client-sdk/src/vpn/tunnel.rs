@@ -6,13 +6,14 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::BytesMut;
-use futures::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_proto::addr::RelayAddr;
 use top_proto::dial::dial;
 use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::identity::Identity;
+use top_proto::socket::client_endpoint;
 use top_proto::vpn::cipher::{Lease, OVERHEAD, Opener, Sealer, TunnelInitiator, VpnCryptoError};
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
@@ -82,11 +83,7 @@ impl Tunnel {
     /// handshake with the exit.
     pub async fn open(identity: Identity, options: TunnelOptions) -> Result<Self, ClientError> {
         let first = options.via.as_ref().unwrap_or(&options.exit);
-        let bind: SocketAddr = match first.host_port.parse::<SocketAddr>() {
-            Ok(a) if a.is_ipv6() => SocketAddr::from(([0u16; 8], 0)),
-            _ => SocketAddr::from(([0, 0, 0, 0], 0)),
-        };
-        let endpoint = quinn::Endpoint::client(bind)?;
+        let endpoint = client_endpoint(&first.host_port)?;
         let conn = dial(&endpoint, &identity, first).await?;
         let usage = Arc::new(UsageCounter::default());
         let entry_billing = match &options.via {
@@ -344,26 +341,47 @@ impl TunnelReceiver {
     /// is gone.
     pub async fn recv(&mut self, out: &mut [u8]) -> Result<usize, ClientError> {
         loop {
-            let datagram = self.conn.read_datagram().await?;
-            match self.opener.open(&datagram, out) {
-                Ok(n) => {
-                    self.uncounted += datagram.len() as u64;
-                    self.stats.packets_received.fetch_add(1, Ordering::Relaxed);
-                    if self.uncounted >= COUNT_STEP {
-                        self.usage.vpn(self.uncounted as usize);
-                        self.stats
-                            .bytes_received
-                            .fetch_add(self.uncounted, Ordering::Relaxed);
-                        self.uncounted = 0;
-                    }
-                    return Ok(n);
+            let datagram = self.next_datagram().await?;
+            if let Some(n) = self.open(&datagram, out) {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Waits for the next datagram from the exit (still sealed). Errors only when the tunnel
+    /// is gone.
+    pub async fn next_datagram(&mut self) -> Result<Bytes, ClientError> {
+        Ok(self.conn.read_datagram().await?)
+    }
+
+    /// The next datagram if one is already waiting (for reading in batches).
+    pub fn waiting_datagram(&mut self) -> Option<Bytes> {
+        self.conn.read_datagram().now_or_never()?.ok()
+    }
+
+    /// Opens a datagram into `out` (at least `datagram.len() - OVERHEAD` bytes); returns the
+    /// packet's length, or `None` when it was dropped (replayed, forged: counted).
+    pub fn open(&mut self, datagram: &[u8], out: &mut [u8]) -> Option<usize> {
+        match self.opener.open(datagram, out) {
+            Ok(n) => {
+                self.uncounted += datagram.len() as u64;
+                self.stats.packets_received.fetch_add(1, Ordering::Relaxed);
+                if self.uncounted >= COUNT_STEP {
+                    self.usage.vpn(self.uncounted as usize);
+                    self.stats
+                        .bytes_received
+                        .fetch_add(self.uncounted, Ordering::Relaxed);
+                    self.uncounted = 0;
                 }
-                Err(VpnCryptoError::Replay) => {
-                    self.stats.dropped_replay.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(_) => {
-                    self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
-                }
+                Some(n)
+            }
+            Err(VpnCryptoError::Replay) => {
+                self.stats.dropped_replay.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(_) => {
+                self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                None
             }
         }
     }

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_netconf::exit::ExitNet;
-use top_netconf::tun::{AsyncDevice, open_tun};
+use top_netconf::tun::{AsyncDevice, TunReader, TunWriter, open_tun};
 use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::vpn::VpnFrame;
 use top_proto::vpn::cipher::{Lease, OVERHEAD, Opener, Sealer, TunnelResponder, VpnCryptoError};
@@ -102,7 +102,7 @@ impl Exit {
         });
         shared
             .tasks
-            .spawn(route_from_tun(shared.clone(), tun, changes));
+            .spawn(route_from_tun(shared.clone(), tun, c.mtu, changes));
         info!(tun = %c.tun, pool = %c.pool, "VPN exit running");
         Ok(exit)
     }
@@ -115,18 +115,19 @@ impl Exit {
     }
 }
 
-/// Reads the TUN device and sends each packet down the tunnel that holds its destination.
+/// Reads the TUN device (a batch per read) and sends each packet down the tunnel that holds
+/// its destination.
 async fn route_from_tun(
     shared: Arc<Shared>,
     tun: Arc<AsyncDevice>,
+    mtu: u16,
     mut changes: mpsc::UnboundedReceiver<RouteChange>,
 ) {
     let mut routes: HashMap<Ipv4Addr, Route> = HashMap::new();
-    let mut buf = vec![0u8; 65_536];
+    let mut reader = TunReader::new(mtu);
     let mut arena = BytesMut::with_capacity(ARENA);
-    let m = &shared.metrics.vpn;
     loop {
-        let n = tokio::select! {
+        let read = tokio::select! {
             biased;
             change = changes.recv() => {
                 match change {
@@ -140,51 +141,60 @@ async fn route_from_tun(
                 }
                 continue;
             }
-            n = tun.recv(&mut buf) => n,
+            read = reader.read(&tun) => read,
             _ = shared.shutdown.cancelled() => return,
         };
-        let n = match n {
-            Ok(n) => n,
-            Err(e) => {
-                warn!("reading the TUN device: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let packet = &buf[..n];
-        let Ok((_, dst)) = ipv4_endpoints(packet) else {
-            // The host's own IPv6 chatter on the device, for instance: nowhere to send it.
-            m.dropped_no_route.inc();
-            continue;
-        };
-        let Some(route) = routes.get_mut(&dst) else {
-            m.dropped_no_route.inc();
-            continue;
-        };
-        let len = n + OVERHEAD;
-        if !route.budget.allow(&shared, len) {
+        if let Err(e) = read {
+            warn!("reading the TUN device: {e}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        if arena.capacity() < len {
-            arena.reserve(ARENA);
+        for packet in reader.packets() {
+            route_packet(&shared, &mut routes, &mut arena, packet);
         }
-        arena.resize(len, 0);
-        if route.sealer.seal(packet, &mut arena).is_err() {
-            arena.clear();
+    }
+}
+
+/// Seals one packet from the TUN device for the tunnel holding its destination and sends it.
+fn route_packet(
+    shared: &Shared,
+    routes: &mut HashMap<Ipv4Addr, Route>,
+    arena: &mut BytesMut,
+    packet: &[u8],
+) {
+    let m = &shared.metrics.vpn;
+    let Ok((_, dst)) = ipv4_endpoints(packet) else {
+        // The host's own IPv6 chatter on the device, for instance: nowhere to send it.
+        m.dropped_no_route.inc();
+        return;
+    };
+    let Some(route) = routes.get_mut(&dst) else {
+        m.dropped_no_route.inc();
+        return;
+    };
+    let len = packet.len() + OVERHEAD;
+    if !route.budget.allow(shared, len) {
+        return;
+    }
+    if arena.capacity() < len {
+        arena.reserve(ARENA);
+    }
+    arena.resize(len, 0);
+    if route.sealer.seal(packet, arena).is_err() {
+        arena.clear();
+        m.dropped_no_route.inc();
+        return;
+    }
+    let datagram = arena.split().freeze();
+    match route.conn.send_datagram(datagram) {
+        Ok(()) => {
+            m.packets_out.inc();
+        }
+        Err(quinn::SendDatagramError::TooLarge) => {
             m.dropped_no_route.inc();
-            continue;
         }
-        let datagram = arena.split().freeze();
-        match route.conn.send_datagram(datagram) {
-            Ok(()) => {
-                m.packets_out.inc();
-            }
-            Err(quinn::SendDatagramError::TooLarge) => {
-                m.dropped_no_route.inc();
-            }
-            Err(_) => {
-                routes.remove(&dst);
-            }
+        Err(_) => {
+            routes.remove(&dst);
         }
     }
 }
@@ -266,7 +276,8 @@ pub async fn serve_vpn(
     result
 }
 
-/// Opens a tunnel's datagrams and writes the packets to the TUN device.
+/// Opens a tunnel's datagrams and writes the packets to the TUN device, a batch at a time:
+/// whatever datagrams are already waiting when one arrives go in the same write.
 async fn pump_to_tun(
     shared: &Shared,
     exit: &Exit,
@@ -275,37 +286,60 @@ async fn pump_to_tun(
     addr: Ipv4Addr,
     mut budget: Budget,
 ) {
-    let mut plain = vec![0u8; 65_536];
-    let m = &shared.metrics.vpn;
+    let mut writer = TunWriter::default();
     while let Ok(datagram) = conn.read_datagram().await {
-        let n = match opener.open(&datagram, &mut plain) {
-            Ok(n) => n,
-            Err(VpnCryptoError::Replay) => {
-                m.dropped_replay.inc();
-                continue;
-            }
-            Err(VpnCryptoError::Decrypt) => {
-                m.dropped_decrypt.inc();
-                continue;
-            }
-            Err(_) => {
-                m.dropped_malformed.inc();
-                continue;
-            }
-        };
-        let packet = &plain[..n];
-        match ipv4_endpoints(packet) {
-            Ok((src, _)) if src == addr => {}
-            _ => {
-                m.dropped_bad_packet.inc();
-                continue;
+        let mut next = Some(datagram);
+        while let Some(datagram) = next.take() {
+            let max = datagram.len().saturating_sub(OVERHEAD);
+            writer.push_with(max, |out| {
+                let n = open_checked(shared, &mut opener, addr, &datagram, out)?;
+                budget.allow(shared, datagram.len()).then_some(n)
+            });
+            if !writer.is_full()
+                && let Some(Ok(d)) = conn.read_datagram().now_or_never()
+            {
+                next = Some(d);
             }
         }
-        if !budget.allow(shared, datagram.len()) {
-            continue;
+        match writer.flush(&exit.tun).await {
+            Ok(n) => {
+                shared.metrics.vpn.packets_in.inc_by(n as u64);
+            }
+            Err(e) => debug!("writing the TUN device: {e}"),
         }
-        if exit.tun.send(packet).await.is_ok() {
-            m.packets_in.inc();
+    }
+}
+
+/// Opens a datagram into `out` and checks it is an IPv4 packet from the client's own address;
+/// counts what it drops.
+fn open_checked(
+    shared: &Shared,
+    opener: &mut Opener,
+    addr: Ipv4Addr,
+    datagram: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let m = &shared.metrics.vpn;
+    let n = match opener.open(datagram, out) {
+        Ok(n) => n,
+        Err(VpnCryptoError::Replay) => {
+            m.dropped_replay.inc();
+            return None;
+        }
+        Err(VpnCryptoError::Decrypt) => {
+            m.dropped_decrypt.inc();
+            return None;
+        }
+        Err(_) => {
+            m.dropped_malformed.inc();
+            return None;
+        }
+    };
+    match ipv4_endpoints(&out[..n]) {
+        Ok((src, _)) if src == addr => Some(n),
+        _ => {
+            m.dropped_bad_packet.inc();
+            None
         }
     }
 }
