@@ -85,7 +85,7 @@ impl Client {
         identity: Identity,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let endpoint = top_proto::socket::client_endpoint(&relay.host_port)?;
+        let endpoint = top_proto::endpoint::client_endpoint(&relay.host_port)?;
         let conn = dial(&endpoint, &identity, relay).await?;
         let usage = Arc::new(UsageCounter::default());
         let billing =

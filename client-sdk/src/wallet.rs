@@ -32,7 +32,7 @@ pub struct Wallet {
 impl Wallet {
     /// Connects to `relay` for ledger access only (no messaging session, nothing billed).
     pub async fn connect(relay: &RelayAddr, identity: Identity) -> Result<Self, ClientError> {
-        let endpoint = top_proto::socket::client_endpoint(&relay.host_port)?;
+        let endpoint = top_proto::endpoint::client_endpoint(&relay.host_port)?;
         let conn = top_proto::dial::dial(&endpoint, &identity, relay).await?;
         let mut wallet = Self::open(&conn, identity).await?;
         wallet.own = Some((endpoint, conn));

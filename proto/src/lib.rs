@@ -25,13 +25,13 @@
 
 pub mod addr;
 pub mod dial;
+pub mod endpoint;
 pub mod frame;
 pub mod id;
 pub mod identity;
 pub mod pipe_crypto;
 pub mod rpc;
 pub mod seal;
-pub mod socket;
 pub mod tls;
 pub mod vpn;
 pub mod writer;

@@ -411,7 +411,7 @@ impl ChainNode {
 
 /// A client-only QUIC endpoint for talking to other relays' ledger APIs.
 fn client_endpoint() -> ChainResult<quinn::Endpoint> {
-    top_proto::socket::client_endpoint("0.0.0.0:0")
+    top_proto::endpoint::client_endpoint("0.0.0.0:0")
         .map_err(|e| format!("cannot open a QUIC socket: {e}"))
 }
 

@@ -136,7 +136,7 @@ impl Relay {
         let receipts =
             crate::receipts::ReceiptStore::open(&dir.receipts()).map_err(RelayError::Chain)?;
         let server = top_proto::tls::server_config(&identity)?;
-        let endpoint = top_proto::socket::server_endpoint(server, config.listen, &identity)
+        let endpoint = top_proto::endpoint::server_endpoint(server, config.listen, &identity)
             .map_err(|source| RelayError::Bind {
                 what: "QUIC",
                 addr: config.listen,

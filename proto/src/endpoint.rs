@@ -1,62 +1,14 @@
-//! UDP sockets for QUIC endpoints, with kernel buffers sized for Gbit/s bursts.
+//! QUIC endpoints: relays' keyed by their identity, so that they survive restarts.
 //!
-//! The kernel's default receive buffer (about 200 KiB) holds under a millisecond of a
-//! Gbit/s tunnel: a relay descheduled for longer drops datagrams before quinn reads them,
-//! and every drop is a loss the tunnelled TCP backs off for.
+//! Kernel socket buffers are left at their defaults: 8 MiB buffers removed the UDP receive
+//! drops under a Gbit/s tunnel, but in interleaved runs of `scripts/bench-vpn.sh` they cost
+//! 5–15% of throughput (more data in flight, more cache misses), so they are not asked for.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use socket2::{Domain, Protocol, Socket, Type};
-
 use crate::identity::Identity;
-
-/// Kernel receive and send buffer asked for each QUIC socket.
-pub const SOCKET_BUFFER: usize = 8 << 20;
-
-/// Binds a UDP socket on `addr` with [`SOCKET_BUFFER`]-sized kernel buffers where allowed.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.bind(&addr.into())?;
-    grow_buffers(&socket);
-    Ok(socket.into())
-}
-
-/// Asks for [`SOCKET_BUFFER`]; past `net.core.{r,w}mem_max` only with `CAP_NET_ADMIN`, which
-/// VPN clients and exits have. A smaller buffer still works, it only drops sooner.
-fn grow_buffers(socket: &Socket) {
-    if socket.set_recv_buffer_size(SOCKET_BUFFER).is_err()
-        || socket.recv_buffer_size().is_ok_and(|n| n < SOCKET_BUFFER)
-    {
-        force_buffer(socket, libc::SO_RCVBUFFORCE);
-    }
-    if socket.set_send_buffer_size(SOCKET_BUFFER).is_err()
-        || socket.send_buffer_size().is_ok_and(|n| n < SOCKET_BUFFER)
-    {
-        force_buffer(socket, libc::SO_SNDBUFFORCE);
-    }
-}
-
-#[cfg(target_os = "linux")]
-fn force_buffer(socket: &Socket, option: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    let size = SOCKET_BUFFER as libc::c_int;
-    // SAFETY: a valid socket descriptor and a pointer to a live c_int of the size given.
-    // Failure (no CAP_NET_ADMIN) leaves the buffer as it was, which is fine.
-    unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn force_buffer(_socket: &Socket, _option: libc::c_int) {}
 
 /// The key of a relay's QUIC stateless resets, derived from its identity so that it survives
 /// restarts: a relay that restarts answers its old connections' packets with a reset the
@@ -89,7 +41,7 @@ fn endpoint(
     server: Option<quinn::ServerConfig>,
     addr: SocketAddr,
 ) -> io::Result<quinn::Endpoint> {
-    let socket = bind_udp(addr)?;
+    let socket = std::net::UdpSocket::bind(addr)?;
     let runtime =
         quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime found"))?;
     quinn::Endpoint::new(config, server, socket, runtime)
@@ -143,17 +95,5 @@ mod tests {
         assert!(key.verify(b"connection id!", &token).is_err());
         assert!(ResetKey([8; 32]).verify(b"connection id", &token).is_err());
         assert!(key.verify(b"connection id", &token[..31]).is_err());
-    }
-
-    #[test]
-    fn privileged_sockets_get_the_full_buffers() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: only CAP_NET_ADMIN may pass net.core.rmem_max");
-            return;
-        }
-        let socket = Socket::from(bind_udp("127.0.0.1:0".parse().unwrap()).unwrap());
-        assert!(socket.recv_buffer_size().unwrap() >= SOCKET_BUFFER);
-        assert!(socket.send_buffer_size().unwrap() >= SOCKET_BUFFER);
     }
 }
