@@ -260,6 +260,26 @@ fn vpn_in_namespaces() {
     );
     assert_ne!(t.routes(), routes_before);
 
+    // The client's own address changes (and back): QUIC migrates the connection, no reconnect.
+    ok(&t.run(
+        "c",
+        "sysctl",
+        &["-qw", "net.ipv4.conf.cx0.promote_secondaries=1"],
+    ));
+    ok(&t.run("c", "ip", &["addr", "add", "10.91.1.3/24", "dev", "cx0"]));
+    ok(&t.run("c", "ip", &["addr", "del", "10.91.1.2/24", "dev", "cx0"]));
+    assert_eq!(
+        t.curl(&["http://10.91.4.2:8080/"]).as_deref(),
+        Some("10.91.4.1")
+    );
+    ok(&t.run("c", "ip", &["addr", "add", "10.91.1.2/24", "dev", "cx0"]));
+    ok(&t.run("c", "ip", &["addr", "del", "10.91.1.3/24", "dev", "cx0"]));
+    assert_eq!(
+        t.curl(&["http://10.91.4.2:8080/"]).as_deref(),
+        Some("10.91.4.1")
+    );
+    assert_eq!(t.wait_state("up")["reconnects"], 0);
+
     // Kill switch: with the client killed (tunnel gone), nothing leaves outside it.
     t.children[vpn].kill().unwrap();
     t.children[vpn].wait().unwrap();
