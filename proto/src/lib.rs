@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod cdn;
 pub mod dial;
 pub mod endpoint;
 pub mod frame;
