@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod billing;
+pub mod cdn;
 pub mod chain;
 pub mod chain_api;
 pub mod chain_setup;

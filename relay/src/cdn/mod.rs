@@ -1,0 +1,3 @@
+//! The CDN role: content-addressed chunks on disk, served to clients and over HTTP.
+
+pub mod store;
