@@ -72,7 +72,10 @@ impl CdnStore {
         }
         let mut found = Vec::new();
         let cache_dir = dir.join("cache");
-        for entry in fs::read_dir(&cache_dir).map_err(io_at(&cache_dir))?.flatten() {
+        for entry in fs::read_dir(&cache_dir)
+            .map_err(io_at(&cache_dir))?
+            .flatten()
+        {
             let name = entry.file_name();
             let Some(hash) = name.to_str().and_then(parse_hex) else {
                 fs::remove_file(entry.path()).ok();
@@ -110,10 +113,10 @@ impl CdnStore {
     }
 
     fn write_atomically(&self, to: &Path, data: &[u8]) -> Result<(), StoreError> {
-        let tmp = self
-            .dir
-            .join("tmp")
-            .join(format!("{}.{}", std::process::id(), rand::random::<u64>()));
+        let tmp =
+            self.dir
+                .join("tmp")
+                .join(format!("{}.{}", std::process::id(), rand::random::<u64>()));
         let mut f = fs::File::create(&tmp).map_err(io_at(&tmp))?;
         f.write_all(data).map_err(io_at(&tmp))?;
         f.sync_all().map_err(io_at(&tmp))?;
@@ -231,7 +234,10 @@ mod tests {
         store.put_chunk(&b.0, &b.1, false).unwrap();
         assert!(store.chunk_path(&a.0).is_some()); // a is now more recent than b
         store.put_chunk(&c.0, &c.1, false).unwrap();
-        assert!(store.chunk_path(&b.0).is_none(), "b was least recently used");
+        assert!(
+            store.chunk_path(&b.0).is_none(),
+            "b was least recently used"
+        );
         assert!(store.chunk_path(&a.0).is_some());
         assert_eq!(store.cached_bytes(), 200);
         drop(store);
