@@ -81,13 +81,7 @@ impl Topology {
         let child = self
             .cmd("c", Path::new(TOP), &all)
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open("/tmp/dbg-c.log")
-                    .unwrap(),
-            )
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         self.children.push(child);
@@ -141,13 +135,7 @@ impl Topology {
                 &["run", "--data-dir", dir.to_str().unwrap()],
             )
             .stdout(Stdio::piped())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(format!("/tmp/dbg-{node}.log"))
-                    .unwrap(),
-            )
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
