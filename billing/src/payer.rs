@@ -116,6 +116,7 @@ mod tests {
             mailbox: Amount::from_units(2 << 20),
             pipe: Amount::from_units(1 << 19),
             vpn: Amount::from_units(1 << 18),
+            cdn: Amount::from_units(1 << 17),
         };
         let chain = ChainId([1; 32]);
         let channel = ChannelId([2; 32]);

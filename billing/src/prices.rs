@@ -17,6 +17,8 @@ pub enum Service {
     Pipe,
     /// VPN bytes (tunnel datagrams and proxied streams), both directions.
     Vpn,
+    /// CDN bytes: chunks fetched (paid once verified) and published.
+    Cdn,
 }
 
 /// What a relay charges per MiB of each service.
@@ -31,6 +33,9 @@ pub struct Prices {
     /// Per MiB of VPN traffic.
     #[serde(default)]
     pub vpn: Amount,
+    /// Per MiB of CDN chunks.
+    #[serde(default)]
+    pub cdn: Amount,
 }
 
 /// Bytes used per service.
@@ -45,6 +50,9 @@ pub struct Usage {
     /// VPN bytes.
     #[serde(default)]
     pub vpn: u64,
+    /// CDN bytes.
+    #[serde(default)]
+    pub cdn: u64,
 }
 
 impl Usage {
@@ -55,6 +63,7 @@ impl Usage {
             Service::Mailbox => &mut self.mailbox,
             Service::Pipe => &mut self.pipe,
             Service::Vpn => &mut self.vpn,
+            Service::Cdn => &mut self.cdn,
         };
         *slot = slot.saturating_add(bytes);
     }
@@ -65,6 +74,7 @@ impl Usage {
             .saturating_add(self.mailbox)
             .saturating_add(self.pipe)
             .saturating_add(self.vpn)
+            .saturating_add(self.cdn)
     }
 
     /// Whether every counter of `self` is at most `other`'s plus `slack`.
@@ -73,6 +83,7 @@ impl Usage {
             && self.mailbox <= other.mailbox.saturating_add(slack)
             && self.pipe <= other.pipe.saturating_add(slack)
             && self.vpn <= other.vpn.saturating_add(slack)
+            && self.cdn <= other.cdn.saturating_add(slack)
     }
 }
 
@@ -88,12 +99,17 @@ impl Prices {
         one(usage.msg, self.msg)?
             .checked_add(one(usage.mailbox, self.mailbox)?)?
             .checked_add(one(usage.pipe, self.pipe)?)?
-            .checked_add(one(usage.vpn, self.vpn)?)
+            .checked_add(one(usage.vpn, self.vpn)?)?
+            .checked_add(one(usage.cdn, self.cdn)?)
     }
 
     /// Whether every price is zero (nothing to pay).
     pub fn is_free(&self) -> bool {
-        self.msg.is_zero() && self.mailbox.is_zero() && self.pipe.is_zero() && self.vpn.is_zero()
+        self.msg.is_zero()
+            && self.mailbox.is_zero()
+            && self.pipe.is_zero()
+            && self.vpn.is_zero()
+            && self.cdn.is_zero()
     }
 }
 
@@ -108,14 +124,17 @@ mod tests {
             mailbox: Amount::from_units(3),
             pipe: Amount::ZERO,
             vpn: Amount::from_units(1),
+            cdn: Amount::from_units(7),
         };
         let usage = Usage {
             msg: 1 << 20,
             mailbox: 1,
             pipe: 5 << 30,
             vpn: 3 << 20,
+            cdn: (1 << 20) + 1,
         };
-        assert_eq!(prices.cost(&usage).unwrap(), Amount::from_units(10_000_004));
+        // 10^7 + ⌈3/MiB⌉ + 0 + 3 + ⌈7·(MiB+1)/MiB⌉ = 10_000_000 + 1 + 3 + 8
+        assert_eq!(prices.cost(&usage).unwrap(), Amount::from_units(10_000_012));
         assert_eq!(prices.cost(&Usage::default()).unwrap(), Amount::ZERO);
         let huge = Prices {
             msg: Amount::from_units(u128::MAX),

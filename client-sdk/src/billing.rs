@@ -42,6 +42,7 @@ pub struct UsageCounter {
     mailbox: AtomicU64,
     pipe: AtomicU64,
     vpn: AtomicU64,
+    cdn: AtomicU64,
 }
 
 impl UsageCounter {
@@ -65,6 +66,9 @@ impl UsageCounter {
             top_billing::Service::Mailbox => self.mailbox(bytes),
             top_billing::Service::Pipe => self.pipe(bytes),
             top_billing::Service::Vpn => self.vpn(bytes),
+            top_billing::Service::Cdn => {
+                self.cdn.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
         }
     }
 
@@ -75,6 +79,7 @@ impl UsageCounter {
             mailbox: self.mailbox.load(Ordering::Relaxed),
             pipe: self.pipe.load(Ordering::Relaxed),
             vpn: self.vpn.load(Ordering::Relaxed),
+            cdn: self.cdn.load(Ordering::Relaxed),
         }
     }
 }

@@ -132,6 +132,9 @@ pub enum Open {
         /// The account whose channel pays.
         payer: AccountId,
     },
+    /// Client or relay → relay: publish, fetch or unpublish content (see
+    /// [`crate::cdn_wire`]).
+    Cdn,
 }
 
 /// Whether a message reached its recipient or waits in a mailbox.

@@ -4,6 +4,8 @@
 //!   [`addr`]: `<relay-id>@<host>:<port>` addresses.
 //! - [`frame`]: length-prefixed, versioned stream frames.
 //! - [`seal`]: sealed (Noise `X`) messages; [`pipe_crypto`]: Noise `IK` pipes.
+//! - [`cdn`]: content ids, manifests and chunk checks; [`cdn_wire`]: the CDN stream's frames;
+//!   [`cdn_stream`]: fetching verified chunks.
 //! - [`vpn`]: the VPN data plane (tunnel keys, replay window, packet checks).
 //! - [`tls`]: QUIC/TLS configuration whose certificates are bound to ed25519 ids.
 //!
@@ -25,6 +27,8 @@
 
 pub mod addr;
 pub mod cdn;
+pub mod cdn_stream;
+pub mod cdn_wire;
 pub mod dial;
 pub mod endpoint;
 pub mod frame;

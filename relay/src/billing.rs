@@ -48,6 +48,7 @@ impl Terms {
                 mailbox: amount(&c.mailbox_price_per_mib),
                 pipe: amount(&c.pipe_price_per_mib),
                 vpn: amount(&c.vpn_price_per_mib),
+                cdn: amount(&c.cdn_price_per_mib),
             },
             credit_window: amount(&c.credit_window),
             settle_threshold: amount(&c.settle_threshold),

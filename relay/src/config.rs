@@ -114,6 +114,9 @@ pub struct BillingConfig {
     pub pipe_price_per_mib: String,
     /// Price per MiB of VPN traffic (as exit or as entry of a 2-hop route).
     pub vpn_price_per_mib: String,
+    /// Price per MiB of CDN chunks fetched by SDK clients or published, and served through the
+    /// HTTP gateway against a publisher's allowance.
+    pub cdn_price_per_mib: String,
     /// Unpaid usage the relay carries before it waits for a receipt.
     pub credit_window: String,
     /// Settle a channel once its unsettled receipts reach this much.
@@ -131,6 +134,7 @@ impl Default for BillingConfig {
             mailbox_price_per_mib: "0.05".into(),
             pipe_price_per_mib: "0.002".into(),
             vpn_price_per_mib: "0.001".into(),
+            cdn_price_per_mib: "0.001".into(),
             credit_window: "0.05".into(),
             settle_threshold: "0.01".into(),
             pay_wait_ms: 5_000,
@@ -208,6 +212,20 @@ pub struct RelayConfig {
     /// VPN exit settings.
     #[serde(default)]
     pub vpn: VpnConfig,
+    /// Most bytes of CDN chunks cached for others (least recently used evicted first).
+    #[serde(default = "default_cdn_cache_bytes")]
+    pub cdn_cache_bytes: u64,
+    /// Most bytes one publisher may keep published on this relay.
+    #[serde(default = "default_cdn_publish_quota_bytes")]
+    pub cdn_publish_quota_bytes: u64,
+}
+
+fn default_cdn_cache_bytes() -> u64 {
+    4 << 30
+}
+
+fn default_cdn_publish_quota_bytes() -> u64 {
+    1 << 30
 }
 
 fn default_max_connections() -> usize {
@@ -233,6 +251,8 @@ impl RelayConfig {
             billing: BillingConfig::default(),
             vpn_exit: false,
             vpn: VpnConfig::default(),
+            cdn_cache_bytes: default_cdn_cache_bytes(),
+            cdn_publish_quota_bytes: default_cdn_publish_quota_bytes(),
         }
     }
 
@@ -304,6 +324,7 @@ impl RelayConfig {
             ("billing.mailbox_price_per_mib", &b.mailbox_price_per_mib),
             ("billing.pipe_price_per_mib", &b.pipe_price_per_mib),
             ("billing.vpn_price_per_mib", &b.vpn_price_per_mib),
+            ("billing.cdn_price_per_mib", &b.cdn_price_per_mib),
             ("billing.credit_window", &b.credit_window),
             ("billing.settle_threshold", &b.settle_threshold),
         ] {
@@ -357,6 +378,10 @@ impl DataDir {
     /// The faucet key file.
     pub fn faucet_key(&self) -> PathBuf {
         self.0.join(FAUCET_KEY_FILE)
+    }
+    /// The CDN store directory (manifests and chunks).
+    pub fn cdn(&self) -> PathBuf {
+        self.0.join("cdn")
     }
 }
 

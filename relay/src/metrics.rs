@@ -38,6 +38,8 @@ pub struct Metrics {
     pub unpaid_refusals: Counter,
     /// The VPN's counters.
     pub vpn: crate::vpn::metrics::VpnMetrics,
+    /// The CDN's counters.
+    pub cdn: crate::cdn::metrics::CdnMetrics,
     registry: Registry,
 }
 
@@ -101,6 +103,7 @@ impl Metrics {
             m.unpaid_refusals.clone(),
         );
         m.vpn.register(&mut r);
+        m.cdn.register(&mut r);
         m.registry = r;
         m
     }

@@ -211,5 +211,9 @@ async fn serve_stream(
             }
             crate::vpn::entry::serve_via(shared, conn, to, upstream, meter, send, frames).await
         }
+        Ok(Open::Cdn) => {
+            let from_link = is_link.load(Ordering::SeqCst);
+            crate::cdn::serve::serve_cdn(shared, peer, from_link, meter, send, frames).await
+        }
     }
 }

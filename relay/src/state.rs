@@ -118,6 +118,8 @@ pub struct Shared {
     pub receipts: crate::receipts::ReceiptStore,
     /// The chain, once opened (followers open it after fetching the genesis).
     pub chain: std::sync::OnceLock<Arc<crate::chain::ChainNode>>,
+    /// CDN manifests and chunks on disk.
+    pub cdn: Arc<crate::cdn::store::CdnStore>,
     /// The VPN exit, when this relay is one.
     pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
     sessions: Mutex<HashMap<AccountId, SessionHandle>>,
@@ -161,6 +163,7 @@ impl Shared {
         endpoint: quinn::Endpoint,
         mailbox: Mailbox,
         receipts: crate::receipts::ReceiptStore,
+        cdn: crate::cdn::store::CdnStore,
     ) -> Self {
         let known = config.peers.iter().map(|p| (p.id, p.clone())).collect();
         Self {
@@ -177,6 +180,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             started: Instant::now(),
             chain: std::sync::OnceLock::new(),
+            cdn: Arc::new(cdn),
             vpn_exit: std::sync::OnceLock::new(),
             sessions: Mutex::default(),
             presence: Mutex::default(),

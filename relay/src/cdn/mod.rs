@@ -1,3 +1,6 @@
 //! The CDN role: content-addressed chunks on disk, served to clients and over HTTP.
 
+pub mod chunks;
+pub mod metrics;
+pub mod serve;
 pub mod store;

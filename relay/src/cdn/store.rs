@@ -6,14 +6,16 @@
 //! hash was checked, so a crash at any point leaves no chunk whose bytes do not match its name;
 //! leftovers of interrupted writes are removed on open.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lru::LruCache;
+use serde::{Deserialize, Serialize};
 use top_proto::cdn::{Cid, Manifest};
+use top_proto::id::AccountId;
 
 /// A chunk's BLAKE3 hash.
 pub type ChunkHash = [u8; 32];
@@ -41,6 +43,15 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// Who published a file here, and its size (for the publisher's quota).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication {
+    /// The publisher's account.
+    pub publisher: AccountId,
+    /// The file's size in bytes.
+    pub size: u64,
+}
+
 struct Cache {
     lru: LruCache<ChunkHash, u64>,
     bytes: u64,
@@ -51,39 +62,43 @@ pub struct CdnStore {
     dir: PathBuf,
     capacity: u64,
     cache: Mutex<Cache>,
-    pinned: Mutex<HashSet<ChunkHash>>,
+    /// Origin chunks: how many publications (or uploads under way) hold each.
+    pins: Mutex<HashMap<ChunkHash, u32>>,
+    published: Mutex<HashMap<Cid, Publication>>,
+    /// Chunks whose bytes on disk were hashed since this process started.
+    verified: Mutex<HashSet<ChunkHash>>,
+    /// Bytes of uploads under way, per publisher (counted against the quota).
+    uploading: Mutex<HashMap<AccountId, u64>>,
 }
 
 fn hex(hash: &ChunkHash) -> String {
     blake3::Hash::from(*hash).to_hex().to_string()
 }
 
+fn read_dir(dir: &Path) -> Result<impl Iterator<Item = fs::DirEntry>, StoreError> {
+    Ok(fs::read_dir(dir).map_err(io_at(dir))?.flatten())
+}
+
 impl CdnStore {
     /// Opens (creating) the store in `dir` with a cache bound of `capacity` bytes; removes
-    /// leftovers of interrupted writes and rebuilds the cache order from file times.
+    /// leftovers of interrupted writes and uploads, and rebuilds the cache order from file times.
     pub fn open(dir: &Path, capacity: u64) -> Result<Self, StoreError> {
-        for sub in ["tmp", "manifests", "origin", "cache"] {
+        for sub in ["tmp", "manifests", "origin", "cache", "published"] {
             let d = dir.join(sub);
             fs::create_dir_all(&d).map_err(io_at(&d))?;
         }
-        let tmp = dir.join("tmp");
-        for entry in fs::read_dir(&tmp).map_err(io_at(&tmp))?.flatten() {
+        for entry in read_dir(&dir.join("tmp"))? {
             fs::remove_file(entry.path()).ok();
         }
         let mut found = Vec::new();
-        let cache_dir = dir.join("cache");
-        for entry in fs::read_dir(&cache_dir)
-            .map_err(io_at(&cache_dir))?
-            .flatten()
-        {
+        for entry in read_dir(&dir.join("cache"))? {
             let name = entry.file_name();
             let Some(hash) = name.to_str().and_then(parse_hex) else {
                 fs::remove_file(entry.path()).ok();
                 continue;
             };
             if let Ok(meta) = entry.metadata() {
-                let used = meta.modified().ok();
-                found.push((used, hash, meta.len()));
+                found.push((meta.modified().ok(), hash, meta.len()));
             }
         }
         found.sort_by_key(|(used, _, _)| *used);
@@ -95,19 +110,43 @@ impl CdnStore {
             cache.lru.put(hash, len);
             cache.bytes += len;
         }
-        let mut pinned = HashSet::new();
-        let origin = dir.join("origin");
-        for entry in fs::read_dir(&origin).map_err(io_at(&origin))?.flatten() {
-            if let Some(hash) = entry.file_name().to_str().and_then(parse_hex) {
-                pinned.insert(hash);
-            }
-        }
         let store = Self {
             dir: dir.to_path_buf(),
             capacity,
             cache: Mutex::new(cache),
-            pinned: Mutex::new(pinned),
+            pins: Mutex::default(),
+            published: Mutex::default(),
+            verified: Mutex::default(),
+            uploading: Mutex::default(),
         };
+        for entry in read_dir(&dir.join("published"))? {
+            let cid = entry.file_name().to_str().and_then(parse_hex).map(Cid);
+            let record = fs::read(entry.path())
+                .ok()
+                .and_then(|b| postcard::from_bytes::<Publication>(&b).ok());
+            match (cid, record) {
+                (Some(cid), Some(record)) => match store.manifest(&cid) {
+                    Some(m) => {
+                        store.pin(&m);
+                        lock(&store.published).insert(cid, record);
+                    }
+                    None => drop(fs::remove_file(entry.path())),
+                },
+                _ => drop(fs::remove_file(entry.path())),
+            }
+        }
+        // Origin chunks no publication holds are left from an interrupted upload.
+        let pins = lock(&store.pins).clone();
+        for entry in read_dir(&dir.join("origin"))? {
+            let held = entry
+                .file_name()
+                .to_str()
+                .and_then(parse_hex)
+                .is_some_and(|h| pins.contains_key(&h));
+            if !held {
+                fs::remove_file(entry.path()).ok();
+            }
+        }
         store.evict();
         Ok(store)
     }
@@ -138,23 +177,114 @@ impl CdnStore {
         Manifest::decode_for(cid, &bytes).ok()
     }
 
-    /// Removes a manifest (unpublish); its origin chunks are released to the cache's rules.
-    pub fn remove_manifest(&self, cid: &Cid, manifest: &Manifest) {
-        fs::remove_file(self.manifest_path(cid)).ok();
-        let mut pinned = lock(&self.pinned);
-        for hash in &manifest.chunks {
-            if pinned.remove(hash) {
-                fs::remove_file(self.dir.join("origin").join(hex(hash))).ok();
-            }
-        }
-    }
-
     fn manifest_path(&self, cid: &Cid) -> PathBuf {
         self.dir.join("manifests").join(cid.hex())
     }
 
-    /// Stores a chunk: `origin` chunks stay until unpublished, others are cached under the
-    /// bound. Fails without writing if the bytes do not hash to `hash`.
+    /// Holds a manifest's chunks as origin chunks (an upload starts, or a publication loads).
+    pub fn pin(&self, manifest: &Manifest) {
+        let mut pins = lock(&self.pins);
+        for hash in &manifest.chunks {
+            *pins.entry(*hash).or_insert(0) += 1;
+        }
+    }
+
+    /// Releases a [`CdnStore::pin`]; origin chunks nothing holds any more are deleted.
+    pub fn unpin(&self, manifest: &Manifest) {
+        let mut pins = lock(&self.pins);
+        for hash in &manifest.chunks {
+            if let Some(n) = pins.get_mut(hash) {
+                *n -= 1;
+                if *n == 0 {
+                    pins.remove(hash);
+                    fs::remove_file(self.dir.join("origin").join(hex(hash))).ok();
+                }
+            }
+        }
+    }
+
+    /// Records `cid` as published here by `publisher` (its manifest and every chunk stored
+    /// and pinned already). Durable before it returns.
+    pub fn publish(
+        &self,
+        cid: &Cid,
+        manifest: &Manifest,
+        publisher: AccountId,
+    ) -> Result<bool, StoreError> {
+        self.put_manifest(cid, manifest)?;
+        let record = Publication {
+            publisher,
+            size: manifest.size,
+        };
+        if lock(&self.published).contains_key(cid) {
+            return Ok(false);
+        }
+        let bytes = postcard::to_allocvec(&record).map_err(|e| StoreError::Io {
+            path: self.dir.join("published"),
+            source: io::Error::other(e),
+        })?;
+        self.write_atomically(&self.dir.join("published").join(cid.hex()), &bytes)?;
+        lock(&self.published).insert(*cid, record);
+        Ok(true)
+    }
+
+    /// Who published `cid` here, if anyone.
+    pub fn publication(&self, cid: &Cid) -> Option<Publication> {
+        lock(&self.published).get(cid).copied()
+    }
+
+    /// Bytes `publisher` keeps published here.
+    pub fn published_bytes(&self, publisher: &AccountId) -> u64 {
+        lock(&self.published)
+            .values()
+            .filter(|p| &p.publisher == publisher)
+            .map(|p| p.size)
+            .sum()
+    }
+
+    /// Reserves `size` bytes of `publisher`'s `limit` for an upload; `Err(used)` if it does
+    /// not fit. Release with [`CdnStore::release`] once the upload ends either way.
+    pub fn reserve(&self, publisher: &AccountId, size: u64, limit: u64) -> Result<(), u64> {
+        let published = self.published_bytes(publisher);
+        let mut uploading = lock(&self.uploading);
+        let pending = uploading.entry(*publisher).or_insert(0);
+        let used = published.saturating_add(*pending);
+        if used.saturating_add(size) > limit {
+            return Err(used);
+        }
+        *pending += size;
+        Ok(())
+    }
+
+    /// Ends a [`CdnStore::reserve`].
+    pub fn release(&self, publisher: &AccountId, size: u64) {
+        let mut uploading = lock(&self.uploading);
+        if let Some(pending) = uploading.get_mut(publisher) {
+            *pending = pending.saturating_sub(size);
+            if *pending == 0 {
+                uploading.remove(publisher);
+            }
+        }
+    }
+
+    /// Whether chunk `hash` is held as an origin chunk.
+    pub fn has_origin(&self, hash: &ChunkHash) -> bool {
+        lock(&self.pins).contains_key(hash) && self.dir.join("origin").join(hex(hash)).exists()
+    }
+
+    /// Ends a publication: its chunks stop being origin chunks (others' still hold theirs).
+    pub fn unpublish(&self, cid: &Cid, manifest: &Manifest) -> Result<(), StoreError> {
+        if lock(&self.published).remove(cid).is_none() {
+            return Ok(());
+        }
+        let path = self.dir.join("published").join(cid.hex());
+        fs::remove_file(&path).map_err(io_at(&path))?;
+        self.unpin(manifest);
+        Ok(())
+    }
+
+    /// Stores a chunk: `origin` chunks (pinned by the caller) stay until unpublished, others
+    /// are cached under the bound. Fails without writing if the bytes do not hash to `hash`.
     pub fn put_chunk(&self, hash: &ChunkHash, data: &[u8], origin: bool) -> Result<(), StoreError> {
         if blake3::hash(data).as_bytes() != hash {
             return Err(StoreError::Mismatch);
@@ -164,13 +294,14 @@ impl CdnStore {
             if !path.exists() {
                 self.write_atomically(&path, data)?;
             }
-            lock(&self.pinned).insert(*hash);
+            lock(&self.verified).insert(*hash);
             return Ok(());
         }
         if self.chunk_path(hash).is_some() {
             return Ok(());
         }
         self.write_atomically(&self.dir.join("cache").join(hex(hash)), data)?;
+        lock(&self.verified).insert(*hash);
         {
             let mut cache = lock(&self.cache);
             cache.lru.put(*hash, data.len() as u64);
@@ -182,13 +313,54 @@ impl CdnStore {
 
     /// Where chunk `hash` is on disk, if held (marks a cached chunk as just used).
     pub fn chunk_path(&self, hash: &ChunkHash) -> Option<PathBuf> {
-        if lock(&self.pinned).contains(hash) {
-            return Some(self.dir.join("origin").join(hex(hash)));
+        if lock(&self.pins).contains_key(hash) {
+            let path = self.dir.join("origin").join(hex(hash));
+            if path.exists() {
+                return Some(path);
+            }
         }
         lock(&self.cache)
             .lru
             .get(hash)
             .map(|_| self.dir.join("cache").join(hex(hash)))
+    }
+
+    /// Reads chunk `hash` (`None`: not held), checking its bytes against the hash the first
+    /// time this process reads it, or when `recheck`. A chunk found corrupt is deleted and
+    /// reported as [`StoreError::Mismatch`]: fetch it again.
+    pub fn read_chunk(
+        &self,
+        hash: &ChunkHash,
+        recheck: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(path) = self.chunk_path(hash) else {
+            return Ok(None);
+        };
+        let data = match fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        if !recheck && lock(&self.verified).contains(hash) {
+            return Ok(Some(data));
+        }
+        if blake3::hash(&data).as_bytes() != hash {
+            tracing::warn!("CDN chunk {} is corrupt on disk; dropped", hex(hash));
+            self.drop_chunk(hash);
+            return Err(StoreError::Mismatch);
+        }
+        lock(&self.verified).insert(*hash);
+        Ok(Some(data))
+    }
+
+    fn drop_chunk(&self, hash: &ChunkHash) {
+        lock(&self.verified).remove(hash);
+        fs::remove_file(self.dir.join("origin").join(hex(hash))).ok();
+        let mut cache = lock(&self.cache);
+        if let Some(len) = cache.lru.pop(hash) {
+            cache.bytes -= len;
+            fs::remove_file(self.dir.join("cache").join(hex(hash))).ok();
+        }
     }
 
     /// Bytes held in the cache (origin chunks not counted).
@@ -203,6 +375,7 @@ impl CdnStore {
                 break;
             };
             cache.bytes -= len;
+            lock(&self.verified).remove(&hash);
             fs::remove_file(self.dir.join("cache").join(hex(&hash))).ok();
         }
     }
@@ -271,14 +444,79 @@ mod tests {
         b.update(&[7; 100]);
         let m = b.finish().unwrap();
         let cid = m.cid();
-        store.put_manifest(&cid, &m).unwrap();
+        let publisher = top_proto::identity::Identity::from_seed(&[1; 32]).account_id();
+        store.pin(&m);
         store.put_chunk(&m.chunks[0], &[7; 100], true).unwrap();
+        assert!(store.publish(&cid, &m, publisher).unwrap());
         drop(store);
         let store = CdnStore::open(dir.path(), 0).unwrap();
         assert_eq!(store.manifest(&cid).unwrap(), m);
+        assert_eq!(store.published_bytes(&publisher), 100);
         assert!(store.chunk_path(&m.chunks[0]).is_some());
-        store.remove_manifest(&cid, &m);
-        assert!(store.manifest(&cid).is_none());
+        store.unpublish(&cid, &m).unwrap();
+        assert!(store.publication(&cid).is_none());
         assert!(store.chunk_path(&m.chunks[0]).is_none());
+        drop(store);
+        let store = CdnStore::open(dir.path(), 0).unwrap();
+        assert_eq!(store.published_bytes(&publisher), 0);
+    }
+
+    fn manifest_of(data: &[u8]) -> Manifest {
+        let mut b = top_proto::cdn::ManifestBuilder::new(None);
+        b.update(data);
+        b.finish().unwrap()
+    }
+
+    #[test]
+    fn shared_chunks_outlive_one_unpublish_and_interrupted_uploads_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CdnStore::open(dir.path(), 0).unwrap();
+        let publisher = top_proto::identity::Identity::from_seed(&[1; 32]).account_id();
+        // Two files with the same bytes but different content types share their chunk.
+        let a = manifest_of(&[5; 10]);
+        let mut b = a.clone();
+        b.content_type = Some("text/plain".into());
+        for m in [&a, &b] {
+            store.pin(m);
+            store.put_chunk(&m.chunks[0], &[5; 10], true).unwrap();
+            store.publish(&m.cid(), m, publisher).unwrap();
+        }
+        store.unpublish(&a.cid(), &a).unwrap();
+        assert_eq!(
+            store.read_chunk(&b.chunks[0], true).unwrap().unwrap(),
+            vec![5; 10]
+        );
+        // An upload that never finished: pinned and written, never published.
+        let c = manifest_of(&[6; 10]);
+        store.pin(&c);
+        store.put_chunk(&c.chunks[0], &[6; 10], true).unwrap();
+        drop(store);
+        let store = CdnStore::open(dir.path(), 0).unwrap();
+        assert!(store.chunk_path(&c.chunks[0]).is_none());
+        assert!(store.chunk_path(&b.chunks[0]).is_some());
+    }
+
+    #[test]
+    fn corrupt_chunks_on_disk_are_caught_on_first_read_and_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CdnStore::open(dir.path(), 1000).unwrap();
+        let (a, data) = chunk(1);
+        store.put_chunk(&a, &data, false).unwrap();
+        drop(store);
+        let path = dir.path().join("cache").join(hex(&a));
+        fs::write(&path, vec![9u8; 100]).unwrap();
+        let store = CdnStore::open(dir.path(), 1000).unwrap();
+        assert!(
+            matches!(store.read_chunk(&a, false), Err(StoreError::Mismatch)),
+            "corruption missed"
+        );
+        assert!(!path.exists());
+        assert_eq!(store.cached_bytes(), 0);
+        // Written and checked by this process: served without hashing again, unless rechecked.
+        store.put_chunk(&a, &data, false).unwrap();
+        fs::write(&path, vec![9u8; 100]).unwrap();
+        assert!(store.read_chunk(&a, false).unwrap().is_some());
+        assert!(store.read_chunk(&a, true).is_err());
+        assert!(store.read_chunk(&a, false).unwrap().is_none());
     }
 }

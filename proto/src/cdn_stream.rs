@@ -1,0 +1,156 @@
+//! The requesting side of a CDN `Get`: open the stream, take the manifest (checked against the
+//! content id), then read whole chunks, each checked against the manifest before it is handed out.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::cdn::{CdnError, Cid, Manifest};
+use crate::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
+use crate::frame::{FrameCodec, FrameError, Open, encode_frame};
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The connection or stream failed (or the relay reset it).
+    #[error("connection to the relay failed: {0}")]
+    Connection(String),
+    /// A frame did not decode.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The relay refused.
+    #[error(transparent)]
+    Refused(#[from] CdnRefusal),
+    /// The relay served bytes that are not the content's: a wrong manifest or chunk.
+    #[error("the relay served bad data: {0}")]
+    Corrupt(#[from] CdnError),
+    /// The relay answered out of protocol.
+    #[error("unexpected answer from the relay: {0}")]
+    Unexpected(String),
+}
+
+impl FetchError {
+    fn conn(e: impl std::fmt::Display) -> Self {
+        Self::Connection(e.to_string())
+    }
+}
+
+/// Raw bytes that follow a frame on a stream: what the frame decoder buffered, then the stream.
+pub struct RawReader {
+    recv: quinn::RecvStream,
+    buffered: BytesMut,
+}
+
+impl RawReader {
+    /// Continues reading after the frames `frames` decoded.
+    pub fn after<T>(frames: FramedRead<quinn::RecvStream, FrameCodec<T>>) -> Self {
+        let parts = frames.into_parts();
+        Self {
+            recv: parts.io,
+            buffered: parts.read_buf,
+        }
+    }
+
+    /// Exactly the next `len` bytes.
+    pub async fn read_exact(&mut self, len: usize) -> Result<Bytes, quinn::ReadExactError> {
+        if self.buffered.len() >= len {
+            return Ok(self.buffered.split_to(len).freeze());
+        }
+        let mut data = std::mem::take(&mut self.buffered);
+        let have = data.len();
+        data.resize(len, 0);
+        self.recv.read_exact(&mut data[have..]).await?;
+        Ok(data.freeze())
+    }
+
+    /// Whether the sender finished the stream with nothing more to read.
+    pub async fn at_end(&mut self) -> Result<bool, quinn::ReadError> {
+        if !self.buffered.is_empty() {
+            return Ok(false);
+        }
+        Ok(self.recv.read_chunk(1, true).await?.is_none())
+    }
+
+    /// Asks the sender to stop sending.
+    pub fn stop(&mut self, code: u32) {
+        self.recv.stop(code.into()).ok();
+    }
+}
+
+/// An answered `Get`: the manifest, then whole chunks in order, each already verified.
+pub struct Serving {
+    /// The content's manifest (its hash is the content id asked for).
+    pub manifest: Manifest,
+    next: u32,
+    end: u32,
+    raw: RawReader,
+}
+
+impl Serving {
+    /// Sends `request` (a `Get` for `cid`) on a new stream of `conn` and reads the answer's
+    /// manifest.
+    pub async fn open(
+        conn: &quinn::Connection,
+        cid: &Cid,
+        request: &CdnRequest,
+    ) -> Result<Self, FetchError> {
+        let (mut send, recv) = conn.open_bi().await.map_err(FetchError::conn)?;
+        send.write_all(&encode_frame(&Open::Cdn)?)
+            .await
+            .map_err(FetchError::conn)?;
+        let mut out = FramedWrite::new(send, FrameCodec::<CdnRequest>::new(MAX_CDN_FRAME));
+        out.send(request.clone()).await?;
+        out.get_mut().finish().ok();
+        let mut frames = FramedRead::new(recv, FrameCodec::<CdnReply>::new(MAX_CDN_FRAME));
+        let reply = match frames.next().await {
+            Some(Ok(reply)) => reply,
+            Some(Err(FrameError::Io(e))) => return Err(FetchError::conn(e)),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err(FetchError::conn("the relay closed the stream")),
+        };
+        let (manifest, first, end) = match reply {
+            CdnReply::Serving {
+                manifest,
+                first,
+                end,
+            } => (manifest, first, end),
+            CdnReply::Refused(why) => return Err(why.into()),
+            other => return Err(FetchError::Unexpected(format!("{other:?}"))),
+        };
+        let manifest = Manifest::decode_for(cid, &manifest)?;
+        if first > end || end > manifest.chunk_count() {
+            return Err(FetchError::Unexpected(format!(
+                "chunks {first}..{end} of {}",
+                manifest.chunk_count()
+            )));
+        }
+        Ok(Self {
+            manifest,
+            next: first,
+            end,
+            raw: RawReader::after(frames),
+        })
+    }
+
+    /// The chunks this answer carries.
+    pub fn chunks(&self) -> Range<u32> {
+        self.next..self.end
+    }
+
+    /// The next chunk and its index, verified; `None` after the last. A chunk that does not
+    /// match the manifest is [`FetchError::Corrupt`] (`CdnError::WrongChunk(index)`).
+    pub async fn next_chunk(&mut self) -> Result<Option<(u32, Bytes)>, FetchError> {
+        if self.next >= self.end {
+            return Ok(None);
+        }
+        let index = self.next;
+        let range = self.manifest.chunk_range(index)?;
+        let len = (range.end - range.start) as usize;
+        let data = self.raw.read_exact(len).await.map_err(FetchError::conn)?;
+        self.manifest.verify_chunk(index, &data)?;
+        self.next += 1;
+        Ok(Some((index, data)))
+    }
+}

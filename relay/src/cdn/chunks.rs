@@ -1,0 +1,225 @@
+//! Where a relay gets the chunks it serves: its own store, or, on a miss, its peers. Every
+//! chunk from a peer is checked against the manifest before it is stored or served; a peer that
+//! serves a bad chunk is not asked again for this content and the chunk comes from the next one.
+
+use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use top_proto::cdn::{Cid, Manifest};
+use top_proto::cdn_stream::{FetchError, Serving};
+use top_proto::cdn_wire::{CdnRefusal, CdnRequest};
+use top_proto::id::RelayId;
+use tracing::{debug, warn};
+
+use crate::cdn::store::StoreError;
+use crate::state::Shared;
+
+/// Most chunks asked of a peer in one request on a miss.
+const FETCH_RUN: u32 = 8;
+
+fn failed(e: impl std::fmt::Display) -> CdnRefusal {
+    CdnRefusal::Failed(e.to_string())
+}
+
+/// Linked relays to ask on a miss: configured peers first, in config order, then the others.
+fn peers(shared: &Shared) -> Vec<(RelayId, quinn::Connection)> {
+    let mut linked = shared.linked();
+    linked.sort_by_key(|(id, _)| {
+        shared
+            .config
+            .peers
+            .iter()
+            .position(|p| &p.id == id)
+            .unwrap_or(usize::MAX)
+    });
+    linked.into_iter().map(|(id, l)| (id, l.conn)).collect()
+}
+
+/// The chunks of one content, read in ascending order by one request.
+pub struct ChunkSource {
+    shared: Arc<Shared>,
+    cid: Cid,
+    /// The content's manifest.
+    pub manifest: Arc<Manifest>,
+    from_peers: bool,
+    recheck: HashSet<u32>,
+    fetched: VecDeque<(u32, Bytes)>,
+    bad_peers: HashSet<RelayId>,
+}
+
+impl ChunkSource {
+    /// Finds `cid`'s manifest here or (when `from_peers`) at a peer.
+    pub async fn open(shared: Arc<Shared>, cid: Cid, from_peers: bool) -> Result<Self, CdnRefusal> {
+        let store = shared.cdn.clone();
+        let local = tokio::task::spawn_blocking(move || store.manifest(&cid))
+            .await
+            .map_err(failed)?;
+        let mut source = Self {
+            shared,
+            cid,
+            manifest: Arc::new(Manifest {
+                size: 0,
+                chunk_size: 1,
+                content_type: None,
+                chunks: Vec::new(),
+            }),
+            from_peers,
+            recheck: HashSet::new(),
+            fetched: VecDeque::new(),
+            bad_peers: HashSet::new(),
+        };
+        source.manifest = Arc::new(match local {
+            Some(m) => m,
+            None if from_peers => source.manifest_from_peers().await?,
+            None => return Err(CdnRefusal::NotFound),
+        });
+        Ok(source)
+    }
+
+    /// Chunks the requester found bad: re-check this relay's copies before serving them.
+    pub fn recheck(&mut self, chunks: impl IntoIterator<Item = u32>) {
+        self.recheck.extend(chunks);
+    }
+
+    /// Whether every chunk of `range` is on this relay's disk now.
+    pub fn all_local(&self, range: Range<u32>) -> bool {
+        range
+            .filter_map(|i| self.manifest.chunks.get(i as usize))
+            .all(|h| self.shared.cdn.chunk_path(h).is_some())
+    }
+
+    async fn manifest_from_peers(&mut self) -> Result<Manifest, CdnRefusal> {
+        let request = CdnRequest::Get {
+            cid: self.cid,
+            range: Some((0, 0)),
+            local_only: true,
+            recheck: Vec::new(),
+        };
+        for (id, conn) in peers(&self.shared) {
+            match Serving::open(&conn, &self.cid, &request).await {
+                Ok(serving) => {
+                    let (m, cid) = (serving.manifest.clone(), self.cid);
+                    let store = self.shared.cdn.clone();
+                    tokio::task::spawn_blocking(move || store.put_manifest(&cid, &m))
+                        .await
+                        .map_err(failed)?
+                        .map_err(failed)?;
+                    return Ok(serving.manifest);
+                }
+                Err(FetchError::Corrupt(e)) => {
+                    warn!("peer {} served a wrong manifest: {e}", id.short());
+                    self.bad_peers.insert(id);
+                }
+                Err(e) => debug!("peer {} has no manifest of {}: {e}", id.short(), self.cid),
+            }
+        }
+        Err(CdnRefusal::NotFound)
+    }
+
+    /// Chunk `index`'s bytes (verified); `end` bounds how far ahead a miss may fetch.
+    pub async fn chunk(&mut self, index: u32, end: u32) -> Result<Bytes, CdnRefusal> {
+        while let Some((i, _)) = self.fetched.front() {
+            if *i >= index {
+                break;
+            }
+            self.fetched.pop_front();
+        }
+        if let Some((i, data)) = self.fetched.front()
+            && *i == index
+        {
+            let data = data.clone();
+            self.fetched.pop_front();
+            return Ok(data);
+        }
+        let hash = *self
+            .manifest
+            .chunks
+            .get(index as usize)
+            .ok_or(CdnRefusal::BadRange {
+                size: self.manifest.size,
+            })?;
+        let store = self.shared.cdn.clone();
+        let recheck = self.recheck.remove(&index);
+        let read = tokio::task::spawn_blocking(move || store.read_chunk(&hash, recheck))
+            .await
+            .map_err(failed)?;
+        match read {
+            Ok(Some(data)) => return Ok(Bytes::from(data)),
+            Ok(None) => {}
+            Err(StoreError::Mismatch) => {
+                self.shared.metrics.cdn.bad_local_chunks.inc();
+            }
+            Err(e) => return Err(failed(e)),
+        }
+        if !self.from_peers {
+            return Err(CdnRefusal::NotFound);
+        }
+        self.fetch_run(index, end).await?;
+        match self.fetched.pop_front() {
+            Some((i, data)) if i == index => Ok(data),
+            _ => Err(CdnRefusal::NotFound),
+        }
+    }
+
+    /// Fetches chunks `index..` (up to [`FETCH_RUN`], stopping before `end`) from the first peer
+    /// that serves them correctly, keeping what verified.
+    async fn fetch_run(&mut self, index: u32, end: u32) -> Result<(), CdnRefusal> {
+        let end = end.min(index.saturating_add(FETCH_RUN)).max(index + 1);
+        let mut next = index;
+        for (id, conn) in peers(&self.shared) {
+            if self.bad_peers.contains(&id) {
+                continue;
+            }
+            let first = self.manifest.chunk_range(next).map_err(failed)?;
+            let last = self.manifest.chunk_range(end - 1).map_err(failed)?;
+            let request = CdnRequest::Get {
+                cid: self.cid,
+                range: Some((first.start, last.end)),
+                local_only: true,
+                recheck: Vec::new(),
+            };
+            let mut serving = match Serving::open(&conn, &self.cid, &request).await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!("peer {} cannot serve {}: {e}", id.short(), self.cid);
+                    continue;
+                }
+            };
+            loop {
+                match serving.next_chunk().await {
+                    Ok(Some((i, data))) => {
+                        self.shared.metrics.cdn.peer_chunks.inc();
+                        let hash = self.manifest.chunks[i as usize];
+                        let (store, d) = (self.shared.cdn.clone(), data.clone());
+                        let stored =
+                            tokio::task::spawn_blocking(move || store.put_chunk(&hash, &d, false))
+                                .await
+                                .map_err(failed)?;
+                        if let Err(e) = stored {
+                            warn!("cannot cache a CDN chunk: {e}");
+                        }
+                        self.fetched.push_back((i, data));
+                        next = i + 1;
+                    }
+                    Ok(None) => break,
+                    Err(FetchError::Corrupt(e)) => {
+                        self.shared.metrics.cdn.bad_peer_chunks.inc();
+                        warn!("peer {} served bad data for {}: {e}", id.short(), self.cid);
+                        self.bad_peers.insert(id);
+                        break;
+                    }
+                    Err(e) => {
+                        debug!("fetch from peer {} failed: {e}", id.short());
+                        break;
+                    }
+                }
+            }
+            if next > index {
+                return Ok(());
+            }
+        }
+        Err(CdnRefusal::NotFound)
+    }
+}

@@ -1,0 +1,248 @@
+//! The relay's side of an `Open::Cdn` stream: publish (quota, every chunk verified before it is
+//! stored), fetch (from the store or, on a miss, from peers; metered), unpublish.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_billing::Service;
+use top_proto::cdn::{Cid, Manifest};
+use top_proto::cdn_stream::RawReader;
+use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
+use top_proto::frame::{FrameCodec, FrameError};
+use top_proto::id::AccountId;
+
+use crate::billing::ClientMeter;
+use crate::cdn::chunks::ChunkSource;
+use crate::state::Shared;
+
+/// Stream reset code: the relay could not go on serving (peer fetch failed, unpaid).
+const RESET_FAILED: u32 = 3;
+
+type Out = FramedWrite<quinn::SendStream, FrameCodec<CdnReply>>;
+
+/// Serves one CDN request from `peer` (a client, or a linked relay when `from_link`).
+pub async fn serve_cdn<C>(
+    shared: Arc<Shared>,
+    peer: AccountId,
+    from_link: bool,
+    meter: Option<Arc<ClientMeter>>,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<C>>,
+) -> Result<(), FrameError> {
+    let mut frames = frames.map_decoder(|c| c.retype::<CdnRequest>(MAX_CDN_FRAME));
+    let mut out = FramedWrite::new(send, FrameCodec::<CdnReply>::new(MAX_CDN_FRAME));
+    let request = match frames.next().await {
+        None => return Ok(()),
+        Some(Err(e)) => {
+            frames.get_mut().stop(1u32.into()).ok();
+            return Err(e);
+        }
+        Some(Ok(r)) => r,
+    };
+    match request {
+        CdnRequest::Put { manifest } => {
+            let result = put(&shared, peer, meter, &mut out, frames, &manifest).await;
+            finish(out, result.map(|cid| CdnReply::Published { cid })).await
+        }
+        CdnRequest::Get {
+            cid,
+            range,
+            local_only,
+            recheck,
+        } => {
+            let from_peers = !(local_only || from_link);
+            let meter = meter.filter(|_| !from_link);
+            get(&shared, cid, range, from_peers, recheck, meter, out).await
+        }
+        CdnRequest::Unpublish { cid } => {
+            let result = unpublish(&shared, peer, &cid).await;
+            finish(out, result.map(|()| CdnReply::Unpublished)).await
+        }
+    }
+}
+
+async fn finish(mut out: Out, result: Result<CdnReply, CdnRefusal>) -> Result<(), FrameError> {
+    let reply = result.unwrap_or_else(CdnReply::Refused);
+    out.send(reply).await?;
+    out.get_mut().finish().ok();
+    Ok(())
+}
+
+fn failed(e: impl std::fmt::Display) -> CdnRefusal {
+    CdnRefusal::Failed(e.to_string())
+}
+
+async fn put(
+    shared: &Arc<Shared>,
+    publisher: AccountId,
+    meter: Option<Arc<ClientMeter>>,
+    out: &mut Out,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<CdnRequest>>,
+    encoded: &[u8],
+) -> Result<Cid, CdnRefusal> {
+    let manifest = Manifest::decode(encoded).map_err(|e| CdnRefusal::BadManifest(e.to_string()))?;
+    let cid = manifest.cid();
+    let store = shared.cdn.clone();
+    if store.publication(&cid).is_some() {
+        out.send(CdnReply::Need { chunks: Vec::new() })
+            .await
+            .map_err(failed)?;
+        return Ok(cid);
+    }
+    let limit = shared.config.cdn_publish_quota_bytes;
+    store
+        .reserve(&publisher, manifest.size, limit)
+        .map_err(|used| CdnRefusal::QuotaExceeded {
+            used,
+            limit,
+            wanted: manifest.size,
+        })?;
+    store.pin(&manifest);
+    let manifest = Arc::new(manifest);
+    let result = upload(shared, publisher, meter, out, frames, &manifest).await;
+    store.release(&publisher, manifest.size);
+    // A publication holds its own pin (taken when it loads or is recorded below); the upload's
+    // pin goes either way, deleting what a failed upload wrote.
+    if let Ok(true) = result {
+        store.pin(&manifest);
+    }
+    store.unpin(&manifest);
+    result.map(|_| cid)
+}
+
+async fn upload(
+    shared: &Arc<Shared>,
+    publisher: AccountId,
+    meter: Option<Arc<ClientMeter>>,
+    out: &mut Out,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<CdnRequest>>,
+    manifest: &Arc<Manifest>,
+) -> Result<bool, CdnRefusal> {
+    let store = shared.cdn.clone();
+    let need: Vec<u32> = (0..manifest.chunk_count())
+        .filter(|&i| !store.has_origin(&manifest.chunks[i as usize]))
+        .collect();
+    out.send(CdnReply::Need {
+        chunks: need.clone(),
+    })
+    .await
+    .map_err(failed)?;
+    let mut raw = RawReader::after(frames);
+    for i in need {
+        let range = manifest.chunk_range(i).map_err(failed)?;
+        let len = range.end - range.start;
+        let data = raw.read_exact(len as usize).await.map_err(|e| {
+            CdnRefusal::Failed(format!("upload ended before chunk {i} was complete: {e}"))
+        })?;
+        if let Some(m) = &meter
+            && !m.carry(Service::Cdn, len, m.pay_wait).await
+        {
+            shared.metrics.unpaid_refusals.inc();
+            raw.stop(RESET_FAILED);
+            return Err(CdnRefusal::PaymentRequired);
+        }
+        manifest
+            .verify_chunk(i, &data)
+            .map_err(|e| CdnRefusal::BadManifest(e.to_string()))?;
+        let (store, hash) = (store.clone(), manifest.chunks[i as usize]);
+        tokio::task::spawn_blocking(move || store.put_chunk(&hash, &data, true))
+            .await
+            .map_err(failed)?
+            .map_err(failed)?;
+    }
+    if !raw.at_end().await.map_err(failed)? {
+        raw.stop(RESET_FAILED);
+        return Err(CdnRefusal::BadManifest(
+            "more bytes sent than the manifest lists".into(),
+        ));
+    }
+    let (store, m) = (store.clone(), manifest.clone());
+    let cid = m.cid();
+    let new = tokio::task::spawn_blocking(move || store.publish(&cid, &m, publisher))
+        .await
+        .map_err(failed)?
+        .map_err(failed)?;
+    if new {
+        shared.metrics.cdn.published.inc();
+        tracing::info!(%cid, size = manifest.size, publisher = %publisher.short(), "published");
+    }
+    Ok(new)
+}
+
+async fn get(
+    shared: &Arc<Shared>,
+    cid: Cid,
+    range: Option<(u64, u64)>,
+    from_peers: bool,
+    recheck: Vec<u32>,
+    meter: Option<Arc<ClientMeter>>,
+    out: Out,
+) -> Result<(), FrameError> {
+    let mut source = match ChunkSource::open(shared.clone(), cid, from_peers).await {
+        Ok(s) => s,
+        Err(why) => return finish(out, Err(why)).await,
+    };
+    let size = source.manifest.size;
+    let (start, end) = range.unwrap_or((0, size));
+    if start > end || end > size {
+        return finish(out, Err(CdnRefusal::BadRange { size })).await;
+    }
+    let chunks = if start == end {
+        0..0
+    } else {
+        source.manifest.chunks_for(&(start..end))
+    };
+    if !from_peers && !source.all_local(chunks.clone()) {
+        return finish(out, Err(CdnRefusal::NotFound)).await;
+    }
+    source.recheck(recheck);
+    let mut out = out;
+    out.send(CdnReply::Serving {
+        manifest: source.manifest.encode().into(),
+        first: chunks.start,
+        end: chunks.end,
+    })
+    .await?;
+    let mut send = out.into_inner();
+    for i in chunks.clone() {
+        let data = match source.chunk(i, chunks.end).await {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::debug!("stopped serving {cid} at chunk {i}: {e}");
+                send.reset(RESET_FAILED.into()).ok();
+                return Ok(());
+            }
+        };
+        let len = data.len() as u64;
+        if let Some(m) = &meter
+            && !m.carry(Service::Cdn, len, m.pay_wait).await
+        {
+            shared.metrics.unpaid_refusals.inc();
+            send.reset(RESET_FAILED.into()).ok();
+            return Ok(());
+        }
+        if send.write_chunk(data).await.is_err() {
+            return Ok(());
+        }
+        shared.metrics.cdn.bytes_quic.inc_by(len);
+    }
+    send.finish().ok();
+    Ok(())
+}
+
+async fn unpublish(shared: &Arc<Shared>, peer: AccountId, cid: &Cid) -> Result<(), CdnRefusal> {
+    let store = shared.cdn.clone();
+    let publication = store.publication(cid).ok_or(CdnRefusal::NotFound)?;
+    if publication.publisher != peer {
+        return Err(CdnRefusal::NotPublisher);
+    }
+    let manifest = store.manifest(cid).ok_or(CdnRefusal::NotFound)?;
+    let cid = *cid;
+    tokio::task::spawn_blocking(move || store.unpublish(&cid, &manifest))
+        .await
+        .map_err(failed)?
+        .map_err(failed)?;
+    tracing::info!(%cid, "unpublished");
+    Ok(())
+}
