@@ -134,6 +134,16 @@ impl Client {
         })
     }
 
+    /// The connection to the relay.
+    pub(crate) fn conn(&self) -> &quinn::Connection {
+        &self.conn
+    }
+
+    /// What this client counted of its own usage.
+    pub(crate) fn usage_counter(&self) -> &Arc<UsageCounter> {
+        &self.usage
+    }
+
     /// The channel this session is billed to, if the relay charges.
     pub fn billing(&self) -> Option<&BillingState> {
         self.billing.as_ref()

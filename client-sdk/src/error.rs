@@ -55,6 +55,9 @@ pub enum ClientError {
     /// The exit refused a proxied connection.
     #[error("the exit refused the connection: {0:?}")]
     Proxy(top_proto::vpn::ConnectReply),
+    /// A CDN request failed, was refused, or the relay served bad data.
+    #[error("cdn: {0}")]
+    Cdn(#[from] top_proto::cdn_stream::FetchError),
     /// Changing the host's network (TUN, routes, DNS, kill switch) failed.
     #[error(transparent)]
     Net(#[from] top_netconf::NetError),

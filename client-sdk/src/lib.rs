@@ -1,4 +1,5 @@
-//! Client SDK of the TOP relay network: end-to-end encrypted messages and pipes through relays.
+//! Client SDK of the TOP relay network: end-to-end encrypted messages and pipes through relays,
+//! the VPN, and the CDN (publish, fetch verified content).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod billing;
+mod cdn;
 mod client;
 mod error;
 mod pipe;
@@ -27,11 +29,14 @@ pub mod vpn;
 mod wallet;
 
 pub use billing::{BillingOptions, BillingState, UsageCounter};
+pub use cdn::{Fetch, Progress};
 pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
 pub use error::ClientError;
 pub use ledger_lite::{Amount, ChannelId};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 pub use top_proto::addr::RelayAddr;
+pub use top_proto::cdn::Cid;
+pub use top_proto::cdn_wire::CdnRefusal;
 pub use top_proto::frame::{MAX_BODY_LEN, MsgId, Outcome, Reject};
 pub use top_proto::id::{AccountId, RelayId};
 pub use top_proto::identity::Identity;

@@ -1,4 +1,5 @@
-//! The relay's HTTP port: `/health`, `/metrics` (Prometheus text) and `/api/status` (JSON).
+//! The relay's HTTP port: `/health`, `/metrics` (Prometheus text), `/api/…` (JSON) and the CDN
+//! gateway `/cdn/{cid}`.
 
 use std::sync::Arc;
 
@@ -28,7 +29,17 @@ pub fn router(shared: Arc<Shared>, http: String) -> Router {
         .route("/api/ledger/summary", get(ledger_summary))
         .route("/api/ledger/account/{id}", get(ledger_account))
         .route("/api/ledger/block/{height}", get(ledger_block))
+        .route("/cdn/{cid}", get(cdn_content))
         .with_state(HttpState { shared, http })
+}
+
+/// `GET /cdn/{cid}`: published content (see [`crate::cdn::gateway`]).
+async fn cdn_content(
+    State(s): State<HttpState>,
+    Path(cid): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    crate::cdn::gateway::get_content(s.shared, &cid, &headers).await
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {

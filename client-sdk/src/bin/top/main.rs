@@ -1,5 +1,6 @@
-//! `top`: the TOP network's end-user command line (identity, messages, wallet, VPN, proxy).
+//! `top`: the TOP network's end-user command line (identity, messages, wallet, CDN, VPN, proxy).
 
+mod cdn;
 mod home;
 mod vpn;
 mod wallet;
@@ -45,6 +46,9 @@ enum Command {
     /// Your TOP tokens: balance, faucet, transfers, deposits, grants.
     #[command(subcommand)]
     Wallet(wallet::WalletCommand),
+    /// The CDN: publish files, fetch content by id.
+    #[command(subcommand)]
+    Cdn(cdn::CdnCommand),
     /// The VPN: all (or some) of this machine's traffic through an exit relay.
     #[command(subcommand)]
     Vpn(vpn::VpnCommand),
@@ -105,6 +109,7 @@ async fn main() -> Result<()> {
         Command::Id => println!("{}", home.identity()?.account_id()),
         Command::Msg(cmd) => msg(&home, cli.relay, cmd).await?,
         Command::Wallet(cmd) => wallet::run(&home, cli.relay, cmd).await?,
+        Command::Cdn(cmd) => cdn::run(&home, cli.relay, cmd).await?,
         Command::Vpn(cmd) => vpn::run(&home, cli.relay, cmd).await?,
         Command::Proxy { listen, route } => vpn::proxy(&home, cli.relay, listen, route).await?,
     }

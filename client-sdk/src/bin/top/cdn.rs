@@ -1,0 +1,150 @@
+//! `top cdn …`: publish files, fetch content by id (verified chunk by chunk), unpublish.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+use top_client::{Cid, Progress, RelayAddr};
+
+use crate::home::Home;
+
+#[derive(Subcommand)]
+pub enum CdnCommand {
+    /// Publish FILE on your relay; prints its content id (cid1…).
+    Put {
+        /// The file.
+        file: PathBuf,
+        /// MIME type served as Content-Type by HTTP gateways (e.g. text/html).
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+    /// Fetch CID (every chunk checked against it) into -o FILE, or to standard output.
+    Get {
+        /// The content id.
+        cid: Cid,
+        /// Where to write it (written to FILE.part, renamed when complete).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Only bytes START-END (inclusive, like HTTP), e.g. 0-1023.
+        #[arg(long, value_parser = parse_range)]
+        range: Option<std::ops::Range<u64>>,
+    },
+    /// Stop publishing CID on your relay.
+    Rm {
+        /// The content id.
+        cid: Cid,
+    },
+}
+
+fn parse_range(s: &str) -> Result<std::ops::Range<u64>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected START-END, got {s:?}"))?;
+    let start: u64 = a.parse().map_err(|_| format!("bad start {a:?}"))?;
+    let last: u64 = b.parse().map_err(|_| format!("bad end {b:?}"))?;
+    if last < start {
+        return Err(format!("end {last} is before start {start}"));
+    }
+    Ok(start..last + 1)
+}
+
+fn bar(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "{msg:8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Runs a `top cdn` command.
+pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: CdnCommand) -> Result<()> {
+    let client = crate::connect(home, relay).await?;
+    match cmd {
+        CdnCommand::Put { file, content_type } => {
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+                .len();
+            let hashing = bar(size, "hashing");
+            let mut sending: Option<ProgressBar> = None;
+            let mut progress = |p: Progress| match p {
+                Progress::Hashed(n) => hashing.set_position(n),
+                Progress::Sending { sent, total } => {
+                    hashing.finish_and_clear();
+                    sending
+                        .get_or_insert_with(|| bar(total, "sending"))
+                        .set_position(sent);
+                }
+            };
+            let cid = client
+                .publish_file(&file, content_type.as_deref(), &mut progress)
+                .await
+                .with_context(|| format!("publishing {}", file.display()))?;
+            drop(progress);
+            println!("{cid}");
+        }
+        CdnCommand::Get { cid, output, range } => {
+            let fetch = client
+                .fetch_range(&cid, range)
+                .await
+                .with_context(|| format!("fetching {cid}"))?;
+            let r = fetch.range();
+            let progress = bar(r.end - r.start, "fetching");
+            match output {
+                Some(path) => save(fetch, &path, &progress).await?,
+                None => {
+                    let mut out = std::io::stdout().lock();
+                    let mut fetch = fetch;
+                    while let Some(part) = fetch.next().await {
+                        let part = part.with_context(|| format!("fetching {cid}"))?;
+                        out.write_all(&part)?;
+                        progress.inc(part.len() as u64);
+                    }
+                    out.flush()?;
+                }
+            }
+            progress.finish_and_clear();
+        }
+        CdnCommand::Rm { cid } => {
+            client.unpublish(&cid).await?;
+            println!("unpublished {cid}");
+        }
+    }
+    client.close().await;
+    Ok(())
+}
+
+async fn save(mut fetch: top_client::Fetch, path: &Path, progress: &ProgressBar) -> Result<()> {
+    if path.is_dir() {
+        bail!("{} is a directory; name the file to write", path.display());
+    }
+    let mut part = path.as_os_str().to_owned();
+    part.push(".part");
+    let part = PathBuf::from(part);
+    let mut file = std::fs::File::create(&part)
+        .with_context(|| format!("cannot create {}", part.display()))?;
+    while let Some(bytes) = fetch.next().await {
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(e) => {
+                std::fs::remove_file(&part).ok();
+                return Err(e).context("fetching");
+            }
+        };
+        file.write_all(&bytes)?;
+        progress.inc(bytes.len() as u64);
+    }
+    file.sync_all()?;
+    std::fs::rename(&part, path)?;
+    eprintln!(
+        "{} bytes written to {}",
+        fetch.range().end - fetch.range().start,
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,292 @@
+//! The CDN from the client: publish files to the relay, fetch content by id (whole or by byte
+//! range) as a stream of verified bytes, unpublish.
+
+use std::ops::Range;
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::{SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_billing::Service;
+use top_proto::cdn::{CdnError, Cid, Manifest, ManifestBuilder};
+use top_proto::cdn_stream::{FetchError, Serving};
+use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
+use top_proto::frame::{FrameCodec, Open, encode_frame};
+
+use crate::client::Client;
+use crate::error::ClientError;
+
+/// How often one chunk is asked for again after it failed verification.
+const CHUNK_RETRIES: u32 = 2;
+
+/// Where the bytes to publish come from.
+enum Source<'a> {
+    Memory(&'a [u8]),
+    File(tokio::fs::File),
+}
+
+impl Source<'_> {
+    async fn read(&mut self, range: Range<u64>) -> Result<Bytes, ClientError> {
+        match self {
+            Source::Memory(data) => Ok(Bytes::copy_from_slice(
+                &data[range.start as usize..range.end as usize],
+            )),
+            Source::File(f) => {
+                f.seek(std::io::SeekFrom::Start(range.start)).await?;
+                let mut buf = vec![0; (range.end - range.start) as usize];
+                f.read_exact(&mut buf).await?;
+                Ok(buf.into())
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Publishes `data` with this client's relay as its origin; returns its content id.
+    pub async fn publish(
+        &self,
+        data: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<Cid, ClientError> {
+        let mut builder = ManifestBuilder::new(content_type.map(str::to_owned));
+        builder.update(data);
+        let manifest = builder.finish().map_err(FetchError::from)?;
+        self.publish_manifest(&manifest, Source::Memory(data), &mut |_| {})
+            .await
+    }
+
+    /// Publishes the file at `path` (read twice: to hash it, then to send what the relay
+    /// lacks); `progress` is told the bytes hashed, then the bytes sent, as they go.
+    pub async fn publish_file(
+        &self,
+        path: &Path,
+        content_type: Option<&str>,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Cid, ClientError> {
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut builder = ManifestBuilder::new(content_type.map(str::to_owned));
+        let mut buf = vec![0; 1 << 20];
+        let mut hashed = 0;
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            builder.update(&buf[..n]);
+            hashed += n as u64;
+            progress(Progress::Hashed(hashed));
+        }
+        let manifest = builder.finish().map_err(FetchError::from)?;
+        self.publish_manifest(&manifest, Source::File(file), progress)
+            .await
+    }
+
+    async fn publish_manifest(
+        &self,
+        manifest: &Manifest,
+        mut source: Source<'_>,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<Cid, ClientError> {
+        let (mut send, recv) = self.conn().open_bi().await?;
+        send.write_all(&encode_frame(&Open::Cdn)?).await?;
+        let mut out = FramedWrite::new(send, FrameCodec::<CdnRequest>::new(MAX_CDN_FRAME));
+        out.send(CdnRequest::Put {
+            manifest: manifest.encode().into(),
+        })
+        .await?;
+        let mut frames = FramedRead::new(recv, FrameCodec::<CdnReply>::new(MAX_CDN_FRAME));
+        let need = match next_reply(&mut frames).await? {
+            CdnReply::Need { chunks } => chunks,
+            CdnReply::Refused(why) => return Err(FetchError::Refused(why).into()),
+            other => return Err(unexpected(other)),
+        };
+        let mut send = out.into_inner();
+        let total: u64 = need
+            .iter()
+            .filter_map(|&i| manifest.chunk_range(i).ok())
+            .map(|r| r.end - r.start)
+            .sum();
+        progress(Progress::Sending { sent: 0, total });
+        let mut sent = 0;
+        for i in need {
+            let range = manifest.chunk_range(i).map_err(FetchError::from)?;
+            let data = source.read(range).await?;
+            sent += data.len() as u64;
+            self.usage_counter().count(Service::Cdn, data.len());
+            send.write_chunk(data).await?;
+            progress(Progress::Sending { sent, total });
+        }
+        send.finish().ok();
+        match next_reply(&mut frames).await? {
+            CdnReply::Published { cid } if cid == manifest.cid() => Ok(cid),
+            CdnReply::Refused(why) => Err(FetchError::Refused(why).into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Fetches the content `cid` names, whole: its bytes arrive through [`Fetch`], each chunk
+    /// checked against the content id before it is handed out.
+    pub async fn fetch(&self, cid: &Cid) -> Result<Fetch, ClientError> {
+        self.fetch_range(cid, None).await
+    }
+
+    /// Fetches bytes `range` of `cid` (`None`: all of it).
+    pub async fn fetch_range(
+        &self,
+        cid: &Cid,
+        range: Option<Range<u64>>,
+    ) -> Result<Fetch, ClientError> {
+        let serving =
+            Serving::open(self.conn(), cid, &CdnRequest::get(*cid, range.clone())).await?;
+        let size = serving.manifest.size;
+        let range = range.unwrap_or(0..size);
+        Ok(Fetch {
+            conn: self.conn().clone(),
+            usage: self.usage_counter().clone(),
+            cid: *cid,
+            range: range.clone(),
+            next: range.start,
+            serving,
+            retries: 0,
+        })
+    }
+
+    /// Stops publishing `cid` on this client's relay (only its publisher may).
+    pub async fn unpublish(&self, cid: &Cid) -> Result<(), ClientError> {
+        let (mut send, recv) = self.conn().open_bi().await?;
+        send.write_all(&encode_frame(&Open::Cdn)?).await?;
+        let mut out = FramedWrite::new(send, FrameCodec::<CdnRequest>::new(MAX_CDN_FRAME));
+        out.send(CdnRequest::Unpublish { cid: *cid }).await?;
+        let mut frames = FramedRead::new(recv, FrameCodec::<CdnReply>::new(MAX_CDN_FRAME));
+        match next_reply(&mut frames).await? {
+            CdnReply::Unpublished => Ok(()),
+            CdnReply::Refused(why) => Err(FetchError::Refused(why).into()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+async fn next_reply(
+    frames: &mut FramedRead<quinn::RecvStream, FrameCodec<CdnReply>>,
+) -> Result<CdnReply, ClientError> {
+    match frames.next().await {
+        Some(Ok(reply)) => Ok(reply),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(
+            FetchError::Refused(CdnRefusal::Failed("the relay closed the stream".into())).into(),
+        ),
+    }
+}
+
+fn unexpected(reply: CdnReply) -> ClientError {
+    FetchError::Unexpected(format!("{reply:?}")).into()
+}
+
+/// How far a publish has got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes of the file hashed so far.
+    Hashed(u64),
+    /// Bytes sent of those the relay lacked.
+    Sending {
+        /// Sent so far.
+        sent: u64,
+        /// To send in all.
+        total: u64,
+    },
+}
+
+/// Content being fetched: its manifest, then its bytes in order, verified.
+pub struct Fetch {
+    conn: quinn::Connection,
+    usage: std::sync::Arc<crate::billing::UsageCounter>,
+    cid: Cid,
+    range: Range<u64>,
+    next: u64,
+    serving: Serving,
+    retries: u32,
+}
+
+impl Fetch {
+    /// The content's size in bytes (the whole file, not the range).
+    pub fn size(&self) -> u64 {
+        self.serving.manifest.size
+    }
+
+    /// The content type the publisher gave.
+    pub fn content_type(&self) -> Option<&str> {
+        self.serving.manifest.content_type.as_deref()
+    }
+
+    /// The bytes this fetch yields.
+    pub fn range(&self) -> Range<u64> {
+        self.range.clone()
+    }
+
+    /// The next verified bytes of the range; `None` at its end. A chunk that fails
+    /// verification is asked for again (the relay re-checks its copy and fetches it elsewhere)
+    /// before the fetch fails with [`ClientError::Cdn`].
+    pub async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
+        loop {
+            if self.next >= self.range.end {
+                return None;
+            }
+            match self.serving.next_chunk().await {
+                Ok(Some((i, data))) => {
+                    self.retries = 0;
+                    self.usage.count(Service::Cdn, data.len());
+                    let Ok(at) = self.serving.manifest.chunk_range(i) else {
+                        continue;
+                    };
+                    let from = self.next.saturating_sub(at.start) as usize;
+                    let to = ((self.range.end.min(at.end)) - at.start) as usize;
+                    self.next = at.start + to as u64;
+                    return Some(Ok(data.slice(from.min(to)..to)));
+                }
+                Ok(None) => {
+                    return Some(Err(
+                        FetchError::Unexpected("the relay ended early".into()).into()
+                    ));
+                }
+                Err(FetchError::Corrupt(CdnError::WrongChunk(i)))
+                    if self.retries < CHUNK_RETRIES =>
+                {
+                    self.retries += 1;
+                    tracing::warn!(
+                        "chunk {i} of {} failed verification; asking again",
+                        self.cid
+                    );
+                    let request = CdnRequest::Get {
+                        cid: self.cid,
+                        range: Some((self.next, self.range.end)),
+                        local_only: false,
+                        recheck: vec![i],
+                    };
+                    match Serving::open(&self.conn, &self.cid, &request).await {
+                        Ok(serving) => self.serving = serving,
+                        Err(e) => return Some(Err(e.into())),
+                    }
+                }
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
+
+    /// The fetch as a `Stream` of verified bytes.
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> {
+        futures::stream::unfold(self, |mut fetch| async move {
+            let item = fetch.next().await?;
+            Some((item, fetch))
+        })
+    }
+
+    /// Reads the whole range into memory (small content only).
+    pub async fn bytes(mut self) -> Result<Vec<u8>, ClientError> {
+        let mut out = Vec::with_capacity((self.range.end - self.range.start) as usize);
+        while let Some(part) = self.next().await {
+            out.extend_from_slice(&part?);
+        }
+        Ok(out)
+    }
+}
