@@ -56,7 +56,7 @@ pub enum ClientError {
     #[error("the exit refused the connection: {0:?}")]
     Proxy(top_proto::vpn::ConnectReply),
     /// A CDN request failed, was refused, or the relay served bad data.
-    #[error("cdn: {0}")]
+    #[error(transparent)]
     Cdn(#[from] top_proto::cdn_stream::FetchError),
     /// Changing the host's network (TUN, routes, DNS, kill switch) failed.
     #[error(transparent)]

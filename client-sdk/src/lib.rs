@@ -36,6 +36,7 @@ pub use ledger_lite::{Amount, ChannelId};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 pub use top_proto::addr::RelayAddr;
 pub use top_proto::cdn::Cid;
+pub use top_proto::cdn_stream::FetchError;
 pub use top_proto::cdn_wire::CdnRefusal;
 pub use top_proto::frame::{MAX_BODY_LEN, MsgId, Outcome, Reject};
 pub use top_proto::id::{AccountId, RelayId};

@@ -37,9 +37,11 @@ pub fn router(shared: Arc<Shared>, http: String) -> Router {
 async fn cdn_content(
     State(s): State<HttpState>,
     Path(cid): Path<String>,
+    method: axum::http::Method,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
-    crate::cdn::gateway::get_content(s.shared, &cid, &headers).await
+    let head = method == axum::http::Method::HEAD;
+    crate::cdn::gateway::get_content(s.shared, &cid, head, &headers).await
 }
 
 async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {

@@ -29,13 +29,18 @@ fn plain(code: StatusCode, text: String) -> Response {
         .into_response()
 }
 
-/// Answers a `GET` (or `HEAD`, whose body axum drops unread) of `/cdn/{cid}`.
-pub async fn get_content(shared: Arc<Shared>, cid: &str, headers: &HeaderMap) -> Response {
+/// Answers a `GET` or `HEAD` of `/cdn/{cid}`.
+pub async fn get_content(
+    shared: Arc<Shared>,
+    cid: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> Response {
     let cid: Cid = match cid.parse() {
         Ok(cid) => cid,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let source = match ChunkSource::open(shared.clone(), cid, true).await {
+    let mut source = match ChunkSource::open(shared.clone(), cid, true).await {
         Ok(source) => source,
         Err(CdnRefusal::NotFound) => {
             return plain(StatusCode::NOT_FOUND, format!("{cid} not found"));
@@ -95,7 +100,31 @@ pub async fn get_content(shared: Arc<Shared>, cid: &str, headers: &HeaderMap) ->
     };
     let len = body_range.end - body_range.start;
     put(&mut out, header::CONTENT_LENGTH, &len.to_string());
-    let body = Body::from_stream(body_stream(shared, source, body_range));
+    if head {
+        return (status, out).into_response();
+    }
+    // The first chunk before the status line: content this relay cannot get is a 404 or 502,
+    // not a 200 cut short.
+    let chunks = if len == 0 {
+        0..0
+    } else {
+        source.manifest.chunks_for(&body_range)
+    };
+    let first = if chunks.is_empty() {
+        None
+    } else {
+        match source.chunk(chunks.start, chunks.end).await {
+            Ok(data) => Some(data),
+            Err(CdnRefusal::NotFound) => {
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    format!("{cid}: no relay has its chunks"),
+                );
+            }
+            Err(e) => return plain(StatusCode::BAD_GATEWAY, e.to_string()),
+        }
+    };
+    let body = Body::from_stream(body_stream(shared, source, body_range, chunks, first));
     (status, out, body).into_response()
 }
 
@@ -110,26 +139,28 @@ fn matches_etag(value: Option<&HeaderValue>, etag: &str) -> bool {
         .any(|tag| tag == "*" || tag == etag || tag.strip_prefix("W/").is_some_and(|t| t == etag))
 }
 
-/// The bytes of `range`, one chunk (or its part in the range) at a time.
+/// The bytes of `range` (held by `chunks`, the first already read), one chunk (or its part
+/// in the range) at a time.
 fn body_stream(
     shared: Arc<Shared>,
     source: ChunkSource,
     range: std::ops::Range<u64>,
+    chunks: std::ops::Range<u32>,
+    first: Option<Bytes>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
-    let chunks = if range.is_empty() {
-        0..0
-    } else {
-        source.manifest.chunks_for(&range)
-    };
-    let state = (shared, source, chunks.start);
-    futures::stream::unfold(state, move |(shared, mut source, i)| {
+    let state = (shared, source, chunks.start, first);
+    futures::stream::unfold(state, move |(shared, mut source, i, first)| {
         let range = range.clone();
         let end = chunks.end;
         async move {
             if i >= end {
                 return None;
             }
-            let item = match source.chunk(i, end).await {
+            let data = match first {
+                Some(data) => Ok(data),
+                None => source.chunk(i, end).await,
+            };
+            let item = match data {
                 Ok(data) => {
                     let at = source.manifest.chunk_range(i).map_or(0, |r| r.start);
                     let from = range.start.saturating_sub(at) as usize;
@@ -141,7 +172,7 @@ fn body_stream(
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
             let next = if item.is_ok() { i + 1 } else { end };
-            Some((item, (shared, source, next)))
+            Some((item, (shared, source, next, None)))
         }
     })
 }

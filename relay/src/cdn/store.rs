@@ -279,6 +279,7 @@ impl CdnStore {
         }
         let path = self.dir.join("published").join(cid.hex());
         fs::remove_file(&path).map_err(io_at(&path))?;
+        fs::remove_file(self.manifest_path(cid)).ok();
         self.unpin(manifest);
         Ok(())
     }
@@ -455,6 +456,7 @@ mod tests {
         assert!(store.chunk_path(&m.chunks[0]).is_some());
         store.unpublish(&cid, &m).unwrap();
         assert!(store.publication(&cid).is_none());
+        assert!(store.manifest(&cid).is_none());
         assert!(store.chunk_path(&m.chunks[0]).is_none());
         drop(store);
         let store = CdnStore::open(dir.path(), 0).unwrap();

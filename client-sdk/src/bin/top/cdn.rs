@@ -85,7 +85,10 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: CdnCommand) -> Resu
                 .publish_file(&file, content_type.as_deref(), &mut progress)
                 .await
                 .with_context(|| format!("publishing {}", file.display()))?;
-            drop(progress);
+            hashing.finish_and_clear();
+            if let Some(bar) = sending {
+                bar.finish_and_clear();
+            }
             println!("{cid}");
         }
         CdnCommand::Get { cid, output, range } => {
