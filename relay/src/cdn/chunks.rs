@@ -146,7 +146,7 @@ impl ChunkSource {
             .await
             .map_err(failed)?;
         match read {
-            Ok(Some(data)) => return Ok(Bytes::from(data)),
+            Ok(Some(data)) => return Ok(data),
             Ok(None) => {}
             Err(StoreError::Mismatch) => {
                 self.shared.metrics.cdn.bad_local_chunks.inc();

@@ -12,6 +12,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use lru::LruCache;
 use serde::{Deserialize, Serialize};
 use top_proto::cdn::{Cid, Manifest};
@@ -328,19 +329,24 @@ impl CdnStore {
 
     /// Reads chunk `hash` (`None`: not held), checking its bytes against the hash the first
     /// time this process reads it, or when `recheck`. A chunk found corrupt is deleted and
-    /// reported as [`StoreError::Mismatch`]: fetch it again.
-    pub fn read_chunk(
-        &self,
-        hash: &ChunkHash,
-        recheck: bool,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    /// reported as [`StoreError::Mismatch`]: fetch it again. Checked chunks are mapped rather
+    /// than copied (chunk files are only ever replaced by rename, never written in place).
+    pub fn read_chunk(&self, hash: &ChunkHash, recheck: bool) -> Result<Option<Bytes>, StoreError> {
         let Some(path) = self.chunk_path(hash) else {
             return Ok(None);
         };
-        let data = match fs::read(&path) {
-            Ok(data) => data,
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_at(&path)(e)),
+        };
+        // SAFETY: the store never writes a chunk file in place: chunks are written to a
+        // temporary file and renamed, and deleting one leaves this mapping's inode intact.
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+        let data = match map {
+            Ok(map) => Bytes::from_owner(map),
+            // Empty files cannot be mapped.
+            Err(_) => Bytes::from(fs::read(&path).map_err(io_at(&path))?),
         };
         if !recheck && lock(&self.verified).contains(hash) {
             return Ok(Some(data));
@@ -486,7 +492,7 @@ mod tests {
         store.unpublish(&a.cid(), &a).unwrap();
         assert_eq!(
             store.read_chunk(&b.chunks[0], true).unwrap().unwrap(),
-            vec![5; 10]
+            &[5u8; 10][..]
         );
         // An upload that never finished: pinned and written, never published.
         let c = manifest_of(&[6; 10]);
