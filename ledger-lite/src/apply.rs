@@ -10,7 +10,7 @@ use top_proto::id::AccountId;
 
 use crate::amount::{Amount, AmountError};
 use crate::state::{Account, Channel, ChannelStatus, Grant, State, Touched, Unbond};
-use crate::tx::{ChannelId, Receipt, SignedTx, TxKind};
+use crate::tx::{ChainId, ChannelId, EgressClaim, Receipt, SignedTx, TxKind};
 
 /// Why a transaction was refused. The state is unchanged whenever one of these is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +83,14 @@ pub enum TxError {
         cum: Amount,
         /// Already settled on the channel.
         settled: Amount,
+    },
+    /// An egress claim above the allowance's cap.
+    #[error("claim of {claimed} is above the allowance's cap of {cap}")]
+    AboveAllowance {
+        /// The claimed cumulative amount.
+        claimed: Amount,
+        /// The publisher's cap.
+        cap: Amount,
     },
     /// Everything locked in the channel has been paid out.
     #[error("channel lock is spent")]
@@ -293,6 +301,7 @@ impl State {
                 sponsor: Some(_),
                 ..
             } | TxKind::Settle { .. }
+                | TxKind::SettleEgress { .. }
         );
         let mut sender = match self.accounts.get(&tx.from) {
             Some(a) => a.clone(),
@@ -411,8 +420,12 @@ impl State {
                 self.closings.insert((release_height, *id));
                 self.put_channel(&mut j, *id, channel);
             }
-            TxKind::Settle { receipts } => {
-                let updates = self.check_settlement(&tx.from, receipts)?;
+            TxKind::Settle { .. } | TxKind::SettleEgress { .. } => {
+                let updates = match &tx.kind {
+                    TxKind::Settle { receipts } => self.check_settlement(&tx.from, receipts)?,
+                    TxKind::SettleEgress { claims } => self.check_egress(&tx.from, claims)?,
+                    _ => return Err(TxError::BadSettlement),
+                };
                 let mut earned = Amount::ZERO;
                 let mut burned = Amount::ZERO;
                 for (_, _, fee) in &updates {
@@ -459,18 +472,50 @@ impl State {
         relay: &AccountId,
         receipts: &[Receipt],
     ) -> Result<Vec<(ChannelId, Channel, SettledFee)>, TxError> {
-        if receipts.is_empty() {
+        let claims = receipts.iter().map(|r| Claim {
+            chain: r.body.chain,
+            channel: r.body.channel,
+            signer: r.signer,
+            cum_bytes: r.body.cum_bytes,
+            cum_amount: r.body.cum_amount,
+            cap: None,
+        });
+        self.check_claims(relay, claims)
+    }
+
+    /// Checks every egress claim of a settlement by `relay` against its allowance.
+    fn check_egress(
+        &self,
+        relay: &AccountId,
+        egress: &[EgressClaim],
+    ) -> Result<Vec<(ChannelId, Channel, SettledFee)>, TxError> {
+        let claims = egress.iter().map(|c| Claim {
+            chain: c.allowance.body.chain,
+            channel: c.allowance.body.channel,
+            signer: c.allowance.signer,
+            cum_bytes: c.cum_bytes,
+            cum_amount: c.cum_amount,
+            cap: Some(c.allowance.body.cap),
+        });
+        self.check_claims(relay, claims)
+    }
+
+    fn check_claims(
+        &self,
+        relay: &AccountId,
+        claims: impl ExactSizeIterator<Item = Claim>,
+    ) -> Result<Vec<(ChannelId, Channel, SettledFee)>, TxError> {
+        if claims.len() == 0 {
             return Err(TxError::BadSettlement);
         }
-        let mut out: Vec<(ChannelId, Channel, SettledFee)> = Vec::with_capacity(receipts.len());
-        for receipt in receipts {
-            let body = &receipt.body;
-            if body.chain != self.chain {
+        let mut out: Vec<(ChannelId, Channel, SettledFee)> = Vec::with_capacity(claims.len());
+        for claim in claims {
+            if claim.chain != self.chain {
                 return Err(TxError::ReceiptWrongChain);
             }
             let mut channel = self
                 .channels
-                .get(&body.channel)
+                .get(&claim.channel)
                 .cloned()
                 .ok_or(TxError::UnknownChannel)?;
             if channel.relay != *relay {
@@ -479,16 +524,24 @@ impl State {
             if channel.status == ChannelStatus::Closed {
                 return Err(TxError::ChannelClosed);
             }
-            if receipt.signer != channel.signer {
-                return Err(TxError::WrongReceiptSigner(receipt.signer));
+            if claim.signer != channel.signer {
+                return Err(TxError::WrongReceiptSigner(claim.signer));
             }
-            if body.cum_amount <= channel.settled {
+            if let Some(cap) = claim.cap
+                && claim.cum_amount > cap
+            {
+                return Err(TxError::AboveAllowance {
+                    claimed: claim.cum_amount,
+                    cap,
+                });
+            }
+            if claim.cum_amount <= channel.settled {
                 return Err(TxError::OldReceipt {
-                    cum: body.cum_amount,
+                    cum: claim.cum_amount,
                     settled: channel.settled,
                 });
             }
-            let fee = body
+            let fee = claim
                 .cum_amount
                 .min(channel.lock)
                 .checked_sub(channel.settled)?;
@@ -496,12 +549,12 @@ impl State {
                 return Err(TxError::ChannelSpent);
             }
             channel.settled = channel.settled.checked_add(fee)?;
-            channel.settled_bytes = body.cum_bytes;
+            channel.settled_bytes = claim.cum_bytes;
             out.push((
-                body.channel,
+                claim.channel,
                 channel,
                 SettledFee {
-                    channel: body.channel,
+                    channel: claim.channel,
                     fee,
                     burned: fee.burn_share(),
                 },
@@ -513,4 +566,14 @@ impl State {
         }
         Ok(out)
     }
+}
+
+/// One payment claim on a channel: from a receipt, or from an egress allowance (with its cap).
+struct Claim {
+    chain: ChainId,
+    channel: ChannelId,
+    signer: AccountId,
+    cum_bytes: u64,
+    cum_amount: Amount,
+    cap: Option<Amount>,
 }

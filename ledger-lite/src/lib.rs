@@ -25,4 +25,7 @@ pub use chain::{BlockError, BlockOutcome, Built};
 pub use mempool::{Mempool, SubmitError};
 pub use state::{Account, Channel, ChannelStatus, Grant, Params, State};
 pub use store::{Ledger, StoreError};
-pub use tx::{ChainId, ChannelId, Receipt, ReceiptBody, SignedTx, Tx, TxHash, TxKind};
+pub use tx::{
+    Allowance, AllowanceBody, ChainId, ChannelId, EgressClaim, Receipt, ReceiptBody, SignedTx, Tx,
+    TxHash, TxKind,
+};

@@ -30,6 +30,8 @@ impl ChannelId {
 
 const TX_DOMAIN: &[u8] = b"top/tx/v1";
 const RECEIPT_DOMAIN: &[u8] = b"top/receipt/v1";
+/// Domain tag of egress allowances.
+const ALLOWANCE_DOMAIN: &[u8] = b"top/egress-allowance/v1";
 
 /// What a transaction does.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +91,12 @@ pub enum TxKind {
         cap: Amount,
         /// Block time (unix milliseconds) after which the user can open no more channels.
         expires_ms: u64,
+    },
+    /// The relay claims what it served over HTTP under publishers' egress allowances (each
+    /// allowance names one channel of the publisher to this relay, one content and a cap).
+    SettleEgress {
+        /// The claims, at most one per channel.
+        claims: Vec<EgressClaim>,
     },
 }
 
@@ -216,6 +224,66 @@ impl Receipt {
             &self.signature,
         )
     }
+}
+
+/// What a publisher lets one relay charge, on one of its channels to that relay, for serving
+/// one content over HTTP (where no downloader signs receipts): at most `cap` in all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowanceBody {
+    /// The chain.
+    pub chain: ChainId,
+    /// The publisher's channel to the relay (its lock bounds the payout too).
+    pub channel: ChannelId,
+    /// The content id's hash.
+    pub content: [u8; 32],
+    /// The most the relay may claim on the channel for it.
+    pub cap: Amount,
+}
+
+/// A signed egress allowance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allowance {
+    /// What is allowed.
+    pub body: AllowanceBody,
+    /// Who signed (the channel's signer).
+    pub signer: AccountId,
+    /// ed25519 over the allowance domain tag and the body.
+    pub signature: Signature,
+}
+
+impl AllowanceBody {
+    /// Signs the allowance.
+    pub fn sign(self, identity: &Identity) -> Allowance {
+        let signature = identity.sign(&signing_bytes(ALLOWANCE_DOMAIN, &self));
+        Allowance {
+            body: self,
+            signer: identity.account_id(),
+            signature,
+        }
+    }
+}
+
+impl Allowance {
+    /// The bytes the signature covers.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        signing_bytes(ALLOWANCE_DOMAIN, &self.body)
+    }
+
+    /// Whether `signer` signed this exact body.
+    pub fn verify(&self) -> bool {
+        verify(&self.signer, &self.signing_bytes(), &self.signature)
+    }
+}
+
+/// A relay's claim under an allowance: the cumulative amount its metering says it served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressClaim {
+    /// The publisher's allowance.
+    pub allowance: Allowance,
+    /// Bytes served so far.
+    pub cum_bytes: u64,
+    /// Amount owed so far (at most the cap).
+    pub cum_amount: Amount,
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Signature checks for transactions and the receipts inside them, one by one or in batches.
+//! Signature checks for transactions and the receipts and allowances inside them, one by one
+//! or in batches.
 //!
 //! Both paths use the one rule of [`top_proto::identity::verify`] (ZIP-215), whose batch and
 //! single verification accept exactly the same signatures.
@@ -15,6 +16,11 @@ pub fn verify_tx(stx: &SignedTx) -> Result<(), TxError> {
     }
     if let TxKind::Settle { receipts } = &stx.tx.kind
         && !receipts.iter().all(|r| r.verify())
+    {
+        return Err(TxError::BadReceiptSignature);
+    }
+    if let TxKind::SettleEgress { claims } = &stx.tx.kind
+        && !claims.iter().all(|c| c.allowance.verify())
     {
         return Err(TxError::BadReceiptSignature);
     }
@@ -57,6 +63,7 @@ pub fn verify_txs(txs: &[SignedTx]) -> Result<(), (usize, TxError)> {
 fn signature_count(stx: &SignedTx) -> usize {
     match &stx.tx.kind {
         TxKind::Settle { receipts } => 1 + receipts.len(),
+        TxKind::SettleEgress { claims } => 1 + claims.len(),
         _ => 1,
     }
 }
@@ -76,6 +83,16 @@ fn verify_chunk(txs: &[SignedTx], offset: usize) -> Result<(), (usize, TxError)>
                 verifier.queue((
                     VerificationKeyBytes::from(*receipt.signer.as_bytes()),
                     receipt.signature,
+                    &msg,
+                ));
+            }
+        }
+        if let TxKind::SettleEgress { claims } = &stx.tx.kind {
+            for claim in claims {
+                let msg = claim.allowance.signing_bytes();
+                verifier.queue((
+                    VerificationKeyBytes::from(*claim.allowance.signer.as_bytes()),
+                    claim.allowance.signature,
                     &msg,
                 ));
             }

@@ -516,3 +516,81 @@ fn batch_verification_finds_one_bad_signature_among_many() {
         Err((457, TxError::BadReceiptSignature))
     );
 }
+
+fn allowance(w: &World, signer: usize, channel: ChannelId, cap: Amount) -> Allowance {
+    AllowanceBody {
+        chain: w.chain(),
+        channel,
+        content: [9; 32],
+        cap,
+    }
+    .sign(&w.people[signer])
+}
+
+fn claim(allowance: &Allowance, cum: u128) -> EgressClaim {
+    EgressClaim {
+        allowance: allowance.clone(),
+        cum_bytes: cum as u64,
+        cum_amount: Amount::from_units(cum),
+    }
+}
+
+#[test]
+fn egress_claims_settle_within_the_publishers_cap_with_the_burn() {
+    let mut w = World::new(4);
+    w.run(w.tx(0, TxKind::Deposit { amount: top(10) })).unwrap();
+    let ch = w.open(0, 1, Amount::from_units(1_000));
+    let allowed = allowance(&w, 0, ch, Amount::from_units(500));
+    let egress = |w: &World, relay: usize, claims: Vec<EgressClaim>| {
+        w.tx(relay, TxKind::SettleEgress { claims })
+    };
+    let relay_before = w.balance(1);
+
+    // Claims grow; each pays the difference, a tenth (rounded up) burned.
+    let fees = w.run(egress(&w, 1, vec![claim(&allowed, 101)])).unwrap();
+    assert_eq!(
+        (fees[0].fee, fees[0].burned),
+        (Amount::from_units(101), Amount::from_units(11))
+    );
+    let fees = w.run(egress(&w, 1, vec![claim(&allowed, 500)])).unwrap();
+    assert_eq!(
+        (fees[0].fee, fees[0].burned),
+        (Amount::from_units(399), Amount::from_units(40))
+    );
+    assert_eq!(
+        w.balance(1),
+        relay_before.checked_add(Amount::from_units(449)).unwrap()
+    );
+    assert_eq!(w.state.burned, Amount::from_units(51));
+
+    // Never above the cap, never twice, never by another relay, never on a forged allowance.
+    assert_eq!(
+        w.run(egress(&w, 1, vec![claim(&allowed, 501)])),
+        Err(TxError::AboveAllowance {
+            claimed: Amount::from_units(501),
+            cap: Amount::from_units(500)
+        })
+    );
+    assert!(matches!(
+        w.run(egress(&w, 1, vec![claim(&allowed, 500)])),
+        Err(TxError::OldReceipt { .. })
+    ));
+    assert_eq!(
+        w.run(egress(&w, 2, vec![claim(&allowed, 400)])),
+        Err(TxError::NotChannelRelay)
+    );
+    let mut forged = allowed.clone();
+    forged.body.cap = Amount::from_units(1_000);
+    assert_eq!(
+        w.run(egress(&w, 1, vec![claim(&forged, 900)])),
+        Err(TxError::BadReceiptSignature)
+    );
+    // An allowance the relay signed for itself is not the publisher's.
+    let self_made = allowance(&w, 1, ch, Amount::from_units(1_000));
+    assert_eq!(
+        w.run(egress(&w, 1, vec![claim(&self_made, 900)])),
+        Err(TxError::WrongReceiptSigner(w.id(1)))
+    );
+    assert_eq!(w.state.burned, Amount::from_units(51));
+    w.state.check_invariant().unwrap();
+}
