@@ -260,3 +260,87 @@ async fn an_app_pays_for_its_users_through_a_grant() {
     wallet.close().await;
     relay.shutdown().await;
 }
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<u8>) {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .await
+        .expect("curl runs");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let code = String::from_utf8_lossy(&body[split + 1..])
+        .parse()
+        .unwrap_or(0);
+    body.truncate(split);
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_fetches_pay_by_receipt_and_http_egress_by_the_publishers_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(dir.path(), |c| {
+        c.billing.cdn_price_per_mib = "0.001".into();
+        c.billing.credit_window = "0.002".into(); // 2 MiB of chunks
+    })
+    .await;
+    let publisher_id = funded(&relay, "10").await;
+    let publisher = Client::connect(&relay.addr(), publisher_id.clone())
+        .await
+        .unwrap();
+    let data: Vec<u8> = (0..(3u32 << 20) + 17).map(|i| (i % 251) as u8).collect();
+    let cid = publisher
+        .publish(&data, Some("application/x-test"))
+        .await
+        .unwrap();
+
+    // An SDK reader pays for what it fetched (and verified) with receipts on its own channel.
+    let reader = Client::connect(&relay.addr(), funded(&relay, "10").await)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let got = reader.fetch(&cid).await.unwrap().bytes().await.unwrap();
+        assert!(got == data);
+    }
+    assert_eq!(reader.usage().cdn, 3 * data.len() as u64);
+    let reader_channel = reader.billing().unwrap().channel;
+
+    // The gateway charges the publisher's allowance: none yet, so 402.
+    let path = format!("/cdn/{cid}");
+    assert_eq!(http_get(relay.http_addr(), &path).await.0, 402);
+    let cap = top("0.01"); // 10 MiB at 0.001 TOP/MiB: three full downloads, not four
+    let egress_channel = publisher.allow_egress(&cid, cap).await.unwrap();
+    for _ in 0..3 {
+        let (code, body) = http_get(relay.http_addr(), &path).await;
+        assert_eq!(code, 200);
+        assert!(body == data);
+    }
+    assert_eq!(
+        http_get(relay.http_addr(), &path).await.0,
+        402,
+        "cap exceeded"
+    );
+    // The relay settles both: receipts for the SDK reads, the egress claim for HTTP, each with
+    // ⌈fee/10⌉ burned; the supply invariant holds.
+    let chain = relay.chain().unwrap();
+    wait_until("both channels to settle", async || {
+        chain.with_state(|s| {
+            [reader_channel, egress_channel]
+                .iter()
+                .all(|c| s.channel(c).is_some_and(|c| !c.settled.is_zero()))
+        })
+    })
+    .await;
+    chain.with_state(|s| {
+        let egress = s.channel(&egress_channel).unwrap();
+        // 3 × (3 MiB + 17 B) at 0.001 TOP/MiB, rounded up: 0.009000049 TOP.
+        assert!(egress.settled <= cap);
+        assert!(egress.settled >= top("0.009"), "{}", egress.settled);
+        assert!(!s.burned.is_zero());
+        s.check_invariant().unwrap();
+    });
+    reader.close().await;
+    publisher.close().await;
+    relay.shutdown().await;
+}

@@ -16,6 +16,9 @@ use top_proto::identity::Identity;
 use crate::error::ClientError;
 use crate::wallet::Wallet;
 
+/// How many times (10 ms apart) a payment request above this client's own count waits for it.
+const CATCH_UP_POLLS: u32 = 50;
+
 /// How a client pays the relay it connects to.
 #[derive(Clone, Debug)]
 pub struct BillingOptions {
@@ -183,10 +186,21 @@ pub(crate) async fn start_on(
                     if !paying.load(Ordering::Relaxed) {
                         continue;
                     }
-                    let counted = usage.snapshot();
-                    // Traffic in flight (and pipe framing) may be counted by the relay first.
-                    let slack = 64 * 1024 + counted.total() / 16;
-                    match payer.sign(&identity, &claimed, cum_amount, &counted, slack) {
+                    // Traffic in flight (a CDN chunk being verified, pipe framing) may be
+                    // counted by the relay first: give this side's count a moment to catch up.
+                    let mut waited = 0;
+                    let signed_receipt = loop {
+                        let counted = usage.snapshot();
+                        let slack = 64 * 1024 + counted.total() / 16;
+                        match payer.sign(&identity, &claimed, cum_amount, &counted, slack) {
+                            Err(top_billing::PayError::Overclaimed) if waited < CATCH_UP_POLLS => {
+                                waited += 1;
+                                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                            }
+                            other => break other,
+                        }
+                    };
+                    match signed_receipt {
                         Ok(receipt) => {
                             signed.store(cum_amount.units() as u64, Ordering::Relaxed);
                             if out.send(ClientBilling::Receipt(receipt)).await.is_err() {

@@ -14,6 +14,9 @@ use top_proto::cdn_stream::{FetchError, Serving};
 use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
 use top_proto::frame::{FrameCodec, Open, encode_frame};
 
+use ledger_lite::{AllowanceBody, Amount, ChannelId};
+use top_proto::id::AccountId;
+
 use crate::client::Client;
 use crate::error::ClientError;
 
@@ -152,14 +155,51 @@ impl Client {
         })
     }
 
-    /// Stops publishing `cid` on this client's relay (only its publisher may).
-    pub async fn unpublish(&self, cid: &Cid) -> Result<(), ClientError> {
+    /// Pays for this client's relay serving `cid` to plain HTTP clients, up to `cap`: opens a
+    /// channel from this identity's deposit to the relay, locking `cap`, and gives the relay an
+    /// allowance on it for this content. Closing that channel (`Wallet::close_channel`) stops it.
+    pub async fn allow_egress(&self, cid: &Cid, cap: Amount) -> Result<ChannelId, ClientError> {
+        let wallet = crate::wallet::Wallet::open(self.conn(), self.identity().clone()).await?;
+        let relay = AccountId::from_wire(*self.relay().id.as_bytes());
+        let (channel, chain) = wallet.open_channel(relay, cap).await?;
+        let allowance = AllowanceBody {
+            chain,
+            channel,
+            content: cid.0,
+            cap,
+        }
+        .sign(self.identity());
+        let encoded =
+            postcard::to_allocvec(&allowance).map_err(|e| ClientError::Ledger(e.to_string()))?;
+        let reply = self
+            .cdn_request(CdnRequest::Allow {
+                cid: *cid,
+                allowance: encoded.into(),
+            })
+            .await?;
+        match reply {
+            CdnReply::Allowed => Ok(channel),
+            CdnReply::Refused(why) => Err(FetchError::Refused(why).into()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends one request that has one reply.
+    async fn cdn_request(&self, request: CdnRequest) -> Result<CdnReply, ClientError> {
         let (mut send, recv) = self.conn().open_bi().await?;
         send.write_all(&encode_frame(&Open::Cdn)?).await?;
         let mut out = FramedWrite::new(send, FrameCodec::<CdnRequest>::new(MAX_CDN_FRAME));
-        out.send(CdnRequest::Unpublish { cid: *cid }).await?;
+        out.send(request).await?;
         let mut frames = FramedRead::new(recv, FrameCodec::<CdnReply>::new(MAX_CDN_FRAME));
-        match next_reply(&mut frames).await? {
+        next_reply(&mut frames).await
+    }
+
+    /// Stops publishing `cid` on this client's relay (only its publisher may).
+    pub async fn unpublish(&self, cid: &Cid) -> Result<(), ClientError> {
+        match self
+            .cdn_request(CdnRequest::Unpublish { cid: *cid })
+            .await?
+        {
             CdnReply::Unpublished => Ok(()),
             CdnReply::Refused(why) => Err(FetchError::Refused(why).into()),
             other => Err(unexpected(other)),

@@ -139,6 +139,11 @@ impl Client {
         &self.conn
     }
 
+    /// This client's identity.
+    pub(crate) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// What this client counted of its own usage.
     pub(crate) fn usage_counter(&self) -> &Arc<UsageCounter> {
         &self.usage

@@ -167,6 +167,31 @@ impl Wallet {
         .await
     }
 
+    /// Opens a channel locking `amount` of this wallet's deposit for `relay`; returns its id
+    /// and the chain's id once it is in a block.
+    pub async fn open_channel(
+        &self,
+        relay: AccountId,
+        amount: Amount,
+    ) -> Result<(ChannelId, ledger_lite::ChainId), ClientError> {
+        let kind = TxKind::OpenChannel {
+            relay,
+            amount,
+            sponsor: None,
+        };
+        let (tx, nonce) = self.sign(kind).await?;
+        let chain = tx.tx.chain;
+        match self.call(LedgerRequest::Submit { tx, wait: true }).await? {
+            LedgerResponse::Submitted {
+                height: Some(_), ..
+            } => {}
+            LedgerResponse::Error(why) => return Err(ClientError::Ledger(why)),
+            other => return Err(unexpected(other)),
+        }
+        let me = self.identity.account_id();
+        Ok((ChannelId::derive(&chain, &me, &relay, nonce), chain))
+    }
+
     /// Starts closing a channel (the relay can still settle during unbonding).
     pub async fn close_channel(&self, channel: ChannelId) -> Result<Committed, ClientError> {
         self.submit(TxKind::CloseChannel { channel }).await

@@ -41,6 +41,14 @@ pub enum CdnRequest {
         /// The content.
         cid: Cid,
     },
+    /// Pay for this relay's HTTP gateway egress of `cid` under a signed allowance (a
+    /// postcard-encoded `ledger_lite::Allowance` on one of the requester's channels to it).
+    Allow {
+        /// The content.
+        cid: Cid,
+        /// The encoded allowance.
+        allowance: Bytes,
+    },
 }
 
 impl CdnRequest {
@@ -80,6 +88,8 @@ pub enum CdnReply {
     },
     /// The content is no longer published here.
     Unpublished,
+    /// The allowance is in force: the gateway serves the content, charging it.
+    Allowed,
     /// The request was refused.
     Refused(CdnRefusal),
 }
@@ -113,6 +123,9 @@ pub enum CdnRefusal {
     /// Only the publisher may unpublish.
     #[error("only the publisher may unpublish this content")]
     NotPublisher,
+    /// The egress allowance was refused.
+    #[error("{0}")]
+    BadAllowance(String),
     /// Unpaid usage exceeds the relay's credit window.
     #[error("payment required: sign receipts or open a channel")]
     PaymentRequired,

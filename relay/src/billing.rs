@@ -162,6 +162,7 @@ pub async fn serve_billing<C>(
         let existing = s
             .channels()
             .filter(|(_, c)| c.relay == me && c.signer == client && c.status == ChannelStatus::Open)
+            .filter(|(id, _)| !shared.egress.backs(id))
             .map(|(id, c)| {
                 let latest = shared.receipts.get(id).ok().flatten();
                 let used = latest
@@ -401,6 +402,7 @@ async fn settle_loop(shared: Arc<Shared>) {
                 .take(SETTLE_BATCH)
                 .collect()
         });
+        settle_egress(&shared, &chain, &mut last_seen).await;
         if due.is_empty() {
             continue;
         }
@@ -410,5 +412,49 @@ async fn settle_loop(shared: Arc<Shared>) {
             Ok((_, height)) => info!("settled {n} receipts (block {height:?})"),
             Err(e) => warn!("settlement of {n} receipts failed: {e}"),
         }
+    }
+}
+
+/// Settles HTTP egress served under publishers' allowances, on the same rules as receipts:
+/// at the threshold, when the publisher starts closing the channel, or once serving stopped.
+async fn settle_egress(
+    shared: &Shared,
+    chain: &crate::chain::ChainNode,
+    last_seen: &mut std::collections::HashMap<ChannelId, (Amount, u32)>,
+) {
+    shared.egress.persist();
+    let threshold = shared.terms.settle_threshold;
+    let due: Vec<_> = chain.with_state(|s| {
+        shared
+            .egress
+            .claims(s, &shared.terms.prices)
+            .into_iter()
+            .filter(|claim| {
+                let Some(c) = s.channel(&claim.allowance.body.channel) else {
+                    return false;
+                };
+                let seen = last_seen
+                    .entry(claim.allowance.body.channel)
+                    .or_insert((claim.cum_amount, 0));
+                if seen.0 == claim.cum_amount {
+                    seen.1 += 1;
+                } else {
+                    *seen = (claim.cum_amount, 0);
+                }
+                claim.cum_amount.saturating_sub(c.settled) >= threshold
+                    || matches!(c.status, ChannelStatus::Closing { .. })
+                    || seen.1 >= 3
+            })
+            .take(SETTLE_BATCH)
+            .collect()
+    });
+    if due.is_empty() {
+        return;
+    }
+    let n = due.len();
+    let kind = TxKind::SettleEgress { claims: due };
+    match chain.submit_own(&shared.identity, kind, true).await {
+        Ok((_, height)) => info!("settled {n} egress claims (block {height:?})"),
+        Err(e) => warn!("settlement of {n} egress claims failed: {e}"),
     }
 }

@@ -383,6 +383,10 @@ impl DataDir {
     pub fn cdn(&self) -> PathBuf {
         self.0.join("cdn")
     }
+    /// Publishers' egress allowances and what was served under them.
+    pub fn egress(&self) -> PathBuf {
+        self.0.join("egress")
+    }
 }
 
 #[cfg(test)]

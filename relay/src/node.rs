@@ -137,6 +137,7 @@ impl Relay {
             crate::receipts::ReceiptStore::open(&dir.receipts()).map_err(RelayError::Chain)?;
         let cdn = crate::cdn::store::CdnStore::open(&dir.cdn(), config.cdn_cache_bytes)
             .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
+        let egress = crate::cdn::egress::EgressBook::open(&dir.egress())?;
         let server = top_proto::tls::server_config(&identity)?;
         let endpoint = top_proto::endpoint::server_endpoint(server, config.listen, &identity)
             .map_err(|source| RelayError::Bind {
@@ -159,7 +160,13 @@ impl Relay {
         let http_addr = http.local_addr()?;
         let peers = config.peers.clone();
         let shared = Arc::new(Shared::new(
-            identity, addr, config, endpoint, mailbox, receipts, cdn,
+            identity,
+            addr,
+            config,
+            endpoint,
+            mailbox,
+            receipts,
+            (cdn, egress),
         ));
 
         shared.tasks.spawn(accept_loop(shared.clone()));

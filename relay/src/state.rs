@@ -120,6 +120,8 @@ pub struct Shared {
     pub chain: std::sync::OnceLock<Arc<crate::chain::ChainNode>>,
     /// CDN manifests and chunks on disk.
     pub cdn: Arc<crate::cdn::store::CdnStore>,
+    /// Publishers' allowances for HTTP egress, and what was served under them.
+    pub egress: crate::cdn::egress::EgressBook,
     /// The VPN exit, when this relay is one.
     pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
     sessions: Mutex<HashMap<AccountId, SessionHandle>>,
@@ -163,7 +165,7 @@ impl Shared {
         endpoint: quinn::Endpoint,
         mailbox: Mailbox,
         receipts: crate::receipts::ReceiptStore,
-        cdn: crate::cdn::store::CdnStore,
+        (cdn, egress): (crate::cdn::store::CdnStore, crate::cdn::egress::EgressBook),
     ) -> Self {
         let known = config.peers.iter().map(|p| (p.id, p.clone())).collect();
         Self {
@@ -181,6 +183,7 @@ impl Shared {
             started: Instant::now(),
             chain: std::sync::OnceLock::new(),
             cdn: Arc::new(cdn),
+            egress,
             vpn_exit: std::sync::OnceLock::new(),
             sessions: Mutex::default(),
             presence: Mutex::default(),

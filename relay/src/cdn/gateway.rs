@@ -2,7 +2,8 @@
 //!
 //! The body streams chunk by chunk from the store (or from peers on a miss, each chunk
 //! verified), never the whole file in memory. Content ids are immutable, so the ETag is the id,
-//! `If-None-Match` answers 304 and responses may be cached for a year.
+//! `If-None-Match` answers 304 and responses may be cached for a year. A relay that bills
+//! charges each response to the publisher's egress allowance (402 without one).
 
 use std::sync::Arc;
 
@@ -103,6 +104,15 @@ pub async fn get_content(
     if head {
         return (status, out).into_response();
     }
+    if !paid_for(&shared, &cid, len) {
+        return plain(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "{cid}: this relay charges for HTTP egress and its publisher's allowance here is \
+                 missing, used up or closed (publisher: `top cdn allow {cid} --cap TOP`)"
+            ),
+        );
+    }
     // The first chunk before the status line: content this relay cannot get is a 404 or 502,
     // not a 200 cut short.
     let chunks = if len == 0 {
@@ -126,6 +136,19 @@ pub async fn get_content(
     };
     let body = Body::from_stream(body_stream(shared, source, body_range, chunks, first));
     (status, out, body).into_response()
+}
+
+/// Charges `len` bytes of `cid` to its publisher's allowance when this relay bills; whether the
+/// response may go out.
+fn paid_for(shared: &Shared, cid: &Cid, len: u64) -> bool {
+    let terms = &shared.terms;
+    let Some(chain) = shared.chain.get() else {
+        return true;
+    };
+    if !terms.enabled || terms.prices.cdn.is_zero() || len == 0 {
+        return true;
+    }
+    chain.with_state(|s| shared.egress.charge(s, &terms.prices, cid, len))
 }
 
 /// Whether an `If-None-Match` value names `etag` (or is `*`).

@@ -59,6 +59,10 @@ pub async fn serve_cdn<C>(
             let result = unpublish(&shared, peer, &cid).await;
             finish(out, result.map(|()| CdnReply::Unpublished)).await
         }
+        CdnRequest::Allow { cid, allowance } => {
+            let result = allow(&shared, &cid, &allowance);
+            finish(out, result.map(|()| CdnReply::Allowed)).await
+        }
     }
 }
 
@@ -244,5 +248,21 @@ async fn unpublish(shared: &Arc<Shared>, peer: AccountId, cid: &Cid) -> Result<(
         .map_err(failed)?
         .map_err(failed)?;
     tracing::info!(%cid, "unpublished");
+    Ok(())
+}
+
+fn allow(shared: &Shared, cid: &Cid, encoded: &[u8]) -> Result<(), CdnRefusal> {
+    let bad = |e: String| CdnRefusal::BadAllowance(e);
+    let allowance: ledger_lite::Allowance =
+        postcard::from_bytes(encoded).map_err(|e| bad(format!("undecodable allowance: {e}")))?;
+    let chain = shared
+        .chain
+        .get()
+        .ok_or_else(|| bad("this relay has no chain".into()))?;
+    let me = shared.identity.account_id();
+    chain
+        .with_state(|s| shared.egress.allow(s, &me, cid, allowance))
+        .map_err(|e| bad(e.to_string()))?;
+    tracing::info!(%cid, "egress allowance taken");
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use top_client::{Cid, Progress, RelayAddr};
+use top_client::{Amount, Cid, Progress, RelayAddr};
 
 use crate::home::Home;
 
@@ -35,6 +35,14 @@ pub enum CdnCommand {
     Rm {
         /// The content id.
         cid: Cid,
+    },
+    /// Pay for your relay (or --relay) serving CID over HTTP, up to --cap TOP from your deposit.
+    Allow {
+        /// The content id.
+        cid: Cid,
+        /// The most the relay may charge for it (TOP).
+        #[arg(long)]
+        cap: Amount,
     },
 }
 
@@ -117,6 +125,20 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: CdnCommand) -> Resu
             client.unpublish(&cid).await?;
             println!("unpublished {cid}");
         }
+        CdnCommand::Allow { cid, cap } => {
+            let channel = client
+                .allow_egress(&cid, cap)
+                .await
+                .context("giving the relay an egress allowance")?;
+            println!(
+                "relay {} may charge up to {cap} TOP for serving {cid} over HTTP",
+                client.relay().id
+            );
+            eprintln!(
+                "paid from channel {} (close it with `top wallet close-channel` to stop)",
+                hex(&channel.0)
+            );
+        }
     }
     client.close().await;
     Ok(())
@@ -150,4 +172,8 @@ async fn save(mut fetch: top_client::Fetch, path: &Path, progress: &ProgressBar)
         path.display()
     );
     Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

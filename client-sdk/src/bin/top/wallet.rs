@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde_json::json;
-use top_client::{AccountId, Amount, Committed, RelayAddr, Wallet};
+use top_client::{AccountId, Amount, ChannelId, Committed, RelayAddr, Wallet};
 
 use crate::home::Home;
 
@@ -53,12 +53,31 @@ pub enum WalletCommand {
         #[arg(long, value_parser = parse_duration)]
         expires: Duration,
     },
+    /// Start closing CHANNEL (hex id): the relay settles what it is owed, the rest comes back
+    /// to your deposit after unbonding.
+    CloseChannel {
+        /// The channel id, 64 hex digits.
+        #[arg(value_parser = parse_channel)]
+        channel: ChannelId,
+    },
     /// Show the chain: height, supply, burned.
     Chain {
         /// Print JSON (amounts in base units).
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_channel(s: &str) -> Result<ChannelId, String> {
+    let bad = || format!("`{s}` is not a channel id (64 hex digits)");
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let mut id = [0u8; 32];
+    for (i, b) in id.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(ChannelId(id))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -153,6 +172,10 @@ async fn execute(wallet: &Wallet, cmd: WalletCommand) -> Result<()> {
                 &format!("{user} may spend up to {cap} TOP of your deposit for {expires:?}"),
                 c,
             );
+        }
+        WalletCommand::CloseChannel { channel } => {
+            let c = wallet.close_channel(channel).await?;
+            committed("channel closing", c);
         }
         WalletCommand::Chain { json } => {
             let s = wallet.summary().await?;
