@@ -1,8 +1,9 @@
 //! Two linked relays and three clients in one process, on loopback, on the embedded defaults:
 //! relay A runs a dev chain (it is the validator, with a faucet), relay B follows it. Clients get
 //! test TOP from the faucet, lock a deposit, and every message and pipe byte is paid through
-//! channels and signed receipts; the relays settle on their own, 10% of each fee is burned, and
-//! the run ends with a table of who paid, earned and burned, and the supply check.
+//! channels and signed receipts; a file is published, fetched through the other relay and served
+//! over HTTP against the publisher's allowance; the relays settle on their own, 10% of each fee
+//! is burned, and the run ends with a table of who paid, earned and burned, and the supply check.
 //!
 //! Run with `cargo run --release --example quickstart`.
 
@@ -123,6 +124,26 @@ async fn main() -> Result<()> {
     );
     anyhow::ensure!(incoming.peer() == alice.id());
 
+    // 4. CDN: alice publishes a file with relay A as its origin; bob fetches it through relay B
+    // (a miss there: B fetches the chunks from A, checking each against the content id), and a
+    // plain HTTP GET on relay A's gateway serves it once alice gave A an egress allowance.
+    let file: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let cid = alice
+        .publish(&file, Some("application/octet-stream"))
+        .await?;
+    let fetched = bob.fetch(&cid).await?.bytes().await?;
+    anyhow::ensure!(fetched == file, "bob got other bytes");
+    let path = format!("/cdn/{cid}");
+    let (before, _) = http_get(relay_a.http_addr(), &path).await?;
+    alice.allow_egress(&cid, "0.01".parse()?).await?;
+    let (status, body) = http_get(relay_a.http_addr(), &path).await?;
+    println!(
+        "4. alice published {} bytes as {cid}\n   bob fetched them through relay B (verified); \
+         HTTP GET on relay A: \"{before}\" without an allowance, \"{status}\" with one",
+        file.len()
+    );
+    anyhow::ensure!(status.contains("200") && body == file, "gateway: {status}");
+
     let a = relay_a.status();
     let b = relay_b.status();
     println!(
@@ -159,6 +180,23 @@ async fn main() -> Result<()> {
     relay_a.shutdown().await;
     println!("all good");
     Ok(())
+}
+
+/// A plain HTTP/1.1 GET: the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(String, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no HTTP header")?;
+    let head = String::from_utf8_lossy(&response[..end]);
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, response[end + 4..].to_vec()))
 }
 
 /// The table of fees: what each account paid, what each relay earned and burned, and the supply.
