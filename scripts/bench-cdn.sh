@@ -16,9 +16,9 @@ ROOT=$(pwd)
 WORK=$(mktemp -d)
 chmod 755 "$WORK" # nginx workers (www-data) read the file from here
 bash scripts/install-deps.sh
-for t in nginx wrk; do
-  command -v $t >/dev/null || apt-get install -y -q --no-install-recommends nginx-light wrk >/dev/null
-done
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light wrk >/dev/null
+fi
 cargo build --release -p top-relay -p top-client --bins -q
 TOP=$ROOT/target/release/top
 RELAY=$ROOT/target/release/toprelay

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and benchmarks need (as root; otherwise prints them).
 # The VPN namespace test uses ip (iproute2), nft (nftables), curl, python3 and dnsmasq; the VPN
-# benchmark adds iperf3; the CDN benchmark nginx and wrk.
+# benchmark adds iperf3 (scripts/bench-cdn.sh installs nginx-light and wrk itself).
 set -euo pipefail
-packages=(iproute2 nftables curl python3 dnsmasq-base iperf3 procps nginx-light wrk)
-tools=(ip nft curl python3 dnsmasq iperf3 pkill nginx wrk)
+packages=(iproute2 nftables curl python3 dnsmasq-base iperf3 procps)
+tools=(ip nft curl python3 dnsmasq iperf3 pkill)
 missing=0
 for t in "${tools[@]}"; do command -v "$t" >/dev/null || missing=1; done
 [ "$missing" = 0 ] && exit 0
