@@ -104,15 +104,7 @@ pub async fn get_content(
     if head {
         return (status, out).into_response();
     }
-    if !paid_for(&shared, &cid, len) {
-        return plain(
-            StatusCode::PAYMENT_REQUIRED,
-            format!(
-                "{cid}: this relay charges for HTTP egress and its publisher's allowance here is \
-                 missing, used up or closed (publisher: `top cdn allow {cid} --cap TOP`)"
-            ),
-        );
-    }
+
     // The first chunk before the status line: content this relay cannot get is a 404 or 502,
     // not a 200 cut short.
     let chunks = if len == 0 {
@@ -134,6 +126,15 @@ pub async fn get_content(
             Err(e) => return plain(StatusCode::BAD_GATEWAY, e.to_string()),
         }
     };
+    if !paid_for(&shared, &cid, len) {
+        return plain(
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "{cid}: this relay charges for HTTP egress and its publisher's allowance here is \
+                 missing, used up or closed (publisher: `top cdn allow {cid} --cap TOP`)"
+            ),
+        );
+    }
     let body = Body::from_stream(body_stream(shared, source, body_range, chunks, first));
     (status, out, body).into_response()
 }

@@ -166,7 +166,7 @@ impl CdnStore {
     /// Stores a manifest (checked by the caller against its id).
     pub fn put_manifest(&self, cid: &Cid, manifest: &Manifest) -> Result<(), StoreError> {
         let path = self.manifest_path(cid);
-        if path.exists() {
+        if self.manifest(cid).is_some() {
             return Ok(());
         }
         self.write_atomically(&path, &manifest.encode())
@@ -340,6 +340,10 @@ impl CdnStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_at(&path)(e)),
         };
+        if path.starts_with(self.dir.join("cache")) {
+            // The file time is the cache's order after a restart: mark it used.
+            file.set_modified(std::time::SystemTime::now()).ok();
+        }
         // SAFETY: the store never writes a chunk file in place: chunks are written to a
         // temporary file and renamed, and deleting one leaves this mapping's inode intact.
         let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
@@ -424,6 +428,34 @@ mod tests {
         let store = CdnStore::open(dir.path(), 250).unwrap();
         assert_eq!(store.cached_bytes(), 200);
         assert_eq!(fs::read(store.chunk_path(&c.0).unwrap()).unwrap(), c.1);
+    }
+
+    #[test]
+    fn reads_count_as_use_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CdnStore::open(dir.path(), 250).unwrap();
+        let (a, b, c) = (chunk(1), chunk(2), chunk(3));
+        store.put_chunk(&a.0, &a.1, false).unwrap();
+        store.put_chunk(&b.0, &b.1, false).unwrap();
+        // Written two hours and one hour ago: a is older than b, until a is read.
+        let now = std::time::SystemTime::now();
+        for (hash, hours) in [(&a.0, 2), (&b.0, 1)] {
+            let f = fs::File::open(dir.path().join("cache").join(hex(hash))).unwrap();
+            let then = now - std::time::Duration::from_secs(3600 * hours);
+            f.set_modified(then).unwrap();
+        }
+        assert!(store.read_chunk(&a.0, false).unwrap().is_some());
+        drop(store);
+        let store = CdnStore::open(dir.path(), 250).unwrap();
+        store.put_chunk(&c.0, &c.1, false).unwrap();
+        assert!(
+            store.chunk_path(&b.0).is_none(),
+            "b was least recently used"
+        );
+        assert!(
+            store.chunk_path(&a.0).is_some(),
+            "a was read after b was written"
+        );
     }
 
     #[test]
