@@ -133,3 +133,56 @@ pub enum CdnRefusal {
     #[error("relay failed: {0}")]
     Failed(String),
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::frame::{Open, decode_body, encode_body};
+
+    fn hexs(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn golden_cdn_frames() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (encode_body(&Open::Cdn).unwrap(), "010a"),
+            (
+                encode_body(&CdnRequest::Get {
+                    cid: Cid([7; 32]),
+                    range: Some((1, 300)),
+                    local_only: true,
+                    recheck: vec![2],
+                })
+                .unwrap(),
+                concat!(
+                    "0101",
+                    "0707070707070707070707070707070707070707070707070707070707070707",
+                    "0101ac02010102"
+                ),
+            ),
+            (
+                encode_body(&CdnReply::Need { chunks: vec![0, 5] }).unwrap(),
+                "0100020005",
+            ),
+            (
+                encode_body(&CdnReply::Refused(CdnRefusal::BadRange { size: 9 })).unwrap(),
+                "01050109",
+            ),
+        ];
+        for (body, golden) in cases {
+            assert_eq!(hexs(&body), golden, "wire format changed");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_body::<CdnRequest>(&data);
+            let _ = decode_body::<CdnReply>(&data);
+            let _ = crate::cdn::Manifest::decode(&data);
+        }
+    }
+}
