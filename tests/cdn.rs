@@ -325,3 +325,24 @@ async fn misses_come_from_peers_and_a_relay_serving_corrupt_chunks_is_caught() {
     liar.shutdown().await;
     origin.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_requests_are_rate_limited_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = relay(dir.path(), vec![], |c| c.cdn_http_requests_per_ip = 1).await;
+    let url = format!("http://{}/cdn/{}", a.http_addr(), Cid([1; 32]));
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}\n"])
+        .args([&url, &url, &url, &url, &url])
+        .output()
+        .await
+        .unwrap();
+    let codes = String::from_utf8_lossy(&out.stdout).to_string();
+    let codes: Vec<&str> = codes.lines().collect();
+    assert_eq!(codes[0], "404");
+    assert!(codes.contains(&"429"), "{codes:?}");
+    // Other routes are not limited by it.
+    let health = curl(&format!("http://{}/health", a.http_addr()), &[]).await;
+    assert_eq!(health.status, 200);
+    a.shutdown().await;
+}

@@ -215,6 +215,9 @@ pub struct RelayConfig {
     /// Most bytes of CDN chunks cached for others (least recently used evicted first).
     #[serde(default = "default_cdn_cache_bytes")]
     pub cdn_cache_bytes: u64,
+    /// CDN gateway requests per second from one IP address (bursts of twice that).
+    #[serde(default = "default_http_requests_per_ip")]
+    pub cdn_http_requests_per_ip: u32,
     /// Most bytes one publisher may keep published on this relay.
     #[serde(default = "default_cdn_publish_quota_bytes")]
     pub cdn_publish_quota_bytes: u64,
@@ -222,6 +225,10 @@ pub struct RelayConfig {
 
 fn default_cdn_cache_bytes() -> u64 {
     4 << 30
+}
+
+fn default_http_requests_per_ip() -> u32 {
+    100
 }
 
 fn default_cdn_publish_quota_bytes() -> u64 {
@@ -252,6 +259,7 @@ impl RelayConfig {
             vpn_exit: false,
             vpn: VpnConfig::default(),
             cdn_cache_bytes: default_cdn_cache_bytes(),
+            cdn_http_requests_per_ip: default_http_requests_per_ip(),
             cdn_publish_quota_bytes: default_cdn_publish_quota_bytes(),
         }
     }
@@ -306,6 +314,9 @@ impl RelayConfig {
         }
         if self.new_connections_per_ip == 0 {
             return Err("new_connections_per_ip must be at least 1".into());
+        }
+        if self.cdn_http_requests_per_ip == 0 {
+            return Err("cdn_http_requests_per_ip must be at least 1".into());
         }
         if self.ledger.block_interval_ms == 0 {
             return Err("ledger.block_interval_ms must be at least 1".into());

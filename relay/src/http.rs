@@ -18,10 +18,24 @@ use crate::status::RelayStatus;
 struct HttpState {
     shared: Arc<Shared>,
     http: String,
+    cdn_limit: Arc<crate::server::PerIpLimiter>,
 }
 
 /// The HTTP routes of a relay.
 pub fn router(shared: Arc<Shared>, http: String) -> Router {
+    let cdn_limit = Arc::new(crate::server::per_ip_limiter(
+        shared.config.cdn_http_requests_per_ip,
+    ));
+    let (limiter, stop) = (cdn_limit.clone(), shared.shutdown.clone());
+    shared.tasks.spawn(async move {
+        let mut forget = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = forget.tick() => limiter.retain_recent(),
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
@@ -30,16 +44,24 @@ pub fn router(shared: Arc<Shared>, http: String) -> Router {
         .route("/api/ledger/account/{id}", get(ledger_account))
         .route("/api/ledger/block/{height}", get(ledger_block))
         .route("/cdn/{cid}", get(cdn_content))
-        .with_state(HttpState { shared, http })
+        .with_state(HttpState {
+            cdn_limit,
+            shared,
+            http,
+        })
 }
 
 /// `GET /cdn/{cid}`: published content (see [`crate::cdn::gateway`]).
 async fn cdn_content(
     State(s): State<HttpState>,
     Path(cid): Path<String>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     method: axum::http::Method,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
+    if s.cdn_limit.check_key(&peer.ip()).is_err() {
+        return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response();
+    }
     let head = method == axum::http::Method::HEAD;
     crate::cdn::gateway::get_content(s.shared, &cid, head, &headers).await
 }

@@ -176,7 +176,8 @@ impl Relay {
         let router = crate::http::router(shared.clone(), http_addr.to_string());
         let stop = shared.shutdown.clone();
         shared.tasks.spawn(async move {
-            let serve = axum::serve(http, router).with_graceful_shutdown(stop.cancelled_owned());
+            let app = router.into_make_service_with_connect_info::<SocketAddr>();
+            let serve = axum::serve(http, app).with_graceful_shutdown(stop.cancelled_owned());
             if let Err(e) = serve.await {
                 tracing::error!("http server: {e}");
             }

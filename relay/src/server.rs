@@ -26,10 +26,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest `Open` frame.
 const MAX_OPEN_LEN: usize = 64 * 1024;
 
-/// Per-IP limiter of new connections.
-type PerIpLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+/// Per-IP rate limiter (new connections here, gateway requests on the HTTP port).
+pub type PerIpLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
 
-fn per_ip_limiter(per_sec: u32) -> PerIpLimiter {
+/// A limiter of `per_sec` events per second per address, with bursts of twice that.
+pub fn per_ip_limiter(per_sec: u32) -> PerIpLimiter {
     let rate = NonZeroU32::new(per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = rate.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
     governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
