@@ -18,6 +18,23 @@ use crate::state::Shared;
 
 /// Most chunks asked of a peer in one request on a miss.
 const FETCH_RUN: u32 = 8;
+/// Longest wait for a peer's answer or its next chunk before the next peer is asked.
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// [`Serving::open`] on a peer, bounded by [`PEER_TIMEOUT`].
+async fn ask(
+    conn: &quinn::Connection,
+    cid: &Cid,
+    request: &CdnRequest,
+) -> Result<Serving, FetchError> {
+    tokio::time::timeout(PEER_TIMEOUT, Serving::open(conn, cid, request))
+        .await
+        .unwrap_or_else(|_| {
+            Err(FetchError::Connection(
+                "the peer did not answer in time".into(),
+            ))
+        })
+}
 
 fn failed(e: impl std::fmt::Display) -> CdnRefusal {
     CdnRefusal::Failed(e.to_string())
@@ -98,7 +115,7 @@ impl ChunkSource {
             recheck: Vec::new(),
         };
         for (id, conn) in peers(&self.shared) {
-            match Serving::open(&conn, &self.cid, &request).await {
+            match ask(&conn, &self.cid, &request).await {
                 Ok(serving) => {
                     let (m, cid) = (serving.manifest.clone(), self.cid);
                     let store = self.shared.cdn.clone();
@@ -180,7 +197,7 @@ impl ChunkSource {
                 local_only: true,
                 recheck: Vec::new(),
             };
-            let mut serving = match Serving::open(&conn, &self.cid, &request).await {
+            let mut serving = match ask(&conn, &self.cid, &request).await {
                 Ok(s) => s,
                 Err(e) => {
                     debug!("peer {} cannot serve {}: {e}", id.short(), self.cid);
@@ -188,7 +205,11 @@ impl ChunkSource {
                 }
             };
             loop {
-                match serving.next_chunk().await {
+                let next_chunk = tokio::time::timeout(PEER_TIMEOUT, serving.next_chunk());
+                let next_chunk = next_chunk
+                    .await
+                    .unwrap_or_else(|_| Err(FetchError::Connection("the peer stalled".into())));
+                match next_chunk {
                     Ok(Some((i, data))) => {
                         self.shared.metrics.cdn.peer_chunks.inc();
                         let hash = self.manifest.chunks[i as usize];

@@ -18,6 +18,8 @@ use crate::state::Shared;
 
 /// Stream reset code: the relay could not go on serving (peer fetch failed, unpaid).
 const RESET_FAILED: u32 = 3;
+/// Longest wait for the next chunk (or the end) of an upload before it is abandoned.
+const UPLOAD_STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 type Out = FramedWrite<quinn::SendStream, FrameCodec<CdnReply>>;
 
@@ -136,9 +138,12 @@ async fn upload(
     for i in need {
         let range = manifest.chunk_range(i).map_err(failed)?;
         let len = range.end - range.start;
-        let data = raw.read_exact(len as usize).await.map_err(|e| {
-            CdnRefusal::Failed(format!("upload ended before chunk {i} was complete: {e}"))
-        })?;
+        let data = tokio::time::timeout(UPLOAD_STALL, raw.read_exact(len as usize))
+            .await
+            .map_err(|_| CdnRefusal::Failed(format!("upload stalled before chunk {i}")))?
+            .map_err(|e| {
+                CdnRefusal::Failed(format!("upload ended before chunk {i} was complete: {e}"))
+            })?;
         if let Some(m) = &meter
             && !m.carry(Service::Cdn, len, m.pay_wait).await
         {
@@ -155,7 +160,11 @@ async fn upload(
             .map_err(failed)?
             .map_err(failed)?;
     }
-    if !raw.at_end().await.map_err(failed)? {
+    let at_end = tokio::time::timeout(UPLOAD_STALL, raw.at_end())
+        .await
+        .map_err(|_| CdnRefusal::Failed("upload not finished after its last chunk".into()))?
+        .map_err(failed)?;
+    if !at_end {
         raw.stop(RESET_FAILED);
         return Err(CdnRefusal::BadManifest(
             "more bytes sent than the manifest lists".into(),
