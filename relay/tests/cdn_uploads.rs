@@ -35,6 +35,16 @@ async fn reply(frames: &mut Frames) -> CdnReply {
     frames.next().await.expect("a reply").expect("a frame")
 }
 
+/// Starts publishing `m`; returns once the relay asked for its chunks.
+async fn start_put(conn: &quinn::Connection, m: &Manifest) -> (quinn::SendStream, Frames) {
+    let put = CdnRequest::Put {
+        manifest: m.encode().into(),
+    };
+    let (send, mut frames) = request(conn, put).await;
+    assert!(matches!(reply(&mut frames).await, CdnReply::Need { .. }));
+    (send, frames)
+}
+
 fn manifest_of(data: &[u8]) -> Manifest {
     let mut b = ManifestBuilder::new(None);
     b.update(data);
@@ -109,14 +119,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     ));
 
     // The right bytes and then more ("endless" upload): refused, not published.
-    let (mut send, mut frames) = request(
-        &conn,
-        CdnRequest::Put {
-            manifest: m.encode().into(),
-        },
-    )
-    .await;
-    assert!(matches!(reply(&mut frames).await, CdnReply::Need { .. }));
+    let (mut send, mut frames) = start_put(&conn, &m).await;
     send.write_all(&data).await.unwrap();
     send.write_all(&[0u8; 4096]).await.ok();
     send.finish().ok();
@@ -125,14 +128,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
         CdnReply::Refused(CdnRefusal::BadManifest(_))
     ));
     // An upload cut off halfway.
-    let (mut send, mut frames) = request(
-        &conn,
-        CdnRequest::Put {
-            manifest: m.encode().into(),
-        },
-    )
-    .await;
-    assert!(matches!(reply(&mut frames).await, CdnReply::Need { .. }));
+    let (mut send, mut frames) = start_put(&conn, &m).await;
     send.write_all(&data[..1000]).await.unwrap();
     send.finish().unwrap();
     assert!(matches!(
@@ -154,14 +150,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     }
 
     // After all that, a good upload of the same content works.
-    let (mut send, mut frames) = request(
-        &conn,
-        CdnRequest::Put {
-            manifest: m.encode().into(),
-        },
-    )
-    .await;
-    assert!(matches!(reply(&mut frames).await, CdnReply::Need { .. }));
+    let (mut send, mut frames) = start_put(&conn, &m).await;
     send.write_all(&data).await.unwrap();
     send.finish().unwrap();
     assert_eq!(reply(&mut frames).await, CdnReply::Published { cid });

@@ -54,6 +54,39 @@ fn peers(shared: &Shared) -> Vec<(RelayId, quinn::Connection)> {
     linked.into_iter().map(|(id, l)| (id, l.conn)).collect()
 }
 
+/// The manifest of `cid` from the first peer that has it (checked against the id), stored here.
+async fn manifest_from_peers(
+    shared: &Shared,
+    cid: &Cid,
+    bad_peers: &mut HashSet<RelayId>,
+) -> Result<Manifest, CdnRefusal> {
+    let request = CdnRequest::Get {
+        cid: *cid,
+        range: Some((0, 0)),
+        local_only: true,
+        recheck: Vec::new(),
+    };
+    for (id, conn) in peers(shared) {
+        match ask(&conn, cid, &request).await {
+            Ok(serving) => {
+                let (m, cid) = (serving.manifest.clone(), *cid);
+                let store = shared.cdn.clone();
+                tokio::task::spawn_blocking(move || store.put_manifest(&cid, &m))
+                    .await
+                    .map_err(failed)?
+                    .map_err(failed)?;
+                return Ok(serving.manifest);
+            }
+            Err(FetchError::Corrupt(e)) => {
+                warn!("peer {} served a wrong manifest: {e}", id.short());
+                bad_peers.insert(id);
+            }
+            Err(e) => debug!("peer {} has no manifest of {cid}: {e}", id.short()),
+        }
+    }
+    Err(CdnRefusal::NotFound)
+}
+
 /// The chunks of one content, read in ascending order by one request.
 pub struct ChunkSource {
     shared: Arc<Shared>,
@@ -73,26 +106,21 @@ impl ChunkSource {
         let local = tokio::task::spawn_blocking(move || store.manifest(&cid))
             .await
             .map_err(failed)?;
-        let mut source = Self {
+        let mut bad_peers = HashSet::new();
+        let manifest = match local {
+            Some(m) => m,
+            None if from_peers => manifest_from_peers(&shared, &cid, &mut bad_peers).await?,
+            None => return Err(CdnRefusal::NotFound),
+        };
+        Ok(Self {
             shared,
             cid,
-            manifest: Arc::new(Manifest {
-                size: 0,
-                chunk_size: 1,
-                content_type: None,
-                chunks: Vec::new(),
-            }),
+            manifest: Arc::new(manifest),
             from_peers,
             recheck: HashSet::new(),
             fetched: VecDeque::new(),
-            bad_peers: HashSet::new(),
-        };
-        source.manifest = Arc::new(match local {
-            Some(m) => m,
-            None if from_peers => source.manifest_from_peers().await?,
-            None => return Err(CdnRefusal::NotFound),
-        });
-        Ok(source)
+            bad_peers,
+        })
     }
 
     /// Chunks the requester found bad: re-check this relay's copies before serving them.
@@ -105,34 +133,6 @@ impl ChunkSource {
         range
             .filter_map(|i| self.manifest.chunks.get(i as usize))
             .all(|h| self.shared.cdn.chunk_path(h).is_some())
-    }
-
-    async fn manifest_from_peers(&mut self) -> Result<Manifest, CdnRefusal> {
-        let request = CdnRequest::Get {
-            cid: self.cid,
-            range: Some((0, 0)),
-            local_only: true,
-            recheck: Vec::new(),
-        };
-        for (id, conn) in peers(&self.shared) {
-            match ask(&conn, &self.cid, &request).await {
-                Ok(serving) => {
-                    let (m, cid) = (serving.manifest.clone(), self.cid);
-                    let store = self.shared.cdn.clone();
-                    tokio::task::spawn_blocking(move || store.put_manifest(&cid, &m))
-                        .await
-                        .map_err(failed)?
-                        .map_err(failed)?;
-                    return Ok(serving.manifest);
-                }
-                Err(FetchError::Corrupt(e)) => {
-                    warn!("peer {} served a wrong manifest: {e}", id.short());
-                    self.bad_peers.insert(id);
-                }
-                Err(e) => debug!("peer {} has no manifest of {}: {e}", id.short(), self.cid),
-            }
-        }
-        Err(CdnRefusal::NotFound)
     }
 
     /// Chunk `index`'s bytes (verified); `end` bounds how far ahead a miss may fetch.
