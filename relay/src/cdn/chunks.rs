@@ -36,7 +36,8 @@ async fn ask(
         })
 }
 
-fn failed(e: impl std::fmt::Display) -> CdnRefusal {
+/// A refusal for a local failure (storage, a task that died).
+pub(crate) fn failed(e: impl std::fmt::Display) -> CdnRefusal {
     CdnRefusal::Failed(e.to_string())
 }
 

@@ -15,6 +15,8 @@ use ledger_lite::{Allowance, Amount, ChannelStatus, EgressClaim, State};
 use serde::{Deserialize, Serialize};
 use top_billing::{Prices, Usage};
 use top_proto::cdn::Cid;
+
+use crate::state::lock;
 use top_proto::id::AccountId;
 
 /// Why an allowance was refused.
@@ -39,10 +41,6 @@ struct Entry {
 pub struct EgressBook {
     dir: PathBuf,
     entries: Mutex<HashMap<Cid, Entry>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The amount owed for `bytes` of CDN egress at `prices` (exact, rounded up).

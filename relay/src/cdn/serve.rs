@@ -13,7 +13,7 @@ use top_proto::frame::{FrameCodec, FrameError};
 use top_proto::id::AccountId;
 
 use crate::billing::ClientMeter;
-use crate::cdn::chunks::ChunkSource;
+use crate::cdn::chunks::{ChunkSource, failed};
 use crate::state::Shared;
 
 /// Stream reset code: the relay could not go on serving (peer fetch failed, unpaid).
@@ -73,10 +73,6 @@ async fn finish(mut out: Out, result: Result<CdnReply, CdnRefusal>) -> Result<()
     out.send(reply).await?;
     out.get_mut().finish().ok();
     Ok(())
-}
-
-fn failed(e: impl std::fmt::Display) -> CdnRefusal {
-    CdnRefusal::Failed(e.to_string())
 }
 
 async fn put(

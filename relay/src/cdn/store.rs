@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use top_proto::cdn::{Cid, Manifest};
 use top_proto::id::AccountId;
 
+use crate::state::lock;
+
 /// A chunk's BLAKE3 hash.
 pub type ChunkHash = [u8; 32];
 
@@ -390,10 +392,6 @@ impl CdnStore {
             fs::remove_file(self.dir.join("cache").join(hex(&hash))).ok();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn parse_hex(s: &str) -> Option<ChunkHash> {
