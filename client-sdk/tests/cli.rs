@@ -117,3 +117,53 @@ async fn wallet_commands_on_a_dev_chain() {
     assert_eq!(chain["invariant_ok"], true);
     relay.shutdown().await;
 }
+
+/// Errors are one plain message, even with RUST_BACKTRACE set (common among Rust users); the
+/// full report is behind -v.
+#[test]
+fn errors_print_a_message_not_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = dir.path().join("nobody");
+    let toprelay = std::path::Path::new(TOP).with_file_name("toprelay");
+    let mut runs = vec![(
+        Command::new(TOP)
+            .arg("--home")
+            .arg(&nobody)
+            .arg("id")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap(),
+        "top --home",
+    )];
+    if toprelay.exists() {
+        runs.push((
+            Command::new(&toprelay)
+                .args(["run", "--data-dir"])
+                .arg(&nobody)
+                .env("RUST_BACKTRACE", "1")
+                .output()
+                .unwrap(),
+            "toprelay init",
+        ));
+    }
+    for (out, hint) in runs {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(hint), "{err}");
+        assert!(err.starts_with("error: "), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(!err.to_lowercase().contains("backtrace"), "{err}");
+    }
+    let verbose = Command::new(TOP)
+        .arg("--home")
+        .arg(&nobody)
+        .args(["-v", "id"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&verbose.stderr);
+    assert!(
+        err.contains("Stack backtrace"),
+        "-v shows the full report: {err}"
+    );
+}

@@ -12,9 +12,9 @@ pub enum SubmitError {
     /// Invalid against the pending state.
     #[error(transparent)]
     Invalid(#[from] TxError),
-    /// Already waiting.
+    /// Already waiting (its hash).
     #[error("transaction already submitted")]
-    Duplicate,
+    Duplicate(TxHash),
     /// Too many waiting.
     #[error("mempool full ({0} transactions); try again after the next block")]
     Full(usize),
@@ -43,7 +43,7 @@ impl Mempool {
     pub fn submit(&mut self, stx: SignedTx) -> Result<TxHash, SubmitError> {
         let hash = stx.hash();
         if self.hashes.contains(&hash) {
-            return Err(SubmitError::Duplicate);
+            return Err(SubmitError::Duplicate(hash));
         }
         if self.queue.len() >= self.capacity {
             return Err(SubmitError::Full(self.capacity));

@@ -48,6 +48,14 @@ pub enum FrameError {
     Unexpected(&'static str),
 }
 
+impl FrameError {
+    /// Whether the peer sent something wrong (as opposed to the stream or connection ending
+    /// underneath, which is how every stream ends when a peer closes its connection).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, FrameError::Io(_))
+    }
+}
+
 /// A 128-bit message id chosen by the sender; relays and peers de-duplicate by it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct MsgId(pub [u8; 16]);

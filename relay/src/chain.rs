@@ -11,6 +11,7 @@ use ledger_lite::{
     Amount, Block, ChannelStatus, Genesis, Ledger, Mempool, SignedTx, State, Tx, TxHash, TxKind,
 };
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 use top_proto::addr::RelayAddr;
 use top_proto::frame::Open;
 use top_proto::id::AccountId;
@@ -18,12 +19,18 @@ use top_proto::identity::Identity;
 use top_proto::rpc::RpcStream;
 use tracing::{info, warn};
 
+use crate::forwarded::Forwarded;
+
 use crate::state::unix_now_ms;
 
 /// Transactions waiting for a block, at most.
 const MEMPOOL_CAPACITY: usize = 50_000;
 /// Most TOP one faucet request hands out.
 const FAUCET_MAX_TOP: u128 = 10_000;
+/// How long a follower waits for its own state to reach a block its upstream committed.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// The answer to a faucet request on a chain without one.
+const NO_FAUCET: &str = "this chain has no faucet (only dev chains have one)";
 
 /// What this node does for the chain.
 pub enum Role {
@@ -45,6 +52,8 @@ struct Inner {
     ledger: Ledger,
     pool: Mempool,
     waiters: HashMap<TxHash, Vec<oneshot::Sender<Result<u64, String>>>>,
+    /// Follower: transactions forwarded upstream and not yet seen committed.
+    forwarded: Forwarded,
 }
 
 /// A relay's view of the chain.
@@ -55,19 +64,23 @@ pub struct ChainNode {
     faucet: Option<Identity>,
     /// The relay's own identity (for following and forwarding).
     identity: Identity,
+    /// Cancelled when the relay shuts down: every wait on the chain ends then.
+    stop: CancellationToken,
 }
 
 /// Why a ledger request failed.
 pub type ChainResult<T> = Result<T, String>;
 
 impl ChainNode {
-    /// Opens the chain store at `path` for `genesis`.
+    /// Opens the chain store at `path` for `genesis`; waits on the chain end once `stop` is
+    /// cancelled.
     pub fn open(
         path: &Path,
         genesis: Genesis,
         role: Role,
         faucet: Option<Identity>,
         identity: Identity,
+        stop: CancellationToken,
     ) -> Result<Arc<Self>, ledger_lite::StoreError> {
         let ledger = Ledger::open(path, genesis)?;
         let pool = Mempool::new(ledger.state(), MEMPOOL_CAPACITY);
@@ -77,11 +90,13 @@ impl ChainNode {
                 ledger,
                 pool,
                 waiters: HashMap::new(),
+                forwarded: Forwarded::default(),
             }),
             height,
             role,
             faucet,
             identity,
+            stop,
         }))
     }
 
@@ -133,17 +148,24 @@ impl ChainNode {
                 .filter(|(_, c)| c.status != ChannelStatus::Closed)
                 .count() as u64,
             invariant_ok: state.check_invariant().is_ok(),
-            faucet: self.faucet.is_some(),
+            // A follower forwards faucet requests to its validator.
+            faucet: inner.ledger.genesis().faucet.is_some(),
             unbonding_blocks: state.params.unbonding_blocks,
         }
     }
 
-    /// One account, with the next nonce counting waiting transactions.
+    /// One account, with the next nonce counting waiting transactions (a follower: those it
+    /// forwarded upstream).
     pub fn account(&self, id: &AccountId) -> AccountView {
         let inner = self.lock();
+        let state = inner.ledger.state();
+        let next_nonce = match self.role {
+            Role::Validator { .. } => inner.pool.pending().account(id).map_or(0, |a| a.nonce),
+            Role::Follower { .. } => inner.forwarded.next_nonce(state, id),
+        };
         AccountView {
-            account: inner.ledger.state().account(id).cloned(),
-            next_nonce: inner.pool.pending().account(id).map_or(0, |a| a.nonce),
+            account: state.account(id).cloned(),
+            next_nonce,
             height: inner.ledger.height(),
         }
     }
@@ -157,7 +179,10 @@ impl ChainNode {
     pub async fn blocks(&self, from: u64, max: u32, wait: Duration) -> ChainResult<Vec<Block>> {
         let mut rx = self.subscribe();
         if self.height() < from {
-            let _ = tokio::time::timeout(wait, rx.wait_for(|h| *h >= from)).await;
+            tokio::select! {
+                _ = tokio::time::timeout(wait, rx.wait_for(|h| *h >= from)) => {}
+                _ = self.stop.cancelled() => {}
+            }
         }
         let top = self
             .height()
@@ -168,23 +193,39 @@ impl ChainNode {
     }
 
     /// Submits a transaction: into this validator's mempool, or upstream from a follower.
-    /// With `wait`, returns the height of the block that committed it.
+    /// With `wait`, returns the height of the block that committed it, once this node's own
+    /// state holds that block (so what the caller reads here next already shows it).
+    /// Submitting a transaction that is already waiting waits for it (submission is idempotent).
     pub async fn submit(&self, tx: SignedTx, wait: bool) -> ChainResult<(TxHash, Option<u64>)> {
         match &self.role {
             Role::Follower { upstream } => {
+                let (from, nonce) = (tx.tx.from, tx.tx.nonce);
                 let resp = self
                     .upstream_call(upstream, LedgerRequest::Submit { tx, wait })
                     .await?;
-                match resp {
-                    LedgerResponse::Submitted { hash, height } => Ok((hash, height)),
-                    LedgerResponse::Error(e) => Err(e),
-                    other => Err(format!("unexpected answer from upstream: {other:?}")),
+                let (hash, height) = match resp {
+                    LedgerResponse::Submitted { hash, height } => (hash, height),
+                    LedgerResponse::Error(e) => return Err(e),
+                    other => return Err(format!("unexpected answer from upstream: {other:?}")),
+                };
+                {
+                    let mut inner = self.lock();
+                    let local = inner.ledger.height();
+                    inner.forwarded.record(from, nonce, local);
                 }
+                if let Some(height) = height {
+                    self.wait_height(height).await;
+                }
+                Ok((hash, height))
             }
             Role::Validator { .. } => {
-                let rx = {
+                let (hash, rx) = {
                     let mut inner = self.lock();
-                    let hash = inner.pool.submit(tx).map_err(|e| e.to_string())?;
+                    let hash = match inner.pool.submit(tx) {
+                        Ok(hash) => hash,
+                        Err(ledger_lite::SubmitError::Duplicate(hash)) if wait => hash,
+                        Err(e) => return Err(e.to_string()),
+                    };
                     if !wait {
                         return Ok((hash, None));
                     }
@@ -192,11 +233,23 @@ impl ChainNode {
                     inner.waiters.entry(hash).or_default().push(tx);
                     (hash, rx)
                 };
-                let height =
-                    rx.1.await
-                        .map_err(|_| "the relay stopped before the block".to_string())??;
-                Ok((rx.0, Some(height)))
+                let stopped = || "the relay stopped before the block".to_string();
+                let height = tokio::select! {
+                    r = rx => r.map_err(|_| stopped())??,
+                    _ = self.stop.cancelled() => return Err(stopped()),
+                };
+                Ok((hash, Some(height)))
             }
+        }
+    }
+
+    /// Waits until this node's state reaches `height` (bounded: a follower that cannot catch up
+    /// answers from the state it has).
+    async fn wait_height(&self, height: u64) {
+        let mut rx = self.subscribe();
+        tokio::select! {
+            _ = tokio::time::timeout(CATCH_UP_WAIT, rx.wait_for(|h| *h >= height)) => {}
+            _ = self.stop.cancelled() => {}
         }
     }
 
@@ -231,14 +284,33 @@ impl ChainNode {
         self.submit(tx, wait).await
     }
 
-    /// Dev chains: sends `amount` from the faucet to `to`, once committed.
+    /// Dev chains: sends `amount` from the faucet to `to`, once committed. A follower forwards
+    /// the request to its validator (which holds the faucet key).
     pub async fn faucet(
         &self,
         to: AccountId,
         amount: Amount,
     ) -> ChainResult<(TxHash, Option<u64>)> {
+        if let Role::Follower { upstream } = &self.role {
+            if self.lock().ledger.genesis().faucet.is_none() {
+                return Err(NO_FAUCET.into());
+            }
+            let resp = self
+                .upstream_call(upstream, LedgerRequest::Faucet { to, amount })
+                .await?;
+            return match resp {
+                LedgerResponse::Submitted { hash, height } => {
+                    if let Some(height) = height {
+                        self.wait_height(height).await;
+                    }
+                    Ok((hash, height))
+                }
+                LedgerResponse::Error(e) => Err(e),
+                other => Err(format!("unexpected answer from upstream: {other:?}")),
+            };
+        }
         let Some(faucet) = &self.faucet else {
-            return Err("this chain has no faucet (only dev chains do, on their validator)".into());
+            return Err(NO_FAUCET.into());
         };
         let max = Amount::from_top(FAUCET_MAX_TOP).map_err(|e| e.to_string())?;
         if amount > max {
@@ -253,7 +325,10 @@ impl ChainNode {
         upstream: &RelayAddr,
         req: LedgerRequest,
     ) -> ChainResult<LedgerResponse> {
-        call_upstream(&self.identity, upstream, req).await
+        tokio::select! {
+            resp = call_upstream(&self.identity, upstream, req) => resp,
+            _ = self.stop.cancelled() => Err("the relay is shutting down".into()),
+        }
     }
 
     /// Answers one request from a client or follower.
@@ -304,6 +379,7 @@ impl ChainNode {
             ledger,
             pool,
             waiters,
+            ..
         } = &mut *inner;
         let dropped = pool.rebase(ledger.state(), &done);
         for hash in &done {
@@ -324,10 +400,16 @@ impl ChainNode {
     /// Follower: verifies and commits `block`.
     fn apply_block(&self, block: &Block) -> ChainResult<()> {
         let mut inner = self.lock();
-        let Inner { ledger, pool, .. } = &mut *inner;
+        let Inner {
+            ledger,
+            pool,
+            forwarded,
+            ..
+        } = &mut *inner;
         if ledger.apply(block).map_err(|e| e.to_string())?.is_some() {
             let done = block.txs.iter().map(|t| t.hash()).collect();
             pool.rebase(ledger.state(), &done);
+            forwarded.prune(ledger.state());
         }
         let height = ledger.height();
         drop(inner);

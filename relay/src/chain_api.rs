@@ -34,7 +34,11 @@ pub async fn serve_ledger<C>(
             }
         };
         let resp = match shared.chain.get() {
-            Some(chain) => chain.handle(req).await,
+            // A long poll for blocks or a wait for a commit must not hold up shutdown.
+            Some(chain) => tokio::select! {
+                resp = chain.handle(req) => resp,
+                _ = shared.shutdown.cancelled() => return Ok(()),
+            },
             None => LedgerResponse::Error("this relay has no chain (yet)".into()),
         };
         out.send(resp).await?;

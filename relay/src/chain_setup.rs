@@ -131,8 +131,15 @@ fn open_chain(
         (Role::Validator { .. }, true) => Some(Identity::load(&dir.faucet_key())?),
         _ => None,
     };
-    let node = ChainNode::open(&dir.chain(), genesis, role, faucet, shared.identity.clone())
-        .map_err(|e| crate::RelayError::Chain(e.to_string()))?;
+    let node = ChainNode::open(
+        &dir.chain(),
+        genesis,
+        role,
+        faucet,
+        shared.identity.clone(),
+        shared.shutdown.clone(),
+    )
+    .map_err(|e| crate::RelayError::Chain(e.to_string()))?;
     info!(
         validator = node.is_validator(),
         height = node.height(),

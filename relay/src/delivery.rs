@@ -51,6 +51,10 @@ pub fn deliver_forwarded(shared: &Arc<Shared>, env: Envelope, origin: Origin) {
 
 fn to_local_session(shared: &Shared, pending: Pending) -> Result<(), Pending> {
     match shared.session(&pending.env.to) {
+        Some(_) if shared.delivered.contains(&pending.env) => {
+            finish(shared, pending, Ok(Outcome::Delivered));
+            Ok(())
+        }
         Some(session) => hand_to_session(&session, pending),
         None => Err(pending),
     }
@@ -296,15 +300,45 @@ pub async fn store_here(shared: &Arc<Shared>, env: Envelope) -> Result<(), Rejec
 /// Pushes every stored message for `client` to wherever it is connected now.
 ///
 /// At most one push runs per client; a push requested meanwhile makes it run once more, so a burst
-/// of stores for one client costs a few mailbox scans, not one per message.
+/// of stores for one client costs a few mailbox scans, not one per message. Either way this returns
+/// only once everything stored for `client` before the call was handed over (or could not be):
+/// `Synced` and `MailboxDone` are sent after it and must not overtake a message.
 pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
-    if !shared.claim_push_run(client) {
-        return;
+    loop {
+        match shared.claim_push_run(client) {
+            Ok(()) => break,
+            Err(mut running) => match running.wait_for(Option::is_some).await.map(|e| *e) {
+                Ok(Some(true)) => return,
+                // Abandoned half way: run it here.
+                _ => continue,
+            },
+        }
     }
+    let mut run = RunGuard {
+        shared,
+        client,
+        finished: false,
+    };
     loop {
         push_once(shared, client).await;
         if !shared.finish_push_run(&client) {
+            run.finished = true;
             return;
+        }
+    }
+}
+
+/// Releases a push run whose task is cancelled half way (a session closing during its sync).
+struct RunGuard<'a> {
+    shared: &'a Shared,
+    client: AccountId,
+    finished: bool,
+}
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.abandon_push_run(&self.client);
         }
     }
 }
@@ -340,6 +374,10 @@ async fn hand_over_waiting(
     pending: Pending,
 ) -> Result<(), Pending> {
     if let Some(session) = shared.session(client) {
+        if shared.delivered.contains(&pending.env) {
+            finish(shared, pending, Ok(Outcome::Delivered));
+            return Ok(());
+        }
         if !bill_delivery(&session, &pending) {
             return Err(pending);
         }

@@ -66,14 +66,23 @@ async fn cdn_content(
     crate::cdn::gateway::get_content(s.shared, &cid, head, &headers).await
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.shared.metrics.render(),
-    )
+/// `GET /metrics`: OpenMetrics to scrapers that ask for it (Prometheus does), the Prometheus
+/// text format (0.0.4) to everyone else (curl, promtool, older scrapers).
+async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    let rendered = s.shared.metrics.render();
+    if openmetrics {
+        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, kind)], rendered)
+    } else {
+        let kind = "text/plain; version=0.0.4; charset=utf-8";
+        let text = crate::metrics::openmetrics_to_text(&rendered);
+        ([(header::CONTENT_TYPE, kind)], text)
+    }
 }
 
 async fn status(State(s): State<HttpState>) -> axum::Json<RelayStatus> {

@@ -45,7 +45,11 @@ async fn dial_loop(shared: Arc<Shared>, peer: RelayAddr) {
     let mut backoff = Duration::from_millis(200);
     loop {
         if shared.link(&peer.id).is_none() {
-            match connect(&shared, &peer).await {
+            let connected = tokio::select! {
+                c = connect(&shared, &peer) => c,
+                _ = shared.shutdown.cancelled() => return,
+            };
+            match connected {
                 Ok((conn, send, frames)) => {
                     backoff = Duration::from_millis(200);
                     run_link(shared.clone(), peer.id, conn, send, frames).await;

@@ -17,6 +17,9 @@ use top_relay::{InitOptions, Relay, init};
 #[derive(Parser)]
 #[command(name = "toprelay", version, about)]
 struct Cli {
+    /// Log at debug level and show full error reports.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,15 +64,35 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let verbose = cli.verbose;
+    let filter = if verbose {
+        "debug,quinn=info"
+    } else {
+        "info,quinn=warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,quinn=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
+    match run_cli(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes on one line; the backtrace (RUST_BACKTRACE) only with -v.
+            if verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
     // Worker threads: TOPRELAY_WORKER_THREADS, else one less than the cores (at least one), so
     // the kernel's packet work (TUN, forwarding, NAT) keeps a core: on 2 cores that carried 25%
     // more VPN traffic than a worker per core (scripts/bench-vpn.sh).

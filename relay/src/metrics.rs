@@ -117,3 +117,56 @@ impl Metrics {
         out
     }
 }
+
+/// Converts an OpenMetrics exposition to the Prometheus text format 0.0.4: a counter family is
+/// named after its samples there (`x_total`, where OpenMetrics names the family `x`), `# UNIT`
+/// lines do not exist, and there is no `# EOF`.
+pub fn openmetrics_to_text(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len() + 8 * counters.len());
+    for line in open.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counter_families_after_their_samples() {
+        let m = Metrics::new();
+        m.messages_received.inc();
+        let text = openmetrics_to_text(&m.render());
+        assert!(text.contains("# HELP toprelay_messages_received_total Messages received"));
+        assert!(text.contains("# TYPE toprelay_messages_received_total counter\n"));
+        assert!(text.contains("toprelay_messages_received_total 1\n"));
+        assert!(text.contains("# TYPE toprelay_sessions gauge\n"));
+        assert!(!text.contains("# EOF"));
+    }
+}

@@ -120,11 +120,13 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
             let state = conn_state.clone();
             shared.tasks.clone().spawn(
                 async move {
-                    if let Err(e) =
-                        serve_stream(shared.clone(), conn, peer, send, recv, state).await
-                    {
-                        shared.metrics.bad_frames.inc();
-                        debug!("stream closed: {e}");
+                    match serve_stream(shared.clone(), conn, peer, send, recv, state).await {
+                        Err(e) if e.is_bad_input() => {
+                            shared.metrics.bad_frames.inc();
+                            debug!("stream closed for a bad frame: {e}");
+                        }
+                        Err(e) => debug!("stream ended: {e}"),
+                        Ok(()) => {}
                     }
                 }
                 .in_current_span(),

@@ -88,6 +88,9 @@ async fn serve(
                     if !acked.is_empty() {
                         shared.metrics.messages_delivered.inc();
                     }
+                    if let Some(first) = acked.first() {
+                        shared.delivered.record(&first.env);
+                    }
                     for pending in acked {
                         finish(&shared, pending, Ok(top_proto::frame::Outcome::Delivered));
                     }

@@ -96,11 +96,16 @@ impl Home {
         toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
     }
 
-    /// Appends messages to the local inbox and syncs it to disk (before they are acknowledged).
-    pub fn append_inbox(&self, messages: &[Message]) -> Result<()> {
+    /// Appends messages to the local inbox and syncs it to disk (before they are acknowledged);
+    /// returns those that were new (a message already in the inbox, e.g. a second mailbox copy
+    /// delivered later, is not added again).
+    pub fn append_inbox<'m>(&self, messages: &'m [Message]) -> Result<Vec<&'m Message>> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let mut known: std::collections::HashSet<String> =
+            self.inbox()?.into_iter().map(|e| e.id).collect();
+        let mut fresh = Vec::new();
         let mut file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -112,10 +117,14 @@ impl Home {
                 sent_ms: m.sent_ms,
                 text: String::from_utf8_lossy(&m.body).into_owned(),
             };
+            if !known.insert(entry.id.clone()) {
+                continue;
+            }
             writeln!(file, "{}", serde_json::to_string(&entry)?)?;
+            fresh.push(m);
         }
         file.sync_all()?;
-        Ok(())
+        Ok(fresh)
     }
 
     /// Every message in the local inbox, oldest first.

@@ -23,6 +23,9 @@ struct Cli {
     /// Relay to use for this command, as <relay-id>@<host>:<port> (overrides the stored default).
     #[arg(long, global = true, value_name = "ID@ADDR")]
     relay: Option<RelayAddr>,
+    /// Log what happens (debug level) and show full error reports.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -88,17 +91,39 @@ enum MsgCommand {
     },
 }
 
-// One worker: a client is a pipeline (TUN → tunnel → TUN); measured on 2 cores, hopping between
-// worker threads cost 25% of VPN throughput (scripts/bench-vpn.sh).
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let verbose = cli.verbose;
+    let filter = if verbose { "debug,quinn=info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
+    // One worker: a client is a pipeline (TUN → tunnel → TUN); measured on 2 cores, hopping
+    // between worker threads cost 25% of VPN throughput (scripts/bench-vpn.sh).
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .and_then(|rt| rt.block_on(run(cli)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The message and its causes on one line; the backtrace (RUST_BACKTRACE) only with -v.
+            if verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
     let home = Home(cli.home.clone());
     match cli.command {
         Command::Init => {
@@ -152,7 +177,7 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
             {
                 fresh.push(m);
             }
-            home.append_inbox(&fresh)?;
+            let new = home.append_inbox(&fresh)?.len();
             for m in &fresh {
                 client.ack(m).await?;
             }
@@ -166,22 +191,32 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
                 for e in &inbox {
                     println!("{}  {}", e.from, e.text);
                 }
-                eprintln!("{} message(s), {} new", inbox.len(), fresh.len());
+                eprintln!("{} message(s), {new} new", inbox.len());
             }
         }
         MsgCommand::Listen { json } => {
             let client = connect(home, relay).await?;
-            eprintln!("listening as {} (Ctrl-C to stop)", client.id());
+            let mut live = false;
             loop {
                 let msg = tokio::select! {
+                    // Once synced, every relay knows where to deliver: say that we listen.
+                    r = client.synced(), if !live => {
+                        r?;
+                        live = true;
+                        eprintln!("listening as {} (Ctrl-C to stop)", client.id());
+                        continue;
+                    }
                     m = client.recv() => m,
                     _ = tokio::signal::ctrl_c() => break,
                 };
                 let Some(msg) = msg else {
                     anyhow::bail!("connection to the relay was lost");
                 };
-                home.append_inbox(std::slice::from_ref(&msg))?;
+                let new = !home.append_inbox(std::slice::from_ref(&msg))?.is_empty();
                 client.ack(&msg).await?;
+                if !new {
+                    continue; // a copy of a message already shown
+                }
                 if json {
                     let entry = serde_json::json!({ "from": msg.from.to_string(), "sent_ms": msg.sent_ms, "text": String::from_utf8_lossy(&msg.body) });
                     println!("{entry}");

@@ -1,0 +1,87 @@
+//! Messages recipients acknowledged on this relay lately, so that a second copy of one (a
+//! mailbox replica on another home relay, a sender retrying) is answered as delivered instead of
+//! being shown to the recipient again. Only exact copies count: the digest covers the recipient,
+//! the message id and the sealed bytes.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+use top_proto::frame::Envelope;
+
+use crate::state::lock;
+
+/// Acknowledged messages remembered (32 bytes each, plus the table's overhead).
+pub const REMEMBERED: usize = 65_536;
+
+/// A bounded, least-recently-used set of acknowledged message digests.
+pub struct Delivered {
+    seen: Mutex<LruCache<[u8; 32], ()>>,
+}
+
+impl Default for Delivered {
+    fn default() -> Self {
+        Self::new(REMEMBERED)
+    }
+}
+
+fn digest(env: &Envelope) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(env.to.as_bytes());
+    h.update(&env.id.0);
+    h.update(&env.sealed);
+    *h.finalize().as_bytes()
+}
+
+impl Delivered {
+    /// Remembers at most `capacity` messages.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            seen: Mutex::new(LruCache::new(capacity)),
+        }
+    }
+
+    /// The recipient acknowledged `env`.
+    pub fn record(&self, env: &Envelope) {
+        lock(&self.seen).put(digest(env), ());
+    }
+
+    /// Whether the recipient already acknowledged this exact message here.
+    pub fn contains(&self, env: &Envelope) -> bool {
+        lock(&self.seen).contains(&digest(env))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use top_proto::frame::MsgId;
+    use top_proto::id::AccountId;
+
+    use super::*;
+
+    fn env(id: u8, body: &[u8]) -> Envelope {
+        Envelope {
+            id: MsgId([id; 16]),
+            to: AccountId::from_wire([7; 32]),
+            ttl_secs: 60,
+            sealed: bytes::Bytes::copy_from_slice(body),
+        }
+    }
+
+    #[test]
+    fn only_exact_copies_count_and_the_set_is_bounded() {
+        let d = Delivered::new(2);
+        d.record(&env(1, b"a"));
+        assert!(d.contains(&env(1, b"a")));
+        assert!(
+            !d.contains(&env(1, b"b")),
+            "same id, other bytes: not a copy"
+        );
+        assert!(!d.contains(&env(2, b"a")));
+        d.record(&env(2, b"a"));
+        d.record(&env(3, b"a"));
+        assert!(!d.contains(&env(1, b"a")), "the oldest is forgotten");
+        assert!(d.contains(&env(3, b"a")));
+    }
+}
