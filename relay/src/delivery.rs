@@ -305,7 +305,7 @@ pub async fn store_here(shared: &Arc<Shared>, env: Envelope) -> Result<(), Rejec
 /// `Synced` and `MailboxDone` are sent after it and must not overtake a message.
 pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
     loop {
-        match shared.claim_push_run(client) {
+        match shared.push_runs.claim(client) {
             Ok(()) => break,
             Err(mut running) => match running.wait_for(Option::is_some).await.map(|e| *e) {
                 Ok(Some(true)) => return,
@@ -321,7 +321,7 @@ pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
     };
     loop {
         push_once(shared, client).await;
-        if !shared.finish_push_run(&client) {
+        if !shared.push_runs.finish(&client) {
             run.finished = true;
             return;
         }
@@ -338,7 +338,7 @@ struct RunGuard<'a> {
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.shared.abandon_push_run(&self.client);
+            self.shared.push_runs.abandon(&self.client);
         }
     }
 }

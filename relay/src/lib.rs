@@ -42,6 +42,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod node;
 pub mod pipe;
+pub mod push_runs;
 pub mod receipts;
 pub mod server;
 pub mod session;

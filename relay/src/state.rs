@@ -90,18 +90,6 @@ pub struct LinkHandle {
     pub stores: Arc<Mutex<HashMap<MsgId, oneshot::Sender<Option<Reject>>>>>,
 }
 
-/// A mailbox push in progress for one client.
-struct PushRun {
-    /// Whether another pass was asked for while this one ran.
-    again: bool,
-    /// Set when the run ends: `Some(true)` once it handed over everything, `Some(false)` if it
-    /// was abandoned (its task cancelled).
-    done: tokio::sync::watch::Sender<Option<bool>>,
-}
-
-/// Watches a mailbox push run in progress: `Some(completed)` once it ended.
-pub type PushRunEnd = tokio::sync::watch::Receiver<Option<bool>>;
-
 /// Everything the relay's tasks share.
 pub struct Shared {
     /// The relay's key.
@@ -138,13 +126,14 @@ pub struct Shared {
     pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
     /// Messages recipients acknowledged here lately (copies of them are not shown again).
     pub delivered: crate::delivered::Delivered,
+    /// Mailbox pushes in progress.
+    pub push_runs: crate::push_runs::PushRuns,
     sessions: Mutex<HashMap<AccountId, SessionHandle>>,
     presence: Mutex<HashMap<AccountId, RelayId>>,
     links: Mutex<HashMap<RelayId, LinkHandle>>,
     known: Mutex<BTreeMap<RelayId, RelayAddr>>,
     sync_waiters: Mutex<HashMap<(AccountId, RelayId), oneshot::Sender<()>>>,
     pushing: Mutex<HashSet<MsgId>>,
-    push_runs: Mutex<HashMap<AccountId, PushRun>>,
     next_no: AtomicU64,
     links_changed: tokio::sync::Notify,
 }
@@ -200,13 +189,13 @@ impl Shared {
             egress,
             vpn_exit: std::sync::OnceLock::new(),
             delivered: Default::default(),
+            push_runs: Default::default(),
             sessions: Mutex::default(),
             presence: Mutex::default(),
             links: Mutex::default(),
             known: Mutex::new(known),
             sync_waiters: Mutex::default(),
             pushing: Mutex::default(),
-            push_runs: Mutex::default(),
             next_no: AtomicU64::new(1),
             links_changed: tokio::sync::Notify::new(),
         }
@@ -348,49 +337,6 @@ impl Shared {
     /// Marks a mailbox message as being pushed; false if it already is.
     pub fn start_push(&self, id: MsgId) -> bool {
         lock(&self.pushing).insert(id)
-    }
-
-    /// Claims the mailbox push for `client`: `Ok` if the caller runs it, or `Err` with a wait for
-    /// the end of the run in progress (which is told to run once more, so that when it ends it
-    /// has handed over everything stored before this call).
-    pub fn claim_push_run(&self, client: AccountId) -> Result<(), PushRunEnd> {
-        let mut runs = lock(&self.push_runs);
-        match runs.get_mut(&client) {
-            Some(run) => {
-                run.again = true;
-                Err(run.done.subscribe())
-            }
-            None => {
-                let (done, _) = tokio::sync::watch::channel(None);
-                runs.insert(client, PushRun { again: false, done });
-                Ok(())
-            }
-        }
-    }
-
-    /// Ends a push run; true if more was stored meanwhile and the caller must run again.
-    pub fn finish_push_run(&self, client: &AccountId) -> bool {
-        let mut runs = lock(&self.push_runs);
-        match runs.get_mut(client) {
-            Some(run) if run.again => {
-                run.again = false;
-                true
-            }
-            _ => {
-                if let Some(run) = runs.remove(client) {
-                    run.done.send_replace(Some(true));
-                }
-                false
-            }
-        }
-    }
-
-    /// A push run ended before it finished (its task was cancelled): whoever waits on it runs
-    /// the push itself.
-    pub fn abandon_push_run(&self, client: &AccountId) {
-        if let Some(run) = lock(&self.push_runs).remove(client) {
-            run.done.send_replace(Some(false));
-        }
     }
 
     /// A mailbox push ended (delivered or not).
