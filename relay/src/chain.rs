@@ -29,6 +29,11 @@ const MEMPOOL_CAPACITY: usize = 50_000;
 const FAUCET_MAX_TOP: u128 = 10_000;
 /// How long a follower waits for its own state to reach a block its upstream committed.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// Committed transaction hashes remembered for idempotent submission.
+const RECENT_COMMITS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new(65_536) {
+    Some(n) => n,
+    None => std::num::NonZeroUsize::MIN,
+};
 /// The answer to a faucet request on a chain without one.
 const NO_FAUCET: &str = "this chain has no faucet (only dev chains have one)";
 
@@ -54,6 +59,9 @@ struct Inner {
     waiters: HashMap<TxHash, Vec<oneshot::Sender<Result<u64, String>>>>,
     /// Follower: transactions forwarded upstream and not yet seen committed.
     forwarded: Forwarded,
+    /// Recently committed transactions and their heights: submitting one again answers where
+    /// it landed (a client retrying after a lost answer must not see an error).
+    committed: lru::LruCache<TxHash, u64>,
 }
 
 /// A relay's view of the chain.
@@ -91,6 +99,7 @@ impl ChainNode {
                 pool,
                 waiters: HashMap::new(),
                 forwarded: Forwarded::default(),
+                committed: lru::LruCache::new(RECENT_COMMITS),
             }),
             height,
             role,
@@ -221,6 +230,10 @@ impl ChainNode {
             Role::Validator { .. } => {
                 let (hash, rx) = {
                     let mut inner = self.lock();
+                    let hash = tx.hash();
+                    if let Some(&height) = inner.committed.get(&hash) {
+                        return Ok((hash, Some(height)));
+                    }
                     let hash = match inner.pool.submit(tx) {
                         Ok(hash) => hash,
                         Err(ledger_lite::SubmitError::Duplicate(hash)) if wait => hash,
@@ -379,8 +392,12 @@ impl ChainNode {
             ledger,
             pool,
             waiters,
+            committed,
             ..
         } = &mut *inner;
+        for hash in &done {
+            committed.put(*hash, height);
+        }
         let dropped = pool.rebase(ledger.state(), &done);
         for hash in &done {
             for w in waiters.remove(hash).unwrap_or_default() {
@@ -404,10 +421,14 @@ impl ChainNode {
             ledger,
             pool,
             forwarded,
+            committed,
             ..
         } = &mut *inner;
         if ledger.apply(block).map_err(|e| e.to_string())?.is_some() {
-            let done = block.txs.iter().map(|t| t.hash()).collect();
+            let done: HashSet<TxHash> = block.txs.iter().map(|t| t.hash()).collect();
+            for hash in &done {
+                committed.put(*hash, block.header.height);
+            }
             pool.rebase(ledger.state(), &done);
             forwarded.prune(ledger.state());
         }

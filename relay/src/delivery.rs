@@ -359,10 +359,33 @@ async fn push_once(shared: &Arc<Shared>, client: AccountId) {
         if !shared.start_push(env.id) {
             continue;
         }
+        // Until the message is handed over, this push owns its mark; if the task is cancelled
+        // while it waits for queue room the mark must go, or the message is never pushed again.
+        let mut marked = PushMark {
+            shared,
+            id: env.id,
+            handed: false,
+        };
         let pending = Pending::new(env, Origin::Mailbox);
-        if let Err(pending) = hand_over_waiting(shared, &client, pending).await {
-            shared.end_push(&pending.env.id);
-            break;
+        match hand_over_waiting(shared, &client, pending).await {
+            // Whoever answers for it now ends the push (see `finish`).
+            Ok(()) => marked.handed = true,
+            Err(_) => break,
+        }
+    }
+}
+
+/// A mailbox message marked as being pushed and not yet handed over.
+struct PushMark<'a> {
+    shared: &'a Shared,
+    id: top_proto::frame::MsgId,
+    handed: bool,
+}
+
+impl Drop for PushMark<'_> {
+    fn drop(&mut self) {
+        if !self.handed {
+            self.shared.end_push(&self.id);
         }
     }
 }
