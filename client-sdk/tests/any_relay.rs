@@ -207,6 +207,15 @@ impl User {
         serde_json::from_str(&self.stdout(args)).unwrap()
     }
 
+    /// `top msg inbox --json` lists a message with `text`.
+    fn inbox_has(&self, text: &str) {
+        let inbox = self.json(&["msg", "inbox", "--json"]);
+        let found = inbox
+            .as_array()
+            .is_some_and(|all| all.iter().any(|m| m["text"] == text));
+        assert!(found, "{text:?} not in {}'s inbox: {inbox}", self.id);
+    }
+
     fn balance(&self) -> Value {
         self.json(&["wallet", "balance", "--json"])
     }
@@ -334,14 +343,7 @@ fn messaging(alice: &User, bob: &User, text: &str) {
     let reply = format!("re: {text}");
     let sent = bob.stdout(&["msg", "send", &alice.id, &reply]);
     assert!(sent.contains("stored"), "alice is offline: {sent}");
-    let inbox = alice.json(&["msg", "inbox", "--json"]);
-    let texts: Vec<_> = inbox
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["text"])
-        .collect();
-    assert!(texts.contains(&&Value::from(reply)), "{inbox}");
+    alice.inbox_has(&reply);
 }
 
 #[test]
@@ -377,17 +379,7 @@ fn cli_flows_work_through_a_follower_as_through_the_validator_and_after_restarts
     // Right after both answer: no waiting for links or the chain.
     assert_eq!(a.get("/health").0, 200);
     assert_eq!(b.get("/health").0, 200);
-    let inbox = bob.json(&["msg", "inbox", "--json"]);
-    let texts: Vec<_> = inbox
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["text"])
-        .collect();
-    assert!(
-        texts.contains(&&Value::from("while you were away")),
-        "bob's first inbox after the restart: {inbox}"
-    );
+    bob.inbox_has("while you were away");
     wait_chain_ready(&a, &b);
 
     // Everything again after the restart.
