@@ -37,12 +37,15 @@ fn toprelay_bin() -> PathBuf {
         .clone()
 }
 
+/// A loopback port free for both QUIC (UDP) and HTTP (TCP) right now.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One relay process and where it lives.

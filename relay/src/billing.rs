@@ -276,10 +276,7 @@ fn resume_deliveries(shared: &Arc<Shared>, client: AccountId) {
             },
         );
     }
-    let shared2 = shared.clone();
-    shared
-        .tasks
-        .spawn(async move { crate::delivery::push_mailbox(&shared2, client).await });
+    crate::delivery::request_push(shared, client);
 }
 
 async fn open_channel(

@@ -20,6 +20,7 @@ use top_proto::rpc::RpcStream;
 use tracing::{info, warn};
 
 use crate::forwarded::Forwarded;
+use crate::upstream::Upstream;
 
 use crate::state::unix_now_ms;
 
@@ -74,6 +75,8 @@ pub struct ChainNode {
     identity: Identity,
     /// Cancelled when the relay shuts down: every wait on the chain ends then.
     stop: CancellationToken,
+    /// Follower: the shared connection its forwarded requests go over.
+    upstream: Option<Upstream>,
 }
 
 /// Why a ledger request failed.
@@ -93,6 +96,10 @@ impl ChainNode {
         let ledger = Ledger::open(path, genesis)?;
         let pool = Mempool::new(ledger.state(), MEMPOOL_CAPACITY);
         let (height, _) = watch::channel(ledger.height());
+        let upstream = match &role {
+            Role::Follower { upstream } => Some(Upstream::new(upstream.clone(), identity.clone())),
+            Role::Validator { .. } => None,
+        };
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner {
                 ledger,
@@ -106,6 +113,7 @@ impl ChainNode {
             faucet,
             identity,
             stop,
+            upstream,
         }))
     }
 
@@ -207,10 +215,10 @@ impl ChainNode {
     /// Submitting a transaction that is already waiting waits for it (submission is idempotent).
     pub async fn submit(&self, tx: SignedTx, wait: bool) -> ChainResult<(TxHash, Option<u64>)> {
         match &self.role {
-            Role::Follower { upstream } => {
+            Role::Follower { .. } => {
                 let (from, nonce) = (tx.tx.from, tx.tx.nonce);
                 let resp = self
-                    .upstream_call(upstream, LedgerRequest::Submit { tx, wait })
+                    .upstream_call(LedgerRequest::Submit { tx, wait })
                     .await?;
                 let (hash, height) = match resp {
                     LedgerResponse::Submitted { hash, height } => (hash, height),
@@ -228,32 +236,25 @@ impl ChainNode {
                 Ok((hash, height))
             }
             Role::Validator { .. } => {
-                let (hash, rx) = {
-                    let mut inner = self.lock();
-                    let hash = tx.hash();
-                    if let Some(&height) = inner.committed.get(&hash) {
-                        return Ok((hash, Some(height)));
-                    }
-                    let hash = match inner.pool.submit(tx) {
-                        Ok(hash) => hash,
-                        Err(ledger_lite::SubmitError::Duplicate(hash)) if wait => hash,
-                        Err(e) => return Err(e.to_string()),
-                    };
-                    if !wait {
-                        return Ok((hash, None));
-                    }
-                    let (tx, rx) = oneshot::channel();
-                    inner.waiters.entry(hash).or_default().push(tx);
-                    (hash, rx)
-                };
-                let stopped = || "the relay stopped before the block".to_string();
-                let height = tokio::select! {
-                    r = rx => r.map_err(|_| stopped())??,
-                    _ = self.stop.cancelled() => return Err(stopped()),
-                };
-                Ok((hash, Some(height)))
+                let queued = enqueue(&mut self.lock(), tx, wait)?;
+                self.committed_height(queued).await
             }
         }
+    }
+
+    /// Validator: waits for the block that commits a queued transaction.
+    async fn committed_height(&self, queued: Queued) -> ChainResult<(TxHash, Option<u64>)> {
+        let (hash, rx) = match queued {
+            Queued::Committed(hash, height) => return Ok((hash, Some(height))),
+            Queued::Waiting(hash, None) => return Ok((hash, None)),
+            Queued::Waiting(hash, Some(rx)) => (hash, rx),
+        };
+        let stopped = || "the relay stopped before the block".to_string();
+        let height = tokio::select! {
+            r = rx => r.map_err(|_| stopped())??,
+            _ = self.stop.cancelled() => return Err(stopped()),
+        };
+        Ok((hash, Some(height)))
     }
 
     /// Waits until this node's state reaches `height` (bounded: a follower that cannot catch up
@@ -274,26 +275,31 @@ impl ChainNode {
         wait: bool,
     ) -> ChainResult<(TxHash, Option<u64>)> {
         let from = identity.account_id();
-        let nonce = match &self.role {
-            Role::Validator { .. } => self.account(&from).next_nonce,
-            Role::Follower { upstream } => {
-                match self
-                    .upstream_call(upstream, LedgerRequest::Account(from))
-                    .await?
-                {
-                    LedgerResponse::Account(view) => view.next_nonce,
-                    other => return Err(format!("unexpected answer from upstream: {other:?}")),
-                }
+        let sign = |chain, nonce| {
+            Tx {
+                chain,
+                from,
+                nonce,
+                kind,
             }
+            .sign(identity)
         };
-        let chain = self.with_state(|s| s.chain);
-        let tx = Tx {
-            chain,
-            from,
-            nonce,
-            kind,
+        if self.is_validator() {
+            // Nonce, signature and queueing under one lock: concurrent calls get consecutive
+            // nonces.
+            let queued = {
+                let mut inner = self.lock();
+                let nonce = inner.pool.pending().account(&from).map_or(0, |a| a.nonce);
+                let tx = sign(inner.ledger.state().chain, nonce);
+                enqueue(&mut inner, tx, wait)?
+            };
+            return self.committed_height(queued).await;
         }
-        .sign(identity);
+        let nonce = match self.upstream_call(LedgerRequest::Account(from)).await? {
+            LedgerResponse::Account(view) => view.next_nonce,
+            other => return Err(format!("unexpected answer from upstream: {other:?}")),
+        };
+        let tx = sign(self.with_state(|s| s.chain), nonce);
         self.submit(tx, wait).await
     }
 
@@ -304,12 +310,12 @@ impl ChainNode {
         to: AccountId,
         amount: Amount,
     ) -> ChainResult<(TxHash, Option<u64>)> {
-        if let Role::Follower { upstream } = &self.role {
+        if let Role::Follower { .. } = &self.role {
             if self.lock().ledger.genesis().faucet.is_none() {
                 return Err(NO_FAUCET.into());
             }
             let resp = self
-                .upstream_call(upstream, LedgerRequest::Faucet { to, amount })
+                .upstream_call(LedgerRequest::Faucet { to, amount })
                 .await?;
             return match resp {
                 LedgerResponse::Submitted { hash, height } => {
@@ -333,13 +339,13 @@ impl ChainNode {
             .await
     }
 
-    async fn upstream_call(
-        &self,
-        upstream: &RelayAddr,
-        req: LedgerRequest,
-    ) -> ChainResult<LedgerResponse> {
+    /// A follower's request to its upstream (ends when the relay stops).
+    async fn upstream_call(&self, req: LedgerRequest) -> ChainResult<LedgerResponse> {
+        let Some(upstream) = &self.upstream else {
+            return Err("this relay has no upstream".into());
+        };
         tokio::select! {
-            resp = call_upstream(&self.identity, upstream, req) => resp,
+            resp = upstream.call(req) => resp,
             _ = self.stop.cancelled() => Err("the relay is shutting down".into()),
         }
     }
@@ -510,6 +516,32 @@ impl ChainNode {
             .map_err(|e| format!("refused a block from upstream: {e}"))?;
         }
     }
+}
+
+/// Where a transaction handed to the validator stands.
+enum Queued {
+    /// Committed lately, at this height.
+    Committed(TxHash, u64),
+    /// In the mempool; with a receiver of its height if the caller waits for it.
+    Waiting(TxHash, Option<oneshot::Receiver<Result<u64, String>>>),
+}
+
+/// Validator: queues `tx` (submitting one already queued or lately committed is no error).
+fn enqueue(inner: &mut Inner, tx: SignedTx, wait: bool) -> ChainResult<Queued> {
+    let hash = tx.hash();
+    if let Some(&height) = inner.committed.get(&hash) {
+        return Ok(Queued::Committed(hash, height));
+    }
+    let hash = match inner.pool.submit(tx) {
+        Ok(hash) | Err(ledger_lite::SubmitError::Duplicate(hash)) => hash,
+        Err(e) => return Err(e.to_string()),
+    };
+    if !wait {
+        return Ok(Queued::Waiting(hash, None));
+    }
+    let (tx, rx) = oneshot::channel();
+    inner.waiters.entry(hash).or_default().push(tx);
+    Ok(Queued::Waiting(hash, Some(rx)))
 }
 
 /// A client-only QUIC endpoint for talking to other relays' ledger APIs.

@@ -2,6 +2,10 @@
 //! mailbox replica on another home relay, a sender retrying) is answered as delivered instead of
 //! being shown to the recipient again. Only exact copies count: the digest covers the recipient,
 //! the message id and the sealed bytes.
+//!
+//! The set is shared by all recipients and bounded: under heavy traffic an old entry is evicted
+//! and its second copy is shown after all, which clients absorb by keeping one copy per sender
+//! and id. It is a courtesy against duplicates, never the reason a message is dropped.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;

@@ -187,6 +187,19 @@ pub fn fail_all(shared: &Arc<Shared>, inflight: &Inflight) {
     }
 }
 
+/// Moves the deliveries a client's replaced session was offered and never acknowledged to its
+/// new session: mailbox messages are released for the new session's push, the rest re-sent.
+pub fn move_inflight(shared: &Arc<Shared>, old: &Inflight, new: &SessionHandle) {
+    let all: Vec<_> = lock(old).drain().flat_map(|(_, p)| p).collect();
+    for pending in all {
+        if matches!(pending.origin, Origin::Mailbox) {
+            shared.end_push(&pending.env.id);
+        } else if let Err(pending) = hand_to_session(new, pending) {
+            undelivered(shared, pending);
+        }
+    }
+}
+
 /// Reports a final result to a delivery's origin.
 pub fn finish(shared: &Shared, pending: Pending, result: Result<Outcome, Reject>) {
     let id = pending.env.id;
@@ -291,10 +304,20 @@ pub async fn store_here(shared: &Arc<Shared>, env: Envelope) -> Result<(), Rejec
     shared.mailbox.insert(env, unix_now()).await?;
     shared.metrics.messages_stored.inc();
     if shared.session(&to).is_some() || shared.link_for_client(&to).is_some() {
-        let shared = shared.clone();
-        tokio::spawn(async move { push_mailbox(&shared, to).await });
+        request_push(shared, to);
     }
     Ok(())
+}
+
+/// Starts a push of `client`'s mailbox without waiting for it: if one runs, it just runs once
+/// more (so a burst of stores leaves no task behind per message).
+pub fn request_push(shared: &Arc<Shared>, client: AccountId) {
+    if shared.push_runs.claim(client).is_ok() {
+        let run = shared.clone();
+        shared
+            .tasks
+            .spawn(async move { run_claimed(&run, client).await });
+    }
 }
 
 /// Pushes every stored message for `client` to wherever it is connected now.
@@ -314,6 +337,11 @@ pub async fn push_mailbox(shared: &Arc<Shared>, client: AccountId) {
             },
         }
     }
+    run_claimed(shared, client).await;
+}
+
+/// Runs a push this task claimed, pass after pass while more are asked for.
+async fn run_claimed(shared: &Arc<Shared>, client: AccountId) {
     let mut run = RunGuard {
         shared,
         client,

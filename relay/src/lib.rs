@@ -48,6 +48,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod status;
+pub mod upstream;
 pub mod vpn;
 
 pub use node::{InitOptions, Relay, RelayError, init};

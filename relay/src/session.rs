@@ -11,7 +11,10 @@ use top_proto::id::AccountId;
 use tracing::{Instrument, debug, info_span};
 
 use crate::billing::ClientMeter;
-use crate::delivery::{fail_all, fail_stale, finish, push_mailbox, route, send_or_spawn, take};
+use crate::delivery::{
+    fail_all, fail_stale, finish, move_inflight, push_mailbox, request_push, route, send_or_spawn,
+    take,
+};
 use crate::state::{Origin, Pending, SessionHandle, Shared};
 use top_billing::Service;
 use top_proto::writer::write_frames;
@@ -55,7 +58,10 @@ async fn serve(
         inflight: Default::default(),
         meter: meter.clone(),
     };
-    shared.add_session(client, handle.clone());
+    if let Some(replaced) = shared.add_session(client, handle.clone()) {
+        // Before this session syncs: what the old one holds unacknowledged is offered here.
+        move_inflight(&shared, &replaced.inflight, &handle);
+    }
     debug!("session open");
     let sync = shared
         .tasks
@@ -84,7 +90,13 @@ async fn serve(
                     route(&shared, env, origin);
                 }
                 Ok(Some(SessionFrame::Ack { id })) => {
-                    let acked = take(&handle.inflight, &id);
+                    let mut acked = take(&handle.inflight, &id);
+                    if acked.is_empty() {
+                        // Moved to the client's newer session, but acknowledged here.
+                        if let Some(newer) = shared.session(&client).filter(|s| s.no != handle.no) {
+                            acked = take(&newer.inflight, &id);
+                        }
+                    }
                     if !acked.is_empty() {
                         shared.metrics.messages_delivered.inc();
                     }
@@ -109,7 +121,8 @@ async fn serve(
         frames.get_mut().stop(1u32.into()).ok();
     }
     sync.abort();
-    if shared.remove_session(&client, handle.no) {
+    let last = shared.remove_session(&client, handle.no);
+    if last {
         for (_, link) in shared.linked() {
             send_or_spawn(
                 &link.tx,
@@ -121,6 +134,10 @@ async fn serve(
         }
     }
     fail_all(&shared, &handle.inflight);
+    if !last {
+        // Mailbox messages this session still held go to the client's newer session.
+        request_push(&shared, client);
+    }
     drop(tx);
     drop(handle);
     // Answers still queued get a moment to leave; the writer must not outlive the session.

@@ -211,10 +211,11 @@ impl Shared {
         lock(&self.sessions).get(client).cloned()
     }
 
-    /// Records a client's session (the newest session of a client receives its messages).
-    pub fn add_session(&self, client: AccountId, handle: SessionHandle) {
-        lock(&self.sessions).insert(client, handle);
+    /// Records a client's session (the newest session of a client receives its messages);
+    /// returns the session it replaces.
+    pub fn add_session(&self, client: AccountId, handle: SessionHandle) -> Option<SessionHandle> {
         self.metrics.sessions.inc();
+        lock(&self.sessions).insert(client, handle)
     }
 
     /// Forgets a session; returns whether the client has no session here any more.

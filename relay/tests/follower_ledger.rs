@@ -14,6 +14,10 @@ use top_relay::{InitOptions, Relay, init};
 
 type Rpc = RpcStream<LedgerRequest, LedgerResponse>;
 
+/// Faucet requests sent through the follower at once (above the validator's burst of 100 new
+/// connections per address).
+const BURST: usize = 150;
+
 async fn account(rpc: &mut Rpc, who: &Identity) -> AccountView {
     match rpc
         .call(LedgerRequest::Account(who.account_id()))
@@ -102,6 +106,8 @@ async fn a_follower_answers_like_its_validator() {
     let next = account(&mut rpc, &user).await.next_nonce;
     assert_eq!(next, 1, "the forwarded transaction counts");
     assert_eq!(submit(&mut rpc, deposit(next), false).await, None);
+    // Submitted again, not waiting: no error either (a client retrying after a lost answer).
+    assert_eq!(submit(&mut rpc, deposit(next), false).await, None);
     // The same transaction again, waiting: it waits for the one already queued.
     let committed = submit(&mut rpc, deposit(next), true)
         .await
@@ -112,6 +118,42 @@ async fn a_follower_answers_like_its_validator() {
     assert_eq!(a.nonce, 2);
     assert_eq!(a.deposit, Amount::from_top(2).unwrap());
     assert_eq!(view.next_nonce, 2);
+
+    // A burst of faucet requests through the follower, all at once: each is answered with its
+    // commit (the faucet's nonces do not collide, and the follower's forwards share one
+    // connection instead of tripping the validator's limit on new connections per address).
+    let burst = (0..BURST).map(|_| {
+        let conn = conn.clone();
+        async move {
+            let mut rpc = Rpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
+                .await
+                .unwrap();
+            let to = Identity::generate().account_id();
+            let amount = Amount::from_top(1).unwrap();
+            rpc.call(LedgerRequest::Faucet { to, amount })
+                .await
+                .unwrap()
+        }
+    });
+    let answers = futures::future::join_all(burst).await;
+    let failed: Vec<_> = answers
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                LedgerResponse::Submitted {
+                    height: Some(_),
+                    ..
+                }
+            )
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {BURST} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
 
     conn.close(0u32.into(), b"done");
     follower.shutdown().await;

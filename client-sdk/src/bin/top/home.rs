@@ -103,8 +103,10 @@ impl Home {
         if messages.is_empty() {
             return Ok(Vec::new());
         }
-        let mut known: std::collections::HashSet<String> =
-            self.inbox()?.into_iter().map(|e| e.id).collect();
+        // Keyed by sender too: a stranger who learns a message id cannot hide another sender's
+        // message by sending one with the same id first.
+        let mut known: std::collections::HashSet<(String, String)> =
+            self.inbox()?.into_iter().map(|e| (e.from, e.id)).collect();
         let mut fresh = Vec::new();
         let mut file = OpenOptions::new()
             .create(true)
@@ -117,7 +119,7 @@ impl Home {
                 sent_ms: m.sent_ms,
                 text: String::from_utf8_lossy(&m.body).into_owned(),
             };
-            if !known.insert(entry.id.clone()) {
+            if !known.insert((entry.from.clone(), entry.id.clone())) {
                 continue;
             }
             writeln!(file, "{}", serde_json::to_string(&entry)?)?;
@@ -154,4 +156,34 @@ fn read_inbox(path: &Path) -> Result<Vec<InboxEntry>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use top_proto::frame::MsgId;
+
+    fn message(id: MsgId, from: &Identity, body: &str) -> Message {
+        Message {
+            id,
+            from: from.account_id(),
+            sent_ms: 1,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_inbox_keeps_one_copy_per_sender_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home(dir.path().to_path_buf());
+        let (alice, eve) = (Identity::generate(), Identity::generate());
+        let id = MsgId::random();
+        // Eve reuses the id of Alice's message: both are kept.
+        let first = [message(id, &eve, "decoy"), message(id, &alice, "hello")];
+        assert_eq!(home.append_inbox(&first).unwrap().len(), 2);
+        // Alice's message pushed again (by a second home relay): shown once.
+        let again = [message(id, &alice, "hello")];
+        assert!(home.append_inbox(&again).unwrap().is_empty());
+        assert_eq!(home.inbox().unwrap().len(), 2);
+    }
 }

@@ -1,0 +1,94 @@
+//! A follower's calls to its upstream's ledger API: one QUIC connection kept open and shared,
+//! redialled when it drops, with a bound on the calls in flight at once.
+//!
+//! A connection per call would cost a handshake each and trip the upstream's per-address limit
+//! on new connections as soon as users submit in a burst.
+
+use tokio::sync::{Mutex, Semaphore};
+use top_proto::addr::RelayAddr;
+use top_proto::frame::Open;
+use top_proto::identity::Identity;
+use top_proto::rpc::RpcStream;
+
+use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME};
+
+/// Calls in flight upstream at once (below the upstream's limit of streams per connection).
+const MAX_CALLS: usize = 64;
+
+type LedgerRpc = RpcStream<LedgerRequest, LedgerResponse>;
+
+/// The shared connection to one upstream relay.
+pub struct Upstream {
+    addr: RelayAddr,
+    identity: Identity,
+    conn: Mutex<Option<(quinn::Endpoint, quinn::Connection)>>,
+    calls: Semaphore,
+}
+
+impl Upstream {
+    /// Calls `addr` as `identity`; nothing is dialled until the first call.
+    pub fn new(addr: RelayAddr, identity: Identity) -> Self {
+        Self {
+            addr,
+            identity,
+            conn: Mutex::new(None),
+            calls: Semaphore::new(MAX_CALLS),
+        }
+    }
+
+    /// The upstream's address.
+    pub fn addr(&self) -> &RelayAddr {
+        &self.addr
+    }
+
+    /// One request on its own stream of the shared connection.
+    pub async fn call(&self, req: LedgerRequest) -> Result<LedgerResponse, String> {
+        let _permit = self
+            .calls
+            .acquire()
+            .await
+            .map_err(|_| "upstream calls closed".to_string())?;
+        let conn = self.connection().await?;
+        let mut rpc = match LedgerRpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME).await {
+            Ok(rpc) => rpc,
+            Err(e) => {
+                self.forget(&conn).await;
+                return Err(e.to_string());
+            }
+        };
+        let resp = rpc.call(req).await.map_err(|e| e.to_string());
+        if resp.is_err() && conn.close_reason().is_some() {
+            self.forget(&conn).await;
+        }
+        resp
+    }
+
+    /// The open connection, dialling a new one if there is none or it closed.
+    async fn connection(&self) -> Result<quinn::Connection, String> {
+        let mut slot = self.conn.lock().await;
+        if let Some((_, conn)) = slot.as_ref()
+            && conn.close_reason().is_none()
+        {
+            return Ok(conn.clone());
+        }
+        let endpoint = top_proto::endpoint::client_endpoint("0.0.0.0:0")
+            .map_err(|e| format!("cannot open a QUIC socket: {e}"))?;
+        let conn = top_proto::dial::dial(&endpoint, &self.identity, &self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        *slot = Some((endpoint, conn.clone()));
+        Ok(conn)
+    }
+
+    /// Drops `conn` if it is still the shared one (the next call redials).
+    async fn forget(&self, conn: &quinn::Connection) {
+        let mut slot = self.conn.lock().await;
+        let same =
+            |(_, c): &(quinn::Endpoint, quinn::Connection)| c.stable_id() == conn.stable_id();
+        if slot.as_ref().is_some_and(same)
+            && let Some((_, c)) = slot.take()
+        {
+            c.close(0u32.into(), b"reset");
+        }
+    }
+}
