@@ -1,11 +1,11 @@
 //! A client's connection to its relay: sealed messages in and out, pipes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
 use top_proto::dial::dial;
@@ -20,6 +20,7 @@ use top_proto::writer::write_frames;
 use crate::billing::{BillingOptions, BillingState, UsageCounter};
 use crate::error::ClientError;
 use crate::pipe::Pipe;
+use crate::sending::{Sending, Waiters};
 use crate::wallet::Wallet;
 
 /// Default time a message waits in mailboxes for an offline recipient: 7 days.
@@ -39,8 +40,6 @@ pub struct Message {
     /// The application's bytes.
     pub body: Vec<u8>,
 }
-
-type Waiters = Arc<Mutex<HashMap<MsgId, oneshot::Sender<Result<Outcome, Reject>>>>>;
 
 /// A connection to a relay on behalf of one identity.
 ///
@@ -94,7 +93,7 @@ impl Client {
         send.write_all(&encode_frame(&Open::Session)?).await?;
         let (tx, rx) = mpsc::channel(4096);
         let writer = tokio::spawn(write_frames(send, rx));
-        let waiters: Waiters = Arc::default();
+        let waiters = Waiters::default();
         let (inbox_tx, inbox) = mpsc::channel(1024);
         let (synced_tx, synced) = watch::channel(false);
         let reader = Reader {
@@ -179,10 +178,17 @@ impl Client {
         self.ttl_secs = secs;
     }
 
-    /// Sends `body` to `to`; returns once a relay took responsibility for it:
-    /// [`Outcome::Delivered`] if the recipient acknowledged it, [`Outcome::Stored`] if it waits,
-    /// on disk, in the recipient's mailbox.
+    /// Sends `body` to `to` and waits for the final outcome: [`Outcome::Delivered`] once the
+    /// recipient acknowledged it, [`Outcome::Stored`] if it waits, on disk, in the recipient's
+    /// mailbox. To stop waiting once a relay holds it durably, use [`Client::send_tracked`].
     pub async fn send(&self, to: &AccountId, body: &[u8]) -> Result<Outcome, ClientError> {
+        self.send_tracked(to, body).await?.delivered().await
+    }
+
+    /// Sends `body` to `to`; returns as soon as the message is on its way, with a handle to
+    /// wait for it to be accepted (held durably by a relay, which does not depend on the
+    /// recipient's app) or delivered.
+    pub async fn send_tracked(&self, to: &AccountId, body: &[u8]) -> Result<Sending, ClientError> {
         let id = MsgId::random();
         let content = SealedContent {
             id,
@@ -194,13 +200,8 @@ impl Client {
             .lock()
             .map_err(|_| ClientError::Closed)?
             .seal(to, &content)?;
-        let (done, outcome) = oneshot::channel();
-        self.waiters
-            .lock()
-            .map_err(|_| ClientError::Closed)?
-            .insert(id, done);
-        let sealed_len = sealed.len();
-        self.usage.msg(sealed_len);
+        let stage = self.waiters.register(id, sealed.len());
+        self.usage.msg(sealed.len());
         let env = Envelope {
             id,
             to: *to,
@@ -208,25 +209,10 @@ impl Client {
             sealed: sealed.into(),
         };
         if self.tx.send(SessionFrame::Send(env)).await.is_err() {
-            self.forget(&id);
+            self.waiters.forget(&id);
             return Err(self.closed_error());
         }
-        match outcome.await {
-            Ok(Ok(outcome)) => {
-                if outcome == Outcome::Stored {
-                    self.usage.mailbox(sealed_len);
-                }
-                Ok(outcome)
-            }
-            Ok(Err(reason)) => Err(ClientError::Rejected(reason)),
-            Err(_) => Err(self.closed_error()),
-        }
-    }
-
-    fn forget(&self, id: &MsgId) {
-        if let Ok(mut w) = self.waiters.lock() {
-            w.remove(id);
-        }
+        Ok(Sending::new(id, stage, self.conn.clone()))
     }
 
     fn closed_error(&self) -> ClientError {
@@ -341,16 +327,13 @@ impl Reader {
                 }
             }
         }
-        // Dropping the waiters' senders fails every pending `send` with `Closed`.
-        if let Ok(mut w) = self.waiters.lock() {
-            w.clear();
-        }
+        // Every message without a final answer fails with `Closed`.
+        self.waiters.close_all();
     }
 
     fn answer(&self, id: MsgId, result: Result<Outcome, Reject>) {
-        let waiter = self.waiters.lock().ok().and_then(|mut w| w.remove(&id));
-        if let Some(waiter) = waiter {
-            waiter.send(result).ok();
+        if let Some(bytes) = self.waiters.answer(id, result) {
+            self.usage.mailbox(bytes);
         }
     }
 

@@ -25,6 +25,7 @@ mod cdn;
 mod client;
 mod error;
 mod pipe;
+mod sending;
 pub mod vpn;
 mod wallet;
 
@@ -34,6 +35,7 @@ pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
 pub use error::ClientError;
 pub use ledger_lite::{Amount, ChannelId};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
+pub use sending::Sending;
 pub use top_proto::addr::RelayAddr;
 pub use top_proto::cdn::Cid;
 pub use top_proto::cdn_stream::FetchError;

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use top_proto::id::AccountId;
@@ -56,9 +57,39 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
+/// Reads committed blocks; cheap to clone.
+#[derive(Clone)]
+pub struct BlockReader {
+    db: Arc<Database>,
+}
+
+impl BlockReader {
+    /// The committed block at `height`, if any.
+    pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        match blocks.get(height).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(v.value(), "block")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The committed blocks from `from` through `to`, in order (stopping at the first missing).
+    pub fn blocks(&self, from: u64, to: u64) -> Result<Vec<Block>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in blocks.range(from..=to).map_err(db_err)? {
+            let (_, v) = row.map_err(db_err)?;
+            out.push(decode(v.value(), "block")?);
+        }
+        Ok(out)
+    }
+}
+
 /// A chain: its genesis, its state after the last committed block and the store behind them.
 pub struct Ledger {
-    db: Database,
+    db: Arc<Database>,
     genesis: Genesis,
     state: State,
     head: BlockHash,
@@ -102,7 +133,7 @@ impl Ledger {
         txn.commit().map_err(db_err)?;
         let (state, head) = load(&db, &genesis)?;
         Ok(Self {
-            db,
+            db: Arc::new(db),
             genesis,
             state,
             head,
@@ -131,11 +162,14 @@ impl Ledger {
 
     /// The committed block at `height`, if any.
     pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
-        match blocks.get(height).map_err(db_err)? {
-            Some(v) => Ok(Some(decode(v.value(), "block")?)),
-            None => Ok(None),
+        self.reader().block(height)
+    }
+
+    /// A handle that reads committed blocks without holding the ledger (reads see committed
+    /// writes only; redb readers never wait for the writer).
+    pub fn reader(&self) -> BlockReader {
+        BlockReader {
+            db: self.db.clone(),
         }
     }
 

@@ -152,6 +152,16 @@ pub enum Outcome {
     Delivered,
     /// Stored durably in the recipient's mailbox; delivered when it connects.
     Stored,
+    /// Stored durably while delivery to the connected recipient goes on: not final, `Delivered`
+    /// (or `Stored`, should the recipient not acknowledge it) follows.
+    Durable,
+}
+
+impl Outcome {
+    /// Whether no other outcome follows this one.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Outcome::Durable)
+    }
 }
 
 /// Why a relay refused a message.

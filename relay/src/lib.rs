@@ -18,37 +18,45 @@
 //! ```
 //!
 //! # Design
-//! One task per connection accepts streams; each stream's first frame says what it is (a client's
-//! messaging session, a pipe, a link from another relay). Sessions and links each have a writer
-//! task fed by a bounded queue that batches frames into few writes. Messages go to a local
-//! session, over a link to the relay the recipient is on, or else into the mailboxes of the
-//! recipient's home relays; every hand-over is tracked until acknowledged, and anything not
-//! acknowledged falls back to the mailbox, so nothing accepted is dropped.
+//! The relay is a node ([`node`]) running roles, each in its own folder with its own state behind
+//! a small handle: messaging ([`msg`]), the embedded chain ([`ledger`]), billing ([`billing`]),
+//! the CDN ([`cdn`]) and the VPN ([`vpn`]). Roles take the node's [`node::core::Core`] (identity,
+//! config, endpoint, metrics, shutdown, tasks) and the handles they need; only the node holds the
+//! table of all of them ([`node::state::Shared`]). One task per connection accepts streams
+//! ([`node::accept`]); each stream's first frame says which role serves it.
+//!
+//! - **A message**: the sender's session task reads `Send`, meters it, and calls the messaging
+//!   handle, which feeds the sans-IO [`msg::router::Router`] under one lock and carries out its
+//!   actions at once: `Deliver` into the recipient session's bounded queue (its writer task
+//!   batches frames into few writes), `Forward` into a link's queue, or `Store` in a tracked task
+//!   (this relay's redb mailbox, group-committed by its writer thread, or a home relay over a
+//!   link). The recipient's `Ack` (or a `ForwardResult`) answers the sender; an unanswered
+//!   hand-over falls back to the mailbox on the router's clock. Sender task → router → writer
+//!   task: two tasks and one queue on the way out.
+//! - **A VPN packet**: the client's datagram is decrypted by its tunnel task at the exit and
+//!   written to the TUN device; the TUN reader task routes replies by destination address to the
+//!   tunnel's connection as a datagram. A 2-hop entry relays datagrams between the client's and
+//!   the exit's connections without decrypting them. Both meter bytes against the client's
+//!   channel.
+//! - **A receipt**: the meter asks for payment once a quarter of the credit window is used; the
+//!   billing stream sends the request, verifies the client's signed cumulative receipt, fsyncs it
+//!   to the receipt store before it counts, and frees the credit (a delivery held back for lack of
+//!   payment resumes: the messaging session listens for that). The settle task puts receipts
+//!   worth it on the chain.
+//! - **A CDN chunk**: a `Cdn` stream asks for a range; the store serves chunks from disk, or
+//!   fetches the manifest and chunks from linked relays on a miss and checks each against its
+//!   hash before keeping or serving it; bytes are metered as CDN usage. The HTTP gateway serves
+//!   the same content, paid from the publisher's egress allowance.
 
 #![warn(missing_docs)]
 
 pub mod billing;
 pub mod cdn;
-pub mod chain;
-pub mod chain_api;
-pub mod chain_setup;
-pub mod config;
-pub mod delivered;
-pub mod delivery;
-pub mod forwarded;
-pub mod http;
-pub mod link;
-pub mod mailbox;
-pub mod metrics;
+pub mod ledger;
+pub mod msg;
 pub mod node;
-pub mod pipe;
-pub mod push_runs;
-pub mod receipts;
-pub mod server;
-pub mod session;
-pub mod state;
-pub mod status;
-pub mod upstream;
+pub mod util;
 pub mod vpn;
 
 pub use node::{InitOptions, Relay, RelayError, init};
+pub use node::{config, status};

@@ -90,3 +90,55 @@ async fn accepted_messages_survive_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// A message answered `Durable` (its recipient is connected but does not acknowledge) is on
+/// disk: after kill -9 and a restart, the recipient is offered it when it connects again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_durable_answer_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("relay");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = Command::new(BIN)
+        .args(["init", "--data-dir"])
+        .arg(&data)
+        .args(["--listen", &listen, "--http", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+
+    let sender = Identity::generate();
+    let recipient = Identity::generate();
+    let (mut child, addr) = start_daemon(&data);
+    // The recipient is connected and reads, but its app never acknowledges.
+    let mut slow = open_session(&addr, &recipient).await;
+    slow.until(|f| matches!(f, SessionFrame::Synced)).await;
+    let mut session = open_session(&addr, &sender).await;
+    let env = sealed_envelope(&sender, recipient.account_id(), b"kept while in flight");
+    session.write(&SessionFrame::Send(env.clone())).await;
+    let delivered = slow.until(|f| matches!(f, SessionFrame::Deliver(_))).await;
+    assert_eq!(delivered, SessionFrame::Deliver(env.clone()));
+    let reply = tokio::time::timeout(
+        Duration::from_secs(30),
+        session.until(|f| matches!(f, SessionFrame::Accepted { .. })),
+    )
+    .await
+    .expect("an answer while the recipient holds the message unacknowledged");
+    assert_eq!(
+        reply,
+        SessionFrame::Accepted {
+            id: env.id,
+            outcome: Outcome::Durable
+        }
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, addr) = start_daemon(&data);
+    let mut again = open_session(&addr, &recipient).await;
+    let offered = again
+        .until(|f| matches!(f, SessionFrame::Deliver(_) | SessionFrame::Synced))
+        .await;
+    assert_eq!(offered, SessionFrame::Deliver(env));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

@@ -14,7 +14,7 @@ use top_proto::id::RelayId;
 use tracing::{debug, warn};
 
 use crate::cdn::store::StoreError;
-use crate::state::Shared;
+use crate::node::state::Shared;
 
 /// Most chunks asked of a peer in one request on a miss.
 const FETCH_RUN: u32 = 8;
@@ -43,16 +43,16 @@ pub(crate) fn failed(e: impl std::fmt::Display) -> CdnRefusal {
 
 /// Linked relays to ask on a miss: configured peers first, in config order, then the others.
 fn peers(shared: &Shared) -> Vec<(RelayId, quinn::Connection)> {
-    let mut linked = shared.linked();
-    linked.sort_by_key(|(id, _)| {
+    let mut linked = shared.msg.linked();
+    linked.sort_by_key(|l| {
         shared
             .config
             .peers
             .iter()
-            .position(|p| &p.id == id)
+            .position(|p| p.id == l.relay)
             .unwrap_or(usize::MAX)
     });
-    linked.into_iter().map(|(id, l)| (id, l.conn)).collect()
+    linked.into_iter().map(|l| (l.relay, l.conn)).collect()
 }
 
 /// The manifest of `cid` from the first peer that has it (checked against the id), stored here.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use top_billing::{Prices, Usage};
 use top_proto::cdn::Cid;
 
-use crate::state::lock;
+use crate::util::lock;
 use top_proto::id::AccountId;
 
 /// Why an allowance was refused.

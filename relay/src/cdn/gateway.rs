@@ -16,7 +16,7 @@ use top_proto::cdn::Cid;
 use top_proto::cdn_wire::CdnRefusal;
 
 use crate::cdn::chunks::ChunkSource;
-use crate::state::Shared;
+use crate::node::state::Shared;
 
 /// `Cache-Control` of every content response: content ids never change what they name.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";

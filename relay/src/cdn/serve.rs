@@ -12,9 +12,9 @@ use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
 use top_proto::frame::{FrameCodec, FrameError};
 use top_proto::id::AccountId;
 
-use crate::billing::ClientMeter;
+use crate::billing::meter::ClientMeter;
 use crate::cdn::chunks::{ChunkSource, failed};
-use crate::state::Shared;
+use crate::node::state::Shared;
 
 /// Stream reset code: the relay could not go on serving (peer fetch failed, unpaid).
 const RESET_FAILED: u32 = 3;

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use top_proto::cdn::{Cid, Manifest};
 use top_proto::id::AccountId;
 
-use crate::state::lock;
+use crate::util::lock;
 
 /// A chunk's BLAKE3 hash.
 pub type ChunkHash = [u8; 32];

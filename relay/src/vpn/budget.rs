@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use top_billing::Service;
 
-use crate::billing::ClientMeter;
-use crate::state::Shared;
+use crate::billing::meter::ClientMeter;
+use crate::node::core::Core;
 
 /// Credit drawn from the meter at once. Small enough that usage recorded ahead of traffic stays
 /// well inside the slack a client allows when it checks a pay request (64 KiB).
@@ -25,17 +25,17 @@ impl Budget {
     }
 
     /// Spends `bytes`; false when the credit window is used up (the packet must be dropped).
-    pub fn allow(&mut self, shared: &Shared, bytes: usize) -> bool {
+    pub fn allow(&mut self, core: &Core, bytes: usize) -> bool {
         let bytes = bytes as u64;
         let Some(meter) = &self.meter else {
             return true;
         };
         if self.left < bytes {
             if !meter.try_carry(Service::Vpn, CHUNK) {
-                shared.metrics.vpn.dropped_unpaid.inc();
+                core.metrics.vpn.dropped_unpaid.inc();
                 return false;
             }
-            shared.metrics.billed_bytes.inc_by(CHUNK);
+            core.metrics.billed_bytes.inc_by(CHUNK);
             self.left += CHUNK;
         }
         self.left -= bytes;

@@ -15,8 +15,8 @@ use top_proto::pipe_crypto::{MAX_NOISE_MSG, MAX_PIPE_CHUNK, PipeCipher, respond}
 use top_proto::vpn::{ConnectReply, ConnectRequest};
 
 use super::budget::Budget;
-use crate::billing::ClientMeter;
-use crate::state::Shared;
+use crate::billing::meter::ClientMeter;
+use crate::node::core::Core;
 
 /// How long resolving and connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,17 +32,17 @@ fn bad(_: impl std::fmt::Debug) -> FrameError {
 }
 
 /// Whether the exit may connect to `ip` for a client.
-pub fn allowed(shared: &Shared, ip: IpAddr) -> bool {
+pub fn allowed(core: &Core, ip: IpAddr) -> bool {
     let IpAddr::V4(v4) = ip else {
         return false;
     };
     if v4.is_loopback() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() {
         return false;
     }
-    if shared.config.vpn.pool.contains(&v4) {
+    if core.config.vpn.pool.contains(&v4) {
         return false;
     }
-    shared.config.vpn.allow_private
+    core.config.vpn.allow_private
         || !top_netconf::exit::private_ranges()
             .iter()
             .any(|n| n.contains(&v4))
@@ -50,7 +50,8 @@ pub fn allowed(shared: &Shared, ip: IpAddr) -> bool {
 
 /// Serves one proxied connection.
 pub async fn serve_connect(
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    is_exit: bool,
     meter: Option<Arc<ClientMeter>>,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
@@ -62,7 +63,7 @@ pub async fn serve_connect(
         .await
         .ok_or(FrameError::Unexpected("no handshake"))?
         .map_err(bad)?;
-    let (reply, mut cipher) = respond(&shared.identity, &first).map_err(bad)?;
+    let (reply, mut cipher) = respond(&core.identity, &first).map_err(bad)?;
     output.send(Bytes::from(reply)).await.map_err(bad)?;
     let record = input
         .next()
@@ -72,12 +73,12 @@ pub async fn serve_connect(
     let mut plain = vec![0u8; MAX_NOISE_MSG];
     let n = cipher.decrypt(&record, &mut plain).map_err(bad)?;
     let ConnectRequest::Host(host, port) = postcard::from_bytes(&plain[..n]).map_err(bad)?;
-    let (answer, tcp) = if shared.vpn_exit.get().is_none() {
+    let (answer, tcp) = if !is_exit {
         (ConnectReply::Forbidden, None)
     } else if meter.as_ref().is_some_and(|m| !m.has_channel()) {
         (ConnectReply::PaymentRequired, None)
     } else {
-        match tokio::time::timeout(CONNECT_TIMEOUT, connect(&shared, &host, port)).await {
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect(&core, &host, port)).await {
             Ok(Ok(tcp)) => (ConnectReply::Connected, Some(tcp)),
             Ok(Err(reply)) => (reply, None),
             Err(_) => (ConnectReply::Unreachable, None),
@@ -90,7 +91,7 @@ pub async fn serve_connect(
     )
     .await?;
     let Some(tcp) = tcp else { return Ok(()) };
-    shared.metrics.vpn.connects.inc();
+    core.metrics.vpn.connects.inc();
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let cipher = Arc::new(std::sync::Mutex::new(cipher));
     let (c_up, c_down) = (cipher.clone(), cipher);
@@ -98,10 +99,10 @@ pub async fn serve_connect(
     let up = async {
         let mut plain = vec![0u8; MAX_NOISE_MSG];
         while let Some(Ok(record)) = input.next().await {
-            if !up_budget.allow(&shared, record.len() + 4) {
+            if !up_budget.allow(&core, record.len() + 4) {
                 break;
             }
-            let n = match crate::state::lock(&c_up).decrypt(&record, &mut plain) {
+            let n = match crate::util::lock(&c_up).decrypt(&record, &mut plain) {
                 Ok(n) => n,
                 Err(_) => break,
             };
@@ -119,11 +120,11 @@ pub async fn serve_connect(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            let len = match crate::state::lock(&c_down).encrypt(&buf[..n], &mut sealed) {
+            let len = match crate::util::lock(&c_down).encrypt(&buf[..n], &mut sealed) {
                 Ok(len) => len,
                 Err(_) => break,
             };
-            if !down_budget.allow(&shared, len + 4) {
+            if !down_budget.allow(&core, len + 4) {
                 break;
             }
             if output
@@ -138,7 +139,7 @@ pub async fn serve_connect(
     };
     tokio::select! {
         _ = futures::future::join(up, down) => {}
-        _ = shared.shutdown.cancelled() => {}
+        _ = core.shutdown.cancelled() => {}
     }
     Ok(())
 }
@@ -157,7 +158,7 @@ async fn send_record(
 }
 
 async fn connect(
-    shared: &Shared,
+    core: &Core,
     host: &str,
     port: u16,
 ) -> Result<tokio::net::TcpStream, ConnectReply> {
@@ -170,7 +171,7 @@ async fn connect(
     }
     let permitted: Vec<SocketAddr> = addrs
         .into_iter()
-        .filter(|a| allowed(shared, a.ip()))
+        .filter(|a| allowed(core, a.ip()))
         .collect();
     if permitted.is_empty() {
         return Err(ConnectReply::Forbidden);

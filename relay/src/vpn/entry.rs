@@ -12,15 +12,15 @@ use top_proto::frame::{FrameCodec, FrameError, Open};
 use tracing::debug;
 
 use super::budget::Budget;
-use crate::billing::ClientMeter;
-use crate::state::Shared;
+use crate::billing::meter::ClientMeter;
+use crate::node::core::Core;
 
-/// The exit a client connection is routed to, shared by all its `Via` streams.
+/// The exit a client connection is routed to, core by all its `Via` streams.
 pub type Upstream = Arc<OnceCell<(RelayAddr, quinn::Connection)>>;
 
 /// Serves one `Via` stream: connects to the exit on the first, then splices this stream.
 pub async fn serve_via(
-    shared: Arc<Shared>,
+    core: Arc<Core>,
     client: quinn::Connection,
     to: RelayAddr,
     upstream: Upstream,
@@ -28,18 +28,18 @@ pub async fn serve_via(
     mut send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
 ) -> Result<(), FrameError> {
-    if to.id == shared.id {
+    if to.id == core.id {
         return Err(FrameError::Unexpected("Via names this relay itself"));
     }
     let (exit, up) = upstream
         .get_or_try_init(|| async {
-            let conn = top_proto::dial::dial(&shared.endpoint, &shared.identity, &to)
+            let conn = top_proto::dial::dial(&core.endpoint, &core.identity, &to)
                 .await
                 .map_err(|e| {
                     debug!("entry cannot reach exit {to}: {e}");
                     FrameError::Unexpected("exit unreachable")
                 })?;
-            spawn_forwarders(&shared, &client, &conn, meter);
+            spawn_forwarders(&core, &client, &conn, meter);
             Ok::<_, FrameError>((to.clone(), conn))
         })
         .await?;
@@ -68,22 +68,22 @@ pub async fn serve_via(
     };
     tokio::select! {
         _ = futures::future::join(forward, back) => {}
-        _ = shared.shutdown.cancelled() => {}
+        _ = core.shutdown.cancelled() => {}
     }
     Ok(())
 }
 
 /// Forwards datagrams client → exit and exit → client until either connection ends.
 fn spawn_forwarders(
-    shared: &Arc<Shared>,
+    core: &Arc<Core>,
     client: &quinn::Connection,
     exit: &quinn::Connection,
     meter: Option<Arc<ClientMeter>>,
 ) {
-    let (s, c, e) = (shared.clone(), client.clone(), exit.clone());
+    let (s, c, e) = (core.clone(), client.clone(), exit.clone());
     let mut budget_up = Budget::new(meter.clone());
     let mut budget_down = Budget::new(meter);
-    shared.tasks.spawn(async move {
+    core.tasks.spawn(async move {
         s.metrics.vpn.forwards.inc();
         let up = async {
             while let Ok(d) = c.read_datagram().await {

@@ -3,7 +3,7 @@
 //! task reads the TUN and seals each packet for the tunnel holding its destination.
 //!
 //! The router owns its table (updates arrive on a channel), so the data path takes no lock;
-//! datagrams are cut from a shared arena (`BytesMut::split`), so it allocates once per arena,
+//! datagrams are cut from a core arena (`BytesMut::split`), so it allocates once per arena,
 //! not per packet.
 
 use std::collections::HashMap;
@@ -25,8 +25,9 @@ use tracing::{debug, info, warn};
 
 use super::budget::Budget;
 use super::pool::Pool;
-use crate::billing::ClientMeter;
-use crate::state::{Shared, lock};
+use crate::billing::meter::ClientMeter;
+use crate::node::core::Core;
+use crate::util::lock;
 
 /// Largest control-stream frame.
 pub const MAX_VPN_FRAME: usize = 4096;
@@ -34,6 +35,10 @@ pub const MAX_VPN_FRAME: usize = 4096;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of datagram arena allocated at once.
 const ARENA: usize = 256 * 1024;
+
+/// Route changes queued for the TUN reader; each tunnel makes two, and tunnels are few (one per
+/// leased address), so senders wait only if the reader falls far behind.
+const ROUTE_CHANGES: usize = 4096;
 
 enum RouteChange {
     Add(Ipv4Addr, Route),
@@ -50,7 +55,7 @@ struct Route {
 pub struct Exit {
     tun: Arc<AsyncDevice>,
     pool: Mutex<Pool>,
-    routes: mpsc::UnboundedSender<RouteChange>,
+    routes: mpsc::Sender<RouteChange>,
     template: Lease,
     net: Mutex<Option<ExitNet>>,
 }
@@ -69,8 +74,8 @@ fn offered_dns(configured: Option<Ipv4Addr>) -> Option<Ipv4Addr> {
 
 impl Exit {
     /// Opens the TUN device, sets up forwarding and NAT (when `vpn.nat`) and starts the router.
-    pub fn start(shared: &Arc<Shared>) -> Result<Arc<Self>, top_netconf::NetError> {
-        let c = &shared.config.vpn;
+    pub fn start(core: &Arc<Core>) -> Result<Arc<Self>, top_netconf::NetError> {
+        let c = &core.config.vpn;
         let pool = Pool::new(c.pool).map_err(top_netconf::NetError::Parse)?;
         let gateway = pool.gateway();
         let tun = Arc::new(open_tun(&c.tun, gateway, c.pool.prefix_len(), c.mtu)?);
@@ -92,7 +97,7 @@ impl Exit {
             dns: dns.map(|a| a.octets()),
             mtu: c.mtu,
         };
-        let (routes, changes) = mpsc::unbounded_channel();
+        let (routes, changes) = mpsc::channel(ROUTE_CHANGES);
         let exit = Arc::new(Self {
             tun: tun.clone(),
             pool: Mutex::new(pool),
@@ -100,9 +105,8 @@ impl Exit {
             template,
             net: Mutex::new(net),
         });
-        shared
-            .tasks
-            .spawn(route_from_tun(shared.clone(), tun, c.mtu, changes));
+        core.tasks
+            .spawn(route_from_tun(core.clone(), tun, c.mtu, changes));
         info!(tun = %c.tun, pool = %c.pool, "VPN exit running");
         Ok(exit)
     }
@@ -118,10 +122,10 @@ impl Exit {
 /// Reads the TUN device (a batch per read) and sends each packet down the tunnel that holds
 /// its destination.
 async fn route_from_tun(
-    shared: Arc<Shared>,
+    core: Arc<Core>,
     tun: Arc<AsyncDevice>,
     mtu: u16,
-    mut changes: mpsc::UnboundedReceiver<RouteChange>,
+    mut changes: mpsc::Receiver<RouteChange>,
 ) {
     let mut routes: HashMap<Ipv4Addr, Route> = HashMap::new();
     let mut reader = TunReader::new(mtu);
@@ -142,7 +146,7 @@ async fn route_from_tun(
                 continue;
             }
             read = reader.read(&tun) => read,
-            _ = shared.shutdown.cancelled() => return,
+            _ = core.shutdown.cancelled() => return,
         };
         if let Err(e) = read {
             warn!("reading the TUN device: {e}");
@@ -150,19 +154,19 @@ async fn route_from_tun(
             continue;
         }
         for packet in reader.packets() {
-            route_packet(&shared, &mut routes, &mut arena, packet);
+            route_packet(&core, &mut routes, &mut arena, packet);
         }
     }
 }
 
 /// Seals one packet from the TUN device for the tunnel holding its destination and sends it.
 fn route_packet(
-    shared: &Shared,
+    core: &Core,
     routes: &mut HashMap<Ipv4Addr, Route>,
     arena: &mut BytesMut,
     packet: &[u8],
 ) {
-    let m = &shared.metrics.vpn;
+    let m = &core.metrics.vpn;
     let Ok((_, dst)) = ipv4_endpoints(packet) else {
         // The host's own IPv6 chatter on the device, for instance: nowhere to send it.
         m.dropped_no_route.inc();
@@ -173,7 +177,7 @@ fn route_packet(
         return;
     };
     let len = packet.len() + OVERHEAD;
-    if !route.budget.allow(shared, len) {
+    if !route.budget.allow(core, len) {
         return;
     }
     if arena.capacity() < len {
@@ -201,7 +205,8 @@ fn route_packet(
 
 /// Serves a tunnel's control stream: handshake, lease, then the tunnel until either side ends it.
 pub async fn serve_vpn(
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    exit: Option<Arc<Exit>>,
     conn: quinn::Connection,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
@@ -215,7 +220,7 @@ pub async fn serve_vpn(
         _ => return Err(FrameError::Unexpected("expected a tunnel hello")),
     };
     let refuse = |why: &str| VpnFrame::Refused(why.to_string());
-    let Some(exit) = shared.vpn_exit.get().cloned() else {
+    let Some(exit) = exit else {
         out.send(refuse("this relay is not a VPN exit")).await?;
         return Ok(());
     };
@@ -227,10 +232,10 @@ pub async fn serve_vpn(
         .await?;
         return Ok(());
     }
-    let responder = match TunnelResponder::read(&shared.identity, &hello) {
+    let responder = match TunnelResponder::read(&core.identity, &hello) {
         Ok(r) => r,
         Err(e) => {
-            shared.metrics.vpn.dropped_decrypt.inc();
+            core.metrics.vpn.dropped_decrypt.inc();
             out.send(refuse(&e.to_string())).await?;
             return Ok(());
         }
@@ -254,22 +259,23 @@ pub async fn serve_vpn(
             sealer,
             budget: Budget::new(meter.clone()),
         };
-        exit.routes.send(RouteChange::Add(addr, route)).ok();
+        exit.routes.send(RouteChange::Add(addr, route)).await.ok();
         out.send(VpnFrame::Welcome(reply)).await?;
         debug!(%addr, "tunnel up");
-        let inbound = pump_to_tun(&shared, &exit, &conn, opener, addr, Budget::new(meter));
+        let inbound = pump_to_tun(&core, &exit, &conn, opener, addr, Budget::new(meter));
         tokio::select! {
             _ = inbound => {}
             _ = async { while let Some(Ok(_)) = frames.next().await {} } => {}
-            _ = shared.shutdown.cancelled() => {}
+            _ = core.shutdown.cancelled() => {}
         }
         Ok::<(), FrameError>(())
     };
-    shared.metrics.vpn.sessions.inc();
+    core.metrics.vpn.sessions.inc();
     let result = session.await;
-    shared.metrics.vpn.sessions.dec();
+    core.metrics.vpn.sessions.dec();
     exit.routes
         .send(RouteChange::Remove(addr, conn.stable_id()))
+        .await
         .ok();
     lock(&exit.pool).give_back(addr);
     debug!(%addr, "tunnel down");
@@ -279,7 +285,7 @@ pub async fn serve_vpn(
 /// Opens a tunnel's datagrams and writes the packets to the TUN device, a batch at a time:
 /// whatever datagrams are already waiting when one arrives go in the same write.
 async fn pump_to_tun(
-    shared: &Shared,
+    core: &Core,
     exit: &Exit,
     conn: &quinn::Connection,
     mut opener: Opener,
@@ -292,8 +298,8 @@ async fn pump_to_tun(
         while let Some(datagram) = next.take() {
             let max = datagram.len().saturating_sub(OVERHEAD);
             writer.push_with(max, |out| {
-                let n = open_checked(shared, &mut opener, addr, &datagram, out)?;
-                budget.allow(shared, datagram.len()).then_some(n)
+                let n = open_checked(core, &mut opener, addr, &datagram, out)?;
+                budget.allow(core, datagram.len()).then_some(n)
             });
             if !writer.is_full()
                 && let Some(Ok(d)) = conn.read_datagram().now_or_never()
@@ -303,7 +309,7 @@ async fn pump_to_tun(
         }
         match writer.flush(&exit.tun).await {
             Ok(n) => {
-                shared.metrics.vpn.packets_in.inc_by(n as u64);
+                core.metrics.vpn.packets_in.inc_by(n as u64);
             }
             Err(e) => debug!("writing the TUN device: {e}"),
         }
@@ -313,13 +319,13 @@ async fn pump_to_tun(
 /// Opens a datagram into `out` and checks it is an IPv4 packet from the client's own address;
 /// counts what it drops.
 fn open_checked(
-    shared: &Shared,
+    core: &Core,
     opener: &mut Opener,
     addr: Ipv4Addr,
     datagram: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
-    let m = &shared.metrics.vpn;
+    let m = &core.metrics.vpn;
     let n = match opener.open(datagram, out) {
         Ok(n) => n,
         Err(VpnCryptoError::Replay) => {

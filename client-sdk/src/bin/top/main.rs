@@ -152,14 +152,21 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
         MsgCommand::Send { peer, text, ttl } => {
             let mut client = connect(home, relay).await?;
             client.set_ttl(ttl);
+            // Accepted is enough: a relay holds it durably; a busy recipient does not stall us.
             let outcome = client
-                .send(&peer, text.as_bytes())
+                .send_tracked(&peer, text.as_bytes())
+                .await
+                .context("sending")?
+                .accepted()
                 .await
                 .context("sending")?;
             match outcome {
                 Outcome::Delivered => println!("delivered to {peer}"),
                 Outcome::Stored => {
                     println!("stored for {peer} (offline); delivered when they connect")
+                }
+                Outcome::Durable => {
+                    println!("accepted for {peer} (stored by the relay; delivery in progress)")
                 }
             }
             client.close().await;

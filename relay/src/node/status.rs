@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use ledger_lite::Amount;
 use top_billing::Prices;
 
-use crate::mailbox::MailboxStats;
-use crate::state::Shared;
+use crate::msg::mailbox::MailboxStats;
+use crate::node::state::Shared;
 
 /// A snapshot of what the relay is doing.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -133,14 +133,20 @@ impl RelayStatus {
             http: http.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             uptime_secs: shared.started.elapsed().as_secs(),
-            sessions: shared.local_clients().len(),
+            sessions: shared.msg.clients(),
             links: shared
+                .msg
                 .linked()
                 .iter()
-                .map(|(id, _)| id.to_string())
+                .map(|l| l.relay.to_string())
                 .collect(),
-            known_relays: shared.known().iter().map(ToString::to_string).collect(),
-            mailbox: shared.mailbox.stats().unwrap_or_default(),
+            known_relays: shared
+                .peers
+                .known()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            mailbox: shared.msg.mailbox.stats().unwrap_or_default(),
             messages_received: m.messages_received.get(),
             messages_delivered: m.messages_delivered.get(),
             messages_stored: m.messages_stored.get(),

@@ -9,9 +9,10 @@ use top_proto::addr::RelayAddr;
 use top_proto::identity::Identity;
 use tracing::{info, warn};
 
-use crate::chain::{ChainNode, Role, fetch_genesis};
-use crate::config::DataDir;
-use crate::state::{Shared, unix_now_ms};
+use crate::ledger::chain::{ChainNode, Role, fetch_genesis};
+use crate::node::config::DataDir;
+use crate::node::state::Shared;
+use crate::util::unix_now_ms;
 
 /// TOP the dev faucet starts with.
 pub const DEV_FAUCET_TOP: u128 = 1_000_000_000;
@@ -147,7 +148,7 @@ fn open_chain(
     );
     if shared.chain.set(node.clone()).is_ok() {
         shared.tasks.spawn(node.run(shared.shutdown.clone()));
-        crate::billing::on_chain_open(shared);
+        crate::billing::settle::on_chain_open(shared);
     }
     Ok(())
 }

@@ -11,19 +11,19 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use crate::state::Shared;
-use crate::status::RelayStatus;
+use crate::node::state::Shared;
+use crate::node::status::RelayStatus;
 
 #[derive(Clone)]
 struct HttpState {
     shared: Arc<Shared>,
     http: String,
-    cdn_limit: Arc<crate::server::PerIpLimiter>,
+    cdn_limit: Arc<crate::node::accept::PerIpLimiter>,
 }
 
 /// The HTTP routes of a relay.
 pub fn router(shared: Arc<Shared>, http: String) -> Router {
-    let cdn_limit = Arc::new(crate::server::per_ip_limiter(
+    let cdn_limit = Arc::new(crate::node::accept::per_ip_limiter(
         shared.config.cdn_http_requests_per_ip,
     ));
     let (limiter, stop) = (cdn_limit.clone(), shared.shutdown.clone());
@@ -80,7 +80,7 @@ async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> 
         ([(header::CONTENT_TYPE, kind)], rendered)
     } else {
         let kind = "text/plain; version=0.0.4; charset=utf-8";
-        let text = crate::metrics::openmetrics_to_text(&rendered);
+        let text = crate::node::metrics::openmetrics_to_text(&rendered);
         ([(header::CONTENT_TYPE, kind)], text)
     }
 }
@@ -99,7 +99,9 @@ fn api_error(code: StatusCode, message: impl Into<String>) -> (StatusCode, axum:
     (code, axum::Json(json!({ "error": message.into() })))
 }
 
-fn chain(s: &HttpState) -> Result<Arc<crate::chain::ChainNode>, (StatusCode, axum::Json<Value>)> {
+fn chain(
+    s: &HttpState,
+) -> Result<Arc<crate::ledger::chain::ChainNode>, (StatusCode, axum::Json<Value>)> {
     s.shared
         .chain
         .get()

@@ -7,7 +7,7 @@ use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_proto::frame::{FrameCodec, FrameError};
 
-use crate::state::Shared;
+use crate::node::state::Shared;
 
 /// Answers ledger requests on one stream until the peer closes it.
 pub async fn serve_ledger<C>(

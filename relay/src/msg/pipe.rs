@@ -12,8 +12,9 @@ use tracing::debug;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use top_billing::Service;
 
-use crate::billing::ClientMeter;
-use crate::state::Shared;
+use super::driver::Messaging;
+use crate::billing::meter::ClientMeter;
+use crate::node::metrics::Metrics;
 
 /// Why a pipe could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -28,20 +29,22 @@ enum PipeError {
 
 /// Serves a pipe request for `to` arriving on `(send, frames)`.
 pub async fn serve_pipe(
-    shared: Arc<Shared>,
+    msg: &Messaging,
+    metrics: &Metrics,
     from_link: bool,
     to: AccountId,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
     meter: Option<Arc<ClientMeter>>,
 ) {
-    if let Err(e) = splice(&shared, from_link, to, send, frames, meter).await {
+    if let Err(e) = splice(msg, metrics, from_link, to, send, frames, meter).await {
         debug!("pipe to {to:?} ended: {e}");
     }
 }
 
 async fn splice(
-    shared: &Arc<Shared>,
+    msg: &Messaging,
+    metrics: &Metrics,
     from_link: bool,
     to: AccountId,
     mut a_send: quinn::SendStream,
@@ -49,7 +52,7 @@ async fn splice(
     meter: Option<Arc<ClientMeter>>,
 ) -> Result<(), PipeError> {
     let mut meters: Vec<Arc<ClientMeter>> = meter.into_iter().collect();
-    let (mut b_send, b_recv) = if let Some(session) = shared.session(&to) {
+    let (mut b_send, b_recv) = if let Some(session) = msg.session(&to) {
         meters.extend(session.meter.clone());
         let (mut b_send, b_recv) = session.conn.open_bi().await?;
         b_send
@@ -57,7 +60,7 @@ async fn splice(
             .await?;
         a_send.write_all(&encode_frame(&PipeReply::Opened)?).await?;
         (b_send, b_recv)
-    } else if let Some((_, link)) = shared.link_for_client(&to).filter(|_| !from_link) {
+    } else if let Some(link) = msg.link_for_client(&to).filter(|_| !from_link) {
         // The far relay answers `Opened` or `Unreachable` through the splice.
         let (mut b_send, b_recv) = link.conn.open_bi().await?;
         b_send.write_all(&encode_frame(&Open::Pipe { to })?).await?;
@@ -69,7 +72,7 @@ async fn splice(
         a_send.finish().ok();
         return Ok(());
     };
-    shared.metrics.pipes_opened.inc();
+    metrics.pipes_opened.inc();
     let parts = frames.into_parts();
     if !parts.read_buf.is_empty() {
         b_send.write_all(&parts.read_buf).await?;
@@ -79,14 +82,14 @@ async fn splice(
         let mut b = tokio::io::join(b_recv, b_send);
         match tokio::io::copy_bidirectional(&mut a, &mut b).await {
             Ok((up, down)) => {
-                shared.metrics.pipe_bytes.inc_by(up + down);
+                metrics.pipe_bytes.inc_by(up + down);
             }
             Err(e) => debug!("pipe splice ended: {e}"),
         }
         return Ok(());
     }
-    let up = pump(parts.io, b_send, &meters, shared);
-    let down = pump(b_recv, a_send, &meters, shared);
+    let up = pump(parts.io, b_send, &meters, metrics);
+    let down = pump(b_recv, a_send, &meters, metrics);
     if let Err(e) = tokio::try_join!(up, down) {
         debug!("metered pipe ended: {e}");
     }
@@ -99,7 +102,7 @@ async fn pump(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     meters: &[Arc<ClientMeter>],
-    shared: &Shared,
+    metrics: &Metrics,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
@@ -109,12 +112,12 @@ async fn pump(
         }
         for meter in meters {
             if !meter.carry(Service::Pipe, n as u64, meter.pay_wait).await {
-                shared.metrics.unpaid_refusals.inc();
+                metrics.unpaid_refusals.inc();
                 return Err(std::io::Error::other("payment required"));
             }
         }
-        shared.metrics.pipe_bytes.inc_by(n as u64);
-        shared.metrics.billed_bytes.inc_by(n as u64);
+        metrics.pipe_bytes.inc_by(n as u64);
+        metrics.billed_bytes.inc_by(n as u64);
         to.write_all(&buf[..n]).await?;
     }
 }

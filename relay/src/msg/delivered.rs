@@ -7,20 +7,16 @@
 //! and its second copy is shown after all, which clients absorb by keeping one copy per sender
 //! and id. It is a courtesy against duplicates, never the reason a message is dropped.
 
-use std::num::NonZeroUsize;
-use std::sync::Mutex;
-
 use lru::LruCache;
+use std::num::NonZeroUsize;
 use top_proto::frame::Envelope;
-
-use crate::state::lock;
 
 /// Acknowledged messages remembered (32 bytes each, plus the table's overhead).
 pub const REMEMBERED: usize = 65_536;
 
 /// A bounded, least-recently-used set of acknowledged message digests.
 pub struct Delivered {
-    seen: Mutex<LruCache<[u8; 32], ()>>,
+    seen: LruCache<[u8; 32], ()>,
 }
 
 impl Default for Delivered {
@@ -42,18 +38,18 @@ impl Delivered {
     pub fn new(capacity: usize) -> Self {
         let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
         Self {
-            seen: Mutex::new(LruCache::new(capacity)),
+            seen: LruCache::new(capacity),
         }
     }
 
     /// The recipient acknowledged `env`.
-    pub fn record(&self, env: &Envelope) {
-        lock(&self.seen).put(digest(env), ());
+    pub fn record(&mut self, env: &Envelope) {
+        self.seen.put(digest(env), ());
     }
 
     /// Whether the recipient already acknowledged this exact message here.
     pub fn contains(&self, env: &Envelope) -> bool {
-        lock(&self.seen).contains(&digest(env))
+        self.seen.contains(&digest(env))
     }
 }
 
@@ -75,7 +71,7 @@ mod tests {
 
     #[test]
     fn only_exact_copies_count_and_the_set_is_bounded() {
-        let d = Delivered::new(2);
+        let mut d = Delivered::new(2);
         d.record(&env(1, b"a"));
         assert!(d.contains(&env(1, b"a")));
         assert!(

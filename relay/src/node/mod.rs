@@ -1,4 +1,16 @@
-//! Creating a relay's data directory, starting a relay and shutting it down gracefully.
+//! The node itself: creating a relay's data directory, starting its roles and shutting them down
+//! gracefully; the QUIC endpoint's accept loop ([`accept`]), links kept up ([`dialer`], [`peers`]),
+//! configuration, the HTTP port, metrics and status.
+
+pub mod accept;
+pub mod config;
+pub mod core;
+pub mod dialer;
+pub mod http;
+pub mod metrics;
+pub mod peers;
+pub mod state;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,11 +22,11 @@ use top_proto::id::RelayId;
 use top_proto::identity::{Identity, KeyFileError};
 use tracing::info;
 
-use crate::config::{ConfigError, DataDir, RelayConfig};
-use crate::link::spawn_dialer;
-use crate::mailbox::{Mailbox, StoreError};
-use crate::server::accept_loop;
-use crate::state::{Shared, unix_now};
+use crate::msg::mailbox::{Mailbox, StoreError};
+use crate::node::accept::accept_loop;
+use crate::node::config::{ConfigError, DataDir, RelayConfig};
+use crate::node::state::Shared;
+use crate::util::unix_now;
 
 /// How often expired mailbox messages are deleted.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -53,6 +65,9 @@ pub enum RelayError {
     /// File system error.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The receipt store failed to open.
+    #[error(transparent)]
+    Receipts(#[from] crate::billing::receipts::ReceiptStoreError),
     /// The chain store failed to open.
     #[error("chain: {0}")]
     Chain(String),
@@ -101,7 +116,7 @@ impl InitOptions {
 /// Creates a data directory: a new identity key (mode 0600) and `config.toml`.
 pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig), RelayError> {
     let dir = DataDir(data_dir.to_path_buf());
-    if data_dir.join(crate::config::CONFIG_FILE).exists() || dir.key().exists() {
+    if data_dir.join(crate::node::config::CONFIG_FILE).exists() || dir.key().exists() {
         return Err(RelayError::AlreadyInitialized(
             data_dir.display().to_string(),
         ));
@@ -113,7 +128,7 @@ pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig)
     config.public_addr = opts.public_addr;
     config.peers = opts.peers;
     if opts.dev {
-        crate::chain_setup::create_dev_chain(&dir, &identity)?;
+        crate::ledger::setup::create_dev_chain(&dir, &identity)?;
         config.billing.stake = "1000".into();
     }
     config.save(data_dir)?;
@@ -133,8 +148,7 @@ impl Relay {
         let config = RelayConfig::load(data_dir)?;
         let identity = Identity::load(&dir.key())?;
         let mailbox = Mailbox::open(&dir.store(), config.mailbox.clone())?;
-        let receipts =
-            crate::receipts::ReceiptStore::open(&dir.receipts()).map_err(RelayError::Chain)?;
+        let receipts = crate::billing::receipts::ReceiptStore::open(&dir.receipts())?;
         let cdn = crate::cdn::store::CdnStore::open(&dir.cdn(), config.cdn_cache_bytes)
             .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
         let egress = crate::cdn::egress::EgressBook::open(&dir.egress())?;
@@ -158,7 +172,6 @@ impl Relay {
                 source,
             })?;
         let http_addr = http.local_addr()?;
-        let peers = config.peers.clone();
         let shared = Arc::new(Shared::new(
             identity,
             addr,
@@ -170,10 +183,10 @@ impl Relay {
         ));
 
         shared.tasks.spawn(accept_loop(shared.clone()));
-        for peer in peers {
-            spawn_dialer(&shared, peer);
-        }
-        let router = crate::http::router(shared.clone(), http_addr.to_string());
+        shared
+            .tasks
+            .spawn(crate::node::dialer::run_dialers(shared.clone()));
+        let router = crate::node::http::router(shared.clone(), http_addr.to_string());
         let stop = shared.shutdown.clone();
         shared.tasks.spawn(async move {
             let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -183,9 +196,9 @@ impl Relay {
             }
         });
         shared.tasks.spawn(sweep_loop(shared.clone()));
-        crate::chain_setup::start_chain(&shared, &dir)?;
+        crate::ledger::setup::start_chain(&shared, &dir)?;
         if shared.config.vpn_exit {
-            let exit = match crate::vpn::exit::Exit::start(&shared) {
+            let exit = match crate::vpn::exit::Exit::start(&shared.core) {
                 Ok(exit) => exit,
                 Err(e) => {
                     shared.shutdown.cancel();
@@ -216,29 +229,32 @@ impl Relay {
 
     /// Links to another relay (in addition to the configured peers).
     pub fn add_peer(&self, peer: RelayAddr) {
-        for relay in self.shared.learn([peer]) {
-            spawn_dialer(&self.shared, relay);
-        }
+        self.shared.peers.learn([peer]);
     }
 
     /// Waits until a link to `peer` is up (in either direction).
     pub async fn wait_linked(&self, peer: &RelayId) {
-        self.shared.wait_link(peer).await
+        self.shared.msg.wait_link(peer).await
     }
 
     /// Ids of the relays linked now.
     pub fn linked(&self) -> Vec<RelayId> {
-        self.shared.linked().into_iter().map(|(id, _)| id).collect()
+        self.shared
+            .msg
+            .linked()
+            .into_iter()
+            .map(|l| l.relay)
+            .collect()
     }
 
     /// The relay's chain node, once open.
-    pub fn chain(&self) -> Option<Arc<crate::chain::ChainNode>> {
+    pub fn chain(&self) -> Option<Arc<crate::ledger::chain::ChainNode>> {
         self.shared.chain.get().cloned()
     }
 
     /// A snapshot of the relay's status.
-    pub fn status(&self) -> crate::status::RelayStatus {
-        crate::status::RelayStatus::of(&self.shared, &self.http_addr.to_string())
+    pub fn status(&self) -> crate::node::status::RelayStatus {
+        crate::node::status::RelayStatus::of(&self.shared, &self.http_addr.to_string())
     }
 
     /// Stops accepting, closes every connection, waits for tasks and flushes the store.
@@ -259,7 +275,7 @@ impl Relay {
         tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle())
             .await
             .ok();
-        let mailbox = shared.mailbox.clone();
+        let mailbox = shared.msg.mailbox.clone();
         drop(shared);
         tokio::task::spawn_blocking(move || mailbox.close())
             .await
@@ -273,7 +289,7 @@ async fn sweep_loop(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = every.tick() => {
-                let n = shared.mailbox.sweep(unix_now()).await;
+                let n = shared.msg.mailbox.sweep(unix_now()).await;
                 if n > 0 {
                     info!("deleted {n} expired mailbox messages");
                 }

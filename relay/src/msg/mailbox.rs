@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use top_proto::frame::{Envelope, MsgId, Reject};
 use top_proto::id::AccountId;
 
-use crate::config::MailboxConfig;
+use crate::node::config::MailboxConfig;
 
 /// recipient (32) ‖ sequence (8, big endian) → [`StoredMail`]
 const MAIL: TableDefinition<&[u8; 40], &[u8]> = TableDefinition::new("mail");
@@ -26,6 +26,8 @@ const USAGE: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("mail
 /// named counters
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const MAX_BATCH: usize = 4096;
+/// Deletions waiting for the writer at most.
+const MAX_DELETES: usize = 1 << 20;
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +53,8 @@ enum Op {
         expires_at: u64,
         reply: oneshot::Sender<Result<(), Reject>>,
     },
-    Delete {
-        id: MsgId,
-    },
+    /// Take the deletions waiting in the list.
+    Wake,
     Sweep {
         now: u64,
         reply: oneshot::Sender<u64>,
@@ -75,6 +76,7 @@ pub struct Mailbox {
     db: Arc<Database>,
     ops: mpsc::Sender<Op>,
     limits: MailboxConfig,
+    deletes: Arc<std::sync::Mutex<Vec<MsgId>>>,
     writer: Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -93,14 +95,17 @@ impl Mailbox {
         let (ops, rx) = mpsc::channel(65_536);
         let writer_db = db.clone();
         let writer_limits = limits.clone();
+        let deletes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer_deletes = deletes.clone();
         let writer = std::thread::Builder::new()
             .name("mailbox-writer".into())
-            .spawn(move || write_loop(&writer_db, &writer_limits, rx))
+            .spawn(move || write_loop(&writer_db, &writer_limits, &writer_deletes, rx))
             .map_err(db_err)?;
         Ok(Self {
             db,
             ops,
             limits,
+            deletes,
             writer: Arc::new(std::sync::Mutex::new(Some(writer))),
         })
     }
@@ -121,12 +126,19 @@ impl Mailbox {
         rx.await.unwrap_or(Err(Reject::Unavailable))
     }
 
-    /// Deletes a delivered message (queued; committed with the next batch).
+    /// Deletes a delivered message (committed with the next batch). Never waits: deletions
+    /// wait in their own bounded list, and when that is full the message stays until it is
+    /// delivered again or expires.
     pub fn delete(&self, id: MsgId) {
-        if let Err(mpsc::error::TrySendError::Full(op)) = self.ops.try_send(Op::Delete { id }) {
-            let ops = self.ops.clone();
-            tokio::spawn(async move { ops.send(op).await.ok() });
+        {
+            let mut deletes = crate::util::lock(&self.deletes);
+            if deletes.len() >= MAX_DELETES {
+                return;
+            }
+            deletes.push(id);
         }
+        // Wakes the writer; if its queue is full it is busy and takes the list with its batch.
+        self.ops.try_send(Op::Wake).ok();
     }
 
     /// Deletes expired messages; returns how many.
@@ -188,7 +200,12 @@ fn mail_key(to: &AccountId, seq: u64) -> [u8; 40] {
     key
 }
 
-fn write_loop(db: &Database, limits: &MailboxConfig, mut rx: mpsc::Receiver<Op>) {
+fn write_loop(
+    db: &Database,
+    limits: &MailboxConfig,
+    deletes: &std::sync::Mutex<Vec<MsgId>>,
+    mut rx: mpsc::Receiver<Op>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -197,8 +214,9 @@ fn write_loop(db: &Database, limits: &MailboxConfig, mut rx: mpsc::Receiver<Op>)
                 Err(_) => break,
             }
         }
+        let deleted = std::mem::take(&mut *crate::util::lock(deletes));
         let mut replies = Vec::with_capacity(batch.len());
-        let committed = apply_batch(db, limits, batch, &mut replies);
+        let committed = apply_batch(db, limits, batch, &deleted, &mut replies);
         for reply in replies {
             match reply {
                 Reply::Insert(tx, result) => {
@@ -218,6 +236,13 @@ fn write_loop(db: &Database, limits: &MailboxConfig, mut rx: mpsc::Receiver<Op>)
             tracing::error!("mailbox commit failed: {e}");
         }
     }
+    // Closing: deletions still listed are committed too.
+    let deleted = std::mem::take(&mut *crate::util::lock(deletes));
+    if !deleted.is_empty()
+        && let Err(e) = apply_batch(db, limits, Vec::new(), &deleted, &mut Vec::new())
+    {
+        tracing::error!("mailbox commit failed: {e}");
+    }
 }
 
 enum Reply {
@@ -229,6 +254,7 @@ fn apply_batch(
     db: &Database,
     limits: &MailboxConfig,
     batch: Vec<Op>,
+    deleted: &[MsgId],
     replies: &mut Vec<Reply>,
 ) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(db_err)?;
@@ -257,12 +283,15 @@ fn apply_batch(
                     let result = tables.insert(limits, env, expires_at, &mut next_seq)?;
                     replies.push(Reply::Insert(reply, result));
                 }
-                Op::Delete { id } => tables.delete(&id)?,
+                Op::Wake => {}
                 Op::Sweep { now, reply } => {
                     let n = tables.sweep(now)?;
                     replies.push(Reply::Sweep(reply, n));
                 }
             }
+        }
+        for id in deleted {
+            tables.delete(id)?;
         }
         meta.insert("next_seq", next_seq).map_err(db_err)?;
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use ledger_lite::wire::{AccountView, LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME, Summary};
 use ledger_lite::{
-    Amount, Block, ChannelStatus, Genesis, Ledger, Mempool, SignedTx, State, Tx, TxHash, TxKind,
+    Amount, Block, BlockReader, ChannelStatus, Genesis, Ledger, Mempool, SignedTx, State, Tx,
+    TxHash, TxKind,
 };
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -19,10 +20,10 @@ use top_proto::identity::Identity;
 use top_proto::rpc::RpcStream;
 use tracing::{info, warn};
 
-use crate::forwarded::Forwarded;
-use crate::upstream::Upstream;
+use crate::ledger::forwarded::Forwarded;
+use crate::ledger::upstream::Upstream;
 
-use crate::state::unix_now_ms;
+use crate::util::unix_now_ms;
 
 /// Transactions waiting for a block, at most.
 const MEMPOOL_CAPACITY: usize = 50_000;
@@ -77,6 +78,8 @@ pub struct ChainNode {
     stop: CancellationToken,
     /// Follower: the shared connection its forwarded requests go over.
     upstream: Option<Upstream>,
+    /// Reads committed blocks without the lock.
+    blocks: BlockReader,
 }
 
 /// Why a ledger request failed.
@@ -95,6 +98,7 @@ impl ChainNode {
     ) -> Result<Arc<Self>, ledger_lite::StoreError> {
         let ledger = Ledger::open(path, genesis)?;
         let pool = Mempool::new(ledger.state(), MEMPOOL_CAPACITY);
+        let blocks = ledger.reader();
         let (height, _) = watch::channel(ledger.height());
         let upstream = match &role {
             Role::Follower { upstream } => Some(Upstream::new(upstream.clone(), identity.clone())),
@@ -114,6 +118,7 @@ impl ChainNode {
             identity,
             stop,
             upstream,
+            blocks,
         }))
     }
 
@@ -187,9 +192,9 @@ impl ChainNode {
         }
     }
 
-    /// The committed block at `height`.
+    /// The committed block at `height` (read without the chain's lock).
     pub fn block(&self, height: u64) -> ChainResult<Option<Block>> {
-        self.lock().ledger.block(height).map_err(|e| e.to_string())
+        self.blocks.block(height).map_err(|e| e.to_string())
     }
 
     /// Committed blocks from `from`, at most `max`, waiting up to `wait` for the first one.
@@ -204,9 +209,15 @@ impl ChainNode {
         let top = self
             .height()
             .min(from.saturating_add(u64::from(max.clamp(1, 1024))) - 1);
-        (from..=top)
-            .filter_map(|h| self.block(h).transpose())
-            .collect()
+        if top < from {
+            return Ok(Vec::new());
+        }
+        // Up to 1024 blocks from disk: off the async workers, and without the chain's lock.
+        let reader = self.blocks.clone();
+        tokio::task::spawn_blocking(move || reader.blocks(from, top))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// Submits a transaction: into this validator's mempool, or upstream from a follower.

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub pipe_bytes: Counter,
     /// Streams closed for malformed or unexpected frames.
     pub bad_frames: Counter,
+    /// Answers dropped because the peer stopped reading (its queue was full).
+    pub frames_dropped: Counter,
     /// Receipts taken (stored durably).
     pub receipts: Counter,
     /// Bytes metered for payment (all services).
@@ -90,6 +92,11 @@ impl Metrics {
             "bad_frames",
             "Streams closed for bad frames",
             m.bad_frames.clone(),
+        );
+        r.register(
+            "frames_dropped",
+            "Answers dropped because the peer stopped reading",
+            m.frames_dropped.clone(),
         );
         r.register("receipts", "Receipts taken", m.receipts.clone());
         r.register(

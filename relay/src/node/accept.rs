@@ -14,10 +14,10 @@ use top_proto::id::AccountId;
 use top_proto::tls::peer_id;
 use tracing::{Instrument, debug, info_span};
 
-use crate::link::accept_link;
-use crate::pipe::serve_pipe;
-use crate::session::run_session;
-use crate::state::Shared;
+use crate::msg::link::run_link;
+use crate::msg::pipe::serve_pipe;
+use crate::msg::session::run_session;
+use crate::node::state::Shared;
 
 /// How long a new stream may take to send its first frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +85,7 @@ struct ConnState {
     /// Whether a messaging session is open (at most one per connection).
     session_open: Arc<AtomicBool>,
     /// The connection's meter, when this relay bills.
-    meter: Option<Arc<crate::billing::ClientMeter>>,
+    meter: Option<Arc<crate::billing::meter::ClientMeter>>,
     /// Whether a VPN tunnel is open (at most one per connection: datagrams are per connection).
     vpn_open: Arc<AtomicBool>,
     /// The exit this connection's `Via` streams and datagrams go to (2-hop entry role).
@@ -102,7 +102,10 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
     let conn_state = ConnState {
         is_link,
         session_open: Arc::new(AtomicBool::new(false)),
-        meter: crate::billing::new_meter(&shared),
+        meter: crate::billing::meter::new_meter(
+            &shared.terms,
+            shared.chain.get().map(|c| c.as_ref()),
+        ),
         vpn_open: Arc::new(AtomicBool::new(false)),
         upstream: Arc::default(),
     };
@@ -175,13 +178,22 @@ async fn serve_stream(
                 return reject(frames, "second session stream on one connection");
             }
             let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
-            run_session(shared, conn, peer, send, frames, meter).await;
+            run_session(shared.session_context(), conn, peer, send, frames, meter).await;
             Ok(())
         }
         Ok(Open::Pipe { to }) => {
             let from_link = is_link.load(Ordering::SeqCst);
             let meter = meter.filter(|_| !from_link);
-            serve_pipe(shared, from_link, to, send, frames, meter).await;
+            serve_pipe(
+                &shared.msg,
+                &shared.metrics,
+                from_link,
+                to,
+                send,
+                frames,
+                meter,
+            )
+            .await;
             Ok(())
         }
         Ok(Open::Link { addr, known }) => {
@@ -190,29 +202,54 @@ async fn serve_stream(
             }
             is_link.store(true, Ordering::SeqCst);
             let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
-            accept_link(shared, conn, addr, known, send, frames).await;
+            let relay = addr.id;
+            shared.peers.learn(std::iter::once(addr).chain(known));
+            run_link(shared.link_context(), relay, conn, send, frames).await;
             Ok(())
         }
         Ok(Open::IncomingPipe) => reject(frames, "IncomingPipe is relay-to-client only"),
-        Ok(Open::Ledger) => crate::chain_api::serve_ledger(shared, send, frames).await,
-        Ok(Open::Billing) => crate::billing::serve_billing(shared, peer, meter, send, frames).await,
+        Ok(Open::Ledger) => crate::ledger::api::serve_ledger(shared, send, frames).await,
+        Ok(Open::Billing) => {
+            crate::billing::stream::serve_billing(shared, peer, meter, send, frames).await
+        }
         Ok(Open::BillingAs { payer }) => {
-            crate::billing::serve_billing(shared, payer, meter, send, frames).await
+            crate::billing::stream::serve_billing(shared, payer, meter, send, frames).await
         }
         Ok(Open::Vpn) => {
             if vpn_open.swap(true, Ordering::SeqCst) {
                 return reject(frames, "second tunnel on one connection");
             }
-            let result = crate::vpn::exit::serve_vpn(shared, conn, send, frames, meter).await;
+            let result = crate::vpn::exit::serve_vpn(
+                shared.core.clone(),
+                shared.vpn_exit.get().cloned(),
+                conn,
+                send,
+                frames,
+                meter,
+            )
+            .await;
             vpn_open.store(false, Ordering::SeqCst);
             result
         }
-        Ok(Open::Connect) => crate::vpn::connect::serve_connect(shared, meter, send, frames).await,
+        Ok(Open::Connect) => {
+            let is_exit = shared.vpn_exit.get().is_some();
+            crate::vpn::connect::serve_connect(shared.core.clone(), is_exit, meter, send, frames)
+                .await
+        }
         Ok(Open::Via { to }) => {
             if meter.as_ref().is_some_and(|m| !m.has_channel()) {
                 return reject(frames, "payment required: open a billing channel first");
             }
-            crate::vpn::entry::serve_via(shared, conn, to, upstream, meter, send, frames).await
+            crate::vpn::entry::serve_via(
+                shared.core.clone(),
+                conn,
+                to,
+                upstream,
+                meter,
+                send,
+                frames,
+            )
+            .await
         }
         Ok(Open::Cdn) => {
             let from_link = is_link.load(Ordering::SeqCst);

@@ -1,0 +1,192 @@
+//! Settling what clients signed: stake what the config asks for, then settle receipts (and CDN
+//! egress allowances) on the chain once they are worth it.
+
+use std::sync::Arc;
+
+use ledger_lite::{Amount, ChannelId, ChannelStatus, TxKind};
+use tracing::{info, warn};
+
+use crate::node::state::Shared;
+
+/// Receipts settled in one transaction, at most.
+const SETTLE_BATCH: usize = 1000;
+
+/// Once the chain is open: stake what the config asks for, then settle receipts as they come.
+pub fn on_chain_open(shared: &Arc<Shared>) {
+    shared.tasks.spawn(stake_from_config(shared.clone()));
+    shared.tasks.spawn(settle_loop(shared.clone()));
+}
+
+async fn stake_from_config(shared: Arc<Shared>) {
+    let Some(chain) = shared.chain.get().cloned() else {
+        return;
+    };
+    let want = shared.terms.stake;
+    let me = shared.identity.account_id();
+    let mut heights = chain.subscribe();
+    // A follower stakes once it has caught up enough to see its own account.
+    while !chain.is_validator() && chain.with_state(|s| s.account(&me).is_none()) {
+        tokio::select! {
+            r = heights.changed() => if r.is_err() { return },
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+    let have = chain.with_state(|s| s.account(&me).map_or(Amount::ZERO, |a| a.stake));
+    let Ok(missing) = want.checked_sub(have) else {
+        return;
+    };
+    if missing.is_zero() {
+        return;
+    }
+    let kind = TxKind::Stake { amount: missing };
+    match chain.submit_own(&shared.identity, kind, true).await {
+        Ok((_, height)) => info!("staked {missing} TOP (block {height:?})"),
+        Err(e) => warn!("cannot stake {missing} TOP from the config: {e}"),
+    }
+}
+
+/// Settles stored receipts: when a channel's unsettled amount reaches the threshold, when its
+/// payer starts closing it, or when its receipts stopped changing (session over).
+async fn settle_loop(shared: Arc<Shared>) {
+    let Some(chain) = shared.chain.get().cloned() else {
+        return;
+    };
+    let mut heights = chain.subscribe();
+    let mut last_seen: std::collections::HashMap<ChannelId, (Amount, u32)> = Default::default();
+    loop {
+        tokio::select! {
+            r = heights.changed() => if r.is_err() { return },
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let store = shared.receipts.clone();
+        let receipts = match tokio::task::spawn_blocking(move || store.all()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                warn!("reading receipts: {e}");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let me = shared.identity.account_id();
+        let threshold = shared.terms.settle_threshold;
+        let mut closed = Vec::new();
+        let due: Vec<_> = chain.with_state(|s| {
+            receipts
+                .into_iter()
+                .filter(|r| {
+                    let Some(c) = s.channel(&r.body.channel) else {
+                        return false;
+                    };
+                    if c.status == ChannelStatus::Closed {
+                        // Settled for good: nothing more can be claimed on it.
+                        closed.push(r.body.channel);
+                        return false;
+                    }
+                    if c.relay != me {
+                        return false;
+                    }
+                    let unsettled = r.body.cum_amount.min(c.lock).saturating_sub(c.settled);
+                    if unsettled.is_zero() {
+                        return false;
+                    }
+                    let idle = {
+                        let seen = last_seen
+                            .entry(r.body.channel)
+                            .or_insert((r.body.cum_amount, 0));
+                        if seen.0 == r.body.cum_amount {
+                            seen.1 += 1;
+                        } else {
+                            *seen = (r.body.cum_amount, 0);
+                        }
+                        seen.1 >= 3
+                    };
+                    unsettled >= threshold
+                        || matches!(c.status, ChannelStatus::Closing { .. })
+                        || idle
+                })
+                .take(SETTLE_BATCH)
+                .collect()
+        });
+        prune(&shared, closed, &mut last_seen).await;
+        settle_egress(&shared, &chain, &mut last_seen).await;
+        if due.is_empty() {
+            continue;
+        }
+        let n = due.len();
+        let kind = TxKind::Settle { receipts: due };
+        match chain.submit_own(&shared.identity, kind, true).await {
+            Ok((_, height)) => info!("settled {n} receipts (block {height:?})"),
+            Err(e) => warn!("settlement of {n} receipts failed: {e}"),
+        }
+    }
+}
+
+/// Forgets the receipts of closed channels, so the store and the loop's memory stay the size of
+/// the channels still open.
+async fn prune(
+    shared: &Shared,
+    closed: Vec<ChannelId>,
+    last_seen: &mut std::collections::HashMap<ChannelId, (Amount, u32)>,
+) {
+    if closed.is_empty() {
+        return;
+    }
+    for channel in &closed {
+        last_seen.remove(channel);
+    }
+    let store = shared.receipts.clone();
+    let n = closed.len();
+    match tokio::task::spawn_blocking(move || store.remove(&closed)).await {
+        Ok(Ok(())) => tracing::debug!("pruned the receipts of {n} closed channels"),
+        Ok(Err(e)) => warn!("pruning receipts: {e}"),
+        Err(_) => {}
+    }
+}
+
+/// Settles HTTP egress served under publishers' allowances, on the same rules as receipts:
+/// at the threshold, when the publisher starts closing the channel, or once serving stopped.
+async fn settle_egress(
+    shared: &Arc<Shared>,
+    chain: &crate::ledger::chain::ChainNode,
+    last_seen: &mut std::collections::HashMap<ChannelId, (Amount, u32)>,
+) {
+    // Its files are fsynced: keep that off the async workers.
+    let book = shared.clone();
+    tokio::task::spawn_blocking(move || book.egress.persist())
+        .await
+        .ok();
+    let threshold = shared.terms.settle_threshold;
+    let due: Vec<_> = chain.with_state(|s| {
+        shared
+            .egress
+            .claims(s, &shared.terms.prices)
+            .into_iter()
+            .filter(|claim| {
+                let Some(c) = s.channel(&claim.allowance.body.channel) else {
+                    return false;
+                };
+                let seen = last_seen
+                    .entry(claim.allowance.body.channel)
+                    .or_insert((claim.cum_amount, 0));
+                if seen.0 == claim.cum_amount {
+                    seen.1 += 1;
+                } else {
+                    *seen = (claim.cum_amount, 0);
+                }
+                claim.cum_amount.saturating_sub(c.settled) >= threshold
+                    || matches!(c.status, ChannelStatus::Closing { .. })
+                    || seen.1 >= 3
+            })
+            .take(SETTLE_BATCH)
+            .collect()
+    });
+    if due.is_empty() {
+        return;
+    }
+    let n = due.len();
+    let kind = TxKind::SettleEgress { claims: due };
+    match chain.submit_own(&shared.identity, kind, true).await {
+        Ok((_, height)) => info!("settled {n} egress claims (block {height:?})"),
+        Err(e) => warn!("settlement of {n} egress claims failed: {e}"),
+    }
+}

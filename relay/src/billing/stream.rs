@@ -1,0 +1,167 @@
+//! The billing stream of a client connection: the relay's offer, the channel that pays, then a
+//! receipt for every payment request, stored durably before it counts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use ledger_lite::{Amount, ChannelId, ChannelStatus, TxKind};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_billing::wire::{ClientBilling, ExistingChannel, MAX_BILLING_FRAME, Offer, RelayBilling};
+use top_proto::frame::{FrameCodec, FrameError};
+use top_proto::id::AccountId;
+use tracing::debug;
+
+use super::meter::ClientMeter;
+use crate::node::state::Shared;
+use crate::util::lock;
+
+/// Serves a client's billing stream: offer, channel, then receipts for payment requests.
+pub async fn serve_billing<C>(
+    shared: Arc<Shared>,
+    client: AccountId,
+    meter: Option<Arc<ClientMeter>>,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<C>>,
+) -> Result<(), FrameError> {
+    let mut frames = frames.map_decoder(|c| c.retype::<ClientBilling>(MAX_BILLING_FRAME));
+    let mut out = FramedWrite::new(send, FrameCodec::<RelayBilling>::new(MAX_BILLING_FRAME));
+    let (Some(meter), Some(chain)) = (meter, shared.chain.get().cloned()) else {
+        out.send(RelayBilling::Free).await?;
+        return Ok(());
+    };
+    let me = shared.identity.account_id();
+    let (chain_id, existing) = chain.with_state(|s| {
+        let existing = s
+            .channels()
+            .filter(|(_, c)| c.relay == me && c.signer == client && c.status == ChannelStatus::Open)
+            .filter(|(id, _)| !shared.egress.backs(id))
+            .map(|(id, c)| {
+                let latest = shared.receipts.get(id).ok().flatten();
+                let used = latest
+                    .as_ref()
+                    .map_or(c.settled, |r| r.body.cum_amount.max(c.settled));
+                (c.lock.saturating_sub(used), *id, c.lock, latest)
+            })
+            .filter(|(left, ..)| !left.is_zero())
+            .max_by_key(|(left, ..)| *left)
+            .map(|(_, channel, lock, latest)| ExistingChannel {
+                channel,
+                lock,
+                latest,
+            });
+        (s.chain, existing)
+    });
+    out.send(RelayBilling::Offer(Box::new(Offer {
+        relay: me,
+        chain: chain_id,
+        prices: shared.terms.prices,
+        credit_window: shared.terms.credit_window,
+        existing: existing.clone(),
+    })))
+    .await?;
+    // Small usage never reaches half the window: ask for it anyway once a second, so that
+    // quiet sessions get paid (and settled) too.
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            frame = frames.next() => frame,
+            _ = tick.tick() => {
+                let request = lock(&meter.meter).pay_request(true);
+                if let Some((usage, cum_amount)) = request {
+                    out.send(RelayBilling::PayRequest { usage, cum_amount }).await?;
+                }
+                continue;
+            }
+            _ = meter.ask.notified() => {
+                let request = lock(&meter.meter).pay_request(false);
+                if let Some((usage, cum_amount)) = request {
+                    out.send(RelayBilling::PayRequest { usage, cum_amount }).await?;
+                }
+                continue;
+            }
+            _ = shared.shutdown.cancelled() => return Ok(()),
+        };
+        let reply = match frame {
+            None => return Ok(()),
+            Some(Err(e)) => {
+                frames.get_mut().stop(1u32.into()).ok();
+                return Err(e);
+            }
+            Some(Ok(ClientBilling::Open(tx))) => {
+                open_channel(&shared, &chain, client, &meter, tx).await
+            }
+            Some(Ok(ClientBilling::Resume(channel))) => match &existing {
+                Some(e) if e.channel == channel => {
+                    let (cum_amount, cum_bytes) = e
+                        .latest
+                        .as_ref()
+                        .map_or((Amount::ZERO, 0), |r| (r.body.cum_amount, r.body.cum_bytes));
+                    lock(&meter.meter).attach(channel, client, e.lock, e.latest.clone());
+                    meter.paid.notify_waiters();
+                    RelayBilling::Ready {
+                        channel,
+                        cum_amount,
+                        cum_bytes,
+                    }
+                }
+                _ => RelayBilling::Refused("that channel cannot be resumed here".into()),
+            },
+            Some(Ok(ClientBilling::Receipt(receipt))) => {
+                let checked = lock(&meter.meter).check(&receipt);
+                match checked {
+                    Err(e) => RelayBilling::Refused(format!("receipt refused: {e}")),
+                    Ok(()) => {
+                        // Durable before it counts: a crash must not lose what we were paid.
+                        let store = shared.receipts.clone();
+                        let r = receipt.clone();
+                        let stored = tokio::task::spawn_blocking(move || store.put(&r)).await;
+                        match stored {
+                            Ok(Ok(())) => {
+                                lock(&meter.meter).accept(receipt);
+                                shared.metrics.receipts.inc();
+                                meter.on_paid();
+                                continue;
+                            }
+                            _ => RelayBilling::Refused("cannot store the receipt".into()),
+                        }
+                    }
+                }
+            }
+        };
+        out.send(reply).await?;
+    }
+}
+
+async fn open_channel(
+    shared: &Shared,
+    chain: &crate::ledger::chain::ChainNode,
+    client: AccountId,
+    meter: &ClientMeter,
+    tx: ledger_lite::SignedTx,
+) -> RelayBilling {
+    let me = shared.identity.account_id();
+    let TxKind::OpenChannel { relay, amount, .. } = &tx.tx.kind else {
+        return RelayBilling::Refused("expected an OpenChannel transaction".into());
+    };
+    if *relay != me || tx.tx.from != client {
+        return RelayBilling::Refused(
+            "the channel must be signed by you and pay this relay".into(),
+        );
+    }
+    let (lock_amount, nonce, chain_id) = (*amount, tx.tx.nonce, tx.tx.chain);
+    // Serve on the signed open before it is in a block, within the credit window.
+    if let Err(e) = chain.submit(tx, false).await {
+        return RelayBilling::Refused(format!("channel refused: {e}"));
+    }
+    let channel = ChannelId::derive(&chain_id, &client, &me, nonce);
+    lock(&meter.meter).attach(channel, client, lock_amount, None);
+    meter.paid.notify_waiters();
+    debug!("channel opened by {}", client.short());
+    RelayBilling::Ready {
+        channel,
+        cum_amount: Amount::ZERO,
+        cum_bytes: 0,
+    }
+}

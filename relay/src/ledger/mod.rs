@@ -1,0 +1,9 @@
+//! The ledger role: the chain node embedded in the relay ([`chain`]: validator or follower), its
+//! API on QUIC ([`api`]), where its genesis comes from ([`setup`]), a follower's connection to
+//! its upstream ([`upstream`]) and the transactions it forwarded there ([`forwarded`]).
+
+pub mod api;
+pub mod chain;
+pub mod forwarded;
+pub mod setup;
+pub mod upstream;

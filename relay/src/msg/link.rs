@@ -1,0 +1,98 @@
+//! A link's control stream: what another relay says (presence, forwards, stores and their
+//! answers) goes to the messaging role; what this relay says goes out through the link's writer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use top_proto::frame::{FrameCodec, FrameError, LinkFrame, next_frame};
+use top_proto::id::RelayId;
+use top_proto::writer::write_frames;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::driver::{LINK_ANSWER_ROOM, LINK_QUEUE, LinkOut, Messaging};
+use crate::node::metrics::Metrics;
+
+/// How long frames still queued may take to leave once the link ends.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a link needs from the node.
+pub struct LinkContext {
+    /// The messaging role.
+    pub msg: Arc<Messaging>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Ends the link on shutdown.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// The node's tasks.
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+/// Runs the control stream of a link to `peer` until it closes.
+pub async fn run_link(
+    ctx: LinkContext,
+    peer: RelayId,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<LinkFrame>>,
+) {
+    let span = info_span!("link", peer = %peer.short());
+    serve(ctx, peer, conn, send, frames).instrument(span).await
+}
+
+async fn serve(
+    ctx: LinkContext,
+    peer: RelayId,
+    conn: quinn::Connection,
+    send: quinn::SendStream,
+    mut frames: FramedRead<quinn::RecvStream, FrameCodec<LinkFrame>>,
+) {
+    let LinkContext {
+        msg,
+        metrics,
+        shutdown,
+        tasks,
+    } = ctx;
+    let (tx, rx) = mpsc::channel(LINK_QUEUE + LINK_ANSWER_ROOM);
+    let mut writer = tasks.spawn(write_frames(send, rx).in_current_span());
+    let link = LinkOut::new(peer, msg.serial(), conn, tx);
+    msg.link_up(link.clone());
+    info!("link up");
+    let end: Result<(), FrameError> = loop {
+        tokio::select! {
+            frame = frames.next() => match next_frame(frame) {
+                Ok(Some(frame)) => handle_frame(&msg, &link, frame),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            },
+            _ = shutdown.cancelled() => break Ok(()),
+        }
+    };
+    if let Err(e) = end {
+        metrics.bad_frames.inc();
+        warn!("closing link: {e}");
+        link.conn.close(1u32.into(), b"bad link frame");
+    }
+    msg.link_down(&link);
+    drop(link);
+    if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+    info!("link down");
+}
+
+fn handle_frame(msg: &Arc<Messaging>, link: &LinkOut, frame: LinkFrame) {
+    match frame {
+        LinkFrame::Presence { client, online } => msg.presence(link.relay, client, online),
+        LinkFrame::Forward { env, store_on_fail } => msg.forwarded(env, link, store_on_fail),
+        LinkFrame::ForwardResult { id, outcome } => msg.forward_result(link.relay, id, outcome),
+        LinkFrame::Store(env) => msg.store_for_peer(link, env),
+        LinkFrame::StoreResult { id, error } => msg.store_result(link, id, error),
+        LinkFrame::MailboxDone { client } => msg.mailbox_done(client, link.relay),
+    }
+}

@@ -1,0 +1,17 @@
+//! The messaging role: client sessions, links to other relays, mailboxes and pipes.
+//!
+//! [`router::Router`] decides, without I/O, where a message goes and what happens when it cannot
+//! be handed over; [`driver::Messaging`] feeds it events from the [`session`] and [`link`] tasks
+//! and carries out its actions on their queues, on the [`mailbox`] and by pushes
+//! ([`push_runs`]). [`pipe`] splices pipe streams between peers.
+
+pub mod delivered;
+pub mod driver;
+pub mod link;
+pub mod mailbox;
+pub mod pipe;
+pub mod push_runs;
+pub mod router;
+pub mod session;
+
+pub use driver::{LinkOut, Messaging, SessionOut};

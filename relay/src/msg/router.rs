@@ -1,0 +1,753 @@
+//! The messaging core, without I/O: who is connected where, which deliveries await an answer and
+//! until when, and what becomes of a message that cannot be handed over.
+//!
+//! Inputs are events (`on_send`, `on_ack`, `on_link_up`, `on_forward_result`, `on_tick`…); each
+//! queues [`Action`]s that the driver takes with [`Router::poll_action`] and carries out (write a
+//! frame, store a message, answer a sender). When carrying one out fails (a full queue, a closed
+//! stream, a recipient out of credit) the driver says so with [`Router::on_handover_failed`], and
+//! the router decides what happens next. Time is an argument: nothing here reads a clock.
+//!
+//! The router is generic over the driver's handles to a session (`S`) and a link (`L`), which it
+//! only clones into actions; tests drive it with plain numbers.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use top_proto::frame::{Envelope, MsgId, Outcome, Reject};
+use top_proto::id::{AccountId, RelayId};
+
+use super::delivered::Delivered;
+
+/// Distinguishes sessions (and links) of the same client (or relay).
+pub type Serial = u64;
+
+/// Limits and timeouts of the router.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// A delivery a client has not acknowledged in this time goes back to the mailbox.
+    pub ack_timeout: Duration,
+    /// A forward another relay has not answered in this time counts as failed.
+    pub forward_timeout: Duration,
+    /// A local sender's message not yet acknowledged in this time is also stored durably, and
+    /// the sender told (`Durable`), so it need not wait on a slow recipient.
+    pub accept_after: Duration,
+    /// How often deliveries are checked against the ack and forward timeouts.
+    pub sweep_every: Duration,
+    /// Deliveries awaiting one client's acknowledgement; beyond it messages wait in the mailbox.
+    pub max_inflight_per_client: usize,
+    /// Forwards awaiting one relay's answer; beyond it messages go to the mailbox.
+    pub max_forwards_per_link: usize,
+    /// Clients one linked relay may say are connected to it.
+    pub max_presence_per_link: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            ack_timeout: Duration::from_secs(30),
+            forward_timeout: Duration::from_secs(60),
+            accept_after: Duration::from_millis(300),
+            sweep_every: Duration::from_secs(1),
+            max_inflight_per_client: 4096,
+            max_forwards_per_link: 65_536,
+            max_presence_per_link: 100_000,
+        }
+    }
+}
+
+/// Who waits for the result of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin<S, L> {
+    /// A sender's session on this relay: answer it; store the message if it cannot be delivered.
+    Sender(S),
+    /// Another relay that forwarded the message: answer it.
+    Link {
+        /// The link to answer on.
+        link: L,
+        /// Whether to store the message if it cannot be delivered.
+        store_on_fail: bool,
+    },
+    /// This relay's mailbox: delete the message once delivered.
+    Mailbox,
+}
+
+/// A message handed over and awaiting its answer.
+#[derive(Debug, Clone)]
+pub struct Pending<S, L> {
+    /// The message.
+    pub env: Envelope,
+    /// Who to tell.
+    pub origin: Origin<S, L>,
+    /// When it was handed over.
+    pub since: Instant,
+    /// Whether a durable copy was stored and the sender told so.
+    pub durable: bool,
+}
+
+/// What the driver must do.
+#[derive(Debug)]
+pub enum Action<S, L> {
+    /// Write `env` to the client's session; report failure with [`Router::on_handover_failed`].
+    Deliver {
+        /// The session.
+        session: S,
+        /// The message.
+        env: Envelope,
+    },
+    /// Forward `env` over a link; report failure with [`Router::on_handover_failed`].
+    Forward {
+        /// The link to the relay the recipient is connected to.
+        link: L,
+        /// The message.
+        env: Envelope,
+        /// Whether that relay stores it if the recipient is gone.
+        store_on_fail: bool,
+    },
+    /// Tell a local sender what became of its message.
+    AnswerSender {
+        /// The sender's session.
+        session: S,
+        /// The message.
+        id: MsgId,
+        /// Its size, for billing storage.
+        bytes: usize,
+        /// Delivered, stored, or why not.
+        result: Result<Outcome, Reject>,
+    },
+    /// Tell a relay that forwarded a message what became of it.
+    AnswerLink {
+        /// The link it came on.
+        link: L,
+        /// The message.
+        id: MsgId,
+        /// `None`: neither delivered nor stored.
+        outcome: Option<Outcome>,
+    },
+    /// Store the message at the recipient's home relays, then call [`Router::on_stored`].
+    Store(Pending<S, L>),
+    /// Store a copy of a message still being delivered, then call [`Router::on_copy_stored`].
+    StoreCopy {
+        /// The message.
+        env: Envelope,
+        /// Where it was handed over.
+        to: Handover,
+    },
+    /// A stored message was delivered: delete it from the mailbox.
+    DeleteStored(MsgId),
+    /// Tell linked relays whether `client` is connected here (they push what they hold for it).
+    Announce {
+        /// The client.
+        client: AccountId,
+        /// Connected or gone.
+        online: bool,
+        /// One link, or `None` for every link.
+        to: Option<L>,
+    },
+    /// Push the mailbox of `client` to where it is now (and, for a link, say `MailboxDone`).
+    PushMailbox {
+        /// The client.
+        client: AccountId,
+        /// The link that asked, to be told when the push is done.
+        done_to: Option<L>,
+    },
+}
+
+/// Where a handed-over message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// To the session of this client.
+    Session(AccountId),
+    /// Over the link to this relay.
+    Link(RelayId),
+}
+
+/// Deliveries awaiting an answer, by message id (one id may come from several origins, such as
+/// two home relays pushing the same message; one answer settles them all).
+struct Inflight<S, L>(HashMap<MsgId, Vec<Pending<S, L>>>);
+
+impl<S, L> Default for Inflight<S, L> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<S, L> Inflight<S, L> {
+    fn take_older_than(&mut self, deadline: Instant) -> Vec<Pending<S, L>> {
+        let stale: Vec<MsgId> = self
+            .0
+            .iter()
+            .filter(|(_, p)| p.first().is_some_and(|p| p.since < deadline))
+            .map(|(id, _)| *id)
+            .collect();
+        stale
+            .into_iter()
+            .flat_map(|id| self.0.remove(&id).unwrap_or_default())
+            .collect()
+    }
+
+    fn drain(&mut self) -> Vec<Pending<S, L>> {
+        self.0.drain().flat_map(|(_, p)| p).collect()
+    }
+}
+
+/// A client connected here: its newest session receives its messages.
+struct ClientSlot<S, L> {
+    serial: Serial,
+    session: S,
+    inflight: Inflight<S, L>,
+}
+
+/// A relay linked to this one.
+struct LinkSlot<S, L> {
+    serial: Serial,
+    link: L,
+    forwards: Inflight<S, L>,
+    presence: usize,
+}
+
+/// The messaging core of one relay.
+pub struct Router<S, L> {
+    config: RouterConfig,
+    clients: HashMap<AccountId, ClientSlot<S, L>>,
+    links: HashMap<RelayId, LinkSlot<S, L>>,
+    presence: HashMap<AccountId, RelayId>,
+    pushing: HashSet<MsgId>,
+    delivered: Delivered,
+    actions: VecDeque<Action<S, L>>,
+    /// Local senders' deliveries by the time a durable copy is due, oldest first.
+    accept_due: VecDeque<(Instant, Handover, MsgId)>,
+    /// Copies being stored.
+    copying: HashSet<MsgId>,
+    last_sweep: Option<Instant>,
+}
+
+impl<S: Clone, L: Clone> Router<S, L> {
+    /// An empty router.
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            config,
+            clients: HashMap::new(),
+            links: HashMap::new(),
+            presence: HashMap::new(),
+            pushing: HashSet::new(),
+            delivered: Delivered::default(),
+            actions: VecDeque::new(),
+            accept_due: VecDeque::new(),
+            copying: HashSet::new(),
+            last_sweep: None,
+        }
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_action(&mut self) -> Option<Action<S, L>> {
+        self.actions.pop_front()
+    }
+
+    // --- who is where -------------------------------------------------------------------------
+
+    /// A client opened a session. A session it already had stops receiving: what that one was
+    /// offered and did not acknowledge is offered to the new one, before anything else. Linked
+    /// relays are told, so they push what they hold for the client.
+    pub fn on_session_open(&mut self, client: AccountId, serial: Serial, session: S) {
+        let slot = self.clients.entry(client).or_insert_with(|| ClientSlot {
+            serial,
+            session: session.clone(),
+            inflight: Inflight::default(),
+        });
+        slot.serial = serial;
+        slot.session = session.clone();
+        let offered: Vec<(MsgId, Envelope)> = slot
+            .inflight
+            .0
+            .iter()
+            .filter_map(|(id, p)| p.first().map(|p| (*id, p.env.clone())))
+            .collect();
+        for (_, env) in offered {
+            self.actions.push_back(Action::Deliver {
+                session: session.clone(),
+                env,
+            });
+        }
+        self.actions.push_back(Action::Announce {
+            client,
+            online: true,
+            to: None,
+        });
+    }
+
+    /// A session closed. If it was the client's newest, the client is gone: what it was offered
+    /// and did not acknowledge falls back to the mailbox.
+    pub fn on_session_closed(&mut self, client: AccountId, serial: Serial, now: Instant) {
+        if self.clients.get(&client).is_none_or(|c| c.serial != serial) {
+            return;
+        }
+        let Some(mut slot) = self.clients.remove(&client) else {
+            return;
+        };
+        self.actions.push_back(Action::Announce {
+            client,
+            online: false,
+            to: None,
+        });
+        for pending in slot.inflight.drain() {
+            self.undelivered(pending, now);
+        }
+    }
+
+    /// The session a client receives on, if it is connected here.
+    pub fn session(&self, client: &AccountId) -> Option<&S> {
+        self.clients.get(client).map(|c| &c.session)
+    }
+
+    /// Clients connected here.
+    pub fn clients(&self) -> impl Iterator<Item = &AccountId> {
+        self.clients.keys()
+    }
+
+    /// A link to `relay` is up (the newest link to a relay carries new traffic); it is told which
+    /// clients are connected here.
+    pub fn on_link_up(&mut self, relay: RelayId, serial: Serial, link: L) {
+        for client in self.clients.keys() {
+            self.actions.push_back(Action::Announce {
+                client: *client,
+                online: true,
+                to: Some(link.clone()),
+            });
+        }
+        let slot = self.links.entry(relay).or_insert_with(|| LinkSlot {
+            serial,
+            link: link.clone(),
+            forwards: Inflight::default(),
+            presence: 0,
+        });
+        slot.serial = serial;
+        slot.link = link;
+    }
+
+    /// A link went down: what it carried unanswered fails, and the clients it announced are gone.
+    pub fn on_link_down(&mut self, relay: RelayId, serial: Serial, now: Instant) {
+        if self.links.get(&relay).is_none_or(|l| l.serial != serial) {
+            return;
+        }
+        let Some(mut slot) = self.links.remove(&relay) else {
+            return;
+        };
+        self.presence.retain(|_, r| *r != relay);
+        for pending in slot.forwards.drain() {
+            self.undelivered(pending, now);
+        }
+    }
+
+    /// The link to `relay`, if up.
+    pub fn link(&self, relay: &RelayId) -> Option<&L> {
+        self.links.get(relay).map(|l| &l.link)
+    }
+
+    /// Every link up.
+    pub fn links(&self) -> impl Iterator<Item = (&RelayId, &L)> {
+        self.links.iter().map(|(r, l)| (r, &l.link))
+    }
+
+    /// The link to the relay `client` is connected to, if known and up.
+    pub fn link_for_client(&self, client: &AccountId) -> Option<&L> {
+        self.presence.get(client).and_then(|r| self.link(r))
+    }
+
+    /// A linked relay says `client` connected to it (or left it). A relay that claims more
+    /// clients than the limit is not believed for the rest.
+    pub fn on_presence(&mut self, relay: RelayId, client: AccountId, online: bool) {
+        let Some(slot) = self.links.get_mut(&relay) else {
+            return;
+        };
+        if online {
+            match self.presence.get(&client) {
+                Some(r) if *r == relay => {}
+                _ if slot.presence >= self.config.max_presence_per_link => return,
+                previous => {
+                    if let Some(other) = previous.copied().and_then(|p| self.links.get_mut(&p)) {
+                        other.presence = other.presence.saturating_sub(1);
+                    }
+                    if let Some(slot) = self.links.get_mut(&relay) {
+                        slot.presence += 1;
+                    }
+                    self.presence.insert(client, relay);
+                }
+            }
+            let link = self.links.get(&relay).map(|l| l.link.clone());
+            self.actions.push_back(Action::PushMailbox {
+                client,
+                done_to: link,
+            });
+        } else if self.presence.get(&client) == Some(&relay) {
+            self.presence.remove(&client);
+            slot.presence = slot.presence.saturating_sub(1);
+        }
+    }
+
+    // --- messages -----------------------------------------------------------------------------
+
+    /// A local client sent a message (already checked and paid for).
+    pub fn on_send(&mut self, env: Envelope, from: S, now: Instant) {
+        self.route(env, Origin::Sender(from), now);
+    }
+
+    /// A linked relay forwarded a message for a client it believes is connected here.
+    pub fn on_forwarded(&mut self, env: Envelope, link: L, store_on_fail: bool, now: Instant) {
+        let pending = self.pending(
+            env,
+            Origin::Link {
+                link,
+                store_on_fail,
+            },
+            now,
+        );
+        if let Err(pending) = self.offer_to_session(pending) {
+            self.undelivered(pending, now);
+        }
+    }
+
+    /// A message from this relay's mailbox, for a push to wherever its recipient is now.
+    /// Returns where it went, or `None` if the recipient is not reachable (the push should stop);
+    /// a message some other push is already handing over counts as handed.
+    pub fn on_stored_message(&mut self, env: Envelope, now: Instant) -> Option<Handover> {
+        let to = env.to;
+        if self.pushing.contains(&env.id) {
+            return self.handover_target(&to);
+        }
+        let target = self.handover_target(&to)?;
+        self.pushing.insert(env.id);
+        let pending = self.pending(env, Origin::Mailbox, now);
+        let handed = match target {
+            Handover::Session(_) => self.offer_to_session(pending),
+            Handover::Link(relay) => self.offer_to_link(relay, pending, false),
+        };
+        match handed {
+            Ok(()) => Some(target),
+            Err(pending) => {
+                self.pushing.remove(&pending.env.id);
+                None
+            }
+        }
+    }
+
+    fn handover_target(&self, to: &AccountId) -> Option<Handover> {
+        if self.clients.contains_key(to) {
+            return Some(Handover::Session(*to));
+        }
+        let relay = self.presence.get(to)?;
+        self.links
+            .contains_key(relay)
+            .then_some(Handover::Link(*relay))
+    }
+
+    /// The client acknowledged a message (on any of its sessions).
+    pub fn on_ack(&mut self, client: AccountId, id: MsgId) -> bool {
+        let acked = self
+            .clients
+            .get_mut(&client)
+            .and_then(|c| c.inflight.0.remove(&id))
+            .unwrap_or_default();
+        let Some(first) = acked.first() else {
+            return false;
+        };
+        self.delivered.record(&first.env);
+        for pending in acked {
+            self.finish(pending, Ok(Outcome::Delivered));
+        }
+        true
+    }
+
+    /// A linked relay answered a forward.
+    pub fn on_forward_result(
+        &mut self,
+        relay: RelayId,
+        id: MsgId,
+        outcome: Option<Outcome>,
+        now: Instant,
+    ) {
+        let answered = self
+            .links
+            .get_mut(&relay)
+            .and_then(|l| l.forwards.0.remove(&id))
+            .unwrap_or_default();
+        for pending in answered {
+            match outcome {
+                Some(outcome @ (Outcome::Delivered | Outcome::Stored)) => {
+                    self.finish(pending, Ok(outcome))
+                }
+                // `Durable` is not final and never comes over a link: no answer.
+                Some(Outcome::Durable) | None => self.undelivered(pending, now),
+            }
+        }
+    }
+
+    /// A [`Action::Deliver`] or [`Action::Forward`] could not be carried out: the deliveries it
+    /// carried fail (and fall back to the mailbox where their origin wants it).
+    pub fn on_handover_failed(&mut self, to: Handover, id: MsgId, now: Instant) {
+        let failed = match to {
+            Handover::Session(client) => self
+                .clients
+                .get_mut(&client)
+                .and_then(|c| c.inflight.0.remove(&id)),
+            Handover::Link(relay) => self
+                .links
+                .get_mut(&relay)
+                .and_then(|l| l.forwards.0.remove(&id)),
+        };
+        for pending in failed.unwrap_or_default() {
+            self.undelivered(pending, now);
+        }
+    }
+
+    /// A [`Action::Store`] ended.
+    pub fn on_stored(&mut self, pending: Pending<S, L>, result: Result<(), Reject>) {
+        self.finish(pending, result.map(|()| Outcome::Stored));
+    }
+
+    /// A [`Action::StoreCopy`] ended: on success the senders waiting are told `Durable`.
+    pub fn on_copy_stored(&mut self, to: Handover, id: MsgId, result: Result<(), Reject>) {
+        self.copying.remove(&id);
+        if result.is_err() {
+            // The sender waits for the acknowledgement (or the store after the ack timeout).
+            return;
+        }
+        let entry = match to {
+            Handover::Session(client) => self
+                .clients
+                .get_mut(&client)
+                .and_then(|c| c.inflight.0.get_mut(&id)),
+            Handover::Link(relay) => self
+                .links
+                .get_mut(&relay)
+                .and_then(|l| l.forwards.0.get_mut(&id)),
+        };
+        // Already answered: the copy is pushed like any stored message, and a copy of an
+        // acknowledged message is deleted without being shown again.
+        let Some(entry) = entry else { return };
+        for pending in entry.iter_mut().filter(|p| !p.durable) {
+            if let Origin::Sender(session) = &pending.origin {
+                pending.durable = true;
+                self.actions.push_back(Action::AnswerSender {
+                    session: session.clone(),
+                    id,
+                    bytes: pending.env.sealed.len(),
+                    result: Ok(Outcome::Durable),
+                });
+            }
+        }
+    }
+
+    /// Time passed: durable copies fall due, and deliveries and forwards unanswered for too
+    /// long fail.
+    pub fn on_tick(&mut self, now: Instant) {
+        self.copies_due(now);
+        if self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.sweep_every)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let mut stale = Vec::new();
+        if let Some(deadline) = now.checked_sub(self.config.ack_timeout) {
+            for client in self.clients.values_mut() {
+                stale.extend(client.inflight.take_older_than(deadline));
+            }
+        }
+        if let Some(deadline) = now.checked_sub(self.config.forward_timeout) {
+            for link in self.links.values_mut() {
+                stale.extend(link.forwards.take_older_than(deadline));
+            }
+        }
+        for pending in stale {
+            self.undelivered(pending, now);
+        }
+    }
+
+    /// Whether message `id` was handed over to `to` and awaits its answer.
+    pub fn is_handed(&self, to: Handover, id: &MsgId) -> bool {
+        match to {
+            Handover::Session(client) => self
+                .clients
+                .get(&client)
+                .is_some_and(|c| c.inflight.0.contains_key(id)),
+            Handover::Link(relay) => self
+                .links
+                .get(&relay)
+                .is_some_and(|l| l.forwards.0.contains_key(id)),
+        }
+    }
+
+    /// Messages handed to sessions or links and not yet answered.
+    pub fn inflight(&self) -> usize {
+        let sessions: usize = self.clients.values().map(|c| c.inflight.0.len()).sum();
+        let links: usize = self.links.values().map(|l| l.forwards.0.len()).sum();
+        sessions + links
+    }
+
+    // --- internals ----------------------------------------------------------------------------
+
+    /// Asks for a durable copy of each local sender's delivery still unanswered at its time.
+    fn copies_due(&mut self, now: Instant) {
+        while let Some(&(due, to, id)) = self.accept_due.front() {
+            if due > now {
+                return;
+            }
+            self.accept_due.pop_front();
+            if self.copying.contains(&id) {
+                continue;
+            }
+            let entry = match to {
+                Handover::Session(client) => self
+                    .clients
+                    .get(&client)
+                    .and_then(|c| c.inflight.0.get(&id)),
+                Handover::Link(relay) => self.links.get(&relay).and_then(|l| l.forwards.0.get(&id)),
+            };
+            let Some(entry) = entry else { continue };
+            let waiting = entry
+                .iter()
+                .any(|p| matches!(p.origin, Origin::Sender(_)) && !p.durable);
+            if let (true, Some(first)) = (waiting, entry.first()) {
+                let env = first.env.clone();
+                self.copying.insert(id);
+                self.actions.push_back(Action::StoreCopy { env, to });
+            }
+        }
+    }
+
+    /// Remembers when a local sender's delivery is due a durable copy.
+    fn track_accept(&mut self, pending: &Pending<S, L>, to: Handover) {
+        if matches!(pending.origin, Origin::Sender(_)) {
+            let due = pending.since + self.config.accept_after;
+            self.accept_due.push_back((due, to, pending.env.id));
+        }
+    }
+
+    fn pending(&self, env: Envelope, origin: Origin<S, L>, now: Instant) -> Pending<S, L> {
+        Pending {
+            env,
+            origin,
+            since: now,
+            durable: false,
+        }
+    }
+
+    fn route(&mut self, env: Envelope, origin: Origin<S, L>, now: Instant) {
+        let pending = self.pending(env, origin, now);
+        let Err(pending) = self.offer_to_session(pending) else {
+            return;
+        };
+        let pending = match self.presence.get(&pending.env.to).copied() {
+            Some(relay) => match self.offer_to_link(relay, pending, true) {
+                Ok(()) => return,
+                Err(pending) => pending,
+            },
+            None => pending,
+        };
+        self.undelivered(pending, now);
+    }
+
+    /// Offers a message to its recipient's session here; gives it back if there is none.
+    fn offer_to_session(&mut self, pending: Pending<S, L>) -> Result<(), Pending<S, L>> {
+        if !self.clients.contains_key(&pending.env.to) {
+            return Err(pending);
+        }
+        if self.delivered.contains(&pending.env) {
+            self.finish(pending, Ok(Outcome::Delivered));
+            return Ok(());
+        }
+        let limit = self.config.max_inflight_per_client;
+        self.track_accept(&pending, Handover::Session(pending.env.to));
+        let Some(client) = self.clients.get_mut(&pending.env.to) else {
+            return Err(pending);
+        };
+        if let Some(waiting) = client.inflight.0.get_mut(&pending.env.id) {
+            // Already offered: one acknowledgement settles both.
+            waiting.push(pending);
+            return Ok(());
+        }
+        if client.inflight.0.len() >= limit {
+            return Err(pending);
+        }
+        self.actions.push_back(Action::Deliver {
+            session: client.session.clone(),
+            env: pending.env.clone(),
+        });
+        client.inflight.0.insert(pending.env.id, vec![pending]);
+        Ok(())
+    }
+
+    /// Forwards a message to the relay its recipient is on; gives it back if that link is gone
+    /// or has too much unanswered.
+    fn offer_to_link(
+        &mut self,
+        relay: RelayId,
+        pending: Pending<S, L>,
+        store_on_fail: bool,
+    ) -> Result<(), Pending<S, L>> {
+        let limit = self.config.max_forwards_per_link;
+        self.track_accept(&pending, Handover::Link(relay));
+        let Some(link) = self.links.get_mut(&relay) else {
+            return Err(pending);
+        };
+        if let Some(waiting) = link.forwards.0.get_mut(&pending.env.id) {
+            waiting.push(pending);
+            return Ok(());
+        }
+        if link.forwards.0.len() >= limit {
+            return Err(pending);
+        }
+        self.actions.push_back(Action::Forward {
+            link: link.link.clone(),
+            env: pending.env.clone(),
+            store_on_fail,
+        });
+        link.forwards.0.insert(pending.env.id, vec![pending]);
+        Ok(())
+    }
+
+    /// A delivery failed: store the message if its origin wants that, else say it failed.
+    fn undelivered(&mut self, pending: Pending<S, L>, _now: Instant) {
+        let wants_store = match &pending.origin {
+            Origin::Sender(_) => true,
+            Origin::Link { store_on_fail, .. } => *store_on_fail,
+            Origin::Mailbox => false,
+        };
+        if wants_store {
+            self.actions.push_back(Action::Store(pending));
+        } else {
+            self.finish(pending, Err(Reject::Unavailable));
+        }
+    }
+
+    /// Reports a final result to a delivery's origin.
+    fn finish(&mut self, pending: Pending<S, L>, result: Result<Outcome, Reject>) {
+        let id = pending.env.id;
+        let action = match pending.origin {
+            Origin::Sender(session) => Action::AnswerSender {
+                session,
+                id,
+                bytes: pending.env.sealed.len(),
+                result,
+            },
+            Origin::Link { link, .. } => Action::AnswerLink {
+                link,
+                id,
+                outcome: result.ok(),
+            },
+            Origin::Mailbox => {
+                self.pushing.remove(&id);
+                if result != Ok(Outcome::Delivered) {
+                    return;
+                }
+                Action::DeleteStored(id)
+            }
+        };
+        self.actions.push_back(action);
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

@@ -1,0 +1,121 @@
+//! The node's table of roles: its [`Core`] and each role's handle. Only the node (accept loop,
+//! dialer, HTTP, status) holds it; roles get the core and the handles they need.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use top_proto::addr::RelayAddr;
+use top_proto::identity::Identity;
+
+use super::core::Core;
+use crate::msg::Messaging;
+use crate::msg::driver::MessagingParts;
+use crate::msg::link::LinkContext;
+use crate::msg::mailbox::Mailbox;
+use crate::msg::session::SessionContext;
+use crate::node::config::RelayConfig;
+use crate::node::metrics::Metrics;
+use crate::node::peers::Peers;
+
+/// The node's core and the handles of its roles.
+pub struct Shared {
+    /// What every role may use.
+    pub core: Arc<Core>,
+    /// The messaging role (sessions, links, mailboxes).
+    pub msg: Arc<Messaging>,
+    /// Relays known to this one.
+    pub peers: Arc<Peers>,
+    /// Prices and payment terms.
+    pub terms: crate::billing::meter::Terms,
+    /// Latest receipts by channel.
+    pub receipts: crate::billing::receipts::ReceiptStore,
+    /// The chain, once opened (followers open it after fetching the genesis).
+    pub chain: std::sync::OnceLock<Arc<crate::ledger::chain::ChainNode>>,
+    /// CDN manifests and chunks on disk.
+    pub cdn: Arc<crate::cdn::store::CdnStore>,
+    /// Publishers' allowances for HTTP egress, and what was served under them.
+    pub egress: crate::cdn::egress::EgressBook,
+    /// The VPN exit, when this relay is one.
+    pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
+}
+
+impl Shared {
+    /// Shared state for a relay that is about to start.
+    pub fn new(
+        identity: Identity,
+        addr: RelayAddr,
+        config: RelayConfig,
+        endpoint: quinn::Endpoint,
+        mailbox: Mailbox,
+        receipts: crate::billing::receipts::ReceiptStore,
+        (cdn, egress): (crate::cdn::store::CdnStore, crate::cdn::egress::EgressBook),
+    ) -> Self {
+        let id = identity.relay_id();
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let peers = Arc::new(Peers::new(id, config.mailbox.home_replicas, &config.peers));
+        let msg = Messaging::new(MessagingParts {
+            me: id,
+            mailbox,
+            peers: peers.clone(),
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+            router: Default::default(),
+        });
+        let terms = crate::billing::meter::Terms::from_config(&config.billing);
+        let core = Arc::new(Core {
+            identity,
+            id,
+            addr,
+            config,
+            endpoint,
+            metrics,
+            shutdown,
+            tasks,
+            started: Instant::now(),
+        });
+        Self {
+            core,
+            terms,
+            receipts,
+            msg,
+            peers,
+            chain: std::sync::OnceLock::new(),
+            cdn: Arc::new(cdn),
+            egress,
+            vpn_exit: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What a client session needs.
+    pub fn session_context(&self) -> SessionContext {
+        SessionContext {
+            msg: self.msg.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            tasks: self.tasks.clone(),
+        }
+    }
+
+    /// What a link needs.
+    pub fn link_context(&self) -> LinkContext {
+        LinkContext {
+            msg: self.msg.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            tasks: self.tasks.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
