@@ -128,7 +128,7 @@ async fn echo_bench() -> Figures {
         }
     });
     let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&client, &Identity::generate(), &addr)
+    let conn = top_proto::net::dial::dial(&client, &Identity::generate(), &addr)
         .await
         .unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();
@@ -193,7 +193,7 @@ async fn two_hop_echo_bench() -> Figures {
     });
     // The echo peer.
     let peer_ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let peer_conn = top_proto::dial::dial(&peer_ep, &Identity::generate(), &fwd_addr)
+    let peer_conn = top_proto::net::dial::dial(&peer_ep, &Identity::generate(), &fwd_addr)
         .await
         .unwrap();
     tokio::spawn(async move {
@@ -202,7 +202,7 @@ async fn two_hop_echo_bench() -> Figures {
         drop(peer_ep);
     });
     let client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&client, &Identity::generate(), &fwd_addr)
+    let conn = top_proto::net::dial::dial(&client, &Identity::generate(), &fwd_addr)
         .await
         .unwrap();
     let (send, recv) = conn.open_bi().await.unwrap();

@@ -29,8 +29,8 @@ async fn baseline() -> Duration {
     let addr = top_proto::addr::RelayAddr::new(id.relay_id(), server.local_addr().unwrap());
     let accept = server.clone();
     let held = tokio::spawn(async move { accept.accept().await.unwrap().await.unwrap() });
-    let client = top_proto::endpoint::client_endpoint("127.0.0.1:0").unwrap();
-    let conn = top_proto::dial::dial(&client, &Identity::generate(), &addr)
+    let client = top_proto::net::endpoint::client_endpoint("127.0.0.1:0").unwrap();
+    let conn = top_proto::net::dial::dial(&client, &Identity::generate(), &addr)
         .await
         .unwrap();
     let server_conn = held.await.unwrap();

@@ -10,9 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_billing::Service;
 use top_proto::cdn::{CdnError, Cid, Manifest, ManifestBuilder};
-use top_proto::cdn_stream::{FetchError, Serving};
 use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
 use top_proto::frame::{FrameCodec, Open, encode_frame};
+use top_proto::net::cdn_fetch::{FetchError, Serving};
 
 use ledger_lite::{AllowanceBody, Amount, ChannelId};
 use top_proto::id::AccountId;

@@ -8,14 +8,14 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
-use top_proto::dial::dial;
 use top_proto::frame::{
     Envelope, FrameCodec, MsgId, Open, Outcome, Reject, SessionFrame, encode_frame,
 };
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
+use top_proto::net::dial::dial;
+use top_proto::net::writer::write_frames;
 use top_proto::seal::{Opener, SealedContent, Sealer};
-use top_proto::writer::write_frames;
 
 use crate::billing::{BillingOptions, BillingState, UsageCounter};
 use crate::error::ClientError;
@@ -84,7 +84,7 @@ impl Client {
         identity: Identity,
         options: ClientOptions,
     ) -> Result<Self, ClientError> {
-        let endpoint = top_proto::endpoint::client_endpoint(&relay.host_port)?;
+        let endpoint = top_proto::net::endpoint::client_endpoint(&relay.host_port)?;
         let conn = dial(&endpoint, &identity, relay).await?;
         let usage = Arc::new(UsageCounter::default());
         let billing =
@@ -200,18 +200,22 @@ impl Client {
             .lock()
             .map_err(|_| ClientError::Closed)?
             .seal(to, &content)?;
-        let stage = self.waiters.register(id, sealed.len());
-        self.usage.msg(sealed.len());
+        let len = sealed.len();
         let env = Envelope {
             id,
             to: *to,
             ttl_secs: self.ttl_secs,
             sealed: sealed.into(),
         };
+        // Tracked from before it leaves (its answer may come at once); forgotten again if this
+        // call is cancelled before the message is queued.
+        let stage = self.waiters.register(id, len);
+        let mut queued = crate::sending::Unqueued::new(&self.waiters, id);
         if self.tx.send(SessionFrame::Send(env)).await.is_err() {
-            self.waiters.forget(&id);
             return Err(self.closed_error());
         }
+        queued.sent();
+        self.usage.msg(len);
         Ok(Sending::new(id, stage, self.conn.clone()))
     }
 

@@ -9,7 +9,7 @@ use top_proto::id::AccountId;
 pub enum ClientError {
     /// The relay could not be reached or is not who it claims to be.
     #[error(transparent)]
-    Dial(#[from] top_proto::dial::DialError),
+    Dial(#[from] top_proto::net::dial::DialError),
     /// The connection to the relay failed or closed.
     #[error("connection to relay lost: {0}")]
     Connection(#[from] quinn::ConnectionError),
@@ -42,7 +42,7 @@ pub enum ClientError {
     Tls(#[from] top_proto::tls::TlsError),
     /// A request on a ledger or billing stream failed.
     #[error(transparent)]
-    Rpc(#[from] top_proto::rpc::RpcError),
+    Rpc(#[from] top_proto::net::rpc::RpcError),
     /// The ledger refused or could not answer.
     #[error("ledger: {0}")]
     Ledger(String),
@@ -57,7 +57,7 @@ pub enum ClientError {
     Proxy(top_proto::vpn::ConnectReply),
     /// A CDN request failed, was refused, or the relay served bad data.
     #[error(transparent)]
-    Cdn(#[from] top_proto::cdn_stream::FetchError),
+    Cdn(#[from] top_proto::net::cdn_fetch::FetchError),
     /// Changing the host's network (TUN, routes, DNS, kill switch) failed.
     #[error(transparent)]
     Net(#[from] top_netconf::NetError),

@@ -76,6 +76,34 @@ impl Waiters {
     }
 }
 
+/// Forgets a registered message unless it was queued (the sending call was cancelled).
+pub(crate) struct Unqueued<'a> {
+    waiters: &'a Waiters,
+    id: Option<MsgId>,
+}
+
+impl<'a> Unqueued<'a> {
+    pub(crate) fn new(waiters: &'a Waiters, id: MsgId) -> Self {
+        Self {
+            waiters,
+            id: Some(id),
+        }
+    }
+
+    /// The message is queued: keep tracking it.
+    pub(crate) fn sent(&mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for Unqueued<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            self.waiters.forget(&id);
+        }
+    }
+}
+
 /// A message sent: wait for it to be accepted, or for its final outcome.
 ///
 /// Dropping it does not cancel the message.

@@ -8,7 +8,7 @@ use top_proto::addr::RelayAddr;
 use top_proto::frame::Open;
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
-use top_proto::rpc::RpcStream;
+use top_proto::net::rpc::RpcStream;
 
 use crate::error::ClientError;
 
@@ -32,8 +32,8 @@ pub struct Wallet {
 impl Wallet {
     /// Connects to `relay` for ledger access only (no messaging session, nothing billed).
     pub async fn connect(relay: &RelayAddr, identity: Identity) -> Result<Self, ClientError> {
-        let endpoint = top_proto::endpoint::client_endpoint(&relay.host_port)?;
-        let conn = top_proto::dial::dial(&endpoint, &identity, relay).await?;
+        let endpoint = top_proto::net::endpoint::client_endpoint(&relay.host_port)?;
+        let conn = top_proto::net::dial::dial(&endpoint, &identity, relay).await?;
         let mut wallet = Self::open(&conn, identity).await?;
         wallet.own = Some((endpoint, conn));
         Ok(wallet)

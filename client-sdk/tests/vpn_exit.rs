@@ -132,7 +132,7 @@ async fn run() {
 
     let me = Identity::generate();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&endpoint, &me, &exit.addr())
+    let conn = top_proto::net::dial::dial(&endpoint, &me, &exit.addr())
         .await
         .unwrap();
     let (mut send, recv) = conn.open_bi().await.unwrap();

@@ -4,12 +4,13 @@
 //!   [`addr`]: `<relay-id>@<host>:<port>` addresses.
 //! - [`frame`]: length-prefixed, versioned stream frames.
 //! - [`seal`]: sealed (Noise `X`) messages; [`pipe_crypto`]: Noise `IK` pipes.
-//! - [`cdn`]: content ids, manifests and chunk checks; [`cdn_wire`]: the CDN stream's frames;
-//!   [`cdn_stream`]: fetching verified chunks.
+//! - [`cdn`]: content ids, manifests and chunk checks; [`cdn_wire`]: the CDN stream's frames.
 //! - [`vpn`]: the VPN data plane (tunnel keys, replay window, packet checks).
 //! - [`tls`]: QUIC/TLS configuration whose certificates are bound to ed25519 ids.
 //!
-//! Everything here is sans-IO except the QUIC configuration builders.
+//! All of the above is sans-IO: bytes, keys and time in; bytes and decisions out. What touches
+//! sockets and tasks lives apart in [`net`]: endpoints, dialing, the stream writer task, request
+//! and response over a stream, and the CDN fetch driver.
 //!
 //! ```
 //! use top_proto::identity::Identity;
@@ -27,19 +28,15 @@
 
 pub mod addr;
 pub mod cdn;
-pub mod cdn_stream;
 pub mod cdn_wire;
-pub mod dial;
-pub mod endpoint;
 pub mod frame;
 pub mod id;
 pub mod identity;
+pub mod net;
 pub mod pipe_crypto;
-pub mod rpc;
 pub mod seal;
 pub mod tls;
 pub mod vpn;
-pub mod writer;
 
 /// ALPN protocol id of the TOP wire protocol.
 pub const ALPN: &[u8] = b"top/1";

@@ -8,10 +8,10 @@ use common::endpoint_and_conn;
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_proto::cdn::{Manifest, ManifestBuilder};
-use top_proto::cdn_stream::Serving;
 use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
 use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::identity::Identity;
+use top_proto::net::cdn_fetch::Serving;
 use top_relay::config::RelayConfig;
 use top_relay::{InitOptions, Relay, init};
 
@@ -140,7 +140,7 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     let get = CdnRequest::get(cid, None);
     assert!(matches!(
         Serving::open(&conn, &cid, &get).await,
-        Err(top_proto::cdn_stream::FetchError::Refused(
+        Err(top_proto::net::cdn_fetch::FetchError::Refused(
             CdnRefusal::NotFound
         ))
     ));

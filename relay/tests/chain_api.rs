@@ -5,7 +5,7 @@ use ledger_lite::{Amount, ChainId, Tx, TxKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use top_proto::frame::{Open, encode_frame};
 use top_proto::identity::Identity;
-use top_proto::rpc::RpcStream;
+use top_proto::net::rpc::RpcStream;
 use top_relay::{InitOptions, Relay, init};
 
 type Rpc = RpcStream<LedgerRequest, LedgerResponse>;
@@ -40,7 +40,7 @@ async fn bad_transactions_get_clear_errors_and_change_nothing() {
     let relay = Relay::start(dir.path()).await.unwrap();
     let faucet = Identity::load(&dir.path().join("faucet.key")).unwrap();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&endpoint, &faucet, &relay.addr())
+    let conn = top_proto::net::dial::dial(&endpoint, &faucet, &relay.addr())
         .await
         .unwrap();
     let mut rpc = Rpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)

@@ -13,7 +13,7 @@ use ledger_lite::{Amount, Block, Tx, TxHash, TxKind};
 use top_proto::addr::RelayAddr;
 use top_proto::frame::Open;
 use top_proto::identity::Identity;
-use top_proto::rpc::RpcStream;
+use top_proto::net::rpc::RpcStream;
 use top_relay::config::RelayConfig;
 
 const BIN: &str = common::TOPRELAY;
@@ -41,7 +41,9 @@ fn init(dir: &std::path::Path, extra: &[&str]) {
 
 async fn connect(addr: &RelayAddr, me: &Identity) -> (quinn::Endpoint, quinn::Connection, Rpc) {
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&endpoint, me, addr).await.unwrap();
+    let conn = top_proto::net::dial::dial(&endpoint, me, addr)
+        .await
+        .unwrap();
     let rpc = Rpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
         .await
         .unwrap();

@@ -8,7 +8,7 @@ use ledger_lite::wire::{AccountView, LedgerRequest, LedgerResponse, MAX_LEDGER_F
 use ledger_lite::{Amount, Tx, TxKind};
 use top_proto::frame::Open;
 use top_proto::identity::Identity;
-use top_proto::rpc::RpcStream;
+use top_proto::net::rpc::RpcStream;
 use top_relay::config::RelayConfig;
 use top_relay::{InitOptions, Relay, init};
 
@@ -63,7 +63,7 @@ async fn a_follower_answers_like_its_validator() {
 
     let user = Identity::generate();
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::dial::dial(&endpoint, &user, &follower.addr())
+    let conn = top_proto::net::dial::dial(&endpoint, &user, &follower.addr())
         .await
         .unwrap();
     let mut rpc = Rpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)

@@ -270,7 +270,7 @@ async fn new_connections_are_rate_limited_per_address() {
     let mut refused = 0;
     let mut kept = Vec::new();
     for _ in 0..5 {
-        match top_proto::dial::dial(&endpoint, &me, &relay.addr()).await {
+        match top_proto::net::dial::dial(&endpoint, &me, &relay.addr()).await {
             Ok(conn) => kept.push(conn),
             Err(_) => refused += 1,
         }

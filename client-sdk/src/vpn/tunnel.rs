@@ -10,10 +10,10 @@ use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_proto::addr::RelayAddr;
-use top_proto::dial::dial;
-use top_proto::endpoint::client_endpoint;
 use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::identity::Identity;
+use top_proto::net::dial::dial;
+use top_proto::net::endpoint::client_endpoint;
 use top_proto::vpn::cipher::{Lease, OVERHEAD, Opener, Sealer, TunnelInitiator, VpnCryptoError};
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use top_proto::cdn::{Cid, Manifest};
-use top_proto::cdn_stream::{FetchError, Serving};
 use top_proto::cdn_wire::{CdnRefusal, CdnRequest};
 use top_proto::id::RelayId;
+use top_proto::net::cdn_fetch::{FetchError, Serving};
 use tracing::{debug, warn};
 
 use crate::cdn::store::StoreError;

@@ -7,10 +7,10 @@ use futures::{SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_billing::Service;
 use top_proto::cdn::{Cid, Manifest};
-use top_proto::cdn_stream::RawReader;
 use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
 use top_proto::frame::{FrameCodec, FrameError};
 use top_proto::id::AccountId;
+use top_proto::net::cdn_fetch::RawReader;
 
 use crate::billing::meter::ClientMeter;
 use crate::cdn::chunks::{ChunkSource, failed};

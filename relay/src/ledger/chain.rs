@@ -17,7 +17,7 @@ use top_proto::addr::RelayAddr;
 use top_proto::frame::Open;
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
-use top_proto::rpc::RpcStream;
+use top_proto::net::rpc::RpcStream;
 use tracing::{info, warn};
 
 use crate::ledger::forwarded::Forwarded;
@@ -557,7 +557,7 @@ fn enqueue(inner: &mut Inner, tx: SignedTx, wait: bool) -> ChainResult<Queued> {
 
 /// A client-only QUIC endpoint for talking to other relays' ledger APIs.
 fn client_endpoint() -> ChainResult<quinn::Endpoint> {
-    top_proto::endpoint::client_endpoint("0.0.0.0:0")
+    top_proto::net::endpoint::client_endpoint("0.0.0.0:0")
         .map_err(|e| format!("cannot open a QUIC socket: {e}"))
 }
 
@@ -569,7 +569,7 @@ async fn open_upstream(
     upstream: &RelayAddr,
 ) -> ChainResult<(quinn::Endpoint, quinn::Connection, LedgerRpc)> {
     let endpoint = client_endpoint()?;
-    let conn = top_proto::dial::dial(&endpoint, identity, upstream)
+    let conn = top_proto::net::dial::dial(&endpoint, identity, upstream)
         .await
         .map_err(|e| e.to_string())?;
     let rpc = LedgerRpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)

@@ -8,7 +8,7 @@ use tokio::sync::{Mutex, Semaphore};
 use top_proto::addr::RelayAddr;
 use top_proto::frame::Open;
 use top_proto::identity::Identity;
-use top_proto::rpc::RpcStream;
+use top_proto::net::rpc::RpcStream;
 
 use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME};
 
@@ -71,9 +71,9 @@ impl Upstream {
         {
             return Ok(conn.clone());
         }
-        let endpoint = top_proto::endpoint::client_endpoint("0.0.0.0:0")
+        let endpoint = top_proto::net::endpoint::client_endpoint("0.0.0.0:0")
             .map_err(|e| format!("cannot open a QUIC socket: {e}"))?;
-        let conn = top_proto::dial::dial(&endpoint, &self.identity, &self.addr)
+        let conn = top_proto::net::dial::dial(&endpoint, &self.identity, &self.addr)
             .await
             .map_err(|e| e.to_string())?;
         *slot = Some((endpoint, conn.clone()));

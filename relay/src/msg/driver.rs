@@ -3,9 +3,10 @@
 //!
 //! Every action is carried out without waiting while the router's lock is held: frames go out
 //! with `try_send` into bounded queues, and a queue that is full fails the hand-over back into
-//! the router (the message then falls back to the mailbox). Answers have room kept for them in
-//! each queue; stores and pushes run in tracked tasks, bounded by a semaphore and one run per
-//! client.
+//! the router (the message then falls back to the mailbox). Each session and link has two
+//! queues: deliveries (with `Synced` and `MailboxDone`, which must follow them) and answers,
+//! which its writer sends first, so a queue full of deliveries never holds an answer back.
+//! Stores and pushes run in tracked tasks, bounded by a semaphore and one run per client.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,12 +29,15 @@ use crate::util::{lock, unix_now};
 
 /// Deliveries queued towards one client before the rest wait in its mailbox.
 pub const SESSION_QUEUE: usize = 2048;
-/// Room kept in a session's queue for answers to what the client sent.
-pub const SESSION_ANSWER_ROOM: usize = 4096;
-/// Forwards queued on one link before the rest go to the mailbox.
+/// Answers queued towards one client; a client that lets more pile up is not reading, and
+/// further answers are dropped (and counted).
+pub const SESSION_ANSWERS: usize = 4096;
+/// Forwards, presence and store requests queued on one link.
 pub const LINK_QUEUE: usize = 16_384;
-/// Room kept in a link's queue for answers, presence and store requests.
-pub const LINK_ANSWER_ROOM: usize = 16_384;
+/// Answers queued on one link.
+pub const LINK_ANSWERS: usize = 16_384;
+/// How long a push waits to tell a link it is done, or a late announcement to go out.
+const LATE_SEND: Duration = Duration::from_secs(5);
 /// Stores (to the mailbox here or at home relays) in progress at once; beyond it a message is
 /// refused as `Unavailable`.
 const MAX_STORES: usize = 4096;
@@ -51,8 +55,10 @@ pub struct SessionOut {
     pub serial: Serial,
     /// The client's connection (for opening pipe streams to it).
     pub conn: quinn::Connection,
-    /// Frames to write to the client.
+    /// Deliveries (and `Synced`) to write to the client, in order.
     pub tx: mpsc::Sender<SessionFrame>,
+    /// Answers to the client's messages, written first.
+    pub answers: mpsc::Sender<SessionFrame>,
     /// The client's meter, when this relay bills.
     pub meter: Option<Arc<ClientMeter>>,
 }
@@ -69,8 +75,10 @@ pub struct LinkOut {
     pub serial: Serial,
     /// The connection (for pipes and CDN fetches over it).
     pub conn: quinn::Connection,
-    /// Frames to write on the link's control stream.
+    /// Forwards, presence, store requests and `MailboxDone` for the link, in order.
     pub tx: mpsc::Sender<LinkFrame>,
+    /// Answers to the other relay's forwards and store requests, written first.
+    pub answers: mpsc::Sender<LinkFrame>,
     stores: StoreWaiters,
 }
 
@@ -86,21 +94,17 @@ impl LinkOut {
         relay: RelayId,
         serial: Serial,
         conn: quinn::Connection,
-        tx: mpsc::Sender<LinkFrame>,
+        (tx, answers): (mpsc::Sender<LinkFrame>, mpsc::Sender<LinkFrame>),
     ) -> Self {
         Self {
             relay,
             serial,
             conn,
             tx,
+            answers,
             stores: Arc::default(),
         }
     }
-}
-
-/// Queues `frame` if more than `keep` places stay free; false otherwise.
-fn try_send_keeping<T>(tx: &mpsc::Sender<T>, frame: T, keep: usize) -> bool {
-    tx.capacity() > keep && tx.try_send(frame).is_ok()
 }
 
 /// The messaging role of a relay: sessions, links, mailboxes, and the router between them.
@@ -231,7 +235,7 @@ impl Messaging {
     /// Answers a sender directly (a message refused before routing).
     pub fn refuse(&self, session: &SessionOut, id: MsgId, reason: Reject) {
         self.metrics.messages_rejected.inc();
-        self.answer(&session.tx, SessionFrame::Rejected { id, reason });
+        self.answer(&session.answers, SessionFrame::Rejected { id, reason });
     }
 
     // --- events from links --------------------------------------------------------------------
@@ -285,7 +289,7 @@ impl Messaging {
     pub fn store_for_peer(self: &Arc<Self>, link: &LinkOut, env: Envelope) {
         let id = env.id;
         let reply = |error| {
-            self.answer(&link.tx, LinkFrame::StoreResult { id, error });
+            self.answer(&link.answers, LinkFrame::StoreResult { id, error });
         };
         if env.check().is_err() {
             return reply(Some(Reject::TooLarge));
@@ -293,7 +297,7 @@ impl Messaging {
         let Ok(slot) = self.stores.clone().try_acquire_owned() else {
             return reply(Some(Reject::Unavailable));
         };
-        let (msg, tx) = (self.clone(), link.tx.clone());
+        let (msg, tx) = (self.clone(), link.answers.clone());
         self.tasks.spawn(async move {
             let error = msg.store_here(env).await.err();
             msg.answer(&tx, LinkFrame::StoreResult { id, error });
@@ -315,6 +319,11 @@ impl Messaging {
         }
     }
 
+    /// A session stopped waiting for linked relays' pushes: forget waits nobody holds any more.
+    pub fn forget_sync(&self) {
+        lock(&self.sync_waiters).retain(|_, waiter| !waiter.is_closed());
+    }
+
     fn wait_mailbox_done(&self, client: AccountId, relay: RelayId) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
         lock(&self.sync_waiters).insert((client, relay), tx);
@@ -323,16 +332,29 @@ impl Messaging {
 
     /// A client paid for deliveries held back: push again, here and on linked relays.
     pub fn resume(self: &Arc<Self>, client: AccountId) {
-        for link in self.linked() {
-            self.answer(
-                &link.tx,
-                LinkFrame::Presence {
-                    client,
-                    online: true,
-                },
-            );
-        }
+        let presence = LinkFrame::Presence {
+            client,
+            online: true,
+        };
+        let late: Vec<_> = self
+            .linked()
+            .into_iter()
+            .filter_map(|link| late_frame(&link, presence.clone()))
+            .collect();
+        self.send_late(late);
         self.request_push(client, None);
+    }
+
+    /// Sends frames a full link queue refused, waiting for room in one tracked task.
+    fn send_late(&self, late: Vec<(mpsc::Sender<LinkFrame>, LinkFrame)>) {
+        if late.is_empty() {
+            return;
+        }
+        self.tasks.spawn(async move {
+            for (tx, frame) in late {
+                tokio::time::timeout(LATE_SEND, tx.send(frame)).await.ok();
+            }
+        });
     }
 
     // --- what other roles ask -----------------------------------------------------------------
@@ -394,12 +416,7 @@ impl Messaging {
             match action {
                 Action::Deliver { session, env } => {
                     let id = env.id;
-                    let paid = session
-                        .meter
-                        .as_ref()
-                        .is_none_or(|m| m.try_deliver(env.sealed.len() as u64));
-                    let frame = SessionFrame::Deliver(env);
-                    if !paid || !try_send_keeping(&session.tx, frame, SESSION_ANSWER_ROOM) {
+                    if !self.deliver(&session, env) {
                         failed.push(id);
                         r.on_handover_failed(Handover::Session(session.client), id, now);
                     }
@@ -411,7 +428,7 @@ impl Messaging {
                 } => {
                     let id = env.id;
                     let frame = LinkFrame::Forward { env, store_on_fail };
-                    if !try_send_keeping(&link.tx, frame, LINK_ANSWER_ROOM) {
+                    if link.tx.try_send(frame).is_err() {
                         failed.push(id);
                         r.on_handover_failed(Handover::Link(link.relay), id, now);
                     }
@@ -423,21 +440,21 @@ impl Messaging {
                     result,
                 } => self.answer_sender(&session, id, bytes, result),
                 Action::AnswerLink { link, id, outcome } => {
-                    self.answer(&link.tx, LinkFrame::ForwardResult { id, outcome });
+                    self.answer(&link.answers, LinkFrame::ForwardResult { id, outcome });
                 }
                 Action::Store(pending) => self.spawn_store(r, pending),
                 Action::StoreCopy { env, to } => self.spawn_copy(r, env, to),
                 Action::DeleteStored(id) => self.mailbox.delete(id),
                 Action::Announce { client, online, to } => {
                     let frame = LinkFrame::Presence { client, online };
-                    match to {
-                        Some(link) => self.answer(&link.tx, frame),
-                        None => {
-                            for (_, link) in r.links() {
-                                self.answer(&link.tx, frame.clone());
-                            }
-                        }
-                    }
+                    let late = match to {
+                        Some(link) => late_frame(&link, frame).into_iter().collect(),
+                        None => r
+                            .links()
+                            .filter_map(|(_, link)| late_frame(link, frame.clone()))
+                            .collect(),
+                    };
+                    self.send_late(late);
                 }
                 Action::PushMailbox { client, done_to } => {
                     self.request_push(client, done_to);
@@ -445,6 +462,22 @@ impl Messaging {
             }
         }
         failed
+    }
+
+    /// Queues a delivery and bills it to the recipient, only if there is room: a recipient is
+    /// never charged for a delivery that did not go out.
+    fn deliver(&self, session: &SessionOut, env: Envelope) -> bool {
+        let Ok(permit) = session.tx.try_reserve() else {
+            return false;
+        };
+        let paid = session
+            .meter
+            .as_ref()
+            .is_none_or(|m| m.try_deliver(env.sealed.len() as u64));
+        if paid {
+            permit.send(SessionFrame::Deliver(env));
+        }
+        paid
     }
 
     fn answer_sender(
@@ -455,26 +488,30 @@ impl Messaging {
         result: Result<Outcome, Reject>,
     ) {
         let frame = match result {
-            Ok(outcome) => {
-                if let (Some(meter), Outcome::Stored) = (&s.meter, outcome) {
-                    meter.record(top_billing::Service::Mailbox, bytes as u64);
-                    self.metrics.billed_bytes.inc_by(bytes as u64);
-                }
-                SessionFrame::Accepted { id, outcome }
-            }
+            Ok(outcome) => SessionFrame::Accepted { id, outcome },
             Err(reason) => {
                 self.metrics.messages_rejected.inc();
                 SessionFrame::Rejected { id, reason }
             }
         };
-        self.answer(&s.tx, frame);
+        let told = self.answer(&s.answers, frame);
+        // Storage is billed only when the client is told of it: that is what it counts.
+        if let (true, Some(meter), Ok(Outcome::Stored)) = (told, &s.meter, result) {
+            meter.record(top_billing::Service::Mailbox, bytes as u64);
+            self.metrics.billed_bytes.inc_by(bytes as u64);
+        }
     }
 
-    /// Queues an answer in the room kept for answers; a peer that lets even that fill up has
-    /// stopped reading, and the answer is dropped (and counted).
-    fn answer<T>(&self, tx: &mpsc::Sender<T>, frame: T) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(frame) {
-            self.metrics.frames_dropped.inc();
+    /// Queues an answer; a peer that lets its answers pile up has stopped reading, and the
+    /// answer is dropped (and counted). Returns whether it was queued.
+    fn answer<T>(&self, tx: &mpsc::Sender<T>, frame: T) -> bool {
+        match tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.frames_dropped.inc();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
@@ -498,24 +535,28 @@ impl Messaging {
         });
     }
 
+    /// Stores a copy of a message in flight in this relay's mailbox (not pushed: it is being
+    /// delivered; if that fails, this copy is where it waits).
     fn spawn_copy(
         self: &Arc<Self>,
         r: &mut Router<SessionOut, LinkOut>,
         env: Envelope,
         to: Handover,
     ) {
-        let id = env.id;
         let Ok(slot) = self.stores.clone().try_acquire_owned() else {
-            r.on_copy_stored(to, id, Err(Reject::Unavailable));
+            r.on_copy_stored(to, &env, Err(Reject::Unavailable));
             return;
         };
         let msg = self.clone();
         self.tasks.spawn(async move {
-            let result = msg.store_at_home(env).await;
+            let result = msg.mailbox.insert(env.clone(), unix_now()).await;
             drop(slot);
+            if result.is_ok() {
+                msg.metrics.messages_stored.inc();
+            }
             let now = Instant::now();
             let mut r = msg.router();
-            r.on_copy_stored(to, id, result);
+            r.on_copy_stored(to, &env, result);
             msg.drive(&mut r, now);
         });
     }
@@ -595,8 +636,10 @@ impl Messaging {
             }
             let told = lock(&self.push_runs).finish(&client);
             if let Some(links) = told {
+                // After the pushed forwards, on the same queue.
                 for link in links {
-                    self.answer(&link.tx, LinkFrame::MailboxDone { client });
+                    let done = link.tx.send(LinkFrame::MailboxDone { client });
+                    tokio::time::timeout(LATE_SEND, done).await.ok();
                 }
                 return;
             }
@@ -647,6 +690,14 @@ impl Messaging {
     }
 }
 
+/// A presence frame for `link`, or the frame back with the queue to wait on if it is full.
+fn late_frame(link: &LinkOut, frame: LinkFrame) -> Option<(mpsc::Sender<LinkFrame>, LinkFrame)> {
+    match link.tx.try_send(frame) {
+        Err(mpsc::error::TrySendError::Full(frame)) => Some((link.tx.clone(), frame)),
+        _ => None,
+    }
+}
+
 /// A queue a push waits on for room.
 enum Room {
     Session(mpsc::Sender<SessionFrame>),
@@ -657,8 +708,9 @@ impl Room {
     /// Waits until the queue has room for a delivery; false if it closed.
     async fn wait(&self) -> bool {
         match self {
-            Room::Session(tx) => tx.reserve_many(SESSION_ANSWER_ROOM + 1).await.is_ok(),
-            Room::Link(tx) => tx.reserve_many(LINK_ANSWER_ROOM + 1).await.is_ok(),
+            // One place, released at once: the hand-over that follows takes it.
+            Room::Session(tx) => tx.reserve().await.is_ok(),
+            Room::Link(tx) => tx.reserve().await.is_ok(),
         }
     }
 }
@@ -667,7 +719,7 @@ async fn store_remote(link: &LinkOut, env: Envelope) -> Result<(), Reject> {
     let id = env.id;
     let (tx, rx) = oneshot::channel();
     lock(&link.stores).insert(id, tx);
-    if !try_send_keeping(&link.tx, LinkFrame::Store(env), 0) {
+    if link.tx.try_send(LinkFrame::Store(env)).is_err() {
         lock(&link.stores).remove(&id);
         return Err(Reject::Unavailable);
     }

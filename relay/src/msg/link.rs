@@ -9,10 +9,10 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use top_proto::frame::{FrameCodec, FrameError, LinkFrame, next_frame};
 use top_proto::id::RelayId;
-use top_proto::writer::write_frames;
+use top_proto::net::writer::write_prioritized;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::driver::{LINK_ANSWER_ROOM, LINK_QUEUE, LinkOut, Messaging};
+use super::driver::{LINK_ANSWERS, LINK_QUEUE, LinkOut, Messaging};
 use crate::node::metrics::Metrics;
 
 /// How long frames still queued may take to leave once the link ends.
@@ -55,9 +55,10 @@ async fn serve(
         shutdown,
         tasks,
     } = ctx;
-    let (tx, rx) = mpsc::channel(LINK_QUEUE + LINK_ANSWER_ROOM);
-    let mut writer = tasks.spawn(write_frames(send, rx).in_current_span());
-    let link = LinkOut::new(peer, msg.serial(), conn, tx);
+    let (tx, rx) = mpsc::channel(LINK_QUEUE);
+    let (answers, answers_rx) = mpsc::channel(LINK_ANSWERS);
+    let mut writer = tasks.spawn(write_prioritized(send, answers_rx, rx).in_current_span());
+    let link = LinkOut::new(peer, msg.serial(), conn, (tx, answers));
     msg.link_up(link.clone());
     info!("link up");
     let end: Result<(), FrameError> = loop {

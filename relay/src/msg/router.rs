@@ -125,7 +125,8 @@ pub enum Action<S, L> {
     },
     /// Store the message at the recipient's home relays, then call [`Router::on_stored`].
     Store(Pending<S, L>),
-    /// Store a copy of a message still being delivered, then call [`Router::on_copy_stored`].
+    /// Store a copy of a message still being delivered in this relay's mailbox (not pushed: it
+    /// is in flight), then call [`Router::on_copy_stored`].
     StoreCopy {
         /// The message.
         env: Envelope,
@@ -451,6 +452,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             return false;
         };
         self.delivered.record(&first.env);
+        self.drop_copy(&acked);
         for pending in acked {
             self.finish(pending, Ok(Outcome::Delivered));
         }
@@ -470,6 +472,9 @@ impl<S: Clone, L: Clone> Router<S, L> {
             .get_mut(&relay)
             .and_then(|l| l.forwards.0.remove(&id))
             .unwrap_or_default();
+        if matches!(outcome, Some(Outcome::Delivered | Outcome::Stored)) {
+            self.drop_copy(&answered);
+        }
         for pending in answered {
             match outcome {
                 Some(outcome @ (Outcome::Delivered | Outcome::Stored)) => {
@@ -505,7 +510,8 @@ impl<S: Clone, L: Clone> Router<S, L> {
     }
 
     /// A [`Action::StoreCopy`] ended: on success the senders waiting are told `Durable`.
-    pub fn on_copy_stored(&mut self, to: Handover, id: MsgId, result: Result<(), Reject>) {
+    pub fn on_copy_stored(&mut self, to: Handover, env: &Envelope, result: Result<(), Reject>) {
+        let id = env.id;
         self.copying.remove(&id);
         if result.is_err() {
             // The sender waits for the acknowledgement (or the store after the ack timeout).
@@ -521,9 +527,14 @@ impl<S: Clone, L: Clone> Router<S, L> {
                 .get_mut(&relay)
                 .and_then(|l| l.forwards.0.get_mut(&id)),
         };
-        // Already answered: the copy is pushed like any stored message, and a copy of an
-        // acknowledged message is deleted without being shown again.
-        let Some(entry) = entry else { return };
+        let Some(entry) = entry else {
+            // Answered meanwhile: a copy of a delivered message goes at once (one that failed
+            // over to the mailbox stays: that is where it waits).
+            if self.delivered.contains(env) {
+                self.actions.push_back(Action::DeleteStored(id));
+            }
+            return;
+        };
         for pending in entry.iter_mut().filter(|p| !p.durable) {
             if let Origin::Sender(session) = &pending.origin {
                 pending.durable = true;
@@ -616,6 +627,14 @@ impl<S: Clone, L: Clone> Router<S, L> {
         }
     }
 
+    /// A delivery with a durable copy here ended elsewhere (acknowledged, or stored by the
+    /// relay it was forwarded to): the copy goes.
+    fn drop_copy(&mut self, answered: &[Pending<S, L>]) {
+        if let Some(copied) = answered.iter().find(|p| p.durable) {
+            self.actions.push_back(Action::DeleteStored(copied.env.id));
+        }
+    }
+
     /// Remembers when a local sender's delivery is due a durable copy.
     fn track_accept(&mut self, pending: &Pending<S, L>, to: Handover) {
         if matches!(pending.origin, Origin::Sender(_)) {
@@ -663,11 +682,18 @@ impl<S: Clone, L: Clone> Router<S, L> {
             return Err(pending);
         };
         if let Some(waiting) = client.inflight.0.get_mut(&pending.env.id) {
-            // Already offered: one acknowledgement settles both.
+            // Already offered: one acknowledgement settles both, if it is the same message (a
+            // forged envelope reusing a real id must not ride on the real one's ack).
+            if waiting.first().is_some_and(|w| w.env != pending.env) {
+                return Err(pending);
+            }
             waiting.push(pending);
             return Ok(());
         }
-        if client.inflight.0.len() >= limit {
+        // Live traffic is bounded here; a mailbox push is bounded by the recipient's quota and
+        // must offer everything before `Synced`.
+        let live = !matches!(pending.origin, Origin::Mailbox);
+        if live && client.inflight.0.len() >= limit {
             return Err(pending);
         }
         self.actions.push_back(Action::Deliver {
@@ -692,10 +718,14 @@ impl<S: Clone, L: Clone> Router<S, L> {
             return Err(pending);
         };
         if let Some(waiting) = link.forwards.0.get_mut(&pending.env.id) {
+            if waiting.first().is_some_and(|w| w.env != pending.env) {
+                return Err(pending);
+            }
             waiting.push(pending);
             return Ok(());
         }
-        if link.forwards.0.len() >= limit {
+        let live = !matches!(pending.origin, Origin::Mailbox);
+        if live && link.forwards.0.len() >= limit {
             return Err(pending);
         }
         self.actions.push_back(Action::Forward {
@@ -709,6 +739,11 @@ impl<S: Clone, L: Clone> Router<S, L> {
 
     /// A delivery failed: store the message if its origin wants that, else say it failed.
     fn undelivered(&mut self, pending: Pending<S, L>, _now: Instant) {
+        if pending.durable {
+            // Its copy is on disk here already: that is where it waits.
+            self.finish(pending, Ok(Outcome::Stored));
+            return;
+        }
         let wants_store = match &pending.origin {
             Origin::Sender(_) => true,
             Origin::Link { store_on_fail, .. } => *store_on_fail,

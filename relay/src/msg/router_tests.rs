@@ -192,7 +192,10 @@ fn an_unanswered_forward_fails_after_the_forward_timeout() {
     r.on_send(msg(1, bob()), ALICE_SESSION, start);
     drain(&mut r);
     r.on_tick(start + Duration::from_secs(1));
-    assert!(matches!(drain(&mut r).as_slice(), [Action::StoreCopy { .. }]));
+    assert!(matches!(
+        drain(&mut r).as_slice(),
+        [Action::StoreCopy { .. }]
+    ));
     r.on_tick(start + Duration::from_secs(59));
     assert!(drain(&mut r).is_empty(), "not yet");
     r.on_tick(start + Duration::from_secs(61));
@@ -481,16 +484,107 @@ fn a_slow_recipient_gets_the_sender_a_durable_answer_then_the_delivery() {
     // Asked once, even if the clock ticks on meanwhile.
     r.on_tick(start + Duration::from_millis(400));
     assert!(drain(&mut r).is_empty());
-    r.on_copy_stored(Handover::Session(alice()), MsgId([1; 16]), Ok(()));
+    r.on_copy_stored(Handover::Session(alice()), &msg(1, alice()), Ok(()));
     assert_eq!(
         answer(&drain(&mut r)),
         Some((MsgId([1; 16]), Ok(Outcome::Durable)))
     );
-    // The recipient reads and acknowledges at last: the sender hears it was delivered.
+    // The recipient reads and acknowledges at last: the sender hears it was delivered, and the
+    // copy goes.
     r.on_ack(alice(), MsgId([1; 16]));
+    let actions = drain(&mut r);
     assert_eq!(
-        answer(&drain(&mut r)),
+        answer(&actions),
         Some((MsgId([1; 16]), Ok(Outcome::Delivered)))
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteStored(id) if *id == MsgId([1; 16])))
+    );
+}
+
+#[test]
+fn a_durable_message_whose_recipient_leaves_is_stored_without_a_second_store() {
+    let start = Instant::now();
+    let mut r = with_alice();
+    r.on_session_open(bob(), 2, BOB_SESSION);
+    drain(&mut r);
+    r.on_send(msg(1, alice()), BOB_SESSION, start);
+    drain(&mut r);
+    r.on_tick(start + Duration::from_millis(300));
+    drain(&mut r);
+    r.on_copy_stored(Handover::Session(alice()), &msg(1, alice()), Ok(()));
+    drain(&mut r);
+    r.on_session_closed(alice(), 1, start);
+    let actions = drain(&mut r);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Store(_))),
+        "{actions:?}"
+    );
+    assert_eq!(
+        answer(&actions),
+        Some((MsgId([1; 16]), Ok(Outcome::Stored)))
+    );
+}
+
+#[test]
+fn a_copy_finished_after_the_ack_is_deleted() {
+    let start = Instant::now();
+    let mut r = with_alice();
+    r.on_session_open(bob(), 2, BOB_SESSION);
+    drain(&mut r);
+    r.on_send(msg(1, alice()), BOB_SESSION, start);
+    r.on_tick(start + Duration::from_millis(300));
+    drain(&mut r);
+    r.on_ack(alice(), MsgId([1; 16]));
+    drain(&mut r);
+    r.on_copy_stored(Handover::Session(alice()), &msg(1, alice()), Ok(()));
+    assert!(matches!(
+        drain(&mut r).as_slice(),
+        [Action::DeleteStored(_)]
+    ));
+}
+
+#[test]
+fn a_mailbox_push_is_not_cut_short_by_the_live_traffic_limit() {
+    let now = Instant::now();
+    let mut r = TestRouter::new(RouterConfig {
+        max_inflight_per_client: 2,
+        ..RouterConfig::default()
+    });
+    r.on_session_open(alice(), 1, ALICE_SESSION);
+    drain(&mut r);
+    for n in 1..=5 {
+        assert_eq!(
+            r.on_stored_message(msg(n, alice()), now),
+            Some(Handover::Session(alice())),
+            "stored message {n}"
+        );
+    }
+    assert_eq!(
+        delivered_ids(&drain(&mut r), ALICE_SESSION),
+        vec![1, 2, 3, 4, 5]
+    );
+}
+
+#[test]
+fn a_forged_envelope_reusing_an_id_does_not_ride_on_the_real_ones_ack() {
+    let now = Instant::now();
+    let mut r = with_alice();
+    r.on_session_open(bob(), 2, BOB_SESSION);
+    r.on_link_up(relay_b(), 1, LINK_B);
+    drain(&mut r);
+    r.on_send(msg(1, alice()), BOB_SESSION, now);
+    let mut forged = msg(1, alice());
+    forged.sealed = Bytes::from_static(b"forged");
+    r.on_forwarded(forged, LINK_B, false, now);
+    let actions = drain(&mut r);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::AnswerLink { outcome: None, .. })),
+        "the forged one is refused: {actions:?}"
     );
 }
 
@@ -521,7 +615,7 @@ fn a_failed_copy_leaves_the_sender_waiting_for_the_final_answer() {
     drain(&mut r);
     r.on_copy_stored(
         Handover::Session(alice()),
-        MsgId([1; 16]),
+        &msg(1, alice()),
         Err(Reject::Unavailable),
     );
     assert!(drain(&mut r).is_empty(), "no answer yet");

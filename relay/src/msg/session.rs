@@ -9,10 +9,10 @@ use tokio_util::codec::FramedRead;
 use top_billing::Service;
 use top_proto::frame::{FrameCodec, FrameError, Reject, SessionFrame, next_frame};
 use top_proto::id::AccountId;
-use top_proto::writer::write_frames;
+use top_proto::net::writer::write_prioritized;
 use tracing::{Instrument, debug, info_span};
 
-use super::driver::{Messaging, SESSION_ANSWER_ROOM, SESSION_QUEUE, SessionOut};
+use super::driver::{Messaging, SESSION_ANSWERS, SESSION_QUEUE, SessionOut};
 use crate::billing::meter::ClientMeter;
 use crate::node::metrics::Metrics;
 
@@ -62,13 +62,15 @@ async fn serve(
         shutdown,
         tasks,
     } = ctx;
-    let (tx, rx) = mpsc::channel(SESSION_QUEUE + SESSION_ANSWER_ROOM);
-    let mut writer = tasks.spawn(write_frames(send, rx).in_current_span());
+    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let (answers, answers_rx) = mpsc::channel(SESSION_ANSWERS);
+    let mut writer = tasks.spawn(write_prioritized(send, answers_rx, rx).in_current_span());
     let out = SessionOut {
         client,
         serial: msg.serial(),
         conn,
         tx: tx.clone(),
+        answers,
         meter: meter.clone(),
     };
     let waits = msg.open_session(out.clone());
@@ -143,6 +145,7 @@ async fn sync(
     let all = futures::future::join_all(waits);
     if tokio::time::timeout(SYNC_TIMEOUT, all).await.is_err() {
         debug!("some linked relays did not finish their mailbox push in time");
+        msg.forget_sync();
     }
     tx.send(SessionFrame::Synced).await.ok();
 }

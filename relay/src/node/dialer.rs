@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
-use top_proto::dial::dial;
 use top_proto::frame::{FrameCodec, LinkFrame, Open, encode_frame};
+use top_proto::net::dial::dial;
 use tracing::{Instrument, debug, info_span};
 
 use crate::msg::link::run_link;

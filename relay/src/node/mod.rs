@@ -153,7 +153,7 @@ impl Relay {
             .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
         let egress = crate::cdn::egress::EgressBook::open(&dir.egress())?;
         let server = top_proto::tls::server_config(&identity)?;
-        let endpoint = top_proto::endpoint::server_endpoint(server, config.listen, &identity)
+        let endpoint = top_proto::net::endpoint::server_endpoint(server, config.listen, &identity)
             .map_err(|source| RelayError::Bind {
                 what: "QUIC",
                 addr: config.listen,

@@ -33,7 +33,7 @@ pub async fn serve_via(
     }
     let (exit, up) = upstream
         .get_or_try_init(|| async {
-            let conn = top_proto::dial::dial(&core.endpoint, &core.identity, &to)
+            let conn = top_proto::net::dial::dial(&core.endpoint, &core.identity, &to)
                 .await
                 .map_err(|e| {
                     debug!("entry cannot reach exit {to}: {e}");

@@ -4,10 +4,10 @@
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
-use top_proto::dial::dial;
 use top_proto::frame::{Envelope, FrameCodec, MsgId, Open, SessionFrame, encode_frame};
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
+use top_proto::net::dial::dial;
 use top_proto::seal::{SealedContent, Sealer};
 
 pub struct RawSession {

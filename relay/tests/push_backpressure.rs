@@ -1,0 +1,79 @@
+//! A mailbox push bigger than the session's queue waits for room without starving the
+//! session's answers: a client that has not read yet still gets every answer to what it sends,
+//! and is offered every stored message before `Synced`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{open_session, sealed_envelope};
+use top_proto::frame::{Outcome, SessionFrame};
+use top_proto::identity::Identity;
+use top_relay::{InitOptions, Relay, init};
+
+/// More than a session's delivery queue holds.
+const STORED: usize = 5000;
+/// Messages the recipient sends while its push is waiting for room.
+const SENT: usize = 50;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_big_push_waits_for_room_without_starving_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let (alice, bob, carol) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+
+    let mut sender = open_session(&relay.addr(), &alice).await;
+    for i in 0..STORED {
+        let env = sealed_envelope(&alice, bob.account_id(), format!("m{i}").as_bytes());
+        sender.write(&SessionFrame::Send(env)).await;
+    }
+    let mut stored = 0;
+    while stored < STORED {
+        if let SessionFrame::Accepted { outcome, .. } = sender.next().await {
+            assert_eq!(outcome, Outcome::Stored);
+            stored += 1;
+        }
+    }
+
+    // Bob connects and, before reading anything, sends to offline carol.
+    let mut bob_session = open_session(&relay.addr(), &bob).await;
+    let mut waiting: HashSet<_> = HashSet::new();
+    for i in 0..SENT {
+        let env = sealed_envelope(&bob, carol.account_id(), format!("c{i}").as_bytes());
+        waiting.insert(env.id);
+        bob_session.write(&SessionFrame::Send(env)).await;
+    }
+    let mut offered = HashSet::new();
+    let mut synced = false;
+    while !synced || !waiting.is_empty() {
+        let frame = tokio::time::timeout(Duration::from_secs(30), bob_session.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "stuck: {} offered, synced {synced}, {} answers missing",
+                    offered.len(),
+                    waiting.len()
+                )
+            });
+        match frame {
+            SessionFrame::Deliver(env) => {
+                assert!(!synced, "a stored message came after Synced");
+                offered.insert(env.id);
+            }
+            SessionFrame::Synced => synced = true,
+            SessionFrame::Accepted { id, outcome } => {
+                assert_eq!(outcome, Outcome::Stored);
+                waiting.remove(&id);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(offered.len(), STORED, "every stored message before Synced");
+    relay.shutdown().await;
+}
