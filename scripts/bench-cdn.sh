@@ -19,7 +19,7 @@ bash scripts/install-deps.sh
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light wrk >/dev/null
 fi
-cargo build --release -p top-relay -p top-client --bins -q
+cargo build --release -p top-relay -p top-cli --bins -q
 TOP=$ROOT/target/release/top
 RELAY=$ROOT/target/release/toprelay
 

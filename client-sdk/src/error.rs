@@ -58,7 +58,4 @@ pub enum ClientError {
     /// A CDN request failed, was refused, or the relay served bad data.
     #[error(transparent)]
     Cdn(#[from] top_proto::net::cdn_fetch::FetchError),
-    /// Changing the host's network (TUN, routes, DNS, kill switch) failed.
-    #[error(transparent)]
-    Net(#[from] top_netconf::NetError),
 }

@@ -1,6 +1,6 @@
-//! The VPN client: tunnels to exit relays ([`tunnel`]), the TUN-device client with routes, DNS and
-//! kill switch ([`device`]), and the SOCKS5 proxy for use without root ([`socks`]).
+//! The VPN client: tunnels to exit relays ([`tunnel`]) and the SOCKS5 proxy for use without
+//! root ([`socks`]). The TUN-device client with routes, DNS and kill switch (`top vpn up`) lives
+//! in the CLI crate, so apps do not pay for host network changes.
 
-pub mod device;
 pub mod socks;
 pub mod tunnel;

@@ -9,14 +9,17 @@
 
 use lru::LruCache;
 use std::num::NonZeroUsize;
-use top_proto::frame::Envelope;
+use top_proto::frame::{Envelope, MsgId};
+use top_proto::id::AccountId;
 
 /// Acknowledged messages remembered (32 bytes each, plus the table's overhead).
 pub const REMEMBERED: usize = 65_536;
 
-/// A bounded, least-recently-used set of acknowledged message digests.
+/// A bounded, least-recently-used set of acknowledged messages: by recipient and id, with the
+/// digest that tells an exact copy from another message reusing the id. Looking one up hashes
+/// nothing unless the id was acknowledged here.
 pub struct Delivered {
-    seen: LruCache<[u8; 32], ()>,
+    seen: LruCache<(AccountId, MsgId), [u8; 32]>,
 }
 
 impl Default for Delivered {
@@ -44,12 +47,14 @@ impl Delivered {
 
     /// The recipient acknowledged `env`.
     pub fn record(&mut self, env: &Envelope) {
-        self.seen.put(digest(env), ());
+        self.seen.put((env.to, env.id), digest(env));
     }
 
     /// Whether the recipient already acknowledged this exact message here.
     pub fn contains(&self, env: &Envelope) -> bool {
-        self.seen.contains(&digest(env))
+        self.seen
+            .peek(&(env.to, env.id))
+            .is_some_and(|d| *d == digest(env))
     }
 }
 

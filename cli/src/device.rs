@@ -17,8 +17,28 @@ use top_proto::identity::Identity;
 use top_proto::vpn::cipher::OVERHEAD;
 use tracing::{info, warn};
 
-use super::tunnel::{Tunnel, TunnelOptions};
-use crate::error::ClientError;
+use top_client::ClientError;
+use top_client::vpn::tunnel::{Tunnel, TunnelOptions};
+
+/// Why the device VPN failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The tunnel or the relay failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A host network change failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// A file or process operation failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The VPN cannot do what was asked.
+    #[error("{0}")]
+    Vpn(String),
+    /// The tunnel ended.
+    #[error("the tunnel closed")]
+    Closed,
+}
 
 /// File names in the VPN state directory.
 const STATUS_FILE: &str = "status.json";
@@ -118,10 +138,10 @@ pub async fn run(
     identity: Identity,
     opts: VpnOptions,
     shutdown: CancellationToken,
-) -> Result<(), ClientError> {
+) -> Result<(), DeviceError> {
     std::fs::create_dir_all(&opts.state_dir)?;
     if let Some(s) = read_status(&opts.state_dir) {
-        return Err(ClientError::Vpn(format!(
+        return Err(DeviceError::Vpn(format!(
             "a VPN is already up (pid {}); run `top vpn down` first",
             s.pid
         )));
@@ -132,7 +152,7 @@ pub async fn run(
     let relay = match tunnel.first_hop() {
         SocketAddr::V4(a) => a,
         SocketAddr::V6(_) => {
-            return Err(ClientError::Vpn("IPv6 relays are not supported yet".into()));
+            return Err(DeviceError::Vpn("IPv6 relays are not supported yet".into()));
         }
     };
     let device = open_tun(&opts.tun, tunnel.address(), 32, tunnel.mtu())?;
@@ -242,20 +262,20 @@ async fn pump(
     status_path: &Path,
     status: &mut VpnStatus,
     before: (u64, u64, u64, u64),
-) -> ClientError {
+) -> DeviceError {
     let (Some(mut sender), Some(mut receiver)) = (tunnel.sender(), tunnel.receiver()) else {
-        return ClientError::Closed;
+        return DeviceError::Closed;
     };
     let mtu = tunnel.mtu();
     let up = async {
         let mut reader = TunReader::new(mtu);
         loop {
             if let Err(e) = reader.read(device).await {
-                return ClientError::Io(e);
+                return DeviceError::Io(e);
             }
             for packet in reader.packets() {
                 if let Err(e) = sender.send(packet) {
-                    return e;
+                    return DeviceError::Client(e);
                 }
             }
         }
@@ -265,7 +285,7 @@ async fn pump(
         loop {
             let mut next = match receiver.next_datagram().await {
                 Ok(d) => Some(d),
-                Err(e) => return e,
+                Err(e) => return DeviceError::Client(e),
             };
             while let Some(datagram) = next.take() {
                 let max = datagram.len().saturating_sub(OVERHEAD);
@@ -275,7 +295,7 @@ async fn pump(
                 }
             }
             if let Err(e) = writer.flush(device).await {
-                return ClientError::Io(e);
+                return DeviceError::Io(e);
             }
         }
     };
@@ -299,8 +319,8 @@ async fn pump(
     tokio::select! {
         e = up => e,
         e = down => e,
-        _ = tunnel.closed() => ClientError::Vpn("the exit ended the tunnel".into()),
-        _ = report => ClientError::Closed,
+        _ = tunnel.closed() => DeviceError::Vpn("the exit ended the tunnel".into()),
+        _ = report => DeviceError::Closed,
     }
 }
 
@@ -336,13 +356,13 @@ fn down_leftovers(state_dir: &Path) -> bool {
 
 /// Stops the running client (it restores the host itself), or, if it died, restores the host
 /// from its record. Returns what was done.
-pub async fn down(state_dir: &Path) -> Result<String, ClientError> {
+pub async fn down(state_dir: &Path) -> Result<String, DeviceError> {
     if let Some(status) = read_status(state_dir) {
-        let pid = i32::try_from(status.pid).map_err(|_| ClientError::Vpn("bad pid".into()))?;
+        let pid = i32::try_from(status.pid).map_err(|_| DeviceError::Vpn("bad pid".into()))?;
         // SAFETY: kill(2) with a pid read from our own status file and a valid signal number.
         let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
         if sent != 0 {
-            return Err(ClientError::Io(std::io::Error::last_os_error()));
+            return Err(DeviceError::Io(std::io::Error::last_os_error()));
         }
         for _ in 0..200 {
             if !process_alive(status.pid) {
@@ -350,7 +370,7 @@ pub async fn down(state_dir: &Path) -> Result<String, ClientError> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        return Err(ClientError::Vpn(format!(
+        return Err(DeviceError::Vpn(format!(
             "pid {} did not stop within 10 s",
             status.pid
         )));
@@ -359,5 +379,5 @@ pub async fn down(state_dir: &Path) -> Result<String, ClientError> {
         std::fs::remove_file(state_dir.join(STATUS_FILE)).ok();
         return Ok("VPN was not running; restored the routes, DNS and kill switch it left".into());
     }
-    Err(ClientError::Net(NetError::Parse("no VPN is up".into())))
+    Err(DeviceError::Net(NetError::Parse("no VPN is up".into())))
 }

@@ -1,6 +1,7 @@
 //! `top`: the TOP network's end-user command line (identity, messages, wallet, CDN, VPN, proxy).
 
 mod cdn;
+mod device;
 mod home;
 mod vpn;
 mod wallet;

@@ -3,11 +3,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use crate::device::{self, VpnOptions};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use ipnet::Ipv4Net;
 use tokio_util::sync::CancellationToken;
-use top_client::vpn::device::{self, VpnOptions};
 use top_client::vpn::socks::{self, TunnelSlot};
 use top_client::vpn::tunnel::TunnelOptions;
 use top_client::{Amount, BillingOptions, RelayAddr};
