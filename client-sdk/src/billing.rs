@@ -13,7 +13,7 @@ use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 
-use crate::error::ClientError;
+use crate::error::{BillingError, ClientError};
 use crate::wallet::Wallet;
 
 /// How many times (10 ms apart) a payment request above this client's own count waits for it.
@@ -125,7 +125,7 @@ pub(crate) async fn start_on(
     let offer = match frames.next().await {
         Some(Ok(RelayBilling::Offer(offer))) => offer,
         Some(Ok(RelayBilling::Free)) | None => return Ok(None),
-        Some(Ok(other)) => return Err(ClientError::Billing(format!("unexpected {other:?}"))),
+        Some(Ok(other)) => return Err(BillingError::Unexpected(format!("{other:?}")).into()),
         Some(Err(e)) => return Err(e.into()),
     };
     let (request, lock) = match &offer.existing {
@@ -149,15 +149,15 @@ pub(crate) async fn start_on(
             cum_bytes,
         })) => (channel, cum_amount, cum_bytes),
         Some(Ok(RelayBilling::Refused(why))) => {
-            return Err(ClientError::Billing(format!(
-                "relay {} charges (messages {} TOP/MiB, VPN {} TOP/MiB) and refused the channel: \
-                 {why} (deposit first: `top wallet deposit AMOUNT`)",
-                offer.relay.short(),
-                offer.prices.msg,
-                offer.prices.vpn
-            )));
+            return Err(BillingError::Refused {
+                relay: offer.relay.short(),
+                msg_price: offer.prices.msg,
+                vpn_price: offer.prices.vpn,
+                why,
+            }
+            .into());
         }
-        Some(Ok(other)) => return Err(ClientError::Billing(format!("unexpected {other:?}"))),
+        Some(Ok(other)) => return Err(BillingError::Unexpected(format!("{other:?}")).into()),
         Some(Err(e)) => return Err(e.into()),
         None => return Err(ClientError::Closed),
     };

@@ -48,7 +48,7 @@ pub enum ClientError {
     Ledger(String),
     /// The relay requires payment and no channel could be set up.
     #[error("billing: {0}")]
-    Billing(String),
+    Billing(#[from] BillingError),
     /// The tunnel could not be set up or was refused.
     #[error("vpn: {0}")]
     Vpn(String),
@@ -58,4 +58,28 @@ pub enum ClientError {
     /// A CDN request failed, was refused, or the relay served bad data.
     #[error(transparent)]
     Cdn(#[from] top_proto::net::cdn_fetch::FetchError),
+}
+
+/// Why paying a relay could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BillingError {
+    /// The relay charges and refused the channel offered.
+    #[error(
+        "relay {relay} charges (messages {msg_price} TOP/MiB, VPN {vpn_price} TOP/MiB) and \
+         refused the channel: {why} (deposit first: `top wallet deposit AMOUNT`)"
+    )]
+    Refused {
+        /// The relay (short id).
+        relay: String,
+        /// Its price for messages.
+        msg_price: ledger_lite::Amount,
+        /// Its price for VPN traffic.
+        vpn_price: ledger_lite::Amount,
+        /// Its words.
+        why: String,
+    },
+    /// The relay answered out of protocol.
+    #[error("unexpected answer from the relay: {0}")]
+    Unexpected(String),
 }

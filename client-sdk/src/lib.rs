@@ -32,7 +32,7 @@ mod wallet;
 pub use billing::{BillingOptions, BillingState, UsageCounter};
 pub use cdn::{Fetch, Progress};
 pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
-pub use error::ClientError;
+pub use error::{BillingError, ClientError};
 pub use ledger_lite::{Amount, ChannelId};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 pub use sending::Sending;

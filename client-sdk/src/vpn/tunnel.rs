@@ -14,7 +14,9 @@ use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::identity::Identity;
 use top_proto::net::dial::dial;
 use top_proto::net::endpoint::client_endpoint;
-use top_proto::vpn::cipher::{Lease, OVERHEAD, Opener, Sealer, TunnelInitiator, VpnCryptoError};
+use top_proto::vpn::cipher::{
+    DatagramOpener, DatagramSealer, Lease, OVERHEAD, TunnelInitiator, VpnCryptoError,
+};
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
 use crate::billing::{BillingOptions, BillingState, UsageCounter};
@@ -67,8 +69,8 @@ pub struct Tunnel {
     options: TunnelOptions,
     lease: Lease,
     mtu: u16,
-    sealer: Option<Sealer>,
-    opener: Option<Opener>,
+    sealer: Option<DatagramSealer>,
+    opener: Option<DatagramOpener>,
     /// Held open for the session's life (closing it ends the tunnel at the exit).
     _control: quinn::SendStream,
     ended: tokio_util::sync::CancellationToken,
@@ -277,7 +279,7 @@ async fn open_stream(
 /// Seals packets into datagrams.
 pub struct TunnelSender {
     conn: quinn::Connection,
-    sealer: Sealer,
+    sealer: DatagramSealer,
     arena: BytesMut,
     usage: Arc<UsageCounter>,
     stats: Arc<TunnelStats>,
@@ -330,7 +332,7 @@ impl Drop for TunnelSender {
 /// Opens datagrams into packets (drops replays and forgeries, counting them).
 pub struct TunnelReceiver {
     conn: quinn::Connection,
-    opener: Opener,
+    opener: DatagramOpener,
     usage: Arc<UsageCounter>,
     stats: Arc<TunnelStats>,
     uncounted: u64,

@@ -150,7 +150,7 @@ impl TunnelResponder {
     }
 }
 
-/// Established tunnel keys; split into one [`Sealer`] and one [`Opener`].
+/// Established tunnel keys; split into one [`DatagramSealer`] and one [`DatagramOpener`].
 pub struct TunnelKeys {
     transport: Arc<StatelessTransportState>,
 }
@@ -163,13 +163,13 @@ impl TunnelKeys {
     }
 
     /// The sending half (shareable: nonces come from an atomic counter) and the receiving half.
-    pub fn split(self) -> (Sealer, Opener) {
+    pub fn split(self) -> (DatagramSealer, DatagramOpener) {
         (
-            Sealer {
+            DatagramSealer {
                 transport: self.transport.clone(),
                 next: AtomicU64::new(0),
             },
-            Opener {
+            DatagramOpener {
                 transport: self.transport,
                 window: ReplayWindow::new(),
             },
@@ -178,12 +178,12 @@ impl TunnelKeys {
 }
 
 /// Seals outgoing packets; `&self`, no lock: each call takes the next nonce atomically.
-pub struct Sealer {
+pub struct DatagramSealer {
     transport: Arc<StatelessTransportState>,
     next: AtomicU64,
 }
 
-impl Sealer {
+impl DatagramSealer {
     /// Writes the datagram carrying `packet` into `out`; returns its length.
     pub fn seal(&self, packet: &[u8], out: &mut [u8]) -> Result<usize, VpnCryptoError> {
         let len = packet.len() + OVERHEAD;
@@ -205,12 +205,12 @@ impl Sealer {
 }
 
 /// Opens incoming datagrams and keeps the replay window (one per direction, owned by its reader).
-pub struct Opener {
+pub struct DatagramOpener {
     transport: Arc<StatelessTransportState>,
     window: ReplayWindow,
 }
 
-impl Opener {
+impl DatagramOpener {
     /// Decrypts `datagram` into `out`; returns the packet's length. Replays, stale nonces, forged
     /// or malformed datagrams are refused without changing the window.
     pub fn open(&mut self, datagram: &[u8], out: &mut [u8]) -> Result<usize, VpnCryptoError> {
@@ -251,7 +251,11 @@ mod tests {
         }
     }
 
-    fn pair() -> ((Sealer, Opener), (Sealer, Opener), AccountId) {
+    fn pair() -> (
+        (DatagramSealer, DatagramOpener),
+        (DatagramSealer, DatagramOpener),
+        AccountId,
+    ) {
         let (client, exit) = (Identity::generate(), Identity::generate());
         let (init, first) = TunnelInitiator::start(&client, &exit.account_id()).unwrap();
         let resp = TunnelResponder::read(&exit, &first).unwrap();

@@ -36,8 +36,6 @@ const RECENT_COMMITS: std::num::NonZeroUsize = match std::num::NonZeroUsize::new
     Some(n) => n,
     None => std::num::NonZeroUsize::MIN,
 };
-/// The answer to a faucet request on a chain without one.
-const NO_FAUCET: &str = "this chain has no faucet (only dev chains have one)";
 
 /// What this node does for the chain.
 pub enum Role {
@@ -82,8 +80,7 @@ pub struct ChainNode {
     blocks: BlockReader,
 }
 
-/// Why a ledger request failed.
-pub type ChainResult<T> = Result<T, String>;
+pub use super::error::{ChainError, ChainResult};
 
 impl ChainNode {
     /// Opens the chain store at `path` for `genesis`; waits on the chain end once `stop` is
@@ -194,7 +191,7 @@ impl ChainNode {
 
     /// The committed block at `height` (read without the chain's lock).
     pub fn block(&self, height: u64) -> ChainResult<Option<Block>> {
-        self.blocks.block(height).map_err(|e| e.to_string())
+        Ok(self.blocks.block(height)?)
     }
 
     /// Committed blocks from `from`, at most `max`, waiting up to `wait` for the first one.
@@ -214,10 +211,7 @@ impl ChainNode {
         }
         // Up to 1024 blocks from disk: off the async workers, and without the chain's lock.
         let reader = self.blocks.clone();
-        tokio::task::spawn_blocking(move || reader.blocks(from, top))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+        Ok(tokio::task::spawn_blocking(move || reader.blocks(from, top)).await??)
     }
 
     /// Submits a transaction: into this validator's mempool, or upstream from a follower.
@@ -233,8 +227,8 @@ impl ChainNode {
                     .await?;
                 let (hash, height) = match resp {
                     LedgerResponse::Submitted { hash, height } => (hash, height),
-                    LedgerResponse::Error(e) => return Err(e),
-                    other => return Err(format!("unexpected answer from upstream: {other:?}")),
+                    LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
+                    other => return Err(ChainError::Unexpected(format!("{other:?}"))),
                 };
                 {
                     let mut inner = self.lock();
@@ -260,10 +254,9 @@ impl ChainNode {
             Queued::Waiting(hash, None) => return Ok((hash, None)),
             Queued::Waiting(hash, Some(rx)) => (hash, rx),
         };
-        let stopped = || "the relay stopped before the block".to_string();
         let height = tokio::select! {
-            r = rx => r.map_err(|_| stopped())??,
-            _ = self.stop.cancelled() => return Err(stopped()),
+            r = rx => r.map_err(|_| ChainError::Stopped)?.map_err(ChainError::Dropped)?,
+            _ = self.stop.cancelled() => return Err(ChainError::Stopped),
         };
         Ok((hash, Some(height)))
     }
@@ -308,7 +301,7 @@ impl ChainNode {
         }
         let nonce = match self.upstream_call(LedgerRequest::Account(from)).await? {
             LedgerResponse::Account(view) => view.next_nonce,
-            other => return Err(format!("unexpected answer from upstream: {other:?}")),
+            other => return Err(ChainError::Unexpected(format!("{other:?}"))),
         };
         let tx = sign(self.with_state(|s| s.chain), nonce);
         self.submit(tx, wait).await
@@ -323,7 +316,7 @@ impl ChainNode {
     ) -> ChainResult<(TxHash, Option<u64>)> {
         if let Role::Follower { .. } = &self.role {
             if self.lock().ledger.genesis().faucet.is_none() {
-                return Err(NO_FAUCET.into());
+                return Err(ChainError::NoFaucet);
             }
             let resp = self
                 .upstream_call(LedgerRequest::Faucet { to, amount })
@@ -335,16 +328,16 @@ impl ChainNode {
                     }
                     Ok((hash, height))
                 }
-                LedgerResponse::Error(e) => Err(e),
-                other => Err(format!("unexpected answer from upstream: {other:?}")),
+                LedgerResponse::Error(e) => Err(ChainError::Upstream(e)),
+                other => Err(ChainError::Unexpected(format!("{other:?}"))),
             };
         }
         let Some(faucet) = &self.faucet else {
-            return Err(NO_FAUCET.into());
+            return Err(ChainError::NoFaucet);
         };
-        let max = Amount::from_top(FAUCET_MAX_TOP).map_err(|e| e.to_string())?;
+        let max = Amount::from_top(FAUCET_MAX_TOP).unwrap_or(Amount::ZERO);
         if amount > max {
-            return Err(format!("the faucet gives at most {max} TOP per request"));
+            return Err(ChainError::FaucetLimit(max));
         }
         self.submit_own(faucet, TxKind::Transfer { to, amount }, true)
             .await
@@ -353,11 +346,11 @@ impl ChainNode {
     /// A follower's request to its upstream (ends when the relay stops).
     async fn upstream_call(&self, req: LedgerRequest) -> ChainResult<LedgerResponse> {
         let Some(upstream) = &self.upstream else {
-            return Err("this relay has no upstream".into());
+            return Err(ChainError::NoUpstream);
         };
         tokio::select! {
             resp = upstream.call(req) => resp,
-            _ = self.stop.cancelled() => Err("the relay is shutting down".into()),
+            _ = self.stop.cancelled() => Err(ChainError::Stopped),
         }
     }
 
@@ -377,16 +370,16 @@ impl ChainNode {
                 let wait = Duration::from_millis(u64::from(wait_ms.min(30_000)));
                 match self.blocks(from, max, wait).await {
                     Ok(blocks) => LedgerResponse::Blocks(blocks),
-                    Err(e) => LedgerResponse::Error(e),
+                    Err(e) => LedgerResponse::Error(e.to_string()),
                 }
             }
             LedgerRequest::Submit { tx, wait } => match self.submit(tx, wait).await {
                 Ok((hash, height)) => LedgerResponse::Submitted { hash, height },
-                Err(e) => LedgerResponse::Error(e),
+                Err(e) => LedgerResponse::Error(e.to_string()),
             },
             LedgerRequest::Faucet { to, amount } => match self.faucet(to, amount).await {
                 Ok((hash, height)) => LedgerResponse::Submitted { hash, height },
-                Err(e) => LedgerResponse::Error(e),
+                Err(e) => LedgerResponse::Error(e.to_string()),
             },
         }
     }
@@ -394,15 +387,12 @@ impl ChainNode {
     /// Validator: builds, commits and announces one block from the mempool.
     fn produce_block(&self) -> ChainResult<u64> {
         let Role::Validator { identity, .. } = &self.role else {
-            return Err("not the validator".into());
+            return Err(ChainError::NotValidator);
         };
         let mut inner = self.lock();
         let max = inner.ledger.state().params.max_block_txs as usize;
         let candidates = inner.pool.candidates(max);
-        let built = inner
-            .ledger
-            .produce(candidates, unix_now_ms(), identity)
-            .map_err(|e| e.to_string())?;
+        let built = inner.ledger.produce(candidates, unix_now_ms(), identity)?;
         let height = built.block.header.height;
         let done: HashSet<TxHash> = built.block.txs.iter().map(|t| t.hash()).collect();
         let Inner {
@@ -441,7 +431,7 @@ impl ChainNode {
             committed,
             ..
         } = &mut *inner;
-        if ledger.apply(block).map_err(|e| e.to_string())?.is_some() {
+        if ledger.apply(block).map_err(ChainError::BadBlock)?.is_some() {
             let done: HashSet<TxHash> = block.txs.iter().map(|t| t.hash()).collect();
             for hash in &done {
                 committed.put(*hash, block.header.height);
@@ -510,10 +500,10 @@ impl ChainNode {
                 max: 256,
                 wait_ms: 5_000,
             };
-            let blocks = match rpc.call(req).await.map_err(|e| e.to_string())? {
+            let blocks = match rpc.call(req).await? {
                 LedgerResponse::Blocks(blocks) => blocks,
-                LedgerResponse::Error(e) => return Err(e),
-                other => return Err(format!("unexpected answer: {other:?}")),
+                LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
+                other => return Err(ChainError::Unexpected(format!("{other:?}"))),
             };
             if blocks.is_empty() {
                 continue;
@@ -522,9 +512,7 @@ impl ChainNode {
             tokio::task::spawn_blocking(move || {
                 blocks.iter().try_for_each(|b| node.apply_block(b))
             })
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("refused a block from upstream: {e}"))?;
+            .await??;
         }
     }
 }
@@ -545,7 +533,7 @@ fn enqueue(inner: &mut Inner, tx: SignedTx, wait: bool) -> ChainResult<Queued> {
     }
     let hash = match inner.pool.submit(tx) {
         Ok(hash) | Err(ledger_lite::SubmitError::Duplicate(hash)) => hash,
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     if !wait {
         return Ok(Queued::Waiting(hash, None));
@@ -557,8 +545,7 @@ fn enqueue(inner: &mut Inner, tx: SignedTx, wait: bool) -> ChainResult<Queued> {
 
 /// A client-only QUIC endpoint for talking to other relays' ledger APIs.
 fn client_endpoint() -> ChainResult<quinn::Endpoint> {
-    top_proto::net::endpoint::client_endpoint("0.0.0.0:0")
-        .map_err(|e| format!("cannot open a QUIC socket: {e}"))
+    top_proto::net::endpoint::client_endpoint("0.0.0.0:0").map_err(ChainError::Socket)
 }
 
 type LedgerRpc = RpcStream<LedgerRequest, LedgerResponse>;
@@ -569,12 +556,8 @@ async fn open_upstream(
     upstream: &RelayAddr,
 ) -> ChainResult<(quinn::Endpoint, quinn::Connection, LedgerRpc)> {
     let endpoint = client_endpoint()?;
-    let conn = top_proto::net::dial::dial(&endpoint, identity, upstream)
-        .await
-        .map_err(|e| e.to_string())?;
-    let rpc = LedgerRpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
-        .await
-        .map_err(|e| e.to_string())?;
+    let conn = top_proto::net::dial::dial(&endpoint, identity, upstream).await?;
+    let rpc = LedgerRpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME).await?;
     Ok((endpoint, conn, rpc))
 }
 
@@ -585,7 +568,7 @@ async fn call_upstream(
     req: LedgerRequest,
 ) -> ChainResult<LedgerResponse> {
     let (_endpoint, conn, mut rpc) = open_upstream(identity, upstream).await?;
-    let resp = rpc.call(req).await.map_err(|e| e.to_string());
+    let resp = rpc.call(req).await.map_err(ChainError::from);
     conn.close(0u32.into(), b"done");
     resp
 }
@@ -594,7 +577,7 @@ async fn call_upstream(
 pub async fn fetch_genesis(identity: &Identity, upstream: &RelayAddr) -> ChainResult<Genesis> {
     match call_upstream(identity, upstream, LedgerRequest::Genesis).await? {
         LedgerResponse::Genesis(g) => Ok(g),
-        LedgerResponse::Error(e) => Err(e),
-        other => Err(format!("unexpected answer: {other:?}")),
+        LedgerResponse::Error(e) => Err(ChainError::Upstream(e)),
+        other => Err(ChainError::Unexpected(format!("{other:?}"))),
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod chain;
+pub mod error;
 pub mod forwarded;
 pub mod setup;
 pub mod upstream;

@@ -139,8 +139,7 @@ fn open_chain(
         faucet,
         shared.identity.clone(),
         shared.shutdown.clone(),
-    )
-    .map_err(|e| crate::RelayError::Chain(e.to_string()))?;
+    )?;
     info!(
         validator = node.is_validator(),
         height = node.height(),

@@ -12,6 +12,8 @@ use top_proto::net::rpc::RpcStream;
 
 use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME};
 
+use super::error::{ChainError, ChainResult};
+
 /// Calls in flight upstream at once (below the upstream's limit of streams per connection).
 const MAX_CALLS: usize = 64;
 
@@ -42,21 +44,21 @@ impl Upstream {
     }
 
     /// One request on its own stream of the shared connection.
-    pub async fn call(&self, req: LedgerRequest) -> Result<LedgerResponse, String> {
+    pub async fn call(&self, req: LedgerRequest) -> ChainResult<LedgerResponse> {
         let _permit = self
             .calls
             .acquire()
             .await
-            .map_err(|_| "upstream calls closed".to_string())?;
+            .map_err(|_| ChainError::Stopped)?;
         let conn = self.connection().await?;
         let mut rpc = match LedgerRpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME).await {
             Ok(rpc) => rpc,
             Err(e) => {
                 self.forget(&conn).await;
-                return Err(e.to_string());
+                return Err(e.into());
             }
         };
-        let resp = rpc.call(req).await.map_err(|e| e.to_string());
+        let resp = rpc.call(req).await.map_err(ChainError::from);
         if resp.is_err() && conn.close_reason().is_some() {
             self.forget(&conn).await;
         }
@@ -64,18 +66,16 @@ impl Upstream {
     }
 
     /// The open connection, dialling a new one if there is none or it closed.
-    async fn connection(&self) -> Result<quinn::Connection, String> {
+    async fn connection(&self) -> ChainResult<quinn::Connection> {
         let mut slot = self.conn.lock().await;
         if let Some((_, conn)) = slot.as_ref()
             && conn.close_reason().is_none()
         {
             return Ok(conn.clone());
         }
-        let endpoint = top_proto::net::endpoint::client_endpoint("0.0.0.0:0")
-            .map_err(|e| format!("cannot open a QUIC socket: {e}"))?;
-        let conn = top_proto::net::dial::dial(&endpoint, &self.identity, &self.addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let endpoint =
+            top_proto::net::endpoint::client_endpoint("0.0.0.0:0").map_err(ChainError::Socket)?;
+        let conn = top_proto::net::dial::dial(&endpoint, &self.identity, &self.addr).await?;
         *slot = Some((endpoint, conn.clone()));
         Ok(conn)
     }

@@ -67,7 +67,20 @@ type LinkStream = (
     FramedRead<quinn::RecvStream, FrameCodec<LinkFrame>>,
 );
 
-async fn connect(shared: &Arc<Shared>, peer: &RelayAddr) -> anyhow::Result<LinkStream> {
+/// Why a link could not be opened.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error(transparent)]
+    Dial(#[from] top_proto::net::dial::DialError),
+    #[error(transparent)]
+    Connection(#[from] quinn::ConnectionError),
+    #[error(transparent)]
+    Write(#[from] quinn::WriteError),
+    #[error(transparent)]
+    Frame(#[from] top_proto::frame::FrameError),
+}
+
+async fn connect(shared: &Arc<Shared>, peer: &RelayAddr) -> Result<LinkStream, LinkError> {
     let conn = dial(&shared.endpoint, &shared.identity, peer).await?;
     let (mut send, recv) = conn.open_bi().await?;
     let hello = Open::Link {

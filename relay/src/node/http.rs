@@ -166,7 +166,7 @@ async fn ledger_block(State(s): State<HttpState>, Path(height): Path<String>) ->
     let block = tokio::task::spawn_blocking(move || c.block(height))
         .await
         .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e))?
+        .map_err(|e| api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .ok_or_else(|| {
             api_error(
                 StatusCode::NOT_FOUND,

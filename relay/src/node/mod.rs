@@ -70,7 +70,7 @@ pub enum RelayError {
     Receipts(#[from] crate::billing::receipts::ReceiptStoreError),
     /// The chain store failed to open.
     #[error("chain: {0}")]
-    Chain(String),
+    Chain(#[from] ledger_lite::StoreError),
     /// The VPN exit could not set up its TUN device, forwarding or NAT.
     #[error("VPN exit: {0}")]
     Vpn(#[from] top_netconf::NetError),

@@ -19,7 +19,9 @@ use top_netconf::exit::ExitNet;
 use top_netconf::tun::{AsyncDevice, TunReader, TunWriter, open_tun};
 use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::vpn::VpnFrame;
-use top_proto::vpn::cipher::{Lease, OVERHEAD, Opener, Sealer, TunnelResponder, VpnCryptoError};
+use top_proto::vpn::cipher::{
+    DatagramOpener, DatagramSealer, Lease, OVERHEAD, TunnelResponder, VpnCryptoError,
+};
 use top_proto::vpn::packet::ipv4_endpoints;
 use tracing::{debug, info, warn};
 
@@ -47,7 +49,7 @@ enum RouteChange {
 
 struct Route {
     conn: quinn::Connection,
-    sealer: Sealer,
+    sealer: DatagramSealer,
     budget: Budget,
 }
 
@@ -288,7 +290,7 @@ async fn pump_to_tun(
     core: &Core,
     exit: &Exit,
     conn: &quinn::Connection,
-    mut opener: Opener,
+    mut opener: DatagramOpener,
     addr: Ipv4Addr,
     mut budget: Budget,
 ) {
@@ -320,7 +322,7 @@ async fn pump_to_tun(
 /// counts what it drops.
 fn open_checked(
     core: &Core,
-    opener: &mut Opener,
+    opener: &mut DatagramOpener,
     addr: Ipv4Addr,
     datagram: &[u8],
     out: &mut [u8],
