@@ -250,3 +250,19 @@ fn the_check_finds_a_circle_and_reads_groups_and_super() {
     let names: Vec<String> = cycle.iter().map(name).collect();
     assert!(names.contains(&"b".to_string()), "{names:?}");
 }
+
+#[test]
+fn roles_do_not_reach_into_the_node_table() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = import_graph(&src);
+    let table = vec!["node".to_string(), "state".to_string()];
+    let reaching: Vec<String> = graph
+        .iter()
+        .filter(|(m, edges)| m.first().is_none_or(|top| top != "node") && edges.contains(&table))
+        .map(|(m, _)| name(m))
+        .collect();
+    assert!(
+        reaching.is_empty(),
+        "roles that take the node's table of roles instead of the core and handles: {reaching:?}"
+    );
+}

@@ -6,29 +6,29 @@ use std::sync::Arc;
 use ledger_lite::{Amount, ChannelId, ChannelStatus, TxKind};
 use tracing::{info, warn};
 
-use crate::node::state::Shared;
+use super::Billing;
 
 /// Receipts settled in one transaction, at most.
 const SETTLE_BATCH: usize = 1000;
 
 /// Once the chain is open: stake what the config asks for, then settle receipts as they come.
-pub fn on_chain_open(shared: &Arc<Shared>) {
-    shared.tasks.spawn(stake_from_config(shared.clone()));
-    shared.tasks.spawn(settle_loop(shared.clone()));
+pub fn on_chain_open(billing: &Arc<Billing>) {
+    billing.tasks.spawn(stake_from_config(billing.clone()));
+    billing.tasks.spawn(settle_loop(billing.clone()));
 }
 
-async fn stake_from_config(shared: Arc<Shared>) {
-    let Some(chain) = shared.chain.get().cloned() else {
+async fn stake_from_config(billing: Arc<Billing>) {
+    let Some(chain) = billing.chain.get().cloned() else {
         return;
     };
-    let want = shared.terms.stake;
-    let me = shared.identity.account_id();
+    let want = billing.terms.stake;
+    let me = billing.identity.account_id();
     let mut heights = chain.subscribe();
     // A follower stakes once it has caught up enough to see its own account.
     while !chain.is_validator() && chain.with_state(|s| s.account(&me).is_none()) {
         tokio::select! {
             r = heights.changed() => if r.is_err() { return },
-            _ = shared.shutdown.cancelled() => return,
+            _ = billing.shutdown.cancelled() => return,
         }
     }
     let have = chain.with_state(|s| s.account(&me).map_or(Amount::ZERO, |a| a.stake));
@@ -39,7 +39,7 @@ async fn stake_from_config(shared: Arc<Shared>) {
         return;
     }
     let kind = TxKind::Stake { amount: missing };
-    match chain.submit_own(&shared.identity, kind, true).await {
+    match chain.submit_own(&billing.identity, kind, true).await {
         Ok((_, height)) => info!("staked {missing} TOP (block {height:?})"),
         Err(e) => warn!("cannot stake {missing} TOP from the config: {e}"),
     }
@@ -47,8 +47,8 @@ async fn stake_from_config(shared: Arc<Shared>) {
 
 /// Settles stored receipts: when a channel's unsettled amount reaches the threshold, when its
 /// payer starts closing it, or when its receipts stopped changing (session over).
-async fn settle_loop(shared: Arc<Shared>) {
-    let Some(chain) = shared.chain.get().cloned() else {
+async fn settle_loop(billing: Arc<Billing>) {
+    let Some(chain) = billing.chain.get().cloned() else {
         return;
     };
     let mut heights = chain.subscribe();
@@ -56,9 +56,9 @@ async fn settle_loop(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             r = heights.changed() => if r.is_err() { return },
-            _ = shared.shutdown.cancelled() => return,
+            _ = billing.shutdown.cancelled() => return,
         }
-        let store = shared.receipts.clone();
+        let store = billing.receipts.clone();
         let receipts = match tokio::task::spawn_blocking(move || store.all()).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -67,8 +67,8 @@ async fn settle_loop(shared: Arc<Shared>) {
             }
             Err(_) => continue,
         };
-        let me = shared.identity.account_id();
-        let threshold = shared.terms.settle_threshold;
+        let me = billing.identity.account_id();
+        let threshold = billing.terms.settle_threshold;
         let mut closed = Vec::new();
         let due: Vec<_> = chain.with_state(|s| {
             receipts
@@ -107,14 +107,14 @@ async fn settle_loop(shared: Arc<Shared>) {
                 .take(SETTLE_BATCH)
                 .collect()
         });
-        prune(&shared, closed, &mut last_seen).await;
-        settle_egress(&shared, &chain, &mut last_seen).await;
+        prune(&billing, closed, &mut last_seen).await;
+        settle_egress(&billing, &chain, &mut last_seen).await;
         if due.is_empty() {
             continue;
         }
         let n = due.len();
         let kind = TxKind::Settle { receipts: due };
-        match chain.submit_own(&shared.identity, kind, true).await {
+        match chain.submit_own(&billing.identity, kind, true).await {
             Ok((_, height)) => info!("settled {n} receipts (block {height:?})"),
             Err(e) => warn!("settlement of {n} receipts failed: {e}"),
         }
@@ -124,7 +124,7 @@ async fn settle_loop(shared: Arc<Shared>) {
 /// Forgets the receipts of closed channels, so the store and the loop's memory stay the size of
 /// the channels still open.
 async fn prune(
-    shared: &Shared,
+    billing: &Billing,
     closed: Vec<ChannelId>,
     last_seen: &mut std::collections::HashMap<ChannelId, (Amount, u32)>,
 ) {
@@ -134,7 +134,7 @@ async fn prune(
     for channel in &closed {
         last_seen.remove(channel);
     }
-    let store = shared.receipts.clone();
+    let store = billing.receipts.clone();
     let n = closed.len();
     match tokio::task::spawn_blocking(move || store.remove(&closed)).await {
         Ok(Ok(())) => tracing::debug!("pruned the receipts of {n} closed channels"),
@@ -146,20 +146,20 @@ async fn prune(
 /// Settles HTTP egress served under publishers' allowances, on the same rules as receipts:
 /// at the threshold, when the publisher starts closing the channel, or once serving stopped.
 async fn settle_egress(
-    shared: &Arc<Shared>,
+    billing: &Arc<Billing>,
     chain: &crate::ledger::chain::ChainNode,
     last_seen: &mut std::collections::HashMap<ChannelId, (Amount, u32)>,
 ) {
     // Its files are fsynced: keep that off the async workers.
-    let book = shared.clone();
+    let book = billing.clone();
     tokio::task::spawn_blocking(move || book.egress.persist())
         .await
         .ok();
-    let threshold = shared.terms.settle_threshold;
+    let threshold = billing.terms.settle_threshold;
     let due: Vec<_> = chain.with_state(|s| {
-        shared
+        billing
             .egress
-            .claims(s, &shared.terms.prices)
+            .claims(s, &billing.terms.prices)
             .into_iter()
             .filter(|claim| {
                 let Some(c) = s.channel(&claim.allowance.body.channel) else {
@@ -185,7 +185,7 @@ async fn settle_egress(
     }
     let n = due.len();
     let kind = TxKind::SettleEgress { claims: due };
-    match chain.submit_own(&shared.identity, kind, true).await {
+    match chain.submit_own(&billing.identity, kind, true).await {
         Ok((_, height)) => info!("settled {n} egress claims (block {height:?})"),
         Err(e) => warn!("settlement of {n} egress claims failed: {e}"),
     }

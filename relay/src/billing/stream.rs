@@ -12,13 +12,13 @@ use top_proto::frame::{FrameCodec, FrameError};
 use top_proto::id::AccountId;
 use tracing::debug;
 
+use super::Billing;
 use super::meter::ClientMeter;
-use crate::node::state::Shared;
 use crate::util::lock;
 
 /// Serves a client's billing stream: offer, channel, then receipts for payment requests.
 pub async fn serve_billing<C>(
-    shared: Arc<Shared>,
+    billing: Arc<Billing>,
     client: AccountId,
     meter: Option<Arc<ClientMeter>>,
     send: quinn::SendStream,
@@ -26,18 +26,18 @@ pub async fn serve_billing<C>(
 ) -> Result<(), FrameError> {
     let mut frames = frames.map_decoder(|c| c.retype::<ClientBilling>(MAX_BILLING_FRAME));
     let mut out = FramedWrite::new(send, FrameCodec::<RelayBilling>::new(MAX_BILLING_FRAME));
-    let (Some(meter), Some(chain)) = (meter, shared.chain.get().cloned()) else {
+    let (Some(meter), Some(chain)) = (meter, billing.chain.get().cloned()) else {
         out.send(RelayBilling::Free).await?;
         return Ok(());
     };
-    let me = shared.identity.account_id();
+    let me = billing.identity.account_id();
     let (chain_id, existing) = chain.with_state(|s| {
         let existing = s
             .channels()
             .filter(|(_, c)| c.relay == me && c.signer == client && c.status == ChannelStatus::Open)
-            .filter(|(id, _)| !shared.egress.backs(id))
+            .filter(|(id, _)| !billing.egress.backs(id))
             .map(|(id, c)| {
-                let latest = shared.receipts.get(id).ok().flatten();
+                let latest = billing.receipts.get(id).ok().flatten();
                 let used = latest
                     .as_ref()
                     .map_or(c.settled, |r| r.body.cum_amount.max(c.settled));
@@ -55,8 +55,8 @@ pub async fn serve_billing<C>(
     out.send(RelayBilling::Offer(Box::new(Offer {
         relay: me,
         chain: chain_id,
-        prices: shared.terms.prices,
-        credit_window: shared.terms.credit_window,
+        prices: billing.terms.prices,
+        credit_window: billing.terms.credit_window,
         existing: existing.clone(),
     })))
     .await?;
@@ -81,7 +81,7 @@ pub async fn serve_billing<C>(
                 }
                 continue;
             }
-            _ = shared.shutdown.cancelled() => return Ok(()),
+            _ = billing.shutdown.cancelled() => return Ok(()),
         };
         let reply = match frame {
             None => return Ok(()),
@@ -90,7 +90,7 @@ pub async fn serve_billing<C>(
                 return Err(e);
             }
             Some(Ok(ClientBilling::Open(tx))) => {
-                open_channel(&shared, &chain, client, &meter, tx).await
+                open_channel(&billing, &chain, client, &meter, tx).await
             }
             Some(Ok(ClientBilling::Resume(channel))) => match &existing {
                 Some(e) if e.channel == channel => {
@@ -114,13 +114,13 @@ pub async fn serve_billing<C>(
                     Err(e) => RelayBilling::Refused(format!("receipt refused: {e}")),
                     Ok(()) => {
                         // Durable before it counts: a crash must not lose what we were paid.
-                        let store = shared.receipts.clone();
+                        let store = billing.receipts.clone();
                         let r = receipt.clone();
                         let stored = tokio::task::spawn_blocking(move || store.put(&r)).await;
                         match stored {
                             Ok(Ok(())) => {
                                 lock(&meter.meter).accept(receipt);
-                                shared.metrics.receipts.inc();
+                                billing.metrics.receipts.inc();
                                 meter.on_paid();
                                 continue;
                             }
@@ -135,13 +135,13 @@ pub async fn serve_billing<C>(
 }
 
 async fn open_channel(
-    shared: &Shared,
+    billing: &Billing,
     chain: &crate::ledger::chain::ChainNode,
     client: AccountId,
     meter: &ClientMeter,
     tx: ledger_lite::SignedTx,
 ) -> RelayBilling {
-    let me = shared.identity.account_id();
+    let me = billing.identity.account_id();
     let TxKind::OpenChannel { relay, amount, .. } = &tx.tx.kind else {
         return RelayBilling::Refused("expected an OpenChannel transaction".into());
     };

@@ -13,8 +13,8 @@ use top_proto::id::RelayId;
 use top_proto::net::cdn_fetch::{FetchError, Serving};
 use tracing::{debug, warn};
 
+use super::Cdn;
 use crate::cdn::store::StoreError;
-use crate::node::state::Shared;
 
 /// Most chunks asked of a peer in one request on a miss.
 const FETCH_RUN: u32 = 8;
@@ -42,11 +42,10 @@ pub(crate) fn failed(e: impl std::fmt::Display) -> CdnRefusal {
 }
 
 /// Linked relays to ask on a miss: configured peers first, in config order, then the others.
-fn peers(shared: &Shared) -> Vec<(RelayId, quinn::Connection)> {
-    let mut linked = shared.msg.linked();
+fn peers(cdn: &Cdn) -> Vec<(RelayId, quinn::Connection)> {
+    let mut linked = cdn.msg.linked();
     linked.sort_by_key(|l| {
-        shared
-            .config
+        cdn.config
             .peers
             .iter()
             .position(|p| p.id == l.relay)
@@ -57,7 +56,7 @@ fn peers(shared: &Shared) -> Vec<(RelayId, quinn::Connection)> {
 
 /// The manifest of `cid` from the first peer that has it (checked against the id), stored here.
 async fn manifest_from_peers(
-    shared: &Shared,
+    cdn: &Cdn,
     cid: &Cid,
     bad_peers: &mut HashSet<RelayId>,
 ) -> Result<Manifest, CdnRefusal> {
@@ -67,11 +66,11 @@ async fn manifest_from_peers(
         local_only: true,
         recheck: Vec::new(),
     };
-    for (id, conn) in peers(shared) {
+    for (id, conn) in peers(cdn) {
         match ask(&conn, cid, &request).await {
             Ok(serving) => {
                 let (m, cid) = (serving.manifest.clone(), *cid);
-                let store = shared.cdn.clone();
+                let store = cdn.store.clone();
                 tokio::task::spawn_blocking(move || store.put_manifest(&cid, &m))
                     .await
                     .map_err(failed)?
@@ -90,7 +89,7 @@ async fn manifest_from_peers(
 
 /// The chunks of one content, read in ascending order by one request.
 pub struct ChunkSource {
-    shared: Arc<Shared>,
+    cdn: Arc<Cdn>,
     cid: Cid,
     /// The content's manifest.
     pub manifest: Arc<Manifest>,
@@ -102,19 +101,19 @@ pub struct ChunkSource {
 
 impl ChunkSource {
     /// Finds `cid`'s manifest here or (when `from_peers`) at a peer.
-    pub async fn open(shared: Arc<Shared>, cid: Cid, from_peers: bool) -> Result<Self, CdnRefusal> {
-        let store = shared.cdn.clone();
+    pub async fn open(cdn: Arc<Cdn>, cid: Cid, from_peers: bool) -> Result<Self, CdnRefusal> {
+        let store = cdn.store.clone();
         let local = tokio::task::spawn_blocking(move || store.manifest(&cid))
             .await
             .map_err(failed)?;
         let mut bad_peers = HashSet::new();
         let manifest = match local {
             Some(m) => m,
-            None if from_peers => manifest_from_peers(&shared, &cid, &mut bad_peers).await?,
+            None if from_peers => manifest_from_peers(&cdn, &cid, &mut bad_peers).await?,
             None => return Err(CdnRefusal::NotFound),
         };
         Ok(Self {
-            shared,
+            cdn,
             cid,
             manifest: Arc::new(manifest),
             from_peers,
@@ -133,7 +132,7 @@ impl ChunkSource {
     pub fn all_local(&self, range: Range<u32>) -> bool {
         range
             .filter_map(|i| self.manifest.chunks.get(i as usize))
-            .all(|h| self.shared.cdn.chunk_path(h).is_some())
+            .all(|h| self.cdn.store.chunk_path(h).is_some())
     }
 
     /// Chunk `index`'s bytes (verified); `end` bounds how far ahead a miss may fetch.
@@ -158,7 +157,7 @@ impl ChunkSource {
             .ok_or(CdnRefusal::BadRange {
                 size: self.manifest.size,
             })?;
-        let store = self.shared.cdn.clone();
+        let store = self.cdn.store.clone();
         let recheck = self.recheck.remove(&index);
         let read = tokio::task::spawn_blocking(move || store.read_chunk(&hash, recheck))
             .await
@@ -167,7 +166,7 @@ impl ChunkSource {
             Ok(Some(data)) => return Ok(data),
             Ok(None) => {}
             Err(StoreError::Mismatch) => {
-                self.shared.metrics.cdn.bad_local_chunks.inc();
+                self.cdn.metrics.cdn.bad_local_chunks.inc();
             }
             Err(e) => return Err(failed(e)),
         }
@@ -186,7 +185,7 @@ impl ChunkSource {
     async fn fetch_run(&mut self, index: u32, end: u32) -> Result<(), CdnRefusal> {
         let end = end.min(index.saturating_add(FETCH_RUN)).max(index + 1);
         let mut next = index;
-        for (id, conn) in peers(&self.shared) {
+        for (id, conn) in peers(&self.cdn) {
             if self.bad_peers.contains(&id) {
                 continue;
             }
@@ -212,9 +211,9 @@ impl ChunkSource {
                     .unwrap_or_else(|_| Err(FetchError::Connection("the peer stalled".into())));
                 match next_chunk {
                     Ok(Some((i, data))) => {
-                        self.shared.metrics.cdn.peer_chunks.inc();
+                        self.cdn.metrics.cdn.peer_chunks.inc();
                         let hash = self.manifest.chunks[i as usize];
-                        let (store, d) = (self.shared.cdn.clone(), data.clone());
+                        let (store, d) = (self.cdn.store.clone(), data.clone());
                         let stored =
                             tokio::task::spawn_blocking(move || store.put_chunk(&hash, &d, false))
                                 .await
@@ -227,7 +226,7 @@ impl ChunkSource {
                     }
                     Ok(None) => break,
                     Err(FetchError::Corrupt(e)) => {
-                        self.shared.metrics.cdn.bad_peer_chunks.inc();
+                        self.cdn.metrics.cdn.bad_peer_chunks.inc();
                         warn!("peer {} served bad data for {}: {e}", id.short(), self.cid);
                         self.bad_peers.insert(id);
                         break;

@@ -15,8 +15,8 @@ use futures::Stream;
 use top_proto::cdn::Cid;
 use top_proto::cdn_wire::CdnRefusal;
 
+use super::Cdn;
 use crate::cdn::chunks::ChunkSource;
-use crate::node::state::Shared;
 
 /// `Cache-Control` of every content response: content ids never change what they name.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -31,17 +31,12 @@ fn plain(code: StatusCode, text: String) -> Response {
 }
 
 /// Answers a `GET` or `HEAD` of `/cdn/{cid}`.
-pub async fn get_content(
-    shared: Arc<Shared>,
-    cid: &str,
-    head: bool,
-    headers: &HeaderMap,
-) -> Response {
+pub async fn get_content(cdn: Arc<Cdn>, cid: &str, head: bool, headers: &HeaderMap) -> Response {
     let cid: Cid = match cid.parse() {
         Ok(cid) => cid,
         Err(e) => return plain(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let mut source = match ChunkSource::open(shared.clone(), cid, true).await {
+    let mut source = match ChunkSource::open(cdn.clone(), cid, true).await {
         Ok(source) => source,
         Err(CdnRefusal::NotFound) => {
             return plain(StatusCode::NOT_FOUND, format!("{cid} not found"));
@@ -126,7 +121,7 @@ pub async fn get_content(
             Err(e) => return plain(StatusCode::BAD_GATEWAY, e.to_string()),
         }
     };
-    if !paid_for(&shared, &cid, len) {
+    if !paid_for(&cdn, &cid, len) {
         return plain(
             StatusCode::PAYMENT_REQUIRED,
             format!(
@@ -135,21 +130,21 @@ pub async fn get_content(
             ),
         );
     }
-    let body = Body::from_stream(body_stream(shared, source, body_range, chunks, first));
+    let body = Body::from_stream(body_stream(cdn, source, body_range, chunks, first));
     (status, out, body).into_response()
 }
 
 /// Charges `len` bytes of `cid` to its publisher's allowance when this relay bills; whether the
 /// response may go out.
-fn paid_for(shared: &Shared, cid: &Cid, len: u64) -> bool {
-    let terms = &shared.terms;
-    let Some(chain) = shared.chain.get() else {
+fn paid_for(cdn: &Cdn, cid: &Cid, len: u64) -> bool {
+    let terms = &cdn.terms;
+    let Some(chain) = cdn.chain.get() else {
         return true;
     };
     if !terms.enabled || terms.prices.cdn.is_zero() || len == 0 {
         return true;
     }
-    chain.with_state(|s| shared.egress.charge(s, &terms.prices, cid, len))
+    chain.with_state(|s| cdn.egress.charge(s, &terms.prices, cid, len))
 }
 
 /// Whether an `If-None-Match` value names `etag` (or is `*`).
@@ -166,14 +161,14 @@ fn matches_etag(value: Option<&HeaderValue>, etag: &str) -> bool {
 /// The bytes of `range` (held by `chunks`, the first already read), one chunk (or its part
 /// in the range) at a time.
 fn body_stream(
-    shared: Arc<Shared>,
+    cdn: Arc<Cdn>,
     source: ChunkSource,
     range: std::ops::Range<u64>,
     chunks: std::ops::Range<u32>,
     first: Option<Bytes>,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
-    let state = (shared, source, chunks.start, first);
-    futures::stream::unfold(state, move |(shared, mut source, i, first)| {
+    let state = (cdn, source, chunks.start, first);
+    futures::stream::unfold(state, move |(cdn, mut source, i, first)| {
         let range = range.clone();
         let end = chunks.end;
         async move {
@@ -190,13 +185,13 @@ fn body_stream(
                     let from = range.start.saturating_sub(at) as usize;
                     let to = ((range.end - at) as usize).min(data.len());
                     let part = data.slice(from.min(to)..to);
-                    shared.metrics.cdn.bytes_http.inc_by(part.len() as u64);
+                    cdn.metrics.cdn.bytes_http.inc_by(part.len() as u64);
                     Ok(part)
                 }
                 Err(e) => Err(std::io::Error::other(e.to_string())),
             };
             let next = if item.is_ok() { i + 1 } else { end };
-            Some((item, (shared, source, next, None)))
+            Some((item, (cdn, source, next, None)))
         }
     })
 }

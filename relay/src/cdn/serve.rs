@@ -12,9 +12,9 @@ use top_proto::frame::{FrameCodec, FrameError};
 use top_proto::id::AccountId;
 use top_proto::net::cdn_fetch::RawReader;
 
+use super::Cdn;
 use crate::billing::meter::ClientMeter;
 use crate::cdn::chunks::{ChunkSource, failed};
-use crate::node::state::Shared;
 
 /// Stream reset code: the relay could not go on serving (peer fetch failed, unpaid).
 const RESET_FAILED: u32 = 3;
@@ -25,7 +25,7 @@ type Out = FramedWrite<quinn::SendStream, FrameCodec<CdnReply>>;
 
 /// Serves one CDN request from `peer` (a client, or a linked relay when `from_link`).
 pub async fn serve_cdn<C>(
-    shared: Arc<Shared>,
+    cdn: Arc<Cdn>,
     peer: AccountId,
     from_link: bool,
     meter: Option<Arc<ClientMeter>>,
@@ -44,7 +44,7 @@ pub async fn serve_cdn<C>(
     };
     match request {
         CdnRequest::Put { manifest } => {
-            let result = put(&shared, peer, meter, &mut out, frames, &manifest).await;
+            let result = put(&cdn, peer, meter, &mut out, frames, &manifest).await;
             finish(out, result.map(|cid| CdnReply::Published { cid })).await
         }
         CdnRequest::Get {
@@ -55,14 +55,14 @@ pub async fn serve_cdn<C>(
         } => {
             let from_peers = !(local_only || from_link);
             let meter = meter.filter(|_| !from_link);
-            get(&shared, cid, range, from_peers, recheck, meter, out).await
+            get(&cdn, cid, range, from_peers, recheck, meter, out).await
         }
         CdnRequest::Unpublish { cid } => {
-            let result = unpublish(&shared, peer, &cid).await;
+            let result = unpublish(&cdn, peer, &cid).await;
             finish(out, result.map(|()| CdnReply::Unpublished)).await
         }
         CdnRequest::Allow { cid, allowance } => {
-            let result = allow(&shared, &cid, &allowance);
+            let result = allow(&cdn, &cid, &allowance);
             finish(out, result.map(|()| CdnReply::Allowed)).await
         }
     }
@@ -76,7 +76,7 @@ async fn finish(mut out: Out, result: Result<CdnReply, CdnRefusal>) -> Result<()
 }
 
 async fn put(
-    shared: &Arc<Shared>,
+    cdn: &Arc<Cdn>,
     publisher: AccountId,
     meter: Option<Arc<ClientMeter>>,
     out: &mut Out,
@@ -85,14 +85,14 @@ async fn put(
 ) -> Result<Cid, CdnRefusal> {
     let manifest = Manifest::decode(encoded).map_err(|e| CdnRefusal::BadManifest(e.to_string()))?;
     let cid = manifest.cid();
-    let store = shared.cdn.clone();
+    let store = cdn.store.clone();
     if store.publication(&cid).is_some() {
         out.send(CdnReply::Need { chunks: Vec::new() })
             .await
             .map_err(failed)?;
         return Ok(cid);
     }
-    let limit = shared.config.cdn_publish_quota_bytes;
+    let limit = cdn.config.cdn_publish_quota_bytes;
     store
         .reserve(&publisher, manifest.size, limit)
         .map_err(|used| CdnRefusal::QuotaExceeded {
@@ -102,7 +102,7 @@ async fn put(
         })?;
     store.pin(&manifest);
     let manifest = Arc::new(manifest);
-    let result = upload(shared, publisher, meter, out, frames, &manifest).await;
+    let result = upload(cdn, publisher, meter, out, frames, &manifest).await;
     store.release(&publisher, manifest.size);
     // A publication holds its own pin (taken when it loads or is recorded below); the upload's
     // pin goes either way, deleting what a failed upload wrote.
@@ -114,14 +114,14 @@ async fn put(
 }
 
 async fn upload(
-    shared: &Arc<Shared>,
+    cdn: &Arc<Cdn>,
     publisher: AccountId,
     meter: Option<Arc<ClientMeter>>,
     out: &mut Out,
     frames: FramedRead<quinn::RecvStream, FrameCodec<CdnRequest>>,
     manifest: &Arc<Manifest>,
 ) -> Result<bool, CdnRefusal> {
-    let store = shared.cdn.clone();
+    let store = cdn.store.clone();
     let need: Vec<u32> = (0..manifest.chunk_count())
         .filter(|&i| !store.has_origin(&manifest.chunks[i as usize]))
         .collect();
@@ -143,7 +143,7 @@ async fn upload(
         if let Some(m) = &meter
             && !m.carry(Service::Cdn, len, m.pay_wait).await
         {
-            shared.metrics.unpaid_refusals.inc();
+            cdn.metrics.unpaid_refusals.inc();
             raw.stop(RESET_FAILED);
             return Err(CdnRefusal::PaymentRequired);
         }
@@ -173,14 +173,14 @@ async fn upload(
         .map_err(failed)?
         .map_err(failed)?;
     if new {
-        shared.metrics.cdn.published.inc();
+        cdn.metrics.cdn.published.inc();
         tracing::info!(%cid, size = manifest.size, publisher = %publisher.short(), "published");
     }
     Ok(new)
 }
 
 async fn get(
-    shared: &Arc<Shared>,
+    cdn: &Arc<Cdn>,
     cid: Cid,
     range: Option<(u64, u64)>,
     from_peers: bool,
@@ -188,7 +188,7 @@ async fn get(
     meter: Option<Arc<ClientMeter>>,
     out: Out,
 ) -> Result<(), FrameError> {
-    let mut source = match ChunkSource::open(shared.clone(), cid, from_peers).await {
+    let mut source = match ChunkSource::open(cdn.clone(), cid, from_peers).await {
         Ok(s) => s,
         Err(why) => return finish(out, Err(why)).await,
     };
@@ -227,21 +227,21 @@ async fn get(
         if let Some(m) = &meter
             && !m.carry(Service::Cdn, len, m.pay_wait).await
         {
-            shared.metrics.unpaid_refusals.inc();
+            cdn.metrics.unpaid_refusals.inc();
             send.reset(RESET_FAILED.into()).ok();
             return Ok(());
         }
         if send.write_chunk(data).await.is_err() {
             return Ok(());
         }
-        shared.metrics.cdn.bytes_quic.inc_by(len);
+        cdn.metrics.cdn.bytes_quic.inc_by(len);
     }
     send.finish().ok();
     Ok(())
 }
 
-async fn unpublish(shared: &Arc<Shared>, peer: AccountId, cid: &Cid) -> Result<(), CdnRefusal> {
-    let store = shared.cdn.clone();
+async fn unpublish(cdn: &Arc<Cdn>, peer: AccountId, cid: &Cid) -> Result<(), CdnRefusal> {
+    let store = cdn.store.clone();
     let publication = store.publication(cid).ok_or(CdnRefusal::NotFound)?;
     if publication.publisher != peer {
         return Err(CdnRefusal::NotPublisher);
@@ -256,17 +256,17 @@ async fn unpublish(shared: &Arc<Shared>, peer: AccountId, cid: &Cid) -> Result<(
     Ok(())
 }
 
-fn allow(shared: &Shared, cid: &Cid, encoded: &[u8]) -> Result<(), CdnRefusal> {
+fn allow(cdn: &Cdn, cid: &Cid, encoded: &[u8]) -> Result<(), CdnRefusal> {
     let bad = |e: String| CdnRefusal::BadAllowance(e);
     let allowance: ledger_lite::Allowance =
         postcard::from_bytes(encoded).map_err(|e| bad(format!("undecodable allowance: {e}")))?;
-    let chain = shared
+    let chain = cdn
         .chain
         .get()
         .ok_or_else(|| bad("this relay has no chain".into()))?;
-    let me = shared.identity.account_id();
+    let me = cdn.identity.account_id();
     chain
-        .with_state(|s| shared.egress.allow(s, &me, cid, allowance))
+        .with_state(|s| cdn.egress.allow(s, &me, cid, allowance))
         .map_err(|e| bad(e.to_string()))?;
     tracing::info!(%cid, "egress allowance taken");
     Ok(())

@@ -1,17 +1,18 @@
 //! Serving `Open::Ledger` streams: one response per request, in order.
 
-use std::sync::Arc;
-
 use futures::{SinkExt, StreamExt};
 use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_proto::frame::{FrameCodec, FrameError};
 
-use crate::node::state::Shared;
+use tokio_util::sync::CancellationToken;
 
-/// Answers ledger requests on one stream until the peer closes it.
+use super::ChainSlot;
+
+/// Answers ledger requests on one stream until the peer closes it (or `stop`).
 pub async fn serve_ledger<C>(
-    shared: Arc<Shared>,
+    chain: ChainSlot,
+    stop: CancellationToken,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<C>>,
 ) -> Result<(), FrameError> {
@@ -20,7 +21,7 @@ pub async fn serve_ledger<C>(
     loop {
         let req = tokio::select! {
             req = frames.next() => req,
-            _ = shared.shutdown.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         };
         let req = match req {
             None => return Ok(()),
@@ -33,11 +34,11 @@ pub async fn serve_ledger<C>(
                 return Err(e);
             }
         };
-        let resp = match shared.chain.get() {
+        let resp = match chain.get() {
             // A long poll for blocks or a wait for a commit must not hold up shutdown.
             Some(chain) => tokio::select! {
                 resp = chain.handle(req) => resp,
-                _ = shared.shutdown.cancelled() => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
             },
             None => LedgerResponse::Error("this relay has no chain (yet)".into()),
         };

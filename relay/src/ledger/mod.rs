@@ -8,3 +8,7 @@ pub mod error;
 pub mod forwarded;
 pub mod setup;
 pub mod upstream;
+
+/// The chain node, once open (a follower opens it after fetching the genesis); roles that use
+/// the chain hold this.
+pub type ChainSlot = std::sync::Arc<std::sync::OnceLock<std::sync::Arc<chain::ChainNode>>>;

@@ -9,9 +9,10 @@ use top_proto::addr::RelayAddr;
 use top_proto::identity::Identity;
 use tracing::{info, warn};
 
+use super::ChainSlot;
 use crate::ledger::chain::{ChainNode, Role, fetch_genesis};
 use crate::node::config::DataDir;
-use crate::node::state::Shared;
+use crate::node::core::Core;
 use crate::util::unix_now_ms;
 
 /// TOP the dev faucet starts with.
@@ -61,35 +62,45 @@ fn load_genesis(dir: &DataDir) -> std::io::Result<Option<Genesis>> {
     }
 }
 
-/// Opens the relay's chain, or starts fetching the genesis to open it later.
-pub fn start_chain(shared: &Arc<Shared>, dir: &DataDir) -> Result<(), crate::RelayError> {
-    let upstream = shared
+/// Called once the chain node is open (the node starts what needs the chain).
+pub type OnOpen = Box<dyn FnOnce() + Send>;
+
+/// Opens the relay's chain into `chain`, or starts fetching the genesis to open it later;
+/// `on_open` runs once it is open.
+pub fn start_chain(
+    core: &Arc<Core>,
+    chain: &ChainSlot,
+    dir: &DataDir,
+    on_open: OnOpen,
+) -> Result<(), crate::RelayError> {
+    let upstream = core
         .config
         .ledger
         .upstream
         .clone()
-        .or_else(|| shared.config.peers.first().cloned());
+        .or_else(|| core.config.peers.first().cloned());
     match load_genesis(dir)? {
-        Some(genesis) => open_chain(shared, dir, genesis, upstream),
+        Some(genesis) => open_chain(core, chain, dir, genesis, upstream, on_open),
         None => {
             let Some(upstream) = upstream else {
                 info!("no genesis and no peer: running without a chain (no billing)");
                 return Ok(());
             };
-            let (shared2, dir2) = (shared.clone(), dir.clone());
-            shared.tasks.spawn(async move {
+            let (core2, dir2, chain2) = (core.clone(), dir.clone(), chain.clone());
+            core.tasks.spawn(async move {
                 let mut backoff = Duration::from_millis(200);
                 loop {
                     let fetched = tokio::select! {
-                        g = fetch_genesis(&shared2.identity, &upstream) => g,
-                        _ = shared2.shutdown.cancelled() => return,
+                        g = fetch_genesis(&core2.identity, &upstream) => g,
+                        _ = core2.shutdown.cancelled() => return,
                     };
                     match fetched {
                         Ok(genesis) => {
                             let opened = save_genesis(&dir2, &genesis)
                                 .map_err(crate::RelayError::from)
                                 .and_then(|()| {
-                                    open_chain(&shared2, &dir2, genesis, Some(upstream.clone()))
+                                    let upstream = Some(upstream.clone());
+                                    open_chain(&core2, &chain2, &dir2, genesis, upstream, on_open)
                                 });
                             if let Err(e) = opened {
                                 warn!("cannot open the chain: {e}");
@@ -108,16 +119,18 @@ pub fn start_chain(shared: &Arc<Shared>, dir: &DataDir) -> Result<(), crate::Rel
 }
 
 fn open_chain(
-    shared: &Arc<Shared>,
+    core: &Arc<Core>,
+    chain: &ChainSlot,
     dir: &DataDir,
     genesis: Genesis,
     upstream: Option<RelayAddr>,
+    on_open: OnOpen,
 ) -> Result<(), crate::RelayError> {
-    let me = shared.identity.account_id();
+    let me = core.identity.account_id();
     let role = if genesis.validator == me {
         Role::Validator {
-            identity: shared.identity.clone(),
-            interval: Duration::from_millis(shared.config.ledger.block_interval_ms),
+            identity: core.identity.clone(),
+            interval: Duration::from_millis(core.config.ledger.block_interval_ms),
         }
     } else {
         match upstream {
@@ -137,17 +150,17 @@ fn open_chain(
         genesis,
         role,
         faucet,
-        shared.identity.clone(),
-        shared.shutdown.clone(),
+        core.identity.clone(),
+        core.shutdown.clone(),
     )?;
     info!(
         validator = node.is_validator(),
         height = node.height(),
         "chain open"
     );
-    if shared.chain.set(node.clone()).is_ok() {
-        shared.tasks.spawn(node.run(shared.shutdown.clone()));
-        crate::billing::settle::on_chain_open(shared);
+    if chain.set(node.clone()).is_ok() {
+        core.tasks.spawn(node.run(core.shutdown.clone()));
+        on_open();
     }
     Ok(())
 }

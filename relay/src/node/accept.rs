@@ -103,7 +103,7 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
         is_link,
         session_open: Arc::new(AtomicBool::new(false)),
         meter: crate::billing::meter::new_meter(
-            &shared.terms,
+            &shared.billing.terms,
             shared.chain.get().map(|c| c.as_ref()),
         ),
         vpn_open: Arc::new(AtomicBool::new(false)),
@@ -208,12 +208,28 @@ async fn serve_stream(
             Ok(())
         }
         Ok(Open::IncomingPipe) => reject(frames, "IncomingPipe is relay-to-client only"),
-        Ok(Open::Ledger) => crate::ledger::api::serve_ledger(shared, send, frames).await,
+        Ok(Open::Ledger) => {
+            crate::ledger::api::serve_ledger(
+                shared.chain.clone(),
+                shared.shutdown.clone(),
+                send,
+                frames,
+            )
+            .await
+        }
         Ok(Open::Billing) => {
-            crate::billing::stream::serve_billing(shared, peer, meter, send, frames).await
+            crate::billing::stream::serve_billing(shared.billing.clone(), peer, meter, send, frames)
+                .await
         }
         Ok(Open::BillingAs { payer }) => {
-            crate::billing::stream::serve_billing(shared, payer, meter, send, frames).await
+            crate::billing::stream::serve_billing(
+                shared.billing.clone(),
+                payer,
+                meter,
+                send,
+                frames,
+            )
+            .await
         }
         Ok(Open::Vpn) => {
             if vpn_open.swap(true, Ordering::SeqCst) {
@@ -253,7 +269,8 @@ async fn serve_stream(
         }
         Ok(Open::Cdn) => {
             let from_link = is_link.load(Ordering::SeqCst);
-            crate::cdn::serve::serve_cdn(shared, peer, from_link, meter, send, frames).await
+            crate::cdn::serve::serve_cdn(shared.cdn.clone(), peer, from_link, meter, send, frames)
+                .await
         }
     }
 }

@@ -63,7 +63,7 @@ async fn cdn_content(
         return (StatusCode::TOO_MANY_REQUESTS, "too many requests\n").into_response();
     }
     let head = method == axum::http::Method::HEAD;
-    crate::cdn::gateway::get_content(s.shared, &cid, head, &headers).await
+    crate::cdn::gateway::get_content(s.shared.cdn.clone(), &cid, head, &headers).await
 }
 
 /// `GET /metrics`: OpenMetrics to scrapers that ask for it (Prometheus does), the Prometheus

@@ -196,7 +196,10 @@ impl Relay {
             }
         });
         shared.tasks.spawn(sweep_loop(shared.clone()));
-        crate::ledger::setup::start_chain(&shared, &dir)?;
+        // Once the chain is open, billing stakes and settles on it.
+        let billing = shared.billing.clone();
+        let on_open = Box::new(move || crate::billing::settle::on_chain_open(&billing));
+        crate::ledger::setup::start_chain(&shared.core, &shared.chain, &dir, on_open)?;
         if shared.config.vpn_exit {
             let exit = match crate::vpn::exit::Exit::start(&shared.core) {
                 Ok(exit) => exit,

@@ -10,6 +10,9 @@ use top_proto::addr::RelayAddr;
 use top_proto::identity::Identity;
 
 use super::core::Core;
+use crate::billing::Billing;
+use crate::cdn::Cdn;
+use crate::ledger::ChainSlot;
 use crate::msg::Messaging;
 use crate::msg::driver::MessagingParts;
 use crate::msg::link::LinkContext;
@@ -27,16 +30,12 @@ pub struct Shared {
     pub msg: Arc<Messaging>,
     /// Relays known to this one.
     pub peers: Arc<Peers>,
-    /// Prices and payment terms.
-    pub terms: crate::billing::meter::Terms,
-    /// Latest receipts by channel.
-    pub receipts: crate::billing::receipts::ReceiptStore,
-    /// The chain, once opened (followers open it after fetching the genesis).
-    pub chain: std::sync::OnceLock<Arc<crate::ledger::chain::ChainNode>>,
-    /// CDN manifests and chunks on disk.
-    pub cdn: Arc<crate::cdn::store::CdnStore>,
-    /// Publishers' allowances for HTTP egress, and what was served under them.
-    pub egress: crate::cdn::egress::EgressBook,
+    /// The chain node, once opened (followers open it after fetching the genesis).
+    pub chain: ChainSlot,
+    /// The billing role (terms, receipts, settlement).
+    pub billing: Arc<Billing>,
+    /// The CDN role (store, egress allowances, gateway).
+    pub cdn: Arc<Cdn>,
     /// The VPN exit, when this relay is one.
     pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
 }
@@ -78,15 +77,30 @@ impl Shared {
             tasks,
             started: Instant::now(),
         });
+        let chain = ChainSlot::default();
+        let egress = Arc::new(egress);
+        let billing = Arc::new(Billing {
+            core: core.clone(),
+            terms: terms.clone(),
+            receipts,
+            chain: chain.clone(),
+            egress: egress.clone(),
+        });
+        let cdn = Arc::new(Cdn {
+            core: core.clone(),
+            store: Arc::new(cdn),
+            egress,
+            chain: chain.clone(),
+            terms,
+            msg: msg.clone(),
+        });
         Self {
             core,
-            terms,
-            receipts,
             msg,
             peers,
-            chain: std::sync::OnceLock::new(),
-            cdn: Arc::new(cdn),
-            egress,
+            chain,
+            billing,
+            cdn,
             vpn_exit: std::sync::OnceLock::new(),
         }
     }

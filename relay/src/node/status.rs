@@ -86,7 +86,7 @@ impl LedgerStatus {
     fn of(shared: &Shared) -> Option<Self> {
         let chain = shared.chain.get()?;
         let me = shared.identity.account_id();
-        let receipts = shared.receipts.all().unwrap_or_default();
+        let receipts = shared.billing.receipts.all().unwrap_or_default();
         let summary = chain.summary();
         chain.with_state(|s| {
             let account = s.account(&me).cloned().unwrap_or_default();
@@ -109,9 +109,9 @@ impl LedgerStatus {
                 account: me.to_string(),
                 balance: account.balance,
                 stake: account.stake,
-                billing: shared.terms.enabled && !shared.terms.prices.is_free(),
-                prices: shared.terms.prices,
-                credit_window: shared.terms.credit_window,
+                billing: shared.billing.terms.enabled && !shared.billing.terms.prices.is_free(),
+                prices: shared.billing.terms.prices,
+                credit_window: shared.billing.terms.credit_window,
                 billed_bytes: shared.metrics.billed_bytes.get(),
                 receipts_taken: shared.metrics.receipts.get(),
                 fees_earned: account.fees_earned,
