@@ -12,7 +12,8 @@ use top_proto::id::RelayId;
 use top_proto::net::writer::write_prioritized;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::driver::{LINK_ANSWERS, LINK_QUEUE, LinkOut, Messaging};
+use super::driver::{LINK_ANSWERS, LINK_QUEUE, Messaging};
+use super::handles::LinkOut;
 use crate::node::metrics::Metrics;
 
 /// How long frames still queued may take to leave once the link ends.

@@ -7,11 +7,15 @@
 
 pub mod delivered;
 pub mod driver;
+pub mod handles;
 pub mod link;
 pub mod mailbox;
 pub mod pipe;
 pub mod push_runs;
+pub mod pushes;
 pub mod router;
 pub mod session;
+pub mod stores;
 
-pub use driver::{LinkOut, Messaging, SessionOut};
+pub use driver::Messaging;
+pub use handles::{LinkOut, SessionOut};

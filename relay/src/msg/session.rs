@@ -12,7 +12,8 @@ use top_proto::id::AccountId;
 use top_proto::net::writer::write_prioritized;
 use tracing::{Instrument, debug, info_span};
 
-use super::driver::{Messaging, SESSION_ANSWERS, SESSION_QUEUE, SessionOut};
+use super::driver::{Messaging, SESSION_ANSWERS, SESSION_QUEUE};
+use super::handles::SessionOut;
 use crate::billing::meter::ClientMeter;
 use crate::node::metrics::Metrics;
 

@@ -11,156 +11,15 @@
 //! only clones into actions; tests drive it with plain numbers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use top_proto::frame::{Envelope, MsgId, Outcome, Reject};
 use top_proto::id::{AccountId, RelayId};
 
 use super::delivered::Delivered;
 
-/// Distinguishes sessions (and links) of the same client (or relay).
-pub type Serial = u64;
-
-/// Limits and timeouts of the router.
-#[derive(Debug, Clone)]
-pub struct RouterConfig {
-    /// A delivery a client has not acknowledged in this time goes back to the mailbox.
-    pub ack_timeout: Duration,
-    /// A forward another relay has not answered in this time counts as failed.
-    pub forward_timeout: Duration,
-    /// A local sender's message not yet acknowledged in this time is also stored durably, and
-    /// the sender told (`Durable`), so it need not wait on a slow recipient.
-    pub accept_after: Duration,
-    /// How often deliveries are checked against the ack and forward timeouts.
-    pub sweep_every: Duration,
-    /// Deliveries awaiting one client's acknowledgement; beyond it messages wait in the mailbox.
-    pub max_inflight_per_client: usize,
-    /// Forwards awaiting one relay's answer; beyond it messages go to the mailbox.
-    pub max_forwards_per_link: usize,
-    /// Clients one linked relay may say are connected to it.
-    pub max_presence_per_link: usize,
-}
-
-impl Default for RouterConfig {
-    fn default() -> Self {
-        Self {
-            ack_timeout: Duration::from_secs(30),
-            forward_timeout: Duration::from_secs(60),
-            accept_after: Duration::from_millis(300),
-            sweep_every: Duration::from_secs(1),
-            max_inflight_per_client: 4096,
-            max_forwards_per_link: 65_536,
-            max_presence_per_link: 100_000,
-        }
-    }
-}
-
-/// Who waits for the result of a delivery.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin<S, L> {
-    /// A sender's session on this relay: answer it; store the message if it cannot be delivered.
-    Sender(S),
-    /// Another relay that forwarded the message: answer it.
-    Link {
-        /// The link to answer on.
-        link: L,
-        /// Whether to store the message if it cannot be delivered.
-        store_on_fail: bool,
-    },
-    /// This relay's mailbox: delete the message once delivered.
-    Mailbox,
-}
-
-/// A message handed over and awaiting its answer.
-#[derive(Debug, Clone)]
-pub struct Pending<S, L> {
-    /// The message.
-    pub env: Envelope,
-    /// Who to tell.
-    pub origin: Origin<S, L>,
-    /// When it was handed over.
-    pub since: Instant,
-    /// Whether a durable copy was stored and the sender told so.
-    pub durable: bool,
-}
-
-/// What the driver must do.
-#[derive(Debug)]
-pub enum Action<S, L> {
-    /// Write `env` to the client's session; report failure with [`Router::on_handover_failed`].
-    Deliver {
-        /// The session.
-        session: S,
-        /// The message.
-        env: Envelope,
-    },
-    /// Forward `env` over a link; report failure with [`Router::on_handover_failed`].
-    Forward {
-        /// The link to the relay the recipient is connected to.
-        link: L,
-        /// The message.
-        env: Envelope,
-        /// Whether that relay stores it if the recipient is gone.
-        store_on_fail: bool,
-    },
-    /// Tell a local sender what became of its message.
-    AnswerSender {
-        /// The sender's session.
-        session: S,
-        /// The message.
-        id: MsgId,
-        /// Its size, for billing storage.
-        bytes: usize,
-        /// Delivered, stored, or why not.
-        result: Result<Outcome, Reject>,
-    },
-    /// Tell a relay that forwarded a message what became of it.
-    AnswerLink {
-        /// The link it came on.
-        link: L,
-        /// The message.
-        id: MsgId,
-        /// `None`: neither delivered nor stored.
-        outcome: Option<Outcome>,
-    },
-    /// Store the message at the recipient's home relays, then call [`Router::on_stored`].
-    Store(Pending<S, L>),
-    /// Store a copy of a message still being delivered in this relay's mailbox (not pushed: it
-    /// is in flight), then call [`Router::on_copy_stored`].
-    StoreCopy {
-        /// The message.
-        env: Envelope,
-        /// Where it was handed over.
-        to: Handover,
-    },
-    /// A stored message was delivered: delete it from the mailbox.
-    DeleteStored(MsgId),
-    /// Tell linked relays whether `client` is connected here (they push what they hold for it).
-    Announce {
-        /// The client.
-        client: AccountId,
-        /// Connected or gone.
-        online: bool,
-        /// One link, or `None` for every link.
-        to: Option<L>,
-    },
-    /// Push the mailbox of `client` to where it is now (and, for a link, say `MailboxDone`).
-    PushMailbox {
-        /// The client.
-        client: AccountId,
-        /// The link that asked, to be told when the push is done.
-        done_to: Option<L>,
-    },
-}
-
-/// Where a handed-over message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Handover {
-    /// To the session of this client.
-    Session(AccountId),
-    /// Over the link to this relay.
-    Link(RelayId),
-}
+mod types;
+pub use types::{Action, Handover, Origin, Pending, RouterConfig, Serial};
 
 /// Deliveries awaiting an answer, by message id (one id may come from several origins, such as
 /// two home relays pushing the same message; one answer settles them all).
@@ -784,5 +643,4 @@ impl<S: Clone, L: Clone> Router<S, L> {
 }
 
 #[cfg(test)]
-#[path = "router_tests.rs"]
 mod tests;

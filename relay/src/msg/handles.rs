@@ -1,0 +1,73 @@
+//! What the router and the other roles hold of a client's session and of a link: their queues
+//! (deliveries in order, answers first), connection and meter.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use top_proto::frame::{LinkFrame, MsgId, Reject, SessionFrame};
+use top_proto::id::{AccountId, RelayId};
+
+use super::router::Serial;
+use crate::billing::meter::ClientMeter;
+
+/// A client's session, as the router and other roles see it.
+#[derive(Clone)]
+pub struct SessionOut {
+    /// The client.
+    pub client: AccountId,
+    /// Distinguishes this session from the client's others.
+    pub serial: Serial,
+    /// The client's connection (for opening pipe streams to it).
+    pub conn: quinn::Connection,
+    /// Deliveries (and `Synced`) to write to the client, in order.
+    pub tx: mpsc::Sender<SessionFrame>,
+    /// Answers to the client's messages, written first.
+    pub answers: mpsc::Sender<SessionFrame>,
+    /// The client's meter, when this relay bills.
+    pub meter: Option<Arc<ClientMeter>>,
+}
+
+/// Store requests sent over a link and awaiting the other relay's answer.
+type StoreWaiters = Arc<Mutex<HashMap<MsgId, oneshot::Sender<Option<Reject>>>>>;
+
+/// A link to another relay, as the router and other roles see it.
+#[derive(Clone)]
+pub struct LinkOut {
+    /// The relay at the other end.
+    pub relay: RelayId,
+    /// Distinguishes this link from others to the same relay.
+    pub serial: Serial,
+    /// The connection (for pipes and CDN fetches over it).
+    pub conn: quinn::Connection,
+    /// Forwards, presence, store requests and `MailboxDone` for the link, in order.
+    pub tx: mpsc::Sender<LinkFrame>,
+    /// Answers to the other relay's forwards and store requests, written first.
+    pub answers: mpsc::Sender<LinkFrame>,
+    pub(super) stores: StoreWaiters,
+}
+
+impl PartialEq for LinkOut {
+    fn eq(&self, other: &Self) -> bool {
+        self.relay == other.relay && self.serial == other.serial
+    }
+}
+
+impl LinkOut {
+    /// A link about to run.
+    pub fn new(
+        relay: RelayId,
+        serial: Serial,
+        conn: quinn::Connection,
+        (tx, answers): (mpsc::Sender<LinkFrame>, mpsc::Sender<LinkFrame>),
+    ) -> Self {
+        Self {
+            relay,
+            serial,
+            conn,
+            tx,
+            answers,
+            stores: Arc::default(),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Storing messages: at the recipient's home relays when a delivery fails, a durable copy of a
+//! message in flight, and a linked relay's store requests.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+use top_proto::frame::{Envelope, LinkFrame, MsgId, Reject};
+
+use super::driver::Messaging;
+use super::handles::{LinkOut, SessionOut};
+use super::router::{Handover, Pending, Router};
+use crate::util::{lock, unix_now};
+
+/// How long a home relay may take to answer a store request.
+const STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Messaging {
+    /// A linked relay asks this one to keep a message in its mailbox.
+    pub fn store_for_peer(self: &Arc<Self>, link: &LinkOut, env: Envelope) {
+        let id = env.id;
+        let reply = |error| {
+            self.answer(&link.answers, LinkFrame::StoreResult { id, error });
+        };
+        if env.check().is_err() {
+            return reply(Some(Reject::TooLarge));
+        }
+        let Ok(slot) = self.stores.clone().try_acquire_owned() else {
+            return reply(Some(Reject::Unavailable));
+        };
+        let (msg, tx) = (self.clone(), link.answers.clone());
+        self.tasks.spawn(async move {
+            let error = msg.store_here(env).await.err();
+            msg.answer(&tx, LinkFrame::StoreResult { id, error });
+            drop(slot);
+        });
+    }
+
+    /// A linked relay answered a store request.
+    pub fn store_result(&self, link: &LinkOut, id: MsgId, error: Option<Reject>) {
+        if let Some(waiter) = lock(&link.stores).remove(&id) {
+            waiter.send(error).ok();
+        }
+    }
+
+    pub(super) fn spawn_store(
+        self: &Arc<Self>,
+        r: &mut Router<SessionOut, LinkOut>,
+        pending: Pending<SessionOut, LinkOut>,
+    ) {
+        let Ok(slot) = self.stores.clone().try_acquire_owned() else {
+            r.on_stored(pending, Err(Reject::Unavailable));
+            return;
+        };
+        let msg = self.clone();
+        self.tasks.spawn(async move {
+            let result = msg.store_at_home(pending.env.clone()).await;
+            drop(slot);
+            let now = Instant::now();
+            let mut r = msg.router();
+            r.on_stored(pending, result);
+            msg.drive(&mut r, now);
+        });
+    }
+
+    /// Stores a copy of a message in flight in this relay's mailbox (not pushed: it is being
+    /// delivered; if that fails, this copy is where it waits).
+    pub(super) fn spawn_copy(
+        self: &Arc<Self>,
+        r: &mut Router<SessionOut, LinkOut>,
+        env: Envelope,
+        to: Handover,
+    ) {
+        let Ok(slot) = self.stores.clone().try_acquire_owned() else {
+            r.on_copy_stored(to, &env, Err(Reject::Unavailable));
+            return;
+        };
+        let msg = self.clone();
+        self.tasks.spawn(async move {
+            let result = msg.mailbox.insert(env.clone(), unix_now()).await;
+            drop(slot);
+            if result.is_ok() {
+                msg.metrics.messages_stored.inc();
+            }
+            let now = Instant::now();
+            let mut r = msg.router();
+            r.on_copy_stored(to, &env, result);
+            msg.drive(&mut r, now);
+        });
+    }
+
+    /// Stores a message on its recipient's home relays; succeeds once at least one has it on
+    /// disk. With no home relay reachable, this relay keeps it.
+    pub(super) async fn store_at_home(self: &Arc<Self>, env: Envelope) -> Result<(), Reject> {
+        let homes = self.peers.home_relays(&env.to);
+        let attempts = homes.iter().map(|home| {
+            let env = env.clone();
+            async move {
+                if *home == self.me {
+                    return self.store_here(env).await;
+                }
+                match self.link(home) {
+                    Some(link) => store_remote(&link, env).await,
+                    None => Err(Reject::Unavailable),
+                }
+            }
+        });
+        let results = futures::future::join_all(attempts).await;
+        if results.iter().any(Result::is_ok) {
+            return Ok(());
+        }
+        if results.contains(&Err(Reject::QuotaExceeded)) {
+            return Err(Reject::QuotaExceeded);
+        }
+        if !homes.contains(&self.me) {
+            return self.store_here(env).await;
+        }
+        Err(Reject::Unavailable)
+    }
+
+    /// Commits a message to this relay's mailbox, then pushes it if its recipient is reachable.
+    pub(super) async fn store_here(self: &Arc<Self>, env: Envelope) -> Result<(), Reject> {
+        let to = env.to;
+        self.mailbox.insert(env, unix_now()).await?;
+        self.metrics.messages_stored.inc();
+        let reachable = {
+            let r = self.router();
+            r.session(&to).is_some() || r.link_for_client(&to).is_some()
+        };
+        if reachable {
+            self.request_push(to, None);
+        }
+        Ok(())
+    }
+}
+
+async fn store_remote(link: &LinkOut, env: Envelope) -> Result<(), Reject> {
+    let id = env.id;
+    let (tx, rx) = oneshot::channel();
+    lock(&link.stores).insert(id, tx);
+    if link.tx.try_send(LinkFrame::Store(env)).is_err() {
+        lock(&link.stores).remove(&id);
+        return Err(Reject::Unavailable);
+    }
+    match tokio::time::timeout(STORE_TIMEOUT, rx).await {
+        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(Some(reject))) => Err(reject),
+        _ => {
+            lock(&link.stores).remove(&id);
+            Err(Reject::Unavailable)
+        }
+    }
+}
