@@ -19,20 +19,24 @@
 //!
 //! # Design
 //! The relay is a node ([`node`]) running roles, each in its own folder with its own state behind
-//! a small handle: messaging ([`msg`]), the embedded chain ([`ledger`]), billing ([`billing`]),
-//! the CDN ([`cdn`]) and the VPN ([`vpn`]). Roles take the node's [`node::core::Core`] (identity,
-//! config, endpoint, metrics, shutdown, tasks) and the handles they need; only the node holds the
-//! table of all of them ([`node::state::Shared`]). One task per connection accepts streams
-//! ([`node::accept`]); each stream's first frame says which role serves it.
+//! a small handle: messaging ([`msg::Messaging`]), the embedded chain ([`ledger`], shared as a
+//! [`ledger::ChainSlot`] once open), billing ([`billing::Billing`]), the CDN ([`cdn::Cdn`]) and
+//! the VPN ([`vpn`]). Each handle holds the node's [`node::core::Core`] (identity, config,
+//! endpoint, metrics, shutdown, tasks) and the other roles' handles it uses; only the node holds
+//! the table of all of them ([`node::state::Shared`]), which `relay/tests/import_cycles.rs`
+//! checks along with the absence of import circles. Payment arriving is an event on the
+//! client's meter that its messaging session listens to. One task per connection accepts
+//! streams ([`node::accept`]); each stream's first frame says which role serves it.
 //!
 //! - **A message**: the sender's session task reads `Send`, meters it, and calls the messaging
 //!   handle, which feeds the sans-IO [`msg::router::Router`] under one lock and carries out its
-//!   actions at once: `Deliver` into the recipient session's bounded queue (its writer task
-//!   batches frames into few writes), `Forward` into a link's queue, or `Store` in a tracked task
-//!   (this relay's redb mailbox, group-committed by its writer thread, or a home relay over a
-//!   link). The recipient's `Ack` (or a `ForwardResult`) answers the sender; an unanswered
-//!   hand-over falls back to the mailbox on the router's clock. Sender task → router → writer
-//!   task: two tasks and one queue on the way out.
+//!   actions at once: `Deliver` into the recipient session's bounded delivery queue (its writer
+//!   task batches frames into few writes, answers first from a second queue), `Forward` into a
+//!   link's queue, or `Store` in a tracked task (this relay's redb mailbox, group-committed by its
+//!   writer thread, or a home relay over a link). The recipient's `Ack` (or a `ForwardResult`)
+//!   answers the sender; one not acknowledged within 300 ms is also copied to the mailbox and the
+//!   sender told `Durable`; an unanswered hand-over falls back to the mailbox on the router's
+//!   clock. Sender task → router → writer task: two tasks and one queue on the relay each way.
 //! - **A VPN packet**: the client's datagram is decrypted by its tunnel task at the exit and
 //!   written to the TUN device; the TUN reader task routes replies by destination address to the
 //!   tunnel's connection as a datagram. A 2-hop entry relays datagrams between the client's and

@@ -9,6 +9,10 @@ use top_proto::frame::{LinkFrame, MsgId, Reject, SessionFrame};
 use top_proto::id::{AccountId, RelayId};
 
 use super::router::Serial;
+
+/// Store requests one linked relay may have served at once: a relay that floods stores fills
+/// its own budget, not the one local senders use.
+pub const PEER_STORES: usize = 256;
 use crate::billing::meter::ClientMeter;
 
 /// A client's session, as the router and other roles see it.
@@ -45,6 +49,8 @@ pub struct LinkOut {
     /// Answers to the other relay's forwards and store requests, written first.
     pub answers: mpsc::Sender<LinkFrame>,
     pub(super) stores: StoreWaiters,
+    /// Store requests from the other relay being served at once.
+    pub(super) peer_stores: Arc<tokio::sync::Semaphore>,
 }
 
 impl PartialEq for LinkOut {
@@ -68,6 +74,7 @@ impl LinkOut {
             tx,
             answers,
             stores: Arc::default(),
+            peer_stores: Arc::new(tokio::sync::Semaphore::new(PEER_STORES)),
         }
     }
 }

@@ -25,7 +25,7 @@ impl Messaging {
         if env.check().is_err() {
             return reply(Some(Reject::TooLarge));
         }
-        let Ok(slot) = self.stores.clone().try_acquire_owned() else {
+        let Ok(slot) = link.peer_stores.clone().try_acquire_owned() else {
             return reply(Some(Reject::Unavailable));
         };
         let (msg, tx) = (self.clone(), link.answers.clone());

@@ -75,14 +75,14 @@ pub struct Pending<S, L> {
 /// What the driver must do.
 #[derive(Debug)]
 pub enum Action<S, L> {
-    /// Write `env` to the client's session; report failure with [`Router::on_handover_failed`].
+    /// Write `env` to the client's session; report failure with [`super::Router::on_handover_failed`].
     Deliver {
         /// The session.
         session: S,
         /// The message.
         env: Envelope,
     },
-    /// Forward `env` over a link; report failure with [`Router::on_handover_failed`].
+    /// Forward `env` over a link; report failure with [`super::Router::on_handover_failed`].
     Forward {
         /// The link to the relay the recipient is connected to.
         link: L,
@@ -111,10 +111,10 @@ pub enum Action<S, L> {
         /// `None`: neither delivered nor stored.
         outcome: Option<Outcome>,
     },
-    /// Store the message at the recipient's home relays, then call [`Router::on_stored`].
+    /// Store the message at the recipient's home relays, then call [`super::Router::on_stored`].
     Store(Pending<S, L>),
     /// Store a copy of a message still being delivered in this relay's mailbox (not pushed: it
-    /// is in flight), then call [`Router::on_copy_stored`].
+    /// is in flight), then call [`super::Router::on_copy_stored`].
     StoreCopy {
         /// The message.
         env: Envelope,
