@@ -240,7 +240,7 @@ pub enum Progress {
 /// Content being fetched: its manifest, then its bytes in order, verified.
 pub struct Fetch {
     conn: quinn::Connection,
-    usage: std::sync::Arc<crate::billing::UsageCounter>,
+    usage: std::sync::Arc<crate::payment::UsageCounter>,
     cid: Cid,
     range: Range<u64>,
     next: u64,

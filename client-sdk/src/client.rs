@@ -17,8 +17,8 @@ use top_proto::net::dial::dial;
 use top_proto::net::writer::write_frames;
 use top_proto::seal::{Opener, SealedContent, Sealer};
 
-use crate::billing::{BillingOptions, BillingState, UsageCounter};
 use crate::error::ClientError;
+use crate::payment::{BillingOptions, BillingState, UsageCounter};
 use crate::pipe::Pipe;
 use crate::sending::{Sending, Waiters};
 use crate::wallet::Wallet;
@@ -88,7 +88,7 @@ impl Client {
         let conn = dial(&endpoint, &identity, relay).await?;
         let usage = Arc::new(UsageCounter::default());
         let billing =
-            crate::billing::start(&conn, &identity, &options.billing, usage.clone()).await?;
+            crate::payment::start(&conn, &identity, &options.billing, usage.clone()).await?;
         let (mut send, recv) = conn.open_bi().await?;
         send.write_all(&encode_frame(&Open::Session)?).await?;
         let (tx, rx) = mpsc::channel(4096);

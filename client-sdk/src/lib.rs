@@ -20,20 +20,20 @@
 
 #![warn(missing_docs)]
 
-mod billing;
 mod cdn;
 mod client;
 mod error;
+mod payment;
 mod pipe;
 mod sending;
 pub mod vpn;
 mod wallet;
 
-pub use billing::{BillingOptions, BillingState, UsageCounter};
 pub use cdn::{Fetch, Progress};
 pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
 pub use error::{BillingError, ClientError};
 pub use ledger_lite::{Amount, ChannelId};
+pub use payment::{BillingOptions, BillingState, UsageCounter};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 pub use sending::Sending;
 pub use top_proto::addr::RelayAddr;

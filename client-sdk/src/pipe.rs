@@ -12,8 +12,8 @@ use top_proto::pipe_crypto::{MAX_NOISE_MSG, MAX_PIPE_CHUNK, PipeCipher, PipeInit
 
 use top_billing::Service;
 
-use crate::billing::UsageCounter;
 use crate::error::ClientError;
+use crate::payment::UsageCounter;
 
 type Records = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
 

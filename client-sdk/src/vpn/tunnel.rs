@@ -19,8 +19,8 @@ use top_proto::vpn::cipher::{
 };
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
-use crate::billing::{BillingOptions, BillingState, UsageCounter};
 use crate::error::ClientError;
+use crate::payment::{BillingOptions, BillingState, UsageCounter};
 use crate::pipe::Pipe;
 
 /// Largest control-stream frame.
@@ -90,7 +90,7 @@ impl Tunnel {
         let usage = Arc::new(UsageCounter::default());
         let entry_billing = match &options.via {
             Some(_) => {
-                crate::billing::start(&conn, &identity, &options.billing, usage.clone()).await?
+                crate::payment::start(&conn, &identity, &options.billing, usage.clone()).await?
             }
             None => None,
         };
@@ -103,7 +103,7 @@ impl Tunnel {
             };
             let stream =
                 open_stream(&conn, options.via.is_some().then_some(&options.exit), &open).await?;
-            crate::billing::start_on(&conn, stream, &identity, &options.billing, usage.clone())
+            crate::payment::start_on(&conn, stream, &identity, &options.billing, usage.clone())
                 .await?
         };
         let (send, recv) = open_stream(

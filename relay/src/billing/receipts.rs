@@ -99,3 +99,46 @@ impl ReceiptStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ledger_lite::{Amount, ChainId, ChannelId, ReceiptBody};
+    use top_proto::identity::Identity;
+
+    use super::*;
+
+    fn receipt(payer: &Identity, channel: u8, units: u128) -> Receipt {
+        ReceiptBody {
+            chain: ChainId([1; 32]),
+            channel: ChannelId([channel; 32]),
+            cum_bytes: 1,
+            cum_amount: Amount::from_units(units),
+        }
+        .sign(payer)
+    }
+
+    #[test]
+    fn keeps_the_newest_receipt_per_channel_and_forgets_closed_ones_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.redb");
+        let payer = Identity::generate();
+        {
+            let store = ReceiptStore::open(&path).unwrap();
+            store.put(&receipt(&payer, 1, 10)).unwrap();
+            store.put(&receipt(&payer, 1, 5)).unwrap();
+            store.put(&receipt(&payer, 2, 7)).unwrap();
+            let one = store.get(&ChannelId([1; 32])).unwrap().unwrap();
+            assert_eq!(
+                one.body.cum_amount,
+                Amount::from_units(10),
+                "an older one is ignored"
+            );
+            store.remove(&[ChannelId([1; 32])]).unwrap();
+        }
+        let store = ReceiptStore::open(&path).unwrap();
+        assert!(store.get(&ChannelId([1; 32])).unwrap().is_none());
+        let all = store.all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].body.channel, ChannelId([2; 32]));
+    }
+}
