@@ -94,3 +94,42 @@ async fn a_recipient_that_does_not_read_does_not_stall_its_senders_and_loses_not
     }
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_keep_coming_while_the_app_does_not_read_its_inbox() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path()).await;
+    let me = Client::connect(&relay.addr(), Identity::generate())
+        .await
+        .unwrap();
+    me.synced().await.unwrap();
+    let to = me.id();
+    // Far more than the inbox holds, all to itself, and nobody reads: every one is accepted.
+    let accepted = futures::stream::iter(0..3000)
+        .map(|i| {
+            let me = &me;
+            async move {
+                let mut sending = me.send_tracked(&to, format!("n{i}").as_bytes()).await?;
+                sending.accepted().await
+            }
+        })
+        .buffer_unordered(256)
+        .filter(|r| std::future::ready(matches!(r, Ok(Outcome::Durable | Outcome::Delivered))))
+        .count();
+    let n = tokio::time::timeout(Duration::from_secs(60), accepted)
+        .await
+        .expect("answers stopped while the inbox was full");
+    assert_eq!(n, 3000);
+    // And every message is still there to read, once (sent concurrently: in no set order).
+    let mut bodies = std::collections::HashSet::new();
+    for _ in 0..3000 {
+        let msg = tokio::time::timeout(PATIENCE, me.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(bodies.insert(msg.body), "a message read twice");
+    }
+    assert!((0..3000).all(|i| bodies.contains(&format!("n{i}").into_bytes())));
+    relay.shutdown().await;
+}

@@ -105,6 +105,7 @@ impl Client {
             seen: HashSet::new(),
             seen_order: VecDeque::new(),
             usage: usage.clone(),
+            backlog: VecDeque::new(),
         };
         let reader = tokio::spawn(reader.run(FramedRead::new(recv, FrameCodec::default())));
         let (pipe_tx, pipes) = mpsc::channel(64);
@@ -298,11 +299,30 @@ struct Reader {
     seen: HashSet<MsgId>,
     seen_order: VecDeque<MsgId>,
     usage: Arc<UsageCounter>,
+    /// Messages received while the app is not reading, in order; answers keep being read
+    /// meanwhile (the relay bounds what it hands over unacknowledged).
+    backlog: VecDeque<Message>,
 }
+
+/// Messages held while the app does not read, beyond the inbox; past it the reader waits for
+/// the app (and answers wait with it).
+const MAX_BACKLOG: usize = 16_384;
 
 impl Reader {
     async fn run(mut self, mut frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>) {
-        while let Some(frame) = frames.next().await {
+        loop {
+            let frame = tokio::select! {
+                biased;
+                room = self.inbox.reserve(), if !self.backlog.is_empty() => {
+                    let (Ok(room), Some(message)) = (room, self.backlog.pop_front()) else {
+                        break;
+                    };
+                    room.send(message);
+                    continue;
+                }
+                frame = frames.next() => frame,
+            };
+            let Some(frame) = frame else { break };
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(top_proto::frame::FrameError::Io(e)) => {
@@ -331,8 +351,14 @@ impl Reader {
                 }
             }
         }
-        // Every message without a final answer fails with `Closed`.
+        // Every message without a final answer fails with `Closed`; then what was received
+        // and not yet read still reaches the app.
         self.waiters.close_all();
+        for message in std::mem::take(&mut self.backlog) {
+            if self.inbox.send(message).await.is_err() {
+                break;
+            }
+        }
     }
 
     fn answer(&self, id: MsgId, result: Result<Outcome, Reject>) {
@@ -361,7 +387,29 @@ impl Reader {
             }
         };
         self.remember(env.id);
-        self.inbox.send(message).await.map_err(|_| ())
+        self.hand_to_app(message).await
+    }
+
+    /// Queues a message for the app without waiting, unless the backlog is full.
+    async fn hand_to_app(&mut self, message: Message) -> Result<(), ()> {
+        if self.backlog.is_empty() {
+            match self.inbox.try_send(message) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+                Err(mpsc::error::TrySendError::Full(message)) => {
+                    self.backlog.push_back(message);
+                    return Ok(());
+                }
+            }
+        }
+        while self.backlog.len() >= MAX_BACKLOG {
+            let Some(first) = self.backlog.pop_front() else {
+                break;
+            };
+            self.inbox.send(first).await.map_err(|_| ())?;
+        }
+        self.backlog.push_back(message);
+        Ok(())
     }
 
     fn opener_id(&self) -> AccountId {

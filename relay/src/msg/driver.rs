@@ -44,6 +44,15 @@ const MAX_STORES: usize = 4096;
 /// How often the router's clock ticks (durable copies fall due within a tick of their time).
 const TICK: Duration = Duration::from_millis(100);
 
+/// Why a hand-over did not go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// The queue is full (or closed): worth waiting for room.
+    Full,
+    /// The recipient's credit is used up: it waits until it pays.
+    Unpaid,
+}
+
 /// The messaging role of a relay: sessions, links, mailboxes, and the router between them.
 pub struct Messaging {
     pub(super) me: RelayId,
@@ -298,6 +307,14 @@ impl Messaging {
         self.router().clients().count()
     }
 
+    /// Waits (at most `limit`) until the queue of `client`'s session here has room.
+    pub async fn wait_for_room(&self, client: &AccountId, limit: Duration) {
+        let Some(session) = self.session(client) else {
+            return;
+        };
+        tokio::time::timeout(limit, session.tx.reserve()).await.ok();
+    }
+
     /// Waits until a link to `relay` is up.
     pub async fn wait_link(&self, relay: &RelayId) {
         loop {
@@ -324,14 +341,14 @@ impl Messaging {
         self: &Arc<Self>,
         r: &mut Router<SessionOut, LinkOut>,
         now: Instant,
-    ) -> Vec<MsgId> {
+    ) -> Vec<(MsgId, Refusal)> {
         let mut failed = Vec::new();
         while let Some(action) = r.poll_action() {
             match action {
                 Action::Deliver { session, env } => {
                     let id = env.id;
-                    if !self.deliver(&session, env) {
-                        failed.push(id);
+                    if let Err(why) = self.deliver(&session, env) {
+                        failed.push((id, why));
                         r.on_handover_failed(Handover::Session(session.client), id, now);
                     }
                 }
@@ -343,7 +360,7 @@ impl Messaging {
                     let id = env.id;
                     let frame = LinkFrame::Forward { env, store_on_fail };
                     if link.tx.try_send(frame).is_err() {
-                        failed.push(id);
+                        failed.push((id, Refusal::Full));
                         r.on_handover_failed(Handover::Link(link.relay), id, now);
                     }
                 }
@@ -380,18 +397,19 @@ impl Messaging {
 
     /// Queues a delivery and bills it to the recipient, only if there is room: a recipient is
     /// never charged for a delivery that did not go out.
-    fn deliver(&self, session: &SessionOut, env: Envelope) -> bool {
+    fn deliver(&self, session: &SessionOut, env: Envelope) -> Result<(), Refusal> {
         let Ok(permit) = session.tx.try_reserve() else {
-            return false;
+            return Err(Refusal::Full);
         };
         let paid = session
             .meter
             .as_ref()
             .is_none_or(|m| m.try_deliver(env.sealed.len() as u64));
-        if paid {
-            permit.send(SessionFrame::Deliver(env));
+        if !paid {
+            return Err(Refusal::Unpaid);
         }
-        paid
+        permit.send(SessionFrame::Deliver(env));
+        Ok(())
     }
 
     fn answer_sender(
@@ -409,6 +427,12 @@ impl Messaging {
             }
         };
         let told = self.answer(&s.answers, frame);
+        if !told && result.is_ok_and(Outcome::is_final) {
+            // A client that lets thousands of answers pile up is not reading: end its
+            // connection rather than leave a sender without its final answer (its SDK then
+            // fails what is still waiting).
+            s.conn.close(4u32.into(), b"answers not read");
+        }
         // Storage is billed only when the client is told of it: that is what it counts.
         if let (true, Some(meter), Ok(Outcome::Stored)) = (told, &s.meter, result) {
             meter.record(top_billing::Service::Mailbox, bytes as u64);

@@ -16,6 +16,8 @@ use super::driver::{LINK_ANSWERS, LINK_QUEUE, Messaging};
 use super::handles::LinkOut;
 use crate::node::metrics::Metrics;
 
+/// How long a pushed message waits for room in its recipient's queue.
+const PUSH_ROOM_WAIT: Duration = Duration::from_secs(5);
 /// How long frames still queued may take to leave once the link ends.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -65,7 +67,7 @@ async fn serve(
     let end: Result<(), FrameError> = loop {
         tokio::select! {
             frame = frames.next() => match next_frame(frame) {
-                Ok(Some(frame)) => handle_frame(&msg, &link, frame),
+                Ok(Some(frame)) => handle_frame(&msg, &link, frame).await,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             },
@@ -88,8 +90,18 @@ async fn serve(
     info!("link down");
 }
 
-fn handle_frame(msg: &Arc<Messaging>, link: &LinkOut, frame: LinkFrame) {
+async fn handle_frame(msg: &Arc<Messaging>, link: &LinkOut, frame: LinkFrame) {
     match frame {
+        LinkFrame::Forward {
+            env,
+            store_on_fail: false,
+        } => {
+            // Another relay's mailbox push: wait (a bounded while) for room in the recipient's
+            // queue rather than fail it, so the push neither skips nor reorders messages. The
+            // wait holds back this link's reader: flow control back to the pushing relay.
+            msg.wait_for_room(&env.to, PUSH_ROOM_WAIT).await;
+            msg.forwarded(env, link, false);
+        }
         LinkFrame::Presence { client, online } => msg.presence(link.relay, client, online),
         LinkFrame::Forward { env, store_on_fail } => msg.forwarded(env, link, store_on_fail),
         LinkFrame::ForwardResult { id, outcome } => msg.forward_result(link.relay, id, outcome),

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use top_proto::frame::{Envelope, LinkFrame, SessionFrame};
 use top_proto::id::AccountId;
 
-use super::driver::{LATE_SEND, Messaging};
+use super::driver::{LATE_SEND, Messaging, Refusal};
 use super::handles::LinkOut;
 use super::push_runs::RunEnd;
 use crate::util::{lock, unix_now};
@@ -72,7 +72,7 @@ impl Messaging {
     /// Hands one stored message over, waiting for queue room; false if the client is not
     /// reachable (or not taking deliveries) and the push should stop.
     pub(super) async fn offer_stored(self: &Arc<Self>, client: AccountId, env: Envelope) -> bool {
-        for _ in 0..2 {
+        loop {
             let target = {
                 let r = self.router();
                 match (r.session(&client), r.link_for_client(&client)) {
@@ -89,11 +89,18 @@ impl Messaging {
             if r.on_stored_message(env.clone(), now).is_none() {
                 return false;
             }
-            if !self.drive_reporting(&mut r, now).contains(&env.id) {
-                return true;
+            match self
+                .drive_reporting(&mut r, now)
+                .iter()
+                .find(|(id, _)| *id == env.id)
+            {
+                None => return true,
+                // Someone took the place first: wait for the next one.
+                Some((_, Refusal::Full)) => continue,
+                // Held until the recipient pays (then it is pushed again).
+                Some((_, Refusal::Unpaid)) => return false,
             }
         }
-        false
     }
 }
 

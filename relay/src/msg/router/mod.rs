@@ -78,6 +78,8 @@ pub struct Router<S, L> {
     accept_due: VecDeque<(Instant, Handover, MsgId)>,
     /// Copies being stored.
     copying: HashSet<MsgId>,
+    /// Deliveries that failed while their copy was being stored, waiting for it.
+    held: HashMap<MsgId, Vec<Pending<S, L>>>,
     last_sweep: Option<Instant>,
 }
 
@@ -94,6 +96,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             actions: VecDeque::new(),
             accept_due: VecDeque::new(),
             copying: HashSet::new(),
+            held: HashMap::new(),
             last_sweep: None,
         }
     }
@@ -137,7 +140,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
 
     /// A session closed. If it was the client's newest, the client is gone: what it was offered
     /// and did not acknowledge falls back to the mailbox.
-    pub fn on_session_closed(&mut self, client: AccountId, serial: Serial, now: Instant) {
+    pub fn on_session_closed(&mut self, client: AccountId, serial: Serial, _now: Instant) {
         if self.clients.get(&client).is_none_or(|c| c.serial != serial) {
             return;
         }
@@ -150,7 +153,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             to: None,
         });
         for pending in slot.inflight.drain() {
-            self.undelivered(pending, now);
+            self.undelivered(pending);
         }
     }
 
@@ -185,7 +188,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
     }
 
     /// A link went down: what it carried unanswered fails, and the clients it announced are gone.
-    pub fn on_link_down(&mut self, relay: RelayId, serial: Serial, now: Instant) {
+    pub fn on_link_down(&mut self, relay: RelayId, serial: Serial, _now: Instant) {
         if self.links.get(&relay).is_none_or(|l| l.serial != serial) {
             return;
         }
@@ -194,7 +197,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
         };
         self.presence.retain(|_, r| *r != relay);
         for pending in slot.forwards.drain() {
-            self.undelivered(pending, now);
+            self.undelivered(pending);
         }
     }
 
@@ -262,7 +265,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             now,
         );
         if let Err(pending) = self.offer_to_session(pending) {
-            self.undelivered(pending, now);
+            self.undelivered(pending);
         }
     }
 
@@ -324,14 +327,19 @@ impl<S: Clone, L: Clone> Router<S, L> {
         relay: RelayId,
         id: MsgId,
         outcome: Option<Outcome>,
-        now: Instant,
+        _now: Instant,
     ) {
         let answered = self
             .links
             .get_mut(&relay)
             .and_then(|l| l.forwards.0.remove(&id))
             .unwrap_or_default();
-        if matches!(outcome, Some(Outcome::Delivered | Outcome::Stored)) {
+        // Delivered elsewhere: a copy here (done or still being written) goes. Not on `Stored`:
+        // the copy may be the very row that answer counts on (one id is stored once).
+        if outcome == Some(Outcome::Delivered) {
+            if let Some(first) = answered.first() {
+                self.delivered.record(&first.env);
+            }
             self.drop_copy(&answered);
         }
         for pending in answered {
@@ -340,14 +348,14 @@ impl<S: Clone, L: Clone> Router<S, L> {
                     self.finish(pending, Ok(outcome))
                 }
                 // `Durable` is not final and never comes over a link: no answer.
-                Some(Outcome::Durable) | None => self.undelivered(pending, now),
+                Some(Outcome::Durable) | None => self.undelivered(pending),
             }
         }
     }
 
     /// A [`Action::Deliver`] or [`Action::Forward`] could not be carried out: the deliveries it
     /// carried fail (and fall back to the mailbox where their origin wants it).
-    pub fn on_handover_failed(&mut self, to: Handover, id: MsgId, now: Instant) {
+    pub fn on_handover_failed(&mut self, to: Handover, id: MsgId, _now: Instant) {
         let failed = match to {
             Handover::Session(client) => self
                 .clients
@@ -359,7 +367,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
                 .and_then(|l| l.forwards.0.remove(&id)),
         };
         for pending in failed.unwrap_or_default() {
-            self.undelivered(pending, now);
+            self.undelivered(pending);
         }
     }
 
@@ -372,8 +380,22 @@ impl<S: Clone, L: Clone> Router<S, L> {
     pub fn on_copy_stored(&mut self, to: Handover, env: &Envelope, result: Result<(), Reject>) {
         let id = env.id;
         self.copying.remove(&id);
+        // Deliveries that failed while the copy was being written waited for it.
+        let held = self.held.remove(&id).unwrap_or_default();
         if result.is_err() {
-            // The sender waits for the acknowledgement (or the store after the ack timeout).
+            // The sender waits for the acknowledgement (or the store after the ack timeout);
+            // what failed meanwhile is stored the usual way.
+            for pending in held {
+                self.undelivered(pending);
+            }
+            return;
+        }
+        if !held.is_empty() {
+            // The copy is where they wait now.
+            for mut pending in held {
+                pending.durable = true;
+                self.undelivered(pending);
+            }
             return;
         }
         let entry = match to {
@@ -430,7 +452,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             }
         }
         for pending in stale {
-            self.undelivered(pending, now);
+            self.undelivered(pending);
         }
     }
 
@@ -523,7 +545,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             },
             None => pending,
         };
-        self.undelivered(pending, now);
+        self.undelivered(pending);
     }
 
     /// Offers a message to its recipient's session here; gives it back if there is none.
@@ -597,10 +619,21 @@ impl<S: Clone, L: Clone> Router<S, L> {
     }
 
     /// A delivery failed: store the message if its origin wants that, else say it failed.
-    fn undelivered(&mut self, pending: Pending<S, L>, _now: Instant) {
+    fn undelivered(&mut self, pending: Pending<S, L>) {
         if pending.durable {
-            // Its copy is on disk here already: that is where it waits.
+            // Its copy is on disk here already: that is where it waits, and it is pushed to
+            // the recipient like any stored message.
+            let client = pending.env.to;
             self.finish(pending, Ok(Outcome::Stored));
+            self.actions.push_back(Action::PushMailbox {
+                client,
+                done_to: None,
+            });
+            return;
+        }
+        if matches!(pending.origin, Origin::Sender(_)) && self.copying.contains(&pending.env.id) {
+            // Its copy is being written: wait for it rather than store it twice.
+            self.held.entry(pending.env.id).or_default().push(pending);
             return;
         }
         let wants_store = match &pending.origin {

@@ -174,6 +174,12 @@ fn an_unacknowledged_delivery_falls_back_to_the_mailbox_after_the_ack_timeout() 
         matches!(actions.as_slice(), [Action::StoreCopy { .. }]),
         "only a durable copy so far: {actions:?}"
     );
+    // The copy could not be written (say the mailbox is full): the delivery goes on.
+    r.on_copy_stored(
+        Handover::Session(alice()),
+        &msg(1, alice()),
+        Err(Reject::QuotaExceeded),
+    );
     r.on_tick(start + Duration::from_secs(31));
     let actions = drain(&mut r);
     assert!(
@@ -196,6 +202,11 @@ fn an_unanswered_forward_fails_after_the_forward_timeout() {
         drain(&mut r).as_slice(),
         [Action::StoreCopy { .. }]
     ));
+    r.on_copy_stored(
+        Handover::Link(relay_b()),
+        &msg(1, bob()),
+        Err(Reject::Unavailable),
+    );
     r.on_tick(start + Duration::from_secs(59));
     assert!(drain(&mut r).is_empty(), "not yet");
     r.on_tick(start + Duration::from_secs(61));
@@ -639,5 +650,105 @@ fn a_relay_cannot_end_a_forward_with_a_durable_answer() {
     assert!(
         matches!(actions.as_slice(), [Action::Store(_)]),
         "treated as not delivered: {actions:?}"
+    );
+}
+
+/// Bob on this relay sends to alice on relay B; the copy is due.
+fn forwarded_and_copy_due(start: Instant) -> TestRouter {
+    let mut r = TestRouter::new(RouterConfig::default());
+    r.on_session_open(bob(), 2, BOB_SESSION);
+    r.on_link_up(relay_b(), 1, LINK_B);
+    r.on_presence(relay_b(), alice(), true);
+    r.on_send(msg(1, alice()), BOB_SESSION, start);
+    drain(&mut r);
+    r.on_tick(start + Duration::from_millis(300));
+    assert!(matches!(
+        drain(&mut r).as_slice(),
+        [Action::StoreCopy { .. }]
+    ));
+    r
+}
+
+#[test]
+fn a_copy_finished_after_the_other_relay_delivered_is_deleted() {
+    let start = Instant::now();
+    let mut r = forwarded_and_copy_due(start);
+    r.on_forward_result(relay_b(), MsgId([1; 16]), Some(Outcome::Delivered), start);
+    drain(&mut r);
+    r.on_copy_stored(Handover::Link(relay_b()), &msg(1, alice()), Ok(()));
+    assert!(matches!(
+        drain(&mut r).as_slice(),
+        [Action::DeleteStored(_)]
+    ));
+}
+
+#[test]
+fn a_stored_answer_from_the_other_relay_keeps_the_copy() {
+    let start = Instant::now();
+    let mut r = forwarded_and_copy_due(start);
+    r.on_copy_stored(Handover::Link(relay_b()), &msg(1, alice()), Ok(()));
+    drain(&mut r);
+    r.on_forward_result(relay_b(), MsgId([1; 16]), Some(Outcome::Stored), start);
+    let actions = drain(&mut r);
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::DeleteStored(_))),
+        "one id is stored once: the copy may be the stored message: {actions:?}"
+    );
+    assert_eq!(
+        answer(&actions),
+        Some((MsgId([1; 16]), Ok(Outcome::Stored)))
+    );
+}
+
+#[test]
+fn a_delivery_failing_while_its_copy_is_written_waits_for_the_copy() {
+    let start = Instant::now();
+    let mut r = forwarded_and_copy_due(start);
+    r.on_link_down(relay_b(), 1, start);
+    assert!(
+        drain(&mut r).is_empty(),
+        "no second store while the copy is written"
+    );
+    r.on_copy_stored(Handover::Link(relay_b()), &msg(1, alice()), Ok(()));
+    let actions = drain(&mut r);
+    assert_eq!(
+        answer(&actions),
+        Some((MsgId([1; 16]), Ok(Outcome::Stored)))
+    );
+    assert!(!actions.iter().any(|a| matches!(a, Action::Store(_))));
+}
+
+#[test]
+fn a_delivery_failing_while_its_copy_fails_is_stored_the_usual_way() {
+    let start = Instant::now();
+    let mut r = forwarded_and_copy_due(start);
+    r.on_link_down(relay_b(), 1, start);
+    drain(&mut r);
+    r.on_copy_stored(
+        Handover::Link(relay_b()),
+        &msg(1, alice()),
+        Err(Reject::Unavailable),
+    );
+    assert!(matches!(drain(&mut r).as_slice(), [Action::Store(_)]));
+}
+
+#[test]
+fn a_durable_message_not_acknowledged_in_time_is_pushed_again() {
+    let start = Instant::now();
+    let mut r = with_alice();
+    r.on_session_open(bob(), 2, BOB_SESSION);
+    drain(&mut r);
+    r.on_send(msg(1, alice()), BOB_SESSION, start);
+    r.on_tick(start + Duration::from_millis(300));
+    drain(&mut r);
+    r.on_copy_stored(Handover::Session(alice()), &msg(1, alice()), Ok(()));
+    drain(&mut r);
+    r.on_tick(start + Duration::from_secs(31));
+    let actions = drain(&mut r);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::PushMailbox { done_to: None, .. })),
+        "{actions:?}"
     );
 }
