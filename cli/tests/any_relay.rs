@@ -285,10 +285,23 @@ fn wallet_and_cdn(user: &User, other: &User, relay: &RelayProc, root: &Path, rou
     let got = user.stdout(&["wallet", "faucet", "100"]);
     assert!(got.contains("received 100 TOP"), "{got}");
     user.stdout(&["wallet", "deposit", "10"]);
-    // Read-your-writes: the relay's answer already shows both.
+    // Read-your-writes: the relay's answer already shows both. What the previous round set in
+    // motion may land meanwhile (its 1 TOP withdrawal returns to the balance, its egress
+    // channel's unspent cap of at most 1 TOP to the deposit), so allow for exactly that.
     let after = user.balance();
-    assert_eq!(after["balance"].as_u64().unwrap(), bal0 + 90 * TOP_UNITS);
-    assert_eq!(after["deposit"].as_u64().unwrap(), dep0 + 10 * TOP_UNITS);
+    let (bal1, dep1) = (
+        after["balance"].as_u64().unwrap(),
+        after["deposit"].as_u64().unwrap(),
+    );
+    let late = if round > 1 { TOP_UNITS } else { 0 };
+    assert!(
+        (bal0 + 90 * TOP_UNITS..=bal0 + 90 * TOP_UNITS + late).contains(&bal1),
+        "balance {bal0} → {bal1}"
+    );
+    assert!(
+        (dep0 + 10 * TOP_UNITS..=dep0 + 10 * TOP_UNITS + late).contains(&dep1),
+        "deposit {dep0} → {dep1}"
+    );
 
     // Publish, fetch back, and pay for HTTP egress on this relay's gateway.
     let file = root.join(format!("{}-{round}.bin", user.id));
@@ -331,7 +344,11 @@ fn wallet_and_cdn(user: &User, other: &User, relay: &RelayProc, root: &Path, rou
 fn messaging(alice: &User, bob: &User, text: &str) {
     let (mut listener, lines) = bob.listen();
     let sent = alice.stdout(&["msg", "send", &bob.id, text]);
-    assert!(sent.contains("delivered"), "{sent}");
+    // Acknowledged at once, or (on a busy machine, after 300 ms) held durably meanwhile.
+    assert!(
+        sent.contains("delivered to") || sent.contains("delivery in progress"),
+        "{sent}"
+    );
     let got = lines
         .recv_timeout(Duration::from_secs(30))
         .expect("bob's listener prints the message");
