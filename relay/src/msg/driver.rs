@@ -44,6 +44,9 @@ const MAX_STORES: usize = 4096;
 /// How often the router's clock ticks (durable copies fall due within a tick of their time).
 const TICK: Duration = Duration::from_millis(100);
 
+/// Sessions waiting for linked relays' `MailboxDone`, by client and relay.
+type SyncWaiters = HashMap<(AccountId, RelayId), Vec<oneshot::Sender<()>>>;
+
 /// Why a hand-over did not go out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refusal {
@@ -64,7 +67,8 @@ pub struct Messaging {
     pub(super) tasks: TaskTracker,
     pub(super) shutdown: CancellationToken,
     pub(super) push_runs: Mutex<PushRuns<LinkOut>>,
-    pub(super) sync_waiters: Mutex<HashMap<(AccountId, RelayId), oneshot::Sender<()>>>,
+    /// Sessions waiting for a linked relay's `MailboxDone` (several sessions of one client may).
+    pub(super) sync_waiters: Mutex<SyncWaiters>,
     pub(super) stores: Arc<Semaphore>,
     pub(super) serials: AtomicU64,
     pub(super) links_changed: Notify,
@@ -233,14 +237,20 @@ impl Messaging {
 
     /// A linked relay finished pushing what it holds for `client`.
     pub fn mailbox_done(&self, client: AccountId, relay: RelayId) {
-        if let Some(tx) = lock(&self.sync_waiters).remove(&(client, relay)) {
+        for tx in lock(&self.sync_waiters)
+            .remove(&(client, relay))
+            .unwrap_or_default()
+        {
             tx.send(()).ok();
         }
     }
 
     /// A session stopped waiting for linked relays' pushes: forget waits nobody holds any more.
     pub fn forget_sync(&self) {
-        lock(&self.sync_waiters).retain(|_, waiter| !waiter.is_closed());
+        lock(&self.sync_waiters).retain(|_, waiters| {
+            waiters.retain(|w| !w.is_closed());
+            !waiters.is_empty()
+        });
     }
 
     pub(super) fn wait_mailbox_done(
@@ -249,7 +259,10 @@ impl Messaging {
         relay: RelayId,
     ) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
-        lock(&self.sync_waiters).insert((client, relay), tx);
+        lock(&self.sync_waiters)
+            .entry((client, relay))
+            .or_default()
+            .push(tx);
         rx
     }
 
