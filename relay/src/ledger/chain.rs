@@ -1,12 +1,12 @@
 //! The ledger node embedded in a relay: the validator that produces blocks, or a follower that
 //! fetches and verifies them from an upstream relay; both answer queries and take transactions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use ledger_lite::wire::{AccountView, LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME, Summary};
+use ledger_lite::wire::{AccountView, LedgerRequest, LedgerResponse, Summary};
 use ledger_lite::{
     Amount, Block, BlockReader, ChannelStatus, Genesis, Ledger, Mempool, SignedTx, State, Tx,
     TxHash, TxKind,
@@ -14,16 +14,11 @@ use ledger_lite::{
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use top_proto::addr::RelayAddr;
-use top_proto::frame::Open;
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
-use top_proto::net::rpc::RpcStream;
-use tracing::{info, warn};
 
 use crate::ledger::forwarded::Forwarded;
 use crate::ledger::upstream::Upstream;
-
-use crate::util::unix_now_ms;
 
 /// Transactions waiting for a block, at most.
 const MEMPOOL_CAPACITY: usize = 50_000;
@@ -53,31 +48,31 @@ pub enum Role {
     },
 }
 
-struct Inner {
-    ledger: Ledger,
-    pool: Mempool,
-    waiters: HashMap<TxHash, Vec<oneshot::Sender<Result<u64, String>>>>,
+pub(super) struct Inner {
+    pub(super) ledger: Ledger,
+    pub(super) pool: Mempool,
+    pub(super) waiters: HashMap<TxHash, Vec<oneshot::Sender<Result<u64, String>>>>,
     /// Follower: transactions forwarded upstream and not yet seen committed.
-    forwarded: Forwarded,
+    pub(super) forwarded: Forwarded,
     /// Recently committed transactions and their heights: submitting one again answers where
     /// it landed (a client retrying after a lost answer must not see an error).
-    committed: lru::LruCache<TxHash, u64>,
+    pub(super) committed: lru::LruCache<TxHash, u64>,
 }
 
 /// A relay's view of the chain.
 pub struct ChainNode {
-    inner: Mutex<Inner>,
-    height: watch::Sender<u64>,
-    role: Role,
-    faucet: Option<Identity>,
+    pub(super) inner: Mutex<Inner>,
+    pub(super) height: watch::Sender<u64>,
+    pub(super) role: Role,
+    pub(super) faucet: Option<Identity>,
     /// The relay's own identity (for following and forwarding).
-    identity: Identity,
+    pub(super) identity: Identity,
     /// Cancelled when the relay shuts down: every wait on the chain ends then.
-    stop: CancellationToken,
+    pub(super) stop: CancellationToken,
     /// Follower: the shared connection its forwarded requests go over.
-    upstream: Option<Upstream>,
+    pub(super) upstream: Option<Upstream>,
     /// Reads committed blocks without the lock.
-    blocks: BlockReader,
+    pub(super) blocks: BlockReader,
 }
 
 pub use super::error::{ChainError, ChainResult};
@@ -119,7 +114,7 @@ impl ChainNode {
         }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -383,138 +378,6 @@ impl ChainNode {
             },
         }
     }
-
-    /// Validator: builds, commits and announces one block from the mempool.
-    fn produce_block(&self) -> ChainResult<u64> {
-        let Role::Validator { identity, .. } = &self.role else {
-            return Err(ChainError::NotValidator);
-        };
-        let mut inner = self.lock();
-        let max = inner.ledger.state().params.max_block_txs as usize;
-        let candidates = inner.pool.candidates(max);
-        let built = inner.ledger.produce(candidates, unix_now_ms(), identity)?;
-        let height = built.block.header.height;
-        let done: HashSet<TxHash> = built.block.txs.iter().map(|t| t.hash()).collect();
-        let Inner {
-            ledger,
-            pool,
-            waiters,
-            committed,
-            ..
-        } = &mut *inner;
-        for hash in &done {
-            committed.put(*hash, height);
-        }
-        let dropped = pool.rebase(ledger.state(), &done);
-        for hash in &done {
-            for w in waiters.remove(hash).unwrap_or_default() {
-                w.send(Ok(height)).ok();
-            }
-        }
-        for (hash, why) in built.rejected.into_iter().chain(dropped) {
-            for w in waiters.remove(&hash).unwrap_or_default() {
-                w.send(Err(format!("dropped before its block: {why}"))).ok();
-            }
-        }
-        drop(inner);
-        self.height.send_replace(height);
-        Ok(height)
-    }
-
-    /// Follower: verifies and commits `block`.
-    fn apply_block(&self, block: &Block) -> ChainResult<()> {
-        let mut inner = self.lock();
-        let Inner {
-            ledger,
-            pool,
-            forwarded,
-            committed,
-            ..
-        } = &mut *inner;
-        if ledger.apply(block).map_err(ChainError::BadBlock)?.is_some() {
-            let done: HashSet<TxHash> = block.txs.iter().map(|t| t.hash()).collect();
-            for hash in &done {
-                committed.put(*hash, block.header.height);
-            }
-            pool.rebase(ledger.state(), &done);
-            forwarded.prune(ledger.state());
-        }
-        let height = ledger.height();
-        drop(inner);
-        self.height.send_replace(height);
-        Ok(())
-    }
-
-    /// Runs the validator's block loop or the follower's sync loop until `stop`.
-    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        match &self.role {
-            Role::Validator { interval, .. } => {
-                let mut every = tokio::time::interval(*interval);
-                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = every.tick() => {}
-                        _ = stop.cancelled() => return,
-                    }
-                    let node = self.clone();
-                    match tokio::task::spawn_blocking(move || node.produce_block()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => warn!("block production failed: {e}"),
-                        Err(e) => warn!("block production panicked: {e}"),
-                    }
-                }
-            }
-            Role::Follower { upstream } => {
-                let upstream = upstream.clone();
-                tokio::select! {
-                    _ = self.follow(upstream) => {}
-                    _ = stop.cancelled() => {}
-                }
-            }
-        }
-    }
-
-    async fn follow(self: &Arc<Self>, upstream: RelayAddr) {
-        let mut backoff = Duration::from_millis(200);
-        loop {
-            match self.follow_once(&upstream).await {
-                Ok(()) => backoff = Duration::from_millis(200),
-                Err(e) => {
-                    warn!("following the chain from {upstream}: {e}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
-    }
-
-    async fn follow_once(self: &Arc<Self>, upstream: &RelayAddr) -> ChainResult<()> {
-        let (_endpoint, _conn, mut rpc) = open_upstream(&self.identity, upstream).await?;
-        info!(
-            "following the chain from {upstream} at height {}",
-            self.height()
-        );
-        loop {
-            let req = LedgerRequest::Blocks {
-                from: self.height() + 1,
-                max: 256,
-                wait_ms: 5_000,
-            };
-            let blocks = match rpc.call(req).await? {
-                LedgerResponse::Blocks(blocks) => blocks,
-                LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
-                other => return Err(ChainError::Unexpected(format!("{other:?}"))),
-            };
-            if blocks.is_empty() {
-                continue;
-            }
-            let node = self.clone();
-            tokio::task::spawn_blocking(move || {
-                blocks.iter().try_for_each(|b| node.apply_block(b))
-            })
-            .await??;
-        }
-    }
 }
 
 /// Where a transaction handed to the validator stands.
@@ -541,43 +404,4 @@ fn enqueue(inner: &mut Inner, tx: SignedTx, wait: bool) -> ChainResult<Queued> {
     let (tx, rx) = oneshot::channel();
     inner.waiters.entry(hash).or_default().push(tx);
     Ok(Queued::Waiting(hash, Some(rx)))
-}
-
-/// A client-only QUIC endpoint for talking to other relays' ledger APIs.
-fn client_endpoint() -> ChainResult<quinn::Endpoint> {
-    top_proto::net::endpoint::client_endpoint("0.0.0.0:0").map_err(ChainError::Socket)
-}
-
-type LedgerRpc = RpcStream<LedgerRequest, LedgerResponse>;
-
-/// A fresh connection to `upstream` with a ledger stream open on it.
-async fn open_upstream(
-    identity: &Identity,
-    upstream: &RelayAddr,
-) -> ChainResult<(quinn::Endpoint, quinn::Connection, LedgerRpc)> {
-    let endpoint = client_endpoint()?;
-    let conn = top_proto::net::dial::dial(&endpoint, identity, upstream).await?;
-    let rpc = LedgerRpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME).await?;
-    Ok((endpoint, conn, rpc))
-}
-
-/// One request to `upstream`'s ledger API on a fresh connection.
-async fn call_upstream(
-    identity: &Identity,
-    upstream: &RelayAddr,
-    req: LedgerRequest,
-) -> ChainResult<LedgerResponse> {
-    let (_endpoint, conn, mut rpc) = open_upstream(identity, upstream).await?;
-    let resp = rpc.call(req).await.map_err(ChainError::from);
-    conn.close(0u32.into(), b"done");
-    resp
-}
-
-/// Fetches the genesis from `upstream` (a follower's first start).
-pub async fn fetch_genesis(identity: &Identity, upstream: &RelayAddr) -> ChainResult<Genesis> {
-    match call_upstream(identity, upstream, LedgerRequest::Genesis).await? {
-        LedgerResponse::Genesis(g) => Ok(g),
-        LedgerResponse::Error(e) => Err(ChainError::Upstream(e)),
-        other => Err(ChainError::Unexpected(format!("{other:?}"))),
-    }
 }

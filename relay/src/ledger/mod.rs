@@ -6,6 +6,7 @@ pub mod api;
 pub mod chain;
 pub mod error;
 pub mod forwarded;
+pub mod production;
 pub mod setup;
 pub mod upstream;
 

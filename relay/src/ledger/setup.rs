@@ -10,7 +10,8 @@ use top_proto::identity::Identity;
 use tracing::{info, warn};
 
 use super::ChainSlot;
-use crate::ledger::chain::{ChainNode, Role, fetch_genesis};
+use crate::ledger::chain::{ChainNode, Role};
+use crate::ledger::upstream::fetch_genesis;
 use crate::node::config::DataDir;
 use crate::node::core::Core;
 use crate::util::unix_now_ms;

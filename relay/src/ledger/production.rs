@@ -1,0 +1,150 @@
+//! Where blocks come from: the validator produces one from its mempool at every interval; a
+//! follower fetches them from its upstream and verifies each before it commits it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_lite::wire::{LedgerRequest, LedgerResponse};
+use ledger_lite::{Block, TxHash};
+use top_proto::addr::RelayAddr;
+use tracing::{info, warn};
+
+use super::chain::{ChainNode, Inner, Role};
+use super::error::{ChainError, ChainResult};
+use super::upstream::open_upstream;
+use crate::util::unix_now_ms;
+
+impl ChainNode {
+    /// Validator: builds, commits and announces one block from the mempool.
+    fn produce_block(&self) -> ChainResult<u64> {
+        let Role::Validator { identity, .. } = &self.role else {
+            return Err(ChainError::NotValidator);
+        };
+        let mut inner = self.lock();
+        let max = inner.ledger.state().params.max_block_txs as usize;
+        let candidates = inner.pool.candidates(max);
+        let built = inner.ledger.produce(candidates, unix_now_ms(), identity)?;
+        let height = built.block.header.height;
+        let done: HashSet<TxHash> = built.block.txs.iter().map(|t| t.hash()).collect();
+        let Inner {
+            ledger,
+            pool,
+            waiters,
+            committed,
+            ..
+        } = &mut *inner;
+        for hash in &done {
+            committed.put(*hash, height);
+        }
+        let dropped = pool.rebase(ledger.state(), &done);
+        for hash in &done {
+            for w in waiters.remove(hash).unwrap_or_default() {
+                w.send(Ok(height)).ok();
+            }
+        }
+        for (hash, why) in built.rejected.into_iter().chain(dropped) {
+            for w in waiters.remove(&hash).unwrap_or_default() {
+                w.send(Err(format!("dropped before its block: {why}"))).ok();
+            }
+        }
+        drop(inner);
+        self.height.send_replace(height);
+        Ok(height)
+    }
+
+    /// Follower: verifies and commits `block`.
+    fn apply_block(&self, block: &Block) -> ChainResult<()> {
+        let mut inner = self.lock();
+        let Inner {
+            ledger,
+            pool,
+            forwarded,
+            committed,
+            ..
+        } = &mut *inner;
+        if ledger.apply(block).map_err(ChainError::BadBlock)?.is_some() {
+            let done: HashSet<TxHash> = block.txs.iter().map(|t| t.hash()).collect();
+            for hash in &done {
+                committed.put(*hash, block.header.height);
+            }
+            pool.rebase(ledger.state(), &done);
+            forwarded.prune(ledger.state());
+        }
+        let height = ledger.height();
+        drop(inner);
+        self.height.send_replace(height);
+        Ok(())
+    }
+
+    /// Runs the validator's block loop or the follower's sync loop until `stop`.
+    pub async fn run(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        match &self.role {
+            Role::Validator { interval, .. } => {
+                let mut every = tokio::time::interval(*interval);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    let node = self.clone();
+                    match tokio::task::spawn_blocking(move || node.produce_block()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn!("block production failed: {e}"),
+                        Err(e) => warn!("block production panicked: {e}"),
+                    }
+                }
+            }
+            Role::Follower { upstream } => {
+                let upstream = upstream.clone();
+                tokio::select! {
+                    _ = self.follow(upstream) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
+    }
+
+    async fn follow(self: &Arc<Self>, upstream: RelayAddr) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.follow_once(&upstream).await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    warn!("following the chain from {upstream}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    async fn follow_once(self: &Arc<Self>, upstream: &RelayAddr) -> ChainResult<()> {
+        let (_endpoint, _conn, mut rpc) = open_upstream(&self.identity, upstream).await?;
+        info!(
+            "following the chain from {upstream} at height {}",
+            self.height()
+        );
+        loop {
+            let req = LedgerRequest::Blocks {
+                from: self.height() + 1,
+                max: 256,
+                wait_ms: 5_000,
+            };
+            let blocks = match rpc.call(req).await? {
+                LedgerResponse::Blocks(blocks) => blocks,
+                LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
+                other => return Err(ChainError::Unexpected(format!("{other:?}"))),
+            };
+            if blocks.is_empty() {
+                continue;
+            }
+            let node = self.clone();
+            tokio::task::spawn_blocking(move || {
+                blocks.iter().try_for_each(|b| node.apply_block(b))
+            })
+            .await??;
+        }
+    }
+}
