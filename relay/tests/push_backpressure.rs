@@ -77,3 +77,75 @@ async fn a_big_push_waits_for_room_without_starving_answers() {
     assert_eq!(offered.len(), STORED, "every stored message before Synced");
     relay.shutdown().await;
 }
+
+/// Sets `[mailbox] home_replicas` in a relay's config.
+fn one_home(dir: &std::path::Path) {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("home_replicas = 2"), "{text}");
+    std::fs::write(
+        &path,
+        text.replace("home_replicas = 2", "home_replicas = 1"),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_relays_push_bigger_than_the_queue_arrives_whole_before_synced() {
+    let root = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    for dir in [&a_dir, &b_dir] {
+        init(dir, InitOptions::loopback()).unwrap();
+        one_home(dir);
+    }
+    let a = Relay::start(&a_dir).await.unwrap();
+    let b = Relay::start(&b_dir).await.unwrap();
+    b.add_peer(a.addr());
+    tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id()))
+        .await
+        .unwrap();
+    // Bob's only home relay is B; he will connect to A, so B's push crosses the link.
+    let bob = loop {
+        let id = Identity::generate();
+        let to_b = b.id().xor_distance(&id.account_id());
+        if to_b < a.id().xor_distance(&id.account_id()) {
+            break id;
+        }
+    };
+    let alice = Identity::generate();
+    let mut sender = open_session(&b.addr(), &alice).await;
+    for i in 0..STORED {
+        let env = sealed_envelope(&alice, bob.account_id(), format!("m{i}").as_bytes());
+        sender.write(&SessionFrame::Send(env)).await;
+    }
+    let mut stored = 0;
+    while stored < STORED {
+        if let SessionFrame::Accepted { outcome, .. } = sender.next().await {
+            assert_eq!(outcome, Outcome::Stored);
+            stored += 1;
+        }
+    }
+    assert_eq!(a.status().mailbox.messages, 0, "B alone keeps bob's mail");
+
+    let mut bob_session = open_session(&a.addr(), &bob).await;
+    let mut offered = HashSet::new();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), bob_session.next())
+            .await
+            .unwrap_or_else(|_| panic!("stuck after {} offered", offered.len()));
+        match frame {
+            SessionFrame::Deliver(env) => {
+                offered.insert(env.id);
+            }
+            SessionFrame::Synced => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        offered.len(),
+        STORED,
+        "everything B held was offered before Synced"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

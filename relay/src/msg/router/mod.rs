@@ -558,6 +558,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             return Ok(());
         }
         let limit = self.config.max_inflight_per_client;
+        let pushed_limit = self.config.max_pushed_per_client;
         self.track_accept(&pending, Handover::Session(pending.env.to));
         let Some(client) = self.clients.get_mut(&pending.env.to) else {
             return Err(pending);
@@ -571,10 +572,18 @@ impl<S: Clone, L: Clone> Router<S, L> {
             waiting.push(pending);
             return Ok(());
         }
-        // Live traffic is bounded here; a mailbox push is bounded by the recipient's quota and
-        // must offer everything before `Synced`.
-        let live = !matches!(pending.origin, Origin::Mailbox);
-        if live && client.inflight.0.len() >= limit {
+        // Mailbox pushes (this relay's or another's) must offer everything before `Synced`:
+        // they have their own, larger bound (several home relays' quotas), live traffic this one.
+        let pushed = matches!(
+            pending.origin,
+            Origin::Mailbox
+                | Origin::Link {
+                    store_on_fail: false,
+                    ..
+                }
+        );
+        let limit = if pushed { pushed_limit } else { limit };
+        if client.inflight.0.len() >= limit {
             return Err(pending);
         }
         self.actions.push_back(Action::Deliver {

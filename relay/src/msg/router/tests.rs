@@ -752,3 +752,29 @@ fn a_durable_message_not_acknowledged_in_time_is_pushed_again() {
         "{actions:?}"
     );
 }
+
+#[test]
+fn another_relays_push_has_its_own_bound_above_the_live_one() {
+    let now = Instant::now();
+    let mut r = TestRouter::new(RouterConfig {
+        max_inflight_per_client: 2,
+        max_pushed_per_client: 4,
+        ..RouterConfig::default()
+    });
+    r.on_session_open(alice(), 1, ALICE_SESSION);
+    r.on_link_up(relay_b(), 1, LINK_B);
+    drain(&mut r);
+    for n in 1..=6 {
+        r.on_forwarded(msg(n, alice()), LINK_B, false, now);
+    }
+    let actions = drain(&mut r);
+    assert_eq!(delivered_ids(&actions, ALICE_SESSION), vec![1, 2, 3, 4]);
+    let refused = actions
+        .iter()
+        .filter(|a| matches!(a, Action::AnswerLink { outcome: None, .. }))
+        .count();
+    assert_eq!(
+        refused, 2,
+        "beyond the push bound: the pushing relay keeps them"
+    );
+}

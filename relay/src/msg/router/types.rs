@@ -23,6 +23,9 @@ pub struct RouterConfig {
     pub sweep_every: Duration,
     /// Deliveries awaiting one client's acknowledgement; beyond it messages wait in the mailbox.
     pub max_inflight_per_client: usize,
+    /// Deliveries from mailbox pushes (this relay's and linked relays') awaiting one client's
+    /// acknowledgement: enough for several home relays' full quotas.
+    pub max_pushed_per_client: usize,
     /// Forwards awaiting one relay's answer; beyond it messages go to the mailbox.
     pub max_forwards_per_link: usize,
     /// Clients one linked relay may say are connected to it.
@@ -37,6 +40,7 @@ impl Default for RouterConfig {
             accept_after: Duration::from_millis(300),
             sweep_every: Duration::from_secs(1),
             max_inflight_per_client: 4096,
+            max_pushed_per_client: 32_768,
             max_forwards_per_link: 65_536,
             max_presence_per_link: 100_000,
         }
