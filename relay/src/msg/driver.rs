@@ -320,12 +320,18 @@ impl Messaging {
         self.router().clients().count()
     }
 
-    /// Waits (at most `limit`) until the queue of `client`'s session here has room.
-    pub async fn wait_for_room(&self, client: &AccountId, limit: Duration) {
+    /// Waits (at most `limit`, none with a zero limit) until the queue of `client`'s session
+    /// here has room; false if it still has none.
+    pub async fn wait_for_room(&self, client: &AccountId, limit: Duration) -> bool {
         let Some(session) = self.session(client) else {
-            return;
+            return true;
         };
-        tokio::time::timeout(limit, session.tx.reserve()).await.ok();
+        if session.tx.capacity() > 0 {
+            return true;
+        }
+        tokio::time::timeout(limit, session.tx.reserve())
+            .await
+            .is_ok_and(|permit| permit.is_ok())
     }
 
     /// Waits until a link to `relay` is up.

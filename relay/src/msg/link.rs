@@ -1,6 +1,7 @@
 //! A link's control stream: what another relay says (presence, forwards, stores and their
 //! answers) goes to the messaging role; what this relay says goes out through the link's writer.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use top_proto::frame::{FrameCodec, FrameError, LinkFrame, next_frame};
-use top_proto::id::RelayId;
+use top_proto::id::{AccountId, RelayId};
 use top_proto::net::writer::write_prioritized;
 use tracing::{Instrument, info, info_span, warn};
 
@@ -64,10 +65,11 @@ async fn serve(
     let link = LinkOut::new(peer, msg.serial(), conn, (tx, answers));
     msg.link_up(link.clone());
     info!("link up");
+    let mut stalled = Stalled::default();
     let end: Result<(), FrameError> = loop {
         tokio::select! {
             frame = frames.next() => match next_frame(frame) {
-                Ok(Some(frame)) => handle_frame(&msg, &link, frame).await,
+                Ok(Some(frame)) => handle_frame(&msg, &link, &mut stalled, frame).await,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             },
@@ -90,7 +92,21 @@ async fn serve(
     info!("link down");
 }
 
-async fn handle_frame(msg: &Arc<Messaging>, link: &LinkOut, frame: LinkFrame) {
+/// Recipients here whose queue stayed full through a whole wait: pushes for them do not wait
+/// again until their queue has room, so a client that stops reading holds this link's reader
+/// back once, not once per message.
+#[derive(Default)]
+struct Stalled(HashSet<AccountId>);
+
+/// Recipients remembered as stalled, at most (then the set starts afresh).
+const MAX_STALLED: usize = 4096;
+
+async fn handle_frame(
+    msg: &Arc<Messaging>,
+    link: &LinkOut,
+    stalled: &mut Stalled,
+    frame: LinkFrame,
+) {
     match frame {
         LinkFrame::Forward {
             env,
@@ -99,7 +115,19 @@ async fn handle_frame(msg: &Arc<Messaging>, link: &LinkOut, frame: LinkFrame) {
             // Another relay's mailbox push: wait (a bounded while) for room in the recipient's
             // queue rather than fail it, so the push neither skips nor reorders messages. The
             // wait holds back this link's reader: flow control back to the pushing relay.
-            msg.wait_for_room(&env.to, PUSH_ROOM_WAIT).await;
+            let wait = if stalled.0.contains(&env.to) {
+                Duration::ZERO
+            } else {
+                PUSH_ROOM_WAIT
+            };
+            if msg.wait_for_room(&env.to, wait).await {
+                stalled.0.remove(&env.to);
+            } else {
+                if stalled.0.len() >= MAX_STALLED {
+                    stalled.0.clear();
+                }
+                stalled.0.insert(env.to);
+            }
             msg.forwarded(env, link, false);
         }
         LinkFrame::Presence { client, online } => msg.presence(link.relay, client, online),
