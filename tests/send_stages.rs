@@ -14,14 +14,18 @@ async fn relay(dir: &std::path::Path) -> Relay {
     Relay::start(dir).await.unwrap()
 }
 
+/// A client connected to `relay` whose stored messages were all offered.
+async fn synced(relay: &Relay, identity: Identity) -> Client {
+    let client = Client::connect(&relay.addr(), identity).await.unwrap();
+    client.synced().await.unwrap();
+    client
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_app_that_messages_itself_before_reading_is_accepted_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let relay = relay(dir.path()).await;
-    let me = Client::connect(&relay.addr(), Identity::generate())
-        .await
-        .unwrap();
-    me.synced().await.unwrap();
+    let me = synced(&relay, Identity::generate()).await;
     let mut sending = me.send_tracked(&me.id(), b"note to self").await.unwrap();
     let accepted = tokio::time::timeout(PATIENCE, sending.accepted())
         .await
@@ -48,10 +52,7 @@ async fn a_recipient_that_does_not_read_does_not_stall_its_senders_and_loses_not
         .await
         .unwrap();
     let bob_key = Identity::generate();
-    let bob = Client::connect(&relay.addr(), bob_key.clone())
-        .await
-        .unwrap();
-    bob.synced().await.unwrap();
+    let bob = synced(&relay, bob_key.clone()).await;
     let mut handles = Vec::new();
     for i in 0..20 {
         let body = format!("busy {i}");
@@ -100,10 +101,7 @@ async fn answers_keep_coming_while_the_app_does_not_read_its_inbox() {
     use futures::StreamExt;
     let dir = tempfile::tempdir().unwrap();
     let relay = relay(dir.path()).await;
-    let me = Client::connect(&relay.addr(), Identity::generate())
-        .await
-        .unwrap();
-    me.synced().await.unwrap();
+    let me = synced(&relay, Identity::generate()).await;
     let to = me.id();
     // Far more than the inbox holds, all to itself, and nobody reads: every one is accepted.
     let accepted = futures::stream::iter(0..3000)

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{open_session, sealed_envelope};
+use common::{open_session, sealed_envelope, store_for_offline};
 use top_proto::frame::{Outcome, SessionFrame};
 use top_proto::identity::Identity;
 use top_relay::{InitOptions, Relay, init};
@@ -28,18 +28,7 @@ async fn a_big_push_waits_for_room_without_starving_answers() {
         Identity::generate(),
     );
 
-    let mut sender = open_session(&relay.addr(), &alice).await;
-    for i in 0..STORED {
-        let env = sealed_envelope(&alice, bob.account_id(), format!("m{i}").as_bytes());
-        sender.write(&SessionFrame::Send(env)).await;
-    }
-    let mut stored = 0;
-    while stored < STORED {
-        if let SessionFrame::Accepted { outcome, .. } = sender.next().await {
-            assert_eq!(outcome, Outcome::Stored);
-            stored += 1;
-        }
-    }
+    store_for_offline(&relay.addr(), &alice, bob.account_id(), STORED).await;
 
     // Bob connects and, before reading anything, sends to offline carol.
     let mut bob_session = open_session(&relay.addr(), &bob).await;
@@ -113,18 +102,7 @@ async fn another_relays_push_bigger_than_the_queue_arrives_whole_before_synced()
         }
     };
     let alice = Identity::generate();
-    let mut sender = open_session(&b.addr(), &alice).await;
-    for i in 0..STORED {
-        let env = sealed_envelope(&alice, bob.account_id(), format!("m{i}").as_bytes());
-        sender.write(&SessionFrame::Send(env)).await;
-    }
-    let mut stored = 0;
-    while stored < STORED {
-        if let SessionFrame::Accepted { outcome, .. } = sender.next().await {
-            assert_eq!(outcome, Outcome::Stored);
-            stored += 1;
-        }
-    }
+    store_for_offline(&b.addr(), &alice, bob.account_id(), STORED).await;
     assert_eq!(a.status().mailbox.messages, 0, "B alone keeps bob's mail");
 
     let mut bob_session = open_session(&a.addr(), &bob).await;

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{open_session, sealed_envelope};
-use top_proto::frame::{Outcome, SessionFrame};
+use common::{open_session, store_for_offline};
+use top_proto::frame::SessionFrame;
 use top_proto::identity::Identity;
 use top_relay::{InitOptions, Relay, init};
 
@@ -35,20 +35,7 @@ async fn a_new_session_is_offered_what_the_old_one_never_acked() {
     let alice = Identity::generate();
     let bob = Identity::generate();
 
-    let mut sender = open_session(&relay.addr(), &alice).await;
-    let mut sent = Vec::new();
-    for i in 0..STORED {
-        let env = sealed_envelope(&alice, bob.account_id(), format!("m{i}").as_bytes());
-        sent.push(env.id);
-        sender.write(&SessionFrame::Send(env)).await;
-    }
-    let mut stored = 0;
-    while stored < STORED {
-        if let SessionFrame::Accepted { outcome, .. } = sender.next().await {
-            assert_eq!(outcome, Outcome::Stored);
-            stored += 1;
-        }
-    }
+    let mut sent = store_for_offline(&relay.addr(), &alice, bob.account_id(), STORED).await;
 
     // Bob's first session is offered everything and acks nothing (its connection went quiet).
     let mut old = open_session(&relay.addr(), &bob).await;

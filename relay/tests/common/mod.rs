@@ -114,3 +114,28 @@ pub fn start_daemon(dir: &std::path::Path) -> (std::process::Child, RelayAddr) {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
     (child, line.trim().parse().expect("relay address on stdout"))
 }
+
+/// Sends `count` messages from `from` to offline `to` through `relay` and waits until each is
+/// stored (asserting it was); returns their ids in the order sent.
+pub async fn store_for_offline(
+    relay: &RelayAddr,
+    from: &Identity,
+    to: AccountId,
+    count: usize,
+) -> Vec<MsgId> {
+    let mut sender = open_session(relay, from).await;
+    let mut sent = Vec::with_capacity(count);
+    for i in 0..count {
+        let env = sealed_envelope(from, to, format!("m{i}").as_bytes());
+        sent.push(env.id);
+        sender.write(&SessionFrame::Send(env)).await;
+    }
+    let mut stored = 0;
+    while stored < count {
+        if let SessionFrame::Accepted { outcome, .. } = sender.next().await {
+            assert_eq!(outcome, top_proto::frame::Outcome::Stored);
+            stored += 1;
+        }
+    }
+    sent
+}

@@ -456,20 +456,6 @@ impl<S: Clone, L: Clone> Router<S, L> {
         }
     }
 
-    /// Whether message `id` was handed over to `to` and awaits its answer.
-    pub fn is_handed(&self, to: Handover, id: &MsgId) -> bool {
-        match to {
-            Handover::Session(client) => self
-                .clients
-                .get(&client)
-                .is_some_and(|c| c.inflight.0.contains_key(id)),
-            Handover::Link(relay) => self
-                .links
-                .get(&relay)
-                .is_some_and(|l| l.forwards.0.contains_key(id)),
-        }
-    }
-
     /// Messages handed to sessions or links and not yet answered.
     pub fn inflight(&self) -> usize {
         let sessions: usize = self.clients.values().map(|c| c.inflight.0.len()).sum();
