@@ -170,7 +170,7 @@ impl Client {
         }
         .sign(self.identity());
         let encoded =
-            postcard::to_allocvec(&allowance).map_err(|e| ClientError::Ledger(e.to_string()))?;
+            postcard::to_allocvec(&allowance).map_err(crate::error::LedgerError::Encode)?;
         let reply = self
             .cdn_request(CdnRequest::Allow {
                 cid: *cid,

@@ -45,13 +45,13 @@ pub enum ClientError {
     Rpc(#[from] top_proto::net::rpc::RpcError),
     /// The ledger refused or could not answer.
     #[error("ledger: {0}")]
-    Ledger(String),
+    Ledger(#[from] LedgerError),
     /// The relay requires payment and no channel could be set up.
     #[error("billing: {0}")]
     Billing(#[from] BillingError),
     /// The tunnel could not be set up or was refused.
     #[error("vpn: {0}")]
-    Vpn(String),
+    Vpn(#[from] VpnError),
     /// The exit refused a proxied connection.
     #[error("the exit refused the connection: {0:?}")]
     Proxy(top_proto::vpn::ConnectReply),
@@ -82,4 +82,52 @@ pub enum BillingError {
     /// The relay answered out of protocol.
     #[error("unexpected answer from the relay: {0}")]
     Unexpected(String),
+}
+
+/// Why a ledger request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The ledger refused the request; its words.
+    #[error("{0}")]
+    Refused(String),
+    /// The relay answered with something other than what the request asks for.
+    #[error("unexpected answer from the relay: {0}")]
+    Unexpected(String),
+    /// A signed body could not be encoded.
+    #[error("encoding failed: {0}")]
+    Encode(#[from] postcard::Error),
+}
+
+/// Why a tunnel or a proxied connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VpnError {
+    /// The exit's id is not a valid key.
+    #[error("the exit's id is not a valid key")]
+    BadExitId,
+    /// The exit refused the tunnel; its words.
+    #[error("the exit refused the tunnel: {0}")]
+    Refused(String),
+    /// The exit answered out of protocol.
+    #[error("unexpected answer from the exit: {0}")]
+    Unexpected(String),
+    /// The exit closed the tunnel during setup.
+    #[error("the exit closed the tunnel")]
+    ExitClosed,
+    /// The connection to the relay carries no datagrams.
+    #[error("the relay does not accept datagrams")]
+    NoDatagrams,
+    /// The tunnel's key exchange failed.
+    #[error(transparent)]
+    Crypto(#[from] top_proto::vpn::cipher::VpnCryptoError),
+    /// A request could not be encoded.
+    #[error("encoding failed: {0}")]
+    Encode(#[from] postcard::Error),
+    /// The exit's answer to a connect request did not decode.
+    #[error("malformed connect reply")]
+    MalformedReply,
+    /// A SOCKS client did not finish its handshake in time.
+    #[error("SOCKS handshake timed out")]
+    SocksTimeout,
 }

@@ -31,7 +31,7 @@ mod wallet;
 
 pub use cdn::{Fetch, Progress};
 pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
-pub use error::{BillingError, ClientError};
+pub use error::{BillingError, ClientError, LedgerError, VpnError};
 pub use ledger_lite::{Amount, ChannelId};
 pub use payment::{BillingOptions, BillingState, UsageCounter};
 pub use pipe::{Pipe, PipeReader, PipeWriter};

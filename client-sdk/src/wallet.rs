@@ -10,7 +10,7 @@ use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 use top_proto::net::rpc::RpcStream;
 
-use crate::error::ClientError;
+use crate::error::{ClientError, LedgerError};
 
 /// A transaction that landed in a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ impl Wallet {
 
     async fn call(&self, req: LedgerRequest) -> Result<LedgerResponse, ClientError> {
         match self.rpc.lock().await.call(req).await? {
-            LedgerResponse::Error(e) => Err(ClientError::Ledger(e)),
+            LedgerResponse::Error(e) => Err(LedgerError::Refused(e).into()),
             other => Ok(other),
         }
     }
@@ -185,7 +185,7 @@ impl Wallet {
             LedgerResponse::Submitted {
                 height: Some(_), ..
             } => {}
-            LedgerResponse::Error(why) => return Err(ClientError::Ledger(why)),
+            LedgerResponse::Error(why) => return Err(LedgerError::Refused(why).into()),
             other => return Err(unexpected(other)),
         }
         let me = self.identity.account_id();
@@ -199,5 +199,5 @@ impl Wallet {
 }
 
 fn unexpected(resp: LedgerResponse) -> ClientError {
-    ClientError::Ledger(format!("unexpected answer from the relay: {resp:?}"))
+    LedgerError::Unexpected(format!("{resp:?}")).into()
 }

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{open_session, sealed_envelope, store_for_offline};
+use common::{metric, open_session, sealed_envelope, store_for_offline};
 use top_proto::frame::{Outcome, SessionFrame};
 use top_proto::identity::Identity;
 use top_relay::{InitOptions, Relay, init};
@@ -124,6 +124,68 @@ async fn another_relays_push_bigger_than_the_queue_arrives_whole_before_synced()
         STORED,
         "everything B held was offered before Synced"
     );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stops_reading_holds_a_links_pushes_back_only_once() {
+    let root = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    for dir in [&a_dir, &b_dir] {
+        init(dir, InitOptions::loopback()).unwrap();
+        one_home(dir);
+    }
+    let a = Relay::start(&a_dir).await.unwrap();
+    let b = Relay::start(&b_dir).await.unwrap();
+    b.add_peer(a.addr());
+    tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id()))
+        .await
+        .unwrap();
+    let home_b = || loop {
+        let id = Identity::generate();
+        if b.id().xor_distance(&id.account_id()) < a.id().xor_distance(&id.account_id()) {
+            break id;
+        }
+    };
+    let (bob, alice) = (home_b(), Identity::generate());
+    store_for_offline(&b.addr(), &alice, bob.account_id(), STORED).await;
+
+    // Bob connects to A and never reads: A's queue towards him fills, and B's push of the
+    // rest waits on A's link reader.
+    let (_bob_endpoint, bob_conn) =
+        common::conn_with_stream_window(&a.addr(), &bob, 16 << 10).await;
+    let (mut bob_send, bob_recv) = bob_conn.open_bi().await.unwrap();
+    bob_send
+        .write_all(&top_proto::frame::encode_frame(&top_proto::frame::Open::Session).unwrap())
+        .await
+        .unwrap();
+    // Carol, on A, will get a message from dave, on B, over the same link.
+    let (carol, dave) = (Identity::generate(), Identity::generate());
+    let mut carol_session = open_session(&a.addr(), &carol).await;
+    carol_session.until(|f| *f == SessionFrame::Synced).await;
+    let mut dave_session = open_session(&b.addr(), &dave).await;
+    dave_session.until(|f| *f == SessionFrame::Synced).await;
+    // Bob reads nothing; once a push for him waited in vain, dave writes to carol: his
+    // message travels behind the rest of bob's push.
+    let _bob_recv = bob_recv;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while metric(a.http_addr(), "toprelay_pushes_stalled_total").await == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("B's push never waited for bob");
+    let env = sealed_envelope(&dave, carol.account_id(), b"not behind bob");
+    dave_session.write(&SessionFrame::Send(env.clone())).await;
+    // Every later push for bob goes on at once (each would wait 5 s otherwise).
+    let got = tokio::time::timeout(
+        Duration::from_secs(15),
+        carol_session.until(|f| matches!(f, SessionFrame::Deliver(_))),
+    )
+    .await
+    .expect("the link stayed stuck behind a client that does not read");
+    assert_eq!(got, SessionFrame::Deliver(env));
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use common::{endpoint_and_conn, open_session, sealed_envelope};
+use common::{endpoint_and_conn, http_get, open_session, sealed_envelope};
 use futures::StreamExt;
 use top_proto::frame::{FrameCodec, Open, Outcome, SessionFrame, encode_body, encode_frame};
 use top_proto::identity::Identity;
@@ -174,18 +174,6 @@ async fn oversized_message_is_rejected_not_fatal() {
     relay.shutdown().await;
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.to_string(), body.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn http_port_serves_health_metrics_and_status() {
     let dir = tempfile::tempdir().unwrap();
@@ -278,5 +266,67 @@ async fn new_connections_are_rate_limited_per_address() {
     assert_eq!(kept.len(), 2, "a burst of two is allowed");
     assert_eq!(refused, 3);
     assert_eq!(relay.status().connections_refused, 3);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sender_that_never_reads_its_answers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = relay(dir.path()).await;
+    // The recipient acknowledges everything, so every message earns its sender a final answer.
+    let recipient = Identity::generate();
+    let mut r = open_session(&relay.addr(), &recipient).await;
+    let acker = tokio::spawn(async move {
+        let mut acked = 0usize;
+        while let Some(Ok(frame)) = r.frames.next().await {
+            if let SessionFrame::Deliver(env) = frame {
+                let ack = encode_frame(&SessionFrame::Ack { id: env.id }).unwrap();
+                if r.send.write_all(&ack).await.is_err() {
+                    break;
+                }
+                acked += 1;
+            }
+        }
+        acked
+    });
+    // The sender writes and never reads: its 16 KiB stream window holds under a thousand
+    // answers, the relay's queue 4,096 more.
+    let sender = Identity::generate();
+    let (_endpoint, conn) = common::conn_with_stream_window(&relay.addr(), &sender, 16 << 10).await;
+    let (mut send, _recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Open::Session).unwrap())
+        .await
+        .unwrap();
+    let template = sealed_envelope(&sender, recipient.account_id(), b"hi");
+    let frames: Vec<u8> = (0..12_000)
+        .flat_map(|_| {
+            let env = top_proto::frame::Envelope {
+                id: top_proto::frame::MsgId::random(),
+                ..template.clone()
+            };
+            encode_frame(&SessionFrame::Send(env)).unwrap().to_vec()
+        })
+        .collect();
+    let writer = tokio::spawn(async move { send.write_all(&frames).await.is_ok() });
+    let reason = tokio::time::timeout(Duration::from_secs(60), conn.closed())
+        .await
+        .expect("a sender that never reads its answers keeps its connection");
+    assert!(
+        matches!(
+            &reason,
+            quinn::ConnectionError::ApplicationClosed(c) if &c.reason[..] == b"answers not read"
+        ),
+        "closed for another reason: {reason}"
+    );
+    writer.await.unwrap();
+    let metrics = http_get(relay.http_addr(), "/metrics").await.1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("toprelay_frames_dropped_total ") && !l.ends_with(" 0")),
+        "dropped answers are counted:\n{metrics}"
+    );
+    still_serves(&relay).await;
+    acker.abort();
     relay.shutdown().await;
 }

@@ -140,7 +140,7 @@ async fn read_request(tcp: &mut TcpStream) -> Result<(String, u16), std::io::Err
 async fn serve_client(mut tcp: TcpStream, slot: &TunnelSlot) -> Result<(), ClientError> {
     let (host, port) = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_request(&mut tcp))
         .await
-        .map_err(|_| ClientError::Vpn("SOCKS handshake timed out".into()))??;
+        .map_err(|_| ClientError::from(crate::error::VpnError::SocksTimeout))??;
     let tunnel = match slot.get().await {
         Ok(t) => t,
         Err(e) => {

@@ -19,7 +19,7 @@ use top_proto::vpn::cipher::{
 };
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
-use crate::error::ClientError;
+use crate::error::{ClientError, VpnError};
 use crate::payment::{BillingOptions, BillingState, UsageCounter};
 use crate::pipe::Pipe;
 
@@ -115,24 +115,22 @@ impl Tunnel {
         let mut out = FramedWrite::new(send, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
         let mut frames = FramedRead::new(recv, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
         let exit_id = top_proto::id::AccountId::from_bytes(*options.exit.id.as_bytes())
-            .map_err(|_| ClientError::Vpn("the exit's id is not a valid key".into()))?;
+            .map_err(|_| VpnError::BadExitId)?;
         let (initiator, hello) = TunnelInitiator::start(&identity, &exit_id).map_err(vpn)?;
         out.send(VpnFrame::Hello(hello)).await?;
         let reply = match frames.next().await {
             Some(Ok(VpnFrame::Welcome(reply))) => reply,
             Some(Ok(VpnFrame::Refused(why))) => {
-                return Err(ClientError::Vpn(format!(
-                    "the exit refused the tunnel: {why}"
-                )));
+                return Err(VpnError::Refused(why.to_string()).into());
             }
-            Some(Ok(other)) => return Err(ClientError::Vpn(format!("unexpected {other:?}"))),
+            Some(Ok(other)) => return Err(VpnError::Unexpected(format!("{other:?}")).into()),
             Some(Err(e)) => return Err(e.into()),
-            None => return Err(ClientError::Vpn("the exit closed the tunnel".into())),
+            None => return Err(VpnError::ExitClosed.into()),
         };
         let (lease, keys) = initiator.finish(&reply).map_err(vpn)?;
         let path = conn
             .max_datagram_size()
-            .ok_or_else(|| ClientError::Vpn("the relay does not accept datagrams".into()))?;
+            .ok_or_else(|| ClientError::from(VpnError::NoDatagrams))?;
         let mtu = lease
             .mtu
             .min(u16::try_from(path.saturating_sub(OVERHEAD)).unwrap_or(u16::MAX));
@@ -231,18 +229,18 @@ impl Tunnel {
         let via = self.options.via.is_some().then_some(&self.options.exit);
         let (send, recv) = open_stream(&self.conn, via, &Open::Connect).await?;
         let exit = top_proto::id::AccountId::from_bytes(*self.options.exit.id.as_bytes())
-            .map_err(|_| ClientError::Vpn("the exit's id is not a valid key".into()))?;
+            .map_err(|_| VpnError::BadExitId)?;
         let mut pipe = Pipe::open_on(send, recv, &self.identity, exit)
             .await?
             .metered_vpn(&self.usage);
         let request = postcard::to_allocvec(&ConnectRequest::Host(host.to_string(), port))
-            .map_err(|e| ClientError::Vpn(e.to_string()))?;
+            .map_err(VpnError::Encode)?;
         pipe.send(&request).await?;
         let answer = pipe.recv().await?.ok_or(ClientError::Closed)?;
         match postcard::from_bytes::<ConnectReply>(&answer) {
             Ok(ConnectReply::Connected) => Ok(pipe),
             Ok(other) => Err(ClientError::Proxy(other)),
-            Err(_) => Err(ClientError::Vpn("malformed connect reply".into())),
+            Err(_) => Err(VpnError::MalformedReply.into()),
         }
     }
 
@@ -258,7 +256,7 @@ impl Tunnel {
 }
 
 fn vpn(e: VpnCryptoError) -> ClientError {
-    ClientError::Vpn(e.to_string())
+    VpnError::Crypto(e).into()
 }
 
 /// Opens a stream to the exit: directly, or as a `Via` stream through the entry.

@@ -123,6 +123,7 @@ async fn handle_frame(
             if msg.wait_for_room(&env.to, wait).await {
                 stalled.0.remove(&env.to);
             } else {
+                msg.metrics.pushes_stalled.inc();
                 if stalled.0.len() >= MAX_STALLED {
                     stalled.0.clear();
                 }

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub bad_frames: Counter,
     /// Answers dropped because the peer stopped reading (its queue was full).
     pub frames_dropped: Counter,
+    /// Mailbox pushes from linked relays whose recipient's queue stayed full through a wait.
+    pub pushes_stalled: Counter,
     /// Receipts taken (stored durably).
     pub receipts: Counter,
     /// Bytes metered for payment (all services).
@@ -97,6 +99,11 @@ impl Metrics {
             "frames_dropped",
             "Answers dropped because the peer stopped reading",
             m.frames_dropped.clone(),
+        );
+        r.register(
+            "pushes_stalled",
+            "Pushes from linked relays that waited in vain for a client that does not read",
+            m.pushes_stalled.clone(),
         );
         r.register("receipts", "Receipts taken", m.receipts.clone());
         r.register(

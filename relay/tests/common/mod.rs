@@ -139,3 +139,47 @@ pub async fn store_for_offline(
     }
     sent
 }
+
+/// A connection whose streams accept only `window` bytes the application has not read.
+pub async fn conn_with_stream_window(
+    relay: &top_proto::addr::RelayAddr,
+    identity: &Identity,
+    window: u32,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (mut config, _) = top_proto::tls::client_config(identity, relay.id).unwrap();
+    let mut transport = top_proto::tls::transport_config();
+    transport.stream_receive_window(window.into());
+    config.transport_config(std::sync::Arc::new(transport));
+    let conn = endpoint
+        .connect_with(
+            config,
+            relay.host_port.parse().unwrap(),
+            top_proto::tls::SERVER_NAME,
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    (endpoint, conn)
+}
+
+/// A plain HTTP/1.0 GET on the relay's HTTP port: the head and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// A counter from the relay's `/metrics` (0 if absent).
+pub async fn metric(http: std::net::SocketAddr, name: &str) -> u64 {
+    let (_, body) = http_get(http, "/metrics").await;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
