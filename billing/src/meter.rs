@@ -94,8 +94,8 @@ impl Meter {
             .map_or(Amount::ZERO, |c| c.base_amount);
         // A cost that overflows is unpayable: treat it as the largest amount (never carried).
         self.owed = self
-            .prices
-            .cost(&self.usage)
+            .usage
+            .cost(&self.prices)
             .and_then(|c| base.checked_add(c))
             .unwrap_or(Amount::from_units(u128::MAX));
     }

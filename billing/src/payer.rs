@@ -79,9 +79,8 @@ impl Payer {
         if !claimed.within(counted, slack) {
             return Err(PayError::Overclaimed);
         }
-        let expected = self
-            .prices
-            .cost(claimed)
+        let expected = claimed
+            .cost(&self.prices)
             .and_then(|c| self.base_amount.checked_add(c))
             .map_err(|_| PayError::WrongAmount)?;
         if expected != cum_amount {

@@ -1,5 +1,6 @@
 //! Prices per MiB of each service, usage counters, and the exact cost of a usage.
 
+pub use ledger_lite::registry::Prices;
 use ledger_lite::{Amount, AmountError};
 use serde::{Deserialize, Serialize};
 
@@ -21,23 +22,6 @@ pub enum Service {
     Cdn,
 }
 
-/// What a relay charges per MiB of each service.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Prices {
-    /// Per MiB of messages.
-    pub msg: Amount,
-    /// Per MiB stored in mailboxes.
-    pub mailbox: Amount,
-    /// Per MiB through pipes.
-    pub pipe: Amount,
-    /// Per MiB of VPN traffic.
-    #[serde(default)]
-    pub vpn: Amount,
-    /// Per MiB of CDN chunks.
-    #[serde(default)]
-    pub cdn: Amount,
-}
-
 /// Bytes used per service.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -56,6 +40,21 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The exact cost of this usage at `prices`: per service ⌈bytes × price / MiB⌉, summed.
+    pub fn cost(&self, prices: &Prices) -> Result<Amount, AmountError> {
+        let one = |bytes: u64, price: Amount| -> Result<Amount, AmountError> {
+            let units = u128::from(bytes)
+                .checked_mul(price.units())
+                .ok_or(AmountError::Overflow)?;
+            Ok(Amount::from_units(units.div_ceil(MIB)))
+        };
+        one(self.msg, prices.msg)?
+            .checked_add(one(self.mailbox, prices.mailbox)?)?
+            .checked_add(one(self.pipe, prices.pipe)?)?
+            .checked_add(one(self.vpn, prices.vpn)?)?
+            .checked_add(one(self.cdn, prices.cdn)?)
+    }
+
     /// Adds `bytes` of `service`.
     pub fn add(&mut self, service: Service, bytes: u64) {
         let slot = match service {
@@ -87,32 +86,6 @@ impl Usage {
     }
 }
 
-impl Prices {
-    /// The exact cost of `usage`: per service ⌈bytes × price / MiB⌉, summed.
-    pub fn cost(&self, usage: &Usage) -> Result<Amount, AmountError> {
-        let one = |bytes: u64, price: Amount| -> Result<Amount, AmountError> {
-            let units = u128::from(bytes)
-                .checked_mul(price.units())
-                .ok_or(AmountError::Overflow)?;
-            Ok(Amount::from_units(units.div_ceil(MIB)))
-        };
-        one(usage.msg, self.msg)?
-            .checked_add(one(usage.mailbox, self.mailbox)?)?
-            .checked_add(one(usage.pipe, self.pipe)?)?
-            .checked_add(one(usage.vpn, self.vpn)?)?
-            .checked_add(one(usage.cdn, self.cdn)?)
-    }
-
-    /// Whether every price is zero (nothing to pay).
-    pub fn is_free(&self) -> bool {
-        self.msg.is_zero()
-            && self.mailbox.is_zero()
-            && self.pipe.is_zero()
-            && self.vpn.is_zero()
-            && self.cdn.is_zero()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,18 +107,19 @@ mod tests {
             cdn: (1 << 20) + 1,
         };
         // 10^7 + ⌈3/MiB⌉ + 0 + 3 + ⌈7·(MiB+1)/MiB⌉ = 10_000_000 + 1 + 3 + 8
-        assert_eq!(prices.cost(&usage).unwrap(), Amount::from_units(10_000_012));
-        assert_eq!(prices.cost(&Usage::default()).unwrap(), Amount::ZERO);
+        assert_eq!(usage.cost(&prices).unwrap(), Amount::from_units(10_000_012));
+        assert_eq!(Usage::default().cost(&prices).unwrap(), Amount::ZERO);
         let huge = Prices {
             msg: Amount::from_units(u128::MAX),
             ..prices
         };
-        assert!(prices.cost(&usage).is_ok());
+        assert!(usage.cost(&prices).is_ok());
         assert!(
-            huge.cost(&Usage {
+            Usage {
                 msg: 2,
                 ..Usage::default()
-            })
+            }
+            .cost(&huge)
             .is_err()
         );
     }

@@ -45,6 +45,7 @@ fn fixture() -> Fixture {
         params: Params {
             unbonding_blocks: 10,
             max_block_txs: 1 << 20,
+            min_stake: ledger_lite::Amount::ZERO,
         },
         faucet: None,
         allocations: payers

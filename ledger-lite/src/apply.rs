@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use top_proto::id::AccountId;
 
 use crate::amount::{Amount, AmountError};
+use crate::registry::RecordError;
 use crate::state::{Account, Channel, ChannelStatus, Grant, State, Touched, Unbond};
 use crate::tx::{ChainId, ChannelId, EgressClaim, Receipt, SignedTx, TxKind};
 
@@ -112,11 +113,36 @@ pub enum TxError {
     /// A grant to oneself.
     #[error("an account cannot grant itself")]
     GrantToSelf,
+    /// The relay record is malformed.
+    #[error(transparent)]
+    BadRecord(#[from] RecordError),
+    /// A registered relay's stake would fall below the chain's minimum.
+    #[error("a registered relay stakes at least {need}; it would have {have}")]
+    StakeBelowMinimum {
+        /// The stake it would have.
+        have: Amount,
+        /// The chain's minimum stake.
+        need: Amount,
+    },
+    /// Deregistering an account that is not a registered relay.
+    #[error("not a registered relay")]
+    NotRegistered,
 }
 
 impl From<AmountError> for TxError {
     fn from(_: AmountError) -> Self {
         TxError::Overflow
+    }
+}
+
+impl State {
+    /// Refuses a registered relay's stake below the chain's minimum.
+    fn min_stake(&self, stake: Amount) -> Result<(), TxError> {
+        let need = self.params.min_stake;
+        if stake < need {
+            return Err(TxError::StakeBelowMinimum { have: stake, need });
+        }
+        Ok(())
     }
 }
 
@@ -203,6 +229,11 @@ impl State {
     }
 
     fn put_account(&mut self, j: &mut Option<&mut Journal>, id: AccountId, account: Account) {
+        if account.relay.is_some() {
+            self.registered.insert(id);
+        } else {
+            self.registered.remove(&id);
+        }
         let old = self.accounts.insert(id, account);
         if let Some(j) = j {
             j.accounts.entry(id).or_insert(old);
@@ -348,12 +379,37 @@ impl State {
                     sender.deposit = need("deposit", sender.deposit, amount)?;
                 } else {
                     sender.stake = need("stake", sender.stake, amount)?;
+                    if sender.relay.is_some() {
+                        self.min_stake(sender.stake)?;
+                    }
                 }
                 sender.unbonding.push(Unbond {
                     amount,
                     release_height,
                 });
                 self.releases.insert((release_height, tx.from));
+            }
+            TxKind::RegisterRelay { record, stake } => {
+                record.check()?;
+                if !stake.is_zero() {
+                    sender.balance = need("balance", sender.balance, *stake)?;
+                    sender.stake = sender.stake.checked_add(*stake)?;
+                }
+                self.min_stake(sender.stake)?;
+                sender.relay = Some(record.clone());
+            }
+            TxKind::DeregisterRelay => {
+                if sender.relay.take().is_none() {
+                    return Err(TxError::NotRegistered);
+                }
+                let amount = std::mem::take(&mut sender.stake);
+                if !amount.is_zero() {
+                    sender.unbonding.push(Unbond {
+                        amount,
+                        release_height,
+                    });
+                    self.releases.insert((release_height, tx.from));
+                }
             }
             TxKind::OpenChannel {
                 relay,

@@ -12,6 +12,7 @@ pub mod apply;
 pub mod block;
 pub mod chain;
 pub mod mempool;
+pub mod registry;
 pub mod state;
 pub mod store;
 pub mod tx;

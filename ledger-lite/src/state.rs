@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use top_proto::id::AccountId;
 
 use crate::amount::Amount;
+use crate::registry::RelayRecord;
 use crate::tx::{ChainId, ChannelId};
 
 /// One account's money and nonce.
@@ -25,6 +26,8 @@ pub struct Account {
     pub fees_earned: Amount,
     /// Relays: fees burned from their settlements (a statistic).
     pub fees_burned: Amount,
+    /// Relays: the registry record, while registered.
+    pub relay: Option<RelayRecord>,
 }
 
 /// An amount on its way back to the balance.
@@ -113,6 +116,9 @@ pub struct Params {
     pub unbonding_blocks: u64,
     /// The most transactions a block may hold.
     pub max_block_txs: u32,
+    /// The least stake a registered relay holds.
+    #[serde(default)]
+    pub min_stake: Amount,
 }
 
 /// The whole ledger state after some block.
@@ -137,6 +143,8 @@ pub struct State {
     pub(crate) releases: BTreeSet<(u64, AccountId)>,
     /// Derived index: (final height, channel) of every closing channel.
     pub(crate) closings: BTreeSet<(u64, ChannelId)>,
+    /// Derived index: every registered relay.
+    pub(crate) registered: BTreeSet<AccountId>,
 }
 
 /// The parts of the state one block changed: what the store writes in the block's transaction.
@@ -165,6 +173,7 @@ impl State {
             grants: BTreeMap::new(),
             releases: BTreeSet::new(),
             closings: BTreeSet::new(),
+            registered: BTreeSet::new(),
         }
     }
 
@@ -186,6 +195,19 @@ impl State {
     /// Every account, in id order.
     pub fn accounts(&self) -> impl Iterator<Item = (&AccountId, &Account)> {
         self.accounts.iter()
+    }
+
+    /// Every registered relay with its record, in id order.
+    pub fn relays(&self) -> impl Iterator<Item = (&AccountId, &Account, &RelayRecord)> {
+        self.registered.iter().filter_map(|id| {
+            let account = self.accounts.get(id)?;
+            Some((id, account, account.relay.as_ref()?))
+        })
+    }
+
+    /// The record of `id`, if it is a registered relay.
+    pub fn relay(&self, id: &AccountId) -> Option<&RelayRecord> {
+        self.accounts.get(id)?.relay.as_ref()
     }
 
     /// Every channel, in id order.
@@ -255,6 +277,11 @@ impl State {
 
     /// Rebuilds the derived indexes from the entries (after loading or rolling back).
     pub(crate) fn reindex(&mut self) {
+        self.registered = self
+            .accounts
+            .iter()
+            .filter_map(|(id, a)| a.relay.as_ref().map(|_| *id))
+            .collect();
         self.releases = self
             .accounts
             .iter()

@@ -6,6 +6,7 @@ use top_proto::id::AccountId;
 use top_proto::identity::{Identity, verify};
 
 use crate::amount::Amount;
+use crate::registry::RelayRecord;
 
 /// Identifies a chain; signed into every transaction and receipt so none replays on another chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -98,6 +99,16 @@ pub enum TxKind {
         /// The claims, at most one per channel.
         claims: Vec<EgressClaim>,
     },
+    /// Registers (or updates) the signer as a relay: publishes its record and adds `stake`
+    /// (may be zero on an update) to its stake, which must then be at least the chain's minimum.
+    RegisterRelay {
+        /// What the relay publishes about itself.
+        record: RelayRecord,
+        /// Balance moved into the stake.
+        stake: Amount,
+    },
+    /// Removes the signer's relay record and starts unbonding its whole stake.
+    DeregisterRelay,
 }
 
 /// A transaction before signing.

@@ -38,6 +38,11 @@ enum Op {
         cap: u128,
         ttl_ms: u64,
     },
+    Register {
+        stake: u128,
+        bad_addr: bool,
+    },
+    Deregister,
 }
 
 #[derive(Clone, Debug)]
@@ -75,6 +80,9 @@ fn op() -> impl Strategy<Value = Op> {
         8 => (0..8usize, amount(), proptest::option::weighted(0.2, who.clone()))
             .prop_map(|(channel, cum, signer)| Op::Settle { channel, cum, signer }),
         1 => (who, amount(), 0..20_000u64).prop_map(|(user, cap, ttl_ms)| Op::Grant { user, cap, ttl_ms }),
+        2 => (prop_oneof![Just(0u128), amount(), Just(common::MIN_STAKE * 1_000_000_000)], proptest::bool::weighted(0.1))
+            .prop_map(|(stake, bad_addr)| Op::Register { stake, bad_addr }),
+        1 => Just(Op::Deregister),
     ]
 }
 
@@ -156,6 +164,14 @@ fn build(w: &World, pending: &State, step: &Step) -> SignedTx {
             cap: u(*cap),
             expires_ms: pending.time_ms + ttl_ms,
         },
+        Op::Register { stake, bad_addr } => TxKind::RegisterRelay {
+            record: registry::RelayRecord {
+                addrs: vec![if *bad_addr { "bad" } else { "relay:4433" }.into()],
+                ..registry::RelayRecord::default()
+            },
+            stake: u(*stake),
+        },
+        Op::Deregister => TxKind::DeregisterRelay,
     };
     // Settlements mostly come from the channel's relay, sometimes from whoever else.
     let from_index = match (&step.op, step.from % 3) {
@@ -202,6 +218,8 @@ proptest! {
                 let built = chain.build_block(pool.candidates(usize::MAX), time, head, &w.validator);
                 prop_assert!(built.rejected.is_empty() || chain.height > 0);
                 chain.check_invariant().map_err(TestCaseError::fail)?;
+                let min = chain.params.min_stake;
+                prop_assert!(chain.relays().all(|(_, a, _)| a.stake >= min), "a relay below the minimum stake");
                 follower.apply_block(&built.block, &head, &w.validator.account_id())
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(&follower, &chain);

@@ -6,6 +6,8 @@ use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 
 pub const UNBONDING: u64 = 3;
+/// The least stake of a registered relay, in TOP.
+pub const MIN_STAKE: u128 = 10;
 
 pub struct World {
     pub validator: Identity,
@@ -31,6 +33,7 @@ impl World {
             params: Params {
                 unbonding_blocks: UNBONDING,
                 max_block_txs: 10_000,
+                min_stake: top(MIN_STAKE),
             },
             faucet: None,
             allocations: people.iter().map(|p| (p.account_id(), top(1000))).collect(),

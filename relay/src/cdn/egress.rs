@@ -49,7 +49,7 @@ fn cost(prices: &Prices, bytes: u64) -> Amount {
         cdn: bytes,
         ..Usage::default()
     };
-    prices.cost(&usage).unwrap_or(Amount::from_units(u128::MAX))
+    usage.cost(prices).unwrap_or(Amount::from_units(u128::MAX))
 }
 
 impl EgressBook {
@@ -221,6 +221,7 @@ mod tests {
             params: Params {
                 unbonding_blocks: 3,
                 max_block_txs: 100,
+                min_stake: ledger_lite::Amount::ZERO,
             },
             faucet: None,
             allocations: vec![(publisher.account_id(), Amount::from_top(10).unwrap())],

@@ -86,6 +86,7 @@ mod tests {
             params: Params {
                 unbonding_blocks: 3,
                 max_block_txs: 100,
+                min_stake: ledger_lite::Amount::ZERO,
             },
             faucet: None,
             allocations: vec![(user.account_id(), Amount::from_top(10).unwrap())],
