@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use top_proto::id::AccountId;
 
 use crate::amount::{Amount, AmountError};
-use crate::registry::RecordError;
+use crate::registry::{RecordError, RelayRecord};
 use crate::state::{Account, Channel, ChannelStatus, Grant, State, Touched, Unbond};
 use crate::tx::{ChainId, ChannelId, EgressClaim, Receipt, SignedTx, TxKind};
 
@@ -396,7 +396,7 @@ impl State {
                     sender.stake = sender.stake.checked_add(*stake)?;
                 }
                 self.min_stake(sender.stake)?;
-                sender.relay = Some(record.clone());
+                sender.relay = Some(RelayRecord::clone(record));
             }
             TxKind::DeregisterRelay => {
                 if sender.relay.take().is_none() {

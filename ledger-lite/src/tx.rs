@@ -103,7 +103,7 @@ pub enum TxKind {
     /// (may be zero on an update) to its stake, which must then be at least the chain's minimum.
     RegisterRelay {
         /// What the relay publishes about itself.
-        record: RelayRecord,
+        record: Box<RelayRecord>,
         /// Balance moved into the stake.
         stake: Amount,
     },

@@ -165,10 +165,10 @@ fn build(w: &World, pending: &State, step: &Step) -> SignedTx {
             expires_ms: pending.time_ms + ttl_ms,
         },
         Op::Register { stake, bad_addr } => TxKind::RegisterRelay {
-            record: registry::RelayRecord {
+            record: Box::new(registry::RelayRecord {
                 addrs: vec![if *bad_addr { "bad" } else { "relay:4433" }.into()],
                 ..registry::RelayRecord::default()
-            },
+            }),
             stake: u(*stake),
         },
         Op::Deregister => TxKind::DeregisterRelay,

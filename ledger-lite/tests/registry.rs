@@ -24,7 +24,7 @@ fn register(w: &World, i: usize, addr: &str, stake: u128) -> SignedTx {
     w.tx(
         i,
         TxKind::RegisterRelay {
-            record: record(addr),
+            record: Box::new(record(addr)),
             stake: top(stake),
         },
     )
