@@ -262,6 +262,10 @@ async fn misses_come_from_peers_and_a_relay_serving_corrupt_chunks_is_caught() {
         },
     )
     .await;
+    // Without a chain, a relay links only with relays its operator configured: both ways.
+    origin.add_peer(liar.addr());
+    origin.add_peer(edge.addr());
+    liar.add_peer(edge.addr());
     for (r, peer) in [
         (&liar, origin.id()),
         (&edge, liar.id()),

@@ -16,6 +16,8 @@ async fn linked_pair(root: &Path) -> (Relay, Relay) {
     init_relay(&root.join("b"));
     let a = Relay::start(&root.join("a")).await.unwrap();
     let b = Relay::start(&root.join("b")).await.unwrap();
+    // Without a chain, each relay links only with the relays its operator configured.
+    a.add_peer(b.addr());
     b.add_peer(a.addr());
     tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id()))
         .await

@@ -113,13 +113,9 @@ pub enum Open {
     },
     /// Relay → client: a peer opened a pipe to you; its Noise handshake follows.
     IncomingPipe,
-    /// Relay → relay: the control stream of a link.
-    Link {
-        /// The dialing relay's own address, so the other side can dial it back.
-        addr: RelayAddr,
-        /// Relays the dialer knows, so links spread to the whole set.
-        known: Vec<RelayAddr>,
-    },
+    /// Relay → relay: the control stream of a link. The dialer's id is the one its TLS
+    /// certificate proved; whether it is a relay is the registry's word, not its own.
+    Link,
     /// Client or relay → relay: ledger queries and transactions (request/response frames).
     Ledger,
     /// Client → relay: the billing stream of this connection (offer, channel, receipts).
@@ -419,24 +415,9 @@ mod tests {
 
     #[test]
     fn golden_link_open_and_pipe_frames() {
-        let relay = Identity::from_seed(&[2; 32]).relay_id();
-        let addr = RelayAddr {
-            id: relay,
-            host_port: "h:1".into(),
-        };
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (encode_body(&Open::Session).unwrap(), "0100"),
-            (
-                encode_body(&Open::Link {
-                    addr,
-                    known: vec![],
-                })
-                .unwrap(),
-                concat!(
-                    "01034472656c6179317379756877723467303574343734347232336e76786e7237656e39",
-                    "636d7a35336b6e687230676a6137633834687237666b77327173366767337240683a3100"
-                ),
-            ),
+            (encode_body(&Open::Link).unwrap(), "0103"),
             (
                 encode_body(&LinkFrame::Presence {
                     client: golden_envelope().to,

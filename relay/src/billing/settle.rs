@@ -1,5 +1,5 @@
-//! Settling what clients signed: stake what the config asks for, then settle receipts (and CDN
-//! egress allowances) on the chain once they are worth it.
+//! Settling what clients signed: receipts (and CDN egress allowances) go to the chain once they
+//! are worth it.
 
 use std::sync::Arc;
 
@@ -11,38 +11,9 @@ use super::Billing;
 /// Receipts settled in one transaction, at most.
 const SETTLE_BATCH: usize = 1000;
 
-/// Once the chain is open: stake what the config asks for, then settle receipts as they come.
+/// Once the chain is open: settle receipts as they come.
 pub fn on_chain_open(billing: &Arc<Billing>) {
-    billing.tasks.spawn(stake_from_config(billing.clone()));
     billing.tasks.spawn(settle_loop(billing.clone()));
-}
-
-async fn stake_from_config(billing: Arc<Billing>) {
-    let Some(chain) = billing.chain.get().cloned() else {
-        return;
-    };
-    let want = billing.terms.stake;
-    let me = billing.identity.account_id();
-    let mut heights = chain.subscribe();
-    // A follower stakes once it has caught up enough to see its own account.
-    while !chain.is_validator() && chain.with_state(|s| s.account(&me).is_none()) {
-        tokio::select! {
-            r = heights.changed() => if r.is_err() { return },
-            _ = billing.shutdown.cancelled() => return,
-        }
-    }
-    let have = chain.with_state(|s| s.account(&me).map_or(Amount::ZERO, |a| a.stake));
-    let Ok(missing) = want.checked_sub(have) else {
-        return;
-    };
-    if missing.is_zero() {
-        return;
-    }
-    let kind = TxKind::Stake { amount: missing };
-    match chain.submit_own(&billing.identity, kind, true).await {
-        Ok((_, height)) => info!("staked {missing} TOP (block {height:?})"),
-        Err(e) => warn!("cannot stake {missing} TOP from the config: {e}"),
-    }
 }
 
 /// Settles stored receipts: when a channel's unsettled amount reaches the threshold, when its

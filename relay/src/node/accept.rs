@@ -10,13 +10,14 @@ use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 use top_proto::frame::{FrameCodec, FrameError, MAX_FRAME_LEN, Open};
-use top_proto::id::AccountId;
+use top_proto::id::{AccountId, RelayId};
 use top_proto::tls::peer_id;
 use tracing::{Instrument, debug, info_span};
 
 use crate::msg::link::run_link;
 use crate::msg::pipe::serve_pipe;
 use crate::msg::session::run_session;
+use crate::node::peers::LINK_NOT_MEMBER;
 use crate::node::state::Shared;
 
 /// How long a new stream may take to send its first frame.
@@ -196,14 +197,18 @@ async fn serve_stream(
             .await;
             Ok(())
         }
-        Ok(Open::Link { addr, known }) => {
-            if addr.id.as_bytes() != peer.as_bytes() {
-                return reject(frames, "link hello names another relay id");
+        Ok(Open::Link) => {
+            // The id is the one TLS proved; whether it is a relay is the registry's word.
+            let relay = RelayId::from_wire(*peer.as_bytes());
+            if !shared.peers.is_member(&relay) {
+                // Not bad input: a relay that is not registered (yet) is told so plainly.
+                shared.metrics.links_refused.inc();
+                debug!(peer = %relay.short(), "link refused: not a registered relay");
+                conn.close(LINK_NOT_MEMBER, b"not a registered relay");
+                return Ok(());
             }
             is_link.store(true, Ordering::SeqCst);
             let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
-            let relay = addr.id;
-            shared.peers.learn(std::iter::once(addr).chain(known));
             run_link(shared.link_context(), relay, conn, send, frames).await;
             Ok(())
         }

@@ -188,9 +188,13 @@ pub struct RelayConfig {
     /// `host:port` others use to reach this relay, when `listen` is a wildcard or behind NAT.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_addr: Option<String>,
-    /// Relays to link to.
+    /// Relays to link to: members where there is no chain or a dev chain; on a real chain
+    /// only once registered (addresses then come from the registry).
     #[serde(default)]
     pub peers: Vec<RelayAddr>,
+    /// Where this relay says it is, published in its registry record (self-declared).
+    #[serde(default)]
+    pub region: String,
     /// Most concurrent QUIC connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -251,6 +255,7 @@ impl RelayConfig {
             http,
             public_addr: None,
             peers: Vec::new(),
+            region: String::new(),
             max_connections: default_max_connections(),
             new_connections_per_ip: default_connections_per_ip(),
             mailbox: MailboxConfig::default(),

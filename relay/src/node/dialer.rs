@@ -1,60 +1,95 @@
-//! Keeping links up: one task dials every relay as it is learned and redials with backoff.
+//! Keeping links up: one dial loop per member relay, redialing with backoff while it is a
+//! member; links to relays that stop being members are closed.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
 use top_proto::frame::{FrameCodec, LinkFrame, Open, encode_frame};
+use top_proto::id::RelayId;
 use top_proto::net::dial::dial;
-use tracing::{Instrument, debug, info_span};
+use tracing::{Instrument, debug, info, info_span};
 
 use crate::msg::link::run_link;
 use crate::node::accept::serve_streams;
+use crate::node::peers::LINK_NOT_MEMBER;
 use crate::node::state::Shared;
+use crate::util::lock;
 
 /// First wait before redialing a relay; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between dials.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Dials every relay the node learns of (configured or announced over a link), until shutdown.
+/// Keeps a dial loop running for every member relay (registered, or configured where that
+/// counts) and closes links to relays that stopped being members, until shutdown.
 pub async fn run_dialers(shared: Arc<Shared>) {
-    let Some(mut learned) = shared.peers.take_new() else {
-        return;
-    };
+    let mut changed = shared.peers.subscribe();
+    let dialing: Arc<Mutex<HashSet<RelayId>>> = Arc::default();
     loop {
-        let peer = tokio::select! {
-            peer = learned.recv() => peer,
+        for peer in shared.peers.members() {
+            if lock(&dialing).insert(peer.id) {
+                let span = info_span!("dialer", peer = %peer.id.short());
+                let (shared2, dialing2) = (shared.clone(), dialing.clone());
+                shared.tasks.spawn(
+                    async move {
+                        dial_loop(&shared2, peer.id).await;
+                        lock(&dialing2).remove(&peer.id);
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        for link in shared.msg.linked() {
+            if !shared.peers.is_member(&link.relay) {
+                info!(peer = %link.relay.short(), "closing the link: no longer a member");
+                link.conn.close(LINK_NOT_MEMBER, b"not a registered relay");
+            }
+        }
+        changed.mark_unchanged();
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
             _ = shared.shutdown.cancelled() => return,
-        };
-        let Some(peer) = peer else { return };
-        let span = info_span!("dialer", peer = %peer.id.short());
-        shared
-            .tasks
-            .spawn(dial_loop(shared.clone(), peer).instrument(span));
+        }
     }
 }
 
-async fn dial_loop(shared: Arc<Shared>, peer: RelayAddr) {
+/// Dials `relay` whenever it is a member and not linked; ends once it is not a member.
+async fn dial_loop(shared: &Arc<Shared>, relay: RelayId) {
     let mut backoff = FIRST_BACKOFF;
+    let mut changed = shared.peers.subscribe();
     loop {
-        if shared.msg.link(&peer.id).is_none() {
+        changed.mark_unchanged();
+        // The address is looked up afresh each time: the registry may have moved it.
+        let Some(peer) = shared.peers.addr_of(&relay) else {
+            return;
+        };
+        if shared.msg.link(&relay).is_none() {
             let connected = tokio::select! {
-                c = connect(&shared, &peer) => c,
+                c = connect(shared, &peer) => c,
                 _ = shared.shutdown.cancelled() => return,
             };
             match connected {
                 Ok((conn, send, frames)) => {
-                    backoff = FIRST_BACKOFF;
-                    run_link(shared.link_context(), peer.id, conn, send, frames).await;
+                    let up = std::time::Instant::now();
+                    run_link(shared.link_context(), relay, conn, send, frames).await;
+                    // A link the peer ends at once (it does not take this relay as a member)
+                    // keeps backing off; one that ran a while is redialed promptly.
+                    if up.elapsed() > MAX_BACKOFF {
+                        backoff = FIRST_BACKOFF;
+                    }
                 }
                 Err(e) => debug!("link to {peer:?} failed: {e}"),
             }
         }
+        // A change of the member set (this relay's own registration among them) is worth a
+        // dial at once: a peer that refused an unregistered relay accepts it now.
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
+            r = changed.changed() => if r.is_err() { return },
             _ = shared.shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -83,11 +118,7 @@ enum LinkError {
 async fn connect(shared: &Arc<Shared>, peer: &RelayAddr) -> Result<LinkStream, LinkError> {
     let conn = dial(&shared.endpoint, &shared.identity, peer).await?;
     let (mut send, recv) = conn.open_bi().await?;
-    let hello = Open::Link {
-        addr: shared.addr.clone(),
-        known: shared.peers.known(),
-    };
-    send.write_all(&encode_frame(&hello)?).await?;
+    send.write_all(&encode_frame(&Open::Link)?).await?;
     // The peer may open pipe streams back over this connection.
     let (shared2, conn2) = (shared.clone(), conn.clone());
     shared

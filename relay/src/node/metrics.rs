@@ -32,6 +32,8 @@ pub struct Metrics {
     pub bad_frames: Counter,
     /// Answers dropped because the peer stopped reading (its queue was full).
     pub frames_dropped: Counter,
+    /// Links refused: the peer is not a registered relay.
+    pub links_refused: Counter,
     /// Mailbox pushes from linked relays whose recipient's queue stayed full through a wait.
     pub pushes_stalled: Counter,
     /// Receipts taken (stored durably).
@@ -99,6 +101,11 @@ impl Metrics {
             "frames_dropped",
             "Answers dropped because the peer stopped reading",
             m.frames_dropped.clone(),
+        );
+        r.register(
+            "links_refused",
+            "Links refused because the peer is not a registered relay",
+            m.links_refused.clone(),
         );
         r.register(
             "pushes_stalled",

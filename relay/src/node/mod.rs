@@ -9,6 +9,7 @@ pub mod dialer;
 pub mod http;
 pub mod metrics;
 pub mod peers;
+pub mod registration;
 pub mod state;
 pub mod status;
 
@@ -196,9 +197,13 @@ impl Relay {
             }
         });
         shared.tasks.spawn(sweep_loop(shared.clone()));
-        // Once the chain is open, billing stakes and settles on it.
-        let billing = shared.billing.clone();
-        let on_open = Box::new(move || crate::billing::settle::on_chain_open(&billing));
+        // Once the chain is open, the relay registers and follows the registry, and billing
+        // settles on it.
+        let opened = shared.clone();
+        let on_open = Box::new(move || {
+            crate::node::registration::on_chain_open(&opened);
+            crate::billing::settle::on_chain_open(&opened.billing);
+        });
         crate::ledger::setup::start_chain(&shared.core, &shared.chain, &dir, on_open)?;
         if shared.config.vpn_exit {
             let exit = match crate::vpn::exit::Exit::start(&shared.core) {
@@ -230,9 +235,10 @@ impl Relay {
         self.http_addr
     }
 
-    /// Links to another relay (in addition to the configured peers).
+    /// Adds a relay to the configured ones: linked with (both ways) where configured relays
+    /// count as members (no chain, or a dev chain), else only once it is registered.
     pub fn add_peer(&self, peer: RelayAddr) {
-        self.shared.peers.learn([peer]);
+        self.shared.peers.configure([peer]);
     }
 
     /// Waits until a link to `peer` is up (in either direction).

@@ -55,7 +55,13 @@ impl Shared {
         let metrics = Arc::new(Metrics::new());
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let peers = Arc::new(Peers::new(id, config.mailbox.home_replicas, &config.peers));
+        // Configured relays are members until a chain that is not a dev chain opens.
+        let peers = Arc::new(Peers::new(
+            id,
+            config.mailbox.home_replicas,
+            &config.peers,
+            true,
+        ));
         let msg = Messaging::new(MessagingParts {
             me: id,
             mailbox,

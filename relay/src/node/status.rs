@@ -142,7 +142,7 @@ impl RelayStatus {
                 .collect(),
             known_relays: shared
                 .peers
-                .known()
+                .members()
                 .iter()
                 .map(ToString::to_string)
                 .collect(),

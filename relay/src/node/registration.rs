@@ -1,0 +1,157 @@
+//! Membership on the chain: registering this relay from its config (a `RegisterRelay`
+//! transaction signed by the relay key, staking what the config asks, at least the chain's
+//! minimum), and keeping the member set in step with the chain's registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_lite::registry::{RelayRecord, Services};
+use ledger_lite::{Amount, State, TxKind};
+use top_proto::addr::RelayAddr;
+use top_proto::id::RelayId;
+use tracing::{info, warn};
+
+use crate::ledger::chain::ChainNode;
+use crate::ledger::error::ChainError;
+use crate::node::peers::MAX_MEMBERS;
+use crate::node::state::Shared;
+
+/// Longest wait between registration attempts.
+const MAX_RETRY: Duration = Duration::from_secs(10);
+
+/// Once the chain is open: follow its registry, and register this relay.
+pub fn on_chain_open(shared: &Arc<Shared>) {
+    let Some(chain) = shared.chain.get().cloned() else {
+        return;
+    };
+    shared
+        .tasks
+        .spawn(follow_registry(shared.clone(), chain.clone()));
+    shared
+        .tasks
+        .spawn(register_from_config(shared.clone(), chain));
+}
+
+/// The registered relays (this one included) as dialable addresses: each record's first.
+pub fn registered_addrs(state: &State) -> Vec<RelayAddr> {
+    state
+        .relays()
+        .filter_map(|(id, _, record)| {
+            Some(RelayAddr {
+                id: RelayId::from_wire(*id.as_bytes()),
+                host_port: record.addrs.first()?.clone(),
+            })
+        })
+        .take(MAX_MEMBERS + 1)
+        .collect()
+}
+
+async fn follow_registry(shared: Arc<Shared>, chain: Arc<ChainNode>) {
+    // Configured relays are members only on a dev chain; on a real one the registry decides.
+    shared
+        .peers
+        .set_trust_configured(chain.genesis().faucet.is_some());
+    let mut heights = chain.subscribe();
+    loop {
+        let registered = chain.with_state(registered_addrs);
+        shared.peers.set_registered(registered);
+        tokio::select! {
+            r = heights.changed() => if r.is_err() { return },
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// The record this relay publishes, from its config.
+pub fn record_from_config(shared: &Shared) -> RelayRecord {
+    RelayRecord {
+        addrs: vec![shared.addr.host_port.clone()],
+        services: Services {
+            messaging: true,
+            mailbox: true,
+            pipes: true,
+            vpn_exit: shared.config.vpn_exit,
+            cdn: true,
+        },
+        prices: shared.billing.terms.prices,
+        region: shared.config.region.clone(),
+    }
+}
+
+async fn register_from_config(shared: Arc<Shared>, chain: Arc<ChainNode>) {
+    let mut retry = Duration::from_millis(200);
+    loop {
+        match register(&shared, &chain).await {
+            Ok(Registered::Already) => return,
+            Ok(Registered::Now(height)) => {
+                info!(height, "registered as a relay on the chain");
+                return;
+            }
+            Err(e) => warn!("cannot register this relay yet: {e} (retrying)"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        retry = (retry * 2).min(MAX_RETRY);
+    }
+}
+
+/// What registering did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Registered {
+    /// The chain already holds this record with enough stake.
+    Already,
+    /// Registered (or updated) in the block at this height.
+    Now(u64),
+}
+
+/// Why registering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// The chain refused or could not be reached.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+}
+
+/// Registers this relay (or updates its record) unless the chain already holds it; on a dev
+/// chain, takes what the stake lacks from the faucet.
+pub async fn register(shared: &Shared, chain: &ChainNode) -> Result<Registered, RegisterError> {
+    let me = shared.identity.account_id();
+    let record = record_from_config(shared);
+    // A follower registers once it has caught up enough to see its own account.
+    let (stake, balance, current, min) = chain.with_state(|s| {
+        let account = s.account(&me);
+        (
+            account.map_or(Amount::ZERO, |a| a.stake),
+            account.map_or(Amount::ZERO, |a| a.balance),
+            s.relay(&me).cloned(),
+            s.params.min_stake,
+        )
+    });
+    let want = shared.billing.terms.stake.max(min);
+    let missing = want.saturating_sub(stake);
+    if current.as_ref() == Some(&record) && missing.is_zero() {
+        return Ok(Registered::Already);
+    }
+    if let Ok(short) = missing.checked_sub(balance)
+        && !short.is_zero()
+        && chain.genesis().faucet.is_some()
+    {
+        chain.faucet(me, short).await?;
+    }
+    let kind = TxKind::RegisterRelay {
+        record: Box::new(record),
+        stake: missing,
+    };
+    let (_, height) = chain.submit_own(&shared.identity, kind, true).await?;
+    Ok(Registered::Now(height.unwrap_or_default()))
+}
+
+/// Removes this relay from the registry; its stake starts unbonding.
+pub async fn deregister(shared: &Shared, chain: &ChainNode) -> Result<u64, RegisterError> {
+    let (_, height) = chain
+        .submit_own(&shared.identity, TxKind::DeregisterRelay, true)
+        .await?;
+    Ok(height.unwrap_or_default())
+}
