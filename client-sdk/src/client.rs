@@ -15,6 +15,7 @@ use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 use top_proto::net::dial::dial;
 use top_proto::net::writer::write_frames;
+use top_proto::presence::Presence;
 use top_proto::seal::{Opener, SealedContent, Sealer};
 
 use crate::error::ClientError;
@@ -90,7 +91,11 @@ impl Client {
         let billing =
             crate::payment::start(&conn, &identity, &options.billing, usage.clone()).await?;
         let (mut send, recv) = conn.open_bi().await?;
-        send.write_all(&encode_frame(&Open::Session)?).await?;
+        // This client's signed word that it is connected to this relay, now: what lets other
+        // relays hand over its messages and mailbox here.
+        let presence = Presence::sign(&identity, relay.id, now_ms());
+        send.write_all(&encode_frame(&Open::Session(presence))?)
+            .await?;
         let (tx, rx) = mpsc::channel(4096);
         let writer = tokio::spawn(write_frames(send, rx));
         let waiters = Waiters::default();

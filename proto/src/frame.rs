@@ -14,6 +14,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::addr::RelayAddr;
 use crate::id::AccountId;
+use crate::presence::Presence;
 
 /// The only wire version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -104,8 +105,9 @@ impl Envelope {
 /// The first frame on every bidirectional stream: what the stream is for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Open {
-    /// Client → relay: the messaging stream of this connection (at most one).
-    Session,
+    /// Client → relay: the messaging stream of this connection (at most one), with the
+    /// client's signed statement that it is connected to this relay now.
+    Session(Presence),
     /// Client or linked relay → relay: open a pipe to `to`. Pipe bytes follow the reply.
     Pipe {
         /// The peer at the far end.
@@ -213,13 +215,8 @@ pub enum SessionFrame {
 /// Frames of the control stream between two linked relays.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LinkFrame {
-    /// A client connected to (or left) the sending relay.
-    Presence {
-        /// The client.
-        client: AccountId,
-        /// Connected or not.
-        online: bool,
-    },
+    /// A client connected to the sending relay: its own signed statement saying so.
+    Online(Presence),
     /// Deliver this to a client connected to you.
     Forward {
         /// The message.
@@ -245,6 +242,11 @@ pub enum LinkFrame {
     },
     /// Every stored message for this client has been forwarded after its presence.
     MailboxDone {
+        /// The client.
+        client: AccountId,
+    },
+    /// A client left the sending relay.
+    Offline {
         /// The client.
         client: AccountId,
     },
@@ -415,16 +417,40 @@ mod tests {
 
     #[test]
     fn golden_link_open_and_pipe_frames() {
+        let presence = crate::presence::Presence::sign_with_nonce(
+            &Identity::from_seed(&[4; 32]),
+            Identity::from_seed(&[2; 32]).relay_id(),
+            1_700_000_000_000,
+            [9; 16],
+        );
         let cases: Vec<(Vec<u8>, &str)> = vec![
-            (encode_body(&Open::Session).unwrap(), "0100"),
+            (
+                encode_body(&Open::Session(presence.clone())).unwrap(),
+                concat!(
+                    "0100ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c8139",
+                    "770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480d095ffbc31",
+                    "0909090909090909090909090909090940d04e9dd0c6fba585441ad1890a0783fa69ebfb",
+                    "a831cf5966bda1b43924f2438ac6885c46e30b8ab9f5991ee28c0e496c7bf06a456b5b33",
+                    "d4f6b46ff97414cf0c",
+                ),
+            ),
             (encode_body(&Open::Link).unwrap(), "0103"),
             (
-                encode_body(&LinkFrame::Presence {
+                encode_body(&LinkFrame::Online(presence)).unwrap(),
+                concat!(
+                    "0100ca93ac1705187071d67b83c7ff0efe8108e8ec4530575d7726879333dbdabe7c8139",
+                    "770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b39480d095ffbc31",
+                    "0909090909090909090909090909090940d04e9dd0c6fba585441ad1890a0783fa69ebfb",
+                    "a831cf5966bda1b43924f2438ac6885c46e30b8ab9f5991ee28c0e496c7bf06a456b5b33",
+                    "d4f6b46ff97414cf0c",
+                ),
+            ),
+            (
+                encode_body(&LinkFrame::Offline {
                     client: golden_envelope().to,
-                    online: true,
                 })
                 .unwrap(),
-                "01008a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c01",
+                "01068a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
             ),
             (
                 encode_body(&LinkFrame::StoreResult {

@@ -4,6 +4,7 @@
 //!   [`addr`]: `<relay-id>@<host>:<port>` addresses.
 //! - [`frame`]: length-prefixed, versioned stream frames.
 //! - [`seal`]: sealed (Noise `X`) messages; [`pipe_crypto`]: Noise `IK` pipes.
+//! - [`presence`]: a user's signed statement of the relay it is connected to.
 //! - [`cdn`]: content ids, manifests and chunk checks; [`cdn_wire`]: the CDN stream's frames.
 //! - [`vpn`]: the VPN data plane (tunnel keys, replay window, packet checks).
 //! - [`tls`]: QUIC/TLS configuration whose certificates are bound to ed25519 ids.
@@ -34,6 +35,7 @@ pub mod id;
 pub mod identity;
 pub mod net;
 pub mod pipe_crypto;
+pub mod presence;
 pub mod seal;
 pub mod tls;
 pub mod vpn;

@@ -8,7 +8,15 @@ use std::time::Duration;
 use common::{endpoint_and_conn, metric, open_session, sealed_envelope, store_for_offline};
 use top_proto::frame::{LinkFrame, Open, SessionFrame, encode_frame};
 use top_proto::identity::Identity;
+use top_proto::presence::Presence;
 use top_relay::{InitOptions, Relay, init};
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stranger_cannot_pose_as_a_relay_and_take_mail() {
@@ -25,10 +33,8 @@ async fn a_stranger_cannot_pose_as_a_relay_and_take_mail() {
     send.write_all(&encode_frame(&Open::Link).unwrap())
         .await
         .unwrap();
-    let claim = LinkFrame::Presence {
-        client: bob.account_id(),
-        online: true,
-    };
+    // Even bob's own statement naming the stranger does not help it: it is no member.
+    let claim = LinkFrame::Online(Presence::sign(&bob, stranger.relay_id(), now_ms()));
     send.write_all(&encode_frame(&claim).unwrap()).await.ok();
     let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed())
         .await
@@ -114,4 +120,101 @@ async fn a_follower_registers_itself_and_then_links() {
     assert_eq!(got, SessionFrame::Deliver(env));
     follower.shutdown().await;
     validator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_relay_gets_a_users_mail_only_on_the_users_own_word() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    store_for_offline(&relay.addr(), &alice, bob.account_id(), 3).await;
+    // A member relay (configured: there is no chain) that wants bob's mail.
+    let evil = Identity::generate();
+    relay.add_peer(format!("{}@127.0.0.1:9", evil.relay_id()).parse().unwrap());
+    let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &evil).await;
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Open::Link).unwrap())
+        .await
+        .unwrap();
+    let now = now_ms();
+    let mut forged = Presence::sign(&evil, evil.relay_id(), now);
+    forged.body.client = bob.account_id();
+    let claims = [
+        forged,
+        // bob's word, but for the relay he is really on.
+        Presence::sign(&bob, relay.id(), now),
+        // bob's word for the evil relay, from long ago.
+        Presence::sign(&bob, evil.relay_id(), now - 31 * 24 * 3600 * 1000),
+    ];
+    for claim in claims {
+        send.write_all(&encode_frame(&LinkFrame::Online(claim)).unwrap())
+            .await
+            .unwrap();
+    }
+    let http = relay.http_addr();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while metric(http, "toprelay_presence_refused_total").await < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the false claims were believed");
+    assert_eq!(relay.status().mailbox.messages, 3);
+
+    // bob really connects to the evil relay: his fresh statement gets his mail there.
+    let genuine = Presence::sign(&bob, evil.relay_id(), now_ms());
+    send.write_all(&encode_frame(&LinkFrame::Online(genuine)).unwrap())
+        .await
+        .unwrap();
+    let mut frames = tokio_util::codec::FramedRead::new(
+        recv,
+        top_proto::frame::FrameCodec::<LinkFrame>::default(),
+    );
+    let mut forwarded = 0;
+    while forwarded < 3 {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut frames),
+        )
+        .await
+        .expect("bob's mail never came")
+        .unwrap()
+        .unwrap();
+        if let LinkFrame::Forward { env, .. } = frame {
+            assert_eq!(env.to, bob.account_id());
+            forwarded += 1;
+        }
+    }
+    assert_eq!(metric(http, "toprelay_presence_refused_total").await, 3);
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_opens_only_with_the_clients_fresh_statement_for_this_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let me = Identity::generate();
+    let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &me).await;
+    let other = Identity::generate();
+    let now = now_ms();
+    let bad = [
+        Presence::sign(&other, relay.id(), now),
+        Presence::sign(&me, other.relay_id(), now),
+        Presence::sign(&me, relay.id(), now - 3600 * 1000),
+    ];
+    for statement in bad {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        send.write_all(&encode_frame(&Open::Session(statement)).unwrap())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let got = tokio::time::timeout(Duration::from_secs(10), recv.read(&mut buf))
+            .await
+            .unwrap();
+        assert!(!matches!(got, Ok(Some(_))), "a session opened: {got:?}");
+    }
+    assert_eq!(relay.status().sessions, 0);
+    relay.shutdown().await;
 }

@@ -161,7 +161,7 @@ async fn a_client_that_stops_reading_holds_a_links_pushes_back_only_once() {
         common::conn_with_stream_window(&a.addr(), &bob, 16 << 10).await;
     let (mut bob_send, bob_recv) = bob_conn.open_bi().await.unwrap();
     bob_send
-        .write_all(&top_proto::frame::encode_frame(&top_proto::frame::Open::Session).unwrap())
+        .write_all(&top_proto::frame::encode_frame(&common::session_open(&bob, &a.addr())).unwrap())
         .await
         .unwrap();
     // Carol, on A, will get a message from dave, on B, over the same link.

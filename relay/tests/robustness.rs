@@ -62,7 +62,7 @@ async fn malformed_frames_close_only_their_stream() {
     let me = Identity::generate();
     let (_ep, conn) = endpoint_and_conn(&relay.addr(), &me).await;
 
-    let mut bad_version = encode_body(&Open::Session).unwrap();
+    let mut bad_version = encode_body(&common::session_open(&me, &relay.addr())).unwrap();
     bad_version[0] = 99;
     let mut oversized = BytesMut::new();
     oversized.put_u32(50_000_000);
@@ -85,7 +85,7 @@ async fn malformed_frames_close_only_their_stream() {
     }
     // A session stream that sends a relay-to-client frame is closed too.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Open::Session).unwrap())
+    send.write_all(&encode_frame(&common::session_open(&me, &relay.addr())).unwrap())
         .await
         .unwrap();
     send.write_all(&encode_frame(&SessionFrame::Synced).unwrap())
@@ -294,7 +294,7 @@ async fn a_sender_that_never_reads_its_answers_is_disconnected() {
     let sender = Identity::generate();
     let (_endpoint, conn) = common::conn_with_stream_window(&relay.addr(), &sender, 16 << 10).await;
     let (mut send, _recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Open::Session).unwrap())
+    send.write_all(&encode_frame(&common::session_open(&sender, &relay.addr())).unwrap())
         .await
         .unwrap();
     let template = sealed_envelope(&sender, recipient.account_id(), b"hi");

@@ -72,6 +72,8 @@ pub struct Messaging {
     pub(super) stores: Arc<Semaphore>,
     pub(super) serials: AtomicU64,
     pub(super) links_changed: Notify,
+    /// The newest presence statement seen of each user.
+    pub(super) statements: Mutex<super::statements::Statements>,
 }
 
 /// Everything [`Messaging::new`] takes.
@@ -108,6 +110,7 @@ impl Messaging {
             stores: Arc::new(Semaphore::new(MAX_STORES)),
             serials: AtomicU64::new(1),
             links_changed: Notify::new(),
+            statements: Mutex::default(),
         });
         let ticker = msg.clone();
         msg.tasks.spawn(async move { ticker.run_clock().await });
@@ -150,6 +153,7 @@ impl Messaging {
             .links()
             .map(|(relay, _)| self.wait_mailbox_done(client, *relay))
             .collect();
+        self.note_local_presence(&session);
         r.on_session_open(client, session.serial, session);
         self.drive(&mut r, now);
         waits
@@ -211,14 +215,6 @@ impl Messaging {
         self.drive(&mut r, now);
     }
 
-    /// A linked relay says where a client is.
-    pub fn presence(self: &Arc<Self>, relay: RelayId, client: AccountId, online: bool) {
-        let now = Instant::now();
-        let mut r = self.router();
-        r.on_presence(relay, client, online);
-        self.drive(&mut r, now);
-    }
-
     /// A linked relay forwarded a message.
     pub fn forwarded(self: &Arc<Self>, env: Envelope, link: &LinkOut, store_on_fail: bool) {
         let now = Instant::now();
@@ -264,21 +260,6 @@ impl Messaging {
             .or_default()
             .push(tx);
         rx
-    }
-
-    /// A client paid for deliveries held back: push again, here and on linked relays.
-    pub fn resume(self: &Arc<Self>, client: AccountId) {
-        let presence = LinkFrame::Presence {
-            client,
-            online: true,
-        };
-        let late: Vec<_> = self
-            .linked()
-            .into_iter()
-            .filter_map(|link| late_frame(&link, presence.clone()))
-            .collect();
-        self.send_late(late);
-        self.request_push(client, None);
     }
 
     /// Sends frames a full link queue refused, waiting for room in one tracked task.
@@ -396,7 +377,15 @@ impl Messaging {
                 Action::StoreCopy { env, to } => self.spawn_copy(r, env, to),
                 Action::DeleteStored(id) => self.mailbox.delete(id),
                 Action::Announce { client, online, to } => {
-                    let frame = LinkFrame::Presence { client, online };
+                    let frame = if online {
+                        // Announced only with the client's own statement.
+                        let Some(session) = r.session(&client) else {
+                            continue;
+                        };
+                        session.online_frame()
+                    } else {
+                        LinkFrame::Offline { client }
+                    };
                     let late = match to {
                         Some(link) => late_frame(&link, frame).into_iter().collect(),
                         None => r

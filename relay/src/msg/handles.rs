@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use top_proto::frame::{LinkFrame, MsgId, Reject, SessionFrame};
 use top_proto::id::{AccountId, RelayId};
+use top_proto::presence::Presence;
 
 use super::router::Serial;
 
@@ -20,6 +21,8 @@ use crate::billing::meter::ClientMeter;
 pub struct SessionOut {
     /// The client.
     pub client: AccountId,
+    /// The client's signed statement that it is connected here (what links forward).
+    pub presence: Arc<Presence>,
     /// Distinguishes this session from the client's others.
     pub serial: Serial,
     /// The client's connection (for opening pipe streams to it).
@@ -30,6 +33,13 @@ pub struct SessionOut {
     pub answers: mpsc::Sender<SessionFrame>,
     /// The client's meter, when this relay bills.
     pub meter: Option<Arc<ClientMeter>>,
+}
+
+impl SessionOut {
+    /// The frame that tells linked relays this client is here: its own signed statement.
+    pub fn online_frame(&self) -> LinkFrame {
+        LinkFrame::Online(Presence::clone(&self.presence))
+    }
 }
 
 /// Store requests sent over a link and awaiting the other relay's answer.

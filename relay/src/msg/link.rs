@@ -131,7 +131,8 @@ async fn handle_frame(
             }
             msg.forwarded(env, link, false);
         }
-        LinkFrame::Presence { client, online } => msg.presence(link.relay, client, online),
+        LinkFrame::Online(presence) => msg.presence_online(link.relay, presence),
+        LinkFrame::Offline { client } => msg.presence_offline(link.relay, client),
         LinkFrame::Forward { env, store_on_fail } => msg.forwarded(env, link, store_on_fail),
         LinkFrame::ForwardResult { id, outcome } => msg.forward_result(link.relay, id, outcome),
         LinkFrame::Store(env) => msg.store_for_peer(link, env),

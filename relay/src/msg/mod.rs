@@ -3,7 +3,8 @@
 //! [`router::Router`] decides, without I/O, where a message goes and what happens when it cannot
 //! be handed over; [`driver::Messaging`] feeds it events from the [`session`] and [`link`] tasks
 //! and carries out its actions on their queues, on the [`mailbox`] and by pushes
-//! ([`push_runs`]). [`pipe`] splices pipe streams between peers.
+//! ([`push_runs`]). [`presence`] believes a linked relay serves a user only on the user's
+//! signed statement. [`pipe`] splices pipe streams between peers.
 
 pub mod delivered;
 pub mod driver;
@@ -11,10 +12,12 @@ pub mod handles;
 pub mod link;
 pub mod mailbox;
 pub mod pipe;
+pub mod presence;
 pub mod push_runs;
 pub mod pushes;
 pub mod router;
 pub mod session;
+pub mod statements;
 pub mod stores;
 
 pub use driver::Messaging;

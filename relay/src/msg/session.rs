@@ -10,6 +10,7 @@ use top_billing::Service;
 use top_proto::frame::{FrameCodec, FrameError, Reject, SessionFrame, next_frame};
 use top_proto::id::AccountId;
 use top_proto::net::writer::write_prioritized;
+use top_proto::presence::Presence;
 use tracing::{Instrument, debug, info_span};
 
 use super::driver::{Messaging, SESSION_ANSWERS, SESSION_QUEUE};
@@ -38,13 +39,13 @@ pub struct SessionContext {
 pub async fn run_session(
     ctx: SessionContext,
     conn: quinn::Connection,
-    client: AccountId,
+    presence: Arc<Presence>,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
     meter: Option<Arc<ClientMeter>>,
 ) {
-    let span = info_span!("session", client = %client.short());
-    serve(ctx, conn, client, send, frames, meter)
+    let span = info_span!("session", client = %presence.body.client.short());
+    serve(ctx, conn, presence, send, frames, meter)
         .instrument(span)
         .await
 }
@@ -52,11 +53,12 @@ pub async fn run_session(
 async fn serve(
     ctx: SessionContext,
     conn: quinn::Connection,
-    client: AccountId,
+    presence: Arc<Presence>,
     send: quinn::SendStream,
     mut frames: FramedRead<quinn::RecvStream, FrameCodec<SessionFrame>>,
     meter: Option<Arc<ClientMeter>>,
 ) {
+    let client = presence.body.client;
     let SessionContext {
         msg,
         metrics,
@@ -68,6 +70,7 @@ async fn serve(
     let mut writer = tasks.spawn(write_prioritized(send, answers_rx, rx).in_current_span());
     let out = SessionOut {
         client,
+        presence,
         serial: msg.serial(),
         conn,
         tx: tx.clone(),

@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
 use top_proto::frame::{FrameCodec, FrameError, MAX_FRAME_LEN, Open};
 use top_proto::id::{AccountId, RelayId};
+use top_proto::presence::PRESENCE_SKEW_MS;
 use top_proto::tls::peer_id;
 use tracing::{Instrument, debug, info_span};
 
@@ -19,6 +20,7 @@ use crate::msg::pipe::serve_pipe;
 use crate::msg::session::run_session;
 use crate::node::peers::LINK_NOT_MEMBER;
 use crate::node::state::Shared;
+use crate::util::unix_now_ms;
 
 /// How long a new stream may take to send its first frame.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,12 +176,31 @@ async fn serve_stream(
             frames.get_mut().stop(1u32.into()).ok();
             Err(e)
         }
-        Ok(Open::Session) => {
+        Ok(Open::Session(presence)) => {
             if session_open.swap(true, Ordering::SeqCst) {
                 return reject(frames, "second session stream on one connection");
             }
+            // The client's own word that it is here, fresh: what links forward to other relays.
+            if presence.body.client != peer {
+                return reject(frames, "the presence statement names another user");
+            }
+            if presence
+                .check(&shared.id, unix_now_ms(), PRESENCE_SKEW_MS)
+                .is_err()
+            {
+                return reject(frames, "bad presence statement (is the clock right?)");
+            }
             let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
-            run_session(shared.session_context(), conn, peer, send, frames, meter).await;
+            let presence = Arc::new(presence);
+            run_session(
+                shared.session_context(),
+                conn,
+                presence,
+                send,
+                frames,
+                meter,
+            )
+            .await;
             Ok(())
         }
         Ok(Open::Pipe { to }) => {

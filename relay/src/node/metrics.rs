@@ -32,6 +32,8 @@ pub struct Metrics {
     pub bad_frames: Counter,
     /// Answers dropped because the peer stopped reading (its queue was full).
     pub frames_dropped: Counter,
+    /// Presence statements from linked relays not believed (forged, stale, another relay's).
+    pub presence_refused: Counter,
     /// Links refused: the peer is not a registered relay.
     pub links_refused: Counter,
     /// Mailbox pushes from linked relays whose recipient's queue stayed full through a wait.
@@ -101,6 +103,11 @@ impl Metrics {
             "frames_dropped",
             "Answers dropped because the peer stopped reading",
             m.frames_dropped.clone(),
+        );
+        r.register(
+            "presence_refused",
+            "Presence statements from linked relays not believed",
+            m.presence_refused.clone(),
         );
         r.register(
             "links_refused",

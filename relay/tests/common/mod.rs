@@ -29,7 +29,7 @@ pub async fn endpoint_and_conn(
 pub async fn open_session(relay: &RelayAddr, identity: &Identity) -> RawSession {
     let (endpoint, conn) = endpoint_and_conn(relay, identity).await;
     let (mut send, recv) = conn.open_bi().await.unwrap();
-    send.write_all(&encode_frame(&Open::Session).unwrap())
+    send.write_all(&encode_frame(&session_open(identity, relay)).unwrap())
         .await
         .unwrap();
     RawSession {
@@ -65,6 +65,15 @@ impl RawSession {
             }
         }
     }
+}
+
+/// The frame that opens a messaging session: with the client's fresh presence statement.
+pub fn session_open(identity: &Identity, relay: &RelayAddr) -> Open {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    Open::Session(top_proto::presence::Presence::sign(identity, relay.id, now))
 }
 
 pub fn sealed_envelope(from: &Identity, to: AccountId, body: &[u8]) -> Envelope {

@@ -1,0 +1,64 @@
+//! Where users are, on their own word: a linked relay is believed to serve a user only with a
+//! statement the user signed naming that relay, no older than the newest statement of that user
+//! seen here. Cheap checks (newest, relay, time) come before the signature.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use top_proto::id::{AccountId, RelayId};
+use top_proto::presence::Presence;
+
+use super::driver::{Messaging, late_frame};
+use super::handles::SessionOut;
+use crate::util::{lock, unix_now_ms};
+
+/// The oldest statement a link may forward: a session that lasts longer than this is not
+/// announced to relays that link later.
+pub const MAX_STATEMENT_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
+
+impl Messaging {
+    /// Notes the statement of a client that opened a session here: an older one forwarded
+    /// later by another relay is not believed.
+    pub(super) fn note_local_presence(&self, session: &SessionOut) {
+        lock(&self.statements).note(&session.presence);
+    }
+
+    /// A linked relay forwards a user's statement that the user is connected to it.
+    pub fn presence_online(self: &Arc<Self>, relay: RelayId, p: Presence) {
+        let believed = lock(&self.statements).is_current(&p)
+            && p.check(&relay, unix_now_ms(), MAX_STATEMENT_AGE_MS).is_ok();
+        if !believed {
+            self.metrics.presence_refused.inc();
+            return;
+        }
+        lock(&self.statements).note(&p);
+        let now = Instant::now();
+        let mut r = self.router();
+        r.on_presence(relay, p.body.client, true);
+        self.drive(&mut r, now);
+    }
+
+    /// A linked relay says a user left it (this withdraws only that relay's own claim).
+    pub fn presence_offline(self: &Arc<Self>, relay: RelayId, client: AccountId) {
+        let now = Instant::now();
+        let mut r = self.router();
+        r.on_presence(relay, client, false);
+        self.drive(&mut r, now);
+    }
+
+    /// A client paid for deliveries held back: its statement goes out again (linked relays
+    /// push what they hold) and this relay pushes its own mailbox.
+    pub fn resume(self: &Arc<Self>, client: AccountId) {
+        let Some(session) = self.session(&client) else {
+            return;
+        };
+        let frame = session.online_frame();
+        let late: Vec<_> = self
+            .linked()
+            .into_iter()
+            .filter_map(|link| late_frame(&link, frame.clone()))
+            .collect();
+        self.send_late(late);
+        self.request_push(client, None);
+    }
+}

@@ -1,0 +1,63 @@
+//! The newest presence statement seen of each user: a statement older than it is not believed.
+
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+use top_proto::id::AccountId;
+use top_proto::presence::{Presence, PresenceBody};
+
+/// Users whose newest statement is remembered.
+pub const REMEMBERED_USERS: usize = 100_000;
+
+/// The newest presence statement seen of each user (bounded, least recently used out).
+pub struct Statements(LruCache<AccountId, PresenceBody>);
+
+impl Default for Statements {
+    fn default() -> Self {
+        Self(LruCache::new(
+            NonZeroUsize::new(REMEMBERED_USERS).unwrap_or(NonZeroUsize::MIN),
+        ))
+    }
+}
+
+impl Statements {
+    /// Whether `p` is at least as new as every statement of its user seen so far.
+    pub fn is_current(&self, p: &Presence) -> bool {
+        self.0
+            .peek(&p.body.client)
+            .is_none_or(|latest| *latest == p.body || p.newer_than(latest))
+    }
+
+    /// Remembers `p` if it is the newest of its user.
+    pub fn note(&mut self, p: &Presence) {
+        if self.is_current(p) {
+            self.0.put(p.body.client, p.body.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use top_proto::identity::Identity;
+
+    #[test]
+    fn an_older_statement_loses_to_a_newer_one_and_a_repeat_is_fine() {
+        let user = Identity::generate();
+        let (x, y) = (
+            Identity::generate().relay_id(),
+            Identity::generate().relay_id(),
+        );
+        let old = Presence::sign(&user, x, 1_000);
+        let new = Presence::sign(&user, y, 2_000);
+        let mut s = Statements::default();
+        assert!(s.is_current(&old));
+        s.note(&old);
+        s.note(&new);
+        assert!(!s.is_current(&old), "x replays the user's old word");
+        assert!(
+            s.is_current(&new),
+            "y announces again (after a payment, a new link)"
+        );
+    }
+}
