@@ -82,6 +82,18 @@ pub enum BillingError {
     /// The relay answered out of protocol.
     #[error("unexpected answer from the relay: {0}")]
     Unexpected(String),
+    /// The relay claims more was paid on the channel than this client signed.
+    #[error(
+        "relay {relay} claims {claimed} TOP was paid on the channel; this client signed {signed}"
+    )]
+    Unpaid {
+        /// The relay (short id).
+        relay: String,
+        /// What it claims.
+        claimed: ledger_lite::Amount,
+        /// What this client signed.
+        signed: ledger_lite::Amount,
+    },
 }
 
 /// Why a ledger request failed.
