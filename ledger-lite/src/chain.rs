@@ -72,12 +72,20 @@ pub struct Built {
 }
 
 impl State {
-    /// Verifies and applies one transaction (mempool path); on error nothing changes.
+    /// Checks, verifies and applies one transaction (mempool path), the cheap checks before the
+    /// signatures; on error nothing changes.
     pub fn apply_tx(&mut self, stx: &SignedTx) -> Result<Vec<SettledFee>, TxError> {
+        self.precheck(stx)?;
+        verify_tx(stx)?;
+        self.apply_verified(None, stx)
+    }
+
+    /// Applies one transaction whose signatures the caller verified (with
+    /// [`crate::verify::verify_tx`]); on error nothing changes.
+    pub fn apply_verified_tx(&mut self, stx: &SignedTx) -> Result<Vec<SettledFee>, TxError> {
         if stx.tx.chain != self.chain {
             return Err(TxError::WrongChain);
         }
-        verify_tx(stx)?;
         self.apply_verified(None, stx)
     }
 

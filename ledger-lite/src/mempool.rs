@@ -39,8 +39,22 @@ impl Mempool {
         }
     }
 
-    /// Checks `stx` against the pending state and queues it.
+    /// Checks `stx` (signatures included) against the pending state and queues it.
     pub fn submit(&mut self, stx: SignedTx) -> Result<TxHash, SubmitError> {
+        self.admit(stx, |state, stx| state.apply_tx(stx))
+    }
+
+    /// Like [`Mempool::submit`] for a transaction whose signatures the caller verified (off
+    /// the lock that guards this mempool, after [`State::precheck`] on [`Mempool::pending`]).
+    pub fn submit_verified(&mut self, stx: SignedTx) -> Result<TxHash, SubmitError> {
+        self.admit(stx, |state, stx| state.apply_verified_tx(stx))
+    }
+
+    fn admit(
+        &mut self,
+        stx: SignedTx,
+        apply: impl FnOnce(&mut State, &SignedTx) -> Result<Vec<crate::SettledFee>, TxError>,
+    ) -> Result<TxHash, SubmitError> {
         let hash = stx.hash();
         if self.hashes.contains(&hash) {
             return Err(SubmitError::Duplicate(hash));
@@ -48,7 +62,7 @@ impl Mempool {
         if self.queue.len() >= self.capacity {
             return Err(SubmitError::Full(self.capacity));
         }
-        self.pending.apply_tx(&stx)?;
+        apply(&mut self.pending, &stx)?;
         self.hashes.insert(hash);
         self.queue.push_back(stx);
         Ok(hash)
@@ -57,6 +71,11 @@ impl Mempool {
     /// The state with every queued transaction applied (for next nonces and balances).
     pub fn pending(&self) -> &State {
         &self.pending
+    }
+
+    /// Whether the transaction with this hash is queued.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.hashes.contains(hash)
     }
 
     /// Queued transactions.
@@ -87,7 +106,8 @@ impl Mempool {
             if done.contains(&hash) {
                 continue;
             }
-            match self.pending.apply_tx(&stx) {
+            // Its signatures were verified when it was admitted.
+            match self.pending.apply_verified_tx(&stx) {
                 Ok(_) => {
                     self.hashes.insert(hash);
                     self.queue.push_back(stx);

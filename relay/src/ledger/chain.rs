@@ -236,7 +236,28 @@ impl ChainNode {
                 Ok((hash, height))
             }
             Role::Validator { .. } => {
-                let queued = enqueue(&mut self.lock(), tx, wait)?;
+                // Cheap checks under the lock, signatures off it and off the async workers,
+                // then the checked transaction into the mempool.
+                {
+                    let mut inner = self.lock();
+                    let hash = tx.hash();
+                    if let Some(&height) = inner.committed.get(&hash) {
+                        return Ok((hash, Some(height)));
+                    }
+                    if let Err(e) = inner.pool.pending().precheck(&tx) {
+                        // Already queued: submission is idempotent.
+                        if !inner.pool.contains(&hash) {
+                            return Err(ledger_lite::SubmitError::Invalid(e).into());
+                        }
+                    }
+                }
+                let tx = tokio::task::spawn_blocking(move || {
+                    ledger_lite::verify::verify_tx(&tx).map(|()| tx)
+                })
+                .await
+                .map_err(|_| ChainError::Stopped)?
+                .map_err(ledger_lite::SubmitError::Invalid)?;
+                let queued = enqueue(&mut self.lock(), tx, wait, true)?;
                 self.committed_height(queued).await
             }
         }
@@ -290,7 +311,7 @@ impl ChainNode {
                 let mut inner = self.lock();
                 let nonce = inner.pool.pending().account(&from).map_or(0, |a| a.nonce);
                 let tx = sign(inner.ledger.state().chain, nonce);
-                enqueue(&mut inner, tx, wait)?
+                enqueue(&mut inner, tx, wait, false)?
             };
             return self.committed_height(queued).await;
         }
@@ -389,12 +410,17 @@ enum Queued {
 }
 
 /// Validator: queues `tx` (submitting one already queued or lately committed is no error).
-fn enqueue(inner: &mut Inner, tx: SignedTx, wait: bool) -> ChainResult<Queued> {
+fn enqueue(inner: &mut Inner, tx: SignedTx, wait: bool, verified: bool) -> ChainResult<Queued> {
     let hash = tx.hash();
     if let Some(&height) = inner.committed.get(&hash) {
         return Ok(Queued::Committed(hash, height));
     }
-    let hash = match inner.pool.submit(tx) {
+    let submitted = if verified {
+        inner.pool.submit_verified(tx)
+    } else {
+        inner.pool.submit(tx)
+    };
+    let hash = match submitted {
         Ok(hash) | Err(ledger_lite::SubmitError::Duplicate(hash)) => hash,
         Err(e) => return Err(e.into()),
     };

@@ -1,0 +1,79 @@
+//! A forged settlement costs a lookup, not thousands of signature checks: the checks that need
+//! no signature run first, on the mempool path the relay uses, and a settlement is bounded.
+
+mod common;
+
+use common::{World, top};
+use ledger_lite::apply::MAX_SETTLE_CLAIMS;
+use ledger_lite::*;
+use top_proto::identity::Identity;
+
+/// A settlement from `from` (who signs it) with `n` receipts whose signatures are garbage.
+fn forged_settle(w: &World, from: &Identity, n: usize, channel: ChannelId) -> SignedTx {
+    let junk = ReceiptBody {
+        chain: w.chain(),
+        channel,
+        cum_bytes: 1,
+        cum_amount: Amount::from_units(1),
+    }
+    .sign(from);
+    let receipts = (0..n)
+        .map(|_| Receipt {
+            signature: ed25519_dalek::Signature::from_bytes(&[7; 64]),
+            ..junk.clone()
+        })
+        .collect();
+    Tx {
+        chain: w.chain(),
+        from: from.account_id(),
+        nonce: 0,
+        kind: TxKind::Settle { receipts },
+    }
+    .sign(from)
+}
+
+#[test]
+fn a_forged_settlement_from_nowhere_fails_before_any_signature_is_checked() {
+    let w = World::new(2);
+    let stranger = Identity::generate();
+    // Settling may create the relay's account, so the channel check is what stops it: a
+    // channel that does not exist fails by lookup; the junk signatures are never reached.
+    let stx = forged_settle(&w, &stranger, 1000, ChannelId([9; 32]));
+    assert_eq!(w.state.precheck(&stx), Err(TxError::UnknownChannel));
+    let mut pool = Mempool::new(&w.state, 100);
+    assert_eq!(
+        pool.submit(stx),
+        Err(SubmitError::Invalid(TxError::UnknownChannel)),
+        "the mempool ran the signature checks first"
+    );
+}
+
+#[test]
+fn a_settlement_on_someone_elses_channel_fails_by_lookup_too() {
+    let mut w = World::new(3);
+    w.run(w.tx(0, TxKind::Deposit { amount: top(10) })).unwrap();
+    let ch = w.open(0, 1, top(5));
+    // Person 2 is not the channel's relay.
+    let stx = forged_settle(&w, &w.people[2].clone(), 10, ch);
+    let stx = Tx {
+        nonce: w.state.account(&w.id(2)).unwrap().nonce,
+        ..stx.tx
+    }
+    .sign(&w.people[2]);
+    assert_eq!(w.state.precheck(&stx), Err(TxError::NotChannelRelay));
+}
+
+#[test]
+fn settlements_are_bounded() {
+    let mut w = World::new(2);
+    w.run(w.tx(0, TxKind::Deposit { amount: top(10) })).unwrap();
+    let ch = w.open(0, 1, top(5));
+    let relay = w.people[1].clone();
+    let nonce = w.state.account(&w.id(1)).unwrap().nonce;
+    let stx = Tx {
+        nonce,
+        ..forged_settle(&w, &relay, MAX_SETTLE_CLAIMS + 1, ch).tx
+    }
+    .sign(&relay);
+    assert_eq!(w.state.precheck(&stx), Err(TxError::BadSettlement));
+}
