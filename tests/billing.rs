@@ -205,6 +205,43 @@ async fn a_client_that_stops_signing_is_cut_off_at_the_credit_window() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sessions_on_one_channel_are_not_paid_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(dir.path(), |_| {}).await;
+    let alice = funded(&relay, "10").await;
+    let first = Client::connect(&relay.addr(), alice.clone()).await.unwrap();
+    let channel = first.billing().unwrap().channel;
+    let bob = Identity::generate().account_id();
+    first
+        .send_tracked(&bob, b"on the first session")
+        .await
+        .unwrap();
+    let chain = relay.chain().unwrap();
+    wait_until("the channel is on chain", async || {
+        chain.with_state(|s| s.channel(&channel).is_some())
+    })
+    .await;
+    // A second session of the same account resumes the same channel: the first one stops
+    // billing it, so it carries nothing more on credit.
+    let second = Client::connect(&relay.addr(), alice.clone()).await.unwrap();
+    assert_eq!(
+        second.billing().unwrap().channel,
+        channel,
+        "resumed, not reopened"
+    );
+    let big = vec![0u8; 30 * 1024]; // beyond the 20 KiB credit window
+    let refused = first.send(&bob, &big).await;
+    assert!(
+        matches!(refused, Err(ClientError::Rejected(Reject::PaymentRequired))),
+        "the older session was still billed on the channel: {refused:?}"
+    );
+    assert_eq!(second.send(&bob, &big).await.unwrap(), Outcome::Stored);
+    second.close().await;
+    first.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_pays_for_its_users_through_a_grant() {
     let dir = tempfile::tempdir().unwrap();
     let relay = dev_relay(dir.path(), |_| {}).await;

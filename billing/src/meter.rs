@@ -49,6 +49,8 @@ pub struct Meter {
     owed: Amount,
     channel: Option<Attached>,
     asked: Amount,
+    /// A newer session took the channel: nothing more is carried here.
+    stopped: bool,
 }
 
 impl Meter {
@@ -62,6 +64,7 @@ impl Meter {
             owed: Amount::ZERO,
             channel: None,
             asked: Amount::ZERO,
+            stopped: false,
         }
     }
 
@@ -98,6 +101,12 @@ impl Meter {
             .cost(&self.prices)
             .and_then(|c| base.checked_add(c))
             .unwrap_or(Amount::from_units(u128::MAX));
+    }
+
+    /// Another session took the channel: this one carries nothing more (receipts are
+    /// cumulative per channel, so two sessions on one would be paid for one).
+    pub fn stop(&mut self) {
+        self.stopped = true;
     }
 
     /// Adds usage.
@@ -143,6 +152,9 @@ impl Meter {
     /// Whether the relay may carry more: unpaid usage within the credit window, and what is owed
     /// within the channel's lock.
     pub fn may_carry(&self) -> bool {
+        if self.stopped {
+            return false;
+        }
         if self.prices.is_free() {
             return true;
         }

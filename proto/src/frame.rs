@@ -14,7 +14,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::addr::RelayAddr;
 use crate::id::AccountId;
-use crate::presence::Presence;
+use crate::presence::{PayerProof, Presence};
 
 /// The only wire version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -132,12 +132,10 @@ pub enum Open {
         /// The exit relay.
         to: RelayAddr,
     },
-    /// Client → relay through an entry relay: the billing stream, naming the payer (the
-    /// connection's own identity is the entry's). Receipts must still be signed by the payer.
-    BillingAs {
-        /// The account whose channel pays.
-        payer: AccountId,
-    },
+    /// Client → relay through an entry relay: the billing stream for the payer whose signed
+    /// proof names this relay and the entry (the connection's own identity is the entry's).
+    /// Receipts must still be signed by the payer.
+    BillingAs(PayerProof),
     /// Client or relay → relay: publish, fetch or unpublish content (see
     /// [`crate::cdn_wire`]).
     Cdn,

@@ -156,3 +156,68 @@ mod tests {
         assert!(later.newer_than(&p.body) && !p.newer_than(&later.body));
     }
 }
+
+/// Domain tag of payer proofs.
+const PAYER_DOMAIN: &[u8] = b"top/billing-as/v1";
+
+/// What a client signs to have a relay bill its channel on a stream that reaches the relay
+/// through an entry relay (whose id the connection carries): "bill me, `payer`, at `relay`, for
+/// streams arriving from `via`, as of `time_ms`".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayerBody {
+    /// The account whose channel pays.
+    pub payer: AccountId,
+    /// The relay that bills.
+    pub relay: RelayId,
+    /// The entry relay the streams come through.
+    pub via: RelayId,
+    /// The payer's clock, unix milliseconds.
+    pub time_ms: u64,
+    /// Makes each proof unique.
+    pub nonce: [u8; 16],
+}
+
+/// A payer proof with the payer's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayerProof {
+    /// What is stated.
+    pub body: PayerBody,
+    /// ed25519 by `body.payer` over the domain tag and the body.
+    pub signature: Signature,
+}
+
+impl PayerProof {
+    /// `identity` asks `relay` to bill it for streams arriving through `via`, now.
+    pub fn sign(identity: &Identity, relay: RelayId, via: RelayId, time_ms: u64) -> Self {
+        let body = PayerBody {
+            payer: identity.account_id(),
+            relay,
+            via,
+            time_ms,
+            nonce: rand::random(),
+        };
+        let mut bytes = PAYER_DOMAIN.to_vec();
+        postcard::to_io(&body, &mut bytes).ok();
+        let signature = identity.sign(&bytes);
+        Self { body, signature }
+    }
+
+    /// Checks a proof arriving at `relay` on a connection from `via`, at `now_ms`.
+    pub fn check(&self, relay: &RelayId, via: &RelayId, now_ms: u64) -> Result<(), PresenceError> {
+        if self.body.relay != *relay || self.body.via != *via {
+            return Err(PresenceError::WrongRelay);
+        }
+        let t = self.body.time_ms;
+        if t > now_ms.saturating_add(PRESENCE_SKEW_MS)
+            || t < now_ms.saturating_sub(PRESENCE_SKEW_MS)
+        {
+            return Err(PresenceError::Stale);
+        }
+        let mut bytes = PAYER_DOMAIN.to_vec();
+        postcard::to_io(&self.body, &mut bytes).ok();
+        if !verify(&self.body.payer, &bytes, &self.signature) {
+            return Err(PresenceError::BadSignature);
+        }
+        Ok(())
+    }
+}

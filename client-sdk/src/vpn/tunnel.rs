@@ -14,6 +14,7 @@ use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::identity::Identity;
 use top_proto::net::dial::dial;
 use top_proto::net::endpoint::client_endpoint;
+use top_proto::presence::PayerProof;
 use top_proto::vpn::cipher::{
     DatagramOpener, DatagramSealer, Lease, OVERHEAD, TunnelInitiator, VpnCryptoError,
 };
@@ -96,9 +97,12 @@ impl Tunnel {
         };
         let exit_billing = {
             let open = match &options.via {
-                Some(_) => Open::BillingAs {
-                    payer: identity.account_id(),
-                },
+                Some(via) => Open::BillingAs(PayerProof::sign(
+                    &identity,
+                    options.exit.id,
+                    via.id,
+                    now_ms(),
+                )),
                 None => Open::Billing,
             };
             let stream =
@@ -394,4 +398,11 @@ impl Drop for TunnelReceiver {
             .bytes_received
             .fetch_add(self.uncounted, Ordering::Relaxed);
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -2,6 +2,7 @@
 //! receipts ([`stream`]), the durable receipt store ([`receipts`]) and settlement on the chain
 //! ([`settle`]).
 
+pub mod live;
 pub mod meter;
 pub mod receipts;
 pub mod settle;
@@ -25,6 +26,8 @@ pub struct Billing {
     pub chain: ChainSlot,
     /// HTTP egress allowances, settled like receipts.
     pub egress: Arc<EgressBook>,
+    /// The one live session of each channel.
+    pub live: live::LiveChannels,
 }
 
 impl std::ops::Deref for Billing {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use ledger_lite::{Amount, ChannelId, ChannelStatus, TxKind};
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
 use top_billing::wire::{ClientBilling, ExistingChannel, MAX_BILLING_FRAME, Offer, RelayBilling};
 use top_proto::frame::{FrameCodec, FrameError};
 use top_proto::id::AccountId;
@@ -19,10 +20,37 @@ use crate::util::lock;
 /// Serves a client's billing stream: offer, channel, then receipts for payment requests.
 pub async fn serve_billing<C>(
     billing: Arc<Billing>,
+    conn: quinn::Connection,
     client: AccountId,
     meter: Option<Arc<ClientMeter>>,
     send: quinn::SendStream,
     frames: FramedRead<quinn::RecvStream, FrameCodec<C>>,
+) -> Result<(), FrameError> {
+    let mut billed = None;
+    let result = serve(
+        &billing,
+        &conn,
+        client,
+        meter.clone(),
+        send,
+        frames,
+        &mut billed,
+    )
+    .await;
+    if let (Some(channel), Some(meter)) = (billed, meter) {
+        billing.live.release(&channel, &conn, &meter);
+    }
+    result
+}
+
+async fn serve<C>(
+    billing: &Arc<Billing>,
+    conn: &quinn::Connection,
+    client: AccountId,
+    meter: Option<Arc<ClientMeter>>,
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<C>>,
+    billed: &mut Option<ChannelId>,
 ) -> Result<(), FrameError> {
     let mut frames = frames.map_decoder(|c| c.retype::<ClientBilling>(MAX_BILLING_FRAME));
     let mut out = FramedWrite::new(send, FrameCodec::<RelayBilling>::new(MAX_BILLING_FRAME));
@@ -62,6 +90,7 @@ pub async fn serve_billing<C>(
     .await?;
     // Small usage never reaches half the window: ask for it anyway once a second, so that
     // quiet sessions get paid (and settled) too.
+    let mut taken = CancellationToken::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -82,6 +111,10 @@ pub async fn serve_billing<C>(
                 continue;
             }
             _ = billing.shutdown.cancelled() => return Ok(()),
+            _ = taken.cancelled() => {
+                out.send(RelayBilling::Refused("a newer session took this channel".into())).await.ok();
+                return Ok(());
+            }
         };
         let reply = match frame {
             None => return Ok(()),
@@ -90,7 +123,7 @@ pub async fn serve_billing<C>(
                 return Err(e);
             }
             Some(Ok(ClientBilling::Open(tx))) => {
-                open_channel(&billing, &chain, client, &meter, tx).await
+                open_channel(billing, &chain, client, &meter, tx).await
             }
             Some(Ok(ClientBilling::Resume(channel))) => match &existing {
                 Some(e) if e.channel == channel => {
@@ -130,6 +163,13 @@ pub async fn serve_billing<C>(
                 }
             }
         };
+        // One live session per channel: this one takes it (a session before it ends).
+        if let RelayBilling::Ready { channel, .. } = &reply
+            && billed.is_none()
+        {
+            taken = billing.live.take(*channel, conn, &meter);
+            *billed = Some(*channel);
+        }
         out.send(reply).await?;
     }
 }

@@ -244,13 +244,27 @@ async fn serve_stream(
             .await
         }
         Ok(Open::Billing) => {
-            crate::billing::stream::serve_billing(shared.billing.clone(), peer, meter, send, frames)
-                .await
-        }
-        Ok(Open::BillingAs { payer }) => {
             crate::billing::stream::serve_billing(
                 shared.billing.clone(),
-                payer,
+                conn,
+                peer,
+                meter,
+                send,
+                frames,
+            )
+            .await
+        }
+        Ok(Open::BillingAs(proof)) => {
+            // Only with the payer's own fresh word, for this relay and the entry this
+            // connection comes from: nobody else rides (or reads) its channel.
+            let via = RelayId::from_wire(*peer.as_bytes());
+            if proof.check(&shared.id, &via, unix_now_ms()).is_err() {
+                return reject(frames, "billing as another account needs its signed proof");
+            }
+            crate::billing::stream::serve_billing(
+                shared.billing.clone(),
+                conn,
+                proof.body.payer,
                 meter,
                 send,
                 frames,

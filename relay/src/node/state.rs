@@ -91,6 +91,7 @@ impl Shared {
             receipts,
             chain: chain.clone(),
             egress: egress.clone(),
+            live: Default::default(),
         });
         let cdn = Arc::new(Cdn {
             core: core.clone(),
