@@ -3,6 +3,7 @@
 mod cdn;
 mod device;
 mod home;
+mod relays;
 mod vpn;
 mod wallet;
 
@@ -56,6 +57,15 @@ enum Command {
     /// The VPN: all (or some) of this machine's traffic through an exit relay.
     #[command(subcommand)]
     Vpn(vpn::VpnCommand),
+    /// The registered relays: stake, prices, services, region and round trip from here.
+    Relays {
+        /// Only relays offering this service (messaging, mailbox, pipes, vpn, cdn).
+        #[arg(long)]
+        service: Option<String>,
+        /// Print JSON (amounts in base units).
+        #[arg(long)]
+        json: bool,
+    },
     /// A SOCKS5 proxy through an exit relay (no root needed): `curl --socks5-hostname ADDR`.
     Proxy {
         /// Where to listen.
@@ -137,6 +147,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Wallet(cmd) => wallet::run(&home, cli.relay, cmd).await?,
         Command::Cdn(cmd) => cdn::run(&home, cli.relay, cmd).await?,
         Command::Vpn(cmd) => vpn::run(&home, cli.relay, cmd).await?,
+        Command::Relays { service, json } => relays::run(&home, cli.relay, service, json).await?,
         Command::Proxy { listen, route } => vpn::proxy(&home, cli.relay, listen, route).await?,
     }
     Ok(())

@@ -378,6 +378,7 @@ fn cli_flows_work_through_a_follower_as_through_the_validator_and_after_restarts
 
     let alice = User::new(root, "alice", &a);
     let bob = User::new(root, "bob", &b);
+    registry(&alice, &bob, &a, &b);
     // Bob (follower) first: nothing may depend on the validator having seen him before.
     wallet_and_cdn(&bob, &alice, &b, root, 1);
     wallet_and_cdn(&alice, &bob, &a, root, 1);
@@ -421,6 +422,80 @@ fn cli_flows_work_through_a_follower_as_through_the_validator_and_after_restarts
     }
     a.stop();
     b.stop();
+}
+
+/// The ids of the relays `top relays --json` lists (through `user`'s relay) once it lists
+/// `count` of them.
+fn listed(user: &User, count: usize, args: &[&str]) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut cmd = vec!["relays", "--json"];
+        cmd.extend_from_slice(args);
+        let list = user.json(&cmd);
+        let list = list.as_array().cloned().unwrap_or_default();
+        if list.len() == count {
+            return list;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "`top relays` lists {} relays, not {count}: {list:?}",
+            list.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn toprelay(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(toprelay_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`toprelay {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Both relays registered themselves on start; `top relays` lists them through either, with a
+/// measured round trip; the follower deregisters and registers again.
+fn registry(alice: &User, bob: &User, a: &RelayProc, b: &RelayProc) {
+    let id = |addr: &str| addr.split('@').next().unwrap().to_string();
+    for user in [alice, bob] {
+        let list = listed(user, 2, &[]);
+        let mut ids: Vec<String> = list
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        let mut want = vec![id(&a.addr), id(&b.addr)];
+        want.sort();
+        assert_eq!(ids, want, "{list:?}");
+        for r in &list {
+            let addr = r["addr"].as_str().unwrap();
+            assert!(addr == a.addr || addr == b.addr, "{r}");
+            assert!(r["rtt_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{r}");
+            assert!(
+                r["services"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "messaging")
+            );
+        }
+        assert!(listed(user, 0, &["--service", "vpn"]).is_empty());
+    }
+    let out = toprelay(&["deregister"], &b.dir);
+    assert!(out.contains("deregistered"), "{out}");
+    listed(alice, 1, &[]);
+    let out = toprelay(&["register"], &b.dir);
+    assert!(out.contains("registered in block"), "{out}");
+    listed(alice, 2, &[]);
+    listed(bob, 2, &[]);
 }
 
 /// `promtool check metrics` (Debian package `prometheus`, installed by scripts/install-deps.sh)

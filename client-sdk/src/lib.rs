@@ -1,5 +1,6 @@
 //! Client SDK of the TOP relay network: end-to-end encrypted messages and pipes through relays,
-//! the VPN, and the CDN (publish, fetch verified content).
+//! the VPN, the CDN (publish, fetch verified content), and the relay registry ([`Wallet::relays`],
+//! [`round_trip`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +26,7 @@ mod client;
 mod error;
 mod payment;
 mod pipe;
+pub mod probe;
 mod sending;
 pub mod vpn;
 mod wallet;
@@ -35,6 +37,7 @@ pub use error::{BillingError, ClientError, LedgerError, VpnError};
 pub use ledger_lite::{Amount, ChannelId};
 pub use payment::{BillingOptions, BillingState, UsageCounter};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
+pub use probe::round_trip;
 pub use sending::Sending;
 pub use top_proto::addr::RelayAddr;
 pub use top_proto::cdn::Cid;

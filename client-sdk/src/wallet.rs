@@ -81,6 +81,25 @@ impl Wallet {
         }
     }
 
+    /// Every registered relay (the chain's registry), page by page.
+    pub async fn relays(&self) -> Result<Vec<ledger_lite::wire::RelayEntry>, ClientError> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let page = match self.call(LedgerRequest::Relays { after }).await? {
+                LedgerResponse::Relays(page) => page,
+                other => return Err(unexpected(other)),
+            };
+            let last_page = page.len() < ledger_lite::wire::MAX_RELAYS_PER_PAGE;
+            after = page.last().map(|r| r.id);
+            all.extend(page);
+            // A relay that answers the same page forever is not followed past 100,000.
+            if last_page || after.is_none() || all.len() >= 100_000 {
+                return Ok(all);
+            }
+        }
+    }
+
     /// The grant `app` gave `user`.
     pub async fn grant_of(
         &self,

@@ -205,6 +205,24 @@ impl State {
         })
     }
 
+    /// Registered relays with ids after `after` (all from the start if `None`), at most `max`.
+    pub fn relays_after(
+        &self,
+        after: Option<&AccountId>,
+        max: usize,
+    ) -> Vec<(AccountId, Amount, RelayRecord)> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.registered
+            .range((from, Bound::Unbounded))
+            .filter_map(|id| {
+                let account = self.accounts.get(id)?;
+                Some((*id, account.stake, account.relay.clone()?))
+            })
+            .take(max)
+            .collect()
+    }
+
     /// The record of `id`, if it is a registered relay.
     pub fn relay(&self, id: &AccountId) -> Option<&RelayRecord> {
         self.accounts.get(id)?.relay.as_ref()

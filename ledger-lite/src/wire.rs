@@ -5,6 +5,7 @@ use top_proto::id::AccountId;
 
 use crate::amount::Amount;
 use crate::block::{Block, BlockHash, Genesis};
+use crate::registry::RelayRecord;
 use crate::state::{Account, Channel, Grant};
 use crate::tx::{ChainId, ChannelId, SignedTx, TxHash};
 
@@ -48,6 +49,25 @@ pub enum LedgerRequest {
     },
     /// The genesis (followers fetch it once).
     Genesis,
+    /// Registered relays, in id order, starting after `after` (at most [`MAX_RELAYS_PER_PAGE`]).
+    Relays {
+        /// The last id of the previous page.
+        after: Option<AccountId>,
+    },
+}
+
+/// Most relays one [`LedgerRequest::Relays`] answer lists.
+pub const MAX_RELAYS_PER_PAGE: usize = 1000;
+
+/// A registered relay as the registry holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayEntry {
+    /// Its id (the account that registered it).
+    pub id: AccountId,
+    /// Its stake.
+    pub stake: Amount,
+    /// What it published.
+    pub record: RelayRecord,
 }
 
 /// The chain at a glance.
@@ -79,6 +99,8 @@ pub struct Summary {
     pub faucet: bool,
     /// Blocks an unbonding waits.
     pub unbonding_blocks: u64,
+    /// The least stake of a registered relay.
+    pub min_stake: Amount,
 }
 
 /// One account as a node sees it.
@@ -114,6 +136,8 @@ pub enum LedgerResponse {
     Blocks(Vec<Block>),
     /// See [`LedgerRequest::Genesis`].
     Genesis(Genesis),
+    /// See [`LedgerRequest::Relays`]: one page (fewer than the page size: the last).
+    Relays(Vec<RelayEntry>),
     /// The request failed; the text says why.
     Error(String),
 }

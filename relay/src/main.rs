@@ -53,6 +53,20 @@ enum Command {
         #[arg(long, env = "TOPRELAY_DATA_DIR")]
         data_dir: PathBuf,
     },
+    /// Register the running relay on the chain (or update its record), staking what the config
+    /// asks (`billing.stake`, at least the chain's minimum; a dev chain's faucet funds it).
+    Register {
+        /// The data directory made by `toprelay init`.
+        #[arg(long, env = "TOPRELAY_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Remove the running relay from the registry; its stake starts unbonding. Set
+    /// `auto_register = false` in the config, or the next start registers it again.
+    Deregister {
+        /// The data directory made by `toprelay init`.
+        #[arg(long, env = "TOPRELAY_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Show the relay's id, address and, when it runs, live figures.
     Status {
         /// The data directory made by `toprelay init`.
@@ -144,6 +158,8 @@ fn run_cli(cli: Cli) -> Result<()> {
             }
             Command::Run { data_dir } => run(&data_dir).await,
             Command::Status { data_dir, json } => status(&data_dir, json).await,
+            Command::Register { data_dir } => registration(&data_dir, false).await,
+            Command::Deregister { data_dir } => registration(&data_dir, true).await,
         }
     })
 }
@@ -158,6 +174,26 @@ async fn run(data_dir: &Path) -> Result<()> {
     }
     tracing::info!("shutting down");
     relay.shutdown().await;
+    Ok(())
+}
+
+async fn registration(data_dir: &Path, deregister: bool) -> Result<()> {
+    let config = RelayConfig::load(data_dir)?;
+    let identity = Identity::load(&DataDir(data_dir.to_path_buf()).key())?;
+    let live = fetch_status(config.http).await.with_context(|| {
+        format!(
+            "the relay is not running (start it with: toprelay run --data-dir {})",
+            data_dir.display()
+        )
+    })?;
+    let addr: RelayAddr = live.addr.parse().context("the relay's address")?;
+    let height =
+        top_relay::node::registration::submit_from_cli(addr, identity, &config, deregister).await?;
+    if deregister {
+        println!("deregistered in block {height}; the stake is unbonding");
+    } else {
+        println!("registered in block {height}");
+    }
     Ok(())
 }
 

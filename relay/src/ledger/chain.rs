@@ -165,6 +165,7 @@ impl ChainNode {
             // A follower forwards faucet requests to its validator.
             faucet: inner.ledger.genesis().faucet.is_some(),
             unbonding_blocks: state.params.unbonding_blocks,
+            min_stake: state.params.min_stake,
         }
     }
 
@@ -382,6 +383,12 @@ impl ChainNode {
                 LedgerResponse::Grant(self.with_state(|s| s.grant(&app, &user).cloned()))
             }
             LedgerRequest::Genesis => LedgerResponse::Genesis(self.genesis()),
+            LedgerRequest::Relays { after } => LedgerResponse::Relays(self.with_state(|s| {
+                s.relays_after(after.as_ref(), ledger_lite::wire::MAX_RELAYS_PER_PAGE)
+                    .into_iter()
+                    .map(|(id, stake, record)| ledger_lite::wire::RelayEntry { id, stake, record })
+                    .collect()
+            })),
             LedgerRequest::Blocks { from, max, wait_ms } => {
                 let wait = Duration::from_millis(u64::from(wait_ms.min(30_000)));
                 match self.blocks(from, max, wait).await {

@@ -195,6 +195,10 @@ pub struct RelayConfig {
     /// Where this relay says it is, published in its registry record (self-declared).
     #[serde(default)]
     pub region: String,
+    /// Register on the chain (or update the record) on every start, staking `billing.stake`
+    /// (dev chains fund it from the faucet). Off: only `toprelay register` does.
+    #[serde(default = "default_true")]
+    pub auto_register: bool,
     /// Most concurrent QUIC connections.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -256,6 +260,7 @@ impl RelayConfig {
             public_addr: None,
             peers: Vec::new(),
             region: String::new(),
+            auto_register: true,
             max_connections: default_max_connections(),
             new_connections_per_ip: default_connections_per_ip(),
             mailbox: MailboxConfig::default(),
@@ -439,4 +444,8 @@ mod tests {
         let err = RelayConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("toprelay init"), "{err}");
     }
+}
+
+fn default_true() -> bool {
+    true
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_lite::registry::{RelayRecord, Services};
+use ledger_lite::registry::{Prices, RelayRecord, Services};
 use ledger_lite::{Amount, State, TxKind};
 use top_proto::addr::RelayAddr;
 use top_proto::id::RelayId;
@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use crate::ledger::chain::ChainNode;
 use crate::ledger::error::ChainError;
+use crate::node::config::RelayConfig;
 use crate::node::peers::MAX_MEMBERS;
 use crate::node::state::Shared;
 
@@ -62,20 +63,29 @@ async fn follow_registry(shared: Arc<Shared>, chain: Arc<ChainNode>) {
     }
 }
 
-/// The record this relay publishes, from its config.
-pub fn record_from_config(shared: &Shared) -> RelayRecord {
+/// The record a relay publishes: its address, services from its config, its prices.
+pub fn record_for(config: &RelayConfig, host_port: String, prices: Prices) -> RelayRecord {
     RelayRecord {
-        addrs: vec![shared.addr.host_port.clone()],
+        addrs: vec![host_port],
         services: Services {
             messaging: true,
             mailbox: true,
             pipes: true,
-            vpn_exit: shared.config.vpn_exit,
+            vpn_exit: config.vpn_exit,
             cdn: true,
         },
-        prices: shared.billing.terms.prices,
-        region: shared.config.region.clone(),
+        prices,
+        region: config.region.clone(),
     }
+}
+
+/// The record this running relay publishes.
+pub fn record_from_config(shared: &Shared) -> RelayRecord {
+    record_for(
+        &shared.config,
+        shared.addr.host_port.clone(),
+        shared.billing.terms.prices,
+    )
 }
 
 async fn register_from_config(shared: Arc<Shared>, chain: Arc<ChainNode>) {
@@ -154,4 +164,64 @@ pub async fn deregister(shared: &Shared, chain: &ChainNode) -> Result<u64, Regis
         .submit_own(&shared.identity, TxKind::DeregisterRelay, true)
         .await?;
     Ok(height.unwrap_or_default())
+}
+
+/// `toprelay register` / `toprelay deregister`: signs as the relay's key and submits through
+/// the running relay (which forwards to its validator if it follows); returns the block height.
+pub async fn submit_from_cli(
+    relay: RelayAddr,
+    identity: top_proto::identity::Identity,
+    config: &RelayConfig,
+    deregister: bool,
+) -> Result<u64, RegisterError> {
+    use ledger_lite::wire::{LedgerRequest, LedgerResponse};
+    let upstream = crate::ledger::upstream::Upstream::new(relay.clone(), identity.clone());
+    let me = identity.account_id();
+    let call = async |req| match upstream.call(req).await? {
+        LedgerResponse::Error(e) => Err(RegisterError::Chain(ChainError::Upstream(e))),
+        other => Ok(other),
+    };
+    let (view, summary) = match (
+        call(LedgerRequest::Account(me)).await?,
+        call(LedgerRequest::Summary).await?,
+    ) {
+        (LedgerResponse::Account(v), LedgerResponse::Summary(s)) => (v, s),
+        other => return Err(ChainError::Unexpected(format!("{other:?}")).into()),
+    };
+    let kind = if deregister {
+        TxKind::DeregisterRelay
+    } else {
+        let terms = crate::billing::meter::Terms::from_config(&config.billing);
+        let (stake, balance) = view
+            .account
+            .as_ref()
+            .map_or((Amount::ZERO, Amount::ZERO), |a| (a.stake, a.balance));
+        let missing = terms.stake.max(summary.min_stake).saturating_sub(stake);
+        if let Ok(short) = missing.checked_sub(balance)
+            && !short.is_zero()
+            && summary.faucet
+        {
+            call(LedgerRequest::Faucet {
+                to: me,
+                amount: short,
+            })
+            .await?;
+        }
+        TxKind::RegisterRelay {
+            record: Box::new(record_for(config, relay.host_port.clone(), terms.prices)),
+            stake: missing,
+        }
+    };
+    // The nonce after a faucet transfer is the same: the faucet signs its own transactions.
+    let tx = ledger_lite::Tx {
+        chain: summary.chain,
+        from: me,
+        nonce: view.next_nonce,
+        kind,
+    }
+    .sign(&identity);
+    match call(LedgerRequest::Submit { tx, wait: true }).await? {
+        LedgerResponse::Submitted { height, .. } => Ok(height.unwrap_or_default()),
+        other => Err(ChainError::Unexpected(format!("{other:?}")).into()),
+    }
 }
