@@ -14,6 +14,30 @@ pub const EXIT_TABLE: &str = "top_exit";
 
 /// Address ranges an exit keeps its tunnels away from unless its owner allows them: private,
 /// shared (CGNAT), link-local and loopback networks.
+/// Special-purpose IPv4 ranges no client traffic may reach, whatever the config (IANA IPv4
+/// Special-Purpose Address Registry: the blocks that are not globally reachable and are not
+/// private networks an operator might open on purpose; plus multicast and limited broadcast).
+pub fn special_ranges() -> Vec<Ipv4Net> {
+    [
+        "0.0.0.0/8",          // "this network" (RFC 791)
+        "127.0.0.0/8",        // loopback
+        "192.0.0.0/24",       // IETF protocol assignments
+        "192.0.2.0/24",       // documentation (TEST-NET-1)
+        "192.88.99.0/24",     // deprecated 6to4 relay anycast
+        "198.18.0.0/15",      // benchmarking
+        "198.51.100.0/24",    // documentation (TEST-NET-2)
+        "203.0.113.0/24",     // documentation (TEST-NET-3)
+        "224.0.0.0/4",        // multicast
+        "240.0.0.0/4",        // reserved
+        "255.255.255.255/32", // limited broadcast
+    ]
+    .iter()
+    .filter_map(|p| p.parse().ok())
+    .collect()
+}
+
+/// Private and shared ranges (RFC 1918, RFC 6598, link-local, loopback): refused unless the
+/// exit's config allows private destinations.
 pub fn private_ranges() -> Vec<Ipv4Net> {
     [
         "10.0.0.0/8",

@@ -2,7 +2,7 @@
 //! Noise `IK` pipe with the client, an encrypted connect request (host names resolve here, at
 //! the exit), the exit's address policy, then bytes both ways, metered like tunnel traffic.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,21 +31,40 @@ fn bad(_: impl std::fmt::Debug) -> FrameError {
     FrameError::Unexpected("bad proxied-connection record")
 }
 
-/// Whether the exit may connect to `ip` for a client.
+/// Whether the exit may connect to `ip` for a client: never to a special-purpose range, the
+/// tunnel pool or the exit host itself; to private ranges only if the config allows.
 pub fn allowed(core: &Core, ip: IpAddr) -> bool {
     let IpAddr::V4(v4) = ip else {
         return false;
     };
-    if v4.is_loopback() || v4.is_unspecified() || v4.is_multicast() || v4.is_broadcast() {
-        return false;
+    let vpn = &core.config.vpn;
+    !refused_range(v4, vpn.pool, vpn.allow_private) && !is_this_host(core, v4)
+}
+
+/// Whether `ip` lies in a range no proxied connection may reach.
+fn refused_range(ip: Ipv4Addr, pool: ipnet::Ipv4Net, allow_private: bool) -> bool {
+    let within = |ranges: Vec<ipnet::Ipv4Net>| ranges.iter().any(|n| n.contains(&ip));
+    within(top_netconf::exit::special_ranges())
+        || pool.contains(&ip)
+        || (!allow_private && within(top_netconf::exit::private_ranges()))
+}
+
+/// Whether `ip` is on one of this host's interfaces (the kernel binds a socket only to those).
+fn is_local_address(ip: Ipv4Addr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// Whether `ip` is this host: a local address, or the public address it advertises (behind
+/// NAT it is not on an interface, and connecting to it would come back here).
+fn is_this_host(core: &Core, ip: Ipv4Addr) -> bool {
+    if is_local_address(ip) {
+        return true;
     }
-    if core.config.vpn.pool.contains(&v4) {
-        return false;
-    }
-    core.config.vpn.allow_private
-        || !top_netconf::exit::private_ranges()
-            .iter()
-            .any(|n| n.contains(&v4))
+    core.config
+        .advertised(core.config.listen)
+        .rsplit_once(':')
+        .and_then(|(host, _)| host.parse::<Ipv4Addr>().ok())
+        .is_some_and(|public| public == ip)
 }
 
 /// Serves one proxied connection.
@@ -183,4 +202,39 @@ async fn connect(
         }
     }
     Err(ConnectReply::Unreachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_ranges_the_pool_and_this_host_are_refused_whatever_the_config() {
+        let pool: ipnet::Ipv4Net = "10.77.0.0/16".parse().unwrap();
+        for ip in [
+            "0.1.2.3",
+            "127.0.0.1",
+            "192.0.0.5",
+            "192.0.2.1",
+            "198.18.0.1",
+            "198.19.255.1",
+            "203.0.113.9",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+            "10.77.3.4",
+        ] {
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            assert!(refused_range(ip, pool, true), "{ip} allowed");
+        }
+        assert!(refused_range("10.1.2.3".parse().unwrap(), pool, false));
+        assert!(!refused_range("10.1.2.3".parse().unwrap(), pool, true));
+        assert!(!refused_range(
+            "93.184.216.34".parse().unwrap(),
+            pool,
+            false
+        ));
+        assert!(is_local_address(Ipv4Addr::LOCALHOST));
+        assert!(!is_local_address("192.0.2.1".parse().unwrap()));
+    }
 }

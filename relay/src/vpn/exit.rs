@@ -83,11 +83,10 @@ impl Exit {
         let tun = Arc::new(open_tun(&c.tun, gateway, c.pool.prefix_len(), c.mtu)?);
         let dns = offered_dns(c.dns);
         let net = if c.nat {
-            let deny = if c.allow_private {
-                Vec::new()
-            } else {
-                top_netconf::exit::private_ranges()
-            };
+            let mut deny = top_netconf::exit::special_ranges();
+            if !c.allow_private {
+                deny.extend(top_netconf::exit::private_ranges());
+            }
             Some(ExitNet::setup(&c.tun, c.pool, &deny, dns)?)
         } else {
             None
