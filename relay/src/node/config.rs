@@ -410,6 +410,10 @@ impl DataDir {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,8 +448,4 @@ mod tests {
         let err = RelayConfig::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("toprelay init"), "{err}");
     }
-}
-
-fn default_true() -> bool {
-    true
 }
