@@ -162,3 +162,30 @@ async fn bad_uploads_are_refused_and_leave_nothing_behind() {
     assert!(got == data);
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpaid_keys_upload_nothing_on_a_relay_that_charges() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback_dev()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    // Forty uploads of a 16 MiB chunk each from fresh keys with no channel: each is refused
+    // before the relay asks for (or buffers) a byte.
+    let big = ManifestBuilder::new(None);
+    let data = vec![9u8; 16 << 20];
+    let mut b = big;
+    b.update(&data);
+    let manifest = b.finish().unwrap();
+    for _ in 0..40 {
+        let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &Identity::generate()).await;
+        let put = CdnRequest::Put {
+            manifest: manifest.encode().into(),
+        };
+        let (_send, mut frames) = request(&conn, put).await;
+        assert!(matches!(
+            reply(&mut frames).await,
+            CdnReply::Refused(CdnRefusal::PaymentRequired)
+        ));
+    }
+    assert_eq!(files_in(&dir.path().join("cdn/origin")), 0);
+    relay.shutdown().await;
+}

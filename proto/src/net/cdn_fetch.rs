@@ -53,15 +53,21 @@ impl RawReader {
         }
     }
 
-    /// Exactly the next `len` bytes.
+    /// Exactly the next `len` bytes. Memory grows with the bytes that arrive, not with `len`:
+    /// a peer that announces a large read and sends nothing holds nothing.
     pub async fn read_exact(&mut self, len: usize) -> Result<Bytes, quinn::ReadExactError> {
         if self.buffered.len() >= len {
             return Ok(self.buffered.split_to(len).freeze());
         }
         let mut data = std::mem::take(&mut self.buffered);
-        let have = data.len();
-        data.resize(len, 0);
-        self.recv.read_exact(&mut data[have..]).await?;
+        while data.len() < len {
+            let want = len - data.len();
+            match self.recv.read_chunk(want, true).await {
+                Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
+                Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(data.len())),
+                Err(e) => return Err(quinn::ReadExactError::ReadError(e)),
+            }
+        }
         Ok(data.freeze())
     }
 

@@ -92,18 +92,17 @@ impl EgressBook {
 
     /// Takes `allowance` for `cid` after checking it against the chain: signed by the signer
     /// of an open channel of the chain to `relay`, for this content. A new allowance on the
-    /// same channel replaces the old one (the served amount carries over).
+    /// same channel replaces the old one (the served amount carries over), never with a cap
+    /// below what was already served at `prices`: a publisher cannot cancel what it owes.
     pub fn allow(
         &self,
         state: &State,
+        prices: &Prices,
         relay: &AccountId,
         cid: &Cid,
         allowance: Allowance,
     ) -> Result<(), AllowanceError> {
         let body = &allowance.body;
-        if !allowance.verify() {
-            return Err(AllowanceError::Invalid("bad signature"));
-        }
         if body.chain != state.chain {
             return Err(AllowanceError::Invalid("for another chain"));
         }
@@ -121,6 +120,10 @@ impl EgressBook {
         if channel.status != ChannelStatus::Open {
             return Err(AllowanceError::Invalid("the channel is closing"));
         }
+        // The signature last: lookups first.
+        if !allowance.verify() {
+            return Err(AllowanceError::Invalid("bad signature"));
+        }
         let mut entries = lock(&self.entries);
         if entries
             .iter()
@@ -134,6 +137,11 @@ impl EgressBook {
             .get(cid)
             .filter(|e| e.allowance.body.channel == body.channel)
             .map_or(0, |e| e.served_bytes);
+        if cost(prices, served_bytes) > body.cap {
+            return Err(AllowanceError::Invalid(
+                "the cap is below what was already served under it",
+            ));
+        }
         let entry = Entry {
             allowance,
             served_bytes,
@@ -151,11 +159,15 @@ impl EgressBook {
             return false;
         };
         let body = &entry.allowance.body;
-        let open = state
-            .channel(&body.channel)
-            .is_some_and(|c| c.status == ChannelStatus::Open);
+        let Some(channel) = state.channel(&body.channel) else {
+            return false;
+        };
+        let open = channel.status == ChannelStatus::Open;
+        // Never serve more than the publisher can pay: its cap, and what the channel's lock
+        // still holds (egress claims settle against the same lock).
         let served = entry.served_bytes.saturating_add(bytes);
-        let within = cost(prices, served) <= body.cap;
+        let payable = body.cap.min(channel.lock);
+        let within = cost(prices, served) <= payable;
         if open && within {
             entry.served_bytes = served;
         }
@@ -279,18 +291,21 @@ mod tests {
         };
         // Signed by someone else, for another content, or tampered with: refused.
         let by_relay = body.clone().sign(&relay);
-        assert!(book.allow(&state, &me, &cid, by_relay).is_err());
+        assert!(book.allow(&state, &prices, &me, &cid, by_relay).is_err());
         let other = body.clone().sign(&publisher);
-        assert!(book.allow(&state, &me, &Cid([6; 32]), other).is_err());
+        assert!(
+            book.allow(&state, &prices, &me, &Cid([6; 32]), other)
+                .is_err()
+        );
         let mut tampered = body.clone().sign(&publisher);
         tampered.body.cap = Amount::from_top(1).unwrap();
-        assert!(book.allow(&state, &me, &cid, tampered).is_err());
+        assert!(book.allow(&state, &prices, &me, &cid, tampered).is_err());
         assert!(
             !book.charge(&state, &prices, &cid, 1),
             "no allowance, no egress"
         );
 
-        book.allow(&state, &me, &cid, body.sign(&publisher))
+        book.allow(&state, &prices, &me, &cid, body.sign(&publisher))
             .unwrap();
         assert!(book.charge(&state, &prices, &cid, 2 << 20));
         assert!(
@@ -306,5 +321,60 @@ mod tests {
         assert_eq!(claims[0].cum_bytes, 3 << 20);
         assert_eq!(claims[0].cum_amount, Amount::from_units(3_000_000));
         assert!(book.backs(&channel));
+    }
+
+    #[test]
+    fn egress_stays_within_the_lock_and_caps_never_drop_below_what_was_served() {
+        let (publisher, relay) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
+        let (state, channel) = chain_with_channel(&publisher, &relay);
+        let dir = tempfile::tempdir().unwrap();
+        let book = EgressBook::open(dir.path()).unwrap();
+        let cid = Cid([5; 32]);
+        let me = relay.account_id();
+        // 1 TOP per MiB; the channel locks 1 TOP; the cap says 5 TOP.
+        let prices = Prices {
+            cdn: Amount::from_top(1).unwrap(),
+            ..Prices::default()
+        };
+        let allowance = |cap| {
+            AllowanceBody {
+                chain: state.chain,
+                channel,
+                content: cid.0,
+                cap,
+            }
+            .sign(&publisher)
+        };
+        book.allow(
+            &state,
+            &prices,
+            &me,
+            &cid,
+            allowance(Amount::from_top(5).unwrap()),
+        )
+        .unwrap();
+        assert!(
+            book.charge(&state, &prices, &cid, 1 << 20),
+            "1 TOP of egress"
+        );
+        assert!(
+            !book.charge(&state, &prices, &cid, 1),
+            "served beyond the channel's lock"
+        );
+        // A new allowance that would cap below the 1 TOP served is refused; one above is fine.
+        assert!(
+            book.allow(&state, &prices, &me, &cid, allowance(Amount::from_units(1)))
+                .is_err()
+        );
+        book.allow(
+            &state,
+            &prices,
+            &me,
+            &cid,
+            allowance(Amount::from_top(1).unwrap()),
+        )
+        .unwrap();
+        let claims = book.claims(&state, &prices);
+        assert_eq!(claims[0].cum_amount, Amount::from_top(1).unwrap());
     }
 }

@@ -28,7 +28,12 @@ pub struct Cdn {
     pub terms: Terms,
     /// Linked relays, to fetch what is missing here.
     pub msg: Arc<Messaging>,
+    /// Upload bytes held in memory at once, in KiB (see [`UPLOAD_BUDGET_KIB`]).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Chunk bytes of uploads held in memory at once, in KiB: 64 MiB across every publisher.
+pub const UPLOAD_BUDGET_KIB: usize = 64 << 10;
 
 impl std::ops::Deref for Cdn {
     type Target = Core;

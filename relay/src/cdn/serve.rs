@@ -83,6 +83,11 @@ async fn put(
     frames: FramedRead<quinn::RecvStream, FrameCodec<CdnRequest>>,
     encoded: &[u8],
 ) -> Result<Cid, CdnRefusal> {
+    // No channel, no upload: an unpaid key gets nothing stored or buffered.
+    if meter.as_ref().is_some_and(|m| !m.has_channel()) {
+        cdn.metrics.unpaid_refusals.inc();
+        return Err(CdnRefusal::PaymentRequired);
+    }
     let manifest = Manifest::decode(encoded).map_err(|e| CdnRefusal::BadManifest(e.to_string()))?;
     let cid = manifest.cid();
     let store = cdn.store.clone();
@@ -134,6 +139,12 @@ async fn upload(
     for i in need {
         let range = manifest.chunk_range(i).map_err(failed)?;
         let len = range.end - range.start;
+        // Room in the relay's upload memory before a byte of the chunk is read.
+        let kib = u32::try_from(len.div_ceil(1024)).map_err(failed)?;
+        let _room = tokio::time::timeout(UPLOAD_STALL, cdn.uploads.clone().acquire_many_owned(kib))
+            .await
+            .map_err(|_| CdnRefusal::Failed("the relay is busy with other uploads".into()))?
+            .map_err(failed)?;
         let data = tokio::time::timeout(UPLOAD_STALL, raw.read_exact(len as usize))
             .await
             .map_err(|_| CdnRefusal::Failed(format!("upload stalled before chunk {i}")))?
@@ -266,7 +277,7 @@ fn allow(cdn: &Cdn, cid: &Cid, encoded: &[u8]) -> Result<(), CdnRefusal> {
         .ok_or_else(|| bad("this relay has no chain".into()))?;
     let me = cdn.identity.account_id();
     chain
-        .with_state(|s| cdn.egress.allow(s, &me, cid, allowance))
+        .with_state(|s| cdn.egress.allow(s, &cdn.terms.prices, &me, cid, allowance))
         .map_err(|e| bad(e.to_string()))?;
     tracing::info!(%cid, "egress allowance taken");
     Ok(())

@@ -100,6 +100,7 @@ impl Shared {
             chain: chain.clone(),
             terms,
             msg: msg.clone(),
+            uploads: Arc::new(tokio::sync::Semaphore::new(crate::cdn::UPLOAD_BUDGET_KIB)),
         });
         Self {
             core,
