@@ -19,6 +19,7 @@ pub async fn round_trip(relay: &RelayAddr) -> Result<Duration, ClientError> {
     // The handshake took at least one round trip; QUIC's estimate is finer once it has one.
     let rtt = conn.rtt().min(start.elapsed());
     conn.close(0u32.into(), b"probe");
-    endpoint.wait_idle().await;
+    // The endpoint winds down on its own: the round trip is known already.
+    drop(endpoint);
     Ok(rtt)
 }

@@ -92,7 +92,8 @@ impl Wallet {
             };
             let last_page = page.len() < ledger_lite::wire::MAX_RELAYS_PER_PAGE;
             after = page.last().map(|r| r.id);
-            all.extend(page);
+            // A relay's answer is its word: records that break the chain's rules are dropped.
+            all.extend(page.into_iter().filter(|r| r.record.check().is_ok()));
             // A relay that answers the same page forever is not followed past 100,000.
             if last_page || after.is_none() || all.len() >= 100_000 {
                 return Ok(all);

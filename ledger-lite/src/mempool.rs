@@ -73,6 +73,16 @@ impl Mempool {
         &self.pending
     }
 
+    /// Whether no more transactions fit.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.capacity
+    }
+
+    /// The most transactions it holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether the transaction with this hash is queued.
     pub fn contains(&self, hash: &TxHash) -> bool {
         self.hashes.contains(hash)

@@ -139,7 +139,11 @@ fn well_formed_addr(addr: &str) -> bool {
         && host
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
+    // A wildcard is where a relay listens, never where others reach it.
+    let unspecified = host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified());
+    host_ok && !unspecified && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 #[cfg(test)]
@@ -162,7 +166,16 @@ mod tests {
             record(&["a:1", "a:2", "a:3", "a:4", "a:5"]).check(),
             Err(RecordError::AddressCount)
         );
-        for bad in ["nohost", ":1", "h:0", "h:99999", "h/x:1", "h :1"] {
+        for bad in [
+            "nohost",
+            ":1",
+            "h:0",
+            "h:99999",
+            "h/x:1",
+            "h :1",
+            "0.0.0.0:1",
+            "[::]:1",
+        ] {
             assert!(record(&[bad]).check().is_err(), "{bad}");
         }
         let long = format!("{}:1", "a".repeat(MAX_ADDR_LEN));

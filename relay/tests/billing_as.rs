@@ -70,7 +70,13 @@ async fn nobody_bills_as_another_account_without_its_proof() {
     }
     // The victim really routes through the attacker's relay: that is served.
     let genuine = PayerProof::sign(&victim, relay.id(), attacker.relay_id(), now_ms());
-    let answer = billing_as(&relay, &attacker, genuine).await;
+    let answer = billing_as(&relay, &attacker, genuine.clone()).await;
     assert!(matches!(answer, Some(RelayBilling::Offer(_))), "{answer:?}");
+    // The same proof again (the entry replaying it): refused.
+    let again = billing_as(&relay, &attacker, genuine).await;
+    assert!(
+        !matches!(again, Some(RelayBilling::Offer(_))),
+        "replayed: {again:?}"
+    );
     relay.shutdown().await;
 }

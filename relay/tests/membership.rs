@@ -196,7 +196,6 @@ async fn a_session_opens_only_with_the_clients_fresh_statement_for_this_relay() 
     init(dir.path(), InitOptions::loopback()).unwrap();
     let relay = Relay::start(dir.path()).await.unwrap();
     let me = Identity::generate();
-    let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &me).await;
     let other = Identity::generate();
     let now = now_ms();
     let bad = [
@@ -204,7 +203,9 @@ async fn a_session_opens_only_with_the_clients_fresh_statement_for_this_relay() 
         Presence::sign(&me, other.relay_id(), now),
         Presence::sign(&me, relay.id(), now - 3600 * 1000),
     ];
+    // Each on a connection of its own: every one must be refused for its own fault.
     for statement in bad {
+        let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &me).await;
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         send.write_all(&encode_frame(&Open::Session(statement)).unwrap())
             .await
@@ -216,5 +217,31 @@ async fn a_session_opens_only_with_the_clients_fresh_statement_for_this_relay() 
         assert!(!matches!(got, Ok(Some(_))), "a session opened: {got:?}");
     }
     assert_eq!(relay.status().sessions, 0);
+    // A refused statement does not use up the connection: a good one opens the session.
+    let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &me).await;
+    let open = |statement| {
+        let conn = conn.clone();
+        async move {
+            let (mut send, recv) = conn.open_bi().await.unwrap();
+            send.write_all(&encode_frame(&Open::Session(statement)).unwrap())
+                .await
+                .unwrap();
+            let mut frames = tokio_util::codec::FramedRead::new(
+                recv,
+                top_proto::frame::FrameCodec::<SessionFrame>::default(),
+            );
+            let first = tokio::time::timeout(
+                Duration::from_secs(10),
+                futures::StreamExt::next(&mut frames),
+            )
+            .await
+            .unwrap();
+            (send, first.and_then(Result::ok))
+        }
+    };
+    let (_refused, first) = open(Presence::sign(&me, other.relay_id(), now)).await;
+    assert_eq!(first, None);
+    let (_session, first) = open(Presence::sign(&me, relay.id(), now_ms())).await;
+    assert_eq!(first, Some(SessionFrame::Synced));
     relay.shutdown().await;
 }

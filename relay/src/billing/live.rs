@@ -44,8 +44,12 @@ impl LiveChannels {
             },
         );
         if let Some(old) = before {
-            info!("a newer session took a channel: the older one stops billing it");
-            lock(&old.meter.meter).stop();
+            // Another billing stream of the same session (same meter) only ends the older
+            // stream; another session's meter stops carrying.
+            if !Arc::ptr_eq(&old.meter, meter) {
+                info!("a newer session took a channel: the older one stops billing it");
+                lock(&old.meter.meter).stop();
+            }
             old.ended.cancel();
         }
         ended

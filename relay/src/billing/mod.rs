@@ -10,6 +10,8 @@ pub mod stream;
 
 use std::sync::Arc;
 
+use top_proto::id::AccountId;
+
 use crate::cdn::egress::EgressBook;
 use crate::ledger::ChainSlot;
 use crate::node::core::Core;
@@ -28,6 +30,19 @@ pub struct Billing {
     pub egress: Arc<EgressBook>,
     /// The one live session of each channel.
     pub live: live::LiveChannels,
+    /// `BillingAs` proofs already used (each opens one billing stream).
+    pub proofs_used: std::sync::Mutex<lru::LruCache<(AccountId, [u8; 16]), ()>>,
+}
+
+/// `BillingAs` proofs remembered as used (a proof is good for minutes only).
+pub const PROOFS_REMEMBERED: usize = 100_000;
+
+impl Billing {
+    /// Whether `proof` is used for the first time (it is remembered as used from now on).
+    pub fn first_use(&self, proof: &top_proto::presence::PayerProof) -> bool {
+        let key = (proof.body.payer, proof.body.nonce);
+        crate::util::lock(&self.proofs_used).put(key, ()).is_none()
+    }
 }
 
 impl std::ops::Deref for Billing {

@@ -73,7 +73,12 @@ pub struct ChainNode {
     pub(super) upstream: Option<Upstream>,
     /// Reads committed blocks without the lock.
     pub(super) blocks: BlockReader,
+    /// Submitted transactions whose signatures are being checked at once, at most.
+    pub(super) verifying: tokio::sync::Semaphore,
 }
+
+/// Transactions verified at once (each on a blocking thread).
+const CONCURRENT_VERIFICATIONS: usize = 4;
 
 pub use super::error::{ChainError, ChainResult};
 
@@ -111,6 +116,7 @@ impl ChainNode {
             stop,
             upstream,
             blocks,
+            verifying: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
         }))
     }
 
@@ -239,19 +245,36 @@ impl ChainNode {
             Role::Validator { .. } => {
                 // Cheap checks under the lock, signatures off it and off the async workers,
                 // then the checked transaction into the mempool.
-                {
+                let queued = {
                     let mut inner = self.lock();
                     let hash = tx.hash();
                     if let Some(&height) = inner.committed.get(&hash) {
                         return Ok((hash, Some(height)));
                     }
-                    if let Err(e) = inner.pool.pending().precheck(&tx) {
-                        // Already queued: submission is idempotent.
-                        if !inner.pool.contains(&hash) {
-                            return Err(ledger_lite::SubmitError::Invalid(e).into());
-                        }
+                    if inner.pool.contains(&hash) {
+                        // Already queued (and verified): submission is idempotent.
+                        Some(enqueue(&mut inner, tx.clone(), wait, true)?)
+                    } else if inner.pool.is_full() {
+                        return Err(ledger_lite::SubmitError::Full(inner.pool.capacity()).into());
+                    } else {
+                        inner
+                            .pool
+                            .pending()
+                            .precheck(&tx)
+                            .map_err(ledger_lite::SubmitError::Invalid)?;
+                        None
                     }
+                };
+                if let Some(queued) = queued {
+                    return self.committed_height(queued).await;
                 }
+                // A bounded number of verifications at once, so a flood of valid-looking
+                // transactions queues here instead of filling the blocking pool.
+                let _turn = self
+                    .verifying
+                    .acquire()
+                    .await
+                    .map_err(|_| ChainError::Stopped)?;
                 let tx = tokio::task::spawn_blocking(move || {
                     ledger_lite::verify::verify_tx(&tx).map(|()| tx)
                 })

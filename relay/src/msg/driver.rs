@@ -74,6 +74,8 @@ pub struct Messaging {
     pub(super) links_changed: Notify,
     /// The newest presence statement seen of each user.
     pub(super) statements: Mutex<super::statements::Statements>,
+    /// Every link running, by serial.
+    pub(super) link_conns: Mutex<HashMap<Serial, (RelayId, quinn::Connection)>>,
 }
 
 /// Everything [`Messaging::new`] takes.
@@ -111,6 +113,7 @@ impl Messaging {
             serials: AtomicU64::new(1),
             links_changed: Notify::new(),
             statements: Mutex::default(),
+            link_conns: Mutex::default(),
         });
         let ticker = msg.clone();
         msg.tasks.spawn(async move { ticker.run_clock().await });
@@ -197,6 +200,7 @@ impl Messaging {
     /// A link came up.
     pub fn link_up(self: &Arc<Self>, link: LinkOut) {
         self.metrics.links.inc();
+        lock(&self.link_conns).insert(link.serial, (link.relay, link.conn.clone()));
         let now = Instant::now();
         let mut r = self.router();
         r.on_link_up(link.relay, link.serial, link);
@@ -208,6 +212,7 @@ impl Messaging {
     /// A link went down.
     pub fn link_down(self: &Arc<Self>, link: &LinkOut) {
         self.metrics.links.dec();
+        lock(&self.link_conns).remove(&link.serial);
         lock(&link.stores).clear();
         let now = Instant::now();
         let mut r = self.router();
@@ -289,6 +294,12 @@ impl Messaging {
     /// The link to `relay`, if up.
     pub fn link(&self, relay: &RelayId) -> Option<LinkOut> {
         self.router().link(relay).cloned()
+    }
+
+    /// The connection of every link running, the router's current ones and any older link
+    /// to the same relay still winding down.
+    pub fn link_connections(&self) -> Vec<(RelayId, quinn::Connection)> {
+        lock(&self.link_conns).values().cloned().collect()
     }
 
     /// Every link up.

@@ -76,10 +76,15 @@ async fn serve(
             _ = shutdown.cancelled() => break Ok(()),
         }
     };
-    if let Err(e) = end {
-        metrics.bad_frames.inc();
-        warn!("closing link: {e}");
-        link.conn.close(1u32.into(), b"bad link frame");
+    match end {
+        Err(e) => {
+            metrics.bad_frames.inc();
+            warn!("closing link: {e}");
+            link.conn.close(1u32.into(), b"bad link frame");
+        }
+        // A link's connection lives as long as its control stream: none is left open (with
+        // the link's privileges for pipes and CDN streams) after it.
+        Ok(()) => link.conn.close(0u32.into(), b"link ended"),
     }
     msg.link_down(&link);
     drop(link);

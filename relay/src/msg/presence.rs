@@ -23,6 +23,11 @@ impl Messaging {
         lock(&self.statements).note(&session.presence);
     }
 
+    /// Whether `p` is at least as new as every statement of its user seen here.
+    pub fn is_current_presence(&self, p: &Presence) -> bool {
+        lock(&self.statements).is_current(p)
+    }
+
     /// A linked relay forwards a user's statement that the user is connected to it.
     pub fn presence_online(self: &Arc<Self>, relay: RelayId, p: Presence) {
         let believed = lock(&self.statements).is_current(&p)

@@ -177,10 +177,9 @@ async fn serve_stream(
             Err(e)
         }
         Ok(Open::Session(presence)) => {
-            if session_open.swap(true, Ordering::SeqCst) {
-                return reject(frames, "second session stream on one connection");
-            }
             // The client's own word that it is here, fresh: what links forward to other relays.
+            // Checked before the connection's one session is taken, so a client whose clock
+            // was off can retry on the same connection.
             if presence.body.client != peer {
                 return reject(frames, "the presence statement names another user");
             }
@@ -189,6 +188,12 @@ async fn serve_stream(
                 .is_err()
             {
                 return reject(frames, "bad presence statement (is the clock right?)");
+            }
+            if !shared.msg.is_current_presence(&presence) {
+                return reject(frames, "an older presence statement than one already seen");
+            }
+            if session_open.swap(true, Ordering::SeqCst) {
+                return reject(frames, "second session stream on one connection");
             }
             let frames = frames.map_decoder(|c| c.retype(MAX_FRAME_LEN));
             let presence = Arc::new(presence);
@@ -204,7 +209,11 @@ async fn serve_stream(
             Ok(())
         }
         Ok(Open::Pipe { to }) => {
-            let from_link = is_link.load(Ordering::SeqCst);
+            // A link's privileges hold only while its relay is a member, checked per stream.
+            let from_link = is_link.load(Ordering::SeqCst)
+                && shared
+                    .peers
+                    .is_member(&RelayId::from_wire(*peer.as_bytes()));
             let meter = meter.filter(|_| !from_link);
             serve_pipe(
                 &shared.msg,
@@ -261,6 +270,9 @@ async fn serve_stream(
             if proof.check(&shared.id, &via, unix_now_ms()).is_err() {
                 return reject(frames, "billing as another account needs its signed proof");
             }
+            if !shared.billing.first_use(&proof) {
+                return reject(frames, "that billing proof was used already");
+            }
             crate::billing::stream::serve_billing(
                 shared.billing.clone(),
                 conn,
@@ -308,7 +320,11 @@ async fn serve_stream(
             .await
         }
         Ok(Open::Cdn) => {
-            let from_link = is_link.load(Ordering::SeqCst);
+            // A link's privileges hold only while its relay is a member, checked per stream.
+            let from_link = is_link.load(Ordering::SeqCst)
+                && shared
+                    .peers
+                    .is_member(&RelayId::from_wire(*peer.as_bytes()));
             crate::cdn::serve::serve_cdn(shared.cdn.clone(), peer, from_link, meter, send, frames)
                 .await
         }

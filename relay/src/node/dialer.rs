@@ -43,10 +43,10 @@ pub async fn run_dialers(shared: Arc<Shared>) {
                 );
             }
         }
-        for link in shared.msg.linked() {
-            if !shared.peers.is_member(&link.relay) {
-                info!(peer = %link.relay.short(), "closing the link: no longer a member");
-                link.conn.close(LINK_NOT_MEMBER, b"not a registered relay");
+        for (relay, conn) in shared.msg.link_connections() {
+            if !shared.peers.is_member(&relay) {
+                info!(peer = %relay.short(), "closing the link: no longer a member");
+                conn.close(LINK_NOT_MEMBER, b"not a registered relay");
             }
         }
         changed.mark_unchanged();

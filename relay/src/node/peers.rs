@@ -1,7 +1,9 @@
 //! Which relays this one links with: the relays registered on the chain and, where there is no
 //! real chain to ask (no chain at all, or a dev chain), the relays in its config. Addresses come
 //! from the registry or the config, never from a peer's word, and the relays that keep a
-//! client's mailbox are computed over the same set, so nobody picks an id to become a home.
+//! client's mailbox are computed over the same set: only a staked member can be a home. (A
+//! member can still grind keys close to a user's id to become its home; choosing homes by
+//! chain randomness instead of XOR distance is left to the consensus work.)
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

@@ -28,27 +28,40 @@ pub fn on_chain_open(shared: &Arc<Shared>) {
     shared
         .tasks
         .spawn(follow_registry(shared.clone(), chain.clone()));
-    shared
-        .tasks
-        .spawn(register_from_config(shared.clone(), chain));
+    if shared.config.auto_register {
+        shared
+            .tasks
+            .spawn(register_from_config(shared.clone(), chain));
+    }
 }
 
-/// The registered relays (this one included) as dialable addresses: each record's first.
+/// The registered relays (this one included) as dialable addresses, each record's first; when
+/// there are more than a relay links with, those with the most stake (not the lowest ids,
+/// which anyone can grind keys for).
 pub fn registered_addrs(state: &State) -> Vec<RelayAddr> {
-    state
+    let mut relays: Vec<(Amount, RelayAddr)> = state
         .relays()
-        .filter_map(|(id, _, record)| {
-            Some(RelayAddr {
+        .filter_map(|(id, account, record)| {
+            let addr = RelayAddr {
                 id: RelayId::from_wire(*id.as_bytes()),
                 host_port: record.addrs.first()?.clone(),
-            })
+            };
+            Some((account.stake, addr))
         })
-        .take(MAX_MEMBERS + 1)
-        .collect()
+        .collect();
+    if relays.len() > MAX_MEMBERS {
+        relays.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        relays.truncate(MAX_MEMBERS + 1);
+    }
+    relays.into_iter().map(|(_, addr)| addr).collect()
 }
 
 async fn follow_registry(shared: Arc<Shared>, chain: Arc<ChainNode>) {
-    // Configured relays are members only on a dev chain; on a real one the registry decides.
+    // Configured relays are members only on a dev chain; on a real one the registry decides
+    // (known first, so that configured relays that are registered stay linked).
+    shared
+        .peers
+        .set_registered(chain.with_state(registered_addrs));
     shared
         .peers
         .set_trust_configured(chain.genesis().faucet.is_some());
