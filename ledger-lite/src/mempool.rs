@@ -1,6 +1,8 @@
 //! Transactions waiting for a block, checked against the state they will land on.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use top_proto::id::AccountId;
 
 use crate::apply::TxError;
 use crate::state::State;
@@ -18,7 +20,13 @@ pub enum SubmitError {
     /// Too many waiting.
     #[error("mempool full ({0} transactions); try again after the next block")]
     Full(usize),
+    /// Too many waiting from this account.
+    #[error("{0} transactions from this account are waiting already; try again after the next block")]
+    AccountFull(usize),
 }
+
+/// Transactions one account may have waiting at once.
+pub const MAX_PENDING_PER_ACCOUNT: usize = 64;
 
 /// Valid transactions in arrival order, and the state they lead to.
 pub struct Mempool {
@@ -26,6 +34,10 @@ pub struct Mempool {
     queue: VecDeque<SignedTx>,
     hashes: HashSet<TxHash>,
     capacity: usize,
+    /// Queued transactions per sender.
+    per_account: HashMap<AccountId, usize>,
+    /// An account without the per-account limit (a dev chain's faucet).
+    exempt: Option<AccountId>,
 }
 
 impl Mempool {
@@ -36,6 +48,8 @@ impl Mempool {
             queue: VecDeque::new(),
             hashes: HashSet::new(),
             capacity,
+            per_account: HashMap::new(),
+            exempt: None,
         }
     }
 
@@ -62,10 +76,21 @@ impl Mempool {
         if self.queue.len() >= self.capacity {
             return Err(SubmitError::Full(self.capacity));
         }
+        // One account cannot crowd out the others (its own transactions are free to it).
+        let mine = self.per_account.get(&stx.tx.from).copied().unwrap_or(0);
+        if mine >= MAX_PENDING_PER_ACCOUNT && self.exempt != Some(stx.tx.from) {
+            return Err(SubmitError::AccountFull(MAX_PENDING_PER_ACCOUNT));
+        }
         apply(&mut self.pending, &stx)?;
         self.hashes.insert(hash);
+        *self.per_account.entry(stx.tx.from).or_default() += 1;
         self.queue.push_back(stx);
         Ok(hash)
+    }
+
+    /// Lifts the per-account limit for `account` (a dev chain's faucet serves everyone).
+    pub fn exempt(&mut self, account: AccountId) {
+        self.exempt = Some(account);
     }
 
     /// The state with every queued transaction applied (for next nonces and balances).
@@ -111,6 +136,7 @@ impl Mempool {
         let mut dropped = Vec::new();
         let queue = std::mem::take(&mut self.queue);
         self.hashes.clear();
+        self.per_account.clear();
         for stx in queue {
             let hash = stx.hash();
             if done.contains(&hash) {
@@ -120,6 +146,7 @@ impl Mempool {
             match self.pending.apply_verified_tx(&stx) {
                 Ok(_) => {
                     self.hashes.insert(hash);
+                    *self.per_account.entry(stx.tx.from).or_default() += 1;
                     self.queue.push_back(stx);
                 }
                 Err(e) => dropped.push((hash, e)),

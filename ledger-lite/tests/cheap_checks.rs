@@ -77,3 +77,37 @@ fn settlements_are_bounded() {
     .sign(&relay);
     assert_eq!(w.state.precheck(&stx), Err(TxError::BadSettlement));
 }
+
+#[test]
+fn one_account_cannot_fill_the_mempool() {
+    let w = World::new(2);
+    let mut pool = Mempool::new(&w.state, 10_000);
+    let me = w.id(0);
+    let mut refused = None;
+    for nonce in 0..(mempool::MAX_PENDING_PER_ACCOUNT as u64 + 1) {
+        let tx = Tx {
+            chain: w.chain(),
+            from: me,
+            nonce,
+            kind: TxKind::Transfer {
+                to: me,
+                amount: Amount::from_units(1),
+            },
+        }
+        .sign(&w.people[0]);
+        if let Err(e) = pool.submit(tx) {
+            refused = Some((nonce, e));
+            break;
+        }
+    }
+    assert_eq!(
+        refused,
+        Some((
+            mempool::MAX_PENDING_PER_ACCOUNT as u64,
+            SubmitError::AccountFull(mempool::MAX_PENDING_PER_ACCOUNT)
+        ))
+    );
+    // Others still get in.
+    let other = w.tx(1, TxKind::Deposit { amount: top(1) });
+    assert!(pool.submit(other).is_ok());
+}

@@ -94,7 +94,10 @@ impl ChainNode {
         stop: CancellationToken,
     ) -> Result<Arc<Self>, ledger_lite::StoreError> {
         let ledger = Ledger::open(path, genesis)?;
-        let pool = Mempool::new(ledger.state(), MEMPOOL_CAPACITY);
+        let mut pool = Mempool::new(ledger.state(), MEMPOOL_CAPACITY);
+        if let Some(faucet) = &faucet {
+            pool.exempt(faucet.account_id());
+        }
         let blocks = ledger.reader();
         let (height, _) = watch::channel(ledger.height());
         let upstream = match &role {
