@@ -113,6 +113,9 @@ impl Client {
             backlog: VecDeque::new(),
         };
         let reader = tokio::spawn(reader.run(FramedRead::new(recv, FrameCodec::default())));
+        // Linked relays believe a statement for minutes only: keep it fresh while connected.
+        // A weak handle: it must not keep the writer alive once the client closes.
+        tokio::spawn(refresh_presence(tx.downgrade(), identity.clone(), relay.id));
         let (pipe_tx, pipes) = mpsc::channel(64);
         tokio::spawn(accept_pipes(
             conn.clone(),
@@ -288,6 +291,23 @@ impl Client {
     }
 }
 
+/// Re-signs this client's presence statement every few minutes until the session ends.
+async fn refresh_presence(
+    tx: mpsc::WeakSender<SessionFrame>,
+    identity: Identity,
+    relay: top_proto::id::RelayId,
+) {
+    let every = std::time::Duration::from_millis(top_proto::presence::PRESENCE_REFRESH_MS);
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(tx) = tx.upgrade() else { return };
+        let fresh = Presence::sign(&identity, relay, now_ms());
+        if tx.send(SessionFrame::Present(fresh)).await.is_err() {
+            return;
+        }
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -350,7 +370,7 @@ impl Reader {
                 SessionFrame::Synced => {
                     self.synced.send_replace(true);
                 }
-                SessionFrame::Send(_) | SessionFrame::Ack { .. } => {
+                SessionFrame::Send(_) | SessionFrame::Ack { .. } | SessionFrame::Present(_) => {
                     tracing::warn!("relay sent a client-to-relay frame; closing session");
                     break;
                 }

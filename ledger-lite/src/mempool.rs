@@ -21,7 +21,9 @@ pub enum SubmitError {
     #[error("mempool full ({0} transactions); try again after the next block")]
     Full(usize),
     /// Too many waiting from this account.
-    #[error("{0} transactions from this account are waiting already; try again after the next block")]
+    #[error(
+        "{0} transactions from this account are waiting already; try again after the next block"
+    )]
     AccountFull(usize),
 }
 

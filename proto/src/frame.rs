@@ -208,6 +208,8 @@ pub enum SessionFrame {
     },
     /// Relay → client: every mailbox known when you connected has been pushed.
     Synced,
+    /// Client → relay: a fresh presence statement (clients re-sign theirs while connected).
+    Present(Presence),
 }
 
 /// Frames of the control stream between two linked relays.

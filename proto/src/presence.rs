@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::id::{AccountId, RelayId};
 use crate::identity::{Identity, verify};
 
+/// How old a statement linked relays still believe: a client re-signs its statement every
+/// [`PRESENCE_REFRESH_MS`] while connected, so a relay it left cannot go on claiming it.
+pub const PRESENCE_MAX_AGE_MS: u64 = 10 * 60 * 1000;
+/// How often a connected client re-signs its statement.
+pub const PRESENCE_REFRESH_MS: u64 = 4 * 60 * 1000;
+
 /// Domain tag of presence signatures.
 const PRESENCE_DOMAIN: &[u8] = b"top/presence/v1";
 /// How far a statement's time may be ahead of a relay's clock, or behind it when the session

@@ -245,3 +245,69 @@ async fn a_session_opens_only_with_the_clients_fresh_statement_for_this_relay() 
     assert_eq!(first, Some(SessionFrame::Synced));
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_fresh_statements_reach_linked_relays_and_old_ones_do_not_count() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    // A member relay listening on a link.
+    let peer = Identity::generate();
+    relay.add_peer(format!("{}@127.0.0.1:9", peer.relay_id()).parse().unwrap());
+    let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &peer).await;
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Open::Link).unwrap())
+        .await
+        .unwrap();
+    let mut link = tokio_util::codec::FramedRead::new(
+        recv,
+        top_proto::frame::FrameCodec::<LinkFrame>::default(),
+    );
+    let mut next_online = async || loop {
+        let frame =
+            tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut link))
+                .await
+                .expect("no presence")
+                .unwrap()
+                .unwrap();
+        if let LinkFrame::Online(p) = frame {
+            return p;
+        }
+    };
+    let bob = Identity::generate();
+    let mut session = open_session(&relay.addr(), &bob).await;
+    let first = next_online().await;
+    assert_eq!(first.body.client, bob.account_id());
+    // bob re-signs: the link hears the fresh statement.
+    let fresh = Presence::sign(&bob, relay.id(), first.body.time_ms + 1000);
+    session.write(&SessionFrame::Present(fresh.clone())).await;
+    assert_eq!(next_online().await, fresh);
+    // A statement older than bob's newest is bad input: the session ends.
+    session.write(&SessionFrame::Present(first)).await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while futures::StreamExt::next(&mut session.frames)
+            .await
+            .is_some_and(|f| f.is_ok())
+        {}
+    })
+    .await;
+    assert!(ended.is_ok(), "an old statement was taken");
+    // On links, a statement past the maximum age is not believed.
+    let old = Presence::sign(
+        &Identity::generate(),
+        peer.relay_id(),
+        now_ms() - top_proto::presence::PRESENCE_MAX_AGE_MS - 60_000,
+    );
+    send.write_all(&encode_frame(&LinkFrame::Online(old)).unwrap())
+        .await
+        .unwrap();
+    let http = relay.http_addr();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while metric(http, "toprelay_presence_refused_total").await < 1 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a statement past its age was believed");
+    relay.shutdown().await;
+}

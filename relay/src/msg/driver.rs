@@ -131,6 +131,7 @@ impl Messaging {
 
     async fn run_clock(self: Arc<Self>) {
         let mut tick = tokio::time::interval(TICK);
+        let mut expiry = tokio::time::interval(super::statements::EXPIRY_SWEEP);
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -139,6 +140,7 @@ impl Messaging {
                     r.on_tick(now);
                     self.drive(&mut r, now);
                 }
+                _ = expiry.tick() => self.expire_presence(),
                 _ = self.shutdown.cancelled() => return,
             }
         }

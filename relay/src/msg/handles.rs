@@ -21,8 +21,8 @@ use crate::billing::meter::ClientMeter;
 pub struct SessionOut {
     /// The client.
     pub client: AccountId,
-    /// The client's signed statement that it is connected here (what links forward).
-    pub presence: Arc<Presence>,
+    /// The client's newest signed statement that it is connected here (what links forward).
+    pub presence: Arc<Mutex<Presence>>,
     /// Distinguishes this session from the client's others.
     pub serial: Serial,
     /// The client's connection (for opening pipe streams to it).
@@ -38,7 +38,12 @@ pub struct SessionOut {
 impl SessionOut {
     /// The frame that tells linked relays this client is here: its own signed statement.
     pub fn online_frame(&self) -> LinkFrame {
-        LinkFrame::Online(Presence::clone(&self.presence))
+        LinkFrame::Online(
+            self.presence
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 

@@ -6,21 +6,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use top_proto::id::{AccountId, RelayId};
-use top_proto::presence::Presence;
+use top_proto::presence::{PRESENCE_MAX_AGE_MS, PRESENCE_SKEW_MS, Presence, PresenceError};
 
 use super::driver::{Messaging, late_frame};
 use super::handles::SessionOut;
 use crate::util::{lock, unix_now_ms};
 
-/// The oldest statement a link may forward: a session that lasts longer than this is not
-/// announced to relays that link later.
-pub const MAX_STATEMENT_AGE_MS: u64 = 30 * 24 * 3600 * 1000;
-
 impl Messaging {
     /// Notes the statement of a client that opened a session here: an older one forwarded
     /// later by another relay is not believed.
     pub(super) fn note_local_presence(&self, session: &SessionOut) {
-        lock(&self.statements).note(&session.presence);
+        let current = lock(&session.presence).clone();
+        lock(&self.statements).note(&current);
     }
 
     /// Whether `p` is at least as new as every statement of its user seen here.
@@ -31,7 +28,7 @@ impl Messaging {
     /// A linked relay forwards a user's statement that the user is connected to it.
     pub fn presence_online(self: &Arc<Self>, relay: RelayId, p: Presence) {
         let believed = lock(&self.statements).is_current(&p)
-            && p.check(&relay, unix_now_ms(), MAX_STATEMENT_AGE_MS).is_ok();
+            && p.check(&relay, unix_now_ms(), PRESENCE_MAX_AGE_MS).is_ok();
         if !believed {
             self.metrics.presence_refused.inc();
             return;
@@ -48,6 +45,52 @@ impl Messaging {
         let now = Instant::now();
         let mut r = self.router();
         r.on_presence(relay, client, false);
+        self.drive(&mut r, now);
+    }
+
+    /// A client connected here re-signed its statement: it replaces the session's and goes
+    /// out to every link (a statement must be fresh for linked relays to go on believing it).
+    pub fn refresh_presence(
+        self: &Arc<Self>,
+        session: &SessionOut,
+        p: Presence,
+    ) -> Result<(), PresenceError> {
+        if p.body.client != session.client {
+            return Err(PresenceError::WrongClient);
+        }
+        p.check(&self.me, unix_now_ms(), PRESENCE_SKEW_MS)?;
+        {
+            let mut current = lock(&session.presence);
+            if !p.newer_than(&current.body) {
+                return Err(PresenceError::Stale);
+            }
+            *current = p;
+        }
+        self.note_local_presence(session);
+        let frame = session.online_frame();
+        let late: Vec<_> = self
+            .linked()
+            .into_iter()
+            .filter_map(|link| late_frame(&link, frame.clone()))
+            .collect();
+        self.send_late(late);
+        Ok(())
+    }
+
+    /// Linked relays whose users' statements grew too old without a fresh one are no longer
+    /// believed to serve them.
+    pub(super) fn expire_presence(self: &Arc<Self>) {
+        let oldest = unix_now_ms().saturating_sub(PRESENCE_MAX_AGE_MS);
+        let stale = lock(&self.statements).older_than(oldest);
+        if stale.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let mut r = self.router();
+        for body in stale {
+            // Withdraws the claim only if that relay is the one believed now.
+            r.on_presence(body.relay, body.client, false);
+        }
         self.drive(&mut r, now);
     }
 

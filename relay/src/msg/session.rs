@@ -70,7 +70,7 @@ async fn serve(
     let mut writer = tasks.spawn(write_prioritized(send, answers_rx, rx).in_current_span());
     let out = SessionOut {
         client,
-        presence,
+        presence: Arc::new(std::sync::Mutex::new(Presence::clone(&presence))),
         serial: msg.serial(),
         conn,
         tx: tx.clone(),
@@ -102,6 +102,11 @@ async fn serve(
                     msg.send(env, &out);
                 }
                 Ok(Some(SessionFrame::Ack { id })) => msg.ack(client, id),
+                Ok(Some(SessionFrame::Present(p))) => {
+                    if msg.refresh_presence(&out, p).is_err() {
+                        break Err(FrameError::Unexpected("bad presence statement"));
+                    }
+                }
                 Ok(Some(_)) => break Err(FrameError::Unexpected("relay-to-client frame sent by client")),
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),

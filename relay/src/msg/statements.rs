@@ -6,6 +6,9 @@ use lru::LruCache;
 use top_proto::id::AccountId;
 use top_proto::presence::{Presence, PresenceBody};
 
+/// How often believed statements are checked for age.
+pub const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Users whose newest statement is remembered.
 pub const REMEMBERED_USERS: usize = 100_000;
 
@@ -26,6 +29,15 @@ impl Statements {
         self.0
             .peek(&p.body.client)
             .is_none_or(|latest| *latest == p.body || p.newer_than(latest))
+    }
+
+    /// The statements made before `time_ms`.
+    pub fn older_than(&self, time_ms: u64) -> Vec<PresenceBody> {
+        self.0
+            .iter()
+            .filter(|(_, b)| b.time_ms < time_ms)
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 
     /// Remembers `p` if it is the newest of its user.
