@@ -127,6 +127,9 @@ pub enum TxError {
     /// Deregistering an account that is not a registered relay.
     #[error("not a registered relay")]
     NotRegistered,
+    /// The transaction alone is larger than a block may be.
+    #[error("transaction larger than a block")]
+    TooLarge,
 }
 
 impl From<AmountError> for TxError {

@@ -3,7 +3,7 @@
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 
-use crate::apply::{SettledFee, TxError};
+use crate::apply::{Journal, SettledFee, TxError};
 use crate::block::{Block, BlockHash, BlockHeader, txs_root};
 use crate::state::{State, Touched};
 use crate::tx::{SignedTx, TxHash};
@@ -59,7 +59,13 @@ pub struct BlockOutcome {
     pub touched: Touched,
     /// Fees settled in it.
     pub fees: Vec<SettledFee>,
+    /// What the block replaced, so the store can undo it in memory when the disk refuses it.
+    pub(crate) undo: Journal,
 }
+
+/// The most bytes of transactions a block holds (a quarter of the largest ledger frame, so a
+/// follower always gets at least one whole block per request).
+pub const MAX_BLOCK_BYTES: usize = crate::wire::MAX_LEDGER_FRAME / 4;
 
 /// A block the validator built, with what it left out and why.
 pub struct Built {
@@ -143,6 +149,7 @@ impl State {
         Ok(BlockOutcome {
             touched: journal.touched(),
             fees,
+            undo: journal,
         })
     }
 
@@ -162,8 +169,19 @@ impl State {
         let mut fees = Vec::new();
         let mut rejected = Vec::new();
         let max = self.params.max_block_txs as usize;
+        let mut bytes = 0usize;
         for stx in candidates {
             if txs.len() == max {
+                break;
+            }
+            // Blocks stay small enough to travel in one ledger frame with room to spare: a
+            // transaction that would overflow this one waits for the next.
+            let size = postcard::to_allocvec(&stx).map_or(usize::MAX, |v| v.len());
+            if bytes.saturating_add(size) > MAX_BLOCK_BYTES {
+                if txs.is_empty() {
+                    rejected.push((stx.hash(), TxError::TooLarge));
+                    continue;
+                }
                 break;
             }
             let result =
@@ -171,6 +189,7 @@ impl State {
             match result {
                 Ok(f) => {
                     fees.extend(f);
+                    bytes += size;
                     txs.push(stx);
                 }
                 Err(e) => rejected.push((stx.hash(), e)),
@@ -189,6 +208,7 @@ impl State {
             outcome: BlockOutcome {
                 touched: journal.touched(),
                 fees,
+                undo: journal,
             },
             rejected,
         }

@@ -74,13 +74,20 @@ impl BlockReader {
         }
     }
 
-    /// The committed blocks from `from` through `to`, in order (stopping at the first missing).
-    pub fn blocks(&self, from: u64, to: u64) -> Result<Vec<Block>, StoreError> {
+    /// The committed blocks from `from` through `to`, in order (stopping at the first missing),
+    /// as many as fit in `max_bytes` (always at least one).
+    pub fn blocks(&self, from: u64, to: u64, max_bytes: usize) -> Result<Vec<Block>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for row in blocks.range(from..=to).map_err(db_err)? {
             let (_, v) = row.map_err(db_err)?;
+            // At least one block; then only as many as fit in `max_bytes`.
+            bytes = bytes.saturating_add(v.value().len());
+            if !out.is_empty() && bytes > max_bytes {
+                break;
+            }
             out.push(decode(v.value(), "block")?);
         }
         Ok(out)
@@ -182,7 +189,11 @@ impl Ledger {
         let outcome = self
             .state
             .apply_block(block, &self.head, &self.genesis.validator)?;
-        self.commit(block, &outcome)?;
+        if let Err(e) = self.commit(block, &outcome) {
+            // Memory goes back to what the disk holds: the block can be applied again.
+            self.state.rollback(outcome.undo);
+            return Err(e);
+        }
         Ok(Some(outcome))
     }
 
@@ -193,12 +204,11 @@ impl Ledger {
         time_ms: u64,
         validator: &top_proto::identity::Identity,
     ) -> Result<crate::chain::Built, StoreError> {
-        let before = self.state.clone();
         let built = self
             .state
             .build_block(candidates, time_ms, self.head, validator);
         if let Err(e) = self.commit(&built.block, &built.outcome) {
-            self.state = before;
+            self.state.rollback(built.outcome.undo);
             return Err(e);
         }
         Ok(built)

@@ -56,11 +56,19 @@ fn committed_blocks_survive_reopening_and_followers_agree() {
     assert_eq!(reopened.state(), &state);
     assert_eq!(reopened.head(), head);
     assert_eq!(reopened.block(3).unwrap().unwrap(), blocks[2]);
+    // Reads are bounded by bytes: a follower asking for many big blocks gets what fits (at
+    // least one), never one answer too big for a frame.
+    let reader = reopened.reader();
+    assert_eq!(reader.blocks(1, 5, usize::MAX).unwrap().len(), 5);
+    assert_eq!(reader.blocks(1, 5, 1).unwrap(), blocks[..1]);
+    let one = postcard::to_allocvec(&blocks[0]).unwrap().len();
+    let two = one + postcard::to_allocvec(&blocks[1]).unwrap().len();
+    assert_eq!(reader.blocks(1, 5, two).unwrap().len(), 2);
     reopened.state().check_invariant().unwrap();
 
     let mut other = w.genesis.clone();
     other.name = "another".into();
-    drop(reopened);
+    drop((reader, reopened));
     assert!(matches!(
         Ledger::open(&vpath, other),
         Err(StoreError::OtherChain { .. })

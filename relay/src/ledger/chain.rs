@@ -216,7 +216,9 @@ impl ChainNode {
         }
         // Up to 1024 blocks from disk: off the async workers, and without the chain's lock.
         let reader = self.blocks.clone();
-        Ok(tokio::task::spawn_blocking(move || reader.blocks(from, top)).await??)
+        // Bounded by bytes as well as count: the answer must fit one ledger frame.
+        let budget = ledger_lite::wire::MAX_LEDGER_FRAME / 2;
+        Ok(tokio::task::spawn_blocking(move || reader.blocks(from, top, budget)).await??)
     }
 
     /// Submits a transaction: into this validator's mempool, or upstream from a follower.
