@@ -158,8 +158,13 @@ impl Meter {
         if self.prices.is_free() {
             return true;
         }
-        let within_lock = self.channel.as_ref().is_none_or(|c| self.owed <= c.lock);
-        within_lock && self.unpaid() <= self.credit_window
+        // Credit only against a channel: one the chain knows, or an open signed by an account
+        // whose deposit covers it (checked before the channel is attached). A fresh key with
+        // nothing on chain is carried for nothing.
+        let Some(channel) = &self.channel else {
+            return false;
+        };
+        self.owed <= channel.lock && self.unpaid() <= self.credit_window
     }
 
     /// A payment request when unpaid usage reached a quarter of the credit window (or any unpaid usage

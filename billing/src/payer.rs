@@ -133,6 +133,18 @@ mod tests {
     }
 
     #[test]
+    fn no_channel_no_credit() {
+        let prices = Prices {
+            msg: Amount::from_units(1),
+            ..Prices::default()
+        };
+        let meter = Meter::new(ChainId([1; 32]), prices, Amount::from_units(1 << 30));
+        assert!(!meter.may_carry(), "a fresh key is carried on credit");
+        let free = Meter::new(ChainId([1; 32]), Prices::default(), Amount::ZERO);
+        assert!(free.may_carry(), "a free relay carries everyone");
+    }
+
+    #[test]
     fn relay_and_client_agree_and_credit_runs_out_without_receipts() {
         let (client, mut meter, mut payer) = setup();
         let mut counted = Usage::default();

@@ -80,3 +80,33 @@ async fn nobody_bills_as_another_account_without_its_proof() {
     );
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_key_without_a_channel_is_carried_for_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback_dev()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    // Many fresh keys, no deposit, no channel: not one byte is carried on credit.
+    for _ in 0..20 {
+        let me = Identity::generate();
+        let mut s = common::open_session(&relay.addr(), &me).await;
+        let env = common::sealed_envelope(&me, Identity::generate().account_id(), b"free?");
+        s.write(&top_proto::frame::SessionFrame::Send(env.clone()))
+            .await;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            s.until(|f| *f != top_proto::frame::SessionFrame::Synced),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            answer,
+            top_proto::frame::SessionFrame::Rejected {
+                id: env.id,
+                reason: top_proto::frame::Reject::PaymentRequired
+            }
+        );
+    }
+    assert_eq!(relay.status().mailbox.messages, 0);
+    relay.shutdown().await;
+}

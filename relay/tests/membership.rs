@@ -11,6 +11,14 @@ use top_proto::identity::Identity;
 use top_proto::presence::Presence;
 use top_relay::{InitOptions, Relay, init};
 
+/// A dev chain without charges: these raw clients open no payment channels (a relay that
+/// charges carries nothing for a key without one).
+fn free_of_charge(dir: &std::path::Path) {
+    let mut config = top_relay::config::RelayConfig::load(dir).unwrap();
+    config.billing.enabled = false;
+    config.save(dir).unwrap();
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -22,6 +30,7 @@ fn now_ms() -> u64 {
 async fn a_stranger_cannot_pose_as_a_relay_and_take_mail() {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), InitOptions::loopback_dev()).unwrap();
+    free_of_charge(dir.path());
     let relay = Relay::start(dir.path()).await.unwrap();
     let (alice, bob) = (Identity::generate(), Identity::generate());
     store_for_offline(&relay.addr(), &alice, bob.account_id(), 3).await;
@@ -76,6 +85,7 @@ async fn a_follower_registers_itself_and_then_links() {
     let root = tempfile::tempdir().unwrap();
     let (v_dir, f_dir) = (root.path().join("v"), root.path().join("f"));
     init(&v_dir, InitOptions::loopback_dev()).unwrap();
+    free_of_charge(&v_dir);
     let validator = Relay::start(&v_dir).await.unwrap();
     init(
         &f_dir,
@@ -85,6 +95,7 @@ async fn a_follower_registers_itself_and_then_links() {
         },
     )
     .unwrap();
+    free_of_charge(&f_dir);
     let follower = Relay::start(&f_dir).await.unwrap();
     // The validator's config does not name the follower: the registry lets it in.
     tokio::time::timeout(

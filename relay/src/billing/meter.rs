@@ -91,6 +91,10 @@ impl ClientMeter {
             if self.try_carry(service, bytes) {
                 return true;
             }
+            // Without a channel no receipt can come: refuse at once rather than park the sender.
+            if !self.has_channel() {
+                return false;
+            }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return false;
             }

@@ -141,9 +141,13 @@ pub async fn store_for_offline(
     }
     let mut stored = 0;
     while stored < count {
-        if let SessionFrame::Accepted { outcome, .. } = sender.next().await {
-            assert_eq!(outcome, top_proto::frame::Outcome::Stored);
-            stored += 1;
+        match sender.next().await {
+            SessionFrame::Accepted { outcome, .. } => {
+                assert_eq!(outcome, top_proto::frame::Outcome::Stored);
+                stored += 1;
+            }
+            SessionFrame::Rejected { reason, .. } => panic!("a message was refused: {reason:?}"),
+            _ => {}
         }
     }
     sent
