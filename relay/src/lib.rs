@@ -47,6 +47,12 @@
 //!   to the receipt store before it counts, and frees the credit (a delivery held back for lack of
 //!   payment resumes: the messaging session listens for that). The settle task puts receipts
 //!   worth it on the chain.
+//! - **A link**: a relay links only with members ([`node::peers`]): relays registered on the
+//!   chain (followed block by block by [`node::registration`], which also registers this relay)
+//!   or, without a chain or on a dev chain, the configured ones. The id is the one TLS proved;
+//!   a link's privileges are checked per stream. A user is believed to be on another relay only
+//!   on the user's own signed presence statement naming it ([`msg::presence`]), fresh and no
+//!   older than the newest seen ([`msg::statements`]).
 //! - **A CDN chunk**: a `Cdn` stream asks for a range; the store serves chunks from disk, or
 //!   fetches the manifest and chunks from linked relays on a miss and checks each against its
 //!   hash before keeping or serving it; bytes are metered as CDN usage. The HTTP gateway serves
