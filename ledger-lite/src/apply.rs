@@ -10,7 +10,7 @@ use top_proto::id::AccountId;
 
 use crate::amount::{Amount, AmountError};
 use crate::registry::{RecordError, RelayRecord};
-use crate::state::{Account, Channel, ChannelStatus, Grant, State, Touched, Unbond};
+use crate::state::{Account, Channel, ChannelStatus, Grant, SettleKind, State, Touched, Unbond};
 use crate::tx::{ChainId, ChannelId, EgressClaim, Receipt, SignedTx, TxKind};
 
 /// Why a transaction was refused. The state is unchanged whenever one of these is returned.
@@ -127,6 +127,9 @@ pub enum TxError {
     /// Deregistering an account that is not a registered relay.
     #[error("not a registered relay")]
     NotRegistered,
+    /// Egress claims on a channel that settled session receipts, or the other way round.
+    #[error("this channel settles the other kind of claim (receipts and egress never mix)")]
+    MixedSettlement,
     /// The transaction alone is larger than a block may be.
     #[error("transaction larger than a block")]
     TooLarge,
@@ -471,6 +474,7 @@ impl State {
                     settled: Amount::ZERO,
                     settled_bytes: 0,
                     status: ChannelStatus::Open,
+                    settles: None,
                 };
                 if payer_id == tx.from {
                     sender.deposit = need("deposit", sender.deposit, amount)?;
@@ -632,6 +636,15 @@ impl State {
                     cap,
                 });
             }
+            let kind = if claim.cap.is_some() {
+                SettleKind::Egress
+            } else {
+                SettleKind::Receipts
+            };
+            if channel.settles.is_some_and(|k| k != kind) {
+                return Err(TxError::MixedSettlement);
+            }
+            channel.settles = Some(kind);
             if claim.cum_amount <= channel.settled {
                 return Err(TxError::OldReceipt {
                     cum: claim.cum_amount,

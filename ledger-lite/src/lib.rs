@@ -24,7 +24,7 @@ pub use apply::{SettledFee, TxError};
 pub use block::{Block, BlockHash, BlockHeader, Genesis};
 pub use chain::{BlockError, BlockOutcome, Built};
 pub use mempool::{Mempool, SubmitError};
-pub use state::{Account, Channel, ChannelStatus, Grant, Params, State};
+pub use state::{Account, Channel, ChannelStatus, Grant, Params, SettleKind, State};
 pub use store::{BlockReader, Ledger, StoreError};
 pub use tx::{
     Allowance, AllowanceBody, ChainId, ChannelId, EgressClaim, Receipt, ReceiptBody, SignedTx, Tx,

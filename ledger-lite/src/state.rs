@@ -89,6 +89,19 @@ pub struct Channel {
     pub settled_bytes: u64,
     /// Open, closing or closed.
     pub status: ChannelStatus,
+    /// What its settlements are, fixed by the first one: session receipts or egress claims.
+    /// Both count cumulatively from zero, so one channel never settles both (each would be
+    /// paid only past the other's total).
+    pub settles: Option<SettleKind>,
+}
+
+/// What a channel pays for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettleKind {
+    /// Session receipts (`Settle`).
+    Receipts,
+    /// HTTP egress claims under allowances (`SettleEgress`).
+    Egress,
 }
 
 impl Channel {

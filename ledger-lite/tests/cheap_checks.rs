@@ -111,3 +111,38 @@ fn one_account_cannot_fill_the_mempool() {
     let other = w.tx(1, TxKind::Deposit { amount: top(1) });
     assert!(pool.submit(other).is_ok());
 }
+
+#[test]
+fn one_channel_never_settles_both_receipts_and_egress() {
+    // Both kinds count from zero: on one channel, the second kind would be paid only past the
+    // first's total (a relay earned 0.9 TOP for 2 TOP of service).
+    let mut w = World::new(2);
+    w.run(w.tx(0, TxKind::Deposit { amount: top(10) })).unwrap();
+    let ch = w.open(0, 1, top(5));
+    let receipt = w.receipt(0, ch, top(1));
+    w.settle(1, vec![receipt]).unwrap();
+    let allowance = AllowanceBody {
+        chain: w.chain(),
+        channel: ch,
+        content: [9; 32],
+        cap: top(2),
+    }
+    .sign(&w.people[0]);
+    let claim = EgressClaim {
+        allowance,
+        cum_bytes: 1,
+        cum_amount: top(2),
+    };
+    let egress = w.tx(
+        1,
+        TxKind::SettleEgress {
+            claims: vec![claim],
+        },
+    );
+    assert_eq!(w.state.precheck(&egress), Err(TxError::MixedSettlement));
+    assert_eq!(w.run(egress), Err(TxError::MixedSettlement));
+    assert_eq!(
+        w.state.channel(&ch).unwrap().settles,
+        Some(SettleKind::Receipts)
+    );
+}

@@ -144,6 +144,7 @@ fn build(w: &World, pending: &State, step: &Step) -> SignedTx {
                     settled: Amount::ZERO,
                     settled_bytes: 0,
                     status: ChannelStatus::Open,
+                    settles: None,
                 },
             ));
             let signer_index =

@@ -120,6 +120,11 @@ impl EgressBook {
         if channel.status != ChannelStatus::Open {
             return Err(AllowanceError::Invalid("the channel is closing"));
         }
+        if channel.settles == Some(ledger_lite::SettleKind::Receipts) {
+            return Err(AllowanceError::Invalid(
+                "the channel pays session receipts; open one for egress",
+            ));
+        }
         // The signature last: lookups first.
         if !allowance.verify() {
             return Err(AllowanceError::Invalid("bad signature"));
