@@ -270,6 +270,35 @@ async fn new_connections_are_rate_limited_per_address() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn open_connections_are_bounded_per_address() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let mut config = top_relay::config::RelayConfig::load(dir.path()).unwrap();
+    config.max_connections_per_ip = 2;
+    config.save(dir.path()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = relay.addr();
+    let dial = async || top_proto::net::dial::dial(&endpoint, &Identity::generate(), &addr).await;
+    let first = dial().await.unwrap();
+    let _second = dial().await.unwrap();
+    assert!(dial().await.is_err(), "a third connection from one address");
+    // Once one closes, another gets in.
+    first.close(0u32.into(), b"bye");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if dial().await.is_ok() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed one still counts"
+        );
+    }
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_sender_that_never_reads_its_answers_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let relay = relay(dir.path()).await;

@@ -75,6 +75,8 @@ pub struct ChainNode {
     pub(super) blocks: BlockReader,
     /// Submitted transactions whose signatures are being checked at once, at most.
     pub(super) verifying: tokio::sync::Semaphore,
+    /// The summary of the latest block asked about: it scans the whole state, so once a block.
+    pub(super) summary: Mutex<Option<Summary>>,
 }
 
 /// Transactions verified at once (each on a blocking thread).
@@ -120,6 +122,7 @@ impl ChainNode {
             upstream,
             blocks,
             verifying: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
+            summary: Mutex::new(None),
         }))
     }
 
@@ -152,8 +155,19 @@ impl ChainNode {
         self.lock().ledger.genesis().clone()
     }
 
-    /// The chain at a glance.
+    /// The chain at a glance, computed at most once per block (it scans the whole state).
     pub fn summary(&self) -> Summary {
+        let mut cached = self.summary.lock().unwrap_or_else(|p| p.into_inner());
+        let head = self.lock().ledger.head();
+        if let Some(summary) = cached.as_ref().filter(|s| s.head == head) {
+            return summary.clone();
+        }
+        let summary = self.compute_summary();
+        *cached = Some(summary.clone());
+        summary
+    }
+
+    fn compute_summary(&self) -> Summary {
         let inner = self.lock();
         let state = inner.ledger.state();
         Summary {

@@ -39,10 +39,45 @@ pub fn per_ip_limiter(per_sec: u32) -> PerIpLimiter {
     governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
 }
 
-/// Accepts connections until shutdown: at most `max_connections` at once, and at most
-/// `new_connections_per_ip` new ones per second from one address (before any handshake work).
+/// Connections open now per remote address.
+#[derive(Default)]
+struct OpenPerIp(std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+impl OpenPerIp {
+    /// Counts one more connection from `ip`, unless `max` are open: the count drops when the
+    /// returned guard does.
+    fn open(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<OpenGuard> {
+        let mut open = crate::util::lock(&self.0);
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(OpenGuard(self.clone(), ip))
+    }
+}
+
+/// One open connection from an address.
+struct OpenGuard(Arc<OpenPerIp>, IpAddr);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut open = crate::util::lock(&self.0.0);
+        if let Some(n) = open.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Accepts connections until shutdown: at most `max_connections` at once and
+/// `max_connections_per_ip` from one address, and at most `new_connections_per_ip` new ones per
+/// second from one address (before any handshake work).
 pub async fn accept_loop(shared: Arc<Shared>) {
     let limit = Arc::new(Semaphore::new(shared.config.max_connections));
+    let open_per_ip = Arc::new(OpenPerIp::default());
     let per_ip = per_ip_limiter(shared.config.new_connections_per_ip);
     let mut forget = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -65,6 +100,12 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         };
+        let ip = incoming.remote_address().ip();
+        let Some(from_ip) = open_per_ip.open(ip, shared.config.max_connections_per_ip) else {
+            shared.metrics.connections_refused.inc();
+            incoming.refuse();
+            continue;
+        };
         let shared2 = shared.clone();
         shared.tasks.spawn(async move {
             let remote = incoming.remote_address();
@@ -75,7 +116,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             };
             shared2.metrics.connections.inc();
             serve_streams(shared2, conn, Arc::new(AtomicBool::new(false))).await;
-            drop(permit);
+            drop((permit, from_ip));
         });
     }
 }

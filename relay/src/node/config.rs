@@ -205,6 +205,9 @@ pub struct RelayConfig {
     /// New connections accepted per second from one IP address (bursts of twice that).
     #[serde(default = "default_connections_per_ip")]
     pub new_connections_per_ip: u32,
+    /// Most connections open at once from one IP address.
+    #[serde(default = "default_open_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// Mailbox limits.
     #[serde(default)]
     pub mailbox: MailboxConfig,
@@ -251,6 +254,10 @@ fn default_connections_per_ip() -> u32 {
     50
 }
 
+fn default_open_connections_per_ip() -> usize {
+    256
+}
+
 impl RelayConfig {
     /// A configuration with defaults for the given addresses.
     pub fn new(listen: SocketAddr, http: SocketAddr) -> Self {
@@ -263,6 +270,7 @@ impl RelayConfig {
             auto_register: true,
             max_connections: default_max_connections(),
             new_connections_per_ip: default_connections_per_ip(),
+            max_connections_per_ip: default_open_connections_per_ip(),
             mailbox: MailboxConfig::default(),
             ledger: LedgerConfig::default(),
             billing: BillingConfig::default(),
