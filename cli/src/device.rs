@@ -113,9 +113,37 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Whether `path` is ours alone: owned by this user (root, for `sudo top vpn …`) and writable
+/// by nobody else, and so is its directory. State that others could have written is never
+/// acted on: as root, a forged record would undo arbitrary "changes" or signal any process.
+fn trusted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let ours = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| m.uid() == me && m.mode() & 0o022 == 0)
+    };
+    ours(path) && path.parent().is_some_and(ours)
+}
+
+/// Whether `pid` runs this very program (a status file's pid could name anything).
+fn is_this_program(pid: u32) -> bool {
+    let (Ok(exe), Ok(me)) = (
+        std::fs::read_link(format!("/proc/{pid}/exe")),
+        std::env::current_exe(),
+    ) else {
+        return false;
+    };
+    exe == me
+}
+
 /// Reads the status the running client wrote, if one runs.
 pub fn read_status(state_dir: &Path) -> Option<VpnStatus> {
-    let text = std::fs::read(state_dir.join(STATUS_FILE)).ok()?;
+    let path = state_dir.join(STATUS_FILE);
+    if !trusted(&path) {
+        return None;
+    }
+    let text = std::fs::read(path).ok()?;
     let status: VpnStatus = serde_json::from_slice(&text).ok()?;
     process_alive(status.pid).then_some(status)
 }
@@ -339,6 +367,13 @@ fn restore(applied: &mut Applied, path: &Path) {
 /// Undoes host changes a dead client left recorded; returns whether there were any.
 fn down_leftovers(state_dir: &Path) -> bool {
     let path = state_dir.join(APPLIED_FILE);
+    if path.exists() && !trusted(&path) {
+        warn!(
+            "{} is not owned by this user alone; not acting on it",
+            path.display()
+        );
+        return false;
+    }
     let Ok(text) = std::fs::read(&path) else {
         return false;
     };
@@ -358,6 +393,12 @@ fn down_leftovers(state_dir: &Path) -> bool {
 /// from its record. Returns what was done.
 pub async fn down(state_dir: &Path) -> Result<String, DeviceError> {
     if let Some(status) = read_status(state_dir) {
+        if !is_this_program(status.pid) {
+            return Err(DeviceError::Vpn(format!(
+                "pid {} in the VPN status is not a `top` client; not signalling it",
+                status.pid
+            )));
+        }
         let pid = i32::try_from(status.pid).map_err(|_| DeviceError::Vpn("bad pid".into()))?;
         // SAFETY: kill(2) with a pid read from our own status file and a valid signal number.
         let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -380,4 +421,27 @@ pub async fn down(state_dir: &Path) -> Result<String, DeviceError> {
         return Ok("VPN was not running; restored the routes, DNS and kill switch it left".into());
     }
     Err(DeviceError::Net(NetError::Parse("no VPN is up".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn state_others_could_write_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let file = dir.path().join(APPLIED_FILE);
+        std::fs::write(&file, b"{}").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(trusted(&file));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(!trusted(&file), "world-writable file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(!trusted(&file), "world-writable directory");
+        assert!(!is_this_program(1), "pid 1 is not this test");
+        assert!(is_this_program(std::process::id()));
+    }
 }
