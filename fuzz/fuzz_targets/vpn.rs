@@ -1,0 +1,64 @@
+//! A VPN peer's bytes: tunnel handshakes, datagrams (with a live key and replay window), the
+//! control stream's frames, proxied-connect requests and the packet checks: must never panic.
+#![no_main]
+
+use std::sync::{LazyLock, Mutex};
+
+use libfuzzer_sys::fuzz_target;
+use top_proto::frame::decode_body;
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+use top_proto::vpn::cipher::{DatagramOpener, Lease, TunnelInitiator, TunnelResponder};
+use top_proto::vpn::packet::ipv4_endpoints;
+use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
+
+struct Keys {
+    exit: Identity,
+    exit_id: AccountId,
+    client: Identity,
+    opener: Mutex<DatagramOpener>,
+}
+
+static KEYS: LazyLock<Keys> = LazyLock::new(|| {
+    let (client, exit) = (Identity::from_seed(&[1; 32]), Identity::from_seed(&[2; 32]));
+    let (init, first) = TunnelInitiator::start(&client, &exit.account_id()).unwrap();
+    let lease = Lease {
+        addr: [10, 77, 0, 2],
+        prefix: 24,
+        gateway: [10, 77, 0, 1],
+        dns: None,
+        mtu: 1380,
+    };
+    let (reply, exit_keys) = TunnelResponder::read(&exit, &first)
+        .unwrap()
+        .reply(&lease)
+        .unwrap();
+    drop(init.finish(&reply).unwrap());
+    let (_, opener) = exit_keys.split();
+    Keys {
+        exit_id: exit.account_id(),
+        exit,
+        client,
+        opener: Mutex::new(opener),
+    }
+});
+
+fuzz_target!(|data: &[u8]| {
+    let keys = &*KEYS;
+    let mut out = vec![0u8; 2048];
+    let _ = keys.opener.lock().unwrap().open(data, &mut out);
+    // Reading a handshake costs a key exchange too: only for inputs that ask for it.
+    if data.first() == Some(&0xF2) {
+        let _ = TunnelResponder::read(&keys.exit, &data[1..]);
+    }
+    // A handshake reply costs a key exchange: only for inputs that ask for it.
+    if data.first() == Some(&0xF1)
+        && let Ok((init, _)) = TunnelInitiator::start(&keys.client, &keys.exit_id)
+    {
+        let _ = init.finish(&data[1..]);
+    }
+    let _ = ipv4_endpoints(data);
+    let _ = decode_body::<VpnFrame>(data);
+    let _ = postcard::from_bytes::<ConnectRequest>(data);
+    let _ = postcard::from_bytes::<ConnectReply>(data);
+});
