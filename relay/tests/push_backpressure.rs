@@ -67,6 +67,35 @@ async fn a_big_push_waits_for_room_without_starving_answers() {
     relay.shutdown().await;
 }
 
+/// Two relays without a chain, configured with each other and linked, each keeping mailboxes
+/// alone.
+async fn linked_pair_one_home(root: &std::path::Path) -> (Relay, Relay) {
+    let (a_dir, b_dir) = (root.join("a"), root.join("b"));
+    for dir in [&a_dir, &b_dir] {
+        init(dir, InitOptions::loopback()).unwrap();
+        one_home(dir);
+    }
+    let a = Relay::start(&a_dir).await.unwrap();
+    let b = Relay::start(&b_dir).await.unwrap();
+    // Without a chain, each relay links only with the relays its operator configured.
+    a.add_peer(b.addr());
+    b.add_peer(a.addr());
+    tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id()))
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// A client id whose only home (of `a` and `b`) is `b`.
+fn homed_at(b: &Relay, a: &Relay) -> Identity {
+    loop {
+        let id = Identity::generate();
+        if b.id().xor_distance(&id.account_id()) < a.id().xor_distance(&id.account_id()) {
+            return id;
+        }
+    }
+}
+
 /// Sets `[mailbox] home_replicas` in a relay's config.
 fn one_home(dir: &std::path::Path) {
     let path = dir.join("config.toml");
@@ -82,27 +111,9 @@ fn one_home(dir: &std::path::Path) {
 #[tokio::test(flavor = "multi_thread")]
 async fn another_relays_push_bigger_than_the_queue_arrives_whole_before_synced() {
     let root = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
-    for dir in [&a_dir, &b_dir] {
-        init(dir, InitOptions::loopback()).unwrap();
-        one_home(dir);
-    }
-    let a = Relay::start(&a_dir).await.unwrap();
-    let b = Relay::start(&b_dir).await.unwrap();
-    // Without a chain, each relay links only with the relays its operator configured.
-    a.add_peer(b.addr());
-    b.add_peer(a.addr());
-    tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id()))
-        .await
-        .unwrap();
+    let (a, b) = linked_pair_one_home(root.path()).await;
     // Bob's only home relay is B; he will connect to A, so B's push crosses the link.
-    let bob = loop {
-        let id = Identity::generate();
-        let to_b = b.id().xor_distance(&id.account_id());
-        if to_b < a.id().xor_distance(&id.account_id()) {
-            break id;
-        }
-    };
+    let bob = homed_at(&b, &a);
     let alice = Identity::generate();
     store_for_offline(&b.addr(), &alice, bob.account_id(), STORED).await;
     assert_eq!(a.status().mailbox.messages, 0, "B alone keeps bob's mail");
@@ -133,26 +144,8 @@ async fn another_relays_push_bigger_than_the_queue_arrives_whole_before_synced()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_stops_reading_holds_a_links_pushes_back_only_once() {
     let root = tempfile::tempdir().unwrap();
-    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
-    for dir in [&a_dir, &b_dir] {
-        init(dir, InitOptions::loopback()).unwrap();
-        one_home(dir);
-    }
-    let a = Relay::start(&a_dir).await.unwrap();
-    let b = Relay::start(&b_dir).await.unwrap();
-    // Without a chain, each relay links only with the relays its operator configured.
-    a.add_peer(b.addr());
-    b.add_peer(a.addr());
-    tokio::time::timeout(Duration::from_secs(10), a.wait_linked(&b.id()))
-        .await
-        .unwrap();
-    let home_b = || loop {
-        let id = Identity::generate();
-        if b.id().xor_distance(&id.account_id()) < a.id().xor_distance(&id.account_id()) {
-            break id;
-        }
-    };
-    let (bob, alice) = (home_b(), Identity::generate());
+    let (a, b) = linked_pair_one_home(root.path()).await;
+    let (bob, alice) = (homed_at(&b, &a), Identity::generate());
     store_for_offline(&b.addr(), &alice, bob.account_id(), STORED).await;
 
     // Bob connects to A and never reads: A's queue towards him fills, and B's push of the

@@ -67,6 +67,12 @@ impl Messaging {
             *current = p;
         }
         self.note_local_presence(session);
+        self.announce(session);
+        Ok(())
+    }
+
+    /// Sends `session`'s statement to every link (waiting for room where a queue is full).
+    fn announce(&self, session: &SessionOut) {
         let frame = session.online_frame();
         let late: Vec<_> = self
             .linked()
@@ -74,14 +80,14 @@ impl Messaging {
             .filter_map(|link| late_frame(&link, frame.clone()))
             .collect();
         self.send_late(late);
-        Ok(())
     }
 
     /// Linked relays whose users' statements grew too old without a fresh one are no longer
     /// believed to serve them.
     pub(super) fn expire_presence(self: &Arc<Self>) {
         let oldest = unix_now_ms().saturating_sub(PRESENCE_MAX_AGE_MS);
-        let stale = lock(&self.statements).older_than(oldest);
+        // Expired statements are forgotten: their age alone refuses them from now on.
+        let stale = lock(&self.statements).take_older_than(oldest);
         if stale.is_empty() {
             return;
         }
@@ -100,13 +106,7 @@ impl Messaging {
         let Some(session) = self.session(&client) else {
             return;
         };
-        let frame = session.online_frame();
-        let late: Vec<_> = self
-            .linked()
-            .into_iter()
-            .filter_map(|link| late_frame(&link, frame.clone()))
-            .collect();
-        self.send_late(late);
+        self.announce(&session);
         self.request_push(client, None);
     }
 }

@@ -31,13 +31,18 @@ impl Statements {
             .is_none_or(|latest| *latest == p.body || p.newer_than(latest))
     }
 
-    /// The statements made before `time_ms`.
-    pub fn older_than(&self, time_ms: u64) -> Vec<PresenceBody> {
-        self.0
+    /// Removes and returns the statements made before `time_ms`.
+    pub fn take_older_than(&mut self, time_ms: u64) -> Vec<PresenceBody> {
+        let old: Vec<PresenceBody> = self
+            .0
             .iter()
             .filter(|(_, b)| b.time_ms < time_ms)
             .map(|(_, b)| b.clone())
-            .collect()
+            .collect();
+        for body in &old {
+            self.0.pop(&body.client);
+        }
+        old
     }
 
     /// Remembers `p` if it is the newest of its user.

@@ -121,6 +121,15 @@ pub async fn accept_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Whether a stream comes from a link whose relay is a member now: a link's privileges hold
+/// only while its relay is a member, checked per stream.
+fn is_member_link(shared: &Shared, is_link: &AtomicBool, peer: &AccountId) -> bool {
+    is_link.load(Ordering::SeqCst)
+        && shared
+            .peers
+            .is_member(&RelayId::from_wire(*peer.as_bytes()))
+}
+
 /// What the streams of one connection share.
 #[derive(Clone)]
 struct ConnState {
@@ -250,11 +259,7 @@ async fn serve_stream(
             Ok(())
         }
         Ok(Open::Pipe { to }) => {
-            // A link's privileges hold only while its relay is a member, checked per stream.
-            let from_link = is_link.load(Ordering::SeqCst)
-                && shared
-                    .peers
-                    .is_member(&RelayId::from_wire(*peer.as_bytes()));
+            let from_link = is_member_link(&shared, &is_link, &peer);
             let meter = meter.filter(|_| !from_link);
             serve_pipe(
                 &shared.msg,
@@ -361,11 +366,7 @@ async fn serve_stream(
             .await
         }
         Ok(Open::Cdn) => {
-            // A link's privileges hold only while its relay is a member, checked per stream.
-            let from_link = is_link.load(Ordering::SeqCst)
-                && shared
-                    .peers
-                    .is_member(&RelayId::from_wire(*peer.as_bytes()));
+            let from_link = is_member_link(&shared, &is_link, &peer);
             crate::cdn::serve::serve_cdn(shared.cdn.clone(), peer, from_link, meter, send, frames)
                 .await
         }
