@@ -165,7 +165,7 @@ async fn main() -> Result<()> {
     let settled = |r: &Relay| {
         r.status()
             .ledger
-            .is_some_and(|l| l.receipts_taken > 0 && l.pending_receipts == 0)
+            .is_some_and(|l| l.receipts_taken > 0 && !l.pending_worth_settling)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !(settled(&relay_a) && settled(&relay_b)) {

@@ -102,11 +102,12 @@ async fn messages_are_paid_settled_and_burned_and_followers_agree() {
         chain.with_state(|s| s.channel(&channel).is_some_and(|c| !c.settled.is_zero()))
     })
     .await;
-    wait_until("every receipt settled", async || {
+    // Leftovers that would earn less than a settlement's fee wait for more.
+    wait_until("every receipt worth a settlement settled", async || {
         validator
             .status()
             .ledger
-            .is_some_and(|l| l.pending_receipts == 0)
+            .is_some_and(|l| !l.pending_worth_settling)
     })
     .await;
     chain.with_state(|s| {
@@ -123,9 +124,13 @@ async fn messages_are_paid_settled_and_burned_and_followers_agree() {
             relay.fees_earned.checked_add(relay.fees_burned).unwrap(),
             settled
         );
+        // Every committed transaction paid the minimum fee (what the SDK and relays sign).
+        let txs: u64 = s.accounts().map(|(_, a)| a.nonce).sum();
+        let tx_fees = Amount::from_units(u128::from(txs) * s.params.min_fee.units());
         assert_eq!(
-            s.burned, relay.fees_burned,
-            "every burn came from this relay's fees"
+            s.burned,
+            relay.fees_burned.checked_add(tx_fees).unwrap(),
+            "every burn came from this relay's fees and the transaction fees"
         );
         // At least a tenth of what was settled is burned (⌈fee/10⌉ per settlement).
         assert!(relay.fees_burned.units() * 10 >= settled.units());
@@ -291,8 +296,8 @@ async fn an_app_pays_for_its_users_through_a_grant() {
         );
         assert_eq!(
             s.account(&app.account_id()).unwrap().deposit,
-            top("49"),
-            "1 TOP locked for the user"
+            top("49").checked_sub(s.params.min_fee).unwrap(),
+            "1 TOP locked for the user, and the open's fee"
         );
     });
     wallet.close().await;
@@ -361,8 +366,9 @@ async fn cdn_fetches_pay_by_receipt_and_http_egress_by_the_publishers_allowance(
     );
     // The relay settles both: receipts for the SDK reads, the egress claim for HTTP, each with
     // ⌈fee/10⌉ burned; the supply invariant holds.
-    // Every charge is settled in the end, to the unit: the reader's channel up to the last
-    // amount it signed, the egress channel up to all three responses, 3 × (3 MiB + 17 B) at
+    // Every charge is settled in the end: the reader's channel up to the last amount it signed
+    // (less a leftover worth less than a settlement's fee), the egress channel to the unit for
+    // all three responses, 3 × (3 MiB + 17 B) at
     // 0.001 TOP/MiB rounded up: 0.009000049 TOP (the third one's charge is settled once serving
     // stops, below the settlement threshold).
     let chain = relay.chain().unwrap();
@@ -372,8 +378,13 @@ async fn cdn_fetches_pay_by_receipt_and_http_egress_by_the_publishers_allowance(
     let served = top("0.009000049");
     wait_until("both channels to settle in full", async || {
         chain.with_state(|s| {
+            // A leftover that would earn less than a settlement's fee waits for more.
+            let dust = |settled: Amount| {
+                let left = reader_signed.saturating_sub(settled);
+                left.saturating_sub(left.burn_share()) <= s.params.min_fee
+            };
             s.channel(&reader_channel)
-                .is_some_and(|c| c.settled == reader_signed)
+                .is_some_and(|c| c.settled <= reader_signed && dust(c.settled))
                 && s.channel(&egress_channel)
                     .is_some_and(|c| c.settled == served)
         })

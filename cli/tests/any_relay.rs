@@ -273,6 +273,8 @@ fn ok(out: &Output) -> String {
 }
 
 const TOP_UNITS: u64 = 1_000_000_000;
+/// A dev chain's transaction fee, in base units.
+const DEV_FEE_UNITS: u64 = top_relay::ledger::setup::DEV_MIN_FEE_UNITS as u64;
 
 /// Wallet and CDN commands for `user`, whose relay is `relay`; `round` numbers the funds so the
 /// figures are exact.
@@ -294,8 +296,10 @@ fn wallet_and_cdn(user: &User, other: &User, relay: &RelayProc, root: &Path, rou
         after["deposit"].as_u64().unwrap(),
     );
     let late = if round > 1 { TOP_UNITS } else { 0 };
+    // The deposit's transaction fee is burned from the balance.
+    let gained = 90 * TOP_UNITS - DEV_FEE_UNITS;
     assert!(
-        (bal0 + 90 * TOP_UNITS..=bal0 + 90 * TOP_UNITS + late).contains(&bal1),
+        (bal0 + gained..=bal0 + gained + late).contains(&bal1),
         "balance {bal0} → {bal1}"
     );
     assert!(

@@ -91,8 +91,9 @@ async fn wallet_commands_on_a_dev_chain() {
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&top(&alice, &["wallet", "balance", "--json"]))).unwrap();
     assert_eq!(
-        json["balance"], 88_500_000_000u64,
-        "exact base units: 100 - 1.5 - 10"
+        json["balance"],
+        88_500_000_000u64 - 3 * top_relay::ledger::setup::DEV_MIN_FEE_UNITS as u64,
+        "exact base units: 100 - 1.5 - 10 - three transaction fees"
     );
     assert_eq!(json["deposit"], 6_000_000_000u64);
     assert_eq!(json["unbonding"][0]["amount"], 4_000_000_000u64);

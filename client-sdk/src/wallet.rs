@@ -129,11 +129,12 @@ impl Wallet {
     pub async fn sign(&self, kind: TxKind) -> Result<(ledger_lite::SignedTx, u64), ClientError> {
         let me = self.identity.account_id();
         let nonce = self.account(Some(me)).await?.next_nonce;
-        let chain = self.summary().await?.chain;
+        let summary = self.summary().await?;
         let tx = Tx {
-            chain,
+            chain: summary.chain,
             from: me,
             nonce,
+            fee: summary.min_fee,
             kind,
         }
         .sign(&self.identity);

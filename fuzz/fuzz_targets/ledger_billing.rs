@@ -23,6 +23,7 @@ static STATE: LazyLock<State> = LazyLock::new(|| {
             unbonding_blocks: 3,
             max_block_txs: 100,
             min_stake: ledger_lite::Amount::from_units(10),
+            min_fee: ledger_lite::Amount::from_units(3),
         },
         faucet: None,
         allocations: vec![(rich.account_id(), ledger_lite::Amount::from_units(1 << 40))],
@@ -42,6 +43,12 @@ fuzz_target!(|data: &[u8]| {
         let mut state = STATE.clone();
         let _ = state.apply_tx(&tx);
         state.check_invariant().unwrap();
+        // The state transition itself, as if the signatures held (a fuzzer cannot forge them).
+        let mut state = STATE.clone();
+        if state.precheck(&tx).is_ok() {
+            let _ = state.apply_verified_tx(&tx);
+            state.check_invariant().unwrap();
+        }
     }
     if let Ok(r) = postcard::from_bytes::<Receipt>(data) {
         let _ = r.verify();

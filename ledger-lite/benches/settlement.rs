@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
             unbonding_blocks: 10,
             max_block_txs: 1 << 20,
             min_stake: ledger_lite::Amount::ZERO,
+            min_fee: ledger_lite::Amount::ZERO,
         },
         faucet: None,
         allocations: payers
@@ -66,6 +67,7 @@ fn fixture() -> Fixture {
                 chain,
                 from,
                 nonce: 0,
+                fee: Amount::ZERO,
                 kind: TxKind::Deposit { amount: top(10) },
             }
             .sign(payer),
@@ -75,6 +77,7 @@ fn fixture() -> Fixture {
                 chain,
                 from,
                 nonce: 1,
+                fee: Amount::ZERO,
                 kind: TxKind::OpenChannel {
                     relay,
                     amount: top(10),
@@ -111,6 +114,7 @@ fn fixture() -> Fixture {
                 chain,
                 from: relay.account_id(),
                 nonce: 0,
+                fee: Amount::ZERO,
                 kind: TxKind::Settle { receipts: mine },
             }
             .sign(relay)
@@ -128,6 +132,7 @@ fn fixture() -> Fixture {
                 chain,
                 from: relays[r].account_id(),
                 nonce,
+                fee: Amount::ZERO,
                 kind: TxKind::Settle {
                     receipts: vec![receipt.clone()],
                 },

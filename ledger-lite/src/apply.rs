@@ -124,6 +124,14 @@ pub enum TxError {
         /// The chain's minimum stake.
         need: Amount,
     },
+    /// The transaction's fee is below the chain's minimum.
+    #[error("fee {have} is below the chain's minimum fee {need}")]
+    FeeTooLow {
+        /// The fee it offers.
+        have: Amount,
+        /// The chain's minimum fee.
+        need: Amount,
+    },
     /// Deregistering an account that is not a registered relay.
     #[error("not a registered relay")]
     NotRegistered,
@@ -177,15 +185,41 @@ impl State {
                 got: tx.nonce,
             });
         }
+        self.fee_floor(tx.fee)?;
+        let balance = self
+            .accounts
+            .get(&tx.from)
+            .map_or(Amount::ZERO, |a| a.balance);
         match &tx.kind {
             TxKind::Settle { receipts } => {
-                self.check_settlement(&tx.from, receipts)?;
+                let updates = self.check_settlement(&tx.from, receipts)?;
+                need("balance", balance.checked_add(earnings(&updates)?)?, tx.fee)?;
             }
             TxKind::SettleEgress { claims } => {
-                self.check_egress(&tx.from, claims)?;
+                let updates = self.check_egress(&tx.from, claims)?;
+                need("balance", balance.checked_add(earnings(&updates)?)?, tx.fee)?;
             }
-            TxKind::RegisterRelay { record, .. } => record.check()?,
-            _ => {}
+            TxKind::OpenChannel {
+                sponsor: Some(app), ..
+            } if *app != tx.from => {
+                let deposit = self.accounts.get(app).map_or(Amount::ZERO, |a| a.deposit);
+                need("sponsor deposit", deposit, tx.fee)?;
+            }
+            kind => {
+                if let TxKind::RegisterRelay { record, .. } = kind {
+                    record.check()?;
+                }
+                need("balance", balance, tx.fee)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a fee below the chain's minimum.
+    fn fee_floor(&self, fee: Amount) -> Result<(), TxError> {
+        let need = self.params.min_fee;
+        if fee < need {
+            return Err(TxError::FeeTooLow { have: fee, need });
         }
         Ok(())
     }
@@ -198,6 +232,15 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// What a relay keeps of a settlement (the fees less their burn).
+fn earnings(updates: &[(ChannelId, Channel, SettledFee)]) -> Result<Amount, TxError> {
+    let mut earned = Amount::ZERO;
+    for (_, _, fee) in updates {
+        earned = earned.checked_add(fee.fee.checked_sub(fee.burned)?)?;
+    }
+    Ok(earned)
 }
 
 fn need(what: &'static str, have: Amount, need: Amount) -> Result<Amount, TxError> {
@@ -390,6 +433,15 @@ impl State {
             });
         }
         sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
+        self.fee_floor(tx.fee)?;
+        // The fee payer: a sponsored open's sponsor (below), a settling relay out of what it
+        // earns (below), everyone else from their balance before anything else happens.
+        let sponsored =
+            matches!(&tx.kind, TxKind::OpenChannel { sponsor: Some(app), .. } if *app != tx.from);
+        let settles = matches!(tx.kind, TxKind::Settle { .. } | TxKind::SettleEgress { .. });
+        if !sponsored && !settles {
+            sender.balance = need("balance", sender.balance, tx.fee)?;
+        }
         let release_height = self
             .height
             .checked_add(self.params.unbonding_blocks)
@@ -487,7 +539,10 @@ impl State {
                     if self.time_ms > grant.expires_ms {
                         return Err(TxError::GrantExpired);
                     }
-                    let used = grant.used.checked_add(amount)?;
+                    // The fee counts against the grant like the lock: a user cannot make the
+                    // app pay more than it granted.
+                    let charged = amount.checked_add(tx.fee)?;
+                    let used = grant.used.checked_add(charged)?;
                     need("grant", grant.cap, used)?;
                     grant.used = used;
                     let mut payer = self
@@ -495,7 +550,7 @@ impl State {
                         .get(&payer_id)
                         .cloned()
                         .ok_or(TxError::UnknownAccount(payer_id))?;
-                    payer.deposit = need("sponsor deposit", payer.deposit, amount)?;
+                    payer.deposit = need("sponsor deposit", payer.deposit, charged)?;
                     self.put_grant(&mut j, key, grant);
                     self.put_account(&mut j, payer_id, payer);
                 }
@@ -527,14 +582,14 @@ impl State {
                     TxKind::SettleEgress { claims } => self.check_egress(&tx.from, claims)?,
                     _ => return Err(TxError::BadSettlement),
                 };
-                let mut earned = Amount::ZERO;
+                let earned = earnings(&updates)?;
                 let mut burned = Amount::ZERO;
                 for (_, _, fee) in &updates {
                     burned = burned.checked_add(fee.burned)?;
-                    earned = earned.checked_add(fee.fee.checked_sub(fee.burned)?)?;
                     settled.push(fee.clone());
                 }
                 sender.balance = sender.balance.checked_add(earned)?;
+                sender.balance = need("balance", sender.balance, tx.fee)?;
                 sender.fees_earned = sender.fees_earned.checked_add(earned)?;
                 sender.fees_burned = sender.fees_burned.checked_add(burned)?;
                 self.burned = self.burned.checked_add(burned)?;
@@ -563,6 +618,7 @@ impl State {
                 );
             }
         }
+        self.burned = self.burned.checked_add(tx.fee)?;
         self.put_account(&mut j, tx.from, sender);
         Ok(settled)
     }

@@ -132,6 +132,9 @@ pub struct Params {
     /// The least stake a registered relay holds.
     #[serde(default)]
     pub min_stake: Amount,
+    /// The least fee a transaction pays (burned).
+    #[serde(default)]
+    pub min_fee: Amount,
 }
 
 /// The whole ledger state after some block.

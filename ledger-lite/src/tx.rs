@@ -120,6 +120,9 @@ pub struct Tx {
     pub from: AccountId,
     /// Must equal the signer's next nonce.
     pub nonce: u64,
+    /// Burned from the fee payer (the signer; a sponsored open's sponsor); at least the chain's
+    /// minimum fee, so no transaction is free to send.
+    pub fee: Amount,
     /// What it does.
     pub kind: TxKind,
 }
@@ -313,6 +316,7 @@ mod tests {
             chain: chain(),
             from: alice.account_id(),
             nonce: 0,
+            fee: Amount::from_units(5),
             kind: TxKind::Transfer {
                 to: bob,
                 amount: Amount::from_units(10),
@@ -323,6 +327,9 @@ mod tests {
         let mut other = signed.clone();
         other.tx.nonce = 1;
         assert!(!other.verify());
+        let mut other = signed.clone();
+        other.tx.fee = Amount::from_units(4);
+        assert!(!other.verify(), "the fee is signed");
         let mut other = signed.clone();
         other.tx.chain = ChainId([6; 32]);
         assert!(!other.verify(), "replay on another chain");

@@ -101,6 +101,8 @@ pub struct Summary {
     pub unbonding_blocks: u64,
     /// The least stake of a registered relay.
     pub min_stake: Amount,
+    /// The least fee a transaction pays.
+    pub min_fee: Amount,
 }
 
 /// One account as a node sees it.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{World, top};
+use common::{MIN_FEE, World, top};
 use ledger_lite::apply::MAX_SETTLE_CLAIMS;
 use ledger_lite::*;
 use top_proto::identity::Identity;
@@ -27,6 +27,7 @@ fn forged_settle(w: &World, from: &Identity, n: usize, channel: ChannelId) -> Si
         chain: w.chain(),
         from: from.account_id(),
         nonce: 0,
+        fee: Amount::from_units(MIN_FEE),
         kind: TxKind::Settle { receipts },
     }
     .sign(from)
@@ -57,6 +58,7 @@ fn a_settlement_on_someone_elses_channel_fails_by_lookup_too() {
     let stx = forged_settle(&w, &w.people[2].clone(), 10, ch);
     let stx = Tx {
         nonce: w.state.account(&w.id(2)).unwrap().nonce,
+        fee: Amount::from_units(MIN_FEE),
         ..stx.tx
     }
     .sign(&w.people[2]);
@@ -72,6 +74,7 @@ fn settlements_are_bounded() {
     let nonce = w.state.account(&w.id(1)).unwrap().nonce;
     let stx = Tx {
         nonce,
+        fee: Amount::from_units(MIN_FEE),
         ..forged_settle(&w, &relay, MAX_SETTLE_CLAIMS + 1, ch).tx
     }
     .sign(&relay);
@@ -89,6 +92,7 @@ fn one_account_cannot_fill_the_mempool() {
             chain: w.chain(),
             from: me,
             nonce,
+            fee: Amount::from_units(MIN_FEE),
             kind: TxKind::Transfer {
                 to: me,
                 amount: Amount::from_units(1),

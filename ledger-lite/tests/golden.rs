@@ -47,6 +47,7 @@ fn transaction_encoding_is_frozen() {
             chain,
             from: payer.account_id(),
             nonce: 3,
+            fee: Amount::from_units(1_000),
             kind: TxKind::OpenChannel {
                 relay: relay.account_id(),
                 amount: Amount::from_units(10_000),
@@ -58,6 +59,7 @@ fn transaction_encoding_is_frozen() {
             chain,
             from: relay.account_id(),
             nonce: 0,
+            fee: Amount::from_units(1_000),
             kind: TxKind::Settle {
                 receipts: vec![receipt],
             },
@@ -78,6 +80,7 @@ fn block_encoding_is_frozen() {
         chain,
         from: payer.account_id(),
         nonce: 0,
+        fee: Amount::from_units(1_000),
         kind: TxKind::Transfer {
             to: relay.account_id(),
             amount: Amount::from_units(42),

@@ -1,12 +1,13 @@
 //! Property: over random sequences of valid and invalid transactions from many accounts, the
-//! supply invariant holds after every block, refused transactions change nothing, and a follower
+//! supply invariant holds after every block (fees burned included), refused transactions change
+//! nothing, no committed transaction paid less than the minimum fee, and a follower
 //! applying the validator's blocks reaches the same state.
 
 mod common;
 
 use std::collections::HashSet;
 
-use common::{World, top};
+use common::{MIN_FEE, World, top};
 use ledger_lite::*;
 use proptest::prelude::*;
 
@@ -51,6 +52,8 @@ struct Step {
     op: Op,
     /// 0: correct nonce; otherwise off by this much.
     nonce_skew: u8,
+    /// The fee it offers (mostly the minimum; sometimes below it, above it, or beyond any balance).
+    fee: u128,
     tamper: bool,
     end_block: bool,
 }
@@ -91,13 +94,20 @@ fn step() -> impl Strategy<Value = Step> {
         0..PEOPLE,
         op(),
         prop_oneof![9 => Just(0u8), 1 => 1..3u8],
+        prop_oneof![
+            12 => Just(MIN_FEE),
+            1 => 0..MIN_FEE,
+            1 => MIN_FEE..1_000_000_000_000,
+            1 => Just(u128::MAX),
+        ],
         proptest::bool::weighted(0.05),
         proptest::bool::weighted(0.25),
     )
-        .prop_map(|(from, op, nonce_skew, tamper, end_block)| Step {
+        .prop_map(|(from, op, nonce_skew, fee, tamper, end_block)| Step {
             from,
             op,
             nonce_skew,
+            fee,
             tamper,
             end_block,
         })
@@ -187,6 +197,7 @@ fn build(w: &World, pending: &State, step: &Step) -> SignedTx {
         chain: w.chain(),
         from,
         nonce,
+        fee: Amount::from_units(step.fee),
         kind,
     }
     .sign(&w.people[from_index]);
@@ -219,6 +230,8 @@ proptest! {
                 let built = chain.build_block(pool.candidates(usize::MAX), time, head, &w.validator);
                 prop_assert!(built.rejected.is_empty() || chain.height > 0);
                 chain.check_invariant().map_err(TestCaseError::fail)?;
+                let min_fee = chain.params.min_fee;
+                prop_assert!(built.block.txs.iter().all(|t| t.tx.fee >= min_fee), "a transaction paid less than the minimum fee");
                 let min = chain.params.min_stake;
                 prop_assert!(chain.relays().all(|(_, a, _)| a.stake >= min), "a relay below the minimum stake");
                 follower.apply_block(&built.block, &head, &w.validator.account_id())

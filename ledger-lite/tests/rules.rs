@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{UNBONDING, World, top};
+use common::{MIN_FEE, UNBONDING, World, top};
 use ledger_lite::*;
 
 #[test]
@@ -16,7 +16,7 @@ fn transfers_move_exact_amounts_and_refuse_bad_ones() {
         },
     );
     w.run(tx).unwrap();
-    assert_eq!(w.balance(0), Amount::from_units(998_499_999_999));
+    assert_eq!(w.balance(0), Amount::from_units(998_499_999_999 - MIN_FEE));
     assert_eq!(w.balance(1), Amount::from_units(1_001_500_000_001));
 
     let too_much = w.tx(
@@ -88,6 +88,7 @@ fn transfers_move_exact_amounts_and_refuse_bad_ones() {
         chain: w.chain(),
         from: stranger.account_id(),
         nonce: 0,
+        fee: Amount::from_units(MIN_FEE),
         kind: TxKind::Transfer {
             to: w.id(0),
             amount: top(1),
@@ -111,7 +112,7 @@ fn withdrawals_and_unstakes_wait_out_unbonding() {
     w.run(w.tx(0, TxKind::Deposit { amount: top(100) }))
         .unwrap();
     w.run(w.tx(0, TxKind::Stake { amount: top(50) })).unwrap();
-    assert_eq!(w.balance(0), top(850));
+    assert_eq!(w.balance(0), w.less_fees(0, top(850)));
     w.run(w.tx(0, TxKind::Withdraw { amount: top(40) }))
         .unwrap();
     let withdrawn_at = w.state.height;
@@ -132,7 +133,7 @@ fn withdrawals_and_unstakes_wait_out_unbonding() {
         w.tick();
         assert_eq!(
             w.balance(0),
-            top(850),
+            w.less_fees(0, top(850)),
             "released early at height {}",
             w.state.height
         );
@@ -140,11 +141,11 @@ fn withdrawals_and_unstakes_wait_out_unbonding() {
     w.tick();
     assert_eq!(
         w.balance(0),
-        top(890),
+        w.less_fees(0, top(890)),
         "the withdrawal comes back after {UNBONDING} blocks"
     );
     w.tick();
-    assert_eq!(w.balance(0), top(940));
+    assert_eq!(w.balance(0), w.less_fees(0, top(940)));
     w.state.check_invariant().unwrap();
 }
 
@@ -168,15 +169,20 @@ fn settlement_pays_the_relay_and_burns_the_ceiling_of_a_tenth() {
     );
     assert_eq!(
         w.balance(1),
-        relay_before.checked_add(Amount::from_units(13)).unwrap()
+        relay_before
+            .checked_add(Amount::from_units(13))
+            .and_then(|a| a.checked_sub(Amount::from_units(MIN_FEE)))
+            .unwrap(),
+        "the relay earns the fee less the burn, and pays its transaction's fee"
     );
-    assert_eq!(w.state.burned, Amount::from_units(2));
+    let burned = w.all_fees().checked_add(Amount::from_units(2)).unwrap();
+    assert_eq!(
+        w.state.burned, burned,
+        "the tenth and every transaction fee"
+    );
     assert_eq!(
         w.state.total_supply(),
-        w.state
-            .genesis_supply
-            .checked_sub(Amount::from_units(2))
-            .unwrap()
+        w.state.genesis_supply.checked_sub(burned).unwrap()
     );
 
     let same = w.receipt(0, ch, Amount::from_units(15));
@@ -204,7 +210,10 @@ fn settlement_pays_the_relay_and_burns_the_ceiling_of_a_tenth() {
         w.settle(1, vec![w.receipt(0, ch, Amount::from_units(2_000))]),
         Err(TxError::ChannelSpent)
     );
-    assert_eq!(w.state.burned, Amount::from_units(11));
+    assert_eq!(
+        w.state.burned,
+        Amount::from_units(11).checked_add(w.all_fees()).unwrap()
+    );
 }
 
 #[test]
@@ -245,7 +254,7 @@ fn settlements_by_others_or_with_forged_or_foreign_receipts_fail() {
         w.settle(1, vec![receipt.clone(), receipt.clone()]),
         Err(TxError::BadSettlement)
     );
-    assert_eq!(w.state.burned, Amount::ZERO);
+    assert_eq!(w.state.burned, w.all_fees(), "only transaction fees burned");
 
     // A settlement with one bad receipt applies none of them.
     let ch2 = w.open(0, 1, top(1));
@@ -367,8 +376,8 @@ fn sponsored_channels_bill_the_app_within_cap_and_expiry() {
     assert_eq!(w.balance(user), user_balance, "the user pays nothing");
     assert_eq!(
         w.state.account(&w.id(app)).unwrap().deposit,
-        top(97),
-        "the app's deposit paid"
+        top(97).checked_sub(Amount::from_units(MIN_FEE)).unwrap(),
+        "the app's deposit paid the lock and the open's fee"
     );
     let receipt_by_app = w.receipt(app, ch, top(3));
     assert_eq!(
@@ -383,10 +392,13 @@ fn sponsored_channels_bill_the_app_within_cap_and_expiry() {
     }
     assert_eq!(
         w.state.grant(&w.id(app), &w.id(user)).unwrap().used,
-        top(2),
-        "refund frees the cap"
+        top(2).checked_add(Amount::from_units(MIN_FEE)).unwrap(),
+        "refund frees the cap; the fee stays counted"
     );
-    assert_eq!(w.state.account(&w.id(app)).unwrap().deposit, top(98));
+    assert_eq!(
+        w.state.account(&w.id(app)).unwrap().deposit,
+        top(98).checked_sub(Amount::from_units(MIN_FEE)).unwrap()
+    );
     while w.state.time_ms <= expires_ms {
         w.tick();
     }
@@ -427,6 +439,7 @@ fn blocks_apply_whole_or_not_at_all() {
         chain: w.chain(),
         from: w.id(0),
         nonce: 1,
+        fee: Amount::from_units(MIN_FEE),
         kind: TxKind::Transfer {
             to: w.id(1),
             amount: top(1),
@@ -437,6 +450,7 @@ fn blocks_apply_whole_or_not_at_all() {
         chain: w.chain(),
         from: w.id(1),
         nonce: 0,
+        fee: Amount::from_units(MIN_FEE),
         kind: TxKind::Transfer {
             to: w.id(0),
             amount: top(5000),
@@ -499,6 +513,7 @@ fn batch_verification_finds_one_bad_signature_among_many() {
             chain: w.chain(),
             from: w.id(1),
             nonce: i,
+            fee: Amount::from_units(MIN_FEE),
             kind: TxKind::Settle {
                 receipts: vec![receipt],
             },
@@ -559,9 +574,15 @@ fn egress_claims_settle_within_the_publishers_cap_with_the_burn() {
     );
     assert_eq!(
         w.balance(1),
-        relay_before.checked_add(Amount::from_units(449)).unwrap()
+        relay_before
+            .checked_add(Amount::from_units(449))
+            .and_then(|a| a.checked_sub(Amount::from_units(2 * MIN_FEE)))
+            .unwrap()
     );
-    assert_eq!(w.state.burned, Amount::from_units(51));
+    assert_eq!(
+        w.state.burned,
+        Amount::from_units(51).checked_add(w.all_fees()).unwrap()
+    );
 
     // Never above the cap, never twice, never by another relay, never on a forged allowance.
     assert_eq!(
@@ -591,6 +612,9 @@ fn egress_claims_settle_within_the_publishers_cap_with_the_burn() {
         w.run(egress(&w, 1, vec![claim(&self_made, 900)])),
         Err(TxError::WrongReceiptSigner(w.id(1)))
     );
-    assert_eq!(w.state.burned, Amount::from_units(51));
+    assert_eq!(
+        w.state.burned,
+        Amount::from_units(51).checked_add(w.all_fees()).unwrap()
+    );
     w.state.check_invariant().unwrap();
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{World, top};
+use common::{MIN_FEE, World, top};
 use ledger_lite::*;
 
 #[test]
@@ -30,6 +30,7 @@ fn committed_blocks_survive_reopening_and_followers_agree() {
                     chain: w.chain(),
                     from: w.id(0),
                     nonce,
+                    fee: Amount::from_units(MIN_FEE),
                     kind,
                 }
                 .sign(&w.people[0]),

@@ -47,13 +47,14 @@ async fn bad_transactions_get_clear_errors_and_change_nothing() {
         .await
         .unwrap();
     let chain = relay.chain().unwrap();
-    let chain_id = chain.with_state(|s| s.chain);
+    let (chain_id, fee) = chain.with_state(|s| (s.chain, s.params.min_fee));
     let before = chain.with_state(|s| s.root());
     let bob = Identity::generate();
     let tx = |nonce, kind| Tx {
         chain: chain_id,
         from: faucet.account_id(),
         nonce,
+        fee,
         kind,
     };
     let pay = |amount| TxKind::Transfer {
@@ -113,6 +114,7 @@ async fn bad_transactions_get_clear_errors_and_change_nothing() {
         chain: chain_id,
         from: stranger.account_id(),
         nonce: 0,
+        fee,
         kind: pay(Amount::from_units(1)),
     }
     .sign(&stranger);

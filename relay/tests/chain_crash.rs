@@ -94,6 +94,7 @@ async fn transfer(
         chain,
         from: faucet.account_id(),
         nonce,
+        fee: ledger_lite::Amount::from_units(top_relay::ledger::setup::DEV_MIN_FEE_UNITS),
         kind: TxKind::Transfer {
             to,
             amount: Amount::from_units(1_000),

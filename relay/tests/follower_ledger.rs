@@ -90,12 +90,16 @@ async fn a_follower_answers_like_its_validator() {
 
     // Two transactions in a row, neither waited for: the second is signed with the nonce the
     // follower answers, which must count the first.
-    let chain = follower.chain().unwrap().with_state(|s| s.chain);
+    let (chain, fee) = follower
+        .chain()
+        .unwrap()
+        .with_state(|s| (s.chain, s.params.min_fee));
     let deposit = |nonce| {
         Tx {
             chain,
             from: user.account_id(),
             nonce,
+            fee,
             kind: TxKind::Deposit {
                 amount: Amount::from_top(1).unwrap(),
             },

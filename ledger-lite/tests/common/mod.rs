@@ -8,6 +8,8 @@ use top_proto::identity::Identity;
 pub const UNBONDING: u64 = 3;
 /// The least stake of a registered relay, in TOP.
 pub const MIN_STAKE: u128 = 10;
+/// Every test transaction's fee, in base units.
+pub const MIN_FEE: u128 = 1_000;
 
 pub struct World {
     pub validator: Identity,
@@ -34,6 +36,7 @@ impl World {
                 unbonding_blocks: UNBONDING,
                 max_block_txs: 10_000,
                 min_stake: top(MIN_STAKE),
+                min_fee: Amount::from_units(MIN_FEE),
             },
             faucet: None,
             allocations: people.iter().map(|p| (p.account_id(), top(1000))).collect(),
@@ -64,6 +67,7 @@ impl World {
             chain: self.chain(),
             from,
             nonce,
+            fee: self.state.params.min_fee,
             kind,
         }
         .sign(&self.people[i])
@@ -124,6 +128,24 @@ impl World {
     ) -> Result<Vec<SettledFee>, TxError> {
         let tx = self.tx(relay, TxKind::Settle { receipts });
         self.run(tx)
+    }
+
+    /// Fees person `i` signed for so far (every committed transaction pays `MIN_FEE`).
+    pub fn fees(&self, i: usize) -> Amount {
+        let nonce = self.state.account(&self.id(i)).map_or(0, |a| a.nonce);
+        Amount::from_units(u128::from(nonce) * MIN_FEE)
+    }
+
+    /// `amount` less the fees person `i` paid so far.
+    pub fn less_fees(&self, i: usize, amount: Amount) -> Amount {
+        amount.checked_sub(self.fees(i)).unwrap()
+    }
+
+    /// Fees every person paid so far (all burned).
+    pub fn all_fees(&self) -> Amount {
+        (0..self.people.len()).fold(Amount::ZERO, |sum, i| {
+            sum.checked_add(self.fees(i)).unwrap()
+        })
     }
 
     pub fn balance(&self, i: usize) -> Amount {

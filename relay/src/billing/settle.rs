@@ -17,7 +17,8 @@ pub fn on_chain_open(billing: &Arc<Billing>) {
 }
 
 /// Settles stored receipts: when a channel's unsettled amount reaches the threshold, when its
-/// payer starts closing it, or when its receipts stopped changing (session over).
+/// payer starts closing it, or when its receipts stopped changing (session over); and only
+/// when the batch earns more than the transaction's fee.
 async fn settle_loop(billing: Arc<Billing>) {
     let Some(chain) = billing.chain.get().cloned() else {
         return;
@@ -41,24 +42,22 @@ async fn settle_loop(billing: Arc<Billing>) {
         let me = billing.identity.account_id();
         let threshold = billing.terms.settle_threshold;
         let mut closed = Vec::new();
-        let due: Vec<_> = chain.with_state(|s| {
-            receipts
+        let (due, fee): (Vec<_>, _) = chain.with_state(|s| {
+            let due = receipts
                 .into_iter()
-                .filter(|r| {
-                    let Some(c) = s.channel(&r.body.channel) else {
-                        return false;
-                    };
+                .filter_map(|r| {
+                    let c = s.channel(&r.body.channel)?;
                     if c.status == ChannelStatus::Closed {
                         // Settled for good: nothing more can be claimed on it.
                         closed.push(r.body.channel);
-                        return false;
+                        return None;
                     }
                     if c.relay != me {
-                        return false;
+                        return None;
                     }
                     let unsettled = r.body.cum_amount.min(c.lock).saturating_sub(c.settled);
                     if unsettled.is_zero() {
-                        return false;
+                        return None;
                     }
                     let idle = {
                         let seen = last_seen
@@ -71,20 +70,23 @@ async fn settle_loop(billing: Arc<Billing>) {
                         }
                         seen.1 >= 3
                     };
-                    unsettled >= threshold
+                    let due = unsettled >= threshold
                         || matches!(c.status, ChannelStatus::Closing { .. })
-                        || idle
+                        || idle;
+                    due.then_some((r, unsettled))
                 })
                 .take(SETTLE_BATCH)
-                .collect()
+                .collect();
+            (due, s.params.min_fee)
         });
         prune(&billing, closed, &mut last_seen).await;
         settle_egress(&billing, &chain, &mut last_seen).await;
-        if due.is_empty() {
+        if !worth_settling(due.iter().map(|(_, unsettled)| *unsettled), fee) {
             continue;
         }
         let n = due.len();
-        let kind = TxKind::Settle { receipts: due };
+        let receipts = due.into_iter().map(|(r, _)| r).collect();
+        let kind = TxKind::Settle { receipts };
         match chain.submit_own(&billing.identity, kind, true).await {
             Ok((_, height)) => info!("settled {n} receipts (block {height:?})"),
             Err(e) => warn!("settlement of {n} receipts failed: {e}"),
@@ -127,15 +129,13 @@ async fn settle_egress(
         .await
         .ok();
     let threshold = billing.terms.settle_threshold;
-    let due: Vec<_> = chain.with_state(|s| {
-        billing
+    let (due, fee): (Vec<_>, _) = chain.with_state(|s| {
+        let due = billing
             .egress
             .claims(s, &billing.terms.prices)
             .into_iter()
-            .filter(|claim| {
-                let Some(c) = s.channel(&claim.allowance.body.channel) else {
-                    return false;
-                };
+            .filter_map(|claim| {
+                let c = s.channel(&claim.allowance.body.channel)?;
                 let seen = last_seen
                     .entry(claim.allowance.body.channel)
                     .or_insert((claim.cum_amount, 0));
@@ -144,20 +144,51 @@ async fn settle_egress(
                 } else {
                     *seen = (claim.cum_amount, 0);
                 }
-                claim.cum_amount.saturating_sub(c.settled) >= threshold
+                let unsettled = claim.cum_amount.saturating_sub(c.settled);
+                let due = unsettled >= threshold
                     || matches!(c.status, ChannelStatus::Closing { .. })
-                    || seen.1 >= 3
+                    || seen.1 >= 3;
+                due.then_some((claim, unsettled))
             })
             .take(SETTLE_BATCH)
-            .collect()
+            .collect();
+        (due, s.params.min_fee)
     });
-    if due.is_empty() {
+    if !worth_settling(due.iter().map(|(_, unsettled)| *unsettled), fee) {
         return;
     }
     let n = due.len();
-    let kind = TxKind::SettleEgress { claims: due };
+    let claims = due.into_iter().map(|(c, _)| c).collect();
+    let kind = TxKind::SettleEgress { claims };
     match chain.submit_own(&billing.identity, kind, true).await {
         Ok((_, height)) => info!("settled {n} egress claims (block {height:?})"),
         Err(e) => warn!("settlement of {n} egress claims failed: {e}"),
+    }
+}
+
+/// Whether settling claims worth `unsettled` earns more than the transaction's `fee` (what the
+/// relay keeps is each claim less its burn); smaller batches wait for more.
+pub fn worth_settling(unsettled: impl Iterator<Item = Amount>, fee: Amount) -> bool {
+    let kept = unsettled.fold(Amount::ZERO, |sum, u| {
+        sum.saturating_add(u.saturating_sub(u.burn_share()))
+    });
+    !kept.is_zero() && kept > fee
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_settlement_must_earn_more_than_its_fee() {
+        let fee = Amount::from_units(1_000);
+        let u = Amount::from_units;
+        assert!(!worth_settling([].into_iter(), Amount::ZERO));
+        assert!(!worth_settling([u(1_111)].into_iter(), fee), "keeps 999");
+        assert!(worth_settling([u(1_200)].into_iter(), fee), "keeps 1080");
+        assert!(
+            worth_settling([u(600), u(600)].into_iter(), fee),
+            "a batch adds up"
+        );
     }
 }

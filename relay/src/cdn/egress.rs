@@ -239,6 +239,7 @@ mod tests {
                 unbonding_blocks: 3,
                 max_block_txs: 100,
                 min_stake: ledger_lite::Amount::ZERO,
+                min_fee: ledger_lite::Amount::ZERO,
             },
             faucet: None,
             allocations: vec![(publisher.account_id(), Amount::from_top(10).unwrap())],
@@ -249,6 +250,7 @@ mod tests {
                 chain: state.chain,
                 from: publisher.account_id(),
                 nonce,
+                fee: Amount::ZERO,
                 kind,
             }
             .sign(publisher)

@@ -189,6 +189,7 @@ impl ChainNode {
             faucet: inner.ledger.genesis().faucet.is_some(),
             unbonding_blocks: state.params.unbonding_blocks,
             min_stake: state.params.min_stake,
+            min_fee: state.params.min_fee,
         }
     }
 
@@ -338,11 +339,13 @@ impl ChainNode {
         wait: bool,
     ) -> ChainResult<(TxHash, Option<u64>)> {
         let from = identity.account_id();
-        let sign = |chain, nonce| {
+        // Parameters are fixed at genesis: every node knows the minimum fee.
+        let sign = |(chain, fee), nonce| {
             Tx {
                 chain,
                 from,
                 nonce,
+                fee,
                 kind,
             }
             .sign(identity)
@@ -353,7 +356,8 @@ impl ChainNode {
             let queued = {
                 let mut inner = self.lock();
                 let nonce = inner.pool.pending().account(&from).map_or(0, |a| a.nonce);
-                let tx = sign(inner.ledger.state().chain, nonce);
+                let state = inner.ledger.state();
+                let tx = sign((state.chain, state.params.min_fee), nonce);
                 enqueue(&mut inner, tx, wait, false)?
             };
             return self.committed_height(queued).await;
@@ -362,7 +366,7 @@ impl ChainNode {
             LedgerResponse::Account(view) => view.next_nonce,
             other => return Err(ChainError::Unexpected(format!("{other:?}"))),
         };
-        let tx = sign(self.with_state(|s| s.chain), nonce);
+        let tx = sign(self.with_state(|s| (s.chain, s.params.min_fee)), nonce);
         self.submit(tx, wait).await
     }
 

@@ -22,6 +22,8 @@ pub const DEV_FAUCET_TOP: u128 = 1_000_000_000;
 pub const DEV_RELAY_TOP: u128 = 100_000;
 /// Unbonding period of dev chains, in blocks.
 pub const DEV_UNBONDING_BLOCKS: u64 = 10;
+/// A dev chain's minimum transaction fee, in base units (0.001 TOP).
+pub const DEV_MIN_FEE_UNITS: u128 = 1_000_000;
 /// A dev chain's minimum relay stake, in TOP.
 pub const DEV_MIN_STAKE_TOP: u128 = 100;
 
@@ -40,6 +42,7 @@ pub fn create_dev_chain(dir: &DataDir, relay: &Identity) -> std::io::Result<Gene
             unbonding_blocks: DEV_UNBONDING_BLOCKS,
             max_block_txs: 10_000,
             min_stake: Amount::from_top(DEV_MIN_STAKE_TOP).unwrap_or(Amount::ZERO),
+            min_fee: Amount::from_units(DEV_MIN_FEE_UNITS),
         },
         faucet: Some(faucet.account_id()),
         allocations: vec![

@@ -143,13 +143,14 @@ pub async fn register(shared: &Shared, chain: &ChainNode) -> Result<Registered, 
     let me = shared.identity.account_id();
     let record = record_from_config(shared);
     // A follower registers once it has caught up enough to see its own account.
-    let (stake, balance, current, min) = chain.with_state(|s| {
+    let (stake, balance, current, min, fee) = chain.with_state(|s| {
         let account = s.account(&me);
         (
             account.map_or(Amount::ZERO, |a| a.stake),
             account.map_or(Amount::ZERO, |a| a.balance),
             s.relay(&me).cloned(),
             s.params.min_stake,
+            s.params.min_fee,
         )
     });
     let want = shared.billing.terms.stake.max(min);
@@ -157,7 +158,8 @@ pub async fn register(shared: &Shared, chain: &ChainNode) -> Result<Registered, 
     if current.as_ref() == Some(&record) && missing.is_zero() {
         return Ok(Registered::Already);
     }
-    if let Ok(short) = missing.checked_sub(balance)
+    // The transaction's fee comes out of the balance too.
+    if let Ok(short) = missing.saturating_add(fee).checked_sub(balance)
         && !short.is_zero()
         && chain.genesis().faucet.is_some()
     {
@@ -169,14 +171,6 @@ pub async fn register(shared: &Shared, chain: &ChainNode) -> Result<Registered, 
     };
     let (_, height) = chain.submit_own(&shared.identity, kind, true).await?;
     Ok(Registered::Now(height.unwrap_or_default()))
-}
-
-/// Removes this relay from the registry; its stake starts unbonding.
-pub async fn deregister(shared: &Shared, chain: &ChainNode) -> Result<u64, RegisterError> {
-    let (_, height) = chain
-        .submit_own(&shared.identity, TxKind::DeregisterRelay, true)
-        .await?;
-    Ok(height.unwrap_or_default())
 }
 
 /// `toprelay register` / `toprelay deregister`: signs as the relay's key and submits through
@@ -201,35 +195,38 @@ pub async fn submit_from_cli(
         (LedgerResponse::Account(v), LedgerResponse::Summary(s)) => (v, s),
         other => return Err(ChainError::Unexpected(format!("{other:?}")).into()),
     };
-    let kind = if deregister {
-        TxKind::DeregisterRelay
+    let balance = view.account.as_ref().map_or(Amount::ZERO, |a| a.balance);
+    let (kind, stake) = if deregister {
+        (TxKind::DeregisterRelay, Amount::ZERO)
     } else {
         let terms = crate::billing::meter::Terms::from_config(&config.billing);
-        let (stake, balance) = view
-            .account
-            .as_ref()
-            .map_or((Amount::ZERO, Amount::ZERO), |a| (a.stake, a.balance));
+        let stake = view.account.as_ref().map_or(Amount::ZERO, |a| a.stake);
         let missing = terms.stake.max(summary.min_stake).saturating_sub(stake);
-        if let Ok(short) = missing.checked_sub(balance)
-            && !short.is_zero()
-            && summary.faucet
-        {
-            call(LedgerRequest::Faucet {
-                to: me,
-                amount: short,
-            })
-            .await?;
-        }
-        TxKind::RegisterRelay {
-            record: Box::new(record_for(config, relay.host_port.clone(), terms.prices)),
+        let record = record_for(config, relay.host_port.clone(), terms.prices);
+        let kind = TxKind::RegisterRelay {
+            record: Box::new(record),
             stake: missing,
-        }
+        };
+        (kind, missing)
     };
+    // What the transaction takes from the balance: the stake it adds and its fee.
+    let needed = stake.saturating_add(summary.min_fee);
+    if let Ok(short) = needed.checked_sub(balance)
+        && !short.is_zero()
+        && summary.faucet
+    {
+        call(LedgerRequest::Faucet {
+            to: me,
+            amount: short,
+        })
+        .await?;
+    }
     // The nonce after a faucet transfer is the same: the faucet signs its own transactions.
     let tx = ledger_lite::Tx {
         chain: summary.chain,
         from: me,
         nonce: view.next_nonce,
+        fee: summary.min_fee,
         kind,
     }
     .sign(&identity);

@@ -80,6 +80,10 @@ pub struct LedgerStatus {
     pub pending_receipts: u64,
     /// Amount those receipts will settle (before the burn).
     pub pending_amount: Amount,
+    /// Whether they earn more than a settlement's fee: the relay settles them soon; a smaller
+    /// leftover waits for more.
+    #[serde(default)]
+    pub pending_worth_settling: bool,
 }
 
 impl LedgerStatus {
@@ -92,6 +96,7 @@ impl LedgerStatus {
             let account = s.account(&me).cloned().unwrap_or_default();
             let mut pending_receipts = 0;
             let mut pending_amount = Amount::ZERO;
+            let mut unsettled_each = Vec::new();
             for r in &receipts {
                 let Some(c) = s.channel(&r.body.channel) else {
                     continue;
@@ -100,6 +105,7 @@ impl LedgerStatus {
                 if !unsettled.is_zero() && c.status != ledger_lite::ChannelStatus::Closed {
                     pending_receipts += 1;
                     pending_amount = pending_amount.saturating_add(unsettled);
+                    unsettled_each.push(unsettled);
                 }
             }
             Some(Self {
@@ -118,6 +124,10 @@ impl LedgerStatus {
                 fees_burned: account.fees_burned,
                 pending_receipts,
                 pending_amount,
+                pending_worth_settling: crate::billing::settle::worth_settling(
+                    unsettled_each.into_iter(),
+                    s.params.min_fee,
+                ),
             })
         })
     }
