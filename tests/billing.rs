@@ -2,52 +2,17 @@
 //! through channels and receipts, relays settle on their own, 10% is burned, a follower agrees,
 //! and traffic stops when a client stops paying.
 
-use std::path::Path;
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use common::{dev_relay, funded, top, wait_until};
 
 use top_client::{
     Amount, BillingOptions, Client, ClientError, ClientOptions, Identity, Outcome, Reject, Wallet,
 };
-use top_relay::config::RelayConfig;
 use top_relay::{InitOptions, Relay, init};
-
-fn top(s: &str) -> Amount {
-    s.parse().unwrap()
-}
-
-/// A dev relay with fast blocks and a small credit window.
-async fn dev_relay(dir: &Path, tweak: impl FnOnce(&mut RelayConfig)) -> Relay {
-    init(dir, InitOptions::loopback_dev()).unwrap();
-    let mut config = RelayConfig::load(dir).unwrap();
-    config.ledger.block_interval_ms = 50;
-    config.billing.credit_window = "0.0002".into(); // 20 KiB of messages at 0.01 TOP/MiB
-    config.billing.settle_threshold = "0.0001".into();
-    config.billing.pay_wait_ms = 300;
-    tweak(&mut config);
-    config.save(dir).unwrap();
-    Relay::start(dir).await.unwrap()
-}
-
-async fn funded(relay: &Relay, deposit: &str) -> Identity {
-    let id = Identity::generate();
-    let wallet = Wallet::connect(&relay.addr(), id.clone()).await.unwrap();
-    wallet.faucet(top("100")).await.unwrap();
-    wallet.deposit(top(deposit)).await.unwrap();
-    wallet.close().await;
-    id
-}
-
-async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_are_paid_settled_and_burned_and_followers_agree() {

@@ -1,13 +1,17 @@
 //! A connection's meter: what its client used, how much credit is left, and the relay's terms.
 
+use std::net::IpAddr;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ledger_lite::Amount;
+use ledger_lite::{Amount, ChannelId, Receipt};
 use tokio::sync::Notify;
 use top_billing::{Meter, Prices, Service};
+use top_proto::id::AccountId;
 
-use crate::ledger::chain::ChainNode;
+use super::Billing;
+use super::credit::{CreditBook, Debtor};
 use crate::node::config::BillingConfig;
 use crate::util::lock;
 
@@ -20,6 +24,10 @@ pub struct Terms {
     pub prices: Prices,
     /// Unpaid usage carried before waiting for a receipt.
     pub credit_window: Amount,
+    /// Unpaid usage carried for one payer account over all its sessions.
+    pub credit_per_payer: Amount,
+    /// Unpaid usage carried for one address over all its sessions.
+    pub credit_per_address: Amount,
     /// Unsettled amount on a channel that triggers settlement.
     pub settle_threshold: Amount,
     /// Stake to keep.
@@ -42,6 +50,8 @@ impl Terms {
                 cdn: amount(&c.cdn_price_per_mib),
             },
             credit_window: amount(&c.credit_window),
+            credit_per_payer: amount(&c.credit_per_payer),
+            credit_per_address: amount(&c.credit_per_address),
             settle_threshold: amount(&c.settle_threshold),
             stake: amount(&c.stake),
             pay_wait: Duration::from_millis(c.pay_wait_ms),
@@ -49,9 +59,38 @@ impl Terms {
     }
 }
 
+/// A session's meter and its share of the credit its payer and address get across sessions.
+pub struct Metered {
+    meter: Meter,
+    /// Who the credit counts against (known once a channel is attached).
+    debtor: Option<Debtor>,
+    /// Credit reserved in the book (units), at least what is unpaid while carrying.
+    reserved: u128,
+}
+
+impl Deref for Metered {
+    type Target = Meter;
+
+    fn deref(&self) -> &Meter {
+        &self.meter
+    }
+}
+
+impl DerefMut for Metered {
+    fn deref_mut(&mut self) -> &mut Meter {
+        &mut self.meter
+    }
+}
+
 /// One connection's meter, shared by its session, pipes and billing stream.
 pub struct ClientMeter {
-    pub(super) meter: Mutex<Meter>,
+    pub(super) meter: Mutex<Metered>,
+    /// Credit per payer and per address, across sessions.
+    credit: Arc<CreditBook>,
+    /// The client's address (`None`: a member relay's connection).
+    addr: Option<IpAddr>,
+    /// Credit is reserved from the book in steps of this many units.
+    step: u128,
     /// Signalled when a receipt lands (credit freed).
     pub(super) paid: Notify,
     /// Signalled when a payment request is due.
@@ -70,7 +109,7 @@ impl ClientMeter {
     /// Records usage if the credit allows; returns whether it did.
     pub fn try_carry(&self, service: Service, bytes: u64) -> bool {
         let mut m = lock(&self.meter);
-        if !m.may_carry() {
+        if !m.may_carry() || !self.reserve(&mut m) {
             self.ask.notify_one();
             return false;
         }
@@ -110,6 +149,64 @@ impl ClientMeter {
         ok
     }
 
+    /// Makes sure the book holds more credit for this session than it has unpaid (another step
+    /// when not); false when its payer or address has no more.
+    fn reserve(&self, m: &mut Metered) -> bool {
+        let unpaid = m.meter.unpaid().units();
+        if unpaid < m.reserved {
+            return true;
+        }
+        let Some(who) = m.debtor else {
+            // No channel: `may_carry` refused already.
+            return false;
+        };
+        let more = unpaid - m.reserved + self.step;
+        if !self.credit.reserve(&who, more) {
+            return false;
+        }
+        m.reserved += more;
+        true
+    }
+
+    /// Bills the session to `channel` paid by `payer` (signed by `signer`) from its latest
+    /// receipt; the credit it gets counts against `payer` and the client's address.
+    pub fn attach(
+        &self,
+        channel: ChannelId,
+        payer: AccountId,
+        signer: AccountId,
+        lock_amount: Amount,
+        latest: Option<Receipt>,
+    ) {
+        let mut m = lock(&self.meter);
+        let who = Debtor {
+            payer,
+            addr: self.addr,
+        };
+        if let Some(before) = m.debtor.replace(who)
+            && m.reserved > 0
+        {
+            self.credit.release(&before, m.reserved);
+            m.reserved = 0;
+        }
+        m.meter.attach(channel, signer, lock_amount, latest);
+    }
+
+    /// Takes a checked receipt: the credit it paid goes back to the book (down to the step
+    /// above what is still unpaid).
+    pub fn accept(&self, receipt: Receipt) {
+        let mut m = lock(&self.meter);
+        m.meter.accept(receipt);
+        let unpaid = m.meter.unpaid().units();
+        let keep = unpaid.div_ceil(self.step).saturating_mul(self.step);
+        if let Some(who) = m.debtor
+            && m.reserved > keep
+        {
+            self.credit.release(&who, m.reserved - keep);
+            m.reserved = keep;
+        }
+    }
+
     /// Whether a channel is attached (the client can pay).
     pub fn has_channel(&self) -> bool {
         lock(&self.meter).channel().is_some()
@@ -135,15 +232,34 @@ impl ClientMeter {
     }
 }
 
-/// A meter for a new client connection, when this relay bills (it has terms and a chain).
-pub fn new_meter(terms: &Terms, chain: Option<&ChainNode>) -> Option<Arc<ClientMeter>> {
-    let chain = chain?;
+impl Drop for ClientMeter {
+    /// The session ended: what it left unpaid counts against its payer and address a while.
+    fn drop(&mut self) {
+        let m = lock(&self.meter);
+        if let Some(who) = m.debtor {
+            self.credit.end(&who, m.reserved, m.meter.unpaid().units());
+        }
+    }
+}
+
+/// A meter for a new client connection from `addr` (`None`: a member relay), when this relay
+/// bills (it has terms and a chain).
+pub fn new_meter(billing: &Billing, addr: Option<IpAddr>) -> Option<Arc<ClientMeter>> {
+    let chain = billing.chain.get()?;
+    let terms = &billing.terms;
     if !terms.enabled || terms.prices.is_free() {
         return None;
     }
     let chain_id = chain.with_state(|s| s.chain);
     Some(Arc::new(ClientMeter {
-        meter: Mutex::new(Meter::new(chain_id, terms.prices, terms.credit_window)),
+        meter: Mutex::new(Metered {
+            meter: Meter::new(chain_id, terms.prices, terms.credit_window),
+            debtor: None,
+            reserved: 0,
+        }),
+        credit: billing.credit.clone(),
+        addr: addr.map(|ip| ip.to_canonical()),
+        step: (terms.credit_window.units() / 8).max(1),
         paid: Notify::new(),
         ask: Notify::new(),
         // Ask early (a quarter of the window) so the receipt lands before the window runs out.

@@ -2,6 +2,7 @@
 //! receipts ([`stream`]), the durable receipt store ([`receipts`]) and settlement on the chain
 //! ([`settle`]).
 
+pub mod credit;
 pub mod live;
 pub mod meter;
 pub mod receipts;
@@ -30,6 +31,8 @@ pub struct Billing {
     pub egress: Arc<EgressBook>,
     /// The one live session of each channel.
     pub live: live::LiveChannels,
+    /// Credit per payer account and per address, across sessions.
+    pub credit: Arc<credit::CreditBook>,
     /// `BillingAs` proofs already used (each opens one billing stream).
     pub proofs_used: std::sync::Mutex<lru::LruCache<(AccountId, [u8; 16]), ()>>,
 }

@@ -155,9 +155,13 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
     let conn_state = ConnState {
         is_link,
         session_open: Arc::new(AtomicBool::new(false)),
+        // A member relay (an entry carrying many users) is not bounded by its address.
         meter: crate::billing::meter::new_meter(
-            &shared.billing.terms,
-            shared.chain.get().map(|c| c.as_ref()),
+            &shared.billing,
+            (!shared
+                .peers
+                .is_member(&RelayId::from_wire(*peer.as_bytes())))
+            .then(|| conn.remote_address().ip()),
         ),
         vpn_open: Arc::new(AtomicBool::new(false)),
         upstream: Arc::default(),

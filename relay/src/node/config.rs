@@ -119,6 +119,12 @@ pub struct BillingConfig {
     pub cdn_price_per_mib: String,
     /// Unpaid usage the relay carries before it waits for a receipt.
     pub credit_window: String,
+    /// Unpaid usage carried for one payer account over all its sessions (recently ended ones
+    /// included).
+    pub credit_per_payer: String,
+    /// Unpaid usage carried for one client address over all its sessions (recently ended ones
+    /// included); member relays' connections count only against their payers.
+    pub credit_per_address: String,
     /// Settle a channel once its unsettled receipts reach this much.
     pub settle_threshold: String,
     /// How long traffic waits for a receipt once the credit window is used up, in milliseconds.
@@ -136,6 +142,8 @@ impl Default for BillingConfig {
             vpn_price_per_mib: "0.001".into(),
             cdn_price_per_mib: "0.001".into(),
             credit_window: "0.05".into(),
+            credit_per_payer: "0.2".into(),
+            credit_per_address: "0.8".into(),
             settle_threshold: "0.01".into(),
             pay_wait_ms: 5_000,
         }
@@ -355,6 +363,8 @@ impl RelayConfig {
             ("billing.vpn_price_per_mib", &b.vpn_price_per_mib),
             ("billing.cdn_price_per_mib", &b.cdn_price_per_mib),
             ("billing.credit_window", &b.credit_window),
+            ("billing.credit_per_payer", &b.credit_per_payer),
+            ("billing.credit_per_address", &b.credit_per_address),
             ("billing.settle_threshold", &b.settle_threshold),
         ] {
             value

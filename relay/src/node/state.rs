@@ -92,6 +92,10 @@ impl Shared {
             chain: chain.clone(),
             egress: egress.clone(),
             live: Default::default(),
+            credit: Arc::new(crate::billing::credit::CreditBook::new(
+                terms.credit_per_payer,
+                terms.credit_per_address,
+            )),
             proofs_used: std::sync::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(crate::billing::PROOFS_REMEMBERED)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
