@@ -1,10 +1,13 @@
 //! The chain on disk (redb): one write transaction per block stores the block, the entries it
 //! changed and `applied_height` together, so a crash never loses a committed block and never
-//! leaves one half applied.
+//! leaves one half applied. A write that fails is undone in memory too, and the database is
+//! opened again (redb refuses every operation after an I/O error until then), so the chain goes
+//! on from what the disk holds.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use top_proto::id::AccountId;
@@ -57,16 +60,47 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     postcard::to_stdvec(value).unwrap_or_default()
 }
 
+/// Opens the chain's database (again, after a failed write).
+pub type Opener = Box<dyn Fn() -> Result<Database, redb::DatabaseError> + Send + Sync>;
+
+/// How long reopening waits for readers still holding the old handle.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
+/// The open database, shared with readers; empty while it is being opened again.
+#[derive(Clone)]
+struct DbCell(Arc<RwLock<Option<Arc<Database>>>>);
+
+impl DbCell {
+    fn new(db: Database) -> Self {
+        Self(Arc::new(RwLock::new(Some(Arc::new(db)))))
+    }
+
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        let db = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        db.ok_or_else(|| {
+            StoreError::Db("the store is being opened again after a failed write".into())
+        })
+    }
+
+    fn take(&self) -> Option<Arc<Database>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn put(&self, db: Database) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
+    }
+}
+
 /// Reads committed blocks; cheap to clone.
 #[derive(Clone)]
 pub struct BlockReader {
-    db: Arc<Database>,
+    db: DbCell,
 }
 
 impl BlockReader {
     /// The committed block at `height`, if any.
     pub fn block(&self, height: u64) -> Result<Option<Block>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db.get()?.begin_read().map_err(db_err)?;
         let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
         match blocks.get(height).map_err(db_err)? {
             Some(v) => Ok(Some(decode(v.value(), "block")?)),
@@ -77,7 +111,7 @@ impl BlockReader {
     /// The committed blocks from `from` through `to`, in order (stopping at the first missing),
     /// as many as fit in `max_bytes` (always at least one).
     pub fn blocks(&self, from: u64, to: u64, max_bytes: usize) -> Result<Vec<Block>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.db.get()?.begin_read().map_err(db_err)?;
         let blocks = txn.open_table(BLOCKS).map_err(db_err)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -96,7 +130,8 @@ impl BlockReader {
 
 /// A chain: its genesis, its state after the last committed block and the store behind them.
 pub struct Ledger {
-    db: Arc<Database>,
+    db: DbCell,
+    opener: Opener,
     genesis: Genesis,
     state: State,
     head: BlockHash,
@@ -106,7 +141,13 @@ impl Ledger {
     /// Opens (or creates) the chain stored at `path` for `genesis`. A fresh store is initialised
     /// with the genesis state; an existing one is loaded and checked against its head block.
     pub fn open(path: &Path, genesis: Genesis) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(db_err)?;
+        let path = PathBuf::from(path);
+        Self::open_with(Box::new(move || Database::create(&path)), genesis)
+    }
+
+    /// Like [`Ledger::open`] on the database `opener` opens (a test's failing disk, say).
+    pub fn open_with(opener: Opener, genesis: Genesis) -> Result<Self, StoreError> {
+        let db = opener().map_err(db_err)?;
         let txn = db.begin_write().map_err(db_err)?;
         {
             txn.open_table(BLOCKS).map_err(db_err)?;
@@ -140,7 +181,8 @@ impl Ledger {
         txn.commit().map_err(db_err)?;
         let (state, head) = load(&db, &genesis)?;
         Ok(Self {
-            db: Arc::new(db),
+            db: DbCell::new(db),
+            opener,
             genesis,
             state,
             head,
@@ -186,13 +228,14 @@ impl Ledger {
         if block.header.height <= self.state.height && block.header.chain == self.state.chain {
             return Ok(None);
         }
+        self.ensure_open()?;
         let outcome = self
             .state
             .apply_block(block, &self.head, &self.genesis.validator)?;
         if let Err(e) = self.commit(block, &outcome) {
             // Memory goes back to what the disk holds: the block can be applied again.
             self.state.rollback(outcome.undo);
-            return Err(e);
+            return Err(self.reopen_after(e));
         }
         Ok(Some(outcome))
     }
@@ -204,18 +247,62 @@ impl Ledger {
         time_ms: u64,
         validator: &top_proto::identity::Identity,
     ) -> Result<crate::chain::Built, StoreError> {
+        self.ensure_open()?;
         let built = self
             .state
             .build_block(candidates, time_ms, self.head, validator);
         if let Err(e) = self.commit(&built.block, &built.outcome) {
             self.state.rollback(built.outcome.undo);
-            return Err(e);
+            return Err(self.reopen_after(e));
         }
         Ok(built)
     }
 
+    /// After a failed write: opens the database again and checks that it holds exactly the
+    /// state in memory. Returns the write's error (with the reopening's, if that failed too).
+    fn reopen_after(&mut self, error: StoreError) -> StoreError {
+        match self.reopen() {
+            Ok(()) => error,
+            Err(again) => StoreError::Db(format!("{error}; opening the store again: {again}")),
+        }
+    }
+
+    /// Opens the store again if a failed write left it closed (before a block changes memory).
+    fn ensure_open(&mut self) -> Result<(), StoreError> {
+        if self.db.get().is_err() {
+            self.reopen()?;
+        }
+        Ok(())
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        if let Some(mut old) = self.db.take() {
+            // Readers hold the handle only for one read: wait for them, then close it.
+            let deadline = Instant::now() + REOPEN_WAIT;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => break drop(db),
+                    Err(held) if Instant::now() < deadline => {
+                        old = held;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => return Err(StoreError::Db("readers kept the old store open".into())),
+                }
+            }
+        }
+        let db = (self.opener)().map_err(db_err)?;
+        let (state, head) = load(&db, &self.genesis)?;
+        if head != self.head || state != self.state {
+            return Err(StoreError::Corrupt(
+                "after a failed write, the disk and memory differ".into(),
+            ));
+        }
+        self.db.put(db);
+        Ok(())
+    }
+
     fn commit(&mut self, block: &Block, outcome: &BlockOutcome) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db.get()?.begin_write().map_err(db_err)?;
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
             blocks
