@@ -492,12 +492,16 @@ impl State {
                     sender.stake = sender.stake.checked_add(*stake)?;
                 }
                 self.min_stake(sender.stake)?;
+                if sender.relay.is_none() {
+                    sender.relay_since = self.height;
+                }
                 sender.relay = Some(RelayRecord::clone(record));
             }
             TxKind::DeregisterRelay => {
                 if sender.relay.take().is_none() {
                     return Err(TxError::NotRegistered);
                 }
+                sender.relay_since = 0;
                 let amount = std::mem::take(&mut sender.stake);
                 if !amount.is_zero() {
                     sender.unbonding.push(Unbond {

@@ -53,9 +53,12 @@ fn registering_needs_the_minimum_stake_and_a_sound_record() {
     assert_eq!(w.state.relay(&me), Some(&record("relay.example:4433")));
     assert_eq!(w.state.account(&me).unwrap().stake, top(MIN_STAKE));
     assert_eq!(w.balance(0), w.less_fees(0, top(1000 - MIN_STAKE)));
-    // An update moves the address without more stake.
+    let since = w.state.height;
+    assert_eq!(w.state.account(&me).unwrap().relay_since, since);
+    // An update moves the address without more stake, and keeps the registration's block.
     w.run(register(&w, 0, "relay.example:5000", 0)).unwrap();
     assert_eq!(w.state.relay(&me).unwrap().addrs, ["relay.example:5000"]);
+    assert_eq!(w.state.account(&me).unwrap().relay_since, since);
     let ids: Vec<_> = w.state.relays().map(|(id, _, _)| *id).collect();
     assert_eq!(ids, [me]);
 }
@@ -75,6 +78,7 @@ fn a_registered_relay_keeps_its_stake_until_it_deregisters() {
     assert_eq!(w.state.relays().count(), 0);
     let account = w.state.account(&me).unwrap();
     assert_eq!(account.stake, Amount::ZERO);
+    assert_eq!(account.relay_since, 0);
     assert_eq!(account.unbonding_total(), top(MIN_STAKE + 5));
     assert_eq!(
         w.run(w.tx(0, TxKind::DeregisterRelay)),

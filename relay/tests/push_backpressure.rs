@@ -86,11 +86,12 @@ async fn linked_pair_one_home(root: &std::path::Path) -> (Relay, Relay) {
     (a, b)
 }
 
-/// A client id whose only home (of `a` and `b`) is `b`.
+/// A client id whose only home (of `a` and `b`) is `b`, as both relays see it.
 fn homed_at(b: &Relay, a: &Relay) -> Identity {
     loop {
         let id = Identity::generate();
-        if b.id().xor_distance(&id.account_id()) < a.id().xor_distance(&id.account_id()) {
+        let home = [b.id()];
+        if b.home_relays(&id.account_id()) == home && a.home_relays(&id.account_id()) == home {
             return id;
         }
     }

@@ -241,6 +241,11 @@ impl Relay {
         self.shared.peers.configure([peer]);
     }
 
+    /// The relays that keep `client`'s mailbox, as this relay computes them now.
+    pub fn home_relays(&self, client: &top_proto::id::AccountId) -> Vec<RelayId> {
+        self.shared.peers.home_relays(client)
+    }
+
     /// Waits until a link to `peer` is up (in either direction).
     pub async fn wait_linked(&self, peer: &RelayId) {
         self.shared.msg.wait_link(peer).await

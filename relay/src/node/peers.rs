@@ -1,9 +1,9 @@
 //! Which relays this one links with: the relays registered on the chain and, where there is no
 //! real chain to ask (no chain at all, or a dev chain), the relays in its config. Addresses come
 //! from the registry or the config, never from a peer's word, and the relays that keep a
-//! client's mailbox are computed over the same set: only a staked member can be a home. (A
-//! member can still grind keys close to a user's id to become its home; choosing homes by
-//! chain randomness instead of XOR distance is left to the consensus work.)
+//! client's mailbox are computed over the same set: only a staked member can be a home. Homes
+//! are chosen by rendezvous hashing over each member's [`HomeTicket`], drawn from the hash of
+//! the block that registered it: no key can be ground in advance to land next to a user.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -22,12 +22,50 @@ pub const MAX_MEMBERS: usize = 4096;
 /// Close code of a link whose peer is not (or no longer) a member.
 pub const LINK_NOT_MEMBER: quinn::VarInt = quinn::VarInt::from_u32(3);
 
+/// A relay's draw in choosing homes: from the hash of the block that registered it (which
+/// its key could not be chosen for), or from its id alone for relays only configured (no chain
+/// or a dev chain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HomeTicket([u8; 32]);
+
+impl HomeTicket {
+    /// The ticket of `relay`, registered in the block with hash `block`.
+    pub fn drawn(block: &[u8; 32], relay: &RelayId) -> Self {
+        let mut h = blake3::Hasher::new_derive_key("top home ticket v1");
+        h.update(block).update(relay.as_bytes());
+        Self(*h.finalize().as_bytes())
+    }
+
+    /// The ticket of a relay that is not registered.
+    pub fn unregistered(relay: &RelayId) -> Self {
+        Self::drawn(&[0; 32], relay)
+    }
+
+    /// How strongly this relay is drawn to keep `client`'s mailbox (highest wins).
+    fn weight(&self, client: &AccountId) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_derive_key("top home weight v1");
+        h.update(&self.0).update(client.as_bytes());
+        *h.finalize().as_bytes()
+    }
+}
+
+/// A registered relay: where it is and its home ticket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Where to dial it.
+    pub addr: RelayAddr,
+    /// Its draw in choosing homes.
+    pub ticket: HomeTicket,
+}
+
 /// The relays this one trusts as relays.
 pub struct Peers {
     me: RelayId,
     home_replicas: usize,
     configured: Mutex<BTreeMap<RelayId, RelayAddr>>,
-    registered: Mutex<BTreeMap<RelayId, RelayAddr>>,
+    registered: Mutex<BTreeMap<RelayId, Member>>,
+    /// This relay's ticket (drawn once the registry lists it).
+    my_ticket: Mutex<HomeTicket>,
     /// Whether configured relays count as members (no chain, or a dev chain).
     trust_configured: AtomicBool,
     /// Whether the registry lists this relay.
@@ -49,6 +87,7 @@ impl Peers {
             home_replicas,
             configured: Mutex::default(),
             registered: Mutex::default(),
+            my_ticket: Mutex::new(HomeTicket::unregistered(&me)),
             trust_configured: AtomicBool::new(trust_configured),
             registered_self: AtomicBool::new(false),
             changed: watch::Sender::new(0),
@@ -74,17 +113,21 @@ impl Peers {
     }
 
     /// Replaces the registered set with the chain's registry (this relay is noted, not kept).
-    pub fn set_registered(&self, relays: impl IntoIterator<Item = RelayAddr>) {
-        let mut me_too = false;
-        let fresh: BTreeMap<RelayId, RelayAddr> = relays
+    pub fn set_registered(&self, relays: impl IntoIterator<Item = Member>) {
+        let mut mine = None;
+        let fresh: BTreeMap<RelayId, Member> = relays
             .into_iter()
             .filter(|r| {
-                me_too |= r.id == self.me;
-                r.id != self.me
+                if r.addr.id == self.me {
+                    mine = Some(r.ticket);
+                }
+                r.addr.id != self.me
             })
             .take(MAX_MEMBERS)
-            .map(|r| (r.id, r))
+            .map(|r| (r.addr.id, r))
             .collect();
+        let me_too = mine.is_some();
+        *lock(&self.my_ticket) = mine.unwrap_or(HomeTicket::unregistered(&self.me));
         let self_changed = self.registered_self.swap(me_too, Ordering::SeqCst) != me_too;
         let mut registered = lock(&self.registered);
         if *registered != fresh || self_changed {
@@ -124,8 +167,8 @@ impl Peers {
 
     /// Where to dial `relay` (the registry's address first), if it is a member.
     pub fn addr_of(&self, relay: &RelayId) -> Option<RelayAddr> {
-        if let Some(addr) = lock(&self.registered).get(relay) {
-            return Some(addr.clone());
+        if let Some(member) = lock(&self.registered).get(relay) {
+            return Some(member.addr.clone());
         }
         if self.trust_configured.load(Ordering::SeqCst) {
             return lock(&self.configured).get(relay).cloned();
@@ -135,23 +178,37 @@ impl Peers {
 
     /// Every member, this relay excluded.
     pub fn members(&self) -> Vec<RelayAddr> {
+        self.members_with_tickets()
+            .into_iter()
+            .map(|m| m.addr)
+            .collect()
+    }
+
+    fn members_with_tickets(&self) -> Vec<Member> {
         let mut all = lock(&self.registered).clone();
         if self.trust_configured.load(Ordering::SeqCst) {
             for (id, addr) in lock(&self.configured).iter() {
-                all.entry(*id).or_insert_with(|| addr.clone());
+                all.entry(*id).or_insert_with(|| Member {
+                    addr: addr.clone(),
+                    ticket: HomeTicket::unregistered(id),
+                });
             }
         }
         all.into_values().collect()
     }
 
-    /// The relays that keep `client`'s mailbox: the closest by XOR among the members and this
-    /// relay.
+    /// The relays that keep `client`'s mailbox: those among the members and this relay whose
+    /// tickets draw the highest weight for `client` (rendezvous hashing).
     pub fn home_relays(&self, client: &AccountId) -> Vec<RelayId> {
-        let mut all: Vec<RelayId> = self.members().into_iter().map(|r| r.id).collect();
-        all.push(self.me);
-        all.sort_by_key(|r| r.xor_distance(client));
+        let mut all: Vec<(RelayId, HomeTicket)> = self
+            .members_with_tickets()
+            .into_iter()
+            .map(|m| (m.addr.id, m.ticket))
+            .collect();
+        all.push((self.me, *lock(&self.my_ticket)));
+        all.sort_by_cached_key(|(id, ticket)| (std::cmp::Reverse(ticket.weight(client)), *id));
         all.truncate(self.home_replicas);
-        all
+        all.into_iter().map(|(id, _)| id).collect()
     }
 }
 
@@ -165,12 +222,20 @@ mod tests {
         format!("{id}@127.0.0.1:1").parse().unwrap()
     }
 
+    /// A registered member whose registration block had hash `block`.
+    fn member(addr: RelayAddr, block: u8) -> Member {
+        Member {
+            ticket: HomeTicket::drawn(&[block; 32], &addr.id),
+            addr,
+        }
+    }
+
     #[test]
     fn configured_relays_count_only_where_trusted() {
         let me = Identity::generate().relay_id();
         let (configured, registered) = (addr(), addr());
         let peers = Peers::new(me, 2, std::slice::from_ref(&configured), false);
-        peers.set_registered([registered.clone()]);
+        peers.set_registered([member(registered.clone(), 1)]);
         assert!(peers.is_member(&registered.id));
         assert!(!peers.is_member(&configured.id), "a real chain decides");
         assert_eq!(peers.members(), std::slice::from_ref(&registered));
@@ -189,10 +254,10 @@ mod tests {
         let me = Identity::generate().relay_id();
         let peers = Peers::new(me, 2, &[], true);
         let mine: RelayAddr = format!("{me}@127.0.0.1:1").parse().unwrap();
-        peers.set_registered([mine.clone()]);
+        peers.set_registered([member(mine.clone(), 1)]);
         peers.configure([mine]);
         assert!(peers.members().is_empty());
-        let flood: Vec<RelayAddr> = (0..MAX_MEMBERS + 10).map(|_| addr()).collect();
+        let flood: Vec<Member> = (0..MAX_MEMBERS + 10).map(|_| member(addr(), 1)).collect();
         peers.set_registered(flood);
         assert_eq!(peers.members().len(), MAX_MEMBERS);
         let homes = peers.home_relays(&AccountId::from_wire([5; 32]));
@@ -204,10 +269,55 @@ mod tests {
         let peers = Peers::new(Identity::generate().relay_id(), 2, &[], false);
         let mut changed = peers.subscribe();
         let r = addr();
-        peers.set_registered([r.clone()]);
+        peers.set_registered([member(r.clone(), 1)]);
         assert!(changed.has_changed().unwrap());
         changed.mark_unchanged();
-        peers.set_registered([r]);
+        peers.set_registered([member(r, 1)]);
         assert!(!changed.has_changed().unwrap(), "the same set again");
+    }
+
+    #[test]
+    fn a_key_ground_close_to_a_user_does_not_make_its_relay_the_users_home() {
+        // 20 honest members; for each of 40 victims an attacker grinds 2,000 keys and registers
+        // the one closest to the victim by XOR. By XOR it would be a home every time; by tickets
+        // drawn from its registration block it is a home about as often as any member.
+        let honest: Vec<Member> = (0..20u8)
+            .map(|i| {
+                let id = Identity::from_seed(&[i; 32]).relay_id();
+                member(format!("{id}@127.0.0.1:1").parse().unwrap(), i)
+            })
+            .collect();
+        let me = Identity::from_seed(&[200; 32]).relay_id();
+        let (mut by_xor, mut by_ticket) = (0, 0);
+        for v in 0..40u8 {
+            let victim = Identity::from_seed(&[v, 1, 2, 3].repeat(8).try_into().unwrap());
+            let victim = victim.account_id();
+            let ground = (0..2_000u32)
+                .map(|n| {
+                    let mut seed = [v; 32];
+                    seed[..4].copy_from_slice(&n.to_be_bytes());
+                    Identity::from_seed(&seed).relay_id()
+                })
+                .min_by_key(|id| id.xor_distance(&victim))
+                .unwrap();
+            let attacker: RelayAddr = format!("{ground}@127.0.0.1:2").parse().unwrap();
+            let mut all = honest.clone();
+            all.push(member(attacker.clone(), 99 ^ v));
+            let xor_closest = all
+                .iter()
+                .map(|m| m.addr.id)
+                .chain([me])
+                .min_by_key(|id| id.xor_distance(&victim));
+            by_xor += usize::from(xor_closest == Some(ground));
+            let peers = Peers::new(me, 2, &[], false);
+            peers.set_registered(all);
+            by_ticket += usize::from(peers.home_relays(&victim).contains(&ground));
+        }
+        assert_eq!(by_xor, 40, "grinding wins under XOR");
+        // 2 homes of 22 relays: expected ≈ 3.6 of 40; far from all.
+        assert!(
+            by_ticket <= 12,
+            "the ground key was a home for {by_ticket} of 40 victims"
+        );
     }
 }

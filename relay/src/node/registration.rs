@@ -2,6 +2,7 @@
 //! transaction signed by the relay key, staking what the config asks, at least the chain's
 //! minimum), and keeping the member set in step with the chain's registry.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tracing::{info, warn};
 use crate::ledger::chain::ChainNode;
 use crate::ledger::error::ChainError;
 use crate::node::config::RelayConfig;
-use crate::node::peers::MAX_MEMBERS;
+use crate::node::peers::{HomeTicket, MAX_MEMBERS, Member};
 use crate::node::state::Shared;
 
 /// Longest wait between registration attempts.
@@ -35,40 +36,81 @@ pub fn on_chain_open(shared: &Arc<Shared>) {
     }
 }
 
-/// The registered relays (this one included) as dialable addresses, each record's first; when
-/// there are more than a relay links with, those with the most stake (not the lowest ids,
-/// which anyone can grind keys for).
-pub fn registered_addrs(state: &State) -> Vec<RelayAddr> {
-    let mut relays: Vec<(Amount, RelayAddr)> = state
+/// The registered relays (this one included) as dialable addresses, each record's first, with
+/// the height of the block that registered each; when there are more than a relay links with,
+/// those with the most stake (not the lowest ids, which anyone can grind keys for).
+pub fn registered_addrs(state: &State) -> Vec<(RelayAddr, u64)> {
+    let mut relays: Vec<(Amount, RelayAddr, u64)> = state
         .relays()
         .filter_map(|(id, account, record)| {
             let addr = RelayAddr {
                 id: RelayId::from_wire(*id.as_bytes()),
                 host_port: record.addrs.first()?.clone(),
             };
-            Some((account.stake, addr))
+            Some((account.stake, addr, account.relay_since))
         })
         .collect();
     if relays.len() > MAX_MEMBERS {
         relays.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.id.cmp(&b.1.id)));
         relays.truncate(MAX_MEMBERS + 1);
     }
-    relays.into_iter().map(|(_, addr)| addr).collect()
+    relays
+        .into_iter()
+        .map(|(_, addr, since)| (addr, since))
+        .collect()
+}
+
+/// Home tickets already drawn, by relay and registration height (a block read each, once).
+type Tickets = HashMap<(RelayId, u64), HomeTicket>;
+
+/// The registry as members with their home tickets, drawn from their registration blocks.
+fn registered_members(chain: &ChainNode, drawn: &mut Tickets) -> Vec<Member> {
+    let registered = chain.with_state(registered_addrs);
+    drawn.retain(|key, _| registered.iter().any(|(a, h)| (a.id, *h) == *key));
+    registered
+        .into_iter()
+        .map(|(addr, since)| {
+            let ticket = *drawn.entry((addr.id, since)).or_insert_with(|| {
+                match chain.block(since) {
+                    Ok(Some(block)) => HomeTicket::drawn(&block.hash().0, &addr.id),
+                    // Registered in the genesis, or the block is unreadable: the id decides.
+                    _ => HomeTicket::unregistered(&addr.id),
+                }
+            });
+            Member { addr, ticket }
+        })
+        .collect()
+}
+
+/// Puts the registry into the member set (drawing new tickets reads blocks: off the async
+/// workers).
+async fn refresh(shared: &Shared, chain: &Arc<ChainNode>, drawn: Tickets) -> Tickets {
+    let c = chain.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut drawn = drawn;
+        let members = registered_members(&c, &mut drawn);
+        (members, drawn)
+    })
+    .await;
+    match done {
+        Ok((members, drawn)) => {
+            shared.peers.set_registered(members);
+            drawn
+        }
+        Err(_) => Tickets::new(),
+    }
 }
 
 async fn follow_registry(shared: Arc<Shared>, chain: Arc<ChainNode>) {
     // Configured relays are members only on a dev chain; on a real one the registry decides
     // (known first, so that configured relays that are registered stay linked).
-    shared
-        .peers
-        .set_registered(chain.with_state(registered_addrs));
+    let mut drawn = refresh(&shared, &chain, Tickets::new()).await;
     shared
         .peers
         .set_trust_configured(chain.genesis().faucet.is_some());
     let mut heights = chain.subscribe();
     loop {
-        let registered = chain.with_state(registered_addrs);
-        shared.peers.set_registered(registered);
+        drawn = refresh(&shared, &chain, drawn).await;
         tokio::select! {
             r = heights.changed() => if r.is_err() { return },
             _ = shared.shutdown.cancelled() => return,
