@@ -51,10 +51,15 @@ async fn messages_are_paid_settled_and_burned_and_followers_agree() {
         receiver.ack(&m).await.unwrap();
     }
     let usage = sender.usage();
+    // The sender pays for sending and delivering (twice the bytes) and for the mailbox.
     assert!(
-        usage.msg >= 400_000 && usage.mailbox >= 400_000,
+        usage.msg >= 800_000 && usage.mailbox >= 400_000,
         "{usage:?}"
     );
+    // The recipient pays nothing for messages it did not ask for.
+    assert_eq!(receiver.usage().total(), 0, "{:?}", receiver.usage());
+    let bob_signed = receiver.billing().unwrap().signed.load(Ordering::Relaxed);
+    assert_eq!(bob_signed, 0, "the recipient signed for deliveries");
     sender.close().await;
     receiver.close().await;
 
@@ -158,8 +163,8 @@ async fn a_client_that_stops_signing_is_cut_off_at_the_credit_window() {
         matches!(refused, ClientError::Rejected(Reject::PaymentRequired)),
         "{refused}"
     );
-    // Unpaid: at most the credit window (0.0002 TOP ≈ 20 KiB at 0.01 TOP/MiB, sent and stored
-    // costing 0.06 TOP/MiB: ≈ 3.4 kB of messages) plus what was asked for before.
+    // Unpaid: at most the credit window (0.0002 TOP; sent, delivered and stored cost
+    // 0.07 TOP/MiB: ≈ 3 kB of messages) plus what was asked for before.
     let unpaid_bytes = client.usage().msg - before.msg;
     assert!(
         unpaid_bytes <= 20 * 2048,

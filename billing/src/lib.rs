@@ -12,4 +12,4 @@ pub mod wire;
 
 pub use meter::{Meter, ReceiptError};
 pub use payer::{PayError, Payer};
-pub use prices::{Prices, Service, Usage};
+pub use prices::{Prices, Service, Usage, sent_message_bytes};

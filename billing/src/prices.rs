@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 /// Bytes in a MiB.
 pub const MIB: u128 = 1 << 20;
 
+/// The message bytes a sender pays for a message of `len` sealed bytes: sending it and
+/// delivering it (recipients pay nothing for messages they did not ask for).
+pub fn sent_message_bytes(len: usize) -> u64 {
+    (len as u64).saturating_mul(2)
+}
+
 /// A metered service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {

@@ -224,7 +224,9 @@ impl Client {
             return Err(self.closed_error());
         }
         queued.sent();
-        self.usage.msg(len);
+        // Sending and the delivery: the sender pays for both.
+        self.usage
+            .msg(top_billing::sent_message_bytes(len) as usize);
         Ok(Sending::new(id, stage, self.conn.clone()))
     }
 
@@ -393,7 +395,7 @@ impl Reader {
     }
 
     async fn deliver(&mut self, env: Envelope) -> Result<(), ()> {
-        self.usage.msg(env.sealed.len());
+        // Received messages cost this client nothing: their senders paid.
         let ack = SessionFrame::Ack { id: env.id };
         if self.seen.contains(&env.id) {
             return self.acks.send(ack).await.map_err(|_| ());

@@ -96,11 +96,6 @@ pub struct ClientMeter {
     /// Signalled when a payment request is due.
     pub(super) ask: Notify,
     pub(super) ask_at: Amount,
-    /// Set when a delivery was held back for lack of payment (re-push once paid).
-    held: std::sync::atomic::AtomicBool,
-    /// Signalled when a payment lands after a delivery was held back: whoever delivers to this
-    /// client (its messaging session) pushes again.
-    resumed: Notify,
     /// How long traffic waits for a receipt once the credit window is used up.
     pub pay_wait: Duration,
 }
@@ -138,15 +133,6 @@ impl ClientMeter {
                 return false;
             }
         }
-    }
-
-    /// Records a delivery if the credit allows; otherwise remembers to push again once paid.
-    pub fn try_deliver(&self, bytes: u64) -> bool {
-        let ok = self.try_carry(Service::Msg, bytes);
-        if !ok {
-            self.held.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-        ok
     }
 
     /// Makes sure the book holds more credit for this session than it has unpaid (another step
@@ -212,17 +198,9 @@ impl ClientMeter {
         lock(&self.meter).channel().is_some()
     }
 
-    /// A receipt landed: credit is freed, and deliveries held back may go on.
+    /// A receipt landed: credit is freed.
     pub(super) fn on_paid(&self) {
         self.paid.notify_waiters();
-        if self.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            self.resumed.notify_one();
-        }
-    }
-
-    /// Resolves once a payment lands after a delivery to this client was held back.
-    pub async fn resumed(&self) {
-        self.resumed.notified().await
     }
 
     /// Records usage already carried (e.g. mailbox storage once a message is stored).
@@ -265,7 +243,5 @@ pub fn new_meter(billing: &Billing, addr: Option<IpAddr>) -> Option<Arc<ClientMe
         // Ask early (a quarter of the window) so the receipt lands before the window runs out.
         ask_at: Amount::from_units(terms.credit_window.units() / 4),
         pay_wait: terms.pay_wait,
-        held: std::sync::atomic::AtomicBool::new(false),
-        resumed: Notify::new(),
     }))
 }

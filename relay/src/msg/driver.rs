@@ -52,8 +52,6 @@ type SyncWaiters = HashMap<(AccountId, RelayId), Vec<oneshot::Sender<()>>>;
 pub(super) enum Refusal {
     /// The queue is full (or closed): worth waiting for room.
     Full,
-    /// The recipient's credit is used up: it waits until it pays.
-    Unpaid,
 }
 
 /// The messaging role of a relay: sessions, links, mailboxes, and the router between them.
@@ -416,19 +414,12 @@ impl Messaging {
         failed
     }
 
-    /// Queues a delivery and bills it to the recipient, only if there is room: a recipient is
-    /// never charged for a delivery that did not go out.
+    /// Queues a delivery, only if there is room. The recipient pays nothing: its sender paid
+    /// for the delivery when it sent the message.
     fn deliver(&self, session: &SessionOut, env: Envelope) -> Result<(), Refusal> {
         let Ok(permit) = session.tx.try_reserve() else {
             return Err(Refusal::Full);
         };
-        let paid = session
-            .meter
-            .as_ref()
-            .is_none_or(|m| m.try_deliver(env.sealed.len() as u64));
-        if !paid {
-            return Err(Refusal::Unpaid);
-        }
         permit.send(SessionFrame::Deliver(env));
         Ok(())
     }

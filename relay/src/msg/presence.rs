@@ -99,14 +99,4 @@ impl Messaging {
         }
         self.drive(&mut r, now);
     }
-
-    /// A client paid for deliveries held back: its statement goes out again (linked relays
-    /// push what they hold) and this relay pushes its own mailbox.
-    pub fn resume(self: &Arc<Self>, client: AccountId) {
-        let Some(session) = self.session(&client) else {
-            return;
-        };
-        self.announce(&session);
-        self.request_push(client, None);
-    }
 }

@@ -97,8 +97,6 @@ impl Messaging {
                 None => return true,
                 // Someone took the place first: wait for the next one.
                 Some((_, Refusal::Full)) => continue,
-                // Held until the recipient pays (then it is pushed again).
-                Some((_, Refusal::Unpaid)) => return false,
             }
         }
     }

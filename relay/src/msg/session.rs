@@ -91,7 +91,8 @@ async fn serve(
                         continue;
                     }
                     if let Some(m) = &meter {
-                        let bytes = env.sealed.len() as u64;
+                        // The sender pays for sending and for the delivery.
+                        let bytes = top_billing::sent_message_bytes(env.sealed.len());
                         if !m.carry(Service::Msg, bytes, m.pay_wait).await {
                             metrics.unpaid_refusals.inc();
                             msg.refuse(&out, env.id, Reject::PaymentRequired);
@@ -111,7 +112,6 @@ async fn serve(
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             },
-            () = resumed(meter.as_deref()) => msg.resume(client),
             _ = shutdown.cancelled() => break Ok(()),
         }
     };
@@ -132,14 +132,6 @@ async fn serve(
         writer.abort();
     }
     debug!("session closed");
-}
-
-/// Resolves when the client pays after deliveries to it were held back for lack of payment.
-async fn resumed(meter: Option<&ClientMeter>) {
-    match meter {
-        Some(meter) => meter.resumed().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Pushes this relay's stored messages, waits for linked relays to push theirs, then says

@@ -106,7 +106,7 @@ pub struct BillingConfig {
     pub enabled: bool,
     /// Stake the relay keeps locked; topped up from its balance on start.
     pub stake: String,
-    /// Price per MiB of messages sent or delivered.
+    /// Price per MiB of messages sent, and again delivered (both paid by the sender).
     pub msg_price_per_mib: String,
     /// Extra price per MiB of messages stored in a mailbox.
     pub mailbox_price_per_mib: String,
