@@ -492,7 +492,9 @@ impl State {
                     sender.stake = sender.stake.checked_add(*stake)?;
                 }
                 self.min_stake(sender.stake)?;
-                if sender.relay.is_none() {
+                // A key's first registration draws its place for good: leaving and registering
+                // again does not draw anew.
+                if sender.relay_since == 0 {
                     sender.relay_since = self.height;
                 }
                 sender.relay = Some(RelayRecord::clone(record));
@@ -501,7 +503,6 @@ impl State {
                 if sender.relay.take().is_none() {
                     return Err(TxError::NotRegistered);
                 }
-                sender.relay_since = 0;
                 let amount = std::mem::take(&mut sender.stake);
                 if !amount.is_zero() {
                     sender.unbonding.push(Unbond {

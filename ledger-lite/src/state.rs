@@ -28,9 +28,9 @@ pub struct Account {
     pub fees_burned: Amount,
     /// Relays: the registry record, while registered.
     pub relay: Option<RelayRecord>,
-    /// Relays: the height of the block that registered it (updates keep it; 0 when not
-    /// registered). That block's hash draws where the relay stands in choosing homes, which no
-    /// one could grind a key for in advance.
+    /// Relays: the height of the block that first registered it (updates, and leaving and
+    /// registering again, keep it; 0: never registered). That block's hash draws where the
+    /// relay stands in choosing homes, which no one could grind a key for in advance.
     pub relay_since: u64,
 }
 

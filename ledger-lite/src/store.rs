@@ -277,7 +277,9 @@ impl Ledger {
 
     fn reopen(&mut self) -> Result<(), StoreError> {
         if let Some(mut old) = self.db.take() {
-            // Readers hold the handle only for one read: wait for them, then close it.
+            // Readers hold the handle only to begin a read: wait for them, then close it. (A
+            // read transaction in flight keeps the file open by itself: opening again may then
+            // fail, and is tried again before the next block.)
             let deadline = Instant::now() + REOPEN_WAIT;
             loop {
                 match Arc::try_unwrap(old) {

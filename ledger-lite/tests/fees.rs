@@ -107,7 +107,7 @@ fn an_account_that_cannot_pay_the_fee_is_refused_before_its_signature_is_checked
         short
             .map_err(SubmitError::Invalid)
             .map(|()| TxHash([0; 32])),
-        "the mempool checked the signature first"
+        "the mempool ran the cheap check before the signature"
     );
 }
 

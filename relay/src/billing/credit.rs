@@ -22,33 +22,47 @@ pub const DEBT_MEMORY: Duration = Duration::from_secs(3600);
 /// Payers and addresses tracked at most (the least recently used are forgotten).
 pub const TRACKED: usize = 65_536;
 
-/// Unpaid usage of one payer or address.
+/// Unpaid usage of one account or address.
 #[derive(Clone, Copy, Debug, Default)]
 struct Owed {
     /// Reserved by live sessions.
     live: u128,
-    /// Left unpaid by ended sessions, forgotten `DEBT_MEMORY` after the last one ended.
+    /// Left unpaid by ended sessions; it drains steadily, all of it within `DEBT_MEMORY`
+    /// (so a busy account's small tails never add up to a lock-out).
     ended: u128,
-    last_end: Option<Instant>,
+    /// When `ended` last drained.
+    drained: Option<Instant>,
 }
 
 impl Owed {
     fn total(&mut self, now: Instant) -> u128 {
-        if self
-            .last_end
-            .is_some_and(|t| now.duration_since(t) >= DEBT_MEMORY)
-        {
-            self.ended = 0;
-            self.last_end = None;
+        if let Some(then) = self.drained {
+            let elapsed = now.duration_since(then).as_millis();
+            let memory = DEBT_MEMORY.as_millis();
+            let drain = self.ended.saturating_mul(elapsed.min(memory)) / memory;
+            self.ended = self.ended.saturating_sub(drain);
+            self.drained = (self.ended > 0).then_some(now);
         }
         self.live.saturating_add(self.ended)
+    }
+}
+
+/// The key an address's credit is kept under: an IPv4 address, or an IPv6 address's /64
+/// (one subscriber's whole prefix).
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
     }
 }
 
 /// Who a session's credit counts against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Debtor {
-    /// The account whose channel pays.
+    /// The account that signs the session's receipts.
     pub payer: AccountId,
     /// The client's address; `None` for a member relay's connection (an entry relay carries
     /// many users' sessions from its one address).
@@ -118,7 +132,7 @@ impl CreditBook {
             if unpaid > 0 {
                 owed.total(now);
                 owed.ended = owed.ended.saturating_add(unpaid);
-                owed.last_end = Some(now);
+                owed.drained = Some(now);
             }
         };
         if let Some(owed) = inner.payers.get_mut(&who.payer) {
@@ -182,5 +196,22 @@ mod tests {
             "reconnecting does not renew the credit"
         );
         assert!(book.reserve(&a, 10));
+    }
+
+    #[test]
+    fn debt_drains_and_an_ipv6_prefix_is_one_address() {
+        let mut owed = Owed {
+            live: 0,
+            ended: 1_000,
+            drained: Some(Instant::now()),
+        };
+        let later = Instant::now() + DEBT_MEMORY / 2;
+        assert!((490..=510).contains(&owed.total(later)), "half drained");
+        assert_eq!(owed.total(later + DEBT_MEMORY), 0, "all drained");
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(address_key(mapped), IpAddr::from([10, 0, 0, 1]));
     }
 }

@@ -154,25 +154,27 @@ impl ClientMeter {
         true
     }
 
-    /// Bills the session to `channel` paid by `payer` (signed by `signer`) from its latest
-    /// receipt; the credit it gets counts against `payer` and the client's address.
+    /// Bills the session to `channel` signed by `signer` from its latest receipt; the credit
+    /// it gets counts against `signer` (who owes what it does not sign; for a sponsored
+    /// channel, the user, not the app that funds many users) and the client's address.
     pub fn attach(
         &self,
         channel: ChannelId,
-        payer: AccountId,
         signer: AccountId,
         lock_amount: Amount,
         latest: Option<Receipt>,
     ) {
         let mut m = lock(&self.meter);
         let who = Debtor {
-            payer,
+            payer: signer,
             addr: self.addr,
         };
+        // Moving to another signer: what the session left unpaid stays the first one's debt.
+        let unpaid = m.meter.unpaid().units();
         if let Some(before) = m.debtor.replace(who)
-            && m.reserved > 0
+            && before != who
         {
-            self.credit.release(&before, m.reserved);
+            self.credit.end(&before, m.reserved, unpaid);
             m.reserved = 0;
         }
         m.meter.attach(channel, signer, lock_amount, latest);
@@ -236,7 +238,7 @@ pub fn new_meter(billing: &Billing, addr: Option<IpAddr>) -> Option<Arc<ClientMe
             reserved: 0,
         }),
         credit: billing.credit.clone(),
-        addr: addr.map(|ip| ip.to_canonical()),
+        addr: addr.map(super::credit::address_key),
         step: (terms.credit_window.units() / 8).max(1),
         paid: Notify::new(),
         ask: Notify::new(),

@@ -131,10 +131,7 @@ async fn serve<C>(
                         .latest
                         .as_ref()
                         .map_or((Amount::ZERO, 0), |r| (r.body.cum_amount, r.body.cum_bytes));
-                    let payer = chain
-                        .with_state(|s| s.channel(&channel).map(|c| c.payer))
-                        .unwrap_or(client);
-                    meter.attach(channel, payer, client, e.lock, e.latest.clone());
+                    meter.attach(channel, client, e.lock, e.latest.clone());
                     meter.paid.notify_waiters();
                     RelayBilling::Ready {
                         channel,
@@ -185,12 +182,7 @@ async fn open_channel(
     tx: ledger_lite::SignedTx,
 ) -> RelayBilling {
     let me = billing.identity.account_id();
-    let TxKind::OpenChannel {
-        relay,
-        amount,
-        sponsor,
-    } = &tx.tx.kind
-    else {
+    let TxKind::OpenChannel { relay, amount, .. } = &tx.tx.kind else {
         return RelayBilling::Refused("expected an OpenChannel transaction".into());
     };
     if *relay != me || tx.tx.from != client {
@@ -199,13 +191,12 @@ async fn open_channel(
         );
     }
     let (lock_amount, nonce, chain_id) = (*amount, tx.tx.nonce, tx.tx.chain);
-    let payer = sponsor.unwrap_or(client);
     // Serve on the signed open before it is in a block, within the credit window.
     if let Err(e) = chain.submit(tx, false).await {
         return RelayBilling::Refused(format!("channel refused: {e}"));
     }
     let channel = ChannelId::derive(&chain_id, &client, &me, nonce);
-    meter.attach(channel, payer, client, lock_amount, None);
+    meter.attach(channel, client, lock_amount, None);
     meter.paid.notify_waiters();
     debug!("channel opened by {}", client.short());
     RelayBilling::Ready {

@@ -371,6 +371,20 @@ impl RelayConfig {
                 .parse::<ledger_lite::Amount>()
                 .map_err(|e| format!("{name}: {e}"))?;
         }
+        // A bound across sessions below one session's window would refuse every session.
+        let amount = |s: &String| s.parse::<ledger_lite::Amount>().unwrap_or_default();
+        let window = amount(&b.credit_window);
+        for (name, value) in [
+            ("billing.credit_per_payer", &b.credit_per_payer),
+            ("billing.credit_per_address", &b.credit_per_address),
+        ] {
+            if amount(value) < window {
+                return Err(format!(
+                    "{name} ({value}) must be at least billing.credit_window ({})",
+                    b.credit_window
+                ));
+            }
+        }
         Ok(())
     }
 

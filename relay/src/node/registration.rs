@@ -66,17 +66,24 @@ type Tickets = HashMap<(RelayId, u64), HomeTicket>;
 /// The registry as members with their home tickets, drawn from their registration blocks.
 fn registered_members(chain: &ChainNode, drawn: &mut Tickets) -> Vec<Member> {
     let registered = chain.with_state(registered_addrs);
-    drawn.retain(|key, _| registered.iter().any(|(a, h)| (a.id, *h) == *key));
+    let keys: std::collections::HashSet<_> = registered.iter().map(|(a, h)| (a.id, *h)).collect();
+    drawn.retain(|key, _| keys.contains(key));
     registered
         .into_iter()
         .map(|(addr, since)| {
-            let ticket = *drawn.entry((addr.id, since)).or_insert_with(|| {
-                match chain.block(since) {
-                    Ok(Some(block)) => HomeTicket::drawn(&block.hash().0, &addr.id),
-                    // Registered in the genesis, or the block is unreadable: the id decides.
+            let ticket = match drawn.get(&(addr.id, since)) {
+                Some(ticket) => *ticket,
+                None => match chain.block(since) {
+                    Ok(Some(block)) => {
+                        let ticket = HomeTicket::drawn(&block.hash().0, &addr.id);
+                        drawn.insert((addr.id, since), ticket);
+                        ticket
+                    }
+                    // Not readable now (the store reopening): the id stands in until the next
+                    // refresh reads the block (not remembered).
                     _ => HomeTicket::unregistered(&addr.id),
-                }
-            });
+                },
+            };
             Member { addr, ticket }
         })
         .collect()
