@@ -91,6 +91,26 @@ async fn main() -> Result<()> {
         String::from_utf8_lossy(&msg.body)
     );
     anyhow::ensure!(outcome == Outcome::Delivered && msg.from == alice.id());
+    // A burst more: alice's relay A is paid for each delivery and pays relay B for its part.
+    let burst = 50;
+    let body = vec![b'.'; 4000];
+    tokio::try_join!(
+        async {
+            for _ in 0..burst {
+                let outcome = alice.send(&bob.id(), &body).await?;
+                anyhow::ensure!(outcome == Outcome::Delivered, "{outcome:?}");
+            }
+            Ok(())
+        },
+        async {
+            for _ in 0..burst {
+                let msg = bob.recv().await.context("bob's connection closed")?;
+                bob.ack(&msg).await?;
+            }
+            Ok(())
+        },
+    )?;
+    println!("   and {burst} more of 4000 bytes, each delivered (bob pays nothing for them)");
 
     // 2. Offline message: stored, sealed, in carol's mailbox on her home relays.
     let outcome = alice
@@ -220,16 +240,33 @@ fn print_fees(a: &Relay, b: &Relay, people: &[(&str, top_client::AccountId)]) ->
                 "-"
             );
         }
-        for (name, relay) in relays {
-            // A relay's account is the same key as its relay id.
-            let id = top_client::AccountId::from_bytes(*relay.addr().id.as_bytes())?;
-            let a = s.account(&id).cloned().unwrap_or_default();
+        // A relay's account is the same key as its relay id.
+        let account = |r: &Relay| top_client::AccountId::from_bytes(*r.addr().id.as_bytes());
+        let ids = [account(a)?, account(b)?];
+        for ((name, _), id) in relays.iter().zip(ids) {
+            let acc = s.account(&id).cloned().unwrap_or_default();
+            let paid = s
+                .channels()
+                .filter(|(_, c)| c.payer == id)
+                .fold(Amount::ZERO, |sum, (_, c)| sum.saturating_add(c.settled));
             println!(
                 "{name:<10} {:>16} {:>16} {:>16}",
-                "-",
-                format!("{} TOP", a.fees_earned),
-                format!("{} TOP", a.fees_burned)
+                format!("{paid} TOP"),
+                format!("{} TOP", acc.fees_earned),
+                format!("{} TOP", acc.fees_burned)
             );
+        }
+        println!("\nrelay-to-relay (the sender's relay pays the recipient's for its part):");
+        for (from, to) in [(0, 1), (1, 0)] {
+            for (_, c) in s
+                .channels()
+                .filter(|(_, c)| c.payer == ids[from] && c.relay == ids[to])
+            {
+                println!(
+                    "  {} -> {}: channel locks {} TOP, settled {} TOP for {} bytes",
+                    relays[from].0, relays[to].0, c.lock, c.settled, c.settled_bytes
+                );
+            }
         }
         let accounted = s.total_supply().checked_add(s.burned)?;
         println!(

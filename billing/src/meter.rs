@@ -51,6 +51,9 @@ pub struct Meter {
     asked: Amount,
     /// A newer session took the channel: nothing more is carried here.
     stopped: bool,
+    /// Carried within the credit window before a channel is attached (a member relay's link,
+    /// whose registration stands for it while its channel opens).
+    credit_before_channel: bool,
 }
 
 impl Meter {
@@ -65,7 +68,14 @@ impl Meter {
             channel: None,
             asked: Amount::ZERO,
             stopped: false,
+            credit_before_channel: false,
         }
+    }
+
+    /// Lets this meter carry up to the credit window before a channel is attached: for a
+    /// member relay's link, whose staked registration stands for it while its channel opens.
+    pub fn credit_before_channel(&mut self) {
+        self.credit_before_channel = true;
     }
 
     /// Bills the session to `channel` from its latest receipt (`cum_amount`, `cum_bytes`).
@@ -162,7 +172,7 @@ impl Meter {
         // whose deposit covers it (checked before the channel is attached). A fresh key with
         // nothing on chain is carried for nothing.
         let Some(channel) = &self.channel else {
-            return false;
+            return self.credit_before_channel && self.owed <= self.credit_window;
         };
         self.owed <= channel.lock && self.unpaid() <= self.credit_window
     }

@@ -30,6 +30,10 @@ pub struct Terms {
     pub credit_per_address: Amount,
     /// Unsettled amount on a channel that triggers settlement.
     pub settle_threshold: Amount,
+    /// What a channel to another relay locks.
+    pub link_lock: Amount,
+    /// Deposit kept for channels to other relays.
+    pub link_deposit: Amount,
     /// Stake to keep.
     pub stake: Amount,
     /// How long traffic waits for a receipt once the credit window is used up.
@@ -53,6 +57,8 @@ impl Terms {
             credit_per_payer: amount(&c.credit_per_payer),
             credit_per_address: amount(&c.credit_per_address),
             settle_threshold: amount(&c.settle_threshold),
+            link_lock: amount(&c.link_lock),
+            link_deposit: amount(&c.link_deposit),
             stake: amount(&c.stake),
             pay_wait: Duration::from_millis(c.pay_wait_ms),
         }
@@ -143,8 +149,9 @@ impl ClientMeter {
             return true;
         }
         let Some(who) = m.debtor else {
-            // No channel: `may_carry` refused already.
-            return false;
+            // No channel yet: only a member relay's link is carried (within its own window,
+            // `may_carry` checked that); the book counts it once its channel is attached.
+            return true;
         };
         let more = unpaid - m.reserved + self.step;
         if !self.credit.reserve(&who, more) {

@@ -3,6 +3,8 @@
 //! ([`settle`]).
 
 pub mod credit;
+pub mod link_payer;
+pub mod links;
 pub mod live;
 pub mod meter;
 pub mod receipts;
@@ -33,6 +35,8 @@ pub struct Billing {
     pub live: live::LiveChannels,
     /// Credit per payer account and per address, across sessions.
     pub credit: Arc<credit::CreditBook>,
+    /// The meters of linked relays that ask this one to deliver or keep messages.
+    pub link_meters: links::LinkMeters,
     /// `BillingAs` proofs already used (each opens one billing stream).
     pub proofs_used: std::sync::Mutex<lru::LruCache<(AccountId, [u8; 16]), ()>>,
 }

@@ -338,6 +338,19 @@ impl ChainNode {
         kind: TxKind,
         wait: bool,
     ) -> ChainResult<(TxHash, Option<u64>)> {
+        self.submit_own_tx(identity, kind, wait)
+            .await
+            .map(|(_, hash, height)| (hash, height))
+    }
+
+    /// Like [`ChainNode::submit_own`], also returning the signed transaction (to show it to
+    /// another relay, which may submit it again: a duplicate answers where it landed).
+    pub async fn submit_own_tx(
+        &self,
+        identity: &Identity,
+        kind: TxKind,
+        wait: bool,
+    ) -> ChainResult<(SignedTx, TxHash, Option<u64>)> {
         let from = identity.account_id();
         // Parameters are fixed at genesis: every node knows the minimum fee.
         let sign = |(chain, fee), nonce| {
@@ -358,16 +371,19 @@ impl ChainNode {
                 let nonce = inner.pool.pending().account(&from).map_or(0, |a| a.nonce);
                 let state = inner.ledger.state();
                 let tx = sign((state.chain, state.params.min_fee), nonce);
-                enqueue(&mut inner, tx, wait, false)?
+                (tx.clone(), enqueue(&mut inner, tx, wait, false)?)
             };
-            return self.committed_height(queued).await;
+            let (tx, queued) = queued;
+            let (hash, height) = self.committed_height(queued).await?;
+            return Ok((tx, hash, height));
         }
         let nonce = match self.upstream_call(LedgerRequest::Account(from)).await? {
             LedgerResponse::Account(view) => view.next_nonce,
             other => return Err(ChainError::Unexpected(format!("{other:?}"))),
         };
         let tx = sign(self.with_state(|s| (s.chain, s.params.min_fee)), nonce);
-        self.submit(tx, wait).await
+        let (hash, height) = self.submit(tx.clone(), wait).await?;
+        Ok((tx, hash, height))
     }
 
     /// Dev chains: sends `amount` from the faucet to `to`, once committed. A follower forwards

@@ -232,6 +232,11 @@ impl Messaging {
     pub fn forward_result(self: &Arc<Self>, relay: RelayId, id: MsgId, outcome: Option<Outcome>) {
         let now = Instant::now();
         let mut r = self.router();
+        if outcome == Some(Outcome::Stored)
+            && let (Some(bytes), Some(link)) = (r.forwarded_bytes(&relay, &id), r.link(&relay))
+        {
+            link.count.stored(bytes);
+        }
         r.on_forward_result(relay, id, outcome, now);
         self.drive(&mut r, now);
     }
@@ -369,10 +374,13 @@ impl Messaging {
                     store_on_fail,
                 } => {
                     let id = env.id;
+                    let bytes = env.sealed.len();
                     let frame = LinkFrame::Forward { env, store_on_fail };
                     if link.tx.try_send(frame).is_err() {
                         failed.push((id, Refusal::Full));
                         r.on_handover_failed(Handover::Link(link.relay), id, now);
+                    } else {
+                        link.count.handed(bytes);
                     }
                 }
                 Action::AnswerSender {
@@ -381,7 +389,15 @@ impl Messaging {
                     bytes,
                     result,
                 } => self.answer_sender(&session, id, bytes, result),
-                Action::AnswerLink { link, id, outcome } => {
+                Action::AnswerLink {
+                    link,
+                    id,
+                    bytes,
+                    outcome,
+                } => {
+                    if outcome == Some(Outcome::Stored) {
+                        link.charge_storage(bytes);
+                    }
                     self.answer(&link.answers, LinkFrame::ForwardResult { id, outcome });
                 }
                 Action::Store(pending) => self.spawn_store(r, pending),

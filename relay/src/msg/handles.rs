@@ -66,6 +66,11 @@ pub struct LinkOut {
     pub(super) stores: StoreWaiters,
     /// Store requests from the other relay being served at once.
     pub(super) peer_stores: Arc<tokio::sync::Semaphore>,
+    /// What the other relay owes this one for deliveries and storage it asks for (when this
+    /// relay bills).
+    pub meter: Option<Arc<crate::billing::meter::ClientMeter>>,
+    /// What this relay asked the other to deliver and store: the most it pays for.
+    pub count: Arc<crate::billing::links::LinkCount>,
 }
 
 impl PartialEq for LinkOut {
@@ -81,6 +86,10 @@ impl LinkOut {
         serial: Serial,
         conn: quinn::Connection,
         (tx, answers): (mpsc::Sender<LinkFrame>, mpsc::Sender<LinkFrame>),
+        (meter, count): (
+            Option<Arc<crate::billing::meter::ClientMeter>>,
+            Arc<crate::billing::links::LinkCount>,
+        ),
     ) -> Self {
         Self {
             relay,
@@ -90,6 +99,23 @@ impl LinkOut {
             answers,
             stores: Arc::default(),
             peer_stores: Arc::new(tokio::sync::Semaphore::new(PEER_STORES)),
+            meter,
+            count,
+        }
+    }
+
+    /// Charges the other relay for delivering a message of `bytes` it forwarded; false when
+    /// its credit is used up (its channel unpaid).
+    pub fn charge_delivery(&self, bytes: usize) -> bool {
+        self.meter
+            .as_ref()
+            .is_none_or(|m| m.try_carry(top_billing::Service::Msg, bytes as u64))
+    }
+
+    /// Charges the other relay for keeping a message of `bytes` it asked this relay to store.
+    pub fn charge_storage(&self, bytes: usize) {
+        if let Some(m) = &self.meter {
+            m.record(top_billing::Service::Mailbox, bytes as u64);
         }
     }
 }

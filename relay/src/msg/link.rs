@@ -32,6 +32,8 @@ pub struct LinkContext {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// The node's tasks.
     pub tasks: tokio_util::task::TaskTracker,
+    /// The billing role (links pay each other).
+    pub billing: Arc<crate::billing::Billing>,
 }
 
 /// Runs the control stream of a link to `peer` until it closes.
@@ -58,11 +60,29 @@ async fn serve(
         metrics,
         shutdown,
         tasks,
+        billing,
     } = ctx;
     let (tx, rx) = mpsc::channel(LINK_QUEUE);
     let (answers, answers_rx) = mpsc::channel(LINK_ANSWERS);
     let mut writer = tasks.spawn(write_prioritized(send, answers_rx, rx).in_current_span());
-    let link = LinkOut::new(peer, msg.serial(), conn, (tx, answers));
+    // Each side meters what the other asks of it and pays for what it asks of the other.
+    let account = AccountId::from_wire(*peer.as_bytes());
+    let link = LinkOut::new(
+        peer,
+        msg.serial(),
+        conn,
+        (tx, answers),
+        billing.link_up(account),
+    );
+    let paying = tasks.spawn(
+        crate::billing::link_payer::pay_link(
+            billing.clone(),
+            link.conn.clone(),
+            account,
+            link.count.clone(),
+        )
+        .in_current_span(),
+    );
     msg.link_up(link.clone());
     info!("link up");
     let mut stalled = Stalled::default();
@@ -87,6 +107,8 @@ async fn serve(
         Ok(()) => link.conn.close(0u32.into(), b"link ended"),
     }
     msg.link_down(&link);
+    paying.abort();
+    billing.link_down(&account);
     drop(link);
     if tokio::time::timeout(FLUSH_TIMEOUT, &mut writer)
         .await
@@ -134,11 +156,29 @@ async fn handle_frame(
                 }
                 stalled.0.insert(env.to);
             }
-            msg.forwarded(env, link, false);
+            if link.charge_delivery(env.sealed.len()) {
+                msg.forwarded(env, link, false);
+            } else {
+                let refused = LinkFrame::ForwardResult {
+                    id: env.id,
+                    outcome: None,
+                };
+                msg.answer(&link.answers, refused);
+            }
         }
         LinkFrame::Online(presence) => msg.presence_online(link.relay, presence),
         LinkFrame::Offline { client } => msg.presence_offline(link.relay, client),
-        LinkFrame::Forward { env, store_on_fail } => msg.forwarded(env, link, store_on_fail),
+        LinkFrame::Forward { env, store_on_fail } => {
+            if !link.charge_delivery(env.sealed.len()) {
+                let refused = LinkFrame::ForwardResult {
+                    id: env.id,
+                    outcome: None,
+                };
+                msg.answer(&link.answers, refused);
+                return;
+            }
+            msg.forwarded(env, link, store_on_fail)
+        }
         LinkFrame::ForwardResult { id, outcome } => msg.forward_result(link.relay, id, outcome),
         LinkFrame::Store(env) => msg.store_for_peer(link, env),
         LinkFrame::StoreResult { id, error } => msg.store_result(link, id, error),

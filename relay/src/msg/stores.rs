@@ -28,10 +28,18 @@ impl Messaging {
         let Ok(slot) = link.peer_stores.clone().try_acquire_owned() else {
             return reply(Some(Reject::Unavailable));
         };
-        let (msg, tx) = (self.clone(), link.answers.clone());
+        // The asking relay pays for the later delivery now, and for the storage once kept.
+        let bytes = env.sealed.len();
+        if !link.charge_delivery(bytes) {
+            return reply(Some(Reject::PaymentRequired));
+        }
+        let (msg, link) = (self.clone(), link.clone());
         self.tasks.spawn(async move {
             let error = msg.store_here(env).await.err();
-            msg.answer(&tx, LinkFrame::StoreResult { id, error });
+            if error.is_none() {
+                link.charge_storage(bytes);
+            }
+            msg.answer(&link.answers, LinkFrame::StoreResult { id, error });
             drop(slot);
         });
     }
@@ -136,14 +144,20 @@ impl Messaging {
 
 async fn store_remote(link: &LinkOut, env: Envelope) -> Result<(), Reject> {
     let id = env.id;
+    let bytes = env.sealed.len();
     let (tx, rx) = oneshot::channel();
     lock(&link.stores).insert(id, tx);
     if link.tx.try_send(LinkFrame::Store(env)).is_err() {
         lock(&link.stores).remove(&id);
         return Err(Reject::Unavailable);
     }
+    // The other relay charges for keeping it and delivering it later: counted here too.
+    link.count.handed(bytes);
     match tokio::time::timeout(STORE_TIMEOUT, rx).await {
-        Ok(Ok(None)) => Ok(()),
+        Ok(Ok(None)) => {
+            link.count.stored(bytes);
+            Ok(())
+        }
         Ok(Ok(Some(reject))) => Err(reject),
         _ => {
             lock(&link.stores).remove(&id);

@@ -303,6 +303,15 @@ async fn serve_stream(
             .await
         }
         Ok(Open::Billing) => {
+            // A member relay pays for what it asks of this one through its links' meter (its
+            // billing stream may come before its link does).
+            let member = shared
+                .peers
+                .is_member(&RelayId::from_wire(*peer.as_bytes()));
+            let meter = match member {
+                true => shared.billing.member_meter(peer, 0).or(meter),
+                false => meter,
+            };
             crate::billing::stream::serve_billing(
                 shared.billing.clone(),
                 conn,

@@ -127,6 +127,10 @@ pub struct BillingConfig {
     pub credit_per_address: String,
     /// Settle a channel once its unsettled receipts reach this much.
     pub settle_threshold: String,
+    /// What a channel to another relay locks (this relay pays the relays it forwards to).
+    pub link_lock: String,
+    /// Deposit kept for channels to other relays (topped up from the faucet on a dev chain).
+    pub link_deposit: String,
     /// How long traffic waits for a receipt once the credit window is used up, in milliseconds.
     pub pay_wait_ms: u64,
 }
@@ -145,6 +149,8 @@ impl Default for BillingConfig {
             credit_per_payer: "0.2".into(),
             credit_per_address: "0.8".into(),
             settle_threshold: "0.01".into(),
+            link_lock: "1".into(),
+            link_deposit: "10".into(),
             pay_wait_ms: 5_000,
         }
     }
@@ -366,6 +372,8 @@ impl RelayConfig {
             ("billing.credit_per_payer", &b.credit_per_payer),
             ("billing.credit_per_address", &b.credit_per_address),
             ("billing.settle_threshold", &b.settle_threshold),
+            ("billing.link_lock", &b.link_lock),
+            ("billing.link_deposit", &b.link_deposit),
         ] {
             value
                 .parse::<ledger_lite::Amount>()

@@ -92,6 +92,7 @@ impl Shared {
             chain: chain.clone(),
             egress: egress.clone(),
             live: Default::default(),
+            link_meters: Default::default(),
             credit: Arc::new(crate::billing::credit::CreditBook::new(
                 terms.credit_per_payer,
                 terms.credit_per_address,
@@ -138,6 +139,7 @@ impl Shared {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             tasks: self.tasks.clone(),
+            billing: self.billing.clone(),
         }
     }
 }

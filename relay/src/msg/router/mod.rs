@@ -321,6 +321,12 @@ impl<S: Clone, L: Clone> Router<S, L> {
         true
     }
 
+    /// The sealed size of the message forwarded to `relay` as `id`, while its answer is awaited.
+    pub fn forwarded_bytes(&self, relay: &RelayId, id: &MsgId) -> Option<usize> {
+        let pending = self.links.get(relay)?.forwards.0.get(id)?;
+        pending.first().map(|p| p.env.sealed.len())
+    }
+
     /// A linked relay answered a forward.
     pub fn on_forward_result(
         &mut self,
@@ -656,6 +662,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             Origin::Link { link, .. } => Action::AnswerLink {
                 link,
                 id,
+                bytes: pending.env.sealed.len(),
                 outcome: result.ok(),
             },
             Origin::Mailbox => {

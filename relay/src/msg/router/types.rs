@@ -112,6 +112,8 @@ pub enum Action<S, L> {
         link: L,
         /// The message.
         id: MsgId,
+        /// Its sealed size (the forwarding relay pays for its storage when stored).
+        bytes: usize,
         /// `None`: neither delivered nor stored.
         outcome: Option<Outcome>,
     },

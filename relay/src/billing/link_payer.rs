@@ -1,0 +1,192 @@
+//! The paying side of a link: this relay opens (or resumes) a channel to the linked relay from
+//! its own deposit, and signs the linked relay's payment requests when its own [`LinkCount`]
+//! covers them, at the prices that relay published in the registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use ledger_lite::{Amount, TxKind};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use top_billing::Payer;
+use top_billing::wire::{ClientBilling, MAX_BILLING_FRAME, Offer, RelayBilling};
+use top_proto::frame::{FrameCodec, Open, encode_frame};
+use top_proto::id::AccountId;
+use tracing::{debug, info, warn};
+
+use super::Billing;
+use super::links::LinkCount;
+
+/// Traffic in flight when a payment request is asked for: the request may count frames this
+/// side counted a moment earlier on an older link. Slack per service, plus a sixteenth.
+const SLACK_BYTES: u64 = 64 * 1024;
+
+/// Why this relay does not pay a linked relay.
+#[derive(Debug, thiserror::Error)]
+enum LinkPayError {
+    #[error("billing stream: {0}")]
+    Stream(String),
+    #[error("the relay's offer does not match the registry or the chain: {0}")]
+    BadOffer(&'static str),
+    #[error("the relay refused the channel: {0}")]
+    Refused(String),
+    #[error("opening a channel: {0}")]
+    Chain(#[from] crate::ledger::error::ChainError),
+}
+
+/// Longest wait before trying again to pay a linked relay (e.g. while this relay's deposit is
+/// being funded).
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Pays `peer` for what this relay asks of it over the link on `conn`, until the link ends;
+/// what keeps it from paying (no deposit yet, a refused channel) is tried again.
+pub async fn pay_link(
+    billing: Arc<Billing>,
+    conn: quinn::Connection,
+    peer: AccountId,
+    count: Arc<LinkCount>,
+) {
+    let mut retry = Duration::from_millis(500);
+    loop {
+        // One payer per linked relay, whichever of its links it runs on: another link's
+        // payer takes over when this one's link ends.
+        if let Some(_paying) = billing.start_paying(peer) {
+            match run(&billing, &conn, peer, &count).await {
+                Ok(()) => return debug!("link billing ended"),
+                Err(e) => warn!("not paying {} for the link yet: {e}", peer.short()),
+            }
+        } else {
+            retry = Duration::from_secs(1);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = conn.closed() => return,
+        }
+        retry = (retry * 2).min(MAX_RETRY);
+    }
+}
+
+async fn run(
+    billing: &Billing,
+    conn: &quinn::Connection,
+    peer: AccountId,
+    count: &LinkCount,
+) -> Result<(), LinkPayError> {
+    let stream = |e: &dyn std::fmt::Display| LinkPayError::Stream(e.to_string());
+    let (mut send, recv) = conn.open_bi().await.map_err(|e| stream(&e))?;
+    let open = encode_frame(&Open::Billing).map_err(|e| stream(&e))?;
+    send.write_all(&open).await.map_err(|e| stream(&e))?;
+    let mut out = FramedWrite::new(send, FrameCodec::<ClientBilling>::new(MAX_BILLING_FRAME));
+    let mut frames = FramedRead::new(recv, FrameCodec::<RelayBilling>::new(MAX_BILLING_FRAME));
+    let offer = match frames.next().await {
+        Some(Ok(RelayBilling::Offer(offer))) => offer,
+        // The linked relay does not charge.
+        Some(Ok(RelayBilling::Free)) | None => return Ok(()),
+        Some(Ok(other)) => return Err(stream(&format!("unexpected {other:?}"))),
+        Some(Err(e)) => return Err(stream(&e)),
+    };
+    let Some(chain) = billing.chain.get().cloned() else {
+        return Err(LinkPayError::BadOffer("this relay has no chain"));
+    };
+    check_offer(&offer, peer, &chain)?;
+    let (request, lock_amount) = match &offer.existing {
+        Some(e) => (ClientBilling::Resume(e.channel), e.lock),
+        None => {
+            let kind = TxKind::OpenChannel {
+                relay: peer,
+                amount: billing.terms.link_lock,
+                sponsor: None,
+            };
+            let (tx, _, _) = chain.submit_own_tx(&billing.identity, kind, false).await?;
+            (ClientBilling::Open(tx), billing.terms.link_lock)
+        }
+    };
+    out.send(request).await.map_err(|e| stream(&e))?;
+    let (channel, cum_amount, cum_bytes) = match frames.next().await {
+        Some(Ok(RelayBilling::Ready {
+            channel,
+            cum_amount,
+            cum_bytes,
+        })) => (channel, cum_amount, cum_bytes),
+        Some(Ok(RelayBilling::Refused(why))) => return Err(LinkPayError::Refused(why)),
+        Some(Ok(other)) => return Err(stream(&format!("unexpected {other:?}"))),
+        Some(Err(e)) => return Err(stream(&e)),
+        None => return Ok(()),
+    };
+    // What was paid before is what this relay signed, never the other's word.
+    let me = billing.identity.account_id();
+    let signed_before = match offer.existing.as_ref().and_then(|e| e.latest.as_ref()) {
+        Some(r)
+            if offer
+                .existing
+                .as_ref()
+                .is_some_and(|e| e.channel == channel) =>
+        {
+            if r.signer != me || r.body.channel != channel || !r.verify() {
+                return Err(LinkPayError::BadOffer(
+                    "the channel's latest receipt is not ours",
+                ));
+            }
+            (r.body.cum_amount, r.body.cum_bytes)
+        }
+        _ => (Amount::ZERO, 0),
+    };
+    if (cum_amount, cum_bytes) != signed_before {
+        return Err(LinkPayError::BadOffer(
+            "it claims another amount paid before",
+        ));
+    }
+    info!("paying {} for the link through a channel", peer.short());
+    let mut payer = Payer::new(
+        offer.chain,
+        channel,
+        offer.prices,
+        lock_amount,
+        cum_amount,
+        cum_bytes,
+    );
+    while let Some(Ok(frame)) = frames.next().await {
+        match frame {
+            RelayBilling::PayRequest {
+                usage: claimed,
+                cum_amount,
+            } => {
+                let counted = count.snapshot();
+                let slack = SLACK_BYTES + counted.total() / 16;
+                match payer.sign(&billing.identity, &claimed, cum_amount, &counted, slack) {
+                    Ok(receipt) => {
+                        out.send(ClientBilling::Receipt(receipt))
+                            .await
+                            .map_err(|e| stream(&e))?;
+                    }
+                    Err(e) => warn!("not signing {}'s payment request: {e}", peer.short()),
+                }
+            }
+            RelayBilling::Refused(why) => warn!("{} refused a receipt: {why}", peer.short()),
+            other => debug!("ignoring billing frame {other:?}"),
+        }
+    }
+    Ok(())
+}
+
+/// The offer must come from `peer` on this chain, at the prices `peer` published (when it is
+/// registered; configured relays on a dev chain publish none).
+fn check_offer(
+    offer: &Offer,
+    peer: AccountId,
+    chain: &crate::ledger::chain::ChainNode,
+) -> Result<(), LinkPayError> {
+    if offer.relay != peer {
+        return Err(LinkPayError::BadOffer("offered by another account"));
+    }
+    let (chain_id, published) = chain.with_state(|s| (s.chain, s.relay(&peer).map(|r| r.prices)));
+    if offer.chain != chain_id {
+        return Err(LinkPayError::BadOffer("another chain"));
+    }
+    if published.is_some_and(|p| p != offer.prices) {
+        return Err(LinkPayError::BadOffer(
+            "prices other than its registry record",
+        ));
+    }
+    Ok(())
+}

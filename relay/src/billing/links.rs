@@ -1,0 +1,141 @@
+//! Relay-to-relay billing, both sides. A relay that forwards a message to another for delivery,
+//! or asks it to keep a copy, pays it through a channel and receipts, the same primitive clients
+//! use: the receiving relay meters the link ([`Billing::link_up`]) and the sending relay
+//! counts what it asked for ([`LinkCount`]) and signs only what its count covers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use top_billing::{Service, Usage};
+use top_proto::id::AccountId;
+
+use super::Billing;
+use super::meter::ClientMeter;
+use crate::util::lock;
+
+/// What this relay asked one linked relay to do (delivery and storage bytes), counted on its
+/// own side: the most it signs for.
+#[derive(Debug, Default)]
+pub struct LinkCount(Mutex<Usage>);
+
+impl LinkCount {
+    /// A message of `bytes` was handed to the linked relay (forwarded, or sent to be kept).
+    pub fn handed(&self, bytes: usize) {
+        lock(&self.0).add(Service::Msg, bytes as u64);
+    }
+
+    /// The linked relay answered that it stored a message of `bytes`.
+    pub fn stored(&self, bytes: usize) {
+        lock(&self.0).add(Service::Mailbox, bytes as u64);
+    }
+
+    /// The count so far.
+    pub fn snapshot(&self) -> Usage {
+        *lock(&self.0)
+    }
+}
+
+/// Per linked relay (by account), over all its links at once (two relays may hold two links
+/// for a while): the meter of what it asks of this relay, the count of what this relay asks
+/// of it, each with the number of links sharing it, and whether a payer runs for it.
+#[derive(Default)]
+pub struct LinkMeters {
+    meters: Mutex<HashMap<AccountId, (Arc<ClientMeter>, usize)>>,
+    counts: Mutex<HashMap<AccountId, (Arc<LinkCount>, usize)>>,
+    payers: Mutex<std::collections::HashSet<AccountId>>,
+}
+
+/// Holds the right to pay one linked relay (one payer per relay, whichever link it runs on).
+pub struct PayerGuard<'a> {
+    book: &'a LinkMeters,
+    peer: AccountId,
+}
+
+impl LinkMeters {
+    fn start_paying(&self, peer: AccountId) -> Option<PayerGuard<'_>> {
+        // (The guard is made only when this call took the right, after the lock is released:
+        // dropping one locks the set again.)
+        let taken = lock(&self.payers).insert(peer);
+        taken.then(|| PayerGuard { book: self, peer })
+    }
+}
+
+impl Drop for PayerGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.book.payers).remove(&self.peer);
+    }
+}
+
+impl Billing {
+    /// A link with `peer` came up: the meter of what it asks of this relay (shared by its
+    /// links; `None` when this relay does not bill), carried within the credit window until
+    /// its channel is attached, and the count of what this relay asks of it.
+    pub fn link_up(&self, peer: AccountId) -> (Option<Arc<ClientMeter>>, Arc<LinkCount>) {
+        let meter = self.member_meter(peer, 1);
+        let mut counts = lock(&self.link_meters.counts);
+        let entry = counts.entry(peer).or_insert_with(|| (Arc::default(), 0));
+        entry.1 += 1;
+        (meter, entry.0.clone())
+    }
+
+    /// The meter of member relay `peer` (made if need be: its billing stream may come before
+    /// its link), its link count raised by `links`.
+    pub fn member_meter(&self, peer: AccountId, links: usize) -> Option<Arc<ClientMeter>> {
+        let mut meters = lock(&self.link_meters.meters);
+        if let Some((meter, n)) = meters.get_mut(&peer) {
+            *n += links;
+            return Some(meter.clone());
+        }
+        let meter = super::meter::new_meter(self, None)?;
+        lock(&meter.meter).credit_before_channel();
+        meters.insert(peer, (meter.clone(), links));
+        Some(meter)
+    }
+
+    /// One link with `peer` is down: the last one takes its meter and count along.
+    pub fn link_down(&self, peer: &AccountId) {
+        let mut meters = lock(&self.link_meters.meters);
+        if let Some((_, links)) = meters.get_mut(peer) {
+            *links -= 1;
+            if *links == 0 {
+                meters.remove(peer);
+            }
+        }
+        drop(meters);
+        let mut counts = lock(&self.link_meters.counts);
+        if let Some((_, links)) = counts.get_mut(peer) {
+            *links -= 1;
+            if *links == 0 {
+                counts.remove(peer);
+            }
+        }
+    }
+
+    /// The meter of what linked relay `peer` asks of this relay now.
+    pub fn link_meter(&self, peer: &AccountId) -> Option<Arc<ClientMeter>> {
+        lock(&self.link_meters.meters)
+            .get(peer)
+            .map(|(m, _)| m.clone())
+    }
+
+    /// The right to pay `peer`, unless a payer for it runs already (on another link).
+    pub fn start_paying(&self, peer: AccountId) -> Option<PayerGuard<'_>> {
+        self.link_meters.start_paying(peer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_payer_per_relay_and_the_right_passes_on() {
+        let book = LinkMeters::default();
+        let peer = AccountId::from_wire([1; 32]);
+        let first = book.start_paying(peer).expect("the first payer");
+        assert!(book.start_paying(peer).is_none(), "a second payer waits");
+        assert!(book.start_paying(peer).is_none(), "and keeps waiting");
+        drop(first);
+        assert!(book.start_paying(peer).is_some(), "the next one takes over");
+    }
+}
