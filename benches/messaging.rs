@@ -4,6 +4,9 @@
 //! (one message at a time) for both, measured in the same run: three rounds, each with its own
 //! echo and relay runs (billing off and on), every round printed, medians of the ratios reported.
 //! The relay path: sender → relay → recipient, recipient's ack → relay → sender ("Delivered").
+//! Across two relays (sender on A, recipient on B, linked), billing off and on: with billing on,
+//! both clients pay through channels, presence is signed, and A pays B for every delivery
+//! through a relay-to-relay channel.
 //! The baseline: client → echo server → client on one QUIC stream, no relay logic; and, to show
 //! what the path's shape costs, the same through a forwarder that splices raw bytes (two hops).
 
@@ -44,10 +47,48 @@ async fn relay_bench(billing: bool) -> Figures {
     };
     init(dir.path(), opts).unwrap();
     let relay = Relay::start(dir.path()).await.unwrap();
+    let figures = drive(&relay, &relay, billing).await;
+    relay.shutdown().await;
+    figures
+}
+
+/// Sender on relay A, recipient on relay B (linked; with billing, B follows A's dev chain,
+/// registers, and A pays B for deliveries).
+async fn two_relay_bench(billing: bool) -> Figures {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let a_opts = if billing {
+        InitOptions::loopback_dev()
+    } else {
+        InitOptions::loopback()
+    };
+    init(&a_dir, a_opts).unwrap();
+    let a = Relay::start(&a_dir).await.unwrap();
+    let b_opts = InitOptions {
+        peers: vec![a.addr()],
+        ..InitOptions::loopback()
+    };
+    init(&b_dir, b_opts).unwrap();
+    let b = Relay::start(&b_dir).await.unwrap();
+    if !billing {
+        a.add_peer(b.addr());
+    }
+    tokio::time::timeout(Duration::from_secs(60), a.wait_linked(&b.id()))
+        .await
+        .expect("the relays link");
+    let figures = drive(&a, &b, billing).await;
+    b.shutdown().await;
+    a.shutdown().await;
+    figures
+}
+
+/// Sends from a client on `from` to a client on `to`, pipelined then one at a time.
+async fn drive(from: &Relay, to: &Relay, billing: bool) -> Figures {
     let connect = async |relay: &Relay| {
         let id = Identity::generate();
         if billing {
-            let wallet = Wallet::connect(&relay.addr(), id.clone()).await.unwrap();
+            // The faucet is on the dev chain's validator (`from`).
+            let wallet = Wallet::connect(&from.addr(), id.clone()).await.unwrap();
             wallet.faucet("1000".parse().unwrap()).await.unwrap();
             wallet.deposit("500".parse().unwrap()).await.unwrap();
             wallet.close().await;
@@ -64,8 +105,8 @@ async fn relay_bench(billing: bool) -> Figures {
         assert_eq!(client.billing().is_some(), billing);
         std::sync::Arc::new(client)
     };
-    let sender = connect(&relay).await;
-    let recipient = connect(&relay).await;
+    let sender = connect(from).await;
+    let recipient = connect(to).await;
     sender.synced().await.unwrap();
     recipient.synced().await.unwrap();
     let to = recipient.id();
@@ -109,7 +150,6 @@ async fn relay_bench(billing: bool) -> Figures {
     }
     let (p50, p99) = percentiles(samples);
     reader.abort();
-    relay.shutdown().await;
     Figures { rate, p50, p99 }
 }
 
@@ -227,11 +267,15 @@ fn main() {
     // The echo, billing off and billing on alternate, three rounds: run-to-run variance on this
     // machine is larger than the effects measured, so every round is printed with its own
     // ratios, and the medians of the ratios are what we report.
+    let mut pairs = Vec::new();
     let rounds: Vec<(Figures, Figures, Figures)> = (0..3)
         .map(|_| {
             let echo = runtime.block_on(echo_bench());
             let off = runtime.block_on(relay_bench(false));
             let on = runtime.block_on(relay_bench(true));
+            let two_off = runtime.block_on(two_relay_bench(false));
+            let two_on = runtime.block_on(two_relay_bench(true));
+            pairs.push((two_off, two_on));
             (echo, off, on)
         })
         .collect();
@@ -256,6 +300,13 @@ fn main() {
             off.rate / echo.rate,
             on.rate / off.rate
         );
+        let (two_off, two_on) = &pairs[n];
+        line("  two relays (A -> B)", two_off);
+        line("  two relays, billing + relay-to-relay", two_on);
+        println!(
+            "  two relays: billing and relay-to-relay payment on / off {:.3}",
+            two_on.rate / two_off.rate
+        );
     }
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -279,4 +330,9 @@ fn main() {
         (1.0 - billing_ratio) * 100.0
     );
     println!("relay p99, worst round: {p99:?}");
+    let two_ratio = median(pairs.iter().map(|(off, on)| on.rate / off.rate).collect());
+    println!(
+        "two relays, billing and relay-to-relay payment on / off, median of 3 rounds: {two_ratio:.3} (cost {:.1}%)",
+        (1.0 - two_ratio) * 100.0
+    );
 }

@@ -139,6 +139,9 @@ pub enum Open {
     /// Client or relay → relay: publish, fetch or unpublish content (see
     /// [`crate::cdn_wire`]).
     Cdn,
+    /// Linked relay → relay: the billing stream through which it pays for the deliveries and
+    /// storage it asks of this relay (the same frames as [`Open::Billing`]).
+    LinkBilling,
 }
 
 /// Whether a message reached its recipient or waits in a mailbox.

@@ -17,9 +17,15 @@ use tracing::{debug, info, warn};
 use super::Billing;
 use super::links::LinkCount;
 
-/// Traffic in flight when a payment request is asked for: the request may count frames this
-/// side counted a moment earlier on an older link. Slack per service, plus a sixteenth.
+/// Traffic in flight when a payment request is asked for: bytes of slack per counted service,
+/// plus a sixteenth of that service's count. Services a link never uses get none.
 const SLACK_BYTES: u64 = 64 * 1024;
+/// The most a linked relay may charge per MiB, as a multiple of this relay's own price for the
+/// same service (its registry record could name any price).
+const MAX_PRICE_FACTOR: u128 = 10;
+/// A new channel to one relay at most this often (a relay that refuses or drops the stream
+/// after each open must not lock this relay's whole deposit).
+const OPEN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Why this relay does not pay a linked relay.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +80,7 @@ async fn run(
 ) -> Result<(), LinkPayError> {
     let stream = |e: &dyn std::fmt::Display| LinkPayError::Stream(e.to_string());
     let (mut send, recv) = conn.open_bi().await.map_err(|e| stream(&e))?;
-    let open = encode_frame(&Open::Billing).map_err(|e| stream(&e))?;
+    let open = encode_frame(&Open::LinkBilling).map_err(|e| stream(&e))?;
     send.write_all(&open).await.map_err(|e| stream(&e))?;
     let mut out = FramedWrite::new(send, FrameCodec::<ClientBilling>::new(MAX_BILLING_FRAME));
     let mut frames = FramedRead::new(recv, FrameCodec::<RelayBilling>::new(MAX_BILLING_FRAME));
@@ -88,16 +94,36 @@ async fn run(
     let Some(chain) = billing.chain.get().cloned() else {
         return Err(LinkPayError::BadOffer("this relay has no chain"));
     };
-    check_offer(&offer, peer, &chain)?;
+    check_offer(&offer, peer, &chain, &billing.terms.prices)?;
     let (request, lock_amount) = match &offer.existing {
         Some(e) => (ClientBilling::Resume(e.channel), e.lock),
         None => {
+            // Only when the chain shows no open channel of ours to it with room left, and not
+            // again within a minute.
+            let me = billing.identity.account_id();
+            let ours = chain.with_state(|s| {
+                s.channels().any(|(_, c)| {
+                    c.signer == me
+                        && c.relay == peer
+                        && c.status == ledger_lite::ChannelStatus::Open
+                        && c.settled < c.lock
+                })
+            });
+            if ours {
+                return Err(LinkPayError::BadOffer("it does not offer our open channel"));
+            }
+            if billing.opened_link_channel_within(&peer, OPEN_INTERVAL) {
+                return Err(LinkPayError::BadOffer(
+                    "a channel to it was opened a moment ago",
+                ));
+            }
             let kind = TxKind::OpenChannel {
                 relay: peer,
                 amount: billing.terms.link_lock,
                 sponsor: None,
             };
             let (tx, _, _) = chain.submit_own_tx(&billing.identity, kind, false).await?;
+            billing.opened_link_channel(peer);
             (ClientBilling::Open(tx), billing.terms.link_lock)
         }
     };
@@ -151,9 +177,11 @@ async fn run(
                 usage: claimed,
                 cum_amount,
             } => {
-                let counted = count.snapshot();
-                let slack = SLACK_BYTES + counted.total() / 16;
-                match payer.sign(&billing.identity, &claimed, cum_amount, &counted, slack) {
+                if !fair_claim(&claimed, &count.snapshot()) {
+                    warn!("{} claims more than this relay handed it", peer.short());
+                    continue;
+                }
+                match payer.sign(&billing.identity, &claimed, cum_amount, &claimed, 0) {
                     Ok(receipt) => {
                         out.send(ClientBilling::Receipt(receipt))
                             .await
@@ -175,9 +203,14 @@ fn check_offer(
     offer: &Offer,
     peer: AccountId,
     chain: &crate::ledger::chain::ChainNode,
+    own: &ledger_lite::registry::Prices,
 ) -> Result<(), LinkPayError> {
     if offer.relay != peer {
         return Err(LinkPayError::BadOffer("offered by another account"));
+    }
+    let cap = |own: ledger_lite::Amount| own.units().saturating_mul(MAX_PRICE_FACTOR);
+    if offer.prices.msg.units() > cap(own.msg) || offer.prices.mailbox.units() > cap(own.mailbox) {
+        return Err(LinkPayError::BadOffer("prices far above this relay's own"));
     }
     let (chain_id, published) = chain.with_state(|s| (s.chain, s.relay(&peer).map(|r| r.prices)));
     if offer.chain != chain_id {
@@ -189,4 +222,45 @@ fn check_offer(
         ));
     }
     Ok(())
+}
+
+/// Whether a linked relay's claim is covered by what this relay counted: deliveries and
+/// storage only (a link carries nothing else), each within its own count plus slack.
+fn fair_claim(claimed: &top_billing::Usage, counted: &top_billing::Usage) -> bool {
+    let within = |claim: u64, count: u64| {
+        claim <= count.saturating_add(SLACK_BYTES).saturating_add(count / 16)
+    };
+    claimed.pipe == 0
+        && claimed.vpn == 0
+        && claimed.cdn == 0
+        && within(claimed.msg, counted.msg)
+        && within(claimed.mailbox, counted.mailbox)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use top_billing::{Service, Usage};
+
+    fn usage(items: &[(Service, u64)]) -> Usage {
+        let mut u = Usage::default();
+        for (service, bytes) in items {
+            u.add(*service, *bytes);
+        }
+        u
+    }
+
+    #[test]
+    fn a_linked_relay_is_paid_only_for_what_was_handed_to_it() {
+        let counted = usage(&[(Service::Msg, 1 << 20), (Service::Mailbox, 4096)]);
+        assert!(fair_claim(&counted, &counted));
+        // Services a link never carries: not even the slack.
+        assert!(!fair_claim(&usage(&[(Service::Pipe, 1)]), &counted));
+        assert!(!fair_claim(&usage(&[(Service::Cdn, 1)]), &counted));
+        // Storage beyond what was stored, deliveries beyond what was handed over.
+        let stored_more = usage(&[(Service::Mailbox, 4096 + 70 * 1024)]);
+        assert!(!fair_claim(&stored_more, &counted));
+        let delivered_more = usage(&[(Service::Msg, (1 << 20) * 2)]);
+        assert!(!fair_claim(&delivered_more, &counted));
+    }
 }

@@ -43,6 +43,8 @@ pub struct LinkMeters {
     meters: Mutex<HashMap<AccountId, (Arc<ClientMeter>, usize)>>,
     counts: Mutex<HashMap<AccountId, (Arc<LinkCount>, usize)>>,
     payers: Mutex<std::collections::HashSet<AccountId>>,
+    /// When this relay last opened a channel to each relay (bounded: members at most).
+    opened: Mutex<HashMap<AccountId, std::time::Instant>>,
 }
 
 /// Holds the right to pay one linked relay (one payer per relay, whichever link it runs on).
@@ -87,7 +89,7 @@ impl Billing {
             return Some(meter.clone());
         }
         let meter = super::meter::new_meter(self, None)?;
-        lock(&meter.meter).credit_before_channel();
+        meter.for_member(peer);
         meters.insert(peer, (meter.clone(), links));
         Some(meter)
     }
@@ -96,7 +98,7 @@ impl Billing {
     pub fn link_down(&self, peer: &AccountId) {
         let mut meters = lock(&self.link_meters.meters);
         if let Some((_, links)) = meters.get_mut(peer) {
-            *links -= 1;
+            *links = links.saturating_sub(1);
             if *links == 0 {
                 meters.remove(peer);
             }
@@ -104,7 +106,7 @@ impl Billing {
         drop(meters);
         let mut counts = lock(&self.link_meters.counts);
         if let Some((_, links)) = counts.get_mut(peer) {
-            *links -= 1;
+            *links = links.saturating_sub(1);
             if *links == 0 {
                 counts.remove(peer);
             }
@@ -116,6 +118,23 @@ impl Billing {
         lock(&self.link_meters.meters)
             .get(peer)
             .map(|(m, _)| m.clone())
+    }
+
+    /// Whether this relay opened a channel to `peer` within `interval`.
+    pub fn opened_link_channel_within(
+        &self,
+        peer: &AccountId,
+        interval: std::time::Duration,
+    ) -> bool {
+        let now = std::time::Instant::now();
+        let mut opened = lock(&self.link_meters.opened);
+        opened.retain(|_, at| now.duration_since(*at) < interval);
+        opened.contains_key(peer)
+    }
+
+    /// Notes that this relay opened a channel to `peer` now.
+    pub fn opened_link_channel(&self, peer: AccountId) {
+        lock(&self.link_meters.opened).insert(peer, std::time::Instant::now());
     }
 
     /// The right to pay `peer`, unless a payer for it runs already (on another link).

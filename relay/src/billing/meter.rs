@@ -149,9 +149,8 @@ impl ClientMeter {
             return true;
         }
         let Some(who) = m.debtor else {
-            // No channel yet: only a member relay's link is carried (within its own window,
-            // `may_carry` checked that); the book counts it once its channel is attached.
-            return true;
+            // No channel: `may_carry` refused already.
+            return false;
         };
         let more = unpaid - m.reserved + self.step;
         if !self.credit.reserve(&who, more) {
@@ -185,6 +184,18 @@ impl ClientMeter {
             m.reserved = 0;
         }
         m.meter.attach(channel, signer, lock_amount, latest);
+    }
+
+    /// Makes this the meter of member relay `member`'s links: carried within the window before
+    /// its channel is attached, its credit counted against `member` in the book from the first
+    /// byte (so reconnecting its links renews nothing).
+    pub fn for_member(&self, member: AccountId) {
+        let mut m = lock(&self.meter);
+        m.meter.credit_before_channel();
+        m.debtor = Some(Debtor {
+            payer: member,
+            addr: None,
+        });
     }
 
     /// Takes a checked receipt: the credit it paid goes back to the book (down to the step

@@ -302,16 +302,26 @@ async fn serve_stream(
             )
             .await
         }
-        Ok(Open::Billing) => {
+        Ok(Open::LinkBilling) => {
             // A member relay pays for what it asks of this one through its links' meter (its
             // billing stream may come before its link does).
-            let member = shared
+            if !shared
                 .peers
-                .is_member(&RelayId::from_wire(*peer.as_bytes()));
-            let meter = match member {
-                true => shared.billing.member_meter(peer, 0).or(meter),
-                false => meter,
-            };
+                .is_member(&RelayId::from_wire(*peer.as_bytes()))
+            {
+                return reject(frames, "link billing is for member relays");
+            }
+            crate::billing::stream::serve_billing(
+                shared.billing.clone(),
+                conn,
+                peer,
+                shared.billing.member_meter(peer, 0),
+                send,
+                frames,
+            )
+            .await
+        }
+        Ok(Open::Billing) => {
             crate::billing::stream::serve_billing(
                 shared.billing.clone(),
                 conn,
