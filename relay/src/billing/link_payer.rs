@@ -95,12 +95,28 @@ async fn run(
         return Err(LinkPayError::BadOffer("this relay has no chain"));
     };
     check_offer(&offer, peer, &chain, &billing.terms.prices)?;
+    let me = billing.identity.account_id();
     let (request, lock_amount) = match &offer.existing {
-        Some(e) => (ClientBilling::Resume(e.channel), e.lock),
+        Some(e) => {
+            // The offered channel must be ours, to it, open, with the lock it says.
+            let genuine = chain.with_state(|s| {
+                s.channel(&e.channel).is_some_and(|c| {
+                    c.signer == me
+                        && c.relay == peer
+                        && c.lock == e.lock
+                        && c.status == ledger_lite::ChannelStatus::Open
+                })
+            });
+            if !genuine {
+                return Err(LinkPayError::BadOffer(
+                    "its channel is not ours on the chain",
+                ));
+            }
+            (ClientBilling::Resume(e.channel), e.lock)
+        }
         None => {
             // Only when the chain shows no open channel of ours to it with room left, and not
             // again within a minute.
-            let me = billing.identity.account_id();
             let ours = chain.with_state(|s| {
                 s.channels().any(|(_, c)| {
                     c.signer == me
@@ -140,7 +156,6 @@ async fn run(
         None => return Ok(()),
     };
     // What was paid before is what this relay signed, never the other's word.
-    let me = billing.identity.account_id();
     let signed_before = match offer.existing.as_ref().and_then(|e| e.latest.as_ref()) {
         Some(r)
             if offer

@@ -395,10 +395,12 @@ impl Messaging {
                     bytes,
                     outcome,
                 } => {
-                    if outcome == Some(Outcome::Stored) {
+                    // Storage is charged only when the other relay is told of it (what it
+                    // counts).
+                    let told = self.answer(&link.answers, LinkFrame::ForwardResult { id, outcome });
+                    if told && outcome == Some(Outcome::Stored) {
                         link.charge_storage(bytes);
                     }
-                    self.answer(&link.answers, LinkFrame::ForwardResult { id, outcome });
                 }
                 Action::Store(pending) => self.spawn_store(r, pending),
                 Action::StoreCopy { env, to } => self.spawn_copy(r, env, to),
