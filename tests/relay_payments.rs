@@ -12,7 +12,13 @@ use top_relay::{InitOptions, Relay, init};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_senders_relay_pays_the_recipients_relay_for_delivery() {
     let dir = tempfile::tempdir().unwrap();
-    let a = dev_relay(&dir.path().join("a"), |_| {}).await;
+    // The clients' own billing is not what this test is about: a roomy window and wait, so a
+    // busy machine never refuses alice for a receipt still on its way.
+    let a = dev_relay(&dir.path().join("a"), |c| {
+        c.billing.credit_window = "0.01".into();
+        c.billing.pay_wait_ms = 5_000;
+    })
+    .await;
     let b_dir = dir.path().join("b");
     init(
         &b_dir,

@@ -79,6 +79,8 @@ impl Meter {
     }
 
     /// Bills the session to `channel` from its latest receipt (`cum_amount`, `cum_bytes`).
+    /// Usage is measured from here: what was carried before (credit before a channel, or under
+    /// an earlier channel) is not billed again to this one.
     pub fn attach(
         &mut self,
         id: ChannelId,
@@ -97,6 +99,8 @@ impl Meter {
             base_bytes,
             latest,
         });
+        self.usage = Usage::default();
+        self.asked = Amount::ZERO;
         self.recompute();
     }
 

@@ -145,6 +145,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_channel_is_billed_only_from_its_attach() {
+        let (client, mut meter, _) = setup();
+        meter.record(crate::prices::Service::Msg, 4 << 20);
+        let before = meter.owed();
+        assert!(!before.is_zero());
+        // Another channel attached to the same meter (a payer's second session): what the
+        // first carried is not billed to it again.
+        meter.attach(
+            ChannelId([3; 32]),
+            client.account_id(),
+            Amount::from_units(5000),
+            None,
+        );
+        assert_eq!(meter.owed(), Amount::ZERO);
+        assert_eq!(meter.usage(), Usage::default());
+    }
+
+    #[test]
     fn relay_and_client_agree_and_credit_runs_out_without_receipts() {
         let (client, mut meter, mut payer) = setup();
         let mut counted = Usage::default();

@@ -178,6 +178,9 @@ async fn run(
         ));
     }
     info!("paying {} for the link through a channel", peer.short());
+    // Both sides measure from here: the other relay bills this channel only what it carries
+    // from its attach on.
+    let base = count.snapshot();
     let mut payer = Payer::new(
         offer.chain,
         channel,
@@ -192,7 +195,7 @@ async fn run(
                 usage: claimed,
                 cum_amount,
             } => {
-                if !fair_claim(&claimed, &count.snapshot()) {
+                if !fair_claim(&claimed, &since(&count.snapshot(), &base)) {
                     warn!("{} claims more than this relay handed it", peer.short());
                     continue;
                 }
@@ -237,6 +240,15 @@ fn check_offer(
         ));
     }
     Ok(())
+}
+
+/// What was counted after `base` (deliveries and storage).
+fn since(now: &top_billing::Usage, base: &top_billing::Usage) -> top_billing::Usage {
+    top_billing::Usage {
+        msg: now.msg.saturating_sub(base.msg),
+        mailbox: now.mailbox.saturating_sub(base.mailbox),
+        ..top_billing::Usage::default()
+    }
 }
 
 /// Whether a linked relay's claim is covered by what this relay counted: deliveries and

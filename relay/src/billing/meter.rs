@@ -175,10 +175,11 @@ impl ClientMeter {
             payer: signer,
             addr: self.addr,
         };
-        // Moving to another signer: what the session left unpaid stays the first one's debt.
+        // Usage before this attach is not billed to the new channel: what it left unpaid
+        // stays its signer's debt (a member relay's credit before its channel, say).
         let unpaid = m.meter.unpaid().units();
         if let Some(before) = m.debtor.replace(who)
-            && before != who
+            && (before != who || unpaid > 0)
         {
             self.credit.end(&before, m.reserved, unpaid);
             m.reserved = 0;
