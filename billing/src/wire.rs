@@ -24,6 +24,26 @@ pub struct Offer {
     pub existing: Option<ExistingChannel>,
 }
 
+impl Offer {
+    /// What `payer` signed on `channel` before this session: zero for a new channel, else the
+    /// latest receipt the relay shows, which must carry `payer`'s valid signature for this
+    /// chain and channel (`None`: it does not, and the relay's word is not taken).
+    pub fn signed_before(&self, channel: ChannelId, payer: &AccountId) -> Option<(Amount, u64)> {
+        let latest = match &self.existing {
+            Some(existing) if existing.channel == channel => existing.latest.as_ref(),
+            _ => None,
+        };
+        let Some(receipt) = latest else {
+            return Some((Amount::ZERO, 0));
+        };
+        let mine = receipt.signer == *payer
+            && receipt.body.chain == self.chain
+            && receipt.body.channel == channel
+            && receipt.verify();
+        mine.then_some((receipt.body.cum_amount, receipt.body.cum_bytes))
+    }
+}
+
 /// A channel the client may resume, with the latest receipt the relay holds for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExistingChannel {

@@ -163,7 +163,13 @@ pub(crate) async fn start_on(
     };
     // What was paid before is what this client signed, never the relay's word: a resumed
     // channel starts from the client's own latest receipt, which the relay must show.
-    let signed_before = signed_before(&offer, channel, identity)?;
+    let signed_before = offer
+        .signed_before(channel, &identity.account_id())
+        .ok_or_else(|| {
+            BillingError::Unexpected(
+                "the relay's latest receipt for the channel is not this client's".into(),
+            )
+        })?;
     if (cum_amount, cum_bytes) != signed_before {
         return Err(BillingError::Unpaid {
             relay: offer.relay.short(),
@@ -227,31 +233,4 @@ pub(crate) async fn start_on(
         }
     });
     Ok(Some(state))
-}
-
-/// What this client signed on `channel` before this session: zero for a new channel, else the
-/// latest receipt the relay holds, which must carry this client's signature for this chain and
-/// channel.
-fn signed_before(
-    offer: &top_billing::wire::Offer,
-    channel: ChannelId,
-    identity: &Identity,
-) -> Result<(Amount, u64), BillingError> {
-    let latest = match &offer.existing {
-        Some(existing) if existing.channel == channel => existing.latest.as_ref(),
-        _ => None,
-    };
-    let Some(receipt) = latest else {
-        return Ok((Amount::ZERO, 0));
-    };
-    let mine = receipt.signer == identity.account_id()
-        && receipt.body.chain == offer.chain
-        && receipt.body.channel == channel
-        && receipt.verify();
-    if !mine {
-        return Err(BillingError::Unexpected(
-            "the relay's latest receipt for the channel is not this client's".into(),
-        ));
-    }
-    Ok((receipt.body.cum_amount, receipt.body.cum_bytes))
 }

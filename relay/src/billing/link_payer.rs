@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use ledger_lite::{Amount, TxKind};
+use ledger_lite::TxKind;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_billing::Payer;
 use top_billing::wire::{ClientBilling, MAX_BILLING_FRAME, Offer, RelayBilling};
@@ -156,21 +156,10 @@ async fn run(
         None => return Ok(()),
     };
     // What was paid before is what this relay signed, never the other's word.
-    let signed_before = match offer.existing.as_ref().and_then(|e| e.latest.as_ref()) {
-        Some(r)
-            if offer
-                .existing
-                .as_ref()
-                .is_some_and(|e| e.channel == channel) =>
-        {
-            if r.signer != me || r.body.channel != channel || !r.verify() {
-                return Err(LinkPayError::BadOffer(
-                    "the channel's latest receipt is not ours",
-                ));
-            }
-            (r.body.cum_amount, r.body.cum_bytes)
-        }
-        _ => (Amount::ZERO, 0),
+    let Some(signed_before) = offer.signed_before(channel, &me) else {
+        return Err(LinkPayError::BadOffer(
+            "the channel's latest receipt is not ours",
+        ));
     };
     if (cum_amount, cum_bytes) != signed_before {
         return Err(LinkPayError::BadOffer(
