@@ -12,4 +12,4 @@ pub mod wire;
 
 pub use meter::{Meter, ReceiptError};
 pub use payer::{PayError, Payer};
-pub use prices::{Prices, Service, Usage, sent_message_bytes};
+pub use prices::{Prices, STORED_COPIES, Service, Usage, sent_message_bytes, stored_message_usage};

@@ -13,6 +13,22 @@ pub fn sent_message_bytes(len: usize) -> u64 {
     (len as u64).saturating_mul(2)
 }
 
+/// How many copies of a stored message the network keeps: one on each of its recipient's home
+/// relays. The sender pays for each.
+pub const STORED_COPIES: u64 = 2;
+
+/// What a sender pays, beyond [`sent_message_bytes`], when its message of `len` sealed bytes is
+/// stored for an offline recipient: keeping each of the [`STORED_COPIES`], and delivering each
+/// copy but the one already paid at sending (every home relay may push its copy).
+pub fn stored_message_usage(len: usize) -> Usage {
+    let len = len as u64;
+    Usage {
+        msg: len.saturating_mul(STORED_COPIES - 1),
+        mailbox: len.saturating_mul(STORED_COPIES),
+        ..Usage::default()
+    }
+}
+
 /// A metered service.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Service {

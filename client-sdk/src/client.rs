@@ -390,7 +390,10 @@ impl Reader {
 
     fn answer(&self, id: MsgId, result: Result<Outcome, Reject>) {
         if let Some(bytes) = self.waiters.answer(id, result) {
-            self.usage.mailbox(bytes);
+            // Stored: the sender pays for each copy kept and its later delivery.
+            let stored = top_billing::stored_message_usage(bytes);
+            self.usage.msg(stored.msg as usize);
+            self.usage.mailbox(stored.mailbox as usize);
         }
     }
 

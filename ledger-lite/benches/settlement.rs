@@ -46,7 +46,7 @@ fn fixture() -> Fixture {
             unbonding_blocks: 10,
             max_block_txs: 1 << 20,
             min_stake: ledger_lite::Amount::ZERO,
-            min_fee: ledger_lite::Amount::ZERO,
+            min_fee: ledger_lite::Amount::from_units(1),
         },
         faucet: None,
         allocations: payers
@@ -67,7 +67,7 @@ fn fixture() -> Fixture {
                 chain,
                 from,
                 nonce: 0,
-                fee: Amount::ZERO,
+                fee: Amount::from_units(1),
                 kind: TxKind::Deposit { amount: top(10) },
             }
             .sign(payer),
@@ -77,7 +77,7 @@ fn fixture() -> Fixture {
                 chain,
                 from,
                 nonce: 1,
-                fee: Amount::ZERO,
+                fee: Amount::from_units(1),
                 kind: TxKind::OpenChannel {
                     relay,
                     amount: top(10),
@@ -114,7 +114,7 @@ fn fixture() -> Fixture {
                 chain,
                 from: relay.account_id(),
                 nonce: 0,
-                fee: Amount::ZERO,
+                fee: Amount::from_units(1),
                 kind: TxKind::Settle { receipts: mine },
             }
             .sign(relay)
@@ -132,7 +132,7 @@ fn fixture() -> Fixture {
                 chain,
                 from: relays[r].account_id(),
                 nonce,
-                fee: Amount::ZERO,
+                fee: Amount::from_units(1),
                 kind: TxKind::Settle {
                     receipts: vec![receipt.clone()],
                 },

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use top_proto::id::AccountId;
 
 use crate::amount::{Amount, AmountError};
+use crate::fees::FeeFrom;
 use crate::registry::{RecordError, RelayRecord};
 use crate::state::{Account, Channel, ChannelStatus, Grant, SettleKind, State, Touched, Unbond};
 use crate::tx::{ChainId, ChannelId, EgressClaim, Receipt, SignedTx, TxKind};
@@ -209,7 +210,7 @@ impl State {
                 if let TxKind::RegisterRelay { record, .. } = kind {
                     record.check()?;
                 }
-                need("balance", balance, tx.fee)?;
+                self.fee_from(tx, self.accounts.get(&tx.from))?;
             }
         }
         Ok(())
@@ -434,13 +435,14 @@ impl State {
         }
         sender.nonce = sender.nonce.checked_add(1).ok_or(TxError::Overflow)?;
         self.fee_floor(tx.fee)?;
-        // The fee payer: a sponsored open's sponsor (below), a settling relay out of what it
-        // earns (below), everyone else from their balance before anything else happens.
-        let sponsored =
-            matches!(&tx.kind, TxKind::OpenChannel { sponsor: Some(app), .. } if *app != tx.from);
-        let settles = matches!(tx.kind, TxKind::Settle { .. } | TxKind::SettleEgress { .. });
-        if !sponsored && !settles {
-            sender.balance = need("balance", sender.balance, tx.fee)?;
+        // The sender's own fee first, before anything else happens. A sponsor's is charged
+        // with its grant or once the close is checked, a settling relay's out of what it earns
+        // (all below): nothing is written before a transaction is known to apply.
+        let fee_from = self.fee_from(tx, Some(&sender))?;
+        match fee_from {
+            FeeFrom::Balance => sender.balance = need("balance", sender.balance, tx.fee)?,
+            FeeFrom::Deposit => sender.deposit = need("deposit", sender.deposit, tx.fee)?,
+            FeeFrom::Sponsor(_) | FeeFrom::Earnings => {}
         }
         let release_height = self
             .height
@@ -574,6 +576,15 @@ impl State {
                     ChannelStatus::Open => {}
                     ChannelStatus::Closing { .. } => return Err(TxError::AlreadyClosing),
                     ChannelStatus::Closed => return Err(TxError::ChannelClosed),
+                }
+                if let FeeFrom::Sponsor(app) = fee_from {
+                    let mut sponsor = self
+                        .accounts
+                        .get(&app)
+                        .cloned()
+                        .ok_or(TxError::UnknownAccount(app))?;
+                    sponsor.deposit = need("sponsor deposit", sponsor.deposit, tx.fee)?;
+                    self.put_account(&mut j, app, sponsor);
                 }
                 channel.status = ChannelStatus::Closing {
                     final_height: release_height,

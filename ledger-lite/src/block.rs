@@ -65,6 +65,10 @@ impl Genesis {
         if self.params.max_block_txs == 0 {
             return Err(GenesisError::Params("max_block_txs must be at least 1"));
         }
+        if self.params.min_fee.is_zero() {
+            // Free transactions would let anyone fill every block.
+            return Err(GenesisError::Params("min_fee must be above zero"));
+        }
         let mut state = State::empty(self.chain_id(), self.params.clone(), self.time_ms);
         let mut supply = Amount::ZERO;
         for (id, amount) in &self.allocations {

@@ -11,6 +11,7 @@ pub mod amount;
 pub mod apply;
 pub mod block;
 pub mod chain;
+mod fees;
 pub mod mempool;
 pub mod registry;
 pub mod state;

@@ -133,11 +133,9 @@ pub struct Params {
     pub unbonding_blocks: u64,
     /// The most transactions a block may hold.
     pub max_block_txs: u32,
-    /// The least stake a registered relay holds.
-    #[serde(default)]
+    /// The least stake a registered relay holds (a genesis must name it).
     pub min_stake: Amount,
-    /// The least fee a transaction pays (burned).
-    #[serde(default)]
+    /// The least fee a transaction pays, burned (a genesis must name it; never zero).
     pub min_fee: Amount,
 }
 

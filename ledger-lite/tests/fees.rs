@@ -189,3 +189,109 @@ fn a_new_relay_pays_its_settlement_fee_from_what_it_earns() {
     );
     w.state.check_invariant().unwrap();
 }
+
+#[test]
+fn an_account_whose_coins_all_sit_in_its_deposit_pays_its_fees_from_it() {
+    let mut w = World::new(2);
+    // Every coin but the fee goes into the deposit: the balance is left at zero.
+    let all = top(1000).checked_sub(fee()).unwrap();
+    w.run(w.tx(0, TxKind::Deposit { amount: all })).unwrap();
+    assert_eq!(w.balance(0), Amount::ZERO);
+    // It can still open a channel, close it and take its deposit back out.
+    let channel = w.open(0, 1, top(10));
+    let close = w.tx(0, TxKind::CloseChannel { channel });
+    assert_eq!(w.state.precheck(&close), Ok(()));
+    w.run(close).unwrap();
+    for _ in 0..=common::UNBONDING {
+        w.tick();
+    }
+    let deposit = w.state.account(&w.id(0)).unwrap().deposit;
+    assert_eq!(
+        deposit,
+        all.checked_sub(fee()).unwrap().checked_sub(fee()).unwrap()
+    );
+    w.run(w.tx(0, TxKind::Withdraw { amount: top(1) })).unwrap();
+    assert_eq!(w.state.burned, w.all_fees());
+    w.state.check_invariant().unwrap();
+
+    // With nothing anywhere, nothing goes through, before any signature is checked.
+    let mut broke = World::new(2);
+    let everything = top(1000).checked_sub(fee()).unwrap();
+    broke
+        .run(broke.tx(
+            0,
+            TxKind::Transfer {
+                to: broke.id(1),
+                amount: everything,
+            },
+        ))
+        .unwrap();
+    let refused = broke.tx(0, TxKind::CloseChannel { channel });
+    assert!(matches!(
+        broke.state.precheck(&refused),
+        Err(TxError::Insufficient { .. })
+    ));
+}
+
+#[test]
+fn a_sponsored_user_with_no_coins_closes_its_channel_at_the_apps_cost() {
+    let mut w = World::new(2);
+    let (app, relay) = (0, 1);
+    w.run(w.tx(app, TxKind::Deposit { amount: top(100) }))
+        .unwrap();
+    let user = Identity::generate();
+    let grant = TxKind::Grant {
+        user: user.account_id(),
+        cap: top(10),
+        expires_ms: u64::MAX,
+    };
+    w.run(w.tx(app, grant)).unwrap();
+    let open = TxKind::OpenChannel {
+        relay: w.id(relay),
+        amount: top(1),
+        sponsor: Some(w.id(app)),
+    };
+    w.run(signed(&w, &user, fee(), open)).unwrap();
+    let channel = ChannelId::derive(&w.chain(), &user.account_id(), &w.id(relay), 0);
+    let user_account = w.state.account(&user.account_id()).unwrap();
+    assert!(user_account.balance.is_zero() && user_account.deposit.is_zero());
+
+    let deposit_before = w.state.account(&w.id(app)).unwrap().deposit;
+    let close = signed(&w, &user, fee(), TxKind::CloseChannel { channel });
+    assert_eq!(w.state.precheck(&close), Ok(()));
+    w.run(close).unwrap();
+    let deposit = w.state.account(&w.id(app)).unwrap().deposit;
+    assert_eq!(deposit, deposit_before.checked_sub(fee()).unwrap());
+    assert!(matches!(
+        w.state.channel(&channel).unwrap().status,
+        ChannelStatus::Closing { .. }
+    ));
+    // A second close is refused, and costs the app nothing.
+    let again = signed(&w, &user, fee(), TxKind::CloseChannel { channel });
+    assert_eq!(w.run(again), Err(TxError::AlreadyClosing));
+    assert_eq!(w.state.account(&w.id(app)).unwrap().deposit, deposit);
+    w.state.check_invariant().unwrap();
+}
+
+#[test]
+fn a_genesis_must_name_a_fee_above_zero() {
+    let w = World::new(1);
+    let mut genesis = Genesis {
+        name: "free".into(),
+        time_ms: 1,
+        validator: w.id(0),
+        params: w.state.params.clone(),
+        faucet: None,
+        allocations: vec![(w.id(0), top(1))],
+    };
+    genesis.params.min_fee = Amount::ZERO;
+    assert!(matches!(
+        genesis.state(),
+        Err(ledger_lite::block::GenesisError::Params(_))
+    ));
+    // A genesis file that leaves the fee (or the stake) out does not load as zero.
+    genesis.params.min_fee = fee();
+    let mut json: serde_json::Value = serde_json::to_value(&genesis).unwrap();
+    json["params"].as_object_mut().unwrap().remove("min_fee");
+    assert!(serde_json::from_value::<Genesis>(json).is_err());
+}

@@ -397,7 +397,10 @@ fn sponsored_channels_bill_the_app_within_cap_and_expiry() {
     );
     assert_eq!(
         w.state.account(&w.id(app)).unwrap().deposit,
-        top(98).checked_sub(Amount::from_units(MIN_FEE)).unwrap()
+        top(98)
+            .checked_sub(Amount::from_units(2 * MIN_FEE))
+            .unwrap(),
+        "the app paid the open's and the close's fee"
     );
     while w.state.time_ms <= expires_ms {
         w.tick();

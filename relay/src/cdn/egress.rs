@@ -239,7 +239,7 @@ mod tests {
                 unbonding_blocks: 3,
                 max_block_txs: 100,
                 min_stake: ledger_lite::Amount::ZERO,
-                min_fee: ledger_lite::Amount::ZERO,
+                min_fee: ledger_lite::Amount::from_units(1),
             },
             faucet: None,
             allocations: vec![(publisher.account_id(), Amount::from_top(10).unwrap())],
@@ -250,7 +250,7 @@ mod tests {
                 chain: state.chain,
                 from: publisher.account_id(),
                 nonce,
-                fee: Amount::ZERO,
+                fee: Amount::from_units(1),
                 kind,
             }
             .sign(publisher)

@@ -87,7 +87,7 @@ mod tests {
                 unbonding_blocks: 3,
                 max_block_txs: 100,
                 min_stake: ledger_lite::Amount::ZERO,
-                min_fee: ledger_lite::Amount::ZERO,
+                min_fee: ledger_lite::Amount::from_units(1),
             },
             faucet: None,
             allocations: vec![(user.account_id(), Amount::from_top(10).unwrap())],
@@ -124,7 +124,7 @@ mod tests {
                 chain,
                 from: id,
                 nonce,
-                fee: Amount::ZERO,
+                fee: Amount::from_units(1),
                 kind: TxKind::Deposit {
                     amount: Amount::from_units(1),
                 },

@@ -463,10 +463,13 @@ impl Messaging {
             // fails what is still waiting).
             s.conn.close(4u32.into(), b"answers not read");
         }
-        // Storage is billed only when the client is told of it: that is what it counts.
+        // Storage is billed only when the client is told of it: that is what it counts. It
+        // pays for every copy the network keeps, and each copy's later delivery.
         if let (true, Some(meter), Ok(Outcome::Stored)) = (told, &s.meter, result) {
-            meter.record(top_billing::Service::Mailbox, bytes as u64);
-            self.metrics.billed_bytes.inc_by(bytes as u64);
+            let stored = top_billing::stored_message_usage(bytes);
+            meter.record(top_billing::Service::Msg, stored.msg);
+            meter.record(top_billing::Service::Mailbox, stored.mailbox);
+            self.metrics.billed_bytes.inc_by(stored.total());
         }
     }
 

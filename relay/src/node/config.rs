@@ -63,7 +63,8 @@ pub struct MailboxConfig {
     pub max_messages: u64,
     /// Most sealed bytes waiting per recipient.
     pub max_bytes: u64,
-    /// How many relays (closest by XOR to the recipient id) keep a copy.
+    /// How many relays (the recipient's homes, drawn over the registry) keep a copy. Senders
+    /// pay for [`top_billing::STORED_COPIES`]; more copies are this relay's own expense.
     pub home_replicas: usize,
 }
 
@@ -73,7 +74,7 @@ impl Default for MailboxConfig {
             ttl_secs: 7 * 24 * 3600,
             max_messages: 10_000,
             max_bytes: 64 << 20,
-            home_replicas: 2,
+            home_replicas: top_billing::STORED_COPIES as usize,
         }
     }
 }
