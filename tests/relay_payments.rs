@@ -5,9 +5,33 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{dev_relay, funded, wait_until};
+use ledger_lite::ChannelStatus;
 use top_client::{Client, Identity, Outcome};
+use top_relay::config::RelayConfig;
 use top_relay::{InitOptions, Relay, init};
+
+/// A (non-dev) relay in `dir` configured to link with `a`, its config tweaked.
+async fn relay_linked_to(
+    a: &Relay,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut RelayConfig),
+) -> Relay {
+    init(
+        dir,
+        InitOptions {
+            peers: vec![a.addr()],
+            ..InitOptions::loopback()
+        },
+    )
+    .unwrap();
+    let mut config = RelayConfig::load(dir).unwrap();
+    tweak(&mut config);
+    config.save(dir).unwrap();
+    Relay::start(dir).await.unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_senders_relay_pays_the_recipients_relay_for_delivery() {
@@ -20,15 +44,7 @@ async fn the_senders_relay_pays_the_recipients_relay_for_delivery() {
     })
     .await;
     let b_dir = dir.path().join("b");
-    init(
-        &b_dir,
-        InitOptions {
-            peers: vec![a.addr()],
-            ..InitOptions::loopback()
-        },
-    )
-    .unwrap();
-    let b = Relay::start(&b_dir).await.unwrap();
+    let b = relay_linked_to(&a, &b_dir, |_| {}).await;
     let (alice, bob) = (funded(&a, "10").await, funded(&a, "10").await);
     let a_account = Identity::load(&dir.path().join("a/identity.key"))
         .unwrap()
@@ -37,7 +53,7 @@ async fn the_senders_relay_pays_the_recipients_relay_for_delivery() {
         .unwrap()
         .account_id();
     // B registers itself on A's chain (the faucet funds its stake), then A links with it.
-    tokio::time::timeout(std::time::Duration::from_secs(30), a.wait_linked(&b.id()))
+    tokio::time::timeout(Duration::from_secs(30), a.wait_linked(&b.id()))
         .await
         .expect("A links with B once B is registered");
     let receiver = Client::connect(&b.addr(), bob.clone()).await.unwrap();
@@ -63,7 +79,7 @@ async fn the_senders_relay_pays_the_recipients_relay_for_delivery() {
         }
     };
     let both = async { tokio::join!(reading, sending) };
-    tokio::time::timeout(std::time::Duration::from_secs(40), both)
+    tokio::time::timeout(Duration::from_secs(40), both)
         .await
         .expect("every message delivered and read");
     assert_eq!(receiver.usage().total(), 0, "the recipient pays nothing");
@@ -99,5 +115,101 @@ async fn the_senders_relay_pays_the_recipients_relay_for_delivery() {
     sender.close().await;
     receiver.close().await;
     b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_link_channel_is_followed_by_a_fresh_one_and_idle_ones_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A pays B from small channels (0.01 TOP: about 100 KiB of deliveries at B's price of
+    // 0.1 TOP/MiB), and B asks for payment every few KiB.
+    let a = dev_relay(&dir.path().join("a"), |c| {
+        c.billing.credit_window = "0.01".into();
+        c.billing.pay_wait_ms = 5_000;
+        c.billing.link_lock = "0.01".into();
+    })
+    .await;
+    let b = relay_linked_to(&a, &dir.path().join("b"), |c| {
+        c.billing.msg_price_per_mib = "0.1".into();
+        c.billing.credit_window = "0.002".into();
+    })
+    .await;
+    let a_account = Identity::load(&dir.path().join("a/identity.key"))
+        .unwrap()
+        .account_id();
+    let b_account = Identity::load(&dir.path().join("b/identity.key"))
+        .unwrap()
+        .account_id();
+    let (alice, bob) = (funded(&a, "10").await, funded(&a, "10").await);
+    tokio::time::timeout(Duration::from_secs(30), a.wait_linked(&b.id()))
+        .await
+        .expect("A links with B once B is registered");
+    let receiver = Client::connect(&b.addr(), bob.clone()).await.unwrap();
+    let sender = Client::connect(&a.addr(), alice).await.unwrap();
+    const MESSAGES: usize = 60;
+    let reading = async {
+        for _ in 0..MESSAGES {
+            let m = receiver.recv().await.unwrap();
+            receiver.ack(&m).await.unwrap();
+        }
+    };
+    let sending = async {
+        let body = vec![5u8; 4000];
+        for _ in 0..MESSAGES {
+            // While a fresh channel opens, B may refuse a forward: then the message waits in
+            // bob's mailbox and reaches him from there.
+            let outcome = sender.send(&bob.account_id(), &body).await.unwrap();
+            assert!(
+                matches!(outcome, Outcome::Delivered | Outcome::Stored),
+                "{outcome:?}"
+            );
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(reading, sending)
+    })
+    .await
+    .expect("every message reached bob");
+
+    // 240 KB handed over: more than two channels' worth, each paid within its lock.
+    let chain = a.chain().unwrap();
+    let links = |s: &ledger_lite::State| {
+        s.channels()
+            .filter(|(_, c)| c.payer == a_account && c.relay == b_account)
+            .map(|(id, c)| (*id, c.clone()))
+            .collect::<Vec<_>>()
+    };
+    wait_until("a third channel, the first two settled", async || {
+        chain.with_state(|s| {
+            let links = links(s);
+            links.len() >= 3 && links.iter().filter(|(_, c)| !c.settled.is_zero()).count() >= 2
+        })
+    })
+    .await;
+    chain.with_state(|s| {
+        for (_, c) in links(s) {
+            assert!(c.settled <= c.lock, "{c:?}");
+        }
+        s.check_invariant().unwrap();
+    });
+
+    // Linked: nothing is idle. Once B is gone, A closes what it left locked there.
+    assert_eq!(a.close_idle_link_channels(Duration::ZERO).await, vec![]);
+    sender.close().await;
+    receiver.close().await;
+    let b_id = b.id();
+    b.shutdown().await;
+    wait_until("A sees B gone", async || !a.linked().contains(&b_id)).await;
+    let closing = a.close_idle_link_channels(Duration::ZERO).await;
+    assert!(!closing.is_empty(), "the last channel had room left");
+    wait_until("the idle channels closing on chain", async || {
+        chain.with_state(|s| {
+            closing.iter().all(|id| {
+                s.channel(id)
+                    .is_some_and(|c| matches!(c.status, ChannelStatus::Closing { .. }))
+            })
+        })
+    })
+    .await;
     a.shutdown().await;
 }

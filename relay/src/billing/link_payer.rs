@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use ledger_lite::TxKind;
 use tokio_util::codec::{FramedRead, FramedWrite};
-use top_billing::Payer;
 use top_billing::wire::{ClientBilling, MAX_BILLING_FRAME, Offer, RelayBilling};
+use top_billing::{PayError, Payer};
 use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::id::AccountId;
 use tracing::{debug, info, warn};
@@ -36,6 +36,8 @@ enum LinkPayError {
     BadOffer(&'static str),
     #[error("the relay refused the channel: {0}")]
     Refused(String),
+    #[error("the channel's lock is spent")]
+    Spent,
     #[error("opening a channel: {0}")]
     Chain(#[from] crate::ledger::error::ChainError),
 }
@@ -45,21 +47,31 @@ enum LinkPayError {
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// Pays `peer` for what this relay asks of it over the link on `conn`, until the link ends;
-/// what keeps it from paying (no deposit yet, a refused channel) is tried again.
+/// what keeps it from paying (no deposit yet, a refused channel) is tried again. `on_paying`
+/// runs each time a channel starts paying.
 pub async fn pay_link(
     billing: Arc<Billing>,
     conn: quinn::Connection,
     peer: AccountId,
     count: Arc<LinkCount>,
+    on_paying: impl Fn(),
 ) {
     let mut retry = Duration::from_millis(500);
     loop {
         // One payer per linked relay, whichever of its links it runs on: another link's
         // payer takes over when this one's link ends.
         if let Some(_paying) = billing.start_paying(peer) {
-            match run(&billing, &conn, peer, &count).await {
+            let started = tokio::time::Instant::now();
+            let result = run(&billing, &conn, peer, &count, &on_paying).await;
+            let spent = matches!(result, Err(LinkPayError::Spent));
+            match result {
                 Ok(()) => return debug!("link billing ended"),
+                Err(LinkPayError::Spent) => info!("the channel to {} is spent", peer.short()),
                 Err(e) => warn!("not paying {} for the link yet: {e}", peer.short()),
+            }
+            // A channel that served a good while, or ran out: a fresh one soon.
+            if started.elapsed() > MAX_RETRY || spent {
+                retry = Duration::from_millis(100);
             }
         } else {
             retry = Duration::from_secs(1);
@@ -77,6 +89,7 @@ async fn run(
     conn: &quinn::Connection,
     peer: AccountId,
     count: &LinkCount,
+    on_paying: &impl Fn(),
 ) -> Result<(), LinkPayError> {
     let stream = |e: &dyn std::fmt::Display| LinkPayError::Stream(e.to_string());
     let (mut send, recv) = conn.open_bi().await.map_err(|e| stream(&e))?;
@@ -96,33 +109,22 @@ async fn run(
     };
     check_offer(&offer, peer, &chain, &billing.terms.prices)?;
     let me = billing.identity.account_id();
-    let (request, lock_amount) = match &offer.existing {
-        Some(e) => {
-            // The offered channel must be ours, to it, open, with the lock it says.
-            let genuine = chain.with_state(|s| {
-                s.channel(&e.channel).is_some_and(|c| {
-                    c.signer == me
-                        && c.relay == peer
-                        && c.lock == e.lock
-                        && c.status == ledger_lite::ChannelStatus::Open
-                })
-            });
-            if !genuine {
-                return Err(LinkPayError::BadOffer(
-                    "its channel is not ours on the chain",
-                ));
-            }
-            (ClientBilling::Resume(e.channel), e.lock)
-        }
+    let offered = resumable(&offer, &chain, me, peer)?
+        .filter(|(channel, _)| !billing.is_spent_link_channel(channel));
+    let (request, lock_amount) = match offered {
+        Some((channel, lock)) => (ClientBilling::Resume(channel), lock),
         None => {
-            // Only when the chain shows no open channel of ours to it with room left, and not
-            // again within a minute.
+            // Only when the chain shows no other open channel of ours to it with room left,
+            // and not again within a minute.
+            let offered = offer.existing.as_ref().map(|e| e.channel);
             let ours = chain.with_state(|s| {
-                s.channels().any(|(_, c)| {
-                    c.signer == me
+                s.channels().any(|(id, c)| {
+                    Some(*id) != offered
+                        && !billing.is_spent_link_channel(id)
+                        && c.signer == me
                         && c.relay == peer
                         && c.status == ledger_lite::ChannelStatus::Open
-                        && c.settled < c.lock
+                        && has_room(c.lock, c.settled)
                 })
             });
             if ours {
@@ -133,27 +135,36 @@ async fn run(
                     "a channel to it was opened a moment ago",
                 ));
             }
+            let lock = billing.terms.link_lock;
+            let deposit = chain.with_state(|s| s.account(&me).map(|a| a.deposit));
+            if deposit.is_none_or(|d| d < lock) {
+                super::link_deposit::keep_link_deposit(billing, &chain).await;
+            }
             let kind = TxKind::OpenChannel {
                 relay: peer,
-                amount: billing.terms.link_lock,
+                amount: lock,
                 sponsor: None,
             };
             let (tx, _, _) = chain.submit_own_tx(&billing.identity, kind, false).await?;
             billing.opened_link_channel(peer);
-            (ClientBilling::Open(tx), billing.terms.link_lock)
+            (ClientBilling::Open(tx), lock)
         }
     };
     out.send(request).await.map_err(|e| stream(&e))?;
-    let (channel, cum_amount, cum_bytes) = match frames.next().await {
-        Some(Ok(RelayBilling::Ready {
-            channel,
-            cum_amount,
-            cum_bytes,
-        })) => (channel, cum_amount, cum_bytes),
-        Some(Ok(RelayBilling::Refused(why))) => return Err(LinkPayError::Refused(why)),
-        Some(Ok(other)) => return Err(stream(&format!("unexpected {other:?}"))),
-        Some(Err(e)) => return Err(stream(&e)),
-        None => return Ok(()),
+    let (channel, cum_amount, cum_bytes) = loop {
+        match frames.next().await {
+            Some(Ok(RelayBilling::Ready {
+                channel,
+                cum_amount,
+                cum_bytes,
+            })) => break (channel, cum_amount, cum_bytes),
+            Some(Ok(RelayBilling::Refused(why))) => return Err(LinkPayError::Refused(why)),
+            // Asked before this stream has a channel: nothing here to pay it from.
+            Some(Ok(RelayBilling::PayRequest { .. })) => continue,
+            Some(Ok(other)) => return Err(stream(&format!("unexpected {other:?}"))),
+            Some(Err(e)) => return Err(stream(&e)),
+            None => return Ok(()),
+        }
     };
     // What was paid before is what this relay signed, never the other's word.
     let Some(signed_before) = offer.signed_before(channel, &me) else {
@@ -167,6 +178,7 @@ async fn run(
         ));
     }
     info!("paying {} for the link through a channel", peer.short());
+    on_paying();
     // Both sides measure from here: the other relay bills this channel only what it carries
     // from its attach on.
     let base = count.snapshot();
@@ -193,6 +205,17 @@ async fn run(
                         out.send(ClientBilling::Receipt(receipt))
                             .await
                             .map_err(|e| stream(&e))?;
+                        // Nearly spent: a fresh channel while this one still carries.
+                        if !has_room(lock_amount, payer.signed()) {
+                            billing.spent_link_channel(&peer, channel);
+                            return Err(LinkPayError::Spent);
+                        }
+                    }
+                    // This channel is spent, on service paid for: a fresh one at once (the
+                    // link goes on meanwhile).
+                    Err(PayError::BeyondLock) => {
+                        billing.spent_link_channel(&peer, channel);
+                        return Err(LinkPayError::Spent);
                     }
                     Err(e) => warn!("not signing {}'s payment request: {e}", peer.short()),
                 }
@@ -202,6 +225,45 @@ async fn run(
         }
     }
     Ok(())
+}
+
+/// A channel worth resuming has at least an eighth of its lock left: a nearly spent one would
+/// be given up at the next payment request.
+fn has_room(lock: ledger_lite::Amount, spent: ledger_lite::Amount) -> bool {
+    lock.saturating_sub(spent).units() >= lock.units() / 8
+}
+
+/// The channel offered for resuming and its lock, when it is ours to `peer` on the chain, open,
+/// with the lock it says, and has room by the latest receipt we signed on it (`None`: a new
+/// one is needed).
+fn resumable(
+    offer: &Offer,
+    chain: &crate::ledger::chain::ChainNode,
+    me: AccountId,
+    peer: AccountId,
+) -> Result<Option<(ledger_lite::ChannelId, ledger_lite::Amount)>, LinkPayError> {
+    let Some(e) = &offer.existing else {
+        return Ok(None);
+    };
+    let genuine = chain.with_state(|s| {
+        s.channel(&e.channel).is_some_and(|c| {
+            c.signer == me
+                && c.relay == peer
+                && c.lock == e.lock
+                && c.status == ledger_lite::ChannelStatus::Open
+        })
+    });
+    if !genuine {
+        return Err(LinkPayError::BadOffer(
+            "its channel is not ours on the chain",
+        ));
+    }
+    let Some((signed, _)) = offer.signed_before(e.channel, &me) else {
+        return Err(LinkPayError::BadOffer(
+            "the channel's latest receipt is not ours",
+        ));
+    };
+    Ok(has_room(e.lock, signed).then_some((e.channel, e.lock)))
 }
 
 /// The offer must come from `peer` on this chain, at the prices `peer` published (when it is

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use ledger_lite::ChannelId;
 use top_billing::{Service, Usage};
 use top_proto::id::AccountId;
 
@@ -38,13 +39,33 @@ impl LinkCount {
 /// Per linked relay (by account), over all its links at once (two relays may hold two links
 /// for a while): the meter of what it asks of this relay, the count of what this relay asks
 /// of it, each with the number of links sharing it, and whether a payer runs for it.
-#[derive(Default)]
 pub struct LinkMeters {
     meters: Mutex<HashMap<AccountId, (Arc<ClientMeter>, usize)>>,
     counts: Mutex<HashMap<AccountId, (Arc<LinkCount>, usize)>>,
     payers: Mutex<std::collections::HashSet<AccountId>>,
     /// When this relay last opened a channel to each relay (bounded: members at most).
     opened: Mutex<HashMap<AccountId, std::time::Instant>>,
+    /// When each relay's last link went down (bounded: members at most, pruned by
+    /// [`Billing::unlinked_since`]).
+    unlinked: Mutex<HashMap<AccountId, std::time::Instant>>,
+    /// This relay's link channels spent on service (bounded: pruned once not open on chain).
+    spent: Mutex<std::collections::HashSet<ChannelId>>,
+    /// When this relay started (the last link of any relay was down before).
+    started: std::time::Instant,
+}
+
+impl Default for LinkMeters {
+    fn default() -> Self {
+        Self {
+            meters: Mutex::default(),
+            counts: Mutex::default(),
+            payers: Mutex::default(),
+            opened: Mutex::default(),
+            unlinked: Mutex::default(),
+            spent: Mutex::default(),
+            started: std::time::Instant::now(),
+        }
+    }
 }
 
 /// Holds the right to pay one linked relay (one payer per relay, whichever link it runs on).
@@ -109,8 +130,21 @@ impl Billing {
             *links = links.saturating_sub(1);
             if *links == 0 {
                 counts.remove(peer);
+                lock(&self.link_meters.unlinked).insert(*peer, std::time::Instant::now());
             }
         }
+    }
+
+    /// Whether no link with `peer` is up and none was for `idle`. Forgets relays whose links
+    /// went down more than `idle` ago (the answer for them stays yes).
+    pub fn unlinked_since(&self, peer: &AccountId, idle: std::time::Duration) -> bool {
+        if lock(&self.link_meters.counts).contains_key(peer) {
+            return false;
+        }
+        let book = &self.link_meters;
+        let mut unlinked = lock(&book.unlinked);
+        unlinked.retain(|_, at| at.elapsed() < idle);
+        book.started.elapsed() >= idle && !unlinked.contains_key(peer)
     }
 
     /// The meter of what linked relay `peer` asks of this relay now.
@@ -135,6 +169,23 @@ impl Billing {
     /// Notes that this relay opened a channel to `peer` now.
     pub fn opened_link_channel(&self, peer: AccountId) {
         lock(&self.link_meters.opened).insert(peer, std::time::Instant::now());
+    }
+
+    /// This relay's `channel` to `peer` is spent on service it was paid for: the next one
+    /// need not wait, and this one is not resumed.
+    pub fn spent_link_channel(&self, peer: &AccountId, channel: ChannelId) {
+        lock(&self.link_meters.opened).remove(peer);
+        lock(&self.link_meters.spent).insert(channel);
+    }
+
+    /// Whether this relay's link channel `channel` is known to be spent.
+    pub fn is_spent_link_channel(&self, channel: &ChannelId) -> bool {
+        lock(&self.link_meters.spent).contains(channel)
+    }
+
+    /// Forgets spent link channels that `still_open` no longer says are open.
+    pub fn forget_spent_link_channels(&self, still_open: impl Fn(&ChannelId) -> bool) {
+        lock(&self.link_meters.spent).retain(|c| still_open(c));
     }
 
     /// The right to pay `peer`, unless a payer for it runs already (on another link).

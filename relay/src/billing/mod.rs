@@ -3,6 +3,8 @@
 //! ([`settle`]).
 
 pub mod credit;
+pub mod link_close;
+pub mod link_deposit;
 pub mod link_payer;
 pub mod links;
 pub mod live;
@@ -37,6 +39,8 @@ pub struct Billing {
     pub credit: Arc<credit::CreditBook>,
     /// The meters of linked relays that ask this one to deliver or keep messages.
     pub link_meters: links::LinkMeters,
+    /// Held while the link deposit is topped up (on start and before a link channel opens).
+    pub funding_links: tokio::sync::Mutex<()>,
     /// `BillingAs` proofs already used (each opens one billing stream).
     pub proofs_used: std::sync::Mutex<lru::LruCache<(AccountId, [u8; 16]), ()>>,
 }

@@ -96,14 +96,16 @@ async fn serve<C>(
     loop {
         let frame = tokio::select! {
             frame = frames.next() => frame,
-            _ = tick.tick() => {
+            // Payment is asked for on the stream whose channel the meter is attached to (a
+            // member relay's meter is shared by its streams).
+            _ = tick.tick(), if billed.is_some() => {
                 let request = lock(&meter.meter).pay_request(true);
                 if let Some((usage, cum_amount)) = request {
                     out.send(RelayBilling::PayRequest { usage, cum_amount }).await?;
                 }
                 continue;
             }
-            _ = meter.ask.notified() => {
+            _ = meter.ask.notified(), if billed.is_some() => {
                 let request = lock(&meter.meter).pay_request(false);
                 if let Some((usage, cum_amount)) = request {
                     out.send(RelayBilling::PayRequest { usage, cum_amount }).await?;

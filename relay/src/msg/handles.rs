@@ -112,6 +112,18 @@ impl LinkOut {
             .is_none_or(|m| m.try_carry(top_billing::Service::Msg, bytes as u64))
     }
 
+    /// Like [`LinkOut::charge_delivery`], but with the credit used up waits a while for the
+    /// other relay's receipt (holding back this link's reader: the other relay pays or stops).
+    pub async fn carry_delivery(&self, bytes: usize) -> bool {
+        match &self.meter {
+            None => true,
+            Some(m) => {
+                m.carry(top_billing::Service::Msg, bytes as u64, m.pay_wait)
+                    .await
+            }
+        }
+    }
+
     /// Charges the other relay for keeping a message of `bytes` it asked this relay to store.
     pub fn charge_storage(&self, bytes: usize) {
         if let Some(m) = &self.meter {

@@ -74,12 +74,15 @@ async fn serve(
         (tx, answers),
         billing.link_up(account),
     );
+    // Mail that waits here for lack of payment moves on once a channel pays.
+    let pushing = msg.clone();
     let paying = tasks.spawn(
         crate::billing::link_payer::pay_link(
             billing.clone(),
             link.conn.clone(),
             account,
             link.count.clone(),
+            move || pushing.push_to_relay(peer),
         )
         .in_current_span(),
     );
@@ -156,7 +159,7 @@ async fn handle_frame(
                 }
                 stalled.0.insert(env.to);
             }
-            if link.charge_delivery(env.sealed.len()) {
+            if link.carry_delivery(env.sealed.len()).await {
                 msg.forwarded(env, link, false);
             } else {
                 let refused = LinkFrame::ForwardResult {
@@ -169,7 +172,7 @@ async fn handle_frame(
         LinkFrame::Online(presence) => msg.presence_online(link.relay, presence),
         LinkFrame::Offline { client } => msg.presence_offline(link.relay, client),
         LinkFrame::Forward { env, store_on_fail } => {
-            if !link.charge_delivery(env.sealed.len()) {
+            if !link.carry_delivery(env.sealed.len()).await {
                 let refused = LinkFrame::ForwardResult {
                     id: env.id,
                     outcome: None,

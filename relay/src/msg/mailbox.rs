@@ -166,6 +166,20 @@ impl Mailbox {
         Ok(out)
     }
 
+    /// Those of `clients` with messages waiting here.
+    pub fn holding_mail(&self, clients: Vec<AccountId>) -> Result<Vec<AccountId>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let usage = txn.open_table(USAGE).map_err(db_err)?;
+        let mut out = Vec::new();
+        for client in clients {
+            let count = usage.get(client.as_bytes()).map_err(db_err)?;
+            if count.is_some_and(|c| c.value().0 > 0) {
+                out.push(client);
+            }
+        }
+        Ok(out)
+    }
+
     /// Totals over every mailbox.
     pub fn stats(&self) -> Result<MailboxStats, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 use top_proto::frame::{Envelope, LinkFrame, SessionFrame};
-use top_proto::id::AccountId;
+use top_proto::id::{AccountId, RelayId};
 
 use super::driver::{LATE_SEND, Messaging, Refusal};
 use super::handles::LinkOut;
@@ -23,6 +23,29 @@ impl Messaging {
             self.tasks.spawn(async move { msg.run_push(client).await });
         }
         requested.end
+    }
+
+    /// Pushes the mail waiting here for the clients connected to `relay` (its link can carry
+    /// it again: e.g. a fresh channel pays for it).
+    pub fn push_to_relay(self: &Arc<Self>, relay: RelayId) {
+        let clients = self.router().clients_at(&relay);
+        if clients.is_empty() {
+            return;
+        }
+        let msg = self.clone();
+        self.tasks.spawn(async move {
+            let mailbox = msg.mailbox.clone();
+            let holding = tokio::task::spawn_blocking(move || mailbox.holding_mail(clients)).await;
+            match holding {
+                Ok(Ok(clients)) => {
+                    for client in clients {
+                        msg.request_push(client, None);
+                    }
+                }
+                Ok(Err(e)) => tracing::error!("reading mailbox usage: {e}"),
+                Err(_) => {}
+            }
+        });
     }
 
     /// Pushes everything stored here for `client` and returns once it was handed over (or could

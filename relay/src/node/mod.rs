@@ -203,6 +203,7 @@ impl Relay {
         let on_open = Box::new(move || {
             crate::node::registration::on_chain_open(&opened);
             crate::billing::settle::on_chain_open(&opened.billing);
+            crate::billing::link_close::on_chain_open(&opened.billing);
         });
         crate::ledger::setup::start_chain(&shared.core, &shared.chain, &dir, on_open)?;
         if shared.config.vpn_exit {
@@ -249,6 +250,18 @@ impl Relay {
     /// Waits until a link to `peer` is up (in either direction).
     pub async fn wait_linked(&self, peer: &RelayId) {
         self.shared.msg.wait_link(peer).await
+    }
+
+    /// Starts closing this relay's channels to relays it has not linked with for `idle` (the
+    /// daemon does so every few minutes for an hour's idleness); returns the channels.
+    pub async fn close_idle_link_channels(
+        &self,
+        idle: std::time::Duration,
+    ) -> Vec<ledger_lite::ChannelId> {
+        let Some(chain) = self.shared.chain.get().cloned() else {
+            return Vec::new();
+        };
+        crate::billing::link_close::close_idle(&self.shared.billing, &chain, idle).await
     }
 
     /// Ids of the relays linked now.

@@ -150,14 +150,16 @@ pub fn record_from_config(shared: &Shared) -> RelayRecord {
     )
 }
 
+use crate::billing::link_deposit::keep_link_deposit;
+
 async fn register_from_config(shared: Arc<Shared>, chain: Arc<ChainNode>) {
     let mut retry = Duration::from_millis(200);
     loop {
         match register(&shared, &chain).await {
-            Ok(Registered::Already) => return keep_link_deposit(&shared, &chain).await,
+            Ok(Registered::Already) => return keep_link_deposit(&shared.billing, &chain).await,
             Ok(Registered::Now(height)) => {
                 info!(height, "registered as a relay on the chain");
-                return keep_link_deposit(&shared, &chain).await;
+                return keep_link_deposit(&shared.billing, &chain).await;
             }
             Err(e) => warn!("cannot register this relay yet: {e} (retrying)"),
         }
@@ -168,52 +170,6 @@ async fn register_from_config(shared: Arc<Shared>, chain: Arc<ChainNode>) {
         retry = (retry * 2).min(MAX_RETRY);
     }
 }
-
-/// Keeps the deposit this relay pays other relays from (`billing.link_deposit`): on a dev
-/// chain the faucet tops it up; elsewhere the owner deposits, and is told when it is short.
-async fn keep_link_deposit(shared: &Shared, chain: &ChainNode) {
-    let me = shared.identity.account_id();
-    let want = shared.billing.terms.link_deposit;
-    let (deposit, balance, fee) = chain.with_state(|s| {
-        let account = s.account(&me);
-        let deposit = account.map_or(Amount::ZERO, |a| a.deposit);
-        (
-            deposit,
-            account.map_or(Amount::ZERO, |a| a.balance),
-            s.params.min_fee,
-        )
-    });
-    let Ok(short) = want.checked_sub(deposit) else {
-        return;
-    };
-    if short.is_zero() {
-        return;
-    }
-    // From the balance when it suffices (keeping enough for the fees of the channels it opens);
-    // else, on a dev chain, from the faucet.
-    let fees = Amount::from_units(fee.units().saturating_mul(FEES_KEPT));
-    let lacking = short.saturating_add(fees).saturating_sub(balance);
-    if !lacking.is_zero() && chain.genesis().faucet.is_none() {
-        warn!(
-            "the deposit for paying other relays is {deposit}, below billing.link_deposit {want}:              deposit more, or forwarded messages go unpaid and are refused"
-        );
-        return;
-    }
-    let result = async {
-        if !lacking.is_zero() {
-            chain.faucet(me, lacking).await?;
-        }
-        chain
-            .submit_own(&shared.identity, TxKind::Deposit { amount: short }, true)
-            .await
-    };
-    if let Err(e) = result.await {
-        warn!("cannot fund the deposit for paying other relays: {e}");
-    }
-}
-
-/// Transaction fees' worth a relay keeps in its balance besides its deposit (channel opens).
-const FEES_KEPT: u128 = 100;
 
 /// What registering did.
 #[derive(Debug, PartialEq, Eq)]

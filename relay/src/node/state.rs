@@ -97,6 +97,7 @@ impl Shared {
                 terms.credit_per_payer,
                 terms.credit_per_address,
             )),
+            funding_links: tokio::sync::Mutex::new(()),
             proofs_used: std::sync::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(crate::billing::PROOFS_REMEMBERED)
                     .unwrap_or(std::num::NonZeroUsize::MIN),

@@ -216,6 +216,15 @@ impl<S: Clone, L: Clone> Router<S, L> {
         self.presence.get(client).and_then(|r| self.link(r))
     }
 
+    /// The clients a linked relay says are connected to it.
+    pub fn clients_at(&self, relay: &RelayId) -> Vec<AccountId> {
+        self.presence
+            .iter()
+            .filter(|(_, r)| *r == relay)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
     /// A linked relay says `client` connected to it (or left it). A relay that claims more
     /// clients than the limit is not believed for the rest.
     pub fn on_presence(&mut self, relay: RelayId, client: AccountId, online: bool) {
