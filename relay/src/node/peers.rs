@@ -320,4 +320,69 @@ mod tests {
             "the ground key was a home for {by_ticket} of 40 victims"
         );
     }
+
+    #[test]
+    fn many_keys_registered_at_once_do_not_capture_chosen_users() {
+        // 20 honest members. An attacker wants both homes of 10 chosen users: for each it
+        // grinds 500 keys and keeps the 2 closest by XOR, then registers all 20 keys in one
+        // block (a stake each). Under XOR it would hold both homes of nearly every victim.
+        // Tickets come from that block's hash, unknown when the keys were chosen: it holds both
+        // homes of about its share of users (20/41 × 19/40 ≈ 23%), whoever they are.
+        let honest = (0..20u8).map(|i| {
+            let id = Identity::from_seed(&[i; 32]).relay_id();
+            member(format!("{id}@127.0.0.1:1").parse().unwrap(), i)
+        });
+        let victims: Vec<AccountId> = (0..10u8)
+            .map(|v| Identity::from_seed(&[v, 7, 7, 7].repeat(8).try_into().unwrap()).account_id())
+            .collect();
+        let ground: Vec<RelayId> = victims
+            .iter()
+            .enumerate()
+            .flat_map(|(v, victim)| {
+                let mut keys: Vec<RelayId> = (0..500u32)
+                    .map(|n| {
+                        let mut seed = [v as u8 + 50; 32];
+                        seed[..4].copy_from_slice(&n.to_be_bytes());
+                        Identity::from_seed(&seed).relay_id()
+                    })
+                    .collect();
+                keys.sort_by_key(|id| id.xor_distance(victim));
+                keys.truncate(2);
+                keys
+            })
+            .collect();
+        let attacker = ground
+            .iter()
+            .map(|id| member(format!("{id}@127.0.0.1:2").parse().unwrap(), 77));
+        let me = Identity::from_seed(&[200; 32]).relay_id();
+        let peers = Peers::new(me, 2, &[], false);
+        peers.set_registered(honest.chain(attacker));
+        let all: Vec<RelayId> = peers
+            .members()
+            .into_iter()
+            .map(|m| m.id)
+            .chain([me])
+            .collect();
+        let held = |homes: &[RelayId]| homes.iter().all(|h| ground.contains(h));
+        let by_xor = victims
+            .iter()
+            .filter(|victim| {
+                let mut closest = all.clone();
+                closest.sort_by_key(|id| id.xor_distance(victim));
+                held(&closest[..2])
+            })
+            .count();
+        assert!(
+            by_xor >= 8,
+            "under XOR the attacker holds the homes of {by_xor} of 10"
+        );
+        let by_ticket = victims
+            .iter()
+            .filter(|victim| held(&peers.home_relays(victim)))
+            .count();
+        assert!(
+            by_ticket <= 6,
+            "the attacker holds both homes of {by_ticket} of 10 chosen users"
+        );
+    }
 }
