@@ -133,6 +133,12 @@ pub enum TxError {
         /// The chain's minimum fee.
         need: Amount,
     },
+    /// A fee an app pays for its sponsored user is exactly the chain's minimum.
+    #[error("a sponsored transaction's fee is the chain's minimum, {need}")]
+    SponsoredFee {
+        /// The chain's minimum fee.
+        need: Amount,
+    },
     /// Deregistering an account that is not a registered relay.
     #[error("not a registered relay")]
     NotRegistered,
@@ -203,6 +209,7 @@ impl State {
             TxKind::OpenChannel {
                 sponsor: Some(app), ..
             } if *app != tx.from => {
+                self.fee_from(tx, self.accounts.get(&tx.from))?;
                 let deposit = self.accounts.get(app).map_or(Amount::ZERO, |a| a.deposit);
                 need("sponsor deposit", deposit, tx.fee)?;
             }
@@ -584,6 +591,15 @@ impl State {
                         .cloned()
                         .ok_or(TxError::UnknownAccount(app))?;
                     sponsor.deposit = need("sponsor deposit", sponsor.deposit, tx.fee)?;
+                    let key = (app, tx.from);
+                    let mut grant = self
+                        .grants
+                        .get(&key)
+                        .cloned()
+                        .ok_or(TxError::NoGrant { app, user: tx.from })?;
+                    grant.used = grant.used.checked_add(tx.fee)?;
+                    need("grant", grant.cap, grant.used)?;
+                    self.put_grant(&mut j, key, grant);
                     self.put_account(&mut j, app, sponsor);
                 }
                 channel.status = ChannelStatus::Closing {

@@ -31,14 +31,28 @@ impl State {
             TxKind::Settle { .. } | TxKind::SettleEgress { .. } => return Ok(FeeFrom::Earnings),
             TxKind::OpenChannel {
                 sponsor: Some(app), ..
-            } if *app != tx.from => return Ok(FeeFrom::Sponsor(*app)),
+            } if *app != tx.from => {
+                // The app pays it: the minimum, not what its user chooses.
+                if tx.fee != self.params.min_fee {
+                    return Err(TxError::SponsoredFee {
+                        need: self.params.min_fee,
+                    });
+                }
+                return Ok(FeeFrom::Sponsor(*app));
+            }
             TxKind::CloseChannel { channel } => {
-                // A sponsored user closing its channel: the app pays, as it did to open it
-                // (once per channel, and each open counted against the grant).
+                // A sponsored user closing its channel: the app pays the minimum fee, counted
+                // against the grant like the open's (a user cannot make it pay more). A larger
+                // fee, or a grant used up, is the user's own to pay.
                 if let Some(c) = self.channels.get(channel)
                     && c.signer == tx.from
                     && c.payer != tx.from
+                    && tx.fee == self.params.min_fee
                     && deposit_of(&c.payer) >= tx.fee
+                    && self
+                        .grants
+                        .get(&(c.payer, c.signer))
+                        .is_some_and(|g| g.used.checked_add(tx.fee).is_ok_and(|used| used <= g.cap))
                 {
                     return Ok(FeeFrom::Sponsor(c.payer));
                 }

@@ -251,12 +251,25 @@ fn a_sponsored_user_with_no_coins_closes_its_channel_at_the_apps_cost() {
         amount: top(1),
         sponsor: Some(w.id(app)),
     };
+    // The app pays the minimum fee, never what its user picks.
+    let lavish = signed(&w, &user, top(5), open.clone());
+    let refused = Err(TxError::SponsoredFee { need: fee() });
+    assert_eq!(w.state.precheck(&lavish), refused.clone().map(|_: ()| ()));
+    assert_eq!(w.run(lavish), refused.map(|_: ()| vec![]));
     w.run(signed(&w, &user, fee(), open)).unwrap();
     let channel = ChannelId::derive(&w.chain(), &user.account_id(), &w.id(relay), 0);
     let user_account = w.state.account(&user.account_id()).unwrap();
     assert!(user_account.balance.is_zero() && user_account.deposit.is_zero());
 
     let deposit_before = w.state.account(&w.id(app)).unwrap().deposit;
+    // A fee above the minimum is not the app's to pay: the user, with no coins, is refused.
+    let greedy = signed(&w, &user, deposit_before, TxKind::CloseChannel { channel });
+    assert!(matches!(
+        w.state.precheck(&greedy),
+        Err(TxError::Insufficient { .. })
+    ));
+    assert!(w.run(greedy).is_err());
+    assert_eq!(w.state.account(&w.id(app)).unwrap().deposit, deposit_before);
     let close = signed(&w, &user, fee(), TxKind::CloseChannel { channel });
     assert_eq!(w.state.precheck(&close), Ok(()));
     w.run(close).unwrap();
@@ -266,6 +279,16 @@ fn a_sponsored_user_with_no_coins_closes_its_channel_at_the_apps_cost() {
         w.state.channel(&channel).unwrap().status,
         ChannelStatus::Closing { .. }
     ));
+    // Counted against the grant, like the open's fee.
+    let grant = w.state.grant(&w.id(app), &user.account_id()).unwrap();
+    assert_eq!(
+        grant.used,
+        top(1)
+            .checked_add(fee())
+            .unwrap()
+            .checked_add(fee())
+            .unwrap()
+    );
     // A second close is refused, and costs the app nothing.
     let again = signed(&w, &user, fee(), TxKind::CloseChannel { channel });
     assert_eq!(w.run(again), Err(TxError::AlreadyClosing));
@@ -294,4 +317,52 @@ fn a_genesis_must_name_a_fee_above_zero() {
     let mut json: serde_json::Value = serde_json::to_value(&genesis).unwrap();
     json["params"].as_object_mut().unwrap().remove("min_fee");
     assert!(serde_json::from_value::<Genesis>(json).is_err());
+}
+
+#[test]
+fn a_sponsored_users_closes_stop_costing_the_app_at_its_grant() {
+    let mut w = World::new(2);
+    let (app, relay) = (0, 1);
+    w.run(w.tx(app, TxKind::Deposit { amount: top(100) }))
+        .unwrap();
+    let user = Identity::generate();
+    // Room for the lock and the open's fee only.
+    let cap = top(1).checked_add(fee()).unwrap();
+    let grant = TxKind::Grant {
+        user: user.account_id(),
+        cap,
+        expires_ms: u64::MAX,
+    };
+    w.run(w.tx(app, grant)).unwrap();
+    let open = TxKind::OpenChannel {
+        relay: w.id(relay),
+        amount: top(1),
+        sponsor: Some(w.id(app)),
+    };
+    w.run(signed(&w, &user, fee(), open)).unwrap();
+    let channel = ChannelId::derive(&w.chain(), &user.account_id(), &w.id(relay), 0);
+    // The grant is used up: the close is the user's to pay, and it has nothing.
+    let close = signed(&w, &user, fee(), TxKind::CloseChannel { channel });
+    assert!(matches!(
+        w.state.precheck(&close),
+        Err(TxError::Insufficient { .. })
+    ));
+    // Once it has a coin of its own, it closes at its own cost.
+    w.run(w.tx(
+        app,
+        TxKind::Transfer {
+            to: user.account_id(),
+            amount: top(1),
+        },
+    ))
+    .unwrap();
+    let deposit = w.state.account(&w.id(app)).unwrap().deposit;
+    w.run(signed(&w, &user, fee(), TxKind::CloseChannel { channel }))
+        .unwrap();
+    assert_eq!(w.state.account(&w.id(app)).unwrap().deposit, deposit);
+    assert_eq!(
+        w.state.account(&user.account_id()).unwrap().balance,
+        top(1).checked_sub(fee()).unwrap()
+    );
+    w.state.check_invariant().unwrap();
 }

@@ -29,34 +29,45 @@ pub async fn keep_link_deposit(billing: &Billing, chain: &ChainNode) {
     if short.is_zero() {
         return;
     }
-    // From the balance, keeping enough for the fees of the channels it opens; what that
-    // leaves short comes, on a dev chain, from the faucet.
+    // From the balance, keeping enough for the fees of the channels it opens; on a dev chain
+    // the faucet adds what the balance lacks.
     let fees = Amount::from_units(fee.units().saturating_mul(FEES_KEPT));
-    let from_balance = short.min(balance.saturating_sub(fees));
-    let lacking = short.saturating_sub(from_balance);
     let faucet = chain.genesis().faucet.is_some();
-    if !lacking.is_zero() && !faucet {
-        warn!(
-            "the deposit for paying other relays is {deposit}, below billing.link_deposit {want}: \
-             deposit more, or forwarded messages go unpaid and are refused"
-        );
-    }
-    let amount = if faucet { short } else { from_balance };
-    if amount.is_zero() {
+    let (amount, lacking) = if faucet {
+        let lacking = short.saturating_add(fees).saturating_sub(balance);
+        (short, lacking)
+    } else {
+        let amount = short.min(balance.saturating_sub(fees));
+        if amount < short {
+            warn!(
+                "the deposit for paying other relays is {deposit}, below billing.link_deposit \
+                 {want}: deposit more, or forwarded messages go unpaid and are refused"
+            );
+        }
+        (amount, Amount::ZERO)
+    };
+    // Moving less than a fee's worth costs more than it brings.
+    if amount <= fee {
         return;
     }
     let result = async {
-        if faucet && !lacking.is_zero() {
+        if !lacking.is_zero() {
             chain.faucet(me, lacking).await?;
         }
         chain
             .submit_own(&billing.identity, TxKind::Deposit { amount }, true)
             .await
     };
-    if let Err(e) = result.await {
-        warn!("cannot fund the deposit for paying other relays: {e}");
+    // A chain that does not answer must not hold up every other top-up behind this one.
+    match tokio::time::timeout(FUNDING_TIMEOUT, result).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => warn!("cannot fund the deposit for paying other relays: {e}"),
+        Err(_) => warn!("funding the deposit for paying other relays timed out"),
     }
 }
+
+/// The longest a top-up waits for its transactions to land.
+const FUNDING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Transaction fees' worth a relay keeps in its balance besides its deposit (channel opens).
 const FEES_KEPT: u128 = 100;

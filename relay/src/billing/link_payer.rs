@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use ledger_lite::TxKind;
+use ledger_lite::{Amount, TxKind};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_billing::wire::{ClientBilling, MAX_BILLING_FRAME, Offer, RelayBilling};
 use top_billing::{PayError, Payer};
@@ -36,6 +36,8 @@ enum LinkPayError {
     BadOffer(&'static str),
     #[error("the relay refused the channel: {0}")]
     Refused(String),
+    #[error("the deposit for paying other relays is {have}, below billing.link_lock {need}")]
+    NoDeposit { have: Amount, need: Amount },
     #[error("the channel's lock is spent")]
     Spent,
     #[error("opening a channel: {0}")]
@@ -136,9 +138,22 @@ async fn run(
                 ));
             }
             let lock = billing.terms.link_lock;
-            let deposit = chain.with_state(|s| s.account(&me).map(|a| a.deposit));
-            if deposit.is_none_or(|d| d < lock) {
+            // Topped up once registered (registering funds it first, from the same balance).
+            let deposit = || {
+                chain.with_state(|s| {
+                    let account = s.account(&me);
+                    let deposit = account.map_or(Amount::ZERO, |a| a.deposit);
+                    (deposit, account.is_some_and(|a| a.relay.is_some()))
+                })
+            };
+            if let (have, true) = deposit()
+                && have < lock
+            {
                 super::link_deposit::keep_link_deposit(billing, &chain).await;
+            }
+            let (have, _) = deposit();
+            if have < lock {
+                return Err(LinkPayError::NoDeposit { have, need: lock });
             }
             let kind = TxKind::OpenChannel {
                 relay: peer,
