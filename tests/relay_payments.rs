@@ -186,6 +186,14 @@ async fn a_spent_link_channel_is_followed_by_a_fresh_one_and_idle_ones_are_close
         })
     })
     .await;
+    // Each spent channel is closed once a fresh one pays: what is left in it comes back.
+    wait_until("the spent channels closing", async || {
+        chain.with_state(|s| {
+            let closing = |c: &ledger_lite::Channel| c.status != ChannelStatus::Open;
+            links(s).iter().filter(|(_, c)| closing(c)).count() >= 2
+        })
+    })
+    .await;
     chain.with_state(|s| {
         for (_, c) in links(s) {
             assert!(c.settled <= c.lock, "{c:?}");

@@ -15,11 +15,8 @@ use top_proto::id::AccountId;
 use tracing::{debug, info, warn};
 
 use super::Billing;
-use super::links::LinkCount;
+use super::link_count::{LinkCount, plus};
 
-/// Traffic in flight when a payment request is asked for: bytes of slack per counted service,
-/// plus a sixteenth of that service's count. Services a link never uses get none.
-const SLACK_BYTES: u64 = 64 * 1024;
 /// The most a linked relay may charge per MiB, as a multiple of this relay's own price for the
 /// same service (its registry record could name any price).
 const MAX_PRICE_FACTOR: u128 = 10;
@@ -121,12 +118,12 @@ async fn run(
             let offered = offer.existing.as_ref().map(|e| e.channel);
             let ours = chain.with_state(|s| {
                 s.channels().any(|(id, c)| {
-                    Some(*id) != offered
-                        && !billing.is_spent_link_channel(id)
-                        && c.signer == me
+                    c.signer == me
                         && c.relay == peer
                         && c.status == ledger_lite::ChannelStatus::Open
                         && has_room(c.lock, c.settled)
+                        && Some(*id) != offered
+                        && !billing.is_spent_link_channel(id)
                 })
             });
             if ours {
@@ -194,9 +191,10 @@ async fn run(
     }
     info!("paying {} for the link through a channel", peer.short());
     on_paying();
-    // Both sides measure from here: the other relay bills this channel only what it carries
-    // from its attach on.
-    let base = count.snapshot();
+    close_spent(billing, &chain, peer).await;
+    // The other relay bills this channel only what it carries from its attach on: on top of
+    // everything signed before, on any channel, all within this relay's own count.
+    let signed_before_run = count.signed();
     let mut payer = Payer::new(
         offer.chain,
         channel,
@@ -211,12 +209,14 @@ async fn run(
                 usage: claimed,
                 cum_amount,
             } => {
-                if !fair_claim(&claimed, &since(&count.snapshot(), &base)) {
+                let total = plus(&signed_before_run, &claimed);
+                if !count.covers(&total) {
                     warn!("{} claims more than this relay handed it", peer.short());
                     continue;
                 }
                 match payer.sign(&billing.identity, &claimed, cum_amount, &claimed, 0) {
                     Ok(receipt) => {
+                        count.signed_up_to(total);
                         out.send(ClientBilling::Receipt(receipt))
                             .await
                             .map_err(|e| stream(&e))?;
@@ -308,52 +308,21 @@ fn check_offer(
     Ok(())
 }
 
-/// What was counted after `base` (deliveries and storage).
-fn since(now: &top_billing::Usage, base: &top_billing::Usage) -> top_billing::Usage {
-    top_billing::Usage {
-        msg: now.msg.saturating_sub(base.msg),
-        mailbox: now.mailbox.saturating_sub(base.mailbox),
-        ..top_billing::Usage::default()
-    }
-}
-
-/// Whether a linked relay's claim is covered by what this relay counted: deliveries and
-/// storage only (a link carries nothing else), each within its own count plus slack.
-fn fair_claim(claimed: &top_billing::Usage, counted: &top_billing::Usage) -> bool {
-    let within = |claim: u64, count: u64| {
-        claim <= count.saturating_add(SLACK_BYTES).saturating_add(count / 16)
-    };
-    claimed.pipe == 0
-        && claimed.vpn == 0
-        && claimed.cdn == 0
-        && within(claimed.msg, counted.msg)
-        && within(claimed.mailbox, counted.mailbox)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use top_billing::{Service, Usage};
-
-    fn usage(items: &[(Service, u64)]) -> Usage {
-        let mut u = Usage::default();
-        for (service, bytes) in items {
-            u.add(*service, *bytes);
+/// Starts closing this relay's spent channels to `peer` now that a fresh one pays: what is left
+/// in them returns to the deposit (the other relay settles what it was paid meanwhile).
+async fn close_spent(billing: &Billing, chain: &crate::ledger::chain::ChainNode, peer: AccountId) {
+    for channel in billing.take_spent_link_channels(&peer) {
+        let worth = chain.with_state(|s| {
+            s.channel(&channel).is_some_and(|c| {
+                c.status == ledger_lite::ChannelStatus::Open && c.remaining() > s.params.min_fee
+            })
+        });
+        if !worth {
+            continue;
         }
-        u
-    }
-
-    #[test]
-    fn a_linked_relay_is_paid_only_for_what_was_handed_to_it() {
-        let counted = usage(&[(Service::Msg, 1 << 20), (Service::Mailbox, 4096)]);
-        assert!(fair_claim(&counted, &counted));
-        // Services a link never carries: not even the slack.
-        assert!(!fair_claim(&usage(&[(Service::Pipe, 1)]), &counted));
-        assert!(!fair_claim(&usage(&[(Service::Cdn, 1)]), &counted));
-        // Storage beyond what was stored, deliveries beyond what was handed over.
-        let stored_more = usage(&[(Service::Mailbox, 4096 + 70 * 1024)]);
-        assert!(!fair_claim(&stored_more, &counted));
-        let delivered_more = usage(&[(Service::Msg, (1 << 20) * 2)]);
-        assert!(!fair_claim(&delivered_more, &counted));
+        let kind = TxKind::CloseChannel { channel };
+        if let Err(e) = chain.submit_own(&billing.identity, kind, false).await {
+            warn!("cannot close a spent channel to {}: {e}", peer.short());
+        }
     }
 }

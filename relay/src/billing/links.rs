@@ -7,34 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ledger_lite::ChannelId;
-use top_billing::{Service, Usage};
 use top_proto::id::AccountId;
 
 use super::Billing;
+use super::link_count::LinkCount;
 use super::meter::ClientMeter;
 use crate::util::lock;
-
-/// What this relay asked one linked relay to do (delivery and storage bytes), counted on its
-/// own side: the most it signs for.
-#[derive(Debug, Default)]
-pub struct LinkCount(Mutex<Usage>);
-
-impl LinkCount {
-    /// A message of `bytes` was handed to the linked relay (forwarded, or sent to be kept).
-    pub fn handed(&self, bytes: usize) {
-        lock(&self.0).add(Service::Msg, bytes as u64);
-    }
-
-    /// The linked relay answered that it stored a message of `bytes`.
-    pub fn stored(&self, bytes: usize) {
-        lock(&self.0).add(Service::Mailbox, bytes as u64);
-    }
-
-    /// The count so far.
-    pub fn snapshot(&self) -> Usage {
-        *lock(&self.0)
-    }
-}
 
 /// Per linked relay (by account), over all its links at once (two relays may hold two links
 /// for a while): the meter of what it asks of this relay, the count of what this relay asks
@@ -48,8 +26,9 @@ pub struct LinkMeters {
     /// When each relay's last link went down (bounded: members at most, pruned by
     /// [`Billing::unlinked_since`]).
     unlinked: Mutex<HashMap<AccountId, std::time::Instant>>,
-    /// This relay's link channels spent on service (bounded: pruned once not open on chain).
-    spent: Mutex<std::collections::HashSet<ChannelId>>,
+    /// This relay's link channels spent on service, and to whom (bounded: closed once a fresh
+    /// one pays, pruned once not open on chain).
+    spent: Mutex<HashMap<ChannelId, AccountId>>,
     /// When this relay started (the last link of any relay was down before).
     started: std::time::Instant,
 }
@@ -125,12 +104,14 @@ impl Billing {
             }
         }
         drop(meters);
+        // The count stays (what was signed must keep counting against it on the next link).
         let mut counts = lock(&self.link_meters.counts);
         if let Some((_, links)) = counts.get_mut(peer) {
             *links = links.saturating_sub(1);
             if *links == 0 {
-                counts.remove(peer);
-                lock(&self.link_meters.unlinked).insert(*peer, std::time::Instant::now());
+                let mut unlinked = lock(&self.link_meters.unlinked);
+                unlinked.retain(|_, at| at.elapsed() < super::link_close::IDLE_CLOSE);
+                unlinked.insert(*peer, std::time::Instant::now());
             }
         }
     }
@@ -138,7 +119,10 @@ impl Billing {
     /// Whether no link with `peer` is up and none was for `idle`. Forgets relays whose links
     /// went down more than `idle` ago (the answer for them stays yes).
     pub fn unlinked_since(&self, peer: &AccountId, idle: std::time::Duration) -> bool {
-        if lock(&self.link_meters.counts).contains_key(peer) {
+        if lock(&self.link_meters.counts)
+            .get(peer)
+            .is_some_and(|(_, links)| *links > 0)
+        {
             return false;
         }
         let book = &self.link_meters;
@@ -175,17 +159,31 @@ impl Billing {
     /// need not wait, and this one is not resumed.
     pub fn spent_link_channel(&self, peer: &AccountId, channel: ChannelId) {
         lock(&self.link_meters.opened).remove(peer);
-        lock(&self.link_meters.spent).insert(channel);
+        lock(&self.link_meters.spent).insert(channel, *peer);
     }
 
     /// Whether this relay's link channel `channel` is known to be spent.
     pub fn is_spent_link_channel(&self, channel: &ChannelId) -> bool {
-        lock(&self.link_meters.spent).contains(channel)
+        lock(&self.link_meters.spent).contains_key(channel)
+    }
+
+    /// Takes the spent link channels to `peer` (to close them).
+    pub fn take_spent_link_channels(&self, peer: &AccountId) -> Vec<ChannelId> {
+        let mut spent = lock(&self.link_meters.spent);
+        let ours: Vec<ChannelId> = spent
+            .iter()
+            .filter(|(_, p)| *p == peer)
+            .map(|(c, _)| *c)
+            .collect();
+        for channel in &ours {
+            spent.remove(channel);
+        }
+        ours
     }
 
     /// Forgets spent link channels that `still_open` no longer says are open.
     pub fn forget_spent_link_channels(&self, still_open: impl Fn(&ChannelId) -> bool) {
-        lock(&self.link_meters.spent).retain(|c| still_open(c));
+        lock(&self.link_meters.spent).retain(|c, _| still_open(c));
     }
 
     /// The right to pay `peer`, unless a payer for it runs already (on another link).

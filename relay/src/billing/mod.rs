@@ -4,6 +4,7 @@
 
 pub mod credit;
 pub mod link_close;
+pub mod link_count;
 pub mod link_deposit;
 pub mod link_payer;
 pub mod links;

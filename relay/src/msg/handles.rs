@@ -70,7 +70,7 @@ pub struct LinkOut {
     /// relay bills).
     pub meter: Option<Arc<crate::billing::meter::ClientMeter>>,
     /// What this relay asked the other to deliver and store: the most it pays for.
-    pub count: Arc<crate::billing::links::LinkCount>,
+    pub count: Arc<crate::billing::link_count::LinkCount>,
 }
 
 impl PartialEq for LinkOut {
@@ -88,7 +88,7 @@ impl LinkOut {
         (tx, answers): (mpsc::Sender<LinkFrame>, mpsc::Sender<LinkFrame>),
         (meter, count): (
             Option<Arc<crate::billing::meter::ClientMeter>>,
-            Arc<crate::billing::links::LinkCount>,
+            Arc<crate::billing::link_count::LinkCount>,
         ),
     ) -> Self {
         Self {

@@ -124,9 +124,26 @@ async fn serve(
 
 /// Recipients here whose queue stayed full through a whole wait: pushes for them do not wait
 /// again until their queue has room, so a client that stops reading holds this link's reader
-/// back once, not once per message.
+/// back once, not once per message; and whether the linked relay left a payment wait unpaid.
 #[derive(Default)]
-struct Stalled(HashSet<AccountId>);
+struct Stalled(HashSet<AccountId>, Unpaid);
+
+/// Whether the linked relay let a wait for its payment run out: until it pays, its forwards
+/// are refused at once rather than each holding the link for the whole wait.
+#[derive(Default)]
+struct Unpaid(bool);
+
+impl Unpaid {
+    async fn carry(&mut self, link: &LinkOut, bytes: usize) -> bool {
+        let carried = if self.0 {
+            link.charge_delivery(bytes)
+        } else {
+            link.carry_delivery(bytes).await
+        };
+        self.0 = !carried;
+        carried
+    }
+}
 
 /// Recipients remembered as stalled, at most (then the set starts afresh).
 const MAX_STALLED: usize = 4096;
@@ -159,7 +176,7 @@ async fn handle_frame(
                 }
                 stalled.0.insert(env.to);
             }
-            if link.carry_delivery(env.sealed.len()).await {
+            if stalled.1.carry(link, env.sealed.len()).await {
                 msg.forwarded(env, link, false);
             } else {
                 let refused = LinkFrame::ForwardResult {
@@ -172,7 +189,7 @@ async fn handle_frame(
         LinkFrame::Online(presence) => msg.presence_online(link.relay, presence),
         LinkFrame::Offline { client } => msg.presence_offline(link.relay, client),
         LinkFrame::Forward { env, store_on_fail } => {
-            if !link.carry_delivery(env.sealed.len()).await {
+            if !stalled.1.carry(link, env.sealed.len()).await {
                 let refused = LinkFrame::ForwardResult {
                     id: env.id,
                     outcome: None,
