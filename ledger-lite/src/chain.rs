@@ -103,6 +103,20 @@ impl State {
         prev: &BlockHash,
         validator: &AccountId,
     ) -> Result<BlockOutcome, BlockError> {
+        if !block.signed_by(validator) {
+            return Err(BlockError::BadValidatorSignature);
+        }
+        self.apply_agreed(block, prev)
+    }
+
+    /// The state transition for a block several validators agreed on (their finality proof
+    /// stands for the single validator's signature, which is not checked): like
+    /// [`State::apply_block`] otherwise.
+    pub fn apply_agreed(
+        &mut self,
+        block: &Block,
+        prev: &BlockHash,
+    ) -> Result<BlockOutcome, BlockError> {
         let h = &block.header;
         if h.chain != self.chain {
             return Err(BlockError::WrongChain);
@@ -122,9 +136,6 @@ impl State {
         }
         if block.txs.len() > self.params.max_block_txs as usize {
             return Err(BlockError::TooManyTxs(block.txs.len()));
-        }
-        if !block.signed_by(validator) {
-            return Err(BlockError::BadValidatorSignature);
         }
         if txs_root(&block.txs) != h.txs_root {
             return Err(BlockError::TxsRoot);

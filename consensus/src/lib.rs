@@ -1,0 +1,9 @@
+//! TOP chain consensus: ledger-lite blocks agreed by several validators through commonware's
+//! simplex engine and its marshal. ledger-lite stays the pure state machine; this crate only
+//! decides which block comes next.
+
+#![warn(missing_docs)]
+
+pub mod block;
+
+pub use block::ChainBlock;
