@@ -4,6 +4,8 @@
 
 #![warn(missing_docs)]
 
+pub mod app;
 pub mod block;
+pub mod node;
 
 pub use block::ChainBlock;

@@ -1,0 +1,301 @@
+//! The application the engine drives: it proposes a ledger-lite block from the pending
+//! transactions on top of the parent the engine names, verifies a proposed block by applying it
+//! to the state after its parent, and takes finalized blocks in height order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use commonware_actor::Feedback;
+use commonware_consensus::marshal::Update;
+use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::simplex::scheme::ed25519::Scheme;
+use commonware_consensus::simplex::types::Context;
+use commonware_consensus::{Application, Heightable, Reporter};
+use commonware_cryptography::Digestible;
+use commonware_cryptography::blake3::Digest;
+use commonware_cryptography::ed25519::PublicKey;
+use commonware_runtime::{Clock, Metrics, Spawner};
+use commonware_utils::Acknowledgement;
+use futures::StreamExt;
+use ledger_lite::{SignedTx, State, TxHash};
+use rand_core::Rng;
+use top_proto::identity::Identity;
+
+use crate::block::ChainBlock;
+
+/// Pending transactions kept for proposals, at most.
+pub const MAX_PENDING: usize = 100_000;
+/// Finalized blocks kept in memory, at most (the oldest go first).
+pub const MAX_FINALIZED_KEPT: usize = 4096;
+/// How far ahead of this validator's clock a proposed block's time may be, in milliseconds.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 10_000;
+
+/// What a validator's application shares between the engine's calls and the node around it.
+pub struct Ledger {
+    /// The state after the last finalized block, and that block's digest and height: where
+    /// every proposal and verification starts from, at the latest.
+    finalized_state: Mutex<(Digest, u64, Arc<State>)>,
+    /// States after blocks proposed or verified above the last finalized one, by digest, with
+    /// their heights.
+    states: Mutex<HashMap<Digest, (u64, Arc<State>)>>,
+    /// Transactions waiting for a block, in arrival order.
+    pending: Mutex<Vec<SignedTx>>,
+    /// Finalized blocks, in height order, as the node takes them.
+    finalized: Mutex<Vec<Arc<ChainBlock>>>,
+    /// Signalled on each finalized block.
+    on_finalized: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Ledger {
+    /// A ledger at `genesis`, whose state is `state`.
+    pub fn new(genesis: &ChainBlock, state: State) -> Arc<Self> {
+        Arc::new(Self {
+            finalized_state: Mutex::new((genesis.digest(), 0, Arc::new(state))),
+            states: Mutex::default(),
+            pending: Mutex::default(),
+            finalized: Mutex::default(),
+            on_finalized: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Queues a transaction for the next proposals (the oldest beyond the bound go).
+    pub fn submit(&self, tx: SignedTx) {
+        let mut pending = lock(&self.pending);
+        if pending.len() >= MAX_PENDING {
+            pending.remove(0);
+        }
+        pending.push(tx);
+    }
+
+    /// Transactions waiting for a block.
+    pub fn pending(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
+    /// The finalized blocks kept, in height order (from height 0 until more than
+    /// [`MAX_FINALIZED_KEPT`] were finalized).
+    pub fn finalized(&self) -> Vec<Arc<ChainBlock>> {
+        lock(&self.finalized).clone()
+    }
+
+    /// Waits until a block at `height` or above is finalized.
+    pub async fn wait_finalized(&self, height: u64) {
+        loop {
+            let notified = self.on_finalized.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.finalized)
+                .last()
+                .is_some_and(|b| b.block().header.height >= height)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// The state after the block with `digest`, if known.
+    fn state_after(&self, digest: &Digest) -> Option<Arc<State>> {
+        {
+            let finalized = lock(&self.finalized_state);
+            if finalized.0 == *digest {
+                return Some(finalized.2.clone());
+            }
+        }
+        lock(&self.states).get(digest).map(|(_, s)| s.clone())
+    }
+
+    fn remember(&self, block: &ChainBlock, state: State) {
+        let height = block.block().header.height;
+        lock(&self.states).insert(block.digest(), (height, Arc::new(state)));
+    }
+
+    /// The state after `parent`, replaying the blocks below it from the nearest known state.
+    async fn state_at(
+        &self,
+        parent: &ChainBlock,
+        ancestry: &mut impl Ancestry<ChainBlock>,
+    ) -> Option<State> {
+        if let Some(state) = self.state_after(&parent.digest()) {
+            return Some((*state).clone());
+        }
+        if parent.block().header.height <= lock(&self.finalized_state).1 {
+            return None;
+        }
+        // Walk down to a block whose state is known, then apply upwards.
+        let floor = lock(&self.finalized_state).1;
+        let mut missing = vec![parent.block().clone()];
+        let base = loop {
+            let block = ancestry.next().await?;
+            if let Some(state) = self.state_after(&block.digest()) {
+                break state;
+            }
+            // At or below the last finalized height and not that block: off the finalized
+            // chain, so never valid.
+            if block.block().header.height <= floor {
+                return None;
+            }
+            missing.push(block.block().clone());
+        };
+        let mut state = (*base).clone();
+        for block in missing.iter().rev() {
+            state.apply_agreed(block, &block.header.prev).ok()?;
+        }
+        Some(state)
+    }
+
+    /// A finalized block (they come in height order): its state becomes the one everything
+    /// starts from, its transactions are no longer pending, older states are forgotten. An error
+    /// when it does not apply on the last finalized state: the validators agreed on a block
+    /// this node's ledger refuses, and it must stop rather than go on with another state.
+    fn finalize(&self, block: Arc<ChainBlock>) -> Result<(), ledger_lite::BlockError> {
+        let height = block.block().header.height;
+        let mut finalized = lock(&self.finalized);
+        // At least once: a block delivered again after a restart is taken once.
+        if finalized
+            .last()
+            .is_some_and(|b| b.block().header.height >= height)
+        {
+            return Ok(());
+        }
+        {
+            let mut last = lock(&self.finalized_state);
+            if height > 0 {
+                let known = lock(&self.states)
+                    .get(&block.digest())
+                    .map(|(_, s)| s.clone());
+                let state = match known {
+                    Some(state) => state,
+                    None => {
+                        let mut state = (*last.2).clone();
+                        state.apply_agreed(block.block(), &ledger_lite::BlockHash(last.0.0))?;
+                        Arc::new(state)
+                    }
+                };
+                *last = (block.digest(), height, state);
+            }
+        }
+        let included: std::collections::HashSet<TxHash> =
+            block.block().txs.iter().map(SignedTx::hash).collect();
+        lock(&self.pending).retain(|tx| !included.contains(&tx.hash()));
+        lock(&self.states).retain(|_, (h, _)| *h > height);
+        if finalized.len() >= MAX_FINALIZED_KEPT {
+            finalized.remove(0);
+        }
+        finalized.push(block);
+        drop(finalized);
+        self.on_finalized.notify_waiters();
+        Ok(())
+    }
+}
+
+/// A validator's application: proposes and verifies ledger-lite blocks.
+#[derive(Clone)]
+pub struct LedgerApp {
+    ledger: Arc<Ledger>,
+    proposer: Arc<Identity>,
+}
+
+impl LedgerApp {
+    /// The application of the validator `proposer` over `ledger`.
+    pub fn new(ledger: Arc<Ledger>, proposer: Identity) -> Self {
+        Self {
+            ledger,
+            proposer: Arc::new(proposer),
+        }
+    }
+}
+
+fn now_ms(clock: &impl Clock) -> u64 {
+    clock
+        .current()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<E> Application<E> for LedgerApp
+where
+    E: Rng + Spawner + Metrics + Clock,
+{
+    type SigningScheme = Scheme;
+    type Context = Context<Digest, PublicKey>;
+    type Block = ChainBlock;
+
+    async fn propose(
+        &mut self,
+        (clock, _context): (E, Self::Context),
+        mut ancestry: impl Ancestry<ChainBlock>,
+    ) -> Option<ChainBlock> {
+        let parent = ancestry.next().await?;
+        let mut state = self.ledger.state_at(&parent, &mut ancestry).await?;
+        let candidates = lock(&self.ledger.pending).clone();
+        let built = state.build_block(candidates, now_ms(&clock), parent.hash(), &self.proposer);
+        // What cannot go in on top of this parent will not later either (nonces only rise).
+        let stale: std::collections::HashSet<TxHash> = built
+            .rejected
+            .iter()
+            .filter(|(_, e)| matches!(e, ledger_lite::TxError::WrongNonce { expected, got } if got < expected))
+            .map(|(hash, _)| *hash)
+            .collect();
+        if !stale.is_empty() {
+            lock(&self.ledger.pending).retain(|tx| !stale.contains(&tx.hash()));
+        }
+        let block = ChainBlock::new(built.block);
+        self.ledger.remember(&block, state);
+        Some(block)
+    }
+
+    async fn verify(
+        &mut self,
+        (clock, _context): (E, Self::Context),
+        mut ancestry: impl Ancestry<ChainBlock>,
+    ) -> bool {
+        let me = self.proposer.account_id().short();
+        let Some(block) = ancestry.next().await else {
+            tracing::debug!(%me, "verify: no block");
+            return false;
+        };
+        let Some(parent) = ancestry.next().await else {
+            tracing::debug!(%me, "verify: no parent");
+            return false;
+        };
+        if block.block().header.time_ms > now_ms(&clock).saturating_add(MAX_CLOCK_AHEAD_MS) {
+            tracing::debug!(%me, "verify: a block from the future");
+            return false;
+        }
+        let Some(mut state) = self.ledger.state_at(&parent, &mut ancestry).await else {
+            tracing::debug!(%me, "verify: not on the finalized chain");
+            return false;
+        };
+        if let Err(e) = state.apply_agreed(block.block(), &parent.hash()) {
+            tracing::debug!(%me, "verify: {e}");
+            return false;
+        }
+        self.ledger.remember(&block, state);
+        true
+    }
+}
+
+impl Reporter for LedgerApp {
+    type Activity = Update<ChainBlock>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        if let Update::Block(block, ack) = activity {
+            let height = block.height();
+            tracing::debug!(height = height.get(), "finalized");
+            match self.ledger.finalize(block) {
+                Ok(()) => ack.acknowledge(),
+                // Not acknowledged: marshal stops, and so does this validator.
+                Err(e) => tracing::error!(
+                    height = height.get(),
+                    "a finalized block does not apply: {e}"
+                ),
+            }
+        }
+        Feedback::Ok
+    }
+}
