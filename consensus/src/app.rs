@@ -71,6 +71,17 @@ impl Ledger {
         pending.push(tx);
     }
 
+    /// Whether a transaction from another validator is worth queueing: for this chain, not
+    /// already spent by its account's nonce, signed by its sender.
+    pub fn plausible(&self, tx: &SignedTx) -> bool {
+        let state = lock(&self.finalized_state).2.clone();
+        tx.tx.chain == state.chain
+            && state
+                .account(&tx.tx.from)
+                .is_none_or(|a| tx.tx.nonce >= a.nonce)
+            && ledger_lite::verify::verify_tx(tx).is_ok()
+    }
+
     /// Transactions waiting for a block.
     pub fn pending(&self) -> usize {
         lock(&self.pending).len()

@@ -7,5 +7,6 @@
 pub mod app;
 pub mod block;
 pub mod node;
+pub mod service;
 
 pub use block::ChainBlock;

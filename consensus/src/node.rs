@@ -19,7 +19,7 @@ use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
 use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
 use commonware_cryptography::ed25519::PublicKey;
 use commonware_cryptography::{Digestible, Sha256};
-use commonware_p2p::{Blocker, Manager, Receiver, Sender};
+use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{BufferPooler, Clock, Handle, Metrics, Network, Spawner, Storage};
@@ -114,7 +114,7 @@ pub async fn start_validator<E, P, B, S, R>(
 ) -> Handle<()>
 where
     E: BufferPooler + Spawner + Metrics + CryptoRng + Clock + Storage + Network,
-    P: Manager<PublicKey = PublicKey>,
+    P: Provider<PublicKey = PublicKey>,
     B: Blocker<PublicKey = PublicKey>,
     S: Sender<PublicKey = PublicKey>,
     R: Receiver<PublicKey = PublicKey>,

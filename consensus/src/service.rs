@@ -1,0 +1,240 @@
+//! A validator as a service inside a relay: its consensus stack runs on a thread of its own,
+//! under commonware's tokio runtime, and talks to the other validators over commonware's
+//! authenticated, encrypted TCP transport (on the port number of the relay's QUIC address).
+//! Transactions submitted to it are gossiped to the other validators.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use commonware_codec::ReadExt;
+use commonware_consensus::simplex::scheme::ed25519::Scheme;
+use commonware_cryptography::Signer as _;
+use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
+use commonware_p2p::authenticated::lookup;
+use commonware_p2p::{Address, AddressableManager as _, Recipients};
+use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _};
+use commonware_utils::ordered::{Map, Set};
+use ledger_lite::{Genesis, SignedTx};
+use tokio::sync::{mpsc, oneshot};
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+
+use crate::app::{Ledger, LedgerApp};
+use crate::block::ChainBlock;
+use crate::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
+
+/// Channel of transactions gossiped between validators.
+pub const TRANSACTIONS: u64 = 5;
+/// Messages a peer may send per second on each channel.
+const PEER_RATE: u32 = 1024;
+/// Messages waiting per channel.
+const BACKLOG: usize = 1024;
+/// Transactions waiting to be gossiped, at most (more are kept locally only).
+const OUTBOX: usize = 10_000;
+
+/// Why a validator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The genesis does not make a state.
+    #[error("genesis: {0}")]
+    Genesis(#[from] ledger_lite::block::GenesisError),
+    /// A validator's key is not an ed25519 key.
+    #[error("validator {0} is not a valid key")]
+    BadKey(AccountId),
+    /// The validator set is empty or has one validator twice.
+    #[error("the validator set must name distinct validators")]
+    BadSet,
+    /// The thread did not start.
+    #[error("starting the consensus thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// How to run one validator.
+pub struct ServiceConfig {
+    /// This relay's identity (it signs votes with it).
+    pub identity: Identity,
+    /// Every validator and where its consensus transport listens.
+    pub validators: Vec<(AccountId, SocketAddr)>,
+    /// Where this one listens.
+    pub listen: SocketAddr,
+    /// The chain's genesis.
+    pub genesis: Genesis,
+    /// Where the engine keeps its own storage.
+    pub storage: PathBuf,
+    /// How long a leader has to propose.
+    pub leader_timeout: Duration,
+}
+
+/// A running validator.
+pub struct ValidatorService {
+    ledger: Arc<Ledger>,
+    outbox: mpsc::Sender<SignedTx>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn public_key(account: &AccountId) -> Option<PublicKey> {
+    PublicKey::read(&mut &account.as_bytes()[..]).ok()
+}
+
+/// The namespace of a chain's votes and transport (no replay across chains).
+fn namespace(genesis: &Genesis) -> Vec<u8> {
+    let mut ns = b"top-chain-".to_vec();
+    ns.extend_from_slice(&genesis.chain_id().0);
+    ns
+}
+
+impl ValidatorService {
+    /// Starts the validator's thread.
+    pub fn start(config: ServiceConfig) -> Result<Self, ServiceError> {
+        let genesis_block = ChainBlock::genesis(&config.genesis)?;
+        let ledger = Ledger::new(&genesis_block, config.genesis.state()?);
+        let mut peers = Vec::new();
+        for (account, addr) in &config.validators {
+            let key = public_key(account).ok_or(ServiceError::BadKey(*account))?;
+            peers.push((key, Address::from(*addr)));
+        }
+        let peers: Map<PublicKey, Address> = peers.try_into().map_err(|_| ServiceError::BadSet)?;
+        let participants: Set<PublicKey> = peers.keys().clone();
+        let seed = config.identity.signing_key().to_bytes();
+        let key = PrivateKey::read(&mut &seed[..])
+            .map_err(|_| ServiceError::BadKey(config.identity.account_id()))?;
+        let namespace = namespace(&config.genesis);
+        let (outbox, outgoing) = mpsc::channel(OUTBOX);
+        let (stop, stopped) = oneshot::channel();
+        let runtime = commonware_runtime::tokio::Config::new()
+            .with_worker_threads(2)
+            .with_storage_directory(config.storage.clone())
+            .with_catch_panics(false);
+        let app = LedgerApp::new(ledger.clone(), config.identity.clone());
+        let running = ledger.clone();
+        let thread = std::thread::Builder::new()
+            .name("consensus".into())
+            .spawn(move || {
+                commonware_runtime::tokio::Runner::new(runtime).start(|context| async move {
+                    let mut transport_ns = namespace.clone();
+                    transport_ns.extend_from_slice(b"-p2p");
+                    let p2p = if config.listen.ip().is_loopback() {
+                        lookup::Config::local(
+                            key.clone(),
+                            &transport_ns,
+                            config.listen,
+                            MAX_MESSAGE,
+                        )
+                    } else {
+                        lookup::Config::recommended(
+                            key.clone(),
+                            &transport_ns,
+                            config.listen,
+                            MAX_MESSAGE,
+                        )
+                    };
+                    let (mut network, mut oracle) =
+                        lookup::Network::new(context.child("network"), p2p);
+                    oracle.track(0, peers);
+                    let quota = Quota::per_second(NonZeroU32::new(PEER_RATE).expect("non-zero"));
+                    let mut register = |ch| network.register(ch, quota, BACKLOG);
+                    let channels = Channels {
+                        votes: register(channel::VOTES),
+                        certificates: register(channel::CERTIFICATES),
+                        resolver: register(channel::RESOLVER),
+                        backfill: register(channel::BACKFILL),
+                        blocks: register(channel::BLOCKS),
+                    };
+                    let transactions = register(TRANSACTIONS);
+                    network.start();
+                    let mut consensus_ns = namespace.clone();
+                    consensus_ns.extend_from_slice(b"-consensus");
+                    let public = key.public_key();
+                    let scheme = Scheme::signer(&consensus_ns, participants.clone(), key)
+                        .unwrap_or_else(|| Scheme::verifier(&consensus_ns, participants));
+                    let validator = ValidatorConfig {
+                        scheme,
+                        public_key: public,
+                        genesis: genesis_block,
+                        partition_prefix: "top".into(),
+                        peers: oracle.clone(),
+                        blocker: oracle,
+                        leader_timeout: config.leader_timeout,
+                    };
+                    start_validator(context.child("validator"), validator, channels, app).await;
+                    context
+                        .child("gossip")
+                        .spawn(move |_| gossip(transactions, outgoing, running));
+                    stopped.await.ok();
+                    context.stop(0, Some(Duration::from_secs(10))).await.ok();
+                });
+            })?;
+        Ok(Self {
+            ledger,
+            outbox,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The validator's view of the chain.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// Queues `tx` for the next blocks, here and at every other validator.
+    pub fn submit(&self, tx: SignedTx) {
+        self.ledger.submit(tx.clone());
+        self.outbox.try_send(tx).ok();
+    }
+
+    /// Stops the validator and waits for its thread.
+    pub fn stop(mut self) {
+        self.shut();
+    }
+
+    fn shut(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().ok();
+        }
+    }
+}
+
+impl Drop for ValidatorService {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// Sends this validator's transactions to the others and takes theirs: decoded within the
+/// transport's size bound, checked for this chain and signature before they are queued.
+async fn gossip<S, R>(
+    (mut sender, mut receiver): (S, R),
+    mut outgoing: mpsc::Receiver<SignedTx>,
+    ledger: Arc<Ledger>,
+) where
+    S: commonware_p2p::Sender<PublicKey = PublicKey>,
+    R: commonware_p2p::Receiver<PublicKey = PublicKey>,
+{
+    loop {
+        tokio::select! {
+            tx = outgoing.recv() => {
+                let Some(tx) = tx else { return };
+                if let Ok(bytes) = postcard::to_stdvec(&tx) {
+                    sender.send(Recipients::All, bytes, false);
+                }
+            }
+            message = receiver.recv() => {
+                let Ok((_, bytes)) = message else { return };
+                let Ok(tx) = postcard::from_bytes::<SignedTx>(bytes.as_ref()) else {
+                    continue;
+                };
+                if ledger.plausible(&tx) {
+                    ledger.submit(tx);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Four validators, each on its own consensus thread, agree over real authenticated TCP on
+//! loopback: a transaction submitted to one is gossiped and finalized by all, and with one
+//! validator gone the other three go on finalizing.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_lite::{Amount, Genesis, Params, Tx, TxKind};
+use top_consensus::app::Ledger;
+use top_consensus::service::{ServiceConfig, ValidatorService};
+use top_proto::identity::Identity;
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+}
+
+fn height(ledger: &Ledger) -> u64 {
+    ledger
+        .finalized()
+        .last()
+        .map_or(0, |b| b.block().header.height)
+}
+
+async fn reach(ledgers: &[&Arc<Ledger>], height: u64) {
+    let all = async {
+        for ledger in ledgers {
+            ledger.wait_finalized(height).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .unwrap_or_else(|_| panic!("height {height} not finalized within a minute"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_finalize_over_tcp_and_three_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<Identity> = (0..4u8)
+        .map(|i| Identity::from_seed(&[i + 30; 32]))
+        .collect();
+    let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
+    let user = Identity::from_seed(&[99; 32]);
+    let genesis = Genesis {
+        name: "loopback".into(),
+        time_ms: 1,
+        validator: ids[0].account_id(),
+        params: Params {
+            unbonding_blocks: 3,
+            max_block_txs: 1000,
+            min_stake: Amount::from_units(1),
+            min_fee: Amount::from_units(10),
+        },
+        faucet: None,
+        allocations: vec![(user.account_id(), Amount::from_units(1_000_000))],
+    };
+    let validators: Vec<_> = ids
+        .iter()
+        .map(|i| i.account_id())
+        .zip(addrs.clone())
+        .collect();
+    let mut services: Vec<Option<ValidatorService>> = ids
+        .iter()
+        .zip(&addrs)
+        .enumerate()
+        .map(|(i, (id, addr))| {
+            let config = ServiceConfig {
+                identity: id.clone(),
+                validators: validators.clone(),
+                listen: *addr,
+                genesis: genesis.clone(),
+                storage: dir.path().join(format!("v{i}")),
+                leader_timeout: Duration::from_millis(500),
+            };
+            Some(ValidatorService::start(config).unwrap())
+        })
+        .collect();
+    let ledgers: Vec<Arc<Ledger>> = services
+        .iter()
+        .map(|s| s.as_ref().unwrap().ledger().clone())
+        .collect();
+
+    // Ten transfers, all submitted to validator 0: gossiped, and finalized everywhere.
+    let chain = genesis.state().unwrap().chain;
+    let to = Identity::from_seed(&[98; 32]).account_id();
+    for nonce in 0..10 {
+        let tx = Tx {
+            chain,
+            from: user.account_id(),
+            nonce,
+            fee: Amount::from_units(10),
+            kind: TxKind::Transfer {
+                to,
+                amount: Amount::from_units(1),
+            },
+        }
+        .sign(&user);
+        services[0].as_ref().unwrap().submit(tx);
+    }
+    let all: Vec<&Arc<Ledger>> = ledgers.iter().collect();
+    let included = async {
+        loop {
+            let top = height(&ledgers[0]);
+            reach(&all, top + 1).await;
+            let txs: usize = ledgers[0]
+                .finalized()
+                .iter()
+                .map(|b| b.block().txs.len())
+                .sum();
+            if txs >= 10 {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), included)
+        .await
+        .expect("the ten transfers finalized");
+    let reached = ledgers.iter().map(|l| height(l)).min().unwrap();
+    reach(&all, reached).await;
+    for ledger in &ledgers[1..] {
+        for (a, b) in ledgers[0].finalized().iter().zip(ledger.finalized().iter()) {
+            assert_eq!(a.hash(), b.hash(), "two blocks at one height");
+        }
+    }
+
+    // One validator stops: the other three still make a quorum.
+    services[3].take().unwrap().stop();
+    let three: Vec<&Arc<Ledger>> = ledgers[..3].iter().collect();
+    let top = ledgers[..3].iter().map(|l| height(l)).max().unwrap();
+    reach(&three, top + 3).await;
+    for ledger in &ledgers[1..3] {
+        for (a, b) in ledgers[0].finalized().iter().zip(ledger.finalized().iter()) {
+            assert_eq!(a.hash(), b.hash(), "two blocks at one height");
+        }
+    }
+    for service in services.into_iter().flatten() {
+        service.stop();
+    }
+}
