@@ -40,8 +40,10 @@ pub struct Ledger {
     states: Mutex<HashMap<Digest, (u64, Arc<State>)>>,
     /// Transactions waiting for a block, in arrival order.
     pending: Mutex<Vec<SignedTx>>,
-    /// Finalized blocks, in height order, as the node takes them.
+    /// Recent finalized blocks, in height order.
     finalized: Mutex<Vec<Arc<ChainBlock>>>,
+    /// Where finalized blocks are committed (none: kept in memory only, as in simulations).
+    store: Option<Mutex<ledger_lite::Ledger>>,
     /// Signalled on each finalized block.
     on_finalized: tokio::sync::Notify,
 }
@@ -53,13 +55,37 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Ledger {
     /// A ledger at `genesis`, whose state is `state`.
     pub fn new(genesis: &ChainBlock, state: State) -> Arc<Self> {
+        Self::with((genesis.digest(), 0, Arc::new(state)), None)
+    }
+
+    /// A ledger over the chain `store` holds: finalized blocks are committed there (before
+    /// the engine is told they were taken), and it goes on from its last committed block.
+    pub fn open(store: ledger_lite::Ledger) -> Arc<Self> {
+        let last = (
+            Digest(store.head().0),
+            store.height(),
+            Arc::new(store.state().clone()),
+        );
+        Self::with(last, Some(Mutex::new(store)))
+    }
+
+    fn with(
+        last: (Digest, u64, Arc<State>),
+        store: Option<Mutex<ledger_lite::Ledger>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            finalized_state: Mutex::new((genesis.digest(), 0, Arc::new(state))),
+            finalized_state: Mutex::new(last),
             states: Mutex::default(),
             pending: Mutex::default(),
             finalized: Mutex::default(),
+            store,
             on_finalized: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The height of the last finalized block taken.
+    pub fn height(&self) -> u64 {
+        lock(&self.finalized_state).1
     }
 
     /// Queues a transaction for the next proposals (the oldest beyond the bound go).
@@ -99,10 +125,7 @@ impl Ledger {
             let notified = self.on_finalized.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if lock(&self.finalized)
-                .last()
-                .is_some_and(|b| b.block().header.height >= height)
-            {
+            if self.height() >= height {
                 return;
             }
             notified.await;
@@ -163,32 +186,30 @@ impl Ledger {
     /// starts from, its transactions are no longer pending, older states are forgotten. An error
     /// when it does not apply on the last finalized state: the validators agreed on a block
     /// this node's ledger refuses, and it must stop rather than go on with another state.
-    fn finalize(&self, block: Arc<ChainBlock>) -> Result<(), ledger_lite::BlockError> {
+    fn finalize(&self, block: Arc<ChainBlock>) -> Result<(), ledger_lite::StoreError> {
         let height = block.block().header.height;
         let mut finalized = lock(&self.finalized);
-        // At least once: a block delivered again after a restart is taken once.
-        if finalized
-            .last()
-            .is_some_and(|b| b.block().header.height >= height)
-        {
-            return Ok(());
-        }
         {
             let mut last = lock(&self.finalized_state);
-            if height > 0 {
-                let known = lock(&self.states)
-                    .get(&block.digest())
-                    .map(|(_, s)| s.clone());
-                let state = match known {
-                    Some(state) => state,
-                    None => {
-                        let mut state = (*last.2).clone();
-                        state.apply_agreed(block.block(), &ledger_lite::BlockHash(last.0.0))?;
-                        Arc::new(state)
-                    }
-                };
-                *last = (block.digest(), height, state);
+            // At least once: a block delivered again (after a restart, say) is taken once.
+            if height <= last.1 {
+                return Ok(());
             }
+            if let Some(store) = &self.store {
+                lock(store).apply_agreed(block.block())?;
+            }
+            let known = lock(&self.states)
+                .get(&block.digest())
+                .map(|(_, s)| s.clone());
+            let state = match known {
+                Some(state) => state,
+                None => {
+                    let mut state = (*last.2).clone();
+                    state.apply_agreed(block.block(), &ledger_lite::BlockHash(last.0.0))?;
+                    Arc::new(state)
+                }
+            };
+            *last = (block.digest(), height, state);
         }
         let included: std::collections::HashSet<TxHash> =
             block.block().txs.iter().map(SignedTx::hash).collect();

@@ -28,7 +28,12 @@ pub struct ChainBlock {
 impl ChainBlock {
     /// Wraps `block`, encoding it once.
     pub fn new(block: Block) -> Self {
-        let digest = Digest(block.hash().0);
+        // Height 0 is named by zeroes, as ledger-lite names the head before block 1.
+        let digest = if block.header.height == 0 {
+            Digest([0; 32])
+        } else {
+            Digest(block.hash().0)
+        };
         let wire = Bytes::from(postcard::to_stdvec(&block).unwrap_or_default());
         Self {
             block: Arc::new(block),
@@ -37,8 +42,8 @@ impl ChainBlock {
         }
     }
 
-    /// The block at height 0 every validator starts from: it commits to the genesis state, and
-    /// the first real block names its hash as `prev`.
+    /// The block at height 0 every validator starts from: it commits to the genesis state; its
+    /// digest is zeroes, which block 1 names as `prev` (as on a single validator's chain).
     pub fn genesis(genesis: &Genesis) -> Result<Self, ledger_lite::block::GenesisError> {
         let state = genesis.state()?;
         let header = BlockHeader {

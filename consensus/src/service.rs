@@ -41,6 +41,9 @@ pub enum ServiceError {
     /// The genesis does not make a state.
     #[error("genesis: {0}")]
     Genesis(#[from] ledger_lite::block::GenesisError),
+    /// The chain's store did not open.
+    #[error("chain store: {0}")]
+    Store(#[from] ledger_lite::StoreError),
     /// A validator's key is not an ed25519 key.
     #[error("validator {0} is not a valid key")]
     BadKey(AccountId),
@@ -62,7 +65,8 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// The chain's genesis.
     pub genesis: Genesis,
-    /// Where the engine keeps its own storage.
+    /// Where the engine keeps its own storage, beside the chain's store (`chain.redb`): the two
+    /// belong together.
     pub storage: PathBuf,
     /// How long a leader has to propose.
     pub leader_timeout: Duration,
@@ -91,7 +95,10 @@ impl ValidatorService {
     /// Starts the validator's thread.
     pub fn start(config: ServiceConfig) -> Result<Self, ServiceError> {
         let genesis_block = ChainBlock::genesis(&config.genesis)?;
-        let ledger = Ledger::new(&genesis_block, config.genesis.state()?);
+        std::fs::create_dir_all(&config.storage)?;
+        let store =
+            ledger_lite::Ledger::open(&config.storage.join("chain.redb"), config.genesis.clone())?;
+        let ledger = Ledger::open(store);
         let mut peers = Vec::new();
         for (account, addr) in &config.validators {
             let key = public_key(account).ok_or(ServiceError::BadKey(*account))?;
@@ -161,11 +168,19 @@ impl ValidatorService {
                         leader_timeout: config.leader_timeout,
                     };
                     start_validator(context.child("validator"), validator, channels, app).await;
-                    context
-                        .child("gossip")
-                        .spawn(move |_| gossip(transactions, outgoing, running));
+                    context.child("gossip").spawn(move |context| async move {
+                        tokio::select! {
+                            () = gossip(transactions, outgoing, running) => {}
+                            _ = context.stopped() => {}
+                        }
+                    });
                     stopped.await.ok();
+                    let keep = context.child("keep");
                     context.stop(0, Some(Duration::from_secs(10))).await.ok();
+                    // Tasks still finishing hold the runtime: were the last of them to let go
+                    // on one of its own workers, tokio would panic dropping it there. It is
+                    // left to the process instead (a validator stops once, as its relay does).
+                    std::mem::forget(keep);
                 });
             })?;
         Ok(Self {

@@ -1,6 +1,6 @@
 //! Four validators, each on its own consensus thread, agree over real authenticated TCP on
-//! loopback: a transaction submitted to one is gossiped and finalized by all, and with one
-//! validator gone the other three go on finalizing.
+//! loopback: a transaction submitted to one is gossiped and finalized by all, with one
+//! validator gone the other three go on finalizing, and it catches up when it comes back.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -18,10 +18,7 @@ fn free_addr() -> SocketAddr {
 }
 
 fn height(ledger: &Ledger) -> u64 {
-    ledger
-        .finalized()
-        .last()
-        .map_or(0, |b| b.block().header.height)
+    ledger.height()
 }
 
 async fn reach(ledgers: &[&Arc<Ledger>], height: u64) {
@@ -77,7 +74,7 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
             Some(ValidatorService::start(config).unwrap())
         })
         .collect();
-    let ledgers: Vec<Arc<Ledger>> = services
+    let mut ledgers: Vec<Arc<Ledger>> = services
         .iter()
         .map(|s| s.as_ref().unwrap().ledger().clone())
         .collect();
@@ -135,6 +132,25 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
             assert_eq!(a.hash(), b.hash(), "two blocks at one height");
         }
     }
+
+    // It comes back, on its own stores: it catches up with the others. (The stores are its
+    // own again once nothing holds the stopped one's ledger.)
+    drop(ledgers.pop());
+    let config = ServiceConfig {
+        identity: ids[3].clone(),
+        validators: validators.clone(),
+        listen: addrs[3],
+        genesis: genesis.clone(),
+        storage: dir.path().join("v3"),
+        leader_timeout: Duration::from_millis(500),
+    };
+    let back = ValidatorService::start(config).unwrap();
+    let behind = back.ledger().height();
+    assert!(behind > 0, "it kept what it had committed");
+    let top = ledgers[..3].iter().map(|l| height(l)).max().unwrap();
+    let four = [&ledgers[0], &ledgers[1], &ledgers[2], back.ledger()];
+    reach(&four, top + 2).await;
+    back.stop();
     for service in services.into_iter().flatten() {
         service.stop();
     }

@@ -240,6 +240,21 @@ impl Ledger {
         Ok(Some(outcome))
     }
 
+    /// Applies and commits a block several validators agreed on (their finality proof stands
+    /// for the single validator's signature); like [`Ledger::apply`] otherwise.
+    pub fn apply_agreed(&mut self, block: &Block) -> Result<Option<BlockOutcome>, StoreError> {
+        if block.header.height <= self.state.height && block.header.chain == self.state.chain {
+            return Ok(None);
+        }
+        self.ensure_open()?;
+        let outcome = self.state.apply_agreed(block, &self.head)?;
+        if let Err(e) = self.commit(block, &outcome) {
+            self.state.rollback(outcome.undo);
+            return Err(self.reopen_after(e));
+        }
+        Ok(Some(outcome))
+    }
+
     /// Builds, signs, applies and commits the next block; the validator's path.
     pub fn produce(
         &mut self,
