@@ -22,11 +22,12 @@ use rand_core::Rng;
 use top_proto::identity::Identity;
 
 use crate::block::ChainBlock;
+use crate::pending::{Pending, never_valid, plausible};
 
-/// Pending transactions kept for proposals, at most.
-pub const MAX_PENDING: usize = 100_000;
 /// Finalized blocks kept in memory, at most (the oldest go first).
 pub const MAX_FINALIZED_KEPT: usize = 4096;
+/// Pending transactions a proposal looks at, per transaction a block may hold.
+pub const CANDIDATES_PER_SLOT: usize = 4;
 /// How far ahead of this validator's clock a proposed block's time may be, in milliseconds.
 pub const MAX_CLOCK_AHEAD_MS: u64 = 10_000;
 
@@ -38,8 +39,8 @@ pub struct Ledger {
     /// States after blocks proposed or verified above the last finalized one, by digest, with
     /// their heights.
     states: Mutex<HashMap<Digest, (u64, Arc<State>)>>,
-    /// Transactions waiting for a block, in arrival order.
-    pending: Mutex<Vec<SignedTx>>,
+    /// Transactions waiting for a block.
+    pending: Mutex<Pending>,
     /// Recent finalized blocks, in height order.
     finalized: Mutex<Vec<Arc<ChainBlock>>>,
     /// Where finalized blocks are committed (none: kept in memory only, as in simulations).
@@ -88,24 +89,11 @@ impl Ledger {
         lock(&self.finalized_state).1
     }
 
-    /// Queues a transaction for the next proposals (the oldest beyond the bound go).
-    pub fn submit(&self, tx: SignedTx) {
-        let mut pending = lock(&self.pending);
-        if pending.len() >= MAX_PENDING {
-            pending.remove(0);
-        }
-        pending.push(tx);
-    }
-
-    /// Whether a transaction from another validator is worth queueing: for this chain, not
-    /// already spent by its account's nonce, signed by its sender.
-    pub fn plausible(&self, tx: &SignedTx) -> bool {
+    /// Queues a transaction for the next proposals when it is plausible on the last finalized
+    /// state (see [`crate::pending::plausible`]) and has room; returns whether it was queued.
+    pub fn submit(&self, tx: SignedTx) -> bool {
         let state = lock(&self.finalized_state).2.clone();
-        tx.tx.chain == state.chain
-            && state
-                .account(&tx.tx.from)
-                .is_none_or(|a| tx.tx.nonce >= a.nonce)
-            && ledger_lite::verify::verify_tx(tx).is_ok()
+        plausible(&tx, &state) && lock(&self.pending).insert(tx)
     }
 
     /// Transactions waiting for a block.
@@ -161,23 +149,24 @@ impl Ledger {
             return None;
         }
         // Walk down to a block whose state is known, then apply upwards.
-        let floor = lock(&self.finalized_state).1;
         let mut missing = vec![parent.block().clone()];
-        let base = loop {
+        let (base_digest, base) = loop {
             let block = ancestry.next().await?;
             if let Some(state) = self.state_after(&block.digest()) {
-                break state;
+                break (block.digest(), state);
             }
             // At or below the last finalized height and not that block: off the finalized
-            // chain, so never valid.
-            if block.block().header.height <= floor {
+            // chain, so never valid. (Read afresh: finality may move on meanwhile.)
+            if block.block().header.height <= self.height() {
                 return None;
             }
             missing.push(block.block().clone());
         };
         let mut state = (*base).clone();
+        let mut prev = ledger_lite::BlockHash(base_digest.0);
         for block in missing.iter().rev() {
-            state.apply_agreed(block, &block.header.prev).ok()?;
+            state.apply_agreed(block, &prev).ok()?;
+            prev = block.hash();
         }
         Some(state)
     }
@@ -213,7 +202,12 @@ impl Ledger {
         }
         let included: std::collections::HashSet<TxHash> =
             block.block().txs.iter().map(SignedTx::hash).collect();
-        lock(&self.pending).retain(|tx| !included.contains(&tx.hash()));
+        let state = lock(&self.finalized_state).2.clone();
+        // Gone: what went in, and what a nonce already used shuts out for good.
+        lock(&self.pending).retain(|tx| {
+            let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
+            !included.contains(&tx.hash()) && tx.tx.nonce >= next
+        });
         lock(&self.states).retain(|_, (h, _)| *h > height);
         if finalized.len() >= MAX_FINALIZED_KEPT {
             finalized.remove(0);
@@ -242,6 +236,13 @@ impl LedgerApp {
     }
 }
 
+impl LedgerApp {
+    /// The height of the last finalized block its ledger took.
+    pub fn height(&self) -> u64 {
+        self.ledger.height()
+    }
+}
+
 fn now_ms(clock: &impl Clock) -> u64 {
     clock
         .current()
@@ -264,19 +265,20 @@ where
     ) -> Option<ChainBlock> {
         let parent = ancestry.next().await?;
         let mut state = self.ledger.state_at(&parent, &mut ancestry).await?;
-        let candidates = lock(&self.ledger.pending).clone();
+        let scan = (state.params.max_block_txs as usize).saturating_mul(CANDIDATES_PER_SLOT);
+        let candidates = lock(&self.ledger.pending).candidates(scan);
         let built = state.build_block(candidates, now_ms(&clock), parent.hash(), &self.proposer);
-        // What cannot go in on top of this parent will not later either (nonces only rise).
-        let stale: std::collections::HashSet<TxHash> = built
+        // What can never go in goes (a nonce ahead of its turn, or funds, may yet come).
+        let never: std::collections::HashSet<TxHash> = built
             .rejected
             .iter()
-            .filter(|(_, e)| matches!(e, ledger_lite::TxError::WrongNonce { expected, got } if got < expected))
+            .filter(|(_, e)| never_valid(e))
             .map(|(hash, _)| *hash)
             .collect();
-        if !stale.is_empty() {
-            lock(&self.ledger.pending).retain(|tx| !stale.contains(&tx.hash()));
+        if !never.is_empty() {
+            lock(&self.ledger.pending).retain(|tx| !never.contains(&tx.hash()));
         }
-        let block = ChainBlock::new(built.block);
+        let block = ChainBlock::new(crate::block::unsigned(built.block));
         self.ledger.remember(&block, state);
         Some(block)
     }
@@ -295,9 +297,16 @@ where
             tracing::debug!(%me, "verify: no parent");
             return false;
         };
-        if block.block().header.time_ms > now_ms(&clock).saturating_add(MAX_CLOCK_AHEAD_MS) {
-            tracing::debug!(%me, "verify: a block from the future");
-            return false;
+        // A block ahead of this clock waits until it is not (a clock may lag; refusing would
+        // be for good).
+        let ahead = block
+            .block()
+            .header
+            .time_ms
+            .saturating_sub(MAX_CLOCK_AHEAD_MS);
+        if ahead > now_ms(&clock) {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ahead);
+            clock.sleep_until(at).await;
         }
         let Some(mut state) = self.ledger.state_at(&parent, &mut ancestry).await else {
             tracing::debug!(%me, "verify: not on the finalized chain");

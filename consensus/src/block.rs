@@ -72,10 +72,17 @@ impl ChainBlock {
     }
 }
 
-/// Nobody signs a consensus block's header: the validators' finality proof stands for it. (The
-/// signature is not covered by the digest, so nothing may depend on it.)
+/// Nobody signs a consensus block's header: the validators' finality proof stands for it. The
+/// signature field is zeroes, so every validator stores the same bytes for a block (the digest
+/// does not cover the signature, which a relaying peer could otherwise rewrite).
 fn ed25519_signature_zero() -> ed25519_dalek::Signature {
     ed25519_dalek::Signature::from_bytes(&[0; 64])
+}
+
+/// `block` without its signature, as consensus blocks are.
+pub fn unsigned(mut block: Block) -> Block {
+    block.signature = ed25519_signature_zero();
+    block
 }
 
 impl Write for ChainBlock {
@@ -102,6 +109,18 @@ impl Read for ChainBlock {
         // or a peer could serve an agreed digest with other contents.
         if txs_root(&block.txs) != block.header.txs_root {
             return Err(CodecError::Invalid("ChainBlock", "transactions root"));
+        }
+        // Height 0 is the genesis (marshal stores it like any block): no transactions. Every
+        // validator starts from its own, so its digest of zeroes binds nothing a peer sends.
+        if block.header.height == 0 && !block.txs.is_empty() {
+            return Err(CodecError::Invalid(
+                "ChainBlock",
+                "a genesis with transactions",
+            ));
+        }
+        // Consensus blocks are not signed.
+        if block.signature != ed25519_signature_zero() {
+            return Err(CodecError::Invalid("ChainBlock", "a signature"));
         }
         Ok(Self::new(block))
     }
@@ -166,7 +185,7 @@ mod tests {
         let parent = ChainBlock::genesis(genesis).unwrap();
         let built = state.build_block(vec![tx], 2, parent.hash(), user);
         assert!(built.rejected.is_empty());
-        ChainBlock::new(built.block)
+        ChainBlock::new(unsigned(built.block))
     }
 
     #[test]
@@ -207,5 +226,14 @@ mod tests {
         assert!(ChainBlock::read_cfg(&mut wire.clone(), &(wire.len() / 2)).is_err());
         let garbage = Bytes::from_static(&[5, 1, 2, 3, 4, 5]);
         assert!(ChainBlock::read_cfg(&mut garbage.clone(), &MAX_BLOCK_WIRE).is_err());
+        // A signed block, or a "genesis" carrying transactions: refused.
+        let mut signed = (**one.block()).clone();
+        signed.signature = user.sign(b"anything");
+        let mut wire = ChainBlock::new(signed).encode();
+        assert!(ChainBlock::read_cfg(&mut wire, &MAX_BLOCK_WIRE).is_err());
+        let mut fake_genesis = (**one.block()).clone();
+        fake_genesis.header.height = 0;
+        let mut wire = ChainBlock::new(fake_genesis).encode();
+        assert!(ChainBlock::read_cfg(&mut wire, &MAX_BLOCK_WIRE).is_err());
     }
 }

@@ -7,6 +7,7 @@
 pub mod app;
 pub mod block;
 pub mod node;
+pub mod pending;
 pub mod service;
 
 pub use block::ChainBlock;

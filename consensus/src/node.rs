@@ -178,7 +178,8 @@ where
 
     let provider = ConstantProvider::new(scheme.clone());
     let epocher = FixedEpocher::new(NonZeroU64::MAX);
-    let (marshal, mailbox, _processed) = Marshal::<_, Standard<ChainBlock>, _, _, _, _, _>::init(
+    let ledger_height = app.height();
+    let (marshal, mailbox, processed) = Marshal::<_, Standard<ChainBlock>, _, _, _, _, _>::init(
         context.child("marshal"),
         finalizations,
         blocks,
@@ -202,6 +203,17 @@ where
     )
     .await;
 
+    // The chain store commits before the engine is told a block was taken: it is never behind
+    // unless it was lost or replaced.
+    if let Some(processed) = processed
+        && processed.get() > ledger_height
+    {
+        tracing::error!(
+            processed = processed.get(),
+            committed = ledger_height,
+            "the chain store is behind the engine's storage: restore both together"
+        );
+    }
     let inline = Inline::new(context.child("application"), app, mailbox.clone(), epocher);
     marshal.start(inline.clone(), buffer, resolver);
 

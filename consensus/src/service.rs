@@ -30,8 +30,15 @@ use crate::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validat
 pub const TRANSACTIONS: u64 = 5;
 /// Messages a peer may send per second on each channel.
 const PEER_RATE: u32 = 1024;
-/// Messages waiting per channel.
+/// Transactions a peer may gossip per second.
+const TX_RATE: u32 = 256;
+/// Small messages (votes, certificates) waiting per channel.
 const BACKLOG: usize = 1024;
+/// Large messages (blocks, transactions) waiting per channel.
+const LARGE_BACKLOG: usize = 64;
+/// The largest transaction gossiped (bigger ones, settlements of thousands of receipts, wait
+/// at the validator they were sent to until it leads).
+const MAX_GOSSIP_TX: usize = 64 << 10;
 /// Transactions waiting to be gossiped, at most (more are kept locally only).
 const OUTBOX: usize = 10_000;
 
@@ -104,6 +111,15 @@ impl ValidatorService {
             let key = public_key(account).ok_or(ServiceError::BadKey(*account))?;
             peers.push((key, Address::from(*addr)));
         }
+        if peers.is_empty() {
+            return Err(ServiceError::BadSet);
+        }
+        // Validators on private or loopback addresses (a test, a LAN) need the transport's
+        // local settings; public ones its recommended, stricter ones.
+        let private = config.validators.iter().any(|(_, a)| match a.ip() {
+            std::net::IpAddr::V4(ip) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
+            std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.is_unique_local(),
+        });
         let peers: Map<PublicKey, Address> = peers.try_into().map_err(|_| ServiceError::BadSet)?;
         let participants: Set<PublicKey> = peers.keys().clone();
         let seed = config.identity.signing_key().to_bytes();
@@ -124,7 +140,7 @@ impl ValidatorService {
                 commonware_runtime::tokio::Runner::new(runtime).start(|context| async move {
                     let mut transport_ns = namespace.clone();
                     transport_ns.extend_from_slice(b"-p2p");
-                    let p2p = if config.listen.ip().is_loopback() {
+                    let p2p = if private {
                         lookup::Config::local(
                             key.clone(),
                             &transport_ns,
@@ -143,15 +159,16 @@ impl ValidatorService {
                         lookup::Network::new(context.child("network"), p2p);
                     oracle.track(0, peers);
                     let quota = Quota::per_second(NonZeroU32::new(PEER_RATE).expect("non-zero"));
-                    let mut register = |ch| network.register(ch, quota, BACKLOG);
+                    let tx_quota = Quota::per_second(NonZeroU32::new(TX_RATE).expect("non-zero"));
+                    let mut register = |ch, quota, backlog| network.register(ch, quota, backlog);
                     let channels = Channels {
-                        votes: register(channel::VOTES),
-                        certificates: register(channel::CERTIFICATES),
-                        resolver: register(channel::RESOLVER),
-                        backfill: register(channel::BACKFILL),
-                        blocks: register(channel::BLOCKS),
+                        votes: register(channel::VOTES, quota, BACKLOG),
+                        certificates: register(channel::CERTIFICATES, quota, BACKLOG),
+                        resolver: register(channel::RESOLVER, quota, BACKLOG),
+                        backfill: register(channel::BACKFILL, quota, LARGE_BACKLOG),
+                        blocks: register(channel::BLOCKS, quota, LARGE_BACKLOG),
                     };
-                    let transactions = register(TRANSACTIONS);
+                    let transactions = register(TRANSACTIONS, tx_quota, LARGE_BACKLOG);
                     network.start();
                     let mut consensus_ns = namespace.clone();
                     consensus_ns.extend_from_slice(b"-consensus");
@@ -176,7 +193,9 @@ impl ValidatorService {
                     });
                     stopped.await.ok();
                     let keep = context.child("keep");
-                    context.stop(0, Some(Duration::from_secs(10))).await.ok();
+                    if let Err(e) = context.stop(0, Some(Duration::from_secs(10))).await {
+                        tracing::warn!("consensus tasks still running after stopping: {e:?}");
+                    }
                     // Tasks still finishing hold the runtime: were the last of them to let go
                     // on one of its own workers, tokio would panic dropping it there. It is
                     // left to the process instead (a validator stops once, as its relay does).
@@ -196,10 +215,14 @@ impl ValidatorService {
         &self.ledger
     }
 
-    /// Queues `tx` for the next blocks, here and at every other validator.
-    pub fn submit(&self, tx: SignedTx) {
-        self.ledger.submit(tx.clone());
-        self.outbox.try_send(tx).ok();
+    /// Queues `tx` for the next blocks, here and at every other validator, when it is
+    /// plausible and has room; returns whether it was queued here.
+    pub fn submit(&self, tx: SignedTx) -> bool {
+        let queued = self.ledger.submit(tx.clone());
+        if queued {
+            self.outbox.try_send(tx).ok();
+        }
+        queued
     }
 
     /// Stops the validator and waits for its thread.
@@ -223,8 +246,9 @@ impl Drop for ValidatorService {
     }
 }
 
-/// Sends this validator's transactions to the others and takes theirs: decoded within the
-/// transport's size bound, checked for this chain and signature before they are queued.
+/// Sends this validator's transactions to the others and takes theirs: small ones only, each
+/// checked cheaply (chain, fee, nonce window) before its signature, at most [`TX_RATE`] a
+/// second from one peer.
 async fn gossip<S, R>(
     (mut sender, mut receiver): (S, R),
     mut outgoing: mpsc::Receiver<SignedTx>,
@@ -237,18 +261,21 @@ async fn gossip<S, R>(
         tokio::select! {
             tx = outgoing.recv() => {
                 let Some(tx) = tx else { return };
-                if let Ok(bytes) = postcard::to_stdvec(&tx) {
+                if let Ok(bytes) = postcard::to_stdvec(&tx)
+                    && bytes.len() <= MAX_GOSSIP_TX
+                {
                     sender.send(Recipients::All, bytes, false);
                 }
             }
             message = receiver.recv() => {
                 let Ok((_, bytes)) = message else { return };
+                if bytes.as_ref().len() > MAX_GOSSIP_TX {
+                    continue;
+                }
                 let Ok(tx) = postcard::from_bytes::<SignedTx>(bytes.as_ref()) else {
                     continue;
                 };
-                if ledger.plausible(&tx) {
-                    ledger.submit(tx);
-                }
+                ledger.submit(tx);
             }
         }
     }

@@ -1,0 +1,166 @@
+//! Transactions waiting for a block at one validator: each once, a bounded number per account
+//! and in all, checked cheaply before their signatures, and dropped once they can never go in.
+
+use std::collections::{HashMap, VecDeque};
+
+use ledger_lite::{SignedTx, State, TxError, TxHash, TxKind};
+use top_proto::id::AccountId;
+
+/// Transactions waiting, at most.
+pub const MAX_PENDING: usize = 100_000;
+/// Transactions waiting per sending account, at most (its next nonces).
+pub const PER_ACCOUNT: u64 = 64;
+
+/// The waiting transactions, oldest first.
+#[derive(Default)]
+pub struct Pending {
+    order: VecDeque<TxHash>,
+    txs: HashMap<TxHash, SignedTx>,
+    per_account: HashMap<AccountId, usize>,
+}
+
+/// Whether `tx` may be worth a place, judged on `state` (the last finalized one): for this
+/// chain, paying at least the minimum fee, one of its sender's next nonces, of a size and
+/// claim count a block can hold, and only then signed by its sender.
+pub fn plausible(tx: &SignedTx, state: &State) -> bool {
+    let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
+    let claims = match &tx.tx.kind {
+        TxKind::Settle { receipts } => receipts.len(),
+        TxKind::SettleEgress { claims } => claims.len(),
+        _ => 0,
+    };
+    tx.tx.chain == state.chain
+        && tx.tx.fee >= state.params.min_fee
+        && tx.tx.nonce >= next
+        && tx.tx.nonce < next.saturating_add(PER_ACCOUNT)
+        && claims <= ledger_lite::apply::MAX_SETTLE_CLAIMS
+        && postcard::to_stdvec(tx).is_ok_and(|b| b.len() <= ledger_lite::chain::MAX_BLOCK_BYTES)
+        && ledger_lite::verify::verify_tx(tx).is_ok()
+}
+
+impl Pending {
+    /// Adds `tx` unless it waits already, its sender has its share, or the pool is full.
+    pub fn insert(&mut self, tx: SignedTx) -> bool {
+        let hash = tx.hash();
+        if self.txs.contains_key(&hash) || self.txs.len() >= MAX_PENDING {
+            return false;
+        }
+        let count = self.per_account.entry(tx.tx.from).or_default();
+        if *count as u64 >= PER_ACCOUNT {
+            return false;
+        }
+        *count += 1;
+        self.order.push_back(hash);
+        self.txs.insert(hash, tx);
+        true
+    }
+
+    /// How many wait.
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// The oldest `max` waiting, for a proposal.
+    pub fn candidates(&self, max: usize) -> Vec<SignedTx> {
+        self.order
+            .iter()
+            .filter_map(|h| self.txs.get(h))
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// Drops the transactions `drop` picks.
+    pub fn retain(&mut self, mut keep: impl FnMut(&SignedTx) -> bool) {
+        let per_account = &mut self.per_account;
+        self.txs.retain(|_, tx| {
+            let kept = keep(tx);
+            if !kept && let Some(n) = per_account.get_mut(&tx.tx.from) {
+                *n = n.saturating_sub(1);
+            }
+            kept
+        });
+        per_account.retain(|_, n| *n > 0);
+        let txs = &self.txs;
+        self.order.retain(|h| txs.contains_key(h));
+    }
+}
+
+/// Whether a transaction a block left out for `error` can never go in (so it goes): all but a
+/// nonce ahead of its turn and funds that may yet come.
+pub fn never_valid(error: &TxError) -> bool {
+    !matches!(
+        error,
+        TxError::WrongNonce { .. } | TxError::Insufficient { .. } | TxError::UnknownAccount(_)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger_lite::{Amount, Genesis, Params, Tx};
+    use top_proto::identity::Identity;
+
+    use super::*;
+
+    fn state(rich: &Identity) -> State {
+        Genesis {
+            name: "t".into(),
+            time_ms: 1,
+            validator: rich.account_id(),
+            params: Params {
+                unbonding_blocks: 3,
+                max_block_txs: 10,
+                min_stake: Amount::from_units(1),
+                min_fee: Amount::from_units(5),
+            },
+            faucet: None,
+            allocations: vec![(rich.account_id(), Amount::from_units(1_000_000))],
+        }
+        .state()
+        .unwrap()
+    }
+
+    fn transfer(from: &Identity, state: &State, nonce: u64, fee: u128) -> SignedTx {
+        Tx {
+            chain: state.chain,
+            from: from.account_id(),
+            nonce,
+            fee: Amount::from_units(fee),
+            kind: TxKind::Transfer {
+                to: from.account_id(),
+                amount: Amount::from_units(1),
+            },
+        }
+        .sign(from)
+    }
+
+    #[test]
+    fn each_once_a_bounded_share_per_account_and_cheap_checks_first() {
+        let rich = Identity::from_seed(&[1; 32]);
+        let s = state(&rich);
+        let mut pending = Pending::default();
+        let tx = transfer(&rich, &s, 0, 5);
+        assert!(plausible(&tx, &s));
+        assert!(pending.insert(tx.clone()));
+        assert!(!pending.insert(tx), "twice");
+        for nonce in 1..PER_ACCOUNT + 10 {
+            pending.insert(transfer(&rich, &s, nonce, 5));
+        }
+        assert_eq!(pending.len() as u64, PER_ACCOUNT, "one account's share");
+        // Too cheap, too far ahead, another chain's, or signed by someone else: not taken.
+        assert!(!plausible(&transfer(&rich, &s, 0, 4), &s));
+        assert!(!plausible(&transfer(&rich, &s, PER_ACCOUNT, 5), &s));
+        let mut forged = transfer(&rich, &s, 1, 5);
+        forged.tx.nonce = 2;
+        assert!(!plausible(&forged, &s));
+        pending.retain(|tx| tx.tx.nonce >= 10);
+        assert_eq!(pending.len() as u64, PER_ACCOUNT - 10);
+        assert_eq!(pending.candidates(3)[0].tx.nonce, 10, "oldest first");
+        assert!(pending.insert(transfer(&rich, &s, 200, 5)), "room again");
+    }
+}
