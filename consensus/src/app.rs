@@ -175,7 +175,7 @@ impl Ledger {
     /// starts from, its transactions are no longer pending, older states are forgotten. An error
     /// when it does not apply on the last finalized state: the validators agreed on a block
     /// this node's ledger refuses, and it must stop rather than go on with another state.
-    fn finalize(&self, block: Arc<ChainBlock>) -> Result<(), ledger_lite::StoreError> {
+    pub(crate) fn finalize(&self, block: Arc<ChainBlock>) -> Result<(), ledger_lite::StoreError> {
         let height = block.block().header.height;
         let mut finalized = lock(&self.finalized);
         {
@@ -224,14 +224,31 @@ impl Ledger {
 pub struct LedgerApp {
     ledger: Arc<Ledger>,
     proposer: Arc<Identity>,
+    /// Where finalized blocks go to be committed (none: taken at once, in memory).
+    finalizer: Option<Arc<crate::finalizer::Finalizer>>,
 }
 
 impl LedgerApp {
-    /// The application of the validator `proposer` over `ledger`.
+    /// The application of the validator `proposer` over `ledger`, taking finalized blocks at
+    /// once (an in-memory ledger: simulations).
     pub fn new(ledger: Arc<Ledger>, proposer: Identity) -> Self {
         Self {
             ledger,
             proposer: Arc::new(proposer),
+            finalizer: None,
+        }
+    }
+
+    /// Like [`LedgerApp::new`], committing finalized blocks through `finalizer` (to the
+    /// ledger's store, on a thread of their own, off the engine's workers).
+    pub fn committing(
+        ledger: Arc<Ledger>,
+        proposer: Identity,
+        finalizer: crate::finalizer::Finalizer,
+    ) -> Self {
+        Self {
+            finalizer: Some(Arc::new(finalizer)),
+            ..Self::new(ledger, proposer)
         }
     }
 }
@@ -328,6 +345,12 @@ impl Reporter for LedgerApp {
         if let Update::Block(block, ack) = activity {
             let height = block.height();
             tracing::debug!(height = height.get(), "finalized");
+            if let Some(finalizer) = &self.finalizer {
+                if !finalizer.send(block, ack) {
+                    tracing::error!(height = height.get(), "the finalizer is gone");
+                }
+                return Feedback::Ok;
+            }
             match self.ledger.finalize(block) {
                 Ok(()) => ack.acknowledge(),
                 // Not acknowledged: marshal stops, and so does this validator.

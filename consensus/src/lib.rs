@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod block;
+pub mod finalizer;
 pub mod node;
 pub mod pending;
 pub mod service;

@@ -24,6 +24,7 @@ use top_proto::identity::Identity;
 
 use crate::app::{Ledger, LedgerApp};
 use crate::block::ChainBlock;
+use crate::finalizer::Finalizer;
 use crate::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
 
 /// Channel of transactions gossiped between validators.
@@ -85,6 +86,8 @@ pub struct ValidatorService {
     outbox: mpsc::Sender<SignedTx>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The thread committing finalized blocks (it holds the chain store).
+    committing: Option<std::thread::JoinHandle<()>>,
 }
 
 fn public_key(account: &AccountId) -> Option<PublicKey> {
@@ -132,7 +135,8 @@ impl ValidatorService {
             .with_worker_threads(2)
             .with_storage_directory(config.storage.clone())
             .with_catch_panics(false);
-        let app = LedgerApp::new(ledger.clone(), config.identity.clone());
+        let (finalizer, committing) = Finalizer::start(ledger.clone())?;
+        let app = LedgerApp::committing(ledger.clone(), config.identity.clone(), finalizer);
         let running = ledger.clone();
         let thread = std::thread::Builder::new()
             .name("consensus".into())
@@ -207,6 +211,7 @@ impl ValidatorService {
             outbox,
             stop: Some(stop),
             thread: Some(thread),
+            committing: Some(committing),
         })
     }
 
@@ -236,6 +241,19 @@ impl ValidatorService {
         }
         if let Some(thread) = self.thread.take() {
             thread.join().ok();
+        }
+        // The committing thread ends once the engine's tasks let go of it; then the chain
+        // store is free (to open again, say).
+        if let Some(committing) = self.committing.take() {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !committing.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if committing.is_finished() {
+                committing.join().ok();
+            } else {
+                tracing::warn!("finalized blocks are still being committed after stopping");
+            }
         }
     }
 }
