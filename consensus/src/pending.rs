@@ -75,7 +75,7 @@ impl Pending {
             .collect()
     }
 
-    /// Drops the transactions `drop` picks.
+    /// Keeps only the transactions `keep` picks.
     pub fn retain(&mut self, mut keep: impl FnMut(&SignedTx) -> bool) {
         let per_account = &mut self.per_account;
         self.txs.retain(|_, tx| {

@@ -16,7 +16,8 @@ use crate::util::lock;
 
 /// Per linked relay (by account), over all its links at once (two relays may hold two links
 /// for a while): the meter of what it asks of this relay, the count of what this relay asks
-/// of it, each with the number of links sharing it, and whether a payer runs for it.
+/// of it (kept after its links end, so what was signed keeps counting against it; bounded:
+/// members only), each with the number of links sharing it, and whether a payer runs for it.
 pub struct LinkMeters {
     meters: Mutex<HashMap<AccountId, (Arc<ClientMeter>, usize)>>,
     counts: Mutex<HashMap<AccountId, (Arc<LinkCount>, usize)>>,
