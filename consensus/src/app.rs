@@ -26,6 +26,9 @@ use crate::pending::{Pending, never_valid, plausible};
 
 /// Finalized blocks kept in memory, at most (the oldest go first).
 pub const MAX_FINALIZED_KEPT: usize = 4096;
+/// States after unfinalized blocks kept, at most (each a whole state: few blocks are in flight
+/// above the finalized one while the chain runs).
+pub const MAX_STATES_KEPT: usize = 32;
 /// Pending transactions a proposal looks at, per transaction a block may hold.
 pub const CANDIDATES_PER_SLOT: usize = 4;
 /// How far ahead of this validator's clock a proposed block's time may be, in milliseconds.
@@ -132,8 +135,16 @@ impl Ledger {
     }
 
     fn remember(&self, block: &ChainBlock, state: State) {
-        let height = block.block().header.height;
-        lock(&self.states).insert(block.digest(), (height, Arc::new(state)));
+        self.remember_at(block.digest(), block.block().header.height, state);
+    }
+
+    /// Keeps the state after a block above the finalized one (while finality stalls, at most
+    /// [`MAX_STATES_KEPT`]: beyond them, states are computed again when needed).
+    fn remember_at(&self, digest: Digest, height: u64, state: State) {
+        let mut states = lock(&self.states);
+        if states.len() < MAX_STATES_KEPT || states.contains_key(&digest) {
+            states.insert(digest, (height, Arc::new(state)));
+        }
     }
 
     /// The state after `parent`, replaying the blocks below it from the nearest known state.
@@ -167,6 +178,8 @@ impl Ledger {
         for block in missing.iter().rev() {
             state.apply_agreed(block, &prev).ok()?;
             prev = block.hash();
+            // Kept, so the next proposal or vote on this branch does not replay it all again.
+            self.remember_at(Digest(prev.0), block.header.height, state.clone());
         }
         Some(state)
     }
