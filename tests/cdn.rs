@@ -2,31 +2,13 @@
 //! Publishing (quota, unpublish), whole and ranged fetches, HTTP semantics (Range, ETag, 304,
 //! immutable), bad input, misses fetched from peers, and a relay that serves corrupted chunks.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
+use common::relay_with as relay;
 use top_client::{CdnRefusal, Cid, Client, ClientError, FetchError, Identity};
-use top_relay::config::RelayConfig;
-use top_relay::{InitOptions, Relay, init};
-
-async fn relay(
-    dir: &Path,
-    peers: Vec<top_client::RelayAddr>,
-    tweak: impl FnOnce(&mut RelayConfig),
-) -> Relay {
-    init(
-        dir,
-        InitOptions {
-            peers,
-            ..InitOptions::loopback()
-        },
-    )
-    .unwrap();
-    let mut config = RelayConfig::load(dir).unwrap();
-    tweak(&mut config);
-    config.save(dir).unwrap();
-    Relay::start(dir).await.unwrap()
-}
+use top_relay::Relay;
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 32);

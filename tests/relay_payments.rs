@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::{dev_relay, funded, wait_until};
 use ledger_lite::ChannelStatus;
 use top_client::{Client, Identity, Outcome};
+use top_relay::Relay;
 use top_relay::config::RelayConfig;
-use top_relay::{InitOptions, Relay, init};
 
 /// A (non-dev) relay in `dir` configured to link with `a`, its config tweaked.
 async fn relay_linked_to(
@@ -19,18 +19,7 @@ async fn relay_linked_to(
     dir: &std::path::Path,
     tweak: impl FnOnce(&mut RelayConfig),
 ) -> Relay {
-    init(
-        dir,
-        InitOptions {
-            peers: vec![a.addr()],
-            ..InitOptions::loopback()
-        },
-    )
-    .unwrap();
-    let mut config = RelayConfig::load(dir).unwrap();
-    tweak(&mut config);
-    config.save(dir).unwrap();
-    Relay::start(dir).await.unwrap()
+    common::relay_with(dir, vec![a.addr()], tweak).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,13 +105,14 @@ fn archive<C>(
     }
 }
 
-/// Starts one validator's consensus stack; the handle ends when the engine does.
+/// Starts one validator's consensus stack; the handle ends when the engine does. Fails when
+/// the engine's stored finalizations or blocks do not open.
 pub async fn start_validator<E, P, B, S, R>(
     context: E,
     config: ValidatorConfig<P, B>,
     channels: Channels<S, R>,
     app: LedgerApp,
-) -> Handle<()>
+) -> Result<Handle<()>, commonware_storage::archive::Error>
 where
     E: BufferPooler + Spawner + Metrics + CryptoRng + Clock + Storage + Network,
     P: Provider<PublicKey = PublicKey>,
@@ -129,6 +130,22 @@ where
         leader_timeout,
     } = config;
     let page_cache = CacheRef::from_pooler(&context, PAGE_SIZE, PAGE_CACHE);
+    // What is stored first: a store that does not open stops here, before anything runs.
+    let finalizations = prunable::Archive::init(
+        context.child("finalizations_by_height"),
+        archive(
+            &prefix,
+            "finalizations",
+            page_cache.clone(),
+            Scheme::certificate_codec_config_unbounded(),
+        ),
+    )
+    .await?;
+    let blocks = prunable::Archive::init(
+        context.child("finalized_blocks"),
+        archive(&prefix, "blocks", page_cache.clone(), MAX_BLOCK_WIRE),
+    )
+    .await?;
 
     let resolver = marshal_resolver::init(
         context.child("marshal_resolver"),
@@ -157,24 +174,6 @@ where
         },
     );
     broadcast.start(channels.blocks);
-
-    let finalizations = prunable::Archive::init(
-        context.child("finalizations_by_height"),
-        archive(
-            &prefix,
-            "finalizations",
-            page_cache.clone(),
-            Scheme::certificate_codec_config_unbounded(),
-        ),
-    )
-    .await
-    .expect("finalizations archive");
-    let blocks = prunable::Archive::init(
-        context.child("finalized_blocks"),
-        archive(&prefix, "blocks", page_cache.clone(), MAX_BLOCK_WIRE),
-    )
-    .await
-    .expect("blocks archive");
 
     let provider = ConstantProvider::new(scheme.clone());
     let epocher = FixedEpocher::new(NonZeroU64::MAX);
@@ -244,5 +243,5 @@ where
             forwarding: ForwardingPolicy::Disabled,
         },
     );
-    engine.start(channels.votes, channels.certificates, channels.resolver)
+    Ok(engine.start(channels.votes, channels.certificates, channels.resolver))
 }

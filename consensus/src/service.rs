@@ -188,7 +188,12 @@ impl ValidatorService {
                         blocker: oracle,
                         leader_timeout: config.leader_timeout,
                     };
-                    start_validator(context.child("validator"), validator, channels, app).await;
+                    let started =
+                        start_validator(context.child("validator"), validator, channels, app).await;
+                    if let Err(e) = started {
+                        tracing::error!("the validator's consensus storage does not open: {e}");
+                        return;
+                    }
                     context.child("gossip").spawn(move |context| async move {
                         tokio::select! {
                             () = gossip(transactions, outgoing, running) => {}

@@ -2,11 +2,12 @@
 //! loopback: a transaction submitted to one is gossiped and finalized by all, with one
 //! validator gone the other three go on finalizing, and it catches up when it comes back.
 
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ledger_lite::{Amount, Genesis, Params, Tx, TxKind};
 use top_consensus::app::Ledger;
 use top_consensus::service::{ServiceConfig, ValidatorService};
 use top_proto::identity::Identity;
@@ -40,19 +41,7 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
         .collect();
     let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
     let user = Identity::from_seed(&[99; 32]);
-    let genesis = Genesis {
-        name: "loopback".into(),
-        time_ms: 1,
-        validator: ids[0].account_id(),
-        params: Params {
-            unbonding_blocks: 3,
-            max_block_txs: 1000,
-            min_stake: Amount::from_units(1),
-            min_fee: Amount::from_units(10),
-        },
-        faucet: None,
-        allocations: vec![(user.account_id(), Amount::from_units(1_000_000))],
-    };
+    let genesis = common::genesis("loopback", &ids[0], &user);
     let validators: Vec<_> = ids
         .iter()
         .map(|i| i.account_id())
@@ -83,17 +72,7 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
     let chain = genesis.state().unwrap().chain;
     let to = Identity::from_seed(&[98; 32]).account_id();
     for nonce in 0..10 {
-        let tx = Tx {
-            chain,
-            from: user.account_id(),
-            nonce,
-            fee: Amount::from_units(10),
-            kind: TxKind::Transfer {
-                to,
-                amount: Amount::from_units(1),
-            },
-        }
-        .sign(&user);
+        let tx = common::transfer(chain, &user, to, nonce, 1);
         services[0].as_ref().unwrap().submit(tx);
     }
     let all: Vec<&Arc<Ledger>> = ledgers.iter().collect();

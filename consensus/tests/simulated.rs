@@ -3,6 +3,8 @@
 //! every height, a partition that leaves no side a quorum finalizes nothing until it heals, and
 //! the chain goes on over slow, lossy links.
 
+mod common;
+
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,6 @@ use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_p2p::simulated::{self, Link, Network};
 use commonware_runtime::{Clock, Quota, Runner as _, Supervisor as _, deterministic};
 use commonware_utils::ordered::Set;
-use ledger_lite::{Amount, Genesis, Params, Tx, TxKind};
 use top_consensus::app::{Ledger, LedgerApp};
 use top_consensus::block::ChainBlock;
 use top_consensus::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
@@ -116,19 +117,7 @@ fn run(seed: u64) -> String {
         connect(&oracle, &pks, &pks, Some(link(10, 2, 1.0))).await;
 
         let user = Identity::from_seed(&[77; 32]);
-        let genesis = Genesis {
-            name: "sim".into(),
-            time_ms: 1,
-            validator: ids[0].account_id(),
-            params: Params {
-                unbonding_blocks: 3,
-                max_block_txs: 1000,
-                min_stake: Amount::from_units(1),
-                min_fee: Amount::from_units(10),
-            },
-            faucet: None,
-            allocations: vec![(user.account_id(), Amount::from_units(1_000_000))],
-        };
+        let genesis = common::genesis("sim", &ids[0], &user);
         let genesis_block = ChainBlock::genesis(&genesis).unwrap();
         let chain = genesis.state().unwrap().chain;
         let quota = Quota::per_second(NonZeroU32::MAX);
@@ -161,23 +150,14 @@ fn run(seed: u64) -> String {
                 channels,
                 app,
             )
-            .await;
+            .await
+            .unwrap();
         }
 
         // Transfers from one user, each sent to one validator only: all are finalized.
         let to = Identity::from_seed(&[78; 32]).account_id();
         for nonce in 0..20u64 {
-            let tx = Tx {
-                chain,
-                from: user.account_id(),
-                nonce,
-                fee: Amount::from_units(10),
-                kind: TxKind::Transfer {
-                    to,
-                    amount: Amount::from_units(100),
-                },
-            }
-            .sign(&user);
+            let tx = common::transfer(chain, &user, to, nonce, 100);
             ledgers[nonce as usize % VALIDATORS].submit(tx);
         }
         let mut included = 0;

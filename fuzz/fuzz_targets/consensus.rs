@@ -3,34 +3,16 @@
 //! that decodes commits to its transactions and re-encodes to the same digest.
 #![no_main]
 
-use std::sync::LazyLock;
-
 use commonware_codec::{Encode, Read};
 use commonware_cryptography::Digestible;
 use ledger_lite::block::txs_root;
-use ledger_lite::{Genesis, Params, SignedTx, State};
+use ledger_lite::SignedTx;
 use libfuzzer_sys::fuzz_target;
 use top_consensus::block::{ChainBlock, MAX_BLOCK_WIRE};
-use top_proto::identity::Identity;
 
-static STATE: LazyLock<State> = LazyLock::new(|| {
-    let rich = Identity::from_seed(&[3; 32]);
-    Genesis {
-        name: "fuzz".into(),
-        time_ms: 1,
-        validator: Identity::from_seed(&[4; 32]).account_id(),
-        params: Params {
-            unbonding_blocks: 3,
-            max_block_txs: 100,
-            min_stake: ledger_lite::Amount::from_units(10),
-            min_fee: ledger_lite::Amount::from_units(3),
-        },
-        faucet: None,
-        allocations: vec![(rich.account_id(), ledger_lite::Amount::from_units(1 << 40))],
-    }
-    .state()
-    .expect("genesis")
-});
+mod common;
+
+use common::STATE;
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = data;

@@ -3,34 +3,16 @@
 //! checking and the cheap pre-signature checks must never panic.
 #![no_main]
 
-use std::sync::LazyLock;
-
 use libfuzzer_sys::fuzz_target;
 use ledger_lite::wire::{LedgerRequest, LedgerResponse};
 use ledger_lite::registry::RelayRecord;
-use ledger_lite::{Allowance, Genesis, Params, Receipt, SignedTx, State};
+use ledger_lite::{Allowance, Receipt, SignedTx};
 use top_billing::wire::{ClientBilling, RelayBilling};
 use top_proto::frame::decode_body;
-use top_proto::identity::Identity;
 
-static STATE: LazyLock<State> = LazyLock::new(|| {
-    let rich = Identity::from_seed(&[3; 32]);
-    Genesis {
-        name: "fuzz".into(),
-        time_ms: 1,
-        validator: Identity::from_seed(&[4; 32]).account_id(),
-        params: Params {
-            unbonding_blocks: 3,
-            max_block_txs: 100,
-            min_stake: ledger_lite::Amount::from_units(10),
-            min_fee: ledger_lite::Amount::from_units(3),
-        },
-        faucet: None,
-        allocations: vec![(rich.account_id(), ledger_lite::Amount::from_units(1 << 40))],
-    }
-    .state()
-    .unwrap()
-});
+mod common;
+
+use common::STATE;
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_body::<LedgerRequest>(data);

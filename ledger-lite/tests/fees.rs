@@ -233,19 +233,25 @@ fn an_account_whose_coins_all_sit_in_its_deposit_pays_its_fees_from_it() {
     ));
 }
 
-#[test]
-fn a_sponsored_user_with_no_coins_closes_its_channel_at_the_apps_cost() {
-    let mut w = World::new(2);
-    let (app, relay) = (0, 1);
+/// A fresh user that person `app` (with 100 TOP deposited) grants `cap`.
+fn granted_user(w: &mut World, app: usize, cap: Amount) -> Identity {
     w.run(w.tx(app, TxKind::Deposit { amount: top(100) }))
         .unwrap();
     let user = Identity::generate();
     let grant = TxKind::Grant {
         user: user.account_id(),
-        cap: top(10),
+        cap,
         expires_ms: u64::MAX,
     };
     w.run(w.tx(app, grant)).unwrap();
+    user
+}
+
+#[test]
+fn a_sponsored_user_with_no_coins_closes_its_channel_at_the_apps_cost() {
+    let mut w = World::new(2);
+    let (app, relay) = (0, 1);
+    let user = granted_user(&mut w, app, top(10));
     let open = TxKind::OpenChannel {
         relay: w.id(relay),
         amount: top(1),
@@ -323,17 +329,8 @@ fn a_genesis_must_name_a_fee_above_zero() {
 fn a_sponsored_users_closes_stop_costing_the_app_at_its_grant() {
     let mut w = World::new(2);
     let (app, relay) = (0, 1);
-    w.run(w.tx(app, TxKind::Deposit { amount: top(100) }))
-        .unwrap();
-    let user = Identity::generate();
     // Room for the lock and the open's fee only.
-    let cap = top(1).checked_add(fee()).unwrap();
-    let grant = TxKind::Grant {
-        user: user.account_id(),
-        cap,
-        expires_ms: u64::MAX,
-    };
-    w.run(w.tx(app, grant)).unwrap();
+    let user = granted_user(&mut w, app, top(1).checked_add(fee()).unwrap());
     let open = TxKind::OpenChannel {
         relay: w.id(relay),
         amount: top(1),

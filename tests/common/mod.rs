@@ -13,6 +13,26 @@ pub fn top(s: &str) -> Amount {
     s.parse().unwrap()
 }
 
+/// A (non-dev) relay in `dir` configured with `peers`, its config tweaked.
+pub async fn relay_with(
+    dir: &Path,
+    peers: Vec<top_client::RelayAddr>,
+    tweak: impl FnOnce(&mut RelayConfig),
+) -> Relay {
+    init(
+        dir,
+        InitOptions {
+            peers,
+            ..InitOptions::loopback()
+        },
+    )
+    .unwrap();
+    let mut config = RelayConfig::load(dir).unwrap();
+    tweak(&mut config);
+    config.save(dir).unwrap();
+    Relay::start(dir).await.unwrap()
+}
+
 /// A dev relay with fast blocks and a small credit window.
 pub async fn dev_relay(dir: &Path, tweak: impl FnOnce(&mut RelayConfig)) -> Relay {
     init(dir, InitOptions::loopback_dev()).unwrap();
