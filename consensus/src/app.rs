@@ -23,6 +23,7 @@ use top_proto::identity::Identity;
 
 use crate::block::ChainBlock;
 use crate::pending::{Pending, never_valid, plausible};
+use crate::store::ChainStore;
 
 /// Finalized blocks kept in memory, at most (the oldest go first).
 pub const MAX_FINALIZED_KEPT: usize = 4096;
@@ -31,6 +32,8 @@ pub const MAX_FINALIZED_KEPT: usize = 4096;
 pub const MAX_STATES_KEPT: usize = 32;
 /// Pending transactions a proposal looks at, per transaction a block may hold.
 pub const CANDIDATES_PER_SLOT: usize = 4;
+/// How often a paced proposal looks for waiting transactions, in milliseconds.
+const PACE_STEP_MS: u64 = 20;
 /// How far ahead of this validator's clock a proposed block's time may be, in milliseconds.
 pub const MAX_CLOCK_AHEAD_MS: u64 = 10_000;
 
@@ -47,7 +50,7 @@ pub struct Ledger {
     /// Recent finalized blocks, in height order.
     finalized: Mutex<Vec<Arc<ChainBlock>>>,
     /// Where finalized blocks are committed (none: kept in memory only, as in simulations).
-    store: Option<Mutex<ledger_lite::Ledger>>,
+    store: Option<Arc<dyn ChainStore>>,
     /// Signalled on each finalized block.
     on_finalized: tokio::sync::Notify,
 }
@@ -64,19 +67,12 @@ impl Ledger {
 
     /// A ledger over the chain `store` holds: finalized blocks are committed there (before
     /// the engine is told they were taken), and it goes on from its last committed block.
-    pub fn open(store: ledger_lite::Ledger) -> Arc<Self> {
-        let last = (
-            Digest(store.head().0),
-            store.height(),
-            Arc::new(store.state().clone()),
-        );
-        Self::with(last, Some(Mutex::new(store)))
+    pub fn open(store: Arc<dyn ChainStore>) -> Arc<Self> {
+        let (head, height, state) = store.last();
+        Self::with((Digest(head.0), height, Arc::new(state)), Some(store))
     }
 
-    fn with(
-        last: (Digest, u64, Arc<State>),
-        store: Option<Mutex<ledger_lite::Ledger>>,
-    ) -> Arc<Self> {
+    fn with(last: (Digest, u64, Arc<State>), store: Option<Arc<dyn ChainStore>>) -> Arc<Self> {
         Arc::new(Self {
             finalized_state: Mutex::new(last),
             states: Mutex::default(),
@@ -188,7 +184,11 @@ impl Ledger {
     /// starts from, its transactions are no longer pending, older states are forgotten. An error
     /// when it does not apply on the last finalized state: the validators agreed on a block
     /// this node's ledger refuses, and it must stop rather than go on with another state.
-    pub(crate) fn finalize(&self, block: Arc<ChainBlock>) -> Result<(), ledger_lite::StoreError> {
+    pub(crate) fn finalize(
+        &self,
+        block: Arc<ChainBlock>,
+        proof: Option<&[u8]>,
+    ) -> Result<(), ledger_lite::StoreError> {
         let height = block.block().header.height;
         let mut finalized = lock(&self.finalized);
         {
@@ -198,7 +198,7 @@ impl Ledger {
                 return Ok(());
             }
             if let Some(store) = &self.store {
-                lock(store).apply_agreed(block.block())?;
+                store.commit(block.block(), proof)?;
             }
             let known = lock(&self.states)
                 .get(&block.digest())
@@ -237,6 +237,9 @@ impl Ledger {
 pub struct LedgerApp {
     ledger: Arc<Ledger>,
     proposer: Arc<Identity>,
+    /// How long after its parent a block is proposed (a fifth of it when transactions
+    /// wait); zero: at once.
+    interval: std::time::Duration,
     /// Where finalized blocks go to be committed (none: taken at once, in memory).
     finalizer: Option<Arc<crate::finalizer::Finalizer>>,
 }
@@ -248,7 +251,34 @@ impl LedgerApp {
         Self {
             ledger,
             proposer: Arc::new(proposer),
+            interval: std::time::Duration::ZERO,
             finalizer: None,
+        }
+    }
+
+    /// Paces proposals: a block comes `interval` after its parent, or a fifth of that when
+    /// transactions wait (an idle chain does not fill disks with empty blocks).
+    pub fn with_interval(mut self, interval: std::time::Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Waits until a block on `parent` is due.
+    async fn pace(&self, clock: &impl Clock, parent: &ChainBlock) {
+        let interval = self.interval.as_millis() as u64;
+        if interval == 0 {
+            return;
+        }
+        let parent_ms = parent.block().header.time_ms;
+        let due = parent_ms.saturating_add(interval);
+        let busy_due = parent_ms.saturating_add(interval / 5);
+        loop {
+            let now = now_ms(clock);
+            if now >= due || (now >= busy_due && self.ledger.pending() > 0) {
+                return;
+            }
+            let step = (due - now).min(PACE_STEP_MS);
+            clock.sleep(std::time::Duration::from_millis(step)).await;
         }
     }
 
@@ -267,6 +297,13 @@ impl LedgerApp {
 }
 
 impl LedgerApp {
+    /// Lets the finalizer read finality proofs from marshal.
+    pub(crate) fn attach(&self, marshal: crate::finalizer::Marshal) {
+        if let Some(finalizer) = &self.finalizer {
+            finalizer.attach(marshal);
+        }
+    }
+
     /// The height of the last finalized block its ledger took.
     pub fn height(&self) -> u64 {
         self.ledger.height()
@@ -294,6 +331,7 @@ where
         mut ancestry: impl Ancestry<ChainBlock>,
     ) -> Option<ChainBlock> {
         let parent = ancestry.next().await?;
+        self.pace(&clock, &parent).await;
         let mut state = self.ledger.state_at(&parent, &mut ancestry).await?;
         let scan = (state.params.max_block_txs as usize).saturating_mul(CANDIDATES_PER_SLOT);
         let candidates = lock(&self.ledger.pending).candidates(scan);
@@ -364,7 +402,7 @@ impl Reporter for LedgerApp {
                 }
                 return Feedback::Ok;
             }
-            match self.ledger.finalize(block) {
+            match self.ledger.finalize(block, None) {
                 Ok(()) => ack.acknowledge(),
                 // Not acknowledged: marshal stops, and so does this validator.
                 Err(e) => tracing::error!(

@@ -159,6 +159,7 @@ mod tests {
             name: "t".into(),
             time_ms: 1,
             validator: Identity::from_seed(&[9; 32]).account_id(),
+            validators: vec![],
             params: Params {
                 unbonding_blocks: 3,
                 max_block_txs: 100,

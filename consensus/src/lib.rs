@@ -9,6 +9,8 @@ pub mod block;
 pub mod finalizer;
 pub mod node;
 pub mod pending;
+pub mod proof;
 pub mod service;
+pub mod store;
 
 pub use block::ChainBlock;

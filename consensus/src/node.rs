@@ -213,6 +213,7 @@ where
             "the chain store is behind the engine's storage: restore both together"
         );
     }
+    app.attach(mailbox.clone());
     let inline = Inline::new(context.child("application"), app, mailbox.clone(), epocher);
     marshal.start(inline.clone(), buffer, resolver);
 

@@ -112,6 +112,7 @@ mod tests {
             name: "t".into(),
             time_ms: 1,
             validator: rich.account_id(),
+            validators: vec![],
             params: Params {
                 unbonding_blocks: 3,
                 max_block_txs: 10,

@@ -26,6 +26,7 @@ use crate::app::{Ledger, LedgerApp};
 use crate::block::ChainBlock;
 use crate::finalizer::Finalizer;
 use crate::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
+use crate::store::ChainStore;
 
 /// Channel of transactions gossiped between validators.
 pub const TRANSACTIONS: u64 = 5;
@@ -73,11 +74,15 @@ pub struct ServiceConfig {
     pub listen: SocketAddr,
     /// The chain's genesis.
     pub genesis: Genesis,
-    /// Where the engine keeps its own storage, beside the chain's store (`chain.redb`): the two
-    /// belong together.
+    /// Where the engine keeps its own storage: it belongs with the chain store.
     pub storage: PathBuf,
-    /// How long a leader has to propose.
+    /// The chain store finalized blocks are committed to (none: one of its own, `chain.redb`
+    /// in `storage`).
+    pub chain: Option<Arc<dyn ChainStore>>,
+    /// How long a leader has to propose (longer than `block_interval`).
     pub leader_timeout: Duration,
+    /// How long after its parent a block is proposed (see [`LedgerApp::with_interval`]).
+    pub block_interval: Duration,
 }
 
 /// A running validator.
@@ -90,7 +95,8 @@ pub struct ValidatorService {
     committing: Option<std::thread::JoinHandle<()>>,
 }
 
-fn public_key(account: &AccountId) -> Option<PublicKey> {
+/// The consensus key of a validator's account (both ed25519).
+pub(crate) fn public_key(account: &AccountId) -> Option<PublicKey> {
     PublicKey::read(&mut &account.as_bytes()[..]).ok()
 }
 
@@ -101,13 +107,25 @@ fn namespace(genesis: &Genesis) -> Vec<u8> {
     ns
 }
 
+/// The namespace a chain's votes and certificates are signed in.
+pub(crate) fn consensus_namespace(genesis: &Genesis) -> Vec<u8> {
+    let mut ns = namespace(genesis);
+    ns.extend_from_slice(b"-consensus");
+    ns
+}
+
 impl ValidatorService {
     /// Starts the validator's thread.
     pub fn start(config: ServiceConfig) -> Result<Self, ServiceError> {
         let genesis_block = ChainBlock::genesis(&config.genesis)?;
         std::fs::create_dir_all(&config.storage)?;
-        let store =
-            ledger_lite::Ledger::open(&config.storage.join("chain.redb"), config.genesis.clone())?;
+        let store: Arc<dyn ChainStore> = match &config.chain {
+            Some(chain) => chain.clone(),
+            None => Arc::new(std::sync::Mutex::new(ledger_lite::Ledger::open(
+                &config.storage.join("chain.redb"),
+                config.genesis.clone(),
+            )?)),
+        };
         let ledger = Ledger::open(store);
         let mut peers = Vec::new();
         for (account, addr) in &config.validators {
@@ -129,6 +147,7 @@ impl ValidatorService {
         let key = PrivateKey::read(&mut &seed[..])
             .map_err(|_| ServiceError::BadKey(config.identity.account_id()))?;
         let namespace = namespace(&config.genesis);
+        let consensus_ns = consensus_namespace(&config.genesis);
         let (outbox, outgoing) = mpsc::channel(OUTBOX);
         let (stop, stopped) = oneshot::channel();
         let runtime = commonware_runtime::tokio::Config::new()
@@ -136,7 +155,8 @@ impl ValidatorService {
             .with_storage_directory(config.storage.clone())
             .with_catch_panics(false);
         let (finalizer, committing) = Finalizer::start(ledger.clone())?;
-        let app = LedgerApp::committing(ledger.clone(), config.identity.clone(), finalizer);
+        let app = LedgerApp::committing(ledger.clone(), config.identity.clone(), finalizer)
+            .with_interval(config.block_interval);
         let running = ledger.clone();
         let thread = std::thread::Builder::new()
             .name("consensus".into())
@@ -174,8 +194,6 @@ impl ValidatorService {
                     };
                     let transactions = register(TRANSACTIONS, tx_quota, LARGE_BACKLOG);
                     network.start();
-                    let mut consensus_ns = namespace.clone();
-                    consensus_ns.extend_from_slice(b"-consensus");
                     let public = key.public_key();
                     let scheme = Scheme::signer(&consensus_ns, participants.clone(), key)
                         .unwrap_or_else(|| Scheme::verifier(&consensus_ns, participants));

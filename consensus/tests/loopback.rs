@@ -59,6 +59,8 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
                 genesis: genesis.clone(),
                 storage: dir.path().join(format!("v{i}")),
                 leader_timeout: Duration::from_millis(500),
+                chain: None,
+                block_interval: Duration::ZERO,
             };
             Some(ValidatorService::start(config).unwrap())
         })
@@ -122,6 +124,8 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
         genesis: genesis.clone(),
         storage: dir.path().join("v3"),
         leader_timeout: Duration::from_millis(500),
+        chain: None,
+        block_interval: Duration::ZERO,
     };
     let back = ValidatorService::start(config).unwrap();
     let behind = back.ledger().height();

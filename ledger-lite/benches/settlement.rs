@@ -42,6 +42,7 @@ fn fixture() -> Fixture {
         name: "bench".into(),
         time_ms: 0,
         validator: validator.account_id(),
+        validators: vec![],
         params: Params {
             unbonding_blocks: 10,
             max_block_txs: 1 << 20,

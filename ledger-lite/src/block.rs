@@ -22,6 +22,9 @@ impl std::fmt::Display for BlockHash {
     }
 }
 
+/// The most validators a chain names.
+pub const MAX_VALIDATORS: usize = 128;
+
 /// How a chain starts: its parameters, its validator and who holds the first tokens.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Genesis {
@@ -29,8 +32,13 @@ pub struct Genesis {
     pub name: String,
     /// Genesis time, unix milliseconds.
     pub time_ms: u64,
-    /// The account whose signature makes a block valid.
+    /// The account whose signature makes a block valid (a single-validator chain; on a chain
+    /// of several validators, the first of them, and no signature makes a block valid).
     pub validator: AccountId,
+    /// The validators agreeing on blocks through consensus (a finality proof makes a block
+    /// valid); empty: a single-validator chain.
+    #[serde(default)]
+    pub validators: Vec<AccountId>,
     /// Fixed parameters.
     pub params: Params,
     /// On dev chains, the account the validator hands out tokens from.
@@ -60,8 +68,38 @@ impl Genesis {
         ChainId(blake3::derive_key("top chain id v1", &bytes))
     }
 
+    /// Whether several validators agree on blocks (rather than one signing them).
+    pub fn is_consensus(&self) -> bool {
+        !self.validators.is_empty()
+    }
+
+    /// The validators of the chain's first epoch: the consensus set, or the single validator.
+    pub fn validator_set(&self) -> Vec<AccountId> {
+        if self.is_consensus() {
+            self.validators.clone()
+        } else {
+            vec![self.validator]
+        }
+    }
+
     /// The state before block 1.
     pub fn state(&self) -> Result<State, GenesisError> {
+        if self.is_consensus() {
+            let mut ids = self.validators.clone();
+            ids.sort();
+            ids.dedup();
+            if ids.len() != self.validators.len() {
+                return Err(GenesisError::Params("a validator is named twice"));
+            }
+            if ids.len() > MAX_VALIDATORS {
+                return Err(GenesisError::Params("too many validators"));
+            }
+            if self.validators.first() != Some(&self.validator) {
+                return Err(GenesisError::Params(
+                    "validator must be the first of the validators",
+                ));
+            }
+        }
         if self.params.max_block_txs == 0 {
             return Err(GenesisError::Params("max_block_txs must be at least 1"));
         }

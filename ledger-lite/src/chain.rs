@@ -50,6 +50,9 @@ pub enum BlockError {
     /// Applying it gives another state than the header commits to.
     #[error("block state root mismatch")]
     StateRoot,
+    /// A chain of several validators: a block is valid with its finality proof only.
+    #[error("this chain's blocks need a finality proof")]
+    NeedsFinality,
 }
 
 /// What applying a block changed.

@@ -22,6 +22,10 @@ const ACCOUNTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("accoun
 const CHANNELS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("channels");
 const GRANTS: TableDefinition<&[u8; 64], &[u8]> = TableDefinition::new("grants");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_meta");
+/// Chains of several validators: each block's finality proof (its encoded finalization
+/// certificate), by height, where the engine had one (a block without one is final because a
+/// later block that has one commits to it through its parent hashes).
+const PROOFS: TableDefinition<u64, &[u8]> = TableDefinition::new("proofs");
 
 /// Why the chain store failed.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +127,34 @@ impl BlockReader {
                 break;
             }
             out.push(decode(v.value(), "block")?);
+        }
+        Ok(out)
+    }
+
+    /// Like [`BlockReader::blocks`], each block with its finality proof, if one is stored.
+    pub fn finalized(
+        &self,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<crate::wire::FinalizedBlock>, StoreError> {
+        let blocks = self.blocks(from, to, max_bytes)?;
+        let txn = self.db.get()?.begin_read().map_err(db_err)?;
+        let proofs = match txn.open_table(PROOFS) {
+            Ok(t) => Some(t),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(db_err(e)),
+        };
+        let mut out = Vec::with_capacity(blocks.len());
+        for block in blocks {
+            let proof = match &proofs {
+                Some(t) => t
+                    .get(block.header.height)
+                    .map_err(db_err)?
+                    .map(|v| v.value().to_vec()),
+                None => None,
+            };
+            out.push(crate::wire::FinalizedBlock { block, proof });
         }
         Ok(out)
     }
@@ -228,11 +260,16 @@ impl Ledger {
         if block.header.height <= self.state.height && block.header.chain == self.state.chain {
             return Ok(None);
         }
+        if self.genesis.is_consensus() {
+            // No signature makes a block of this chain valid: only a finality proof, checked
+            // by whoever calls [`Ledger::apply_finalized`].
+            return Err(crate::chain::BlockError::NeedsFinality.into());
+        }
         self.ensure_open()?;
         let outcome = self
             .state
             .apply_block(block, &self.head, &self.genesis.validator)?;
-        if let Err(e) = self.commit(block, &outcome) {
+        if let Err(e) = self.commit(block, &outcome, None) {
             // Memory goes back to what the disk holds: the block can be applied again.
             self.state.rollback(outcome.undo);
             return Err(self.reopen_after(e));
@@ -243,12 +280,22 @@ impl Ledger {
     /// Applies and commits a block several validators agreed on (their finality proof stands
     /// for the single validator's signature); like [`Ledger::apply`] otherwise.
     pub fn apply_agreed(&mut self, block: &Block) -> Result<Option<BlockOutcome>, StoreError> {
+        self.apply_finalized(block, None)
+    }
+
+    /// Like [`Ledger::apply_agreed`], keeping the block's finality proof beside it (in the
+    /// same write) for followers to check.
+    pub fn apply_finalized(
+        &mut self,
+        block: &Block,
+        proof: Option<&[u8]>,
+    ) -> Result<Option<BlockOutcome>, StoreError> {
         if block.header.height <= self.state.height && block.header.chain == self.state.chain {
             return Ok(None);
         }
         self.ensure_open()?;
         let outcome = self.state.apply_agreed(block, &self.head)?;
-        if let Err(e) = self.commit(block, &outcome) {
+        if let Err(e) = self.commit(block, &outcome, proof) {
             self.state.rollback(outcome.undo);
             return Err(self.reopen_after(e));
         }
@@ -262,11 +309,14 @@ impl Ledger {
         time_ms: u64,
         validator: &top_proto::identity::Identity,
     ) -> Result<crate::chain::Built, StoreError> {
+        if self.genesis.is_consensus() {
+            return Err(crate::chain::BlockError::NeedsFinality.into());
+        }
         self.ensure_open()?;
         let built = self
             .state
             .build_block(candidates, time_ms, self.head, validator);
-        if let Err(e) = self.commit(&built.block, &built.outcome) {
+        if let Err(e) = self.commit(&built.block, &built.outcome, None) {
             self.state.rollback(built.outcome.undo);
             return Err(self.reopen_after(e));
         }
@@ -318,13 +368,22 @@ impl Ledger {
         Ok(())
     }
 
-    fn commit(&mut self, block: &Block, outcome: &BlockOutcome) -> Result<(), StoreError> {
+    fn commit(
+        &mut self,
+        block: &Block,
+        outcome: &BlockOutcome,
+        proof: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.get()?.begin_write().map_err(db_err)?;
         {
             let mut blocks = txn.open_table(BLOCKS).map_err(db_err)?;
             blocks
                 .insert(block.header.height, encode(block).as_slice())
                 .map_err(db_err)?;
+        }
+        if let Some(proof) = proof {
+            let mut proofs = txn.open_table(PROOFS).map_err(db_err)?;
+            proofs.insert(block.header.height, proof).map_err(db_err)?;
         }
         write_state(&txn, &self.state, Some(outcome))?;
         {

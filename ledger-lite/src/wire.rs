@@ -54,6 +54,27 @@ pub enum LedgerRequest {
         /// The last id of the previous page.
         after: Option<AccountId>,
     },
+    /// Like [`LedgerRequest::Blocks`], each block with its finality proof (chains of several
+    /// validators: what a follower checks before it takes a block).
+    Finalized {
+        /// First height wanted.
+        from: u64,
+        /// Most blocks to return.
+        max: u32,
+        /// How long to wait for a new block.
+        wait_ms: u32,
+    },
+}
+
+/// A committed block and, when the node has one, the proof that the validators finalized it
+/// (an encoded finalization certificate; a block without one is final through a later block
+/// with one, whose parent hashes commit to it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizedBlock {
+    /// The block.
+    pub block: Block,
+    /// Its finality proof.
+    pub proof: Option<Vec<u8>>,
 }
 
 /// Most relays one [`LedgerRequest::Relays`] answer lists.
@@ -103,6 +124,13 @@ pub struct Summary {
     pub min_stake: Amount,
     /// The least fee a transaction pays.
     pub min_fee: Amount,
+    /// The validators' epoch (chains of several validators; 0 otherwise).
+    pub epoch: u64,
+    /// Who validates in this epoch.
+    pub validators: Vec<AccountId>,
+    /// Height of the last finalized block (every committed block is final: the same as
+    /// `height`, named for those who ask).
+    pub finalized: u64,
 }
 
 /// One account as a node sees it.
@@ -142,4 +170,6 @@ pub enum LedgerResponse {
     Relays(Vec<RelayEntry>),
     /// The request failed; the text says why.
     Error(String),
+    /// See [`LedgerRequest::Finalized`].
+    Finalized(Vec<FinalizedBlock>),
 }

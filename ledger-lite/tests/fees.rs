@@ -309,6 +309,7 @@ fn a_genesis_must_name_a_fee_above_zero() {
         name: "free".into(),
         time_ms: 1,
         validator: w.id(0),
+        validators: vec![],
         params: w.state.params.clone(),
         faucet: None,
         allocations: vec![(w.id(0), top(1))],

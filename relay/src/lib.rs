@@ -10,6 +10,7 @@
 //!     public_addr: None,
 //!     peers: vec![],
 //!     dev: true, // this relay validates its own dev chain
+//!     genesis: None,
 //! })?;
 //! let relay = Relay::start(dir).await?;
 //! println!("serving at {}", relay.addr());

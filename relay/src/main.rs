@@ -44,9 +44,15 @@ enum Command {
         #[arg(long = "peer", value_name = "ID@ADDR")]
         peers: Vec<RelayAddr>,
         /// Create a dev chain: this relay is its validator, and a faucet hands out test TOP.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "genesis")]
         dev: bool,
+        /// Join the chain of this genesis (made by `toprelay genesis new`).
+        #[arg(long, value_name = "FILE")]
+        genesis: Option<PathBuf>,
     },
+    /// Make or use the genesis of a network of several validators.
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
     /// Serve until SIGINT or SIGTERM, then shut down gracefully.
     Run {
         /// The data directory made by `toprelay init`.
@@ -75,6 +81,40 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenesisCommand {
+    /// Write a new chain's genesis: the named relays are its validators, each funded to stake.
+    New {
+        /// The chain's name.
+        #[arg(long)]
+        chain_id: String,
+        /// A validator's relay id (repeatable; `toprelay init` prints it).
+        #[arg(long = "validator", value_name = "RELAY_ID", required = true)]
+        validators: Vec<top_proto::id::RelayId>,
+        /// Also make a faucet handing out test TOP; its key is written to faucet.key beside
+        /// the genesis (give it to one relay with `toprelay genesis use --faucet-key`).
+        #[arg(long)]
+        faucet: bool,
+        /// Blocks a stake takes to unbond.
+        #[arg(long, default_value_t = top_relay::ledger::network::UNBONDING_BLOCKS)]
+        unbonding_blocks: u64,
+        /// Where to write the genesis (never over an existing file).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Put a genesis in a relay's data directory (made by `toprelay init`).
+    Use {
+        /// The relay's data directory.
+        #[arg(long, env = "TOPRELAY_DATA_DIR")]
+        data_dir: PathBuf,
+        /// This relay also serves the network's faucet with this key.
+        #[arg(long, value_name = "FILE")]
+        faucet_key: Option<PathBuf>,
+        /// The genesis file.
+        genesis: PathBuf,
     },
 }
 
@@ -133,7 +173,12 @@ fn run_cli(cli: Cli) -> Result<()> {
                 public_addr,
                 peers,
                 dev,
+                genesis,
             } => {
+                let genesis = match genesis {
+                    Some(path) => Some(top_relay::ledger::network::read_genesis(&path)?),
+                    None => None,
+                };
                 let (id, config) = init(
                     &data_dir,
                     InitOptions {
@@ -142,6 +187,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                         public_addr,
                         peers,
                         dev,
+                        genesis,
                     },
                 )?;
                 let addr = RelayAddr {
@@ -156,12 +202,69 @@ fn run_cli(cli: Cli) -> Result<()> {
                 );
                 Ok(())
             }
+            Command::Genesis(command) => genesis(command),
             Command::Run { data_dir } => run(&data_dir).await,
             Command::Status { data_dir, json } => status(&data_dir, json).await,
             Command::Register { data_dir } => registration(&data_dir, false).await,
             Command::Deregister { data_dir } => registration(&data_dir, true).await,
         }
     })
+}
+
+fn genesis(command: GenesisCommand) -> Result<()> {
+    use top_relay::ledger::network;
+    match command {
+        GenesisCommand::New {
+            chain_id,
+            validators,
+            faucet,
+            unbonding_blocks,
+            out,
+        } => {
+            let opts = network::GenesisOptions {
+                chain_id,
+                validators,
+                faucet,
+                unbonding_blocks,
+            };
+            let (genesis, faucet) = network::new_genesis(&opts)?;
+            let key_path = out.with_file_name("faucet.key");
+            if faucet.is_some() && key_path.exists() {
+                bail!("{} exists already", key_path.display());
+            }
+            network::write_genesis(&out, &genesis)
+                .with_context(|| format!("writing {}", out.display()))?;
+            if let Some(faucet) = faucet {
+                faucet
+                    .save(&key_path)
+                    .with_context(|| format!("writing {}", key_path.display()))?;
+                eprintln!("faucet key: {}", key_path.display());
+            }
+            println!("{}", out.display());
+            eprintln!(
+                "chain {} with {} validators; give it to each relay with: toprelay genesis use --data-dir DIR {}",
+                genesis.name,
+                genesis.validators.len(),
+                out.display()
+            );
+            Ok(())
+        }
+        GenesisCommand::Use {
+            data_dir,
+            faucet_key,
+            genesis,
+        } => {
+            let parsed = network::read_genesis(&genesis)?;
+            network::use_genesis(&DataDir(data_dir.clone()), &parsed, faucet_key.as_deref())?;
+            eprintln!(
+                "{} joins chain {}; start it with: toprelay run --data-dir {}",
+                data_dir.display(),
+                parsed.name,
+                data_dir.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn run(data_dir: &Path) -> Result<()> {
@@ -255,6 +358,17 @@ async fn status(data_dir: &Path, json: bool) -> Result<()> {
         Some(l) => {
             let role = if l.validator { "validator" } else { "follower" };
             println!("ledger:  {} at height {} ({role})", l.chain, l.height);
+            println!(
+                "chain:   finalized height {}, epoch {}, {} validator{}",
+                l.finalized,
+                l.epoch,
+                l.validators.len(),
+                if l.validators.len() == 1 { "" } else { "s" }
+            );
+            for v in &l.validators {
+                let me = if *v == l.account { " (this relay)" } else { "" };
+                println!("         validator {v}{me}");
+            }
             println!("account: {}", l.account);
             println!("balance: {} TOP, stake {} TOP", l.balance, l.stake);
             println!(

@@ -15,6 +15,7 @@ pub fn genesis(name: &str, validator: &Identity, user: &Identity) -> Genesis {
         name: name.into(),
         time_ms: 1,
         validator: validator.account_id(),
+        validators: vec![],
         params: Params {
             unbonding_blocks: 3,
             max_block_txs: 1000,

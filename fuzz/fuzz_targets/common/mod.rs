@@ -12,6 +12,7 @@ pub static STATE: LazyLock<State> = LazyLock::new(|| {
         name: "fuzz".into(),
         time_ms: 1,
         validator: Identity::from_seed(&[4; 32]).account_id(),
+        validators: vec![],
         params: Params {
             unbonding_blocks: 3,
             max_block_txs: 100,

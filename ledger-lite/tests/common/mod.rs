@@ -32,6 +32,7 @@ impl World {
             name: "test".into(),
             time_ms: 1_000,
             validator: validator.account_id(),
+            validators: vec![],
             params: Params {
                 unbonding_blocks: UNBONDING,
                 max_block_txs: 10_000,

@@ -46,6 +46,9 @@ pub enum Role {
         /// The relay blocks come from.
         upstream: RelayAddr,
     },
+    /// One of the validators of a chain of several: the consensus engine decides blocks with
+    /// the others; transactions go into its mempool and to the other validators.
+    Consensus,
 }
 
 pub(super) struct Inner {
@@ -77,6 +80,11 @@ pub struct ChainNode {
     pub(super) verifying: tokio::sync::Semaphore,
     /// The summary of the latest block asked about: it scans the whole state, so once a block.
     pub(super) summary: Mutex<Option<Summary>>,
+    /// A chain of several validators: checks the finality proofs of blocks a follower takes.
+    pub(super) finality: Option<top_consensus::proof::FinalityCheck>,
+    /// A validator of a chain of several: its consensus engine, once started (stopped when
+    /// the relay stops).
+    pub(super) consensus: Mutex<Option<top_consensus::service::ValidatorService>>,
 }
 
 /// Transactions verified at once (each on a blocking thread).
@@ -95,6 +103,13 @@ impl ChainNode {
         identity: Identity,
         stop: CancellationToken,
     ) -> Result<Arc<Self>, ledger_lite::StoreError> {
+        let finality = match genesis.is_consensus() {
+            true => Some(
+                top_consensus::proof::FinalityCheck::new(&genesis)
+                    .map_err(|e| ledger_lite::StoreError::Corrupt(e.to_string()))?,
+            ),
+            false => None,
+        };
         let ledger = Ledger::open(path, genesis)?;
         let mut pool = Mempool::new(ledger.state(), MEMPOOL_CAPACITY);
         if let Some(faucet) = &faucet {
@@ -104,7 +119,7 @@ impl ChainNode {
         let (height, _) = watch::channel(ledger.height());
         let upstream = match &role {
             Role::Follower { upstream } => Some(Upstream::new(upstream.clone(), identity.clone())),
-            Role::Validator { .. } => None,
+            Role::Validator { .. } | Role::Consensus => None,
         };
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -123,6 +138,8 @@ impl ChainNode {
             blocks,
             verifying: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
             summary: Mutex::new(None),
+            finality,
+            consensus: Mutex::new(None),
         }))
     }
 
@@ -130,9 +147,27 @@ impl ChainNode {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this node produces blocks.
+    /// Whether this node is a validator (alone, or one of several).
     pub fn is_validator(&self) -> bool {
-        matches!(self.role, Role::Validator { .. })
+        matches!(self.role, Role::Validator { .. } | Role::Consensus)
+    }
+
+    /// A validator of several: the consensus engine it runs.
+    pub(super) fn set_consensus(&self, service: top_consensus::service::ValidatorService) {
+        *self.consensus.lock().unwrap_or_else(|p| p.into_inner()) = Some(service);
+    }
+
+    /// Hands a checked transaction to the consensus engine (a validator of several), which
+    /// gossips it to the other validators.
+    fn propose(&self, tx: &SignedTx) {
+        if let Some(service) = self
+            .consensus
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            service.submit(tx.clone());
+        }
     }
 
     /// Height of the last committed block.
@@ -190,6 +225,9 @@ impl ChainNode {
             unbonding_blocks: state.params.unbonding_blocks,
             min_stake: state.params.min_stake,
             min_fee: state.params.min_fee,
+            epoch: 0,
+            validators: inner.ledger.genesis().validator_set(),
+            finalized: state.height,
         }
     }
 
@@ -199,7 +237,9 @@ impl ChainNode {
         let inner = self.lock();
         let state = inner.ledger.state();
         let next_nonce = match self.role {
-            Role::Validator { .. } => inner.pool.pending().account(id).map_or(0, |a| a.nonce),
+            Role::Validator { .. } | Role::Consensus => {
+                inner.pool.pending().account(id).map_or(0, |a| a.nonce)
+            }
             Role::Follower { .. } => inner.forwarded.next_nonce(state, id),
         };
         AccountView {
@@ -216,16 +256,7 @@ impl ChainNode {
 
     /// Committed blocks from `from`, at most `max`, waiting up to `wait` for the first one.
     pub async fn blocks(&self, from: u64, max: u32, wait: Duration) -> ChainResult<Vec<Block>> {
-        let mut rx = self.subscribe();
-        if self.height() < from {
-            tokio::select! {
-                _ = tokio::time::timeout(wait, rx.wait_for(|h| *h >= from)) => {}
-                _ = self.stop.cancelled() => {}
-            }
-        }
-        let top = self
-            .height()
-            .min(from.saturating_add(u64::from(max.clamp(1, 1024))) - 1);
+        let top = self.wait_for_blocks(from, max, wait).await;
         if top < from {
             return Ok(Vec::new());
         }
@@ -234,6 +265,20 @@ impl ChainNode {
         // Bounded by bytes as well as count: the answer must fit one ledger frame.
         let budget = ledger_lite::wire::MAX_LEDGER_FRAME / 2;
         Ok(tokio::task::spawn_blocking(move || reader.blocks(from, top, budget)).await??)
+    }
+
+    /// Waits up to `wait` for a block at `from`; the last height of at most `max` (≤ 1024)
+    /// blocks from `from` there are now (below `from`: none).
+    pub(super) async fn wait_for_blocks(&self, from: u64, max: u32, wait: Duration) -> u64 {
+        let mut rx = self.subscribe();
+        if self.height() < from {
+            tokio::select! {
+                _ = tokio::time::timeout(wait, rx.wait_for(|h| *h >= from)) => {}
+                _ = self.stop.cancelled() => {}
+            }
+        }
+        self.height()
+            .min(from.saturating_add(u64::from(max.clamp(1, 1024))) - 1)
     }
 
     /// Submits a transaction: into this validator's mempool, or upstream from a follower.
@@ -262,7 +307,7 @@ impl ChainNode {
                 }
                 Ok((hash, height))
             }
-            Role::Validator { .. } => {
+            Role::Validator { .. } | Role::Consensus => {
                 // Cheap checks under the lock, signatures off it and off the async workers,
                 // then the checked transaction into the mempool.
                 let queued = {
@@ -273,7 +318,10 @@ impl ChainNode {
                     }
                     if inner.pool.contains(&hash) {
                         // Already queued (and verified): submission is idempotent.
-                        Some(enqueue(&mut inner, tx.clone(), wait, true)?)
+                        let queued = enqueue(&mut inner, tx.clone(), wait, true)?;
+                        drop(inner);
+                        self.propose(&tx);
+                        Some(queued)
                     } else if inner.pool.is_full() {
                         return Err(ledger_lite::SubmitError::Full(inner.pool.capacity()).into());
                     } else {
@@ -301,7 +349,8 @@ impl ChainNode {
                 .await
                 .map_err(|_| ChainError::Stopped)?
                 .map_err(ledger_lite::SubmitError::Invalid)?;
-                let queued = enqueue(&mut self.lock(), tx, wait, true)?;
+                let queued = enqueue(&mut self.lock(), tx.clone(), wait, true)?;
+                self.propose(&tx);
                 self.committed_height(queued).await
             }
         }
@@ -374,6 +423,7 @@ impl ChainNode {
                 (tx.clone(), enqueue(&mut inner, tx, wait, false)?)
             };
             let (tx, queued) = queued;
+            self.propose(&tx);
             let (hash, height) = self.committed_height(queued).await?;
             return Ok((tx, hash, height));
         }
@@ -455,6 +505,13 @@ impl ChainNode {
                 let wait = Duration::from_millis(u64::from(wait_ms.min(30_000)));
                 match self.blocks(from, max, wait).await {
                     Ok(blocks) => LedgerResponse::Blocks(blocks),
+                    Err(e) => LedgerResponse::Error(e.to_string()),
+                }
+            }
+            LedgerRequest::Finalized { from, max, wait_ms } => {
+                let wait = Duration::from_millis(u64::from(wait_ms.min(30_000)));
+                match self.finalized_blocks(from, max, wait).await {
+                    Ok(blocks) => LedgerResponse::Finalized(blocks),
                     Err(e) => LedgerResponse::Error(e.to_string()),
                 }
             }

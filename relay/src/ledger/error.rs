@@ -28,6 +28,10 @@ pub enum ChainError {
     /// A block from the upstream relay does not verify.
     #[error("refused a block from upstream: {0}")]
     BadBlock(StoreError),
+    /// A block's finality proof from the upstream relay does not verify (forged, or for
+    /// another block or validator set).
+    #[error("refused a block from upstream: {0}")]
+    BadProof(#[from] top_consensus::proof::ProofError),
     /// No QUIC socket could be opened.
     #[error("cannot open a QUIC socket: {0}")]
     Socket(std::io::Error),

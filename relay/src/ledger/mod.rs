@@ -4,8 +4,10 @@
 
 pub mod api;
 pub mod chain;
+pub mod consensus;
 pub mod error;
 pub mod forwarded;
+pub mod network;
 pub mod production;
 pub mod setup;
 pub mod upstream;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ledger_lite::wire::{LedgerRequest, LedgerResponse};
-use ledger_lite::{Block, TxHash};
+use ledger_lite::{Block, TxError, TxHash};
 use top_proto::addr::RelayAddr;
 use tracing::{info, warn};
 
@@ -26,28 +26,7 @@ impl ChainNode {
         let candidates = inner.pool.candidates(max);
         let built = inner.ledger.produce(candidates, unix_now_ms(), identity)?;
         let height = built.block.header.height;
-        let done: HashSet<TxHash> = built.block.txs.iter().map(|t| t.hash()).collect();
-        let Inner {
-            ledger,
-            pool,
-            waiters,
-            committed,
-            ..
-        } = &mut *inner;
-        for hash in &done {
-            committed.put(*hash, height);
-        }
-        let dropped = pool.rebase(ledger.state(), &done);
-        for hash in &done {
-            for w in waiters.remove(hash).unwrap_or_default() {
-                w.send(Ok(height)).ok();
-            }
-        }
-        for (hash, why) in built.rejected.into_iter().chain(dropped) {
-            for w in waiters.remove(&hash).unwrap_or_default() {
-                w.send(Err(format!("dropped before its block: {why}"))).ok();
-            }
-        }
+        took_block(&mut inner, &built.block, built.rejected);
         drop(inner);
         self.height.send_replace(height);
         Ok(height)
@@ -56,22 +35,15 @@ impl ChainNode {
     /// Follower: verifies and commits `block`.
     fn apply_block(&self, block: &Block) -> ChainResult<()> {
         let mut inner = self.lock();
-        let Inner {
-            ledger,
-            pool,
-            forwarded,
-            committed,
-            ..
-        } = &mut *inner;
-        if ledger.apply(block).map_err(ChainError::BadBlock)?.is_some() {
-            let done: HashSet<TxHash> = block.txs.iter().map(|t| t.hash()).collect();
-            for hash in &done {
-                committed.put(*hash, block.header.height);
-            }
-            pool.rebase(ledger.state(), &done);
-            forwarded.prune(ledger.state());
+        if inner
+            .ledger
+            .apply(block)
+            .map_err(ChainError::BadBlock)?
+            .is_some()
+        {
+            took_block(&mut inner, block, Vec::new());
         }
-        let height = ledger.height();
+        let height = inner.ledger.height();
         drop(inner);
         self.height.send_replace(height);
         Ok(())
@@ -103,6 +75,20 @@ impl ChainNode {
                     _ = stop.cancelled() => {}
                 }
             }
+            Role::Consensus => {
+                stop.cancelled().await;
+                let service = self
+                    .consensus
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(service) = service {
+                    // Joins the engine's threads: off the async workers.
+                    tokio::task::spawn_blocking(move || service.stop())
+                        .await
+                        .ok();
+                }
+            }
         }
     }
 
@@ -127,11 +113,24 @@ impl ChainNode {
             self.height()
         );
         loop {
-            let req = LedgerRequest::Blocks {
-                from: self.height() + 1,
-                max: 256,
-                wait_ms: 5_000,
-            };
+            let (from, max, wait_ms) = (self.height() + 1, 256, 5_000);
+            if self.finality.is_some() {
+                let run = match rpc
+                    .call(LedgerRequest::Finalized { from, max, wait_ms })
+                    .await?
+                {
+                    LedgerResponse::Finalized(run) => run,
+                    LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
+                    other => return Err(ChainError::Unexpected(format!("{other:?}"))),
+                };
+                if run.is_empty() {
+                    continue;
+                }
+                let node = self.clone();
+                tokio::task::spawn_blocking(move || node.apply_finalized_run(&run)).await??;
+                continue;
+            }
+            let req = LedgerRequest::Blocks { from, max, wait_ms };
             let blocks = match rpc.call(req).await? {
                 LedgerResponse::Blocks(blocks) => blocks,
                 LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
@@ -147,4 +146,32 @@ impl ChainNode {
             .await??;
         }
     }
+}
+
+/// After `block` is committed: its transactions are remembered as committed and answered,
+/// the mempool goes on from the new state (answering what it drops, and what the block
+/// builder `rejected`), and forwarded transactions now committed are forgotten.
+pub(super) fn took_block(inner: &mut Inner, block: &Block, rejected: Vec<(TxHash, TxError)>) {
+    let height = block.header.height;
+    let done: HashSet<TxHash> = block.txs.iter().map(|t| t.hash()).collect();
+    let Inner {
+        ledger,
+        pool,
+        waiters,
+        committed,
+        forwarded,
+    } = inner;
+    for hash in &done {
+        committed.put(*hash, height);
+        for w in waiters.remove(hash).unwrap_or_default() {
+            w.send(Ok(height)).ok();
+        }
+    }
+    let dropped = pool.rebase(ledger.state(), &done);
+    for (hash, why) in rejected.into_iter().chain(dropped) {
+        for w in waiters.remove(&hash).unwrap_or_default() {
+            w.send(Err(format!("dropped before its block: {why}"))).ok();
+        }
+    }
+    forwarded.prune(ledger.state());
 }

@@ -38,6 +38,7 @@ pub fn create_dev_chain(dir: &DataDir, relay: &Identity) -> std::io::Result<Gene
         name: format!("top-dev-{}", relay.relay_id().short()),
         time_ms: unix_now_ms(),
         validator: relay.account_id(),
+        validators: vec![],
         params: Params {
             unbonding_blocks: DEV_UNBONDING_BLOCKS,
             max_block_txs: 10_000,
@@ -134,7 +135,19 @@ fn open_chain(
     on_open: OnOpen,
 ) -> Result<(), crate::RelayError> {
     let me = core.identity.account_id();
-    let role = if genesis.validator == me {
+    let role = if genesis.is_consensus() {
+        if genesis.validators.contains(&me) {
+            Role::Consensus
+        } else {
+            match upstream {
+                Some(upstream) => Role::Follower { upstream },
+                None => {
+                    warn!("not a validator of this chain and no upstream is configured: no chain");
+                    return Ok(());
+                }
+            }
+        }
+    } else if genesis.validator == me {
         Role::Validator {
             identity: core.identity.clone(),
             interval: Duration::from_millis(core.config.ledger.block_interval_ms),
@@ -149,17 +162,24 @@ fn open_chain(
         }
     };
     let faucet = match (&role, dir.faucet_key().exists()) {
-        (Role::Validator { .. }, true) => Some(Identity::load(&dir.faucet_key())?),
+        (Role::Validator { .. } | Role::Consensus, true) => {
+            Some(Identity::load(&dir.faucet_key())?)
+        }
         _ => None,
     };
+    let consensus = matches!(role, Role::Consensus);
     let node = ChainNode::open(
         &dir.chain(),
-        genesis,
+        genesis.clone(),
         role,
         faucet,
         core.identity.clone(),
         core.shutdown.clone(),
     )?;
+    if consensus {
+        let service = crate::ledger::consensus::start_validator(&node, core, dir, &genesis)?;
+        node.set_consensus(service);
+    }
     info!(
         validator = node.is_validator(),
         height = node.height(),

@@ -433,6 +433,11 @@ impl DataDir {
     pub fn chain(&self) -> PathBuf {
         self.0.join(CHAIN_FILE)
     }
+    /// Where a validator of a chain of several keeps its consensus engine's storage (it
+    /// belongs with the chain store: back them up and restore them together).
+    pub fn consensus(&self) -> PathBuf {
+        self.0.join("consensus")
+    }
     /// The genesis file.
     pub fn genesis(&self) -> PathBuf {
         self.0.join(GENESIS_FILE)

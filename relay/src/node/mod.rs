@@ -90,6 +90,8 @@ pub struct InitOptions {
     pub peers: Vec<RelayAddr>,
     /// Create a dev chain with this relay as its validator and a faucet.
     pub dev: bool,
+    /// Join this chain (a network's genesis, from `toprelay genesis new`).
+    pub genesis: Option<ledger_lite::Genesis>,
 }
 
 impl InitOptions {
@@ -102,6 +104,7 @@ impl InitOptions {
             public_addr: None,
             peers: Vec::new(),
             dev: false,
+            genesis: None,
         }
     }
 
@@ -130,6 +133,10 @@ pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig)
     config.peers = opts.peers;
     if opts.dev {
         crate::ledger::setup::create_dev_chain(&dir, &identity)?;
+        config.billing.stake = "1000".into();
+    } else if let Some(genesis) = &opts.genesis {
+        crate::ledger::network::use_genesis(&dir, genesis, None)
+            .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
         config.billing.stake = "1000".into();
     }
     config.save(data_dir)?;

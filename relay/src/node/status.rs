@@ -54,8 +54,17 @@ pub struct LedgerStatus {
     pub chain: String,
     /// Height of the last committed block.
     pub height: u64,
-    /// Whether this relay produces the blocks.
+    /// Whether this relay is a validator (alone, or one of several).
     pub validator: bool,
+    /// The validators' epoch.
+    #[serde(default)]
+    pub epoch: u64,
+    /// The validator set of this epoch (account ids).
+    #[serde(default)]
+    pub validators: Vec<String>,
+    /// Height of the last finalized block.
+    #[serde(default)]
+    pub finalized: u64,
     /// The relay's account.
     pub account: String,
     /// Its balance.
@@ -112,6 +121,9 @@ impl LedgerStatus {
                 chain: summary.name.clone(),
                 height: s.height,
                 validator: chain.is_validator(),
+                epoch: summary.epoch,
+                validators: summary.validators.iter().map(|v| v.to_string()).collect(),
+                finalized: summary.finalized,
                 account: me.to_string(),
                 balance: account.balance,
                 stake: account.stake,

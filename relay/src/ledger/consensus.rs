@@ -1,0 +1,179 @@
+//! A chain of several validators in a relay. A validator runs the consensus engine
+//! ([`top_consensus::service::ValidatorService`]) and commits what the validators finalize into
+//! its chain store, with each block's finality proof beside it; a follower takes a block only
+//! with a proof that the chain's validators finalized it (or a later block that has one).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ledger_lite::wire::FinalizedBlock;
+use ledger_lite::{Block, BlockHash, Genesis, State, StoreError};
+use top_consensus::service::{ServiceConfig, ValidatorService};
+use top_consensus::store::ChainStore;
+use top_proto::addr::RelayAddr;
+use top_proto::id::AccountId;
+use tracing::warn;
+
+use super::chain::ChainNode;
+use super::error::{ChainError, ChainResult};
+use super::production::took_block;
+use crate::node::config::DataDir;
+use crate::node::core::Core;
+
+impl ChainStore for ChainNode {
+    fn last(&self) -> (BlockHash, u64, State) {
+        let inner = self.lock();
+        (
+            inner.ledger.head(),
+            inner.ledger.height(),
+            inner.ledger.state().clone(),
+        )
+    }
+
+    fn commit(&self, block: &Block, proof: Option<&[u8]>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.ledger.apply_finalized(block, proof)?.is_some() {
+            took_block(&mut inner, block, Vec::new());
+        }
+        let height = inner.ledger.height();
+        drop(inner);
+        self.height.send_replace(height);
+        Ok(())
+    }
+}
+
+impl ChainNode {
+    /// Follower of a chain of several validators: checks and commits a run of blocks from its
+    /// upstream. Each block needs its own finality proof, or a later block in the run with one
+    /// (whose parent hashes commit to it); blocks after the last proven one wait for the next
+    /// fetch. A proof that does not verify refuses the whole run.
+    pub fn apply_finalized_run(&self, run: &[FinalizedBlock]) -> ChainResult<()> {
+        let Some(check) = &self.finality else {
+            return Err(ChainError::NotValidator);
+        };
+        // Cheap checks first: the run must be a chain of parent hashes.
+        for pair in run.windows(2) {
+            if pair[1].block.header.prev != pair[0].block.hash() {
+                return Err(ChainError::BadBlock(StoreError::Block(
+                    ledger_lite::BlockError::WrongPrev(pair[0].block.hash()),
+                )));
+            }
+        }
+        let mut proven = None;
+        for (i, entry) in run.iter().enumerate().rev() {
+            if let Some(proof) = &entry.proof {
+                check.check(&entry.block, proof)?;
+                proven = Some(i);
+                break;
+            }
+        }
+        let Some(last) = proven else {
+            return Ok(());
+        };
+        let mut inner = self.lock();
+        for entry in &run[..=last] {
+            let applied = inner
+                .ledger
+                .apply_finalized(&entry.block, entry.proof.as_deref())
+                .map_err(ChainError::BadBlock)?;
+            if applied.is_some() {
+                took_block(&mut inner, &entry.block, Vec::new());
+            }
+        }
+        let height = inner.ledger.height();
+        drop(inner);
+        self.height.send_replace(height);
+        Ok(())
+    }
+
+    /// Committed blocks from `from` with their finality proofs, at most `max`, waiting up to
+    /// `wait` for the first one.
+    pub async fn finalized_blocks(
+        &self,
+        from: u64,
+        max: u32,
+        wait: Duration,
+    ) -> ChainResult<Vec<FinalizedBlock>> {
+        let top = self.wait_for_blocks(from, max, wait).await;
+        if top < from {
+            return Ok(Vec::new());
+        }
+        let reader = self.blocks.clone();
+        let budget = ledger_lite::wire::MAX_LEDGER_FRAME / 2;
+        Ok(tokio::task::spawn_blocking(move || reader.finalized(from, top, budget)).await??)
+    }
+}
+
+/// How long a leader has to propose, beyond the block interval it may wait for
+/// transactions.
+const LEADER_GRACE: Duration = Duration::from_secs(2);
+
+/// Starts this relay's validator of a chain of several, committing into `node`.
+pub(super) fn start_validator(
+    node: &Arc<ChainNode>,
+    core: &Core,
+    dir: &DataDir,
+    genesis: &Genesis,
+) -> Result<ValidatorService, crate::RelayError> {
+    let port = core.endpoint.local_addr()?.port();
+    let listen = SocketAddr::new(core.config.listen.ip(), port);
+    let interval = Duration::from_millis(core.config.ledger.block_interval_ms);
+    let config = ServiceConfig {
+        identity: core.identity.clone(),
+        validators: validator_addrs(core, genesis, node),
+        listen,
+        genesis: genesis.clone(),
+        storage: dir.consensus(),
+        chain: Some(node.clone() as Arc<dyn ChainStore>),
+        leader_timeout: interval + LEADER_GRACE,
+        block_interval: interval,
+    };
+    ValidatorService::start(config)
+        .map_err(|e| crate::RelayError::Io(std::io::Error::other(e.to_string())))
+}
+
+/// Where each validator's consensus transport listens: on the port number of its relay's QUIC
+/// address (TCP), taken from this relay's own address, its configured peers, or the registry.
+/// A validator nowhere known gets an unroutable address until it is (it cannot vote with this
+/// relay meanwhile).
+fn validator_addrs(
+    core: &Core,
+    genesis: &Genesis,
+    node: &ChainNode,
+) -> Vec<(AccountId, SocketAddr)> {
+    let me = core.identity.account_id();
+    let configured: Vec<&RelayAddr> = core
+        .config
+        .peers
+        .iter()
+        .chain(core.config.ledger.upstream.iter())
+        .collect();
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    genesis
+        .validators
+        .iter()
+        .map(|id| {
+            if *id == me {
+                let port = core.endpoint.local_addr().map_or(0, |a| a.port());
+                return (*id, SocketAddr::new(core.config.listen.ip(), port));
+            }
+            let from_config = configured
+                .iter()
+                .find(|p| AccountId::from_wire(*p.id.as_bytes()) == *id)
+                .map(|p| p.host_port.clone());
+            let from_registry =
+                || node.with_state(|s| s.relay(id).and_then(|r| r.addrs.first().cloned()));
+            let addr = from_config
+                .or_else(from_registry)
+                .and_then(|hp| hp.to_socket_addrs().ok()?.next());
+            match addr {
+                Some(addr) => (*id, addr),
+                None => {
+                    warn!(validator = %id, "no address known for a validator");
+                    (*id, unknown)
+                }
+            }
+        })
+        .collect()
+}
