@@ -22,7 +22,7 @@ use rand_core::Rng;
 use top_proto::identity::Identity;
 
 use crate::block::ChainBlock;
-use crate::pending::{Pending, never_valid, plausible};
+use crate::pending::{Held, Pending, cheap_checks, never_valid, plausible};
 use crate::store::ChainStore;
 
 /// Finalized blocks kept in memory, at most (the oldest go first).
@@ -37,6 +37,28 @@ const PACE_STEP_MS: u64 = 20;
 /// How far ahead of this validator's clock a proposed block's time may be, in milliseconds.
 pub const MAX_CLOCK_AHEAD_MS: u64 = 10_000;
 
+/// What became of a transaction a validator's own relay handed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Waiting for a block (or already waiting: submission is idempotent).
+    Queued,
+    /// Beyond its sender's window: it waits here for the nonces before it to be used.
+    Held,
+    /// It can never go in (too large, too cheap, another chain's), or there is no room.
+    Refused,
+}
+
+/// Whether `tx` is only refused for being beyond its sender's window of next nonces (or its
+/// share of the pending pool being taken): it may go in later.
+fn ahead_of_window(tx: &SignedTx, state: &State) -> bool {
+    let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
+    let mut in_window = tx.clone();
+    in_window.tx.nonce = next;
+    // The same checks but the nonce's (the signature then fails: checked before it came).
+    tx.tx.nonce >= next.saturating_add(crate::pending::PER_ACCOUNT)
+        && cheap_checks(&in_window, state)
+}
+
 /// What a validator's application shares between the engine's calls and the node around it.
 pub struct Ledger {
     /// The state after the last finalized block, and that block's digest and height: where
@@ -47,6 +69,8 @@ pub struct Ledger {
     states: Mutex<HashMap<Digest, (u64, Arc<State>)>>,
     /// Transactions waiting for a block.
     pending: Mutex<Pending>,
+    /// This validator's own transactions beyond their sender's window in `pending`.
+    held: Mutex<Held>,
     /// Recent finalized blocks, in height order.
     finalized: Mutex<Vec<Arc<ChainBlock>>>,
     /// Where finalized blocks are committed (none: kept in memory only, as in simulations).
@@ -77,6 +101,7 @@ impl Ledger {
             finalized_state: Mutex::new(last),
             states: Mutex::default(),
             pending: Mutex::default(),
+            held: Mutex::default(),
             finalized: Mutex::default(),
             store,
             on_finalized: tokio::sync::Notify::new(),
@@ -93,6 +118,50 @@ impl Ledger {
     pub fn submit(&self, tx: SignedTx) -> bool {
         let state = lock(&self.finalized_state).2.clone();
         plausible(&tx, &state) && lock(&self.pending).insert(tx)
+    }
+
+    /// Queues a batch of transactions gossiped by another validator: the cheap checks first,
+    /// then the signatures of those left, checked as one batch (one by one only when the batch
+    /// fails: a forged transaction never waits here, so nothing a peer forges takes an
+    /// account's places). Returns how many were queued.
+    pub fn submit_gossiped(&self, txs: Vec<SignedTx>) -> usize {
+        let state = lock(&self.finalized_state).2.clone();
+        let txs: Vec<SignedTx> = txs
+            .into_iter()
+            .filter(|t| cheap_checks(t, &state))
+            .collect();
+        let verified: Vec<SignedTx> = match ledger_lite::verify::verify_txs(&txs) {
+            Ok(()) => txs,
+            Err(_) => txs
+                .into_iter()
+                .filter(|t| ledger_lite::verify::verify_tx(t).is_ok())
+                .collect(),
+        };
+        let mut pending = lock(&self.pending);
+        verified
+            .into_iter()
+            .filter(|t| pending.insert(t.clone()))
+            .count()
+    }
+
+    /// Queues this node's own transaction (its signature checked already) like
+    /// [`Ledger::submit`]; one beyond its sender's window is held until blocks move the window
+    /// to it. Says which.
+    pub fn submit_own(&self, tx: SignedTx) -> Admission {
+        let state = lock(&self.finalized_state).2.clone();
+        if cheap_checks(&tx, &state) {
+            let mut pending = lock(&self.pending);
+            if pending.contains(&tx.hash()) || pending.has_room_for(&tx.tx.from) {
+                pending.insert(tx);
+                return Admission::Queued;
+            }
+        } else if !ahead_of_window(&tx, &state) {
+            return Admission::Refused;
+        }
+        match lock(&self.held).hold(tx, &state) {
+            true => Admission::Held,
+            false => Admission::Refused,
+        }
     }
 
     /// Transactions waiting for a block.
@@ -190,37 +259,44 @@ impl Ledger {
         proof: Option<&[u8]>,
     ) -> Result<(), ledger_lite::StoreError> {
         let height = block.block().header.height;
+        // Held throughout: one block is finalized at a time. The last finalized state is
+        // locked only to read and to replace it, never across the store's commit (submissions
+        // read it on the relay's async workers).
         let mut finalized = lock(&self.finalized);
-        {
-            let mut last = lock(&self.finalized_state);
-            // At least once: a block delivered again (after a restart, say) is taken once.
-            if height <= last.1 {
-                return Ok(());
-            }
-            if let Some(store) = &self.store {
-                store.commit(block.block(), proof)?;
-            }
-            let known = lock(&self.states)
-                .get(&block.digest())
-                .map(|(_, s)| s.clone());
-            let state = match known {
-                Some(state) => state,
-                None => {
-                    let mut state = (*last.2).clone();
-                    state.apply_agreed(block.block(), &ledger_lite::BlockHash(last.0.0))?;
-                    Arc::new(state)
-                }
-            };
-            *last = (block.digest(), height, state);
+        let (last_digest, last_height, last_state) = lock(&self.finalized_state).clone();
+        // At least once: a block delivered again (after a restart, say) is taken once.
+        if height <= last_height {
+            return Ok(());
         }
+        // The state after it: known when this validator voted on or built it; else (a block
+        // fetched after the fact) applied here, its signatures checked, before the store
+        // takes it without checking them again.
+        let known = lock(&self.states)
+            .get(&block.digest())
+            .map(|(_, s)| s.clone());
+        let state = match known {
+            Some(state) => state,
+            None => {
+                let mut state = (*last_state).clone();
+                state.apply_agreed(block.block(), &ledger_lite::BlockHash(last_digest.0))?;
+                Arc::new(state)
+            }
+        };
+        if let Some(store) = &self.store {
+            store.commit(block.block(), proof)?;
+        }
+        *lock(&self.finalized_state) = (block.digest(), height, state);
         let included: std::collections::HashSet<TxHash> =
             block.block().txs.iter().map(SignedTx::hash).collect();
         let state = lock(&self.finalized_state).2.clone();
         // Gone: what went in, and what a nonce already used shuts out for good.
-        lock(&self.pending).retain(|tx| {
+        let mut pending = lock(&self.pending);
+        pending.retain(|tx| {
             let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
             !included.contains(&tx.hash()) && tx.tx.nonce >= next
         });
+        lock(&self.held).release(&state, &mut pending);
+        drop(pending);
         lock(&self.states).retain(|_, (h, _)| *h > height);
         if finalized.len() >= MAX_FINALIZED_KEPT {
             finalized.remove(0);
@@ -237,7 +313,7 @@ impl Ledger {
 pub struct LedgerApp {
     ledger: Arc<Ledger>,
     proposer: Arc<Identity>,
-    /// How long after its parent a block is proposed (a fifth of it when transactions
+    /// How long after its parent a block is proposed (half of it when transactions
     /// wait); zero: at once.
     interval: std::time::Duration,
     /// Where finalized blocks go to be committed (none: taken at once, in memory).
@@ -256,7 +332,7 @@ impl LedgerApp {
         }
     }
 
-    /// Paces proposals: a block comes `interval` after its parent, or a fifth of that when
+    /// Paces proposals: a block comes `interval` after its parent, or half that when
     /// transactions wait (an idle chain does not fill disks with empty blocks).
     pub fn with_interval(mut self, interval: std::time::Duration) -> Self {
         self.interval = interval;
@@ -270,8 +346,11 @@ impl LedgerApp {
             return;
         }
         let parent_ms = parent.block().header.time_ms;
-        let due = parent_ms.saturating_add(interval);
-        let busy_due = parent_ms.saturating_add(interval / 5);
+        // Never more than an interval from now: a parent stamped ahead (a leader's clock may
+        // run up to MAX_CLOCK_AHEAD_MS fast) must not hold the next leader past its timeout.
+        let cap = now_ms(clock).saturating_add(interval);
+        let due = parent_ms.saturating_add(interval).min(cap);
+        let busy_due = parent_ms.saturating_add(interval / 2).min(cap);
         loop {
             let now = now_ms(clock);
             if now >= due || (now >= busy_due && self.ledger.pending() > 0) {
@@ -335,7 +414,14 @@ where
         let mut state = self.ledger.state_at(&parent, &mut ancestry).await?;
         let scan = (state.params.max_block_txs as usize).saturating_mul(CANDIDATES_PER_SLOT);
         let candidates = lock(&self.ledger.pending).candidates(scan);
-        let built = state.build_block(candidates, now_ms(&clock), parent.hash(), &self.proposer);
+        // Every pending transaction's signature was checked as it came.
+        let built = state.build_block_checking(
+            candidates,
+            now_ms(&clock),
+            parent.hash(),
+            &self.proposer,
+            |_| false,
+        );
         // What can never go in goes (a nonce ahead of its turn, or funds, may yet come).
         let never: std::collections::HashSet<TxHash> = built
             .rejected

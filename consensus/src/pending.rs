@@ -23,6 +23,11 @@ pub struct Pending {
 /// chain, paying at least the minimum fee, one of its sender's next nonces, of a size and
 /// claim count a block can hold, and only then signed by its sender.
 pub fn plausible(tx: &SignedTx, state: &State) -> bool {
+    cheap_checks(tx, state) && ledger_lite::verify::verify_tx(tx).is_ok()
+}
+
+/// [`plausible`] but the signature.
+pub fn cheap_checks(tx: &SignedTx, state: &State) -> bool {
     let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
     let claims = match &tx.tx.kind {
         TxKind::Settle { receipts } => receipts.len(),
@@ -35,11 +40,16 @@ pub fn plausible(tx: &SignedTx, state: &State) -> bool {
         && tx.tx.nonce < next.saturating_add(PER_ACCOUNT)
         && claims <= ledger_lite::apply::MAX_SETTLE_CLAIMS
         && postcard::to_stdvec(tx).is_ok_and(|b| b.len() <= ledger_lite::chain::MAX_BLOCK_BYTES)
-        && ledger_lite::verify::verify_tx(tx).is_ok()
 }
 
 impl Pending {
-    /// Adds `tx` unless it waits already, its sender has its share, or the pool is full.
+    /// Whether `hash` waits here.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.txs.contains_key(hash)
+    }
+
+    /// Adds `tx` (its signature checked) unless it waits already, its sender has its share,
+    /// or the pool is full.
     pub fn insert(&mut self, tx: SignedTx) -> bool {
         let hash = tx.hash();
         if self.txs.contains_key(&hash) || self.txs.len() >= MAX_PENDING {
@@ -58,6 +68,12 @@ impl Pending {
     /// How many wait.
     pub fn len(&self) -> usize {
         self.txs.len()
+    }
+
+    /// Whether one more from `account` would be taken.
+    pub fn has_room_for(&self, account: &AccountId) -> bool {
+        self.txs.len() < MAX_PENDING
+            && (self.per_account.get(account).copied().unwrap_or(0) as u64) < PER_ACCOUNT
     }
 
     /// Whether none waits.
@@ -88,6 +104,66 @@ impl Pending {
         per_account.retain(|_, n| *n > 0);
         let txs = &self.txs;
         self.order.retain(|h| txs.contains_key(h));
+    }
+}
+
+/// This validator's own transactions held back while their sender's share of [`Pending`] is
+/// taken (nonces beyond the window): they move in as blocks use up the nonces before them.
+/// Only transactions the relay verified come here (never gossiped ones), at most
+/// [`MAX_HELD`].
+#[derive(Default)]
+pub struct Held {
+    txs: VecDeque<SignedTx>,
+    hashes: std::collections::HashSet<TxHash>,
+}
+
+/// Held transactions, at most.
+pub const MAX_HELD: usize = 20_000;
+
+impl Held {
+    /// Holds `tx` when it is for this chain and ahead of its sender's next nonce; false when
+    /// it never can go in or there is no room.
+    pub fn hold(&mut self, tx: SignedTx, state: &State) -> bool {
+        let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
+        if tx.tx.chain != state.chain || tx.tx.nonce < next || self.txs.len() >= MAX_HELD {
+            return false;
+        }
+        if self.hashes.insert(tx.hash()) {
+            self.txs.push_back(tx);
+        }
+        true
+    }
+
+    /// How many are held.
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// After a block: what used nonces shut out goes; what is now within its sender's window
+    /// moves into `pending` (if it takes it); the rest waits.
+    pub fn release(&mut self, state: &State, pending: &mut Pending) {
+        let mut kept = VecDeque::with_capacity(self.txs.len());
+        for tx in self.txs.drain(..) {
+            let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
+            if tx.tx.nonce < next {
+                self.hashes.remove(&tx.hash());
+                continue;
+            }
+            let in_window = tx.tx.nonce < next.saturating_add(PER_ACCOUNT);
+            // Verified by the relay before it was held: the cheap checks again only.
+            if in_window && pending.has_room_for(&tx.tx.from) && cheap_checks(&tx, state) {
+                self.hashes.remove(&tx.hash());
+                pending.insert(tx);
+            } else {
+                kept.push_back(tx);
+            }
+        }
+        self.txs = kept;
     }
 }
 
@@ -163,5 +239,34 @@ mod tests {
         assert_eq!(pending.len() as u64, PER_ACCOUNT - 10);
         assert_eq!(pending.candidates(3)[0].tx.nonce, 10, "oldest first");
         assert!(pending.insert(transfer(&rich, &s, 200, 5)), "room again");
+    }
+
+    #[test]
+    fn own_transactions_beyond_the_window_wait_for_their_turn() {
+        let rich = Identity::from_seed(&[1; 32]);
+        let mut s = state(&rich);
+        let mut pending = Pending::default();
+        let mut held = Held::default();
+        for nonce in 0..PER_ACCOUNT + 10 {
+            let tx = transfer(&rich, &s, nonce, 5);
+            if !(pending.has_room_for(&rich.account_id()) && pending.insert(tx.clone())) {
+                assert!(held.hold(tx.clone(), &s));
+                assert!(held.hold(tx, &s), "held once, asking again is no error");
+            }
+        }
+        assert_eq!((pending.len() as u64, held.len()), (PER_ACCOUNT, 10));
+        // A block uses up nonces 0..10: those go from pending, the ten held move in.
+        let used: Vec<SignedTx> = (0..10).map(|n| transfer(&rich, &s, n, 5)).collect();
+        let built = s.build_block(used, 2, ledger_lite::BlockHash::default(), &rich);
+        assert!(built.rejected.is_empty());
+        pending.retain(|tx| tx.tx.nonce >= 10);
+        held.release(&s, &mut pending);
+        assert!(held.is_empty());
+        assert_eq!(pending.len() as u64, PER_ACCOUNT);
+        // Another chain's, or one whose nonce is used: never held.
+        assert!(!held.hold(transfer(&rich, &s, 3, 5), &s));
+        let mut other = transfer(&rich, &s, 30, 5);
+        other.tx.chain = ledger_lite::ChainId([9; 32]);
+        assert!(!held.hold(other, &s));
     }
 }

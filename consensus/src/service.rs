@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 
-use crate::app::{Ledger, LedgerApp};
+use crate::app::{Admission, Ledger, LedgerApp};
 use crate::block::ChainBlock;
 use crate::finalizer::Finalizer;
 use crate::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
@@ -32,8 +32,15 @@ use crate::store::ChainStore;
 pub const TRANSACTIONS: u64 = 5;
 /// Messages a peer may send per second on each channel.
 const PEER_RATE: u32 = 1024;
-/// Transactions a peer may gossip per second.
-const TX_RATE: u32 = 256;
+/// Batches of transactions a peer may gossip per second (a validator sends at most one
+/// every [`BATCH_WAIT`]).
+const TX_RATE: u32 = 128;
+/// How long a validator gathers transactions into a batch before sending it.
+const BATCH_WAIT: Duration = Duration::from_millis(10);
+/// Transactions in one gossiped batch, at most.
+const BATCH_TXS: usize = 256;
+/// The largest gossiped batch, in bytes.
+const MAX_BATCH: usize = 256 << 10;
 /// Small messages (votes, certificates) waiting per channel.
 const BACKLOG: usize = 1024;
 /// Large messages (blocks, transactions) waiting per channel.
@@ -243,14 +250,15 @@ impl ValidatorService {
         &self.ledger
     }
 
-    /// Queues `tx` for the next blocks, here and at every other validator, when it is
-    /// plausible and has room; returns whether it was queued here.
-    pub fn submit(&self, tx: SignedTx) -> bool {
-        let queued = self.ledger.submit(tx.clone());
-        if queued {
+    /// Queues this relay's `tx` (its signature checked) for the next blocks, here and at every
+    /// other validator, when it is plausible and has room; one beyond its sender's window
+    /// waits here for its turn.
+    pub fn submit(&self, tx: SignedTx) -> Admission {
+        let admission = self.ledger.submit_own(tx.clone());
+        if admission == Admission::Queued {
             self.outbox.try_send(tx).ok();
         }
-        queued
+        admission
     }
 
     /// Stops the validator and waits for its thread.
@@ -287,9 +295,9 @@ impl Drop for ValidatorService {
     }
 }
 
-/// Sends this validator's transactions to the others and takes theirs: small ones only, each
-/// checked cheaply (chain, fee, nonce window) before its signature, at most [`TX_RATE`] a
-/// second from one peer.
+/// Sends this validator's transactions to the others in batches and takes theirs: small ones
+/// only, each checked cheaply (chain, fee, nonce window) before the batch's signatures; at most
+/// [`TX_RATE`] batches of [`BATCH_TXS`] a second from one peer.
 async fn gossip<S, R>(
     (mut sender, mut receiver): (S, R),
     mut outgoing: mpsc::Receiver<SignedTx>,
@@ -302,22 +310,123 @@ async fn gossip<S, R>(
         tokio::select! {
             tx = outgoing.recv() => {
                 let Some(tx) = tx else { return };
-                if let Ok(bytes) = postcard::to_stdvec(&tx)
-                    && bytes.len() <= MAX_GOSSIP_TX
-                {
+                // What else comes within a moment goes along, up to a batch: a peer takes
+                // batches at a bounded rate, so one per transaction would hold the chain to it.
+                let mut batch = vec![tx];
+                tokio::time::sleep(BATCH_WAIT).await;
+                while batch.len() < BATCH_TXS {
+                    match outgoing.try_recv() {
+                        Ok(tx) => batch.push(tx),
+                        Err(_) => break,
+                    }
+                }
+                for bytes in encode_batches(&batch) {
                     sender.send(Recipients::All, bytes, false);
                 }
             }
             message = receiver.recv() => {
                 let Ok((_, bytes)) = message else { return };
-                if bytes.as_ref().len() > MAX_GOSSIP_TX {
-                    continue;
-                }
-                let Ok(tx) = postcard::from_bytes::<SignedTx>(bytes.as_ref()) else {
-                    continue;
-                };
-                ledger.submit(tx);
+                ledger.submit_gossiped(decode_batch(bytes.as_ref()));
             }
         }
+    }
+}
+
+/// `txs` as gossip messages of at most [`MAX_BATCH`] bytes (a transaction too large for one
+/// alone is not gossiped: it waits at the validator it was sent to until that one leads).
+fn encode_batches(txs: &[SignedTx]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut batch: Vec<&SignedTx> = Vec::new();
+    let mut size = 0;
+    for tx in txs {
+        let Ok(len) = postcard::to_stdvec(tx).map(|b| b.len()) else {
+            continue;
+        };
+        if len > MAX_GOSSIP_TX {
+            continue;
+        }
+        if size + len > MAX_BATCH - 16 && !batch.is_empty() {
+            out.extend(postcard::to_stdvec(&batch).ok());
+            batch.clear();
+            size = 0;
+        }
+        batch.push(tx);
+        size += len;
+    }
+    if !batch.is_empty() {
+        out.extend(postcard::to_stdvec(&batch).ok());
+    }
+    out
+}
+
+/// A gossiped batch, if it is one within bounds (else nothing of it).
+pub fn decode_batch(bytes: &[u8]) -> Vec<SignedTx> {
+    if bytes.len() > MAX_BATCH {
+        return Vec::new();
+    }
+    match postcard::from_bytes::<Vec<SignedTx>>(bytes) {
+        Ok(txs) if txs.len() <= BATCH_TXS => txs,
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger_lite::{Amount, ChainId, Tx, TxKind};
+    use top_proto::identity::Identity;
+
+    use super::*;
+
+    fn tx(nonce: u64, memo: usize) -> SignedTx {
+        let user = Identity::from_seed(&[3; 32]);
+        let kind = match memo {
+            0 => TxKind::Transfer {
+                to: user.account_id(),
+                amount: Amount::from_units(1),
+            },
+            n => TxKind::Settle {
+                receipts: vec![
+                    ledger_lite::ReceiptBody {
+                        chain: ChainId([1; 32]),
+                        channel: ledger_lite::ChannelId([2; 32]),
+                        cum_bytes: 1,
+                        cum_amount: Amount::from_units(1),
+                    }
+                    .sign(&user);
+                    n
+                ],
+            },
+        };
+        Tx {
+            chain: ChainId([1; 32]),
+            from: user.account_id(),
+            nonce,
+            fee: Amount::from_units(1),
+            kind,
+        }
+        .sign(&user)
+    }
+
+    #[test]
+    fn batches_stay_within_bounds_and_decode_to_what_went_in() {
+        let small: Vec<SignedTx> = (0..BATCH_TXS as u64).map(|n| tx(n, 0)).collect();
+        let batches = encode_batches(&small);
+        assert_eq!(batches.len(), 1);
+        assert_eq!(decode_batch(&batches[0]), small);
+        // Large transactions split over several batches; one too large for gossip stays home.
+        let large: Vec<SignedTx> = (0..8).map(|n| tx(n, 300)).collect();
+        let too_large = tx(9, 2_000);
+        let mut all = large.clone();
+        all.push(too_large);
+        let batches = encode_batches(&all);
+        assert!(batches.len() > 1);
+        assert!(batches.iter().all(|b| b.len() <= MAX_BATCH));
+        let back: Vec<SignedTx> = batches.iter().flat_map(|b| decode_batch(b)).collect();
+        assert_eq!(back, large);
+        // Too many, too large or not a batch: nothing.
+        let many: Vec<SignedTx> = (0..BATCH_TXS as u64 + 1).map(|n| tx(n, 0)).collect();
+        assert!(decode_batch(&postcard::to_stdvec(&many).unwrap()).is_empty());
+        assert!(decode_batch(&vec![0u8; MAX_BATCH + 1]).is_empty());
+        assert!(decode_batch(&[0xff; 64]).is_empty());
     }
 }

@@ -11,9 +11,11 @@ pub trait ChainStore: Send + Sync {
     /// The last committed block's hash and height, and the state after it.
     fn last(&self) -> (BlockHash, u64, State);
 
-    /// Commits a finalized block with its finality proof, when the engine has one. Committing
-    /// a block at or below the last committed height does nothing (blocks come at least once).
-    /// An error stops the validator.
+    /// Commits a finalized block with its finality proof, when the engine has one. Only for
+    /// blocks whose transactions' signatures the engine checked already (when it voted on,
+    /// built or took the block): they are not checked again.
+    /// Committing a block at or below the last committed height does nothing (blocks come at
+    /// least once). An error stops the validator.
     fn commit(&self, block: &Block, proof: Option<&[u8]>) -> Result<(), StoreError>;
 }
 
@@ -25,6 +27,6 @@ impl ChainStore for Mutex<ledger_lite::Ledger> {
 
     fn commit(&self, block: &Block, proof: Option<&[u8]>) -> Result<(), StoreError> {
         let mut ledger = self.lock().unwrap_or_else(|p| p.into_inner());
-        ledger.apply_finalized(block, proof).map(|_| ())
+        ledger.commit_verified(block, proof).map(|_| ())
     }
 }

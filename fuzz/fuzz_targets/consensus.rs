@@ -1,6 +1,8 @@
-//! Bytes from another validator: consensus blocks (gossiped, or served to fill a gap) and
-//! gossiped transactions through their cheap checks. Must never panic or over-allocate; a block
-//! that decodes commits to its transactions and re-encodes to the same digest.
+//! Bytes from another validator or an upstream relay: consensus blocks (gossiped, or served to
+//! fill a gap), gossiped transaction batches through their cheap checks, and finality proofs a
+//! follower checks. Must never panic or over-allocate; a block that decodes commits to its
+//! transactions and re-encodes to the same digest; no proof from these bytes finalizes a block
+//! (no fuzzer forges four validators' signatures).
 #![no_main]
 
 use commonware_codec::{Encode, Read};
@@ -12,7 +14,12 @@ use top_consensus::block::{ChainBlock, MAX_BLOCK_WIRE};
 
 mod common;
 
-use common::STATE;
+use common::{CONSENSUS_GENESIS, STATE};
+
+static CHECK: std::sync::LazyLock<top_consensus::proof::FinalityCheck> =
+    std::sync::LazyLock::new(|| {
+        top_consensus::proof::FinalityCheck::new(&CONSENSUS_GENESIS).expect("a consensus genesis")
+    });
 
 fuzz_target!(|data: &[u8]| {
     let mut buf = data;
@@ -24,4 +31,20 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(tx) = postcard::from_bytes::<SignedTx>(data) {
         let _ = top_consensus::pending::plausible(&tx, &STATE);
     }
+    for tx in top_consensus::service::decode_batch(data) {
+        let _ = top_consensus::pending::cheap_checks(&tx, &STATE);
+    }
+    let block = ledger_lite::Block::sign(
+        ledger_lite::BlockHeader {
+            chain: STATE.chain,
+            height: 1,
+            prev: ledger_lite::BlockHash::default(),
+            time_ms: 1,
+            txs_root: txs_root(&[]),
+            state_root: [0; 32],
+        },
+        Vec::new(),
+        &top_proto::identity::Identity::from_seed(&[4; 32]),
+    );
+    assert!(CHECK.check(&block, data).is_err());
 });

@@ -94,6 +94,9 @@ impl Genesis {
             if ids.len() > MAX_VALIDATORS {
                 return Err(GenesisError::Params("too many validators"));
             }
+            if ids.iter().any(|id| id.verifying_key().is_err()) {
+                return Err(GenesisError::Params("a validator is not a valid key"));
+            }
             if self.validators.first() != Some(&self.validator) {
                 return Err(GenesisError::Params(
                     "validator must be the first of the validators",

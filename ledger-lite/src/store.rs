@@ -26,6 +26,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("chain_meta");
 /// certificate), by height, where the engine had one (a block without one is final because a
 /// later block that has one commits to it through its parent hashes).
 const PROOFS: TableDefinition<u64, &[u8]> = TableDefinition::new("proofs");
+/// The largest finality proof stored (a certificate of a few hundred signatures fits).
+pub const MAX_PROOF_BYTES: usize = 64 << 10;
 
 /// Why the chain store failed.
 #[derive(Debug, thiserror::Error)]
@@ -290,11 +292,43 @@ impl Ledger {
         block: &Block,
         proof: Option<&[u8]>,
     ) -> Result<Option<BlockOutcome>, StoreError> {
+        self.apply_finalized_checking(block, proof, true)
+    }
+
+    /// [`Ledger::apply_finalized`] for a block whose transactions' signatures this node's own
+    /// consensus engine checked (voting on it, or building it): everything else is checked.
+    pub fn commit_verified(
+        &mut self,
+        block: &Block,
+        proof: Option<&[u8]>,
+    ) -> Result<Option<BlockOutcome>, StoreError> {
+        self.apply_finalized_checking(block, proof, false)
+    }
+
+    fn apply_finalized_checking(
+        &mut self,
+        block: &Block,
+        proof: Option<&[u8]>,
+        signatures: bool,
+    ) -> Result<Option<BlockOutcome>, StoreError> {
         if block.header.height <= self.state.height && block.header.chain == self.state.chain {
             return Ok(None);
         }
+        if let Some(proof) = proof
+            && proof.len() > MAX_PROOF_BYTES
+        {
+            return Err(BlockError::ProofTooLarge(proof.len()).into());
+        }
+        if self.genesis.is_consensus()
+            && block.signature != ed25519_dalek::Signature::from_bytes(&[0; 64])
+        {
+            return Err(BlockError::UnexpectedSignature.into());
+        }
         self.ensure_open()?;
-        let outcome = self.state.apply_agreed(block, &self.head)?;
+        let outcome = match signatures {
+            true => self.state.apply_agreed(block, &self.head)?,
+            false => self.state.apply_agreed_verified(block, &self.head)?,
+        };
         if let Err(e) = self.commit(block, &outcome, proof) {
             self.state.rollback(outcome.undo);
             return Err(self.reopen_after(e));

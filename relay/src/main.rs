@@ -232,14 +232,21 @@ fn genesis(command: GenesisCommand) -> Result<()> {
             if faucet.is_some() && key_path.exists() {
                 bail!("{} exists already", key_path.display());
             }
-            network::write_genesis(&out, &genesis)
-                .with_context(|| format!("writing {}", out.display()))?;
+            if out.exists() {
+                bail!("{} exists already", out.display());
+            }
+            // The key first: a genesis whose faucet key was lost would hold its TOP for good.
             if let Some(faucet) = faucet {
                 faucet
                     .save(&key_path)
                     .with_context(|| format!("writing {}", key_path.display()))?;
-                eprintln!("faucet key: {}", key_path.display());
+                eprintln!(
+                    "faucet key: {} (give it to one relay only; keep it out of the genesis you share)",
+                    key_path.display()
+                );
             }
+            network::write_genesis(&out, &genesis)
+                .with_context(|| format!("writing {}", out.display()))?;
             println!("{}", out.display());
             eprintln!(
                 "chain {} with {} validators; give it to each relay with: toprelay genesis use --data-dir DIR {}",

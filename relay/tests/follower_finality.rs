@@ -128,15 +128,25 @@ async fn forged_stale_or_foreign_proofs_leave_the_chain_as_it_was() {
     assert_eq!(node.height(), 0);
 
     // No proof yet: nothing is taken, and that is no error.
-    node.apply_finalized_run(&[c.entry(0, &[])]).unwrap();
+    assert_eq!(node.apply_finalized_run(&[c.entry(0, &[])]).unwrap(), 0);
     assert_eq!(node.height(), 0);
 
-    // Block 1 without a proof, block 2 with one: both final, both taken.
-    node.apply_finalized_run(&[c.entry(0, &[]), c.entry(1, &[1, 2, 3])])
-        .unwrap();
+    // Block 1 with a garbage proof, block 2 with a true one: both final through block 2's,
+    // both taken; block 1's garbage is not kept (nor served on to poison followers further).
+    let mut garbage = c.entry(0, &[]);
+    garbage.proof = Some(vec![7; 1000]);
+    let taken = node.apply_finalized_run(&[garbage, c.entry(1, &[1, 2, 3])]);
+    assert_eq!(taken.unwrap(), 2);
     assert_eq!(node.height(), 2);
     // Block 3 after a proven one, without its own: it waits.
-    node.apply_finalized_run(&[c.entry(2, &[])]).unwrap();
+    assert_eq!(node.apply_finalized_run(&[c.entry(2, &[])]).unwrap(), 0);
+    assert_eq!(node.height(), 2);
+
+    // A signed block is not this chain's (the hash does not cover the signature: relays would
+    // store different bytes for one block), whatever its proof.
+    let mut signed = c.entry(2, &[0, 1, 2]);
+    signed.block.signature = c.keys[0].sign(b"anything");
+    assert!(node.apply_finalized_run(&[signed]).is_err());
     assert_eq!(node.height(), 2);
 
     // What it took it serves on, with the proofs, for followers of its own.
@@ -145,7 +155,7 @@ async fn forged_stale_or_foreign_proofs_leave_the_chain_as_it_was() {
         .await
         .unwrap();
     assert_eq!(served.len(), 2);
-    assert!(served[0].proof.is_none());
+    assert!(served[0].proof.is_none(), "an unchecked proof was kept");
     let check = top_consensus::proof::FinalityCheck::new(&c.genesis).unwrap();
     let proof = served[1].proof.as_ref().expect("block 2's proof kept");
     assert_eq!(check.check(&served[1].block, proof), Ok(()));

@@ -258,6 +258,21 @@ async fn four_validators_finalize_survive_one_stop_at_two_and_resume() {
         assert!(height.is_some(), "finalized through {}", node.addr);
     }
 
+    // More in flight from one account than a validator's window of next nonces (64): those
+    // beyond it wait at the validator for their turn, and all land.
+    let (_e, conn, mut rpc) = connect(&addrs[0]).await;
+    for _ in 0..100 {
+        let tx = faucet.transfer().sign(&faucet.key);
+        let resp = rpc.call(LedgerRequest::Submit { tx, wait: false }).await;
+        assert!(
+            matches!(resp, Ok(LedgerResponse::Submitted { .. })),
+            "{resp:?}"
+        );
+    }
+    conn.close(0u32.into(), b"");
+    let last = tokio::time::timeout(Duration::from_secs(30), faucet.send(&addrs[0], true));
+    assert!(last.await.expect("the burst landed").is_some());
+
     // One validator killed: the other three go on finalizing.
     validators[3].kill();
     let before = summary(&addrs[0]).await.height;

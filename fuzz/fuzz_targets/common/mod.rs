@@ -7,6 +7,11 @@ use top_proto::identity::Identity;
 
 /// A small chain (minimum fee 3, minimum stake 10) where seed 3's account holds 2^40 units.
 pub static STATE: LazyLock<State> = LazyLock::new(|| {
+    GENESIS.state().expect("the fuzz genesis")
+});
+
+/// The genesis of [`STATE`]; [`CONSENSUS_GENESIS`] names four validators (seeds 4 to 7).
+pub static GENESIS: LazyLock<Genesis> = LazyLock::new(|| {
     let rich = Identity::from_seed(&[3; 32]);
     Genesis {
         name: "fuzz".into(),
@@ -22,6 +27,13 @@ pub static STATE: LazyLock<State> = LazyLock::new(|| {
         faucet: None,
         allocations: vec![(rich.account_id(), ledger_lite::Amount::from_units(1 << 40))],
     }
-    .state()
-    .expect("the fuzz genesis")
+});
+
+/// [`GENESIS`] with four validators agreeing through consensus.
+pub static CONSENSUS_GENESIS: LazyLock<Genesis> = LazyLock::new(|| {
+    let mut genesis = GENESIS.clone();
+    genesis.validators = (4..8u8)
+        .map(|seed| Identity::from_seed(&[seed; 32]).account_id())
+        .collect();
+    genesis
 });

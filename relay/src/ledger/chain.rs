@@ -157,16 +157,41 @@ impl ChainNode {
         *self.consensus.lock().unwrap_or_else(|p| p.into_inner()) = Some(service);
     }
 
-    /// Hands a checked transaction to the consensus engine (a validator of several), which
-    /// gossips it to the other validators.
+    /// Hands a checked transaction, queued here, to the consensus engine (a validator of
+    /// several), which gossips it to the other validators. One the engine can never take
+    /// leaves the mempool here too (with what its sender queued after it), and whoever waits
+    /// for them is told.
     fn propose(&self, tx: &SignedTx) {
-        if let Some(service) = self
+        use top_consensus::app::Admission;
+        let admission = match self
             .consensus
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            service.submit(tx.clone());
+            Some(service) => service.submit(tx.clone()),
+            None => return,
+        };
+        if admission != Admission::Refused {
+            return;
+        }
+        let hash = tx.hash();
+        let mut inner = self.lock();
+        let Inner {
+            ledger,
+            pool,
+            waiters,
+            ..
+        } = &mut *inner;
+        let dropped = pool.rebase(ledger.state(), &std::collections::HashSet::from([hash]));
+        for w in waiters.remove(&hash).unwrap_or_default() {
+            w.send(Err("the validators' pool does not take it".into()))
+                .ok();
+        }
+        for (hash, why) in dropped {
+            for w in waiters.remove(&hash).unwrap_or_default() {
+                w.send(Err(format!("dropped before its block: {why}"))).ok();
+            }
         }
     }
 

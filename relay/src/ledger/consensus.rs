@@ -33,7 +33,7 @@ impl ChainStore for ChainNode {
 
     fn commit(&self, block: &Block, proof: Option<&[u8]>) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        if inner.ledger.apply_finalized(block, proof)?.is_some() {
+        if inner.ledger.commit_verified(block, proof)?.is_some() {
             took_block(&mut inner, block, Vec::new());
         }
         let height = inner.ledger.height();
@@ -48,7 +48,7 @@ impl ChainNode {
     /// upstream. Each block needs its own finality proof, or a later block in the run with one
     /// (whose parent hashes commit to it); blocks after the last proven one wait for the next
     /// fetch. A proof that does not verify refuses the whole run.
-    pub fn apply_finalized_run(&self, run: &[FinalizedBlock]) -> ChainResult<()> {
+    pub fn apply_finalized_run(&self, run: &[FinalizedBlock]) -> ChainResult<usize> {
         let Some(check) = &self.finality else {
             return Err(ChainError::NotValidator);
         };
@@ -69,22 +69,31 @@ impl ChainNode {
             }
         }
         let Some(last) = proven else {
-            return Ok(());
+            return Ok(0);
         };
-        let mut inner = self.lock();
-        for entry in &run[..=last] {
-            let applied = inner
+        let mut applied = 0;
+        for (i, entry) in run[..=last].iter().enumerate() {
+            // Only the proof checked is kept (and served on): the others were not.
+            let proof = if i == last {
+                entry.proof.as_deref()
+            } else {
+                None
+            };
+            // The lock is taken block by block: queries and submissions go on meanwhile.
+            let mut inner = self.lock();
+            let taken = inner
                 .ledger
-                .apply_finalized(&entry.block, entry.proof.as_deref())
+                .apply_finalized(&entry.block, proof)
                 .map_err(ChainError::BadBlock)?;
-            if applied.is_some() {
+            if taken.is_some() {
                 took_block(&mut inner, &entry.block, Vec::new());
+                applied += 1;
             }
+            let height = inner.ledger.height();
+            drop(inner);
+            self.height.send_replace(height);
         }
-        let height = inner.ledger.height();
-        drop(inner);
-        self.height.send_replace(height);
-        Ok(())
+        Ok(applied)
     }
 
     /// Committed blocks from `from` with their finality proofs, at most `max`, waiting up to

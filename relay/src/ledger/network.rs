@@ -52,6 +52,9 @@ pub enum NetworkError {
         /// Why.
         error: serde_json::Error,
     },
+    /// The faucet key given is not the genesis's faucet.
+    #[error("that key is not this genesis's faucet")]
+    NotTheFaucet,
     /// The relay already has another chain.
     #[error("{0} already holds a chain's genesis: a relay belongs to one chain")]
     AlreadyOnChain(String),
@@ -133,9 +136,15 @@ pub fn use_genesis(
     }
     if let Some(key) = faucet_key {
         let faucet = Identity::load(key).map_err(std::io::Error::other)?;
-        faucet
-            .save(&dir.faucet_key())
-            .map_err(std::io::Error::other)?;
+        if genesis.faucet != Some(faucet.account_id()) {
+            return Err(NetworkError::NotTheFaucet);
+        }
+        let installed = Identity::load(&dir.faucet_key()).ok();
+        if installed.map(|k| k.account_id()) != Some(faucet.account_id()) {
+            faucet
+                .save(&dir.faucet_key())
+                .map_err(std::io::Error::other)?;
+        }
     }
     Ok(())
 }

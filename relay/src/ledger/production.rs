@@ -15,6 +15,9 @@ use super::error::{ChainError, ChainResult};
 use super::upstream::open_upstream;
 use crate::util::unix_now_ms;
 
+/// How long a follower waits before asking again for blocks none of which it could prove yet.
+const UNPROVEN_WAIT: Duration = Duration::from_millis(250);
+
 impl ChainNode {
     /// Validator: builds, commits and announces one block from the mempool.
     fn produce_block(&self) -> ChainResult<u64> {
@@ -127,7 +130,13 @@ impl ChainNode {
                     continue;
                 }
                 let node = self.clone();
-                tokio::task::spawn_blocking(move || node.apply_finalized_run(&run)).await??;
+                let applied =
+                    tokio::task::spawn_blocking(move || node.apply_finalized_run(&run)).await??;
+                if applied == 0 {
+                    // Blocks whose proof is yet to come (a later block's will cover them): not
+                    // asked for again at once.
+                    tokio::time::sleep(UNPROVEN_WAIT).await;
+                }
                 continue;
             }
             let req = LedgerRequest::Blocks { from, max, wait_ms };

@@ -103,6 +103,15 @@ pub fn start_chain(
                         _ = core2.shutdown.cancelled() => return,
                     };
                     match fetched {
+                        Ok(genesis) if genesis.is_consensus() => {
+                            // Its validators decide which blocks are final: taken from a peer,
+                            // that peer would choose them.
+                            warn!(
+                                "{upstream} serves a chain of several validators: give this relay \
+                                 its genesis with `toprelay genesis use`"
+                            );
+                            return;
+                        }
                         Ok(genesis) => {
                             let opened = save_genesis(&dir2, &genesis)
                                 .map_err(crate::RelayError::from)

@@ -137,7 +137,10 @@ pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig)
     } else if let Some(genesis) = &opts.genesis {
         crate::ledger::network::use_genesis(&dir, genesis, None)
             .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
-        config.billing.stake = "1000".into();
+        if genesis.validators.contains(&identity.account_id()) {
+            // A validator is funded at genesis: it stakes part of that when it registers.
+            config.billing.stake = "1000".into();
+        }
     }
     config.save(data_dir)?;
     Ok((identity.relay_id(), config))
