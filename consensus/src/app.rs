@@ -466,7 +466,21 @@ where
             tracing::debug!(%me, "verify: not on the finalized chain");
             return false;
         };
-        if let Err(e) = state.apply_agreed(block.block(), &parent.hash()) {
+        // What waits here had its signature checked on arrival: only the rest is checked.
+        let known: std::collections::HashSet<TxHash> = {
+            let pending = lock(&self.ledger.pending);
+            block
+                .block()
+                .txs
+                .iter()
+                .map(SignedTx::hash)
+                .filter(|h| pending.contains(h))
+                .collect()
+        };
+        let checked = state.apply_agreed_checking(block.block(), &parent.hash(), |t| {
+            !known.contains(&t.hash())
+        });
+        if let Err(e) = checked {
             tracing::debug!(%me, "verify: {e}");
             return false;
         }
