@@ -621,3 +621,43 @@ fn egress_claims_settle_within_the_publishers_cap_with_the_burn() {
     );
     w.state.check_invariant().unwrap();
 }
+
+#[test]
+fn only_the_signatures_picked_are_checked_again_and_a_forged_one_picked_is_refused() {
+    let mut w = World::new(2);
+    let head = w.head;
+    let transfer = |w: &World, nonce| {
+        Tx {
+            chain: w.chain(),
+            from: w.id(0),
+            nonce,
+            fee: Amount::from_units(MIN_FEE),
+            kind: TxKind::Transfer {
+                to: w.id(1),
+                amount: top(1),
+            },
+        }
+        .sign(&w.people[0])
+    };
+    let (a, b) = (transfer(&w, 0), transfer(&w, 1));
+    let mut builder = w.state.clone();
+    let built = builder.build_block(vec![a.clone(), b.clone()], 5_000, head, &w.validator);
+    assert!(built.rejected.is_empty());
+    // The same block with b's signature swapped for a's: its hash covers the transactions' root,
+    // so it is a different block; a voter that checked a but not this b must catch it.
+    let mut forged = built.block.clone();
+    forged.txs[1].signature = a.signature;
+    forged.header.txs_root = ledger_lite::block::txs_root(&forged.txs);
+    let before = w.state.clone();
+    let refused = w
+        .state
+        .apply_agreed_checking(&forged, &head, |t| t.hash() != a.hash());
+    assert!(matches!(refused, Err(BlockError::Tx { index: 1, .. })));
+    assert_eq!(w.state, before, "nothing changed");
+    // Checking none (the engine checked them) or only b: the true block applies.
+    let mut voter = w.state.clone();
+    voter
+        .apply_agreed_checking(&built.block, &head, |t| t.hash() == b.hash())
+        .unwrap();
+    assert_eq!(voter.root(), built.block.header.state_root);
+}
