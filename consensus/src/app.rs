@@ -48,17 +48,6 @@ pub enum Admission {
     Refused,
 }
 
-/// Whether `tx` is only refused for being beyond its sender's window of next nonces (or its
-/// share of the pending pool being taken): it may go in later.
-fn ahead_of_window(tx: &SignedTx, state: &State) -> bool {
-    let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
-    let mut in_window = tx.clone();
-    in_window.tx.nonce = next;
-    // The same checks but the nonce's (the signature then fails: checked before it came).
-    tx.tx.nonce >= next.saturating_add(crate::pending::PER_ACCOUNT)
-        && cheap_checks(&in_window, state)
-}
-
 /// What a validator's application shares between the engine's calls and the node around it.
 pub struct Ledger {
     /// The state after the last finalized block, and that block's digest and height: where
@@ -155,9 +144,9 @@ impl Ledger {
                 pending.insert(tx);
                 return Admission::Queued;
             }
-        } else if !ahead_of_window(&tx, &state) {
-            return Admission::Refused;
         }
+        // Beyond its window, its share taken, or its account not funded yet: it waits here,
+        // unless it never can go in.
         match lock(&self.held).hold(tx, &state) {
             true => Admission::Held,
             false => Admission::Refused,

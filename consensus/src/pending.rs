@@ -26,9 +26,19 @@ pub fn plausible(tx: &SignedTx, state: &State) -> bool {
     cheap_checks(tx, state) && ledger_lite::verify::verify_tx(tx).is_ok()
 }
 
-/// [`plausible`] but the signature.
+/// [`plausible`] but the signature: [`well_formed`], from an account that exists (no other
+/// can pay a fee), within its window of next nonces.
 pub fn cheap_checks(tx: &SignedTx, state: &State) -> bool {
-    let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
+    let Some(account) = state.account(&tx.tx.from) else {
+        return false;
+    };
+    let next = account.nonce;
+    well_formed(tx, state) && tx.tx.nonce >= next && tx.tx.nonce < next.saturating_add(PER_ACCOUNT)
+}
+
+/// For this chain, paying at least the minimum fee, with a claim count and a size a block can
+/// hold: what no later block changes.
+pub fn well_formed(tx: &SignedTx, state: &State) -> bool {
     let claims = match &tx.tx.kind {
         TxKind::Settle { receipts } => receipts.len(),
         TxKind::SettleEgress { claims } => claims.len(),
@@ -36,8 +46,6 @@ pub fn cheap_checks(tx: &SignedTx, state: &State) -> bool {
     };
     tx.tx.chain == state.chain
         && tx.tx.fee >= state.params.min_fee
-        && tx.tx.nonce >= next
-        && tx.tx.nonce < next.saturating_add(PER_ACCOUNT)
         && claims <= ledger_lite::apply::MAX_SETTLE_CLAIMS
         && postcard::to_stdvec(tx).is_ok_and(|b| b.len() <= ledger_lite::chain::MAX_BLOCK_BYTES)
 }
@@ -108,7 +116,8 @@ impl Pending {
 }
 
 /// This validator's own transactions held back while their sender's share of [`Pending`] is
-/// taken (nonces beyond the window): they move in as blocks use up the nonces before them.
+/// taken (nonces beyond the window), or its account is yet to be funded: they move in as
+/// blocks use up the nonces before them (or fund it).
 /// Only transactions the relay verified come here (never gossiped ones), at most
 /// [`MAX_HELD`].
 #[derive(Default)]
@@ -125,7 +134,7 @@ impl Held {
     /// it never can go in or there is no room.
     pub fn hold(&mut self, tx: SignedTx, state: &State) -> bool {
         let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
-        if tx.tx.chain != state.chain || tx.tx.nonce < next || self.txs.len() >= MAX_HELD {
+        if !well_formed(&tx, state) || tx.tx.nonce < next || self.txs.len() >= MAX_HELD {
             return false;
         }
         if self.hashes.insert(tx.hash()) {
@@ -263,6 +272,12 @@ mod tests {
         held.release(&s, &mut pending);
         assert!(held.is_empty());
         assert_eq!(pending.len() as u64, PER_ACCOUNT);
+        // From an account not funded yet: not taken in pending (nothing to pay its fee with,
+        // and a stranger's fresh keys must not fill it), held when it is this relay's own.
+        let stranger = Identity::from_seed(&[9; 32]);
+        let unfunded = transfer(&stranger, &s, 0, 5);
+        assert!(!cheap_checks(&unfunded, &s));
+        assert!(held.hold(unfunded, &s));
         // Another chain's, or one whose nonce is used: never held.
         assert!(!held.hold(transfer(&rich, &s, 3, 5), &s));
         let mut other = transfer(&rich, &s, 30, 5);
