@@ -262,7 +262,30 @@ fn genesis(command: GenesisCommand) -> Result<()> {
             genesis,
         } => {
             let parsed = network::read_genesis(&genesis)?;
-            network::use_genesis(&DataDir(data_dir.clone()), &parsed, faucet_key.as_deref())?;
+            let dir = DataDir(data_dir.clone());
+            network::use_genesis(&dir, &parsed, faucet_key.as_deref())?;
+            // Validators find each other through their configured peers (the registry is
+            // empty at first): say which this relay has no address for.
+            let me = Identity::load(&dir.key())?.account_id();
+            let config = RelayConfig::load(&data_dir)?;
+            let known = |v: &top_proto::id::AccountId| {
+                *v == me || config.peers.iter().any(|p| p.id.as_bytes() == v.as_bytes())
+            };
+            let missing: Vec<String> = parsed
+                .validators
+                .iter()
+                .filter(|v| !known(v))
+                .map(|v| top_proto::id::RelayId::from_wire(*v.as_bytes()).to_string())
+                .collect();
+            if !missing.is_empty() {
+                eprintln!(
+                    "warning: no address for {} validator(s) ({}): add them as peers \
+                     (peers = [\"ID@HOST:PORT\", …] in config.toml) or this relay cannot reach them \
+                     until they register",
+                    missing.len(),
+                    missing.join(", ")
+                );
+            }
             eprintln!(
                 "{} joins chain {}; start it with: toprelay run --data-dir {}",
                 data_dir.display(),

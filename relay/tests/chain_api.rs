@@ -186,6 +186,15 @@ async fn bad_transactions_get_clear_errors_and_change_nothing() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["invariant_ok"], true);
     assert!(v["burned"].is_u64());
+    // A dev chain: its one validator, epoch 0, every committed block final.
+    assert_eq!(v["epoch"], 0);
+    assert_eq!(v["finalized"], v["height"]);
+    let validators = v["validators"].as_array().expect("the validator set");
+    assert_eq!(validators.len(), 1);
+    assert_eq!(
+        validators[0],
+        chain.genesis().validator.to_string().as_str()
+    );
     let (code, body) = http_get(http, &format!("/api/ledger/account/{}", bob.account_id())).await;
     assert_eq!(code, 200);
     assert_eq!(

@@ -131,6 +131,9 @@ async fn ledger_summary(State(s): State<HttpState>) -> ApiResult {
         "invariant_ok": sum.invariant_ok,
         "faucet": sum.faucet,
         "unbonding_blocks": sum.unbonding_blocks,
+        "epoch": sum.epoch,
+        "validators": sum.validators.iter().map(|v| v.to_string()).collect::<Vec<_>>(),
+        "finalized": sum.finalized,
     })))
 }
 
