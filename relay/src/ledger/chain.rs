@@ -87,6 +87,9 @@ pub struct ChainNode {
     pub(super) consensus: Mutex<Option<top_consensus::service::ValidatorService>>,
 }
 
+/// How long a validator of several waits for blocks that may bring a transaction's turn.
+const NONCE_CATCH_UP: Duration = Duration::from_secs(2);
+
 /// Transactions verified at once (each on a blocking thread).
 const CONCURRENT_VERIFICATIONS: usize = 4;
 
@@ -333,6 +336,9 @@ impl ChainNode {
                 Ok((hash, height))
             }
             Role::Validator { .. } | Role::Consensus => {
+                if matches!(self.role, Role::Consensus) {
+                    self.await_turn(&tx).await;
+                }
                 // Cheap checks under the lock, signatures off it and off the async workers,
                 // then the checked transaction into the mempool.
                 let queued = {
@@ -377,6 +383,35 @@ impl ChainNode {
                 let queued = enqueue(&mut self.lock(), tx.clone(), wait, true)?;
                 self.propose(&tx);
                 self.committed_height(queued).await
+            }
+        }
+    }
+
+    /// A validator of several: a transaction whose nonce is ahead of what this node has seen
+    /// may follow one just finalized through another validator, in a block this node is about
+    /// to commit; it waits for that (at most [`NONCE_CATCH_UP`]) rather than refuse it.
+    async fn await_turn(&self, tx: &SignedTx) {
+        let deadline = tokio::time::Instant::now() + NONCE_CATCH_UP;
+        let mut blocks = self.subscribe();
+        loop {
+            let next = {
+                let inner = self.lock();
+                inner
+                    .pool
+                    .pending()
+                    .account(&tx.tx.from)
+                    .map_or(0, |a| a.nonce)
+            };
+            if tx.tx.nonce <= next {
+                return;
+            }
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, blocks.changed()) => {
+                    if !matches!(changed, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+                _ = self.stop.cancelled() => return,
             }
         }
     }
