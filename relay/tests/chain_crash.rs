@@ -8,10 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{free_port, start_daemon};
-use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME, Summary};
+use ledger_lite::wire::{LedgerRequest, LedgerResponse, Summary};
 use ledger_lite::{Amount, Block, Tx, TxHash, TxKind};
 use top_proto::addr::RelayAddr;
-use top_proto::frame::Open;
 use top_proto::identity::Identity;
 use top_proto::net::rpc::RpcStream;
 use top_relay::config::RelayConfig;
@@ -43,14 +42,7 @@ fn init(dir: &std::path::Path, extra: &[&str]) {
 }
 
 async fn connect(addr: &RelayAddr, me: &Identity) -> (quinn::Endpoint, quinn::Connection, Rpc) {
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::net::dial::dial(&endpoint, me, addr)
-        .await
-        .unwrap();
-    let rpc = Rpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
-        .await
-        .unwrap();
-    (endpoint, conn, rpc)
+    common::ledger_rpc(addr, me).await
 }
 
 async fn summary(rpc: &mut Rpc) -> Summary {

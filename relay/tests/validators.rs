@@ -9,27 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::TOPRELAY;
-use ledger_lite::wire::{LedgerRequest, LedgerResponse, MAX_LEDGER_FRAME, Summary};
+use common::{TOPRELAY, free_port};
+use ledger_lite::wire::{LedgerRequest, LedgerResponse, Summary};
 use ledger_lite::{Amount, BlockHash, ChainId, Tx, TxKind};
 use top_proto::addr::RelayAddr;
-use top_proto::frame::Open;
 use top_proto::identity::Identity;
 use top_proto::net::rpc::RpcStream;
 use top_relay::config::RelayConfig;
 
 type Rpc = RpcStream<LedgerRequest, LedgerResponse>;
-
-/// A port free on loopback for both UDP (QUIC) and TCP (the validators' transport).
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 fn toprelay(args: &[&str]) -> String {
     let out = Command::new(TOPRELAY).args(args).output().unwrap();
@@ -112,14 +100,7 @@ impl Drop for Node {
 }
 
 async fn connect(addr: &RelayAddr) -> (quinn::Endpoint, quinn::Connection, Rpc) {
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let conn = top_proto::net::dial::dial(&endpoint, &Identity::generate(), addr)
-        .await
-        .unwrap();
-    let rpc = Rpc::open(&conn, Open::Ledger, MAX_LEDGER_FRAME)
-        .await
-        .unwrap();
-    (endpoint, conn, rpc)
+    common::ledger_rpc(addr, &Identity::generate()).await
 }
 
 async fn call(addr: &RelayAddr, req: LedgerRequest) -> LedgerResponse {

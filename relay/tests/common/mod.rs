@@ -99,13 +99,39 @@ pub fn sealed_envelope(from: &Identity, to: AccountId, body: &[u8]) -> Envelope 
 /// The `toprelay` binary under test.
 pub const TOPRELAY: &str = env!("CARGO_BIN_EXE_toprelay");
 
-/// A UDP port free on loopback right now.
+/// A port free on loopback right now for both UDP (QUIC) and TCP (a validator's consensus
+/// transport uses the same number).
 pub fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A ledger API stream on a fresh connection to `addr`, dialled as `me`.
+pub async fn ledger_rpc(
+    addr: &RelayAddr,
+    me: &Identity,
+) -> (
+    quinn::Endpoint,
+    quinn::Connection,
+    top_proto::net::rpc::RpcStream<
+        ledger_lite::wire::LedgerRequest,
+        ledger_lite::wire::LedgerResponse,
+    >,
+) {
+    let (endpoint, conn) = endpoint_and_conn(addr, me).await;
+    let rpc = top_proto::net::rpc::RpcStream::open(
+        &conn,
+        top_proto::frame::Open::Ledger,
+        ledger_lite::wire::MAX_LEDGER_FRAME,
+    )
+    .await
+    .unwrap();
+    (endpoint, conn, rpc)
 }
 
 /// Runs the daemon on `dir`; returns once it printed its address (it serves from then on).
