@@ -156,6 +156,7 @@ mod tests {
 
     fn genesis(user: &Identity) -> Genesis {
         Genesis {
+            epochs: None,
             name: "t".into(),
             time_ms: 1,
             validator: Identity::from_seed(&[9; 32]).account_id(),

@@ -194,6 +194,7 @@ mod tests {
 
     fn state(rich: &Identity) -> State {
         Genesis {
+            epochs: None,
             name: "t".into(),
             time_ms: 1,
             validator: rich.account_id(),

@@ -39,6 +39,7 @@ fn fixture() -> Fixture {
         .collect();
     let top = |n| Amount::from_top(n).unwrap_or(Amount::ZERO);
     let genesis = Genesis {
+        epochs: None,
         name: "bench".into(),
         time_ms: 0,
         validator: validator.account_id(),

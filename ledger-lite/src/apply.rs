@@ -273,6 +273,8 @@ pub(crate) struct Journal {
     burned: Amount,
     height: u64,
     time_ms: u64,
+    epoch: u64,
+    validators: Vec<AccountId>,
 }
 
 impl Journal {
@@ -303,6 +305,8 @@ impl State {
             burned: self.burned,
             height: self.height,
             time_ms: self.time_ms,
+            epoch: self.epoch,
+            validators: self.validators.clone(),
             ..Journal::default()
         }
     }
@@ -330,6 +334,8 @@ impl State {
         self.burned = journal.burned;
         self.height = journal.height;
         self.time_ms = journal.time_ms;
+        self.epoch = journal.epoch;
+        self.validators = journal.validators;
         self.reindex();
     }
 

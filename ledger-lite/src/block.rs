@@ -45,6 +45,10 @@ pub struct Genesis {
     pub faucet: Option<AccountId>,
     /// Opening balances; their sum is the genesis supply.
     pub allocations: Vec<(AccountId, Amount)>,
+    /// On a chain of several validators, how the set changes by stake (none: `validators`
+    /// stay the validators for good).
+    #[serde(default)]
+    pub epochs: Option<crate::epochs::EpochRule>,
 }
 
 /// Why a genesis is unusable.
@@ -64,7 +68,21 @@ pub enum GenesisError {
 impl Genesis {
     /// The chain id: a hash of the whole genesis, so two different geneses never share one.
     pub fn chain_id(&self) -> ChainId {
-        let bytes = postcard::to_stdvec(self).unwrap_or_default();
+        // The fields before `epochs` as they always were encoded; the rule only when there is
+        // one (so chains without epochs keep their ids).
+        let head = (
+            &self.name,
+            self.time_ms,
+            &self.validator,
+            &self.validators,
+            &self.params,
+            &self.faucet,
+            &self.allocations,
+        );
+        let mut bytes = postcard::to_stdvec(&head).unwrap_or_default();
+        if let Some(rule) = &self.epochs {
+            bytes.extend(postcard::to_stdvec(rule).unwrap_or_default());
+        }
         ChainId(blake3::derive_key("top chain id v1", &bytes))
     }
 
@@ -103,6 +121,16 @@ impl Genesis {
                 ));
             }
         }
+        if let Some(rule) = &self.epochs {
+            if !self.is_consensus() {
+                return Err(GenesisError::Params(
+                    "epochs need a chain of several validators",
+                ));
+            }
+            if let Some(problem) = rule.problem() {
+                return Err(GenesisError::Params(problem));
+            }
+        }
         if self.params.max_block_txs == 0 {
             return Err(GenesisError::Params("max_block_txs must be at least 1"));
         }
@@ -111,6 +139,8 @@ impl Genesis {
             return Err(GenesisError::Params("min_fee must be above zero"));
         }
         let mut state = State::empty(self.chain_id(), self.params.clone(), self.time_ms);
+        state.epochs = self.epochs;
+        state.validators = self.validator_set();
         let mut supply = Amount::ZERO;
         for (id, amount) in &self.allocations {
             supply = supply

@@ -195,6 +195,7 @@ impl State {
                 }
             }
         }
+        self.end_block();
         if self.root() != h.state_root {
             self.rollback(journal);
             return Err(BlockError::StateRoot);
@@ -264,6 +265,7 @@ impl State {
                 Err(e) => rejected.push((stx.hash(), e)),
             }
         }
+        self.end_block();
         let header = BlockHeader {
             chain: self.chain,
             height: self.height,

@@ -154,6 +154,12 @@ pub struct State {
     pub genesis_supply: Amount,
     /// Burned so far.
     pub burned: Amount,
+    /// How the validator set changes (none: it never does).
+    pub epochs: Option<crate::epochs::EpochRule>,
+    /// The current epoch (0 on a chain without epochs).
+    pub epoch: u64,
+    /// The validators of the current epoch.
+    pub validators: Vec<AccountId>,
     pub(crate) accounts: BTreeMap<AccountId, Account>,
     pub(crate) channels: BTreeMap<ChannelId, Channel>,
     pub(crate) grants: BTreeMap<(AccountId, AccountId), Grant>,
@@ -186,6 +192,9 @@ impl State {
             time_ms,
             genesis_supply: Amount::ZERO,
             burned: Amount::ZERO,
+            epochs: None,
+            epoch: 0,
+            validators: Vec::new(),
             accounts: BTreeMap::new(),
             channels: BTreeMap::new(),
             grants: BTreeMap::new(),
@@ -299,6 +308,10 @@ impl State {
         };
         put(&mut h, &(self.chain, self.height, self.time_ms));
         put(&mut h, &(self.genesis_supply, self.burned));
+        // Only chains with epochs commit to the set (the others' roots stay as they were).
+        if self.epochs.is_some() {
+            put(&mut h, &(self.epoch, &self.validators));
+        }
         for entry in &self.accounts {
             put(&mut h, &entry);
         }

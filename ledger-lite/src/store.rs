@@ -479,6 +479,10 @@ fn write_state(
         .map_err(db_err)?;
     meta.insert("applied_height", state.height.to_be_bytes().as_slice())
         .map_err(db_err)?;
+    if state.epochs.is_some() {
+        meta.insert("validators", encode(&(state.epoch, &state.validators)).as_slice())
+            .map_err(db_err)?;
+    }
     Ok(())
 }
 
@@ -498,6 +502,11 @@ fn load(db: &Database, genesis: &Genesis) -> Result<(State, BlockHash), StoreErr
         .map_err(db_err)?
         .ok_or_else(|| StoreError::Corrupt("no scalars".into()))?;
     (state.height, state.time_ms, state.burned) = decode(scalars.value(), "scalars")?;
+    if state.epochs.is_some()
+        && let Some(set) = meta.get("validators").map_err(db_err)?
+    {
+        (state.epoch, state.validators) = decode(set.value(), "validators")?;
+    }
     let head = match meta.get("head").map_err(db_err)? {
         Some(v) => BlockHash(
             v.value()

@@ -12,6 +12,7 @@ pub const FEE: u128 = 10;
 /// validator ledger-lite's genesis names; consensus does not use it).
 pub fn genesis(name: &str, validator: &Identity, user: &Identity) -> Genesis {
     Genesis {
+        epochs: None,
         name: name.into(),
         time_ms: 1,
         validator: validator.account_id(),

@@ -17,6 +17,8 @@ pub struct World {
     pub genesis: Genesis,
     pub state: State,
     pub head: BlockHash,
+    /// The block `run` or `tick` made last.
+    pub last_block: Option<Block>,
 }
 
 pub fn top(n: u128) -> Amount {
@@ -29,6 +31,7 @@ impl World {
         let validator = Identity::from_seed(&[200; 32]);
         let people: Vec<_> = (0..n).map(|i| Identity::from_seed(&[i + 1; 32])).collect();
         let genesis = Genesis {
+            epochs: None,
             name: "test".into(),
             time_ms: 1_000,
             validator: validator.account_id(),
@@ -49,6 +52,7 @@ impl World {
             genesis,
             state,
             head: BlockHash::default(),
+            last_block: None,
         }
     }
 
@@ -81,6 +85,7 @@ impl World {
             .state
             .build_block(vec![stx], time, self.head, &self.validator);
         self.head = built.block.hash();
+        self.last_block = Some(built.block.clone());
         self.state.check_invariant().unwrap();
         match built.rejected.into_iter().next() {
             Some((_, e)) => Err(e),
@@ -95,6 +100,7 @@ impl World {
             .state
             .build_block(vec![], time, self.head, &self.validator);
         self.head = built.block.hash();
+        self.last_block = Some(built.block);
     }
 
     /// Opens a channel from person `payer` to person `relay`; returns its id.

@@ -80,6 +80,7 @@ mod tests {
 
     fn state_with(user: &Identity) -> State {
         Genesis {
+            epochs: None,
             name: "t".into(),
             time_ms: 1,
             validator: Identity::from_seed(&[9; 32]).account_id(),

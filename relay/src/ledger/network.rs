@@ -78,6 +78,7 @@ pub fn new_genesis(opts: &GenesisOptions) -> Result<(Genesis, Option<Identity>),
         allocations.push((faucet.account_id(), top(FAUCET_TOP)));
     }
     let genesis = Genesis {
+        epochs: None,
         name: opts.chain_id.clone(),
         time_ms: unix_now_ms(),
         validator: first,

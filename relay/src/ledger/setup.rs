@@ -35,6 +35,7 @@ pub fn create_dev_chain(dir: &DataDir, relay: &Identity) -> std::io::Result<Gene
         .map_err(std::io::Error::other)?;
     let top = |n| Amount::from_top(n).unwrap_or(Amount::ZERO);
     let genesis = Genesis {
+        epochs: None,
         name: format!("top-dev-{}", relay.relay_id().short()),
         time_ms: unix_now_ms(),
         validator: relay.account_id(),

@@ -1,0 +1,134 @@
+//! The validator set by stake: on a chain of several validators with epochs, the registered
+//! relays staking most (at least the rule's validator stake: staking that much is how a relay
+//! offers to validate) become the validators of the next epoch when an epoch's last block is
+//! applied. The set is part of the state (and of its root), so every node derives the same one
+//! from the blocks, and a follower knows whose finality proofs to take for every height.
+
+use serde::{Deserialize, Serialize};
+use top_proto::id::AccountId;
+
+use crate::block::MAX_VALIDATORS;
+use crate::state::State;
+
+/// The least blocks an epoch holds (a consensus engine starts afresh at each epoch).
+pub const MIN_EPOCH_BLOCKS: u64 = 4;
+
+/// How a chain's validator set changes: every `blocks` blocks, to the `max_validators`
+/// registered relays staking most, of those staking at least `min_stake`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochRule {
+    /// Blocks in one epoch: epoch `e` holds heights `e * blocks ..= e * blocks + blocks - 1`.
+    pub blocks: u64,
+    /// The most validators an epoch has.
+    pub max_validators: u32,
+    /// The least stake of a validator (a relay staking less only relays).
+    pub min_stake: crate::Amount,
+}
+
+impl EpochRule {
+    /// Why the rule cannot be used, if it cannot.
+    pub fn problem(&self) -> Option<&'static str> {
+        if self.blocks < MIN_EPOCH_BLOCKS {
+            return Some("an epoch holds at least 4 blocks");
+        }
+        if self.max_validators == 0 || self.max_validators as usize > MAX_VALIDATORS {
+            return Some("max_validators must be between 1 and 128");
+        }
+        None
+    }
+
+    /// The epoch holding `height`.
+    pub fn epoch_of(&self, height: u64) -> u64 {
+        height / self.blocks.max(1)
+    }
+
+    /// Whether `height` is the last block of its epoch.
+    pub fn is_last(&self, height: u64) -> bool {
+        height % self.blocks.max(1) == self.blocks.max(1) - 1
+    }
+
+    /// The last height of `epoch` (none past the heights there are).
+    pub fn last_of(&self, epoch: u64) -> Option<u64> {
+        epoch
+            .checked_add(1)?
+            .checked_mul(self.blocks.max(1))?
+            .checked_sub(1)
+    }
+}
+
+impl State {
+    /// The validators the next epoch would have, were this epoch to end now: the registered
+    /// relays with the most stake, at least the rule's (ties to the lower id), at most the
+    /// rule's number; the
+    /// current set when no relay is registered (a chain never ends up without validators).
+    pub fn next_validators(&self) -> Vec<AccountId> {
+        let Some(rule) = self.epochs else {
+            return self.validators.clone();
+        };
+        let mut staked: Vec<(AccountId, crate::Amount)> = self
+            .registered
+            .iter()
+            .filter_map(|id| Some((*id, self.accounts.get(id)?.stake)))
+            .filter(|(_, stake)| {
+                *stake >= rule.min_stake && *stake >= self.params.min_stake && !stake.is_zero()
+            })
+            .collect();
+        if staked.is_empty() {
+            return self.validators.clone();
+        }
+        staked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        staked.truncate(rule.max_validators as usize);
+        staked.into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Ends the block just applied: at an epoch's last block, the next epoch begins with the
+    /// validators [`State::next_validators`] picks.
+    pub(crate) fn end_block(&mut self) {
+        let Some(rule) = self.epochs else {
+            return;
+        };
+        if rule.is_last(self.height) {
+            self.validators = self.next_validators();
+            self.epoch = rule.epoch_of(self.height) + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_cover_heights_without_gaps() {
+        let rule = EpochRule {
+            blocks: 10,
+            max_validators: 4,
+            min_stake: crate::Amount::ZERO,
+        };
+        assert_eq!(rule.epoch_of(0), 0);
+        assert_eq!(rule.epoch_of(9), 0);
+        assert_eq!(rule.epoch_of(10), 1);
+        assert!(rule.is_last(9) && rule.is_last(19) && !rule.is_last(10));
+        assert_eq!(rule.last_of(0), Some(9));
+        assert_eq!(rule.last_of(2), Some(29));
+        assert_eq!(rule.last_of(u64::MAX), None);
+        assert!(rule.problem().is_none());
+        assert!(EpochRule { blocks: 3, ..rule }.problem().is_some());
+        assert!(
+            EpochRule {
+                max_validators: 0,
+                ..rule
+            }
+            .problem()
+            .is_some()
+        );
+        assert!(
+            EpochRule {
+                max_validators: 129,
+                ..rule
+            }
+            .problem()
+            .is_some()
+        );
+    }
+}
