@@ -102,6 +102,38 @@ impl Ledger {
         lock(&self.finalized_state).1
     }
 
+    /// The state after the last finalized block.
+    pub fn finalized_state(&self) -> Arc<State> {
+        lock(&self.finalized_state).2.clone()
+    }
+
+    /// The digest of the finalized block at `height`, if it is the last one or still kept.
+    pub fn finalized_digest_at(&self, height: u64) -> Option<Digest> {
+        {
+            let last = lock(&self.finalized_state);
+            if last.1 == height {
+                return Some(last.0);
+            }
+        }
+        lock(&self.finalized)
+            .iter()
+            .find(|b| b.block().header.height == height)
+            .map(|b| b.digest())
+    }
+
+    /// Waits until the finalized state is in `epoch` or a later one.
+    pub async fn wait_epoch(&self, epoch: u64) {
+        loop {
+            let notified = self.on_finalized.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if lock(&self.finalized_state).2.epoch >= epoch {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Queues a transaction for the next proposals when it is plausible on the last finalized
     /// state (see [`crate::pending::plausible`]) and has room; returns whether it was queued.
     pub fn submit(&self, tx: SignedTx) -> bool {
@@ -375,6 +407,11 @@ impl LedgerApp {
     /// The height of the last finalized block its ledger took.
     pub fn height(&self) -> u64 {
         self.ledger.height()
+    }
+
+    /// Its ledger.
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
     }
 }
 

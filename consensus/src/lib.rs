@@ -6,7 +6,9 @@
 
 pub mod app;
 pub mod block;
+pub mod epochs;
 pub mod finalizer;
+pub mod membership;
 pub mod node;
 pub mod pending;
 pub mod proof;

@@ -11,14 +11,11 @@ use commonware_consensus::marshal::core::Actor as Marshal;
 use commonware_consensus::marshal::resolver::p2p as marshal_resolver;
 use commonware_consensus::marshal::standard::{Inline, Standard};
 use commonware_consensus::marshal::{self, Start};
-use commonware_consensus::simplex::config::ForwardingPolicy;
-use commonware_consensus::simplex::elector::RoundRobin;
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
-use commonware_consensus::simplex::{self, config::Floor};
-use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
-use commonware_cryptography::ed25519::PublicKey;
-use commonware_cryptography::{Digestible, Sha256};
+use commonware_consensus::types::{FixedEpocher, ViewDelta};
+use commonware_cryptography::Signer as _;
+use commonware_cryptography::certificate::Verifier as _;
+use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_p2p::{Blocker, Provider, Receiver, Sender};
 use commonware_parallel::Sequential;
 use commonware_runtime::buffer::paged::CacheRef;
@@ -28,6 +25,7 @@ use commonware_storage::translator::TwoCap;
 use rand_core::CryptoRng;
 
 use crate::app::LedgerApp;
+use crate::epochs::{EpochSchemes, Epochs, Membership};
 use crate::block::{ChainBlock, MAX_BLOCK_WIRE};
 
 /// Channel ids on the validators' network.
@@ -54,11 +52,11 @@ const PAGE_CACHE: NonZeroUsize = NonZeroUsize::new(1024).expect("non-zero");
 const ITEMS_PER_SECTION: NonZeroU64 = NonZeroU64::new(4096).expect("non-zero");
 
 /// How one validator takes part.
-pub struct ValidatorConfig<P, B> {
-    /// Its signing scheme over the validator set (or a verifier, for a node outside it).
-    pub scheme: Scheme,
-    /// Its public key.
-    pub public_key: PublicKey,
+pub struct ValidatorConfig<P, B, M> {
+    /// Its key (it signs votes in the epochs whose validator set names it).
+    pub key: PrivateKey,
+    /// The namespace votes and certificates are signed in.
+    pub namespace: Vec<u8>,
     /// The block every validator starts from.
     pub genesis: ChainBlock,
     /// Storage partitions are named from this.
@@ -67,6 +65,8 @@ pub struct ValidatorConfig<P, B> {
     pub peers: P,
     /// Where peers that misbehave are reported (and blocked).
     pub blocker: B,
+    /// Whom it connects to in each epoch.
+    pub membership: M,
     /// How long a leader has to propose before the round is skipped.
     pub leader_timeout: Duration,
 }
@@ -107,9 +107,9 @@ fn archive<C>(
 
 /// Starts one validator's consensus stack; the handle ends when the engine does. Fails when
 /// the engine's stored finalizations or blocks do not open.
-pub async fn start_validator<E, P, B, S, R>(
+pub async fn start_validator<E, P, B, M, S, R>(
     context: E,
-    config: ValidatorConfig<P, B>,
+    config: ValidatorConfig<P, B, M>,
     channels: Channels<S, R>,
     app: LedgerApp,
 ) -> Result<Handle<()>, commonware_storage::archive::Error>
@@ -117,18 +117,21 @@ where
     E: BufferPooler + Spawner + Metrics + CryptoRng + Clock + Storage + Network,
     P: Provider<PublicKey = PublicKey>,
     B: Blocker<PublicKey = PublicKey>,
+    M: Membership,
     S: Sender<PublicKey = PublicKey>,
     R: Receiver<PublicKey = PublicKey>,
 {
     let ValidatorConfig {
-        scheme,
-        public_key,
+        key,
+        namespace,
         genesis,
         partition_prefix: prefix,
         peers,
         blocker,
+        membership,
         leader_timeout,
     } = config;
+    let public_key = key.public_key();
     let page_cache = CacheRef::from_pooler(&context, PAGE_SIZE, PAGE_CACHE);
     // What is stored first: a store that does not open stops here, before anything runs.
     let finalizations = prunable::Archive::init(
@@ -175,15 +178,22 @@ where
     );
     broadcast.start(channels.blocks);
 
-    let provider = ConstantProvider::new(scheme.clone());
-    let epocher = FixedEpocher::new(NonZeroU64::MAX);
+    let ledger = app.ledger().clone();
+    let state = ledger.finalized_state();
+    // Without an epoch rule, one epoch that never ends.
+    let length = state
+        .epochs
+        .and_then(|rule| NonZeroU64::new(rule.blocks))
+        .unwrap_or(NonZeroU64::MAX);
+    let epocher = FixedEpocher::new(length);
+    let schemes = EpochSchemes::default();
     let ledger_height = app.height();
     let (marshal, mailbox, processed) = Marshal::<_, Standard<ChainBlock>, _, _, _, _, _>::init(
         context.child("marshal"),
         finalizations,
         blocks,
         marshal::Config {
-            provider,
+            provider: schemes.clone(),
             epocher: epocher.clone(),
             start: Start::Genesis(genesis.clone()),
             partition_prefix: format!("{prefix}-marshal"),
@@ -214,35 +224,36 @@ where
         );
     }
     app.attach(mailbox.clone());
-    let inline = Inline::new(context.child("application"), app, mailbox.clone(), epocher);
+    let inline = Inline::new(
+        context.child("application"),
+        app,
+        mailbox.clone(),
+        epocher.clone(),
+    );
     marshal.start(inline.clone(), buffer, resolver);
 
-    let engine = simplex::Engine::new(
-        context.child("engine"),
-        simplex::Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker,
-            automaton: inline.clone(),
-            relay: inline,
-            reporter: mailbox,
-            strategy: Sequential,
-            partition: format!("{prefix}-simplex"),
-            mailbox_size: MAILBOX,
-            epoch: Epoch::zero(),
-            floor: Floor::Genesis(genesis.digest()),
-            replay_buffer: IO_BUFFER,
-            write_buffer: IO_BUFFER,
-            page_cache,
-            leader_timeout,
-            certification_timeout: leader_timeout * 2,
-            timeout_retry: Duration::from_secs(2),
-            activity_timeout: ViewDelta::new(256),
-            skip_timeout: ViewDelta::new(10),
-            fetch_timeout: Duration::from_secs(1),
-            fetch_concurrent: NonZeroUsize::new(8).expect("non-zero"),
-            forwarding: ForwardingPolicy::Disabled,
-        },
-    );
-    Ok(engine.start(channels.votes, channels.certificates, channels.resolver))
+    let epochs = Epochs {
+        key,
+        namespace,
+        ledger,
+        schemes,
+        epocher,
+        genesis,
+        marshal: mailbox,
+        inline,
+        blocker,
+        membership,
+        prefix,
+        page_cache,
+        leader_timeout,
+    };
+    let Channels {
+        votes,
+        certificates,
+        resolver,
+        ..
+    } = channels;
+    Ok(context.child("epochs").spawn(move |context| async move {
+        epochs.run(context, votes, certificates, resolver).await;
+    }))
 }

@@ -10,13 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use commonware_codec::ReadExt;
-use commonware_consensus::simplex::scheme::ed25519::Scheme;
-use commonware_cryptography::Signer as _;
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
 use commonware_p2p::authenticated::lookup;
-use commonware_p2p::{Address, AddressableManager as _, Recipients};
+use commonware_p2p::Recipients;
 use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _};
-use commonware_utils::ordered::{Map, Set};
 use ledger_lite::{Genesis, SignedTx};
 use tokio::sync::{mpsc, oneshot};
 use top_proto::id::AccountId;
@@ -25,6 +22,7 @@ use top_proto::identity::Identity;
 use crate::app::{Admission, Ledger, LedgerApp};
 use crate::block::ChainBlock;
 use crate::finalizer::Finalizer;
+use crate::membership::Addressed;
 use crate::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
 use crate::store::ChainStore;
 
@@ -124,6 +122,9 @@ pub(crate) fn consensus_namespace(genesis: &Genesis) -> Vec<u8> {
 impl ValidatorService {
     /// Starts the validator's thread.
     pub fn start(config: ServiceConfig) -> Result<Self, ServiceError> {
+        if !config.genesis.is_consensus() {
+            return Err(ServiceError::BadSet);
+        }
         let genesis_block = ChainBlock::genesis(&config.genesis)?;
         std::fs::create_dir_all(&config.storage)?;
         let store: Arc<dyn ChainStore> = match &config.chain {
@@ -134,12 +135,14 @@ impl ValidatorService {
             )?)),
         };
         let ledger = Ledger::open(store);
-        let mut peers = Vec::new();
+        let mut configured = std::collections::BTreeMap::new();
         for (account, addr) in &config.validators {
-            let key = public_key(account).ok_or(ServiceError::BadKey(*account))?;
-            peers.push((key, Address::from(*addr)));
+            public_key(account).ok_or(ServiceError::BadKey(*account))?;
+            if configured.insert(*account, *addr).is_some() {
+                return Err(ServiceError::BadSet);
+            }
         }
-        if peers.is_empty() {
+        if configured.is_empty() {
             return Err(ServiceError::BadSet);
         }
         // Validators on private or loopback addresses (a test, a LAN) need the transport's
@@ -148,8 +151,6 @@ impl ValidatorService {
             std::net::IpAddr::V4(ip) => ip.is_private() || ip.is_loopback() || ip.is_link_local(),
             std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.is_unique_local(),
         });
-        let peers: Map<PublicKey, Address> = peers.try_into().map_err(|_| ServiceError::BadSet)?;
-        let participants: Set<PublicKey> = peers.keys().clone();
         let seed = config.identity.signing_key().to_bytes();
         let key = PrivateKey::read(&mut &seed[..])
             .map_err(|_| ServiceError::BadKey(config.identity.account_id()))?;
@@ -186,9 +187,8 @@ impl ValidatorService {
                             MAX_MESSAGE,
                         )
                     };
-                    let (mut network, mut oracle) =
+                    let (mut network, oracle) =
                         lookup::Network::new(context.child("network"), p2p);
-                    oracle.track(0, peers);
                     let quota = Quota::per_second(NonZeroU32::new(PEER_RATE).expect("non-zero"));
                     let tx_quota = Quota::per_second(NonZeroU32::new(TX_RATE).expect("non-zero"));
                     let mut register = |ch, quota, backlog| network.register(ch, quota, backlog);
@@ -201,16 +201,14 @@ impl ValidatorService {
                     };
                     let transactions = register(TRANSACTIONS, tx_quota, LARGE_BACKLOG);
                     network.start();
-                    let public = key.public_key();
-                    let scheme = Scheme::signer(&consensus_ns, participants.clone(), key)
-                        .unwrap_or_else(|| Scheme::verifier(&consensus_ns, participants));
                     let validator = ValidatorConfig {
-                        scheme,
-                        public_key: public,
+                        key,
+                        namespace: consensus_ns,
                         genesis: genesis_block,
                         partition_prefix: "top".into(),
                         peers: oracle.clone(),
-                        blocker: oracle,
+                        blocker: oracle.clone(),
+                        membership: Addressed::new(oracle, configured),
                         leader_timeout: config.leader_timeout,
                     };
                     let started =

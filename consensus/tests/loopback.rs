@@ -41,7 +41,7 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
         .collect();
     let addrs: Vec<SocketAddr> = (0..4).map(|_| free_addr()).collect();
     let user = Identity::from_seed(&[99; 32]);
-    let genesis = common::genesis("loopback", &ids[0], &user);
+    let genesis = common::consensus_genesis("loopback", &ids, &user);
     let validators: Vec<_> = ids
         .iter()
         .map(|i| i.account_id())

@@ -1,6 +1,8 @@
 //! What the consensus tests share: a chain where one user holds the coins, and transfers.
 #![allow(dead_code)]
 
+pub mod sim;
+
 use ledger_lite::{Amount, ChainId, Genesis, Params, SignedTx, Tx, TxKind};
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
@@ -26,6 +28,13 @@ pub fn genesis(name: &str, validator: &Identity, user: &Identity) -> Genesis {
         faucet: None,
         allocations: vec![(user.account_id(), Amount::from_units(1_000_000))],
     }
+}
+
+/// Like [`genesis`], on a chain of the `validators` (the first stands first).
+pub fn consensus_genesis(name: &str, validators: &[Identity], user: &Identity) -> Genesis {
+    let mut genesis = genesis(name, &validators[0], user);
+    genesis.validators = validators.iter().map(Identity::account_id).collect();
+    genesis
 }
 
 /// `user`'s transfer of `amount` units to `to`, with `nonce`, on `chain`.

@@ -1,0 +1,74 @@
+//! Whom a validator's transport connects to in each epoch: the epoch's validators (its primary
+//! peers) and the relays staking enough to be validators next (secondary peers: they follow
+//! the chain over the same transport, ready to vote when their epoch comes). A peer's address
+//! is the one this relay's configuration names, else the first its registry record publishes
+//! (the consensus transport listens on the port number of the relay's QUIC address).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use commonware_cryptography::ed25519::PublicKey;
+use commonware_p2p::authenticated::lookup::Oracle;
+use commonware_p2p::{Address, AddressableManager as _, AddressableTrackedPeers};
+use commonware_utils::ordered::Map;
+use ledger_lite::State;
+use top_proto::id::AccountId;
+
+use crate::epochs::Membership;
+use crate::service::public_key;
+
+/// Membership over commonware's lookup transport, with addresses from config and registry.
+pub struct Addressed {
+    oracle: Oracle<PublicKey>,
+    configured: BTreeMap<AccountId, SocketAddr>,
+}
+
+impl Addressed {
+    /// Tracks peers on `oracle`, preferring the `configured` addresses.
+    pub fn new(oracle: Oracle<PublicKey>, configured: BTreeMap<AccountId, SocketAddr>) -> Self {
+        Self { oracle, configured }
+    }
+
+    /// Where `id`'s consensus transport listens, as far as this relay knows.
+    pub fn address(&self, id: &AccountId, state: &State) -> Option<SocketAddr> {
+        if let Some(addr) = self.configured.get(id) {
+            return Some(*addr);
+        }
+        state
+            .relay(id)?
+            .addrs
+            .iter()
+            .find_map(|a| a.parse::<SocketAddr>().ok())
+    }
+
+    fn peers<'a>(
+        &self,
+        ids: impl Iterator<Item = &'a AccountId>,
+        state: &State,
+    ) -> Map<PublicKey, Address> {
+        let mut peers: Vec<(PublicKey, Address)> = Vec::new();
+        for id in ids {
+            let (Some(key), Some(addr)) = (public_key(id), self.address(id, state)) else {
+                tracing::warn!(validator = %id.short(), "no address for a validator");
+                continue;
+            };
+            if !peers.iter().any(|(k, _)| *k == key) {
+                peers.push((key, Address::from(addr)));
+            }
+        }
+        Map::try_from(peers).unwrap_or_default()
+    }
+}
+
+impl Membership for Addressed {
+    fn track(&mut self, epoch: u64, state: &State) {
+        let primary = self.peers(state.validators.iter(), state);
+        let next = state.next_validators();
+        let secondary = self.peers(
+            next.iter().filter(|id| !state.validators.contains(id)),
+            state,
+        );
+        self.oracle
+            .track(epoch, AddressableTrackedPeers { primary, secondary });
+    }
+}
