@@ -86,7 +86,8 @@ pub fn scheme_for(namespace: &[u8], key: &PrivateKey, state: &State) -> Option<S
 }
 
 /// What runs the engines of successive epochs.
-pub struct Epochs<E: BufferPooler + Spawner + Metrics + CryptoRng + Clock + Storage + Network, B, M> {
+pub struct Epochs<E: BufferPooler + Spawner + Metrics + CryptoRng + Clock + Storage + Network, B, M>
+{
     pub(crate) key: PrivateKey,
     pub(crate) namespace: Vec<u8>,
     pub(crate) ledger: Arc<Ledger>,

@@ -25,8 +25,8 @@ use commonware_storage::translator::TwoCap;
 use rand_core::CryptoRng;
 
 use crate::app::LedgerApp;
-use crate::epochs::{EpochSchemes, Epochs, Membership};
 use crate::block::{ChainBlock, MAX_BLOCK_WIRE};
+use crate::epochs::{EpochSchemes, Epochs, Membership};
 
 /// Channel ids on the validators' network.
 pub mod channel {

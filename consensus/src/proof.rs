@@ -1,5 +1,5 @@
 //! Checking a block's finality proof: the finalization certificate the validators of the
-//! block's epoch signed for its digest. What a follower checks before it takes a block, since
+//! block's epoch (as the state before the block names them) signed for its digest. What a follower checks before it takes a block, since
 //! no single signature makes a block of a chain of several validators valid.
 
 use commonware_codec::{Encode as _, Read as _};
@@ -11,6 +11,7 @@ use commonware_cryptography::certificate::Verifier as _;
 use commonware_parallel::Sequential;
 use commonware_utils::ordered::Set;
 use ledger_lite::{Block, Genesis};
+use top_proto::id::AccountId;
 
 use crate::service::{consensus_namespace, public_key};
 
@@ -47,36 +48,59 @@ pub enum ProofError {
     BadSignatures,
 }
 
-/// Checks finality proofs against a chain's validator set.
+/// Checks finality proofs against the validator set of each block's epoch.
 pub struct FinalityCheck {
-    verifier: Scheme,
+    namespace: Vec<u8>,
+    /// The verifier of the last epoch checked.
+    verifier: std::sync::Mutex<Option<(u64, Vec<AccountId>, Scheme)>>,
 }
 
 impl FinalityCheck {
-    /// The check for `genesis`'s validators.
+    /// The check for `genesis`'s chain.
     pub fn new(genesis: &Genesis) -> Result<Self, ProofError> {
         if !genesis.is_consensus() {
             return Err(ProofError::NotConsensus);
         }
-        let keys = genesis
-            .validators
+        Ok(Self {
+            namespace: consensus_namespace(genesis),
+            verifier: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The verifier for `validators` in `epoch`.
+    fn verifier(&self, epoch: u64, validators: &[AccountId]) -> Result<Scheme, ProofError> {
+        let mut cached = self.verifier.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((epoch_kept, kept, scheme)) = cached.as_ref()
+            && *epoch_kept == epoch
+            && kept == validators
+        {
+            return Ok(scheme.clone());
+        }
+        let keys = validators
             .iter()
             .map(public_key)
             .collect::<Option<Vec<_>>>()
             .ok_or(ProofError::BadValidator)?;
         let participants = Set::try_from(keys).map_err(|_| ProofError::BadValidator)?;
-        Ok(Self {
-            verifier: Scheme::verifier(&consensus_namespace(genesis), participants),
-        })
+        let scheme = Scheme::verifier(&self.namespace, participants);
+        *cached = Some((epoch, validators.to_vec(), scheme.clone()));
+        Ok(scheme)
     }
 
-    /// Checks that `proof` finalizes `block` (cheap checks first: size, decoding, the digest,
-    /// the epoch; the signatures last).
-    pub fn check(&self, block: &Block, proof: &[u8]) -> Result<(), ProofError> {
+    /// Checks that `proof` finalizes `block`, a block of `epoch` whose validators are
+    /// `validators` (as the state before the block names them): cheap checks first (size,
+    /// decoding, the digest, the epoch), the signatures last.
+    pub fn check(
+        &self,
+        (epoch, validators): (u64, &[AccountId]),
+        block: &Block,
+        proof: &[u8],
+    ) -> Result<(), ProofError> {
         if proof.len() > MAX_PROOF {
             return Err(ProofError::TooLarge(proof.len()));
         }
-        let cfg = self.verifier.certificate_codec_config();
+        let verifier = self.verifier(epoch, validators)?;
+        let cfg = verifier.certificate_codec_config();
         let certificate = Certificate::read_cfg(&mut &proof[..], &cfg)
             .ok()
             .filter(|c| c.encode().len() == proof.len())
@@ -84,12 +108,12 @@ impl FinalityCheck {
         if certificate.proposal.payload != Digest(block.hash().0) {
             return Err(ProofError::OtherBlock);
         }
-        let epoch = certificate.proposal.round.epoch();
-        if epoch != Epoch::zero() {
-            return Err(ProofError::OtherEpoch(epoch.get()));
+        let signed_in = certificate.proposal.round.epoch();
+        if signed_in != Epoch::new(epoch) {
+            return Err(ProofError::OtherEpoch(signed_in.get()));
         }
         let mut rng = commonware_utils::sys_rng();
-        if !certificate.verify(&mut rng, &self.verifier, &Sequential) {
+        if !certificate.verify(&mut rng, &verifier, &Sequential) {
             return Err(ProofError::BadSignatures);
         }
         Ok(())

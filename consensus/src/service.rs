@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use commonware_codec::ReadExt;
 use commonware_cryptography::ed25519::{PrivateKey, PublicKey};
-use commonware_p2p::authenticated::lookup;
 use commonware_p2p::Recipients;
+use commonware_p2p::authenticated::lookup;
 use commonware_runtime::{Quota, Runner as _, Spawner as _, Supervisor as _};
 use ledger_lite::{Genesis, SignedTx};
 use tokio::sync::{mpsc, oneshot};
@@ -187,8 +187,7 @@ impl ValidatorService {
                             MAX_MESSAGE,
                         )
                     };
-                    let (mut network, oracle) =
-                        lookup::Network::new(context.child("network"), p2p);
+                    let (mut network, oracle) = lookup::Network::new(context.child("network"), p2p);
                     let quota = Quota::per_second(NonZeroU32::new(PEER_RATE).expect("non-zero"));
                     let tx_quota = Quota::per_second(NonZeroU32::new(TX_RATE).expect("non-zero"));
                     let mut register = |ch, quota, backlog| network.register(ch, quota, backlog);

@@ -1,11 +1,13 @@
 //! A follower's check of finality proofs, against forgeries: a quorum of the chain's
 //! validators signing this block passes; a proof for another block, another chain, another
-//! epoch, by outsiders, tampered with or malformed is refused.
+//! epoch, by outsiders, tampered with or malformed is refused; after the set changes, the old
+//! set's certificates are stale.
 
 mod common;
 
-use ledger_lite::{Block, BlockHash, Genesis};
+use ledger_lite::{Block, BlockHash, Genesis, State};
 use top_consensus::proof::{FinalityCheck, ProofError, certify};
+use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 
 struct Chain {
@@ -49,6 +51,16 @@ impl Chain {
         .unwrap()
     }
 
+    /// The state before the blocks (epoch 0, the genesis validators).
+    fn before(&self) -> State {
+        self.genesis.state().unwrap()
+    }
+
+    /// The epoch and validators of the blocks.
+    fn set(&self) -> (u64, &[AccountId]) {
+        (0, &self.genesis.validators)
+    }
+
     fn check(&self) -> FinalityCheck {
         FinalityCheck::new(&self.genesis).unwrap()
     }
@@ -58,11 +70,13 @@ impl Chain {
 fn a_quorum_of_the_validators_finalizes_a_block() {
     let c = chain("quorum");
     assert_eq!(
-        c.check().check(&c.blocks[0], &c.proof(&[0, 1, 2], 0)),
+        c.check()
+            .check(c.set(), &c.blocks[0], &c.proof(&[0, 1, 2], 0)),
         Ok(())
     );
     assert_eq!(
-        c.check().check(&c.blocks[1], &c.proof(&[3, 1, 2, 0], 1)),
+        c.check()
+            .check(c.set(), &c.blocks[1], &c.proof(&[3, 1, 2, 0], 1)),
         Ok(())
     );
 }
@@ -86,7 +100,7 @@ fn a_proof_for_another_block_is_refused() {
     let c = chain("stale");
     let proof = c.proof(&[0, 1, 2], 0);
     assert_eq!(
-        c.check().check(&c.blocks[1], &proof),
+        c.check().check(c.set(), &c.blocks[1], &proof),
         Err(ProofError::OtherBlock)
     );
 }
@@ -102,7 +116,7 @@ fn a_proof_from_another_chain_is_refused() {
     other.blocks = c.blocks.clone();
     let proof = other.proof(&[0, 1, 2], 0);
     assert_eq!(
-        c.check().check(&c.blocks[0], &proof),
+        c.check().check(c.set(), &c.blocks[0], &proof),
         Err(ProofError::BadSignatures)
     );
 }
@@ -117,7 +131,7 @@ fn outsiders_cannot_finalize() {
     let signers: Vec<&Identity> = forged.keys[..3].iter().collect();
     let proof = certify(&c.genesis, &strangers, &signers, &c.blocks[0], (0, 5)).unwrap();
     assert!(matches!(
-        c.check().check(&c.blocks[0], &proof),
+        c.check().check(c.set(), &c.blocks[0], &proof),
         Err(ProofError::BadSignatures | ProofError::Malformed)
     ));
 }
@@ -134,7 +148,7 @@ fn a_proof_of_another_epoch_is_refused() {
         (1, 5),
     );
     assert_eq!(
-        c.check().check(&c.blocks[0], &proof.unwrap()),
+        c.check().check(c.set(), &c.blocks[0], &proof.unwrap()),
         Err(ProofError::OtherEpoch(1))
     );
 }
@@ -149,24 +163,27 @@ fn tampered_or_malformed_proofs_are_refused() {
         let mut bad = proof.clone();
         bad[i] ^= 0x01;
         assert!(
-            check.check(&c.blocks[0], &bad).is_err(),
+            check.check(c.set(), &c.blocks[0], &bad).is_err(),
             "byte {i} changed and still accepted"
         );
     }
     let mut longer = proof.clone();
     longer.push(0);
     assert_eq!(
-        check.check(&c.blocks[0], &longer),
+        check.check(c.set(), &c.blocks[0], &longer),
         Err(ProofError::Malformed)
     );
     assert_eq!(
-        check.check(&c.blocks[0], &proof[..proof.len() - 1]),
+        check.check(c.set(), &c.blocks[0], &proof[..proof.len() - 1]),
         Err(ProofError::Malformed)
     );
-    assert_eq!(check.check(&c.blocks[0], &[]), Err(ProofError::Malformed));
+    assert_eq!(
+        check.check(c.set(), &c.blocks[0], &[]),
+        Err(ProofError::Malformed)
+    );
     let huge = vec![0u8; top_consensus::proof::MAX_PROOF + 1];
     assert!(matches!(
-        check.check(&c.blocks[0], &huge),
+        check.check(c.set(), &c.blocks[0], &huge),
         Err(ProofError::TooLarge(_))
     ));
 }
@@ -179,4 +196,62 @@ fn a_single_validator_chain_has_no_proofs() {
         FinalityCheck::new(&genesis),
         Err(ProofError::NotConsensus)
     ));
+}
+
+#[test]
+fn after_the_set_changes_the_old_sets_certificates_are_stale() {
+    let c = chain("stale");
+    // The state in epoch 1, whose validators are three of the old and a newcomer.
+    let newcomer = Identity::generate();
+    let mut state = c.before();
+    state.epoch = 1;
+    state.validators = vec![
+        c.genesis.validators[1],
+        c.genesis.validators[2],
+        c.genesis.validators[3],
+        newcomer.account_id(),
+    ];
+    let check = c.check();
+    let old_set: Vec<&Identity> = c.keys[..3].iter().collect();
+    // The old set's quorum, signing in epoch 1: not the validators of epoch 1.
+    let stale = certify(
+        &c.genesis,
+        &c.genesis.validators,
+        &old_set,
+        &c.blocks[0],
+        (1, 9),
+    );
+    assert!(matches!(
+        check.check(
+            (state.epoch, &state.validators),
+            &c.blocks[0],
+            &stale.unwrap()
+        ),
+        Err(ProofError::BadSignatures | ProofError::Malformed)
+    ));
+    // A certificate of epoch 0 for a block of epoch 1.
+    let old_epoch = c.proof(&[0, 1, 2], 0);
+    assert_eq!(
+        check.check((state.epoch, &state.validators), &c.blocks[0], &old_epoch),
+        Err(ProofError::OtherEpoch(0))
+    );
+    // The new set's quorum, with the newcomer: taken.
+    let new_signers = vec![&c.keys[1], &c.keys[2], &newcomer];
+    let fresh = certify(
+        &c.genesis,
+        &state.validators,
+        &new_signers,
+        &c.blocks[0],
+        (1, 9),
+    );
+    assert_eq!(
+        check.check(
+            (state.epoch, &state.validators),
+            &c.blocks[0],
+            &fresh.unwrap()
+        ),
+        Ok(())
+    );
+    // And the cache of epoch 1 does not leak back into epoch 0.
+    assert_eq!(check.check(c.set(), &c.blocks[0], &old_epoch), Ok(()));
 }

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use commonware_runtime::{Runner as _, deterministic};
 use common::sim::{Sim, all_reach, assert_agree, link, wait};
+use commonware_runtime::{Runner as _, deterministic};
 use top_proto::identity::Identity;
 
 const VALIDATORS: usize = 4;

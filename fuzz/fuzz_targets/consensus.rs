@@ -46,5 +46,5 @@ fuzz_target!(|data: &[u8]| {
         Vec::new(),
         &top_proto::identity::Identity::from_seed(&[4; 32]),
     );
-    assert!(CHECK.check(&block, data).is_err());
+    assert!(CHECK.check((0, &CONSENSUS_GENESIS.validators), &block, data).is_err());
 });

@@ -480,8 +480,11 @@ fn write_state(
     meta.insert("applied_height", state.height.to_be_bytes().as_slice())
         .map_err(db_err)?;
     if state.epochs.is_some() {
-        meta.insert("validators", encode(&(state.epoch, &state.validators)).as_slice())
-            .map_err(db_err)?;
+        meta.insert(
+            "validators",
+            encode(&(state.epoch, &state.validators)).as_slice(),
+        )
+        .map_err(db_err)?;
     }
     Ok(())
 }

@@ -77,7 +77,10 @@ fn the_relays_staking_most_become_the_next_epochs_validators() {
     }
     expected.push(w.id(1));
     assert_eq!(w.state.validators, expected);
-    assert!(!w.state.validators.contains(&w.id(2)), "2 staked too little");
+    assert!(
+        !w.state.validators.contains(&w.id(2)),
+        "2 staked too little"
+    );
     // 5 outbids them all during epoch 1; it joins at epoch 2, pushing out the least (1).
     register(&mut w, 5, 50);
     assert_eq!(w.state.validators, expected, "still epoch 1's set");
@@ -164,7 +167,10 @@ fn chains_without_epochs_keep_their_ids_and_roots() {
     let w = World::new(2);
     // (tests/golden.rs holds the ids and roots chains had before epochs existed.)
     let mut with_rule = w.genesis.clone();
-    assert_eq!(with_rule.state().unwrap().validators, vec![w.validator.account_id()]);
+    assert_eq!(
+        with_rule.state().unwrap().validators,
+        vec![w.validator.account_id()]
+    );
     with_rule.validators = vec![w.validator.account_id()];
     with_rule.epochs = Some(EpochRule {
         blocks: EPOCH,

@@ -11,6 +11,7 @@
 //!     peers: vec![],
 //!     dev: true, // this relay validates its own dev chain
 //!     genesis: None,
+//!     validate: false,
 //! })?;
 //! let relay = Relay::start(dir).await?;
 //! println!("serving at {}", relay.addr());

@@ -49,6 +49,10 @@ enum Command {
         /// Join the chain of this genesis (made by `toprelay genesis new`).
         #[arg(long, value_name = "FILE")]
         genesis: Option<PathBuf>,
+        /// Offer to validate (a chain whose validators change by stake): run the consensus
+        /// engine and stake the chain's validator stake (fund this relay first).
+        #[arg(long, requires = "genesis")]
+        validate: bool,
     },
     /// Make or use the genesis of a network of several validators.
     #[command(subcommand)]
@@ -101,6 +105,16 @@ enum GenesisCommand {
         /// Blocks a stake takes to unbond.
         #[arg(long, default_value_t = top_relay::ledger::network::UNBONDING_BLOCKS)]
         unbonding_blocks: u64,
+        /// Blocks in an epoch: at each epoch's end the relays staking most become the next
+        /// epoch's validators (0: the named validators stay validators for good).
+        #[arg(long, default_value_t = 0)]
+        epoch_blocks: u64,
+        /// The most validators an epoch has (default: as many as are named).
+        #[arg(long)]
+        max_validators: Option<u32>,
+        /// The least stake of a validator, in TOP.
+        #[arg(long, default_value = "10000")]
+        validator_stake: String,
         /// Where to write the genesis (never over an existing file).
         #[arg(long)]
         out: PathBuf,
@@ -174,6 +188,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                 peers,
                 dev,
                 genesis,
+                validate,
             } => {
                 let genesis = match genesis {
                     Some(path) => Some(top_relay::ledger::network::read_genesis(&path)?),
@@ -188,6 +203,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                         peers,
                         dev,
                         genesis,
+                        validate,
                     },
                 )?;
                 let addr = RelayAddr {
@@ -219,13 +235,27 @@ fn genesis(command: GenesisCommand) -> Result<()> {
             validators,
             faucet,
             unbonding_blocks,
+            epoch_blocks,
+            max_validators,
+            validator_stake,
             out,
         } => {
+            let epochs = match epoch_blocks {
+                0 => None,
+                blocks => Some(ledger_lite::EpochRule {
+                    blocks,
+                    max_validators: max_validators.unwrap_or(validators.len() as u32),
+                    min_stake: validator_stake
+                        .parse::<ledger_lite::Amount>()
+                        .map_err(|e| anyhow::anyhow!("--validator-stake {validator_stake}: {e}"))?,
+                }),
+            };
             let opts = network::GenesisOptions {
                 chain_id,
                 validators,
                 faucet,
                 unbonding_blocks,
+                epochs,
             };
             let (genesis, faucet) = network::new_genesis(&opts)?;
             let key_path = out.with_file_name("faucet.key");

@@ -159,5 +159,8 @@ async fn forged_stale_or_foreign_proofs_leave_the_chain_as_it_was() {
     assert!(served[0].proof.is_none(), "an unchecked proof was kept");
     let check = top_consensus::proof::FinalityCheck::new(&c.genesis).unwrap();
     let proof = served[1].proof.as_ref().expect("block 2's proof kept");
-    assert_eq!(check.check(&served[1].block, proof), Ok(()));
+    assert_eq!(
+        check.check((0, &c.genesis.validators), &served[1].block, proof),
+        Ok(())
+    );
 }

@@ -59,7 +59,11 @@ pub struct Sim {
 
 impl Sim {
     /// Starts a node for each of `ids` on `genesis`, every pair linked with 10 ms links.
-    pub async fn start(context: &deterministic::Context, ids: &[Identity], genesis: &Genesis) -> Self {
+    pub async fn start(
+        context: &deterministic::Context,
+        ids: &[Identity],
+        genesis: &Genesis,
+    ) -> Self {
         let keys: Vec<PrivateKey> = ids
             .iter()
             .map(|id| PrivateKey::read(&mut &id.signing_key().to_bytes()[..]).unwrap())

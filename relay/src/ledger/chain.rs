@@ -253,8 +253,8 @@ impl ChainNode {
             unbonding_blocks: state.params.unbonding_blocks,
             min_stake: state.params.min_stake,
             min_fee: state.params.min_fee,
-            epoch: 0,
-            validators: inner.ledger.genesis().validator_set(),
+            epoch: state.epoch,
+            validators: state.validators.clone(),
             finalized: state.height,
         }
     }

@@ -11,7 +11,6 @@ use ledger_lite::wire::FinalizedBlock;
 use ledger_lite::{Block, BlockHash, Genesis, State, StoreError};
 use top_consensus::service::{ServiceConfig, ValidatorService};
 use top_consensus::store::ChainStore;
-use top_proto::addr::RelayAddr;
 use top_proto::id::AccountId;
 use tracing::warn;
 
@@ -60,10 +59,21 @@ impl ChainNode {
                 )));
             }
         }
+        // A proof is checked against the validators of its block's epoch: those the state
+        // before the block names. Taken one epoch at a time, that is this node's state: blocks
+        // past its epoch's last one wait until that one is in.
+        let (epoch, validators, epoch_end) = self.with_state(|s| {
+            let end = s.epochs.and_then(|rule| rule.last_of(s.epoch));
+            (s.epoch, s.validators.clone(), end)
+        });
+        let run = match epoch_end {
+            Some(last) => &run[..run.partition_point(|e| e.block.header.height <= last)],
+            None => run,
+        };
         let mut proven = None;
         for (i, entry) in run.iter().enumerate().rev() {
             if let Some(proof) = &entry.proof {
-                check.check(&entry.block, proof)?;
+                check.check((epoch, &validators), &entry.block, proof)?;
                 proven = Some(i);
                 break;
             }
@@ -130,7 +140,7 @@ pub(super) fn start_validator(
     let interval = Duration::from_millis(core.config.ledger.block_interval_ms);
     let config = ServiceConfig {
         identity: core.identity.clone(),
-        validators: validator_addrs(core, genesis, node),
+        validators: validator_addrs(core, genesis),
         listen,
         genesis: genesis.clone(),
         storage: dir.consensus(),
@@ -142,47 +152,36 @@ pub(super) fn start_validator(
         .map_err(|e| crate::RelayError::Io(std::io::Error::other(e.to_string())))
 }
 
-/// Where each validator's consensus transport listens: on the port number of its relay's QUIC
-/// address (TCP), taken from this relay's own address, its configured peers, or the registry.
-/// A validator nowhere known gets an unroutable address until it is (it cannot vote with this
-/// relay meanwhile).
-fn validator_addrs(
-    core: &Core,
-    genesis: &Genesis,
-    node: &ChainNode,
-) -> Vec<(AccountId, SocketAddr)> {
+/// Where the consensus transports this relay knows of listen: its own, and its configured
+/// peers' (on the port number of a relay's QUIC address, over TCP). Validators not among them
+/// are found in the registry when their epoch comes; a genesis validator known nowhere is
+/// warned about (it cannot vote with this relay until it registers).
+fn validator_addrs(core: &Core, genesis: &Genesis) -> Vec<(AccountId, SocketAddr)> {
     let me = core.identity.account_id();
-    let configured: Vec<&RelayAddr> = core
+    let port = core.endpoint.local_addr().map_or(0, |a| a.port());
+    let mut known = vec![(me, SocketAddr::new(core.config.listen.ip(), port))];
+    for peer in core
         .config
         .peers
         .iter()
         .chain(core.config.ledger.upstream.iter())
-        .collect();
-    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    genesis
-        .validators
-        .iter()
-        .map(|id| {
-            if *id == me {
-                let port = core.endpoint.local_addr().map_or(0, |a| a.port());
-                return (*id, SocketAddr::new(core.config.listen.ip(), port));
-            }
-            let from_config = configured
-                .iter()
-                .find(|p| AccountId::from_wire(*p.id.as_bytes()) == *id)
-                .map(|p| p.host_port.clone());
-            let from_registry =
-                || node.with_state(|s| s.relay(id).and_then(|r| r.addrs.first().cloned()));
-            let addr = from_config
-                .or_else(from_registry)
-                .and_then(|hp| hp.to_socket_addrs().ok()?.next());
-            match addr {
-                Some(addr) => (*id, addr),
-                None => {
-                    warn!(validator = %id, "no address known for a validator");
-                    (*id, unknown)
-                }
-            }
-        })
-        .collect()
+    {
+        let id = AccountId::from_wire(*peer.id.as_bytes());
+        let addr = peer
+            .host_port
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next());
+        if let Some(addr) = addr
+            && !known.iter().any(|(k, _)| *k == id)
+        {
+            known.push((id, addr));
+        }
+    }
+    for id in &genesis.validators {
+        if !known.iter().any(|(k, _)| k == id) {
+            warn!(validator = %id, "no configured address for a validator (the registry's is used)");
+        }
+    }
+    known
 }

@@ -30,6 +30,8 @@ pub struct GenesisOptions {
     pub faucet: bool,
     /// Blocks a stake takes to unbond.
     pub unbonding_blocks: u64,
+    /// How the validator set changes by stake (none: it never does).
+    pub epochs: Option<ledger_lite::EpochRule>,
 }
 
 /// Why a genesis cannot be made or used.
@@ -78,7 +80,7 @@ pub fn new_genesis(opts: &GenesisOptions) -> Result<(Genesis, Option<Identity>),
         allocations.push((faucet.account_id(), top(FAUCET_TOP)));
     }
     let genesis = Genesis {
-        epochs: None,
+        epochs: opts.epochs,
         name: opts.chain_id.clone(),
         time_ms: unix_now_ms(),
         validator: first,

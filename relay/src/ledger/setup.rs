@@ -146,7 +146,9 @@ fn open_chain(
 ) -> Result<(), crate::RelayError> {
     let me = core.identity.account_id();
     let role = if genesis.is_consensus() {
-        if genesis.validators.contains(&me) {
+        // A genesis validator, or (where the set changes by stake) a relay offering to be one.
+        let validates = genesis.epochs.is_some() && core.config.ledger.validate;
+        if genesis.validators.contains(&me) || validates {
             Role::Consensus
         } else {
             match upstream {

@@ -88,6 +88,11 @@ pub struct LedgerConfig {
     /// Follower: the relay blocks come from (default: the first peer).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<RelayAddr>,
+    /// On a chain whose validators change by stake: run the consensus engine, voting in the
+    /// epochs whose validator set names this relay (its stake, `billing.stake`, must be at
+    /// least the chain's validator stake and among the largest), following otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub validate: bool,
 }
 
 impl Default for LedgerConfig {
@@ -95,6 +100,7 @@ impl Default for LedgerConfig {
         Self {
             block_interval_ms: 1000,
             upstream: None,
+            validate: false,
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct InitOptions {
     pub dev: bool,
     /// Join this chain (a network's genesis, from `toprelay genesis new`).
     pub genesis: Option<ledger_lite::Genesis>,
+    /// Offer to validate a chain whose validators change by stake (see
+    /// [`crate::node::config::LedgerConfig::validate`]).
+    pub validate: bool,
 }
 
 impl InitOptions {
@@ -105,6 +108,7 @@ impl InitOptions {
             peers: Vec::new(),
             dev: false,
             genesis: None,
+            validate: false,
         }
     }
 
@@ -137,9 +141,24 @@ pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig)
     } else if let Some(genesis) = &opts.genesis {
         crate::ledger::network::use_genesis(&dir, genesis, None)
             .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
-        if genesis.validators.contains(&identity.account_id()) {
-            // A validator is funded at genesis: it stakes part of that when it registers.
-            config.billing.stake = "1000".into();
+        // A validator stakes (a genesis validator is funded for it; a relay offering to
+        // validate later must be funded first) at least the chain's validator stake.
+        let validator_stake = genesis
+            .epochs
+            .map_or(ledger_lite::Amount::ZERO, |rule| rule.min_stake);
+        let stake = ledger_lite::Amount::from_top(1000)
+            .unwrap_or(ledger_lite::Amount::ZERO)
+            .max(validator_stake);
+        if opts.validate {
+            if genesis.epochs.is_none() {
+                return Err(RelayError::Io(std::io::Error::other(
+                    "--validate needs a chain whose validators change by stake (genesis new --epoch-blocks)",
+                )));
+            }
+            config.ledger.validate = true;
+        }
+        if opts.validate || genesis.validators.contains(&identity.account_id()) {
+            config.billing.stake = stake.to_string();
         }
     }
     config.save(data_dir)?;
