@@ -1,6 +1,7 @@
 //! Whom a validator's transport connects to in each epoch: the epoch's validators (its primary
-//! peers) and the relays staking enough to be validators next (secondary peers: they follow
-//! the chain over the same transport, ready to vote when their epoch comes). A peer's address
+//! peers) and the relays staking enough to be validators (secondary peers, the most staked
+//! first, at most [`CANDIDATES_PER_VALIDATOR`] per validator: they follow the chain over the
+//! same transport, ready to vote when their epoch comes). A peer's address
 //! is the one this relay's configuration names, else the first its registry record publishes
 //! (the consensus transport listens on the port number of the relay's QUIC address).
 
@@ -16,6 +17,9 @@ use top_proto::id::AccountId;
 
 use crate::epochs::Membership;
 use crate::service::public_key;
+
+/// Candidates tracked beside the validators, per validator the rule allows.
+pub const CANDIDATES_PER_VALIDATOR: usize = 2;
 
 /// Membership over commonware's lookup transport, with addresses from config and registry.
 pub struct Addressed {
@@ -63,9 +67,14 @@ impl Addressed {
 impl Membership for Addressed {
     fn track(&mut self, epoch: u64, state: &State) {
         let primary = self.peers(state.validators.iter(), state);
-        let next = state.next_validators();
+        let limit = state.epochs.map_or(0, |rule| {
+            (rule.max_validators as usize).saturating_mul(CANDIDATES_PER_VALIDATOR)
+        });
+        let candidates = state.candidates(limit);
         let secondary = self.peers(
-            next.iter().filter(|id| !state.validators.contains(id)),
+            candidates
+                .iter()
+                .filter(|id| !state.validators.contains(id)),
             state,
         );
         self.oracle

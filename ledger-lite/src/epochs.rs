@@ -57,13 +57,25 @@ impl EpochRule {
 }
 
 impl State {
-    /// The validators the next epoch would have, were this epoch to end now: the registered
-    /// relays with the most stake, at least the rule's (ties to the lower id), at most the
-    /// rule's number; the
-    /// current set when no relay is registered (a chain never ends up without validators).
+    /// The validators the next epoch would have, were this epoch to end now: the first of
+    /// [`State::candidates`], at most the rule's number; the current set when there is no
+    /// candidate (a chain never ends up without validators).
     pub fn next_validators(&self) -> Vec<AccountId> {
         let Some(rule) = self.epochs else {
             return self.validators.clone();
+        };
+        let next = self.candidates(rule.max_validators as usize);
+        if next.is_empty() {
+            return self.validators.clone();
+        }
+        next
+    }
+
+    /// The registered relays staking at least the rule's validator stake, most stake first
+    /// (ties to the lower id), at most `limit`.
+    pub fn candidates(&self, limit: usize) -> Vec<AccountId> {
+        let Some(rule) = self.epochs else {
+            return Vec::new();
         };
         let mut staked: Vec<(AccountId, crate::Amount)> = self
             .registered
@@ -73,11 +85,8 @@ impl State {
                 *stake >= rule.min_stake && *stake >= self.params.min_stake && !stake.is_zero()
             })
             .collect();
-        if staked.is_empty() {
-            return self.validators.clone();
-        }
         staked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        staked.truncate(rule.max_validators as usize);
+        staked.truncate(limit);
         staked.into_iter().map(|(id, _)| id).collect()
     }
 

@@ -1,6 +1,8 @@
 //! A raw protocol client for relay tests: speaks frames directly, no SDK.
 #![allow(dead_code)]
 
+pub mod network;
+
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;

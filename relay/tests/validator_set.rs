@@ -1,0 +1,180 @@
+//! The validator set changes by stake, with real `toprelay` processes on loopback: four
+//! genesis validators and a fifth relay that offered to validate (`init --validate`). Three of
+//! the four and the fifth stake the validator stake (the fifth most); the fourth does not. At
+//! the next epoch boundary every relay reports the new set; then the relay that left and one
+//! more are killed, and the remaining three of the new set (the newcomer among them) still
+//! finalize; with the newcomer killed too, nothing is. Every relay holds the same blocks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::network::{Faucet, Node, block_hash, path, reach, submit, summary, toprelay};
+use ledger_lite::registry::{Prices, RelayRecord, Services};
+use ledger_lite::wire::Summary;
+use ledger_lite::{Amount, ChainId, Tx, TxKind};
+use top_proto::id::AccountId;
+use top_proto::identity::Identity;
+
+/// Blocks in an epoch (200 ms blocks: a few seconds).
+const EPOCH_BLOCKS: &str = "16";
+/// The least stake of a validator, in TOP.
+const VALIDATOR_STAKE: u128 = 5_000;
+
+/// `node` registers (its own key signs) with `stake` TOP, through `via`.
+async fn register(node: &Node, chain: ChainId, stake: u128, via: &Node) -> u64 {
+    let key = Identity::load(&node.dir.join("identity.key")).unwrap();
+    let tx = Tx {
+        chain,
+        from: key.account_id(),
+        nonce: 0,
+        fee: Amount::from_units(top_relay::ledger::setup::DEV_MIN_FEE_UNITS),
+        kind: TxKind::RegisterRelay {
+            record: Box::new(RelayRecord {
+                addrs: vec![node.addr.host_port.clone()],
+                services: Services::default(),
+                prices: Prices::default(),
+                region: "test".into(),
+            }),
+            stake: Amount::from_top(stake).unwrap(),
+        },
+    }
+    .sign(&key);
+    submit(&via.addr, tx, true).await.expect("finalized")
+}
+
+fn account(node: &Node) -> AccountId {
+    AccountId::from_wire(*node.addr.id.as_bytes())
+}
+
+/// Waits until `node` reports `validators`, returning its summary.
+async fn wait_for_set(node: &Node, validators: &[AccountId], within: Duration) -> Summary {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let s = summary(&node.addr).await;
+        if s.validators == validators {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} still reports epoch {} with {:?}\n{}",
+            node.addr,
+            s.epoch,
+            s.validators,
+            node.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_relays_staking_most_validate_from_the_next_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = (0..4)
+        .map(|i| Node::init(tmp.path().join(format!("v{i}")), &[]))
+        .collect();
+    let genesis = tmp.path().join("genesis.json");
+    let ids: Vec<String> = nodes.iter().map(|v| v.addr.id.to_string()).collect();
+    let mut args = vec!["genesis", "new", "--chain-id", "rotate", "--faucet"];
+    args.extend(["--epoch-blocks", EPOCH_BLOCKS, "--validator-stake", "5000"]);
+    for id in &ids {
+        args.extend(["--validator", id]);
+    }
+    args.extend(["--out", path(&genesis)]);
+    toprelay(&args);
+    let faucet_key = tmp.path().join("faucet.key");
+    for (i, v) in nodes.iter().enumerate() {
+        let mut args = vec!["genesis", "use", "--data-dir", path(&v.dir)];
+        if i == 0 {
+            args.extend(["--faucet-key", path(&faucet_key)]);
+        }
+        args.push(path(&genesis));
+        toprelay(&args);
+    }
+    // The fifth joins with the genesis, offering to validate.
+    nodes.push(Node::init(
+        tmp.path().join("newcomer"),
+        &["--genesis", path(&genesis), "--validate"],
+    ));
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr.clone()).collect();
+    for node in &nodes {
+        node.configure(addrs.iter().filter(|a| **a != node.addr).cloned().collect());
+    }
+    for node in &mut nodes {
+        node.start();
+    }
+    // The newcomer is nobody's peer until it stakes: the four go on without it.
+    let genesis_set: Vec<&Node> = nodes[..4].iter().collect();
+    reach(&genesis_set, 2, Duration::from_secs(60)).await;
+    let s = summary(&addrs[1]).await;
+    assert_eq!((s.epoch, s.validators.len()), (0, 4));
+    let mut faucet = Faucet {
+        key: Identity::load(&faucet_key).unwrap(),
+        chain: s.chain,
+        nonce: 0,
+    };
+
+    // The newcomer is funded, then stakes most; validators 0, 1, 2 stake the validator stake;
+    // validator 3 does not register.
+    let newcomer = &nodes[4];
+    faucet
+        .fund(
+            &addrs[1],
+            account(newcomer),
+            Amount::from_top(60_000).unwrap(),
+        )
+        .await;
+    register(newcomer, s.chain, 50_000, &nodes[1]).await;
+    for v in &nodes[..3] {
+        register(v, s.chain, VALIDATOR_STAKE, &nodes[1]).await;
+    }
+    let mut expected = vec![account(newcomer)];
+    let mut rest: Vec<AccountId> = nodes[..3].iter().map(account).collect();
+    rest.sort();
+    expected.extend(rest);
+
+    // At the next boundary every relay, the newcomer too, reports the new set.
+    for node in &nodes {
+        let s = wait_for_set(node, &expected, Duration::from_secs(90)).await;
+        assert!(s.epoch >= 1);
+    }
+
+    // 3 left the set and 0 is killed too: 1, 2 and the newcomer are three of four, a quorum
+    // only with the newcomer's votes.
+    nodes[3].kill();
+    nodes[0].kill();
+    let before = summary(&addrs[1]).await.height;
+    for _ in 0..2 {
+        let sent = tokio::time::timeout(Duration::from_secs(30), faucet.send(&addrs[2], true));
+        assert!(sent.await.expect("finalized within seconds").is_some());
+    }
+    let live: Vec<&Node> = nodes[1..3].iter().chain([&nodes[4]]).collect();
+    reach(&live, before + 2, Duration::from_secs(30)).await;
+
+    // Every live relay holds the same blocks; the invariant holds.
+    let height = summary(&addrs[1]).await.height;
+    for h in 1..=height {
+        let first = block_hash(&addrs[1], h).await.expect("block held");
+        for node in &live[1..] {
+            assert_eq!(block_hash(&node.addr, h).await, Some(first), "height {h}");
+        }
+    }
+    for node in &live {
+        assert!(summary(&node.addr).await.invariant_ok);
+    }
+
+    // The newcomer killed as well: two of four finalize nothing.
+    nodes[4].kill();
+    let mut stalled = summary(&addrs[1]).await.height;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = summary(&addrs[1]).await.height;
+        if now == stalled {
+            break;
+        }
+        stalled = now;
+    }
+    faucet.send(&addrs[1], false).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(summary(&addrs[1]).await.height, stalled);
+}
