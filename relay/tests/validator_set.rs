@@ -3,7 +3,8 @@
 //! the four and the fifth stake the validator stake (the fifth most); the fourth does not. At
 //! the next epoch boundary every relay reports the new set; then the relay that left and one
 //! more are killed, and the remaining three of the new set (the newcomer among them) still
-//! finalize; with the newcomer killed too, nothing is. Every relay holds the same blocks.
+//! finalize; with the newcomer killed too, nothing is; one of them restarted, the chain
+//! resumes. Every relay holds the same blocks.
 
 mod common;
 
@@ -177,4 +178,20 @@ async fn the_relays_staking_most_validate_from_the_next_epoch() {
     faucet.send(&addrs[1], false).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(summary(&addrs[1]).await.height, stalled);
+
+    // Validator 0 restarted (its engine re-enters the epoch its chain store is in): with 1
+    // and 2 a quorum again; the chain resumes with the transfer that waited, and 0 holds the
+    // same blocks.
+    nodes[0].start();
+    let back: Vec<&Node> = nodes[..3].iter().collect();
+    reach(&back, stalled + 2, Duration::from_secs(60)).await;
+    let height = faucet.send(&addrs[0], true).await.expect("finalized");
+    reach(&back, height, Duration::from_secs(30)).await;
+    for h in 1..=height {
+        let first = block_hash(&addrs[1], h).await.expect("block held");
+        assert_eq!(block_hash(&addrs[0], h).await, Some(first), "height {h}");
+    }
+    let s = summary(&addrs[0]).await;
+    assert_eq!(s.validators, expected);
+    assert!(s.invariant_ok);
 }
