@@ -144,13 +144,14 @@ impl Ledger {
     /// Queues a batch of transactions gossiped by another validator: the cheap checks first,
     /// then the signatures of those left, checked as one batch (one by one only when the batch
     /// fails: a forged transaction never waits here, so nothing a peer forges takes an
-    /// account's places). Returns how many were queued.
-    pub fn submit_gossiped(&self, txs: Vec<SignedTx>) -> usize {
+    /// account's places). Returns how many were queued, and how many were forged.
+    pub fn submit_gossiped(&self, txs: Vec<SignedTx>) -> (usize, usize) {
         let state = lock(&self.finalized_state).2.clone();
         let txs: Vec<SignedTx> = txs
             .into_iter()
             .filter(|t| cheap_checks(t, &state))
             .collect();
+        let checked = txs.len();
         let verified: Vec<SignedTx> = match ledger_lite::verify::verify_txs(&txs) {
             Ok(()) => txs,
             Err(_) => txs
@@ -158,11 +159,13 @@ impl Ledger {
                 .filter(|t| ledger_lite::verify::verify_tx(t).is_ok())
                 .collect(),
         };
+        let forged = checked - verified.len();
         let mut pending = lock(&self.pending);
-        verified
+        let queued = verified
             .into_iter()
             .filter(|t| pending.insert(t.clone()))
-            .count()
+            .count();
+        (queued, forged)
     }
 
     /// Queues this node's own transaction (its signature checked already) like

@@ -103,7 +103,12 @@ pub struct Epochs<E: BufferPooler + Spawner + Metrics + CryptoRng + Clock + Stor
     pub(crate) leader_timeout: Duration,
 }
 
-type Mux<S, R> = MuxHandle<S, R>;
+/// The sub-channel registries of the engines' three channels.
+struct Muxes<S: Sender, R: Receiver> {
+    votes: MuxHandle<S, R>,
+    certificates: MuxHandle<S, R>,
+    resolver: MuxHandle<S, R>,
+}
 
 impl<E, B, M> Epochs<E, B, M>
 where
@@ -122,26 +127,30 @@ where
         S: Sender<PublicKey = PublicKey>,
         R: Receiver<PublicKey = PublicKey>,
     {
-        let (mux, mut vote_mux, mut behind) =
+        let (mux, votes, mut behind) =
             Muxer::builder(context.child("vote_mux"), votes.0, votes.1, MUX_BACKLOG)
                 .with_backup()
                 .build();
         mux.start();
-        let (mux, mut certificate_mux) = Muxer::new(
+        let (mux, certificates) = Muxer::new(
             context.child("certificate_mux"),
             certificates.0,
             certificates.1,
             MUX_BACKLOG,
         );
         mux.start();
-        let (mux, mut resolver_mux) = Muxer::new(
+        let (mux, resolver) = Muxer::new(
             context.child("resolver_mux"),
             resolver.0,
             resolver.1,
             MUX_BACKLOG,
         );
         mux.start();
-        let mut muxes = (&mut vote_mux, &mut certificate_mux, &mut resolver_mux);
+        let mut muxes = Muxes {
+            votes,
+            certificates,
+            resolver,
+        };
 
         let mut running: Option<(u64, Handle<()>)> = None;
         loop {
@@ -188,7 +197,7 @@ where
         &mut self,
         context: &E,
         state: &State,
-        (votes, certificates, resolver): &mut (&mut Mux<S, R>, &mut Mux<S, R>, &mut Mux<S, R>),
+        muxes: &mut Muxes<S, R>,
     ) -> Option<Handle<()>>
     where
         S: Sender<PublicKey = PublicKey>,
@@ -241,9 +250,9 @@ where
                 forwarding: ForwardingPolicy::Disabled,
             },
         );
-        let votes = votes.register(epoch).await.ok()?;
-        let certificates = certificates.register(epoch).await.ok()?;
-        let resolver = resolver.register(epoch).await.ok()?;
+        let votes = muxes.votes.register(epoch).await.ok()?;
+        let certificates = muxes.certificates.register(epoch).await.ok()?;
+        let resolver = muxes.resolver.register(epoch).await.ok()?;
         Some(engine.start(votes, certificates, resolver))
     }
 }

@@ -9,6 +9,7 @@ pub mod block;
 pub mod epochs;
 pub mod finalizer;
 pub mod membership;
+pub mod misbehaviour;
 pub mod node;
 pub mod pending;
 pub mod proof;

@@ -23,6 +23,7 @@ use crate::app::{Admission, Ledger, LedgerApp};
 use crate::block::ChainBlock;
 use crate::finalizer::Finalizer;
 use crate::membership::Addressed;
+use crate::misbehaviour::{Counting, Misbehaviour, Report};
 use crate::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
 use crate::store::ChainStore;
 
@@ -88,6 +89,8 @@ pub struct ServiceConfig {
     pub leader_timeout: Duration,
     /// How long after its parent a block is proposed (see [`LedgerApp::with_interval`]).
     pub block_interval: Duration,
+    /// Where bad messages from other validators are reported.
+    pub report: Report,
 }
 
 /// A running validator.
@@ -206,7 +209,7 @@ impl ValidatorService {
                         genesis: genesis_block,
                         partition_prefix: "top".into(),
                         peers: oracle.clone(),
-                        blocker: oracle.clone(),
+                        blocker: Counting::new(oracle.clone(), config.report.clone()),
                         membership: Addressed::new(oracle, configured),
                         leader_timeout: config.leader_timeout,
                     };
@@ -216,9 +219,10 @@ impl ValidatorService {
                         tracing::error!("the validator's consensus storage does not open: {e}");
                         return;
                     }
+                    let gossip_report = config.report.clone();
                     context.child("gossip").spawn(move |context| async move {
                         tokio::select! {
-                            () = gossip(transactions, outgoing, running) => {}
+                            () = gossip(transactions, outgoing, running, gossip_report) => {}
                             _ = context.stopped() => {}
                         }
                     });
@@ -299,6 +303,7 @@ async fn gossip<S, R>(
     (mut sender, mut receiver): (S, R),
     mut outgoing: mpsc::Receiver<SignedTx>,
     ledger: Arc<Ledger>,
+    report: Report,
 ) where
     S: commonware_p2p::Sender<PublicKey = PublicKey>,
     R: commonware_p2p::Receiver<PublicKey = PublicKey>,
@@ -323,7 +328,14 @@ async fn gossip<S, R>(
             }
             message = receiver.recv() => {
                 let Ok((_, bytes)) = message else { return };
-                ledger.submit_gossiped(decode_batch(bytes.as_ref()));
+                let Some(batch) = decode_batch(bytes.as_ref()) else {
+                    report(Misbehaviour::MalformedBatch);
+                    continue;
+                };
+                let (_, forged) = ledger.submit_gossiped(batch);
+                for _ in 0..forged {
+                    report(Misbehaviour::ForgedTx);
+                }
             }
         }
     }
@@ -356,15 +368,14 @@ fn encode_batches(txs: &[SignedTx]) -> Vec<Vec<u8>> {
     out
 }
 
-/// A gossiped batch, if it is one within bounds (else nothing of it).
-pub fn decode_batch(bytes: &[u8]) -> Vec<SignedTx> {
+/// A gossiped batch, if it is one within bounds (none of it otherwise).
+pub fn decode_batch(bytes: &[u8]) -> Option<Vec<SignedTx>> {
     if bytes.len() > MAX_BATCH {
-        return Vec::new();
+        return None;
     }
-    match postcard::from_bytes::<Vec<SignedTx>>(bytes) {
-        Ok(txs) if txs.len() <= BATCH_TXS => txs,
-        _ => Vec::new(),
-    }
+    postcard::from_bytes::<Vec<SignedTx>>(bytes)
+        .ok()
+        .filter(|txs| txs.len() <= BATCH_TXS)
 }
 
 #[cfg(test)]
@@ -409,7 +420,7 @@ mod tests {
         let small: Vec<SignedTx> = (0..BATCH_TXS as u64).map(|n| tx(n, 0)).collect();
         let batches = encode_batches(&small);
         assert_eq!(batches.len(), 1);
-        assert_eq!(decode_batch(&batches[0]), small);
+        assert_eq!(decode_batch(&batches[0]), Some(small));
         // Large transactions split over several batches; one too large for gossip stays home.
         let large: Vec<SignedTx> = (0..8).map(|n| tx(n, 300)).collect();
         let too_large = tx(9, 2_000);
@@ -418,12 +429,15 @@ mod tests {
         let batches = encode_batches(&all);
         assert!(batches.len() > 1);
         assert!(batches.iter().all(|b| b.len() <= MAX_BATCH));
-        let back: Vec<SignedTx> = batches.iter().flat_map(|b| decode_batch(b)).collect();
+        let back: Vec<SignedTx> = batches
+            .iter()
+            .flat_map(|b| decode_batch(b).unwrap())
+            .collect();
         assert_eq!(back, large);
         // Too many, too large or not a batch: nothing.
         let many: Vec<SignedTx> = (0..BATCH_TXS as u64 + 1).map(|n| tx(n, 0)).collect();
-        assert!(decode_batch(&postcard::to_stdvec(&many).unwrap()).is_empty());
-        assert!(decode_batch(&vec![0u8; MAX_BATCH + 1]).is_empty());
-        assert!(decode_batch(&[0xff; 64]).is_empty());
+        assert!(decode_batch(&postcard::to_stdvec(&many).unwrap()).is_none());
+        assert!(decode_batch(&vec![0u8; MAX_BATCH + 1]).is_none());
+        assert!(decode_batch(&[0xff; 64]).is_none());
     }
 }

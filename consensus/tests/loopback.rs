@@ -61,6 +61,7 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
                 leader_timeout: Duration::from_millis(500),
                 chain: None,
                 block_interval: Duration::ZERO,
+                report: top_consensus::misbehaviour::ignore(),
             };
             Some(ValidatorService::start(config).unwrap())
         })
@@ -126,6 +127,7 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
         leader_timeout: Duration::from_millis(500),
         chain: None,
         block_interval: Duration::ZERO,
+        report: top_consensus::misbehaviour::ignore(),
     };
     let back = ValidatorService::start(config).unwrap();
     let behind = back.ledger().height();

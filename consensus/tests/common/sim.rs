@@ -16,6 +16,7 @@ use ledger_lite::{Genesis, State};
 use top_consensus::app::{Ledger, LedgerApp};
 use top_consensus::block::ChainBlock;
 use top_consensus::epochs::Membership;
+use top_consensus::misbehaviour;
 use top_consensus::node::{Channels, MAX_MESSAGE, ValidatorConfig, channel, start_validator};
 use top_proto::identity::Identity;
 
@@ -64,11 +65,24 @@ impl Sim {
         ids: &[Identity],
         genesis: &Genesis,
     ) -> Self {
+        Self::start_with(context, ids, genesis, &[], misbehaviour::ignore()).await
+    }
+
+    /// [`Sim::start`], with `others` on the network too (linked, but running no node), and
+    /// every node's bad messages reported to `report`.
+    pub async fn start_with(
+        context: &deterministic::Context,
+        ids: &[Identity],
+        genesis: &Genesis,
+        others: &[PublicKey],
+        report: misbehaviour::Report,
+    ) -> Self {
         let keys: Vec<PrivateKey> = ids
             .iter()
             .map(|id| PrivateKey::read(&mut &id.signing_key().to_bytes()[..]).unwrap())
             .collect();
         let pks: Vec<PublicKey> = keys.iter().map(|k| k.public_key()).collect();
+        let everyone: Vec<PublicKey> = pks.iter().chain(others).cloned().collect();
         let (network, oracle) = Network::new_with_peers(
             context.child("network"),
             simulated::Config {
@@ -76,7 +90,7 @@ impl Sim {
                 disconnect_on_block: true,
                 tracked_peer_sets: NonZeroUsize::new(2).unwrap(),
             },
-            pks.clone(),
+            everyone.clone(),
         )
         .await;
         network.start();
@@ -85,10 +99,11 @@ impl Sim {
             pks: pks.clone(),
             ledgers: Vec::new(),
         };
-        sim.connect(&pks, &pks, Some(link(10, 2, 1.0))).await;
+        sim.connect(&everyone, &everyone, Some(link(10, 2, 1.0)))
+            .await;
         let genesis_block = ChainBlock::genesis(genesis).unwrap();
         let quota = Quota::per_second(NonZeroU32::MAX);
-        let all = Set::try_from(pks.clone()).unwrap();
+        let all = Set::try_from(everyone.clone()).unwrap();
         let mut ledgers = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             let ledger = Ledger::new(&genesis_block, genesis.state().unwrap());
@@ -108,7 +123,7 @@ impl Sim {
                 genesis: genesis_block.clone(),
                 partition_prefix: format!("validator-{i}"),
                 peers: sim.oracle.manager(),
-                blocker: control.clone(),
+                blocker: misbehaviour::Counting::new(control.clone(), report.clone()),
                 membership: Everyone {
                     manager: sim.oracle.manager(),
                     all: all.clone(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ledger_lite::wire::FinalizedBlock;
 use ledger_lite::{Block, BlockHash, Genesis, State, StoreError};
+use top_consensus::misbehaviour::{Misbehaviour, Report};
 use top_consensus::service::{ServiceConfig, ValidatorService};
 use top_consensus::store::ChainStore;
 use top_proto::id::AccountId;
@@ -147,6 +148,7 @@ pub(super) fn start_validator(
         chain: Some(node.clone() as Arc<dyn ChainStore>),
         leader_timeout: interval + LEADER_GRACE,
         block_interval: interval,
+        report: misbehaviour_counter(core.metrics.clone()),
     };
     ValidatorService::start(config)
         .map_err(|e| crate::RelayError::Io(std::io::Error::other(e.to_string())))
@@ -184,4 +186,15 @@ fn validator_addrs(core: &Core, genesis: &Genesis) -> Vec<(AccountId, SocketAddr
         }
     }
     known
+}
+
+/// Counts other validators' bad messages on `/metrics`.
+fn misbehaviour_counter(metrics: Arc<crate::node::metrics::Metrics>) -> Report {
+    Arc::new(move |seen| {
+        let counter = match seen {
+            Misbehaviour::PeerBlocked => &metrics.consensus_peers_blocked,
+            Misbehaviour::MalformedBatch | Misbehaviour::ForgedTx => &metrics.consensus_bad_gossip,
+        };
+        counter.inc();
+    })
 }

@@ -38,6 +38,12 @@ pub struct Metrics {
     pub links_refused: Counter,
     /// Mailbox pushes from linked relays whose recipient's queue stayed full through a wait.
     pub pushes_stalled: Counter,
+    /// Other validators blocked by this one's consensus engine for a vote or certificate that
+    /// did not decode or verify.
+    pub consensus_peers_blocked: Counter,
+    /// Gossiped transaction batches that did not decode, and transactions in them whose
+    /// signatures were forged.
+    pub consensus_bad_gossip: Counter,
     /// Receipts taken (stored durably).
     pub receipts: Counter,
     /// Bytes metered for payment (all services).
@@ -129,6 +135,16 @@ impl Metrics {
             "unpaid_refusals",
             "Traffic refused for lack of payment",
             m.unpaid_refusals.clone(),
+        );
+        r.register(
+            "consensus_peers_blocked",
+            "Validators blocked for a vote or certificate that did not decode or verify",
+            m.consensus_peers_blocked.clone(),
+        );
+        r.register(
+            "consensus_bad_gossip",
+            "Gossiped transaction batches that did not decode, and forged transactions in them",
+            m.consensus_bad_gossip.clone(),
         );
         m.vpn.register(&mut r);
         m.cdn.register(&mut r);
