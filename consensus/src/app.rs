@@ -107,7 +107,8 @@ impl Ledger {
         lock(&self.finalized_state).2.clone()
     }
 
-    /// The digest of the finalized block at `height`, if it is the last one or still kept.
+    /// The digest of the finalized block at `height`: the last one, one still kept, or one in
+    /// the chain store.
     pub fn finalized_digest_at(&self, height: u64) -> Option<Digest> {
         {
             let last = lock(&self.finalized_state);
@@ -115,10 +116,11 @@ impl Ledger {
                 return Some(last.0);
             }
         }
-        lock(&self.finalized)
+        let kept = lock(&self.finalized)
             .iter()
             .find(|b| b.block().header.height == height)
-            .map(|b| b.digest())
+            .map(|b| b.digest());
+        kept.or_else(|| Some(Digest(self.store.as_ref()?.hash_at(height)?.0)))
     }
 
     /// Waits until the finalized state is in `epoch` or a later one.

@@ -35,6 +35,10 @@ use crate::finalizer::Marshal;
 
 /// Sub-channel messages waiting per epoch.
 const MUX_BACKLOG: usize = 1024;
+/// How long before entering an epoch is tried again.
+const RETRY_ENTER: Duration = Duration::from_secs(1);
+/// The least time between two hints that a peer is in a later epoch.
+const HINT_EVERY: Duration = Duration::from_secs(1);
 /// Epochs whose schemes are kept behind the current one (marshal may still check their
 /// certificates while it delivers their last blocks).
 const SCHEMES_KEPT: u64 = 2;
@@ -153,6 +157,7 @@ where
         };
 
         let mut running: Option<(u64, Handle<()>)> = None;
+        let mut last_hint: Option<std::time::SystemTime> = None;
         loop {
             let state = self.ledger.finalized_state();
             let epoch = state.epoch;
@@ -166,8 +171,10 @@ where
                         tracing::info!(epoch, validators = state.validators.len(), "entered epoch");
                     }
                     None => {
-                        tracing::error!(epoch, "cannot enter the epoch: this validator stops");
-                        return;
+                        // Its last block not found yet (nor a scheme for its set): tried again.
+                        tracing::warn!(epoch, "cannot enter the epoch yet");
+                        context.sleep(RETRY_ENTER).await;
+                        continue;
                     }
                 }
             }
@@ -175,10 +182,18 @@ where
                 () = self.ledger.wait_epoch(epoch + 1) => {}
                 heard = behind.recv() => {
                     let Some((their_epoch, (from, _))) = heard else { return };
-                    // A peer in a later epoch: ours has ended there; fetch its last block.
-                    if their_epoch > epoch
+                    // A peer in a later epoch: ours has ended there; fetch its last block
+                    // (at most one hint a second: a peer sends what it likes).
+                    let now = context.current();
+                    let due = last_hint.is_none_or(|at| {
+                        now.duration_since(at).unwrap_or_default() >= HINT_EVERY
+                    });
+                    if state.epochs.is_some()
+                        && their_epoch > epoch
+                        && due
                         && let Some(last) = self.epocher_last(epoch)
                     {
+                        last_hint = Some(now);
                         self.marshal.hint_finalized(Height::new(last), NonEmptyVec::new(from));
                     }
                 }

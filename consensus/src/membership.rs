@@ -6,7 +6,7 @@
 //! (the consensus transport listens on the port number of the relay's QUIC address).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use commonware_cryptography::ed25519::PublicKey;
 use commonware_p2p::authenticated::lookup::Oracle;
@@ -38,11 +38,13 @@ impl Addressed {
         if let Some(addr) = self.configured.get(id) {
             return Some(*addr);
         }
-        state
-            .relay(id)?
-            .addrs
-            .iter()
-            .find_map(|a| a.parse::<SocketAddr>().ok())
+        // An IP address as published; a host name resolved (a record's addresses are checked
+        // to be short host:port strings when registered).
+        state.relay(id)?.addrs.iter().find_map(|a| {
+            a.parse::<SocketAddr>()
+                .ok()
+                .or_else(|| a.to_socket_addrs().ok()?.next())
+        })
     }
 
     fn peers<'a>(

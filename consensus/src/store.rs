@@ -17,6 +17,9 @@ pub trait ChainStore: Send + Sync {
     /// Committing a block at or below the last committed height does nothing (blocks come at
     /// least once). An error stops the validator.
     fn commit(&self, block: &Block, proof: Option<&[u8]>) -> Result<(), StoreError>;
+
+    /// The hash of the committed block at `height`, if there is one (and it reads).
+    fn hash_at(&self, height: u64) -> Option<BlockHash>;
 }
 
 impl ChainStore for Mutex<ledger_lite::Ledger> {
@@ -28,5 +31,10 @@ impl ChainStore for Mutex<ledger_lite::Ledger> {
     fn commit(&self, block: &Block, proof: Option<&[u8]>) -> Result<(), StoreError> {
         let mut ledger = self.lock().unwrap_or_else(|p| p.into_inner());
         ledger.commit_verified(block, proof).map(|_| ())
+    }
+
+    fn hash_at(&self, height: u64) -> Option<BlockHash> {
+        let reader = self.lock().unwrap_or_else(|p| p.into_inner()).reader();
+        Some(reader.block(height).ok()??.hash())
     }
 }

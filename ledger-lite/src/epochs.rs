@@ -12,6 +12,8 @@ use crate::state::State;
 
 /// The least blocks an epoch holds (a consensus engine starts afresh at each epoch).
 pub const MIN_EPOCH_BLOCKS: u64 = 4;
+/// The fewest candidates a set changes to (fewer keep the current set).
+pub const MIN_VALIDATORS: usize = 4;
 
 /// How a chain's validator set changes: every `blocks` blocks, to the `max_validators`
 /// registered relays staking most, of those staking at least `min_stake`.
@@ -58,17 +60,54 @@ impl EpochRule {
 
 impl State {
     /// The validators the next epoch would have, were this epoch to end now: the first of
-    /// [`State::candidates`], at most the rule's number; the current set when there is no
-    /// candidate (a chain never ends up without validators).
+    /// [`State::candidates`], at most the rule's number, but
+    /// - fewer than [`MIN_VALIDATORS`] candidates (or the rule's number, if smaller) keep the
+    ///   current set: a handful of keys never becomes the whole set;
+    /// - newcomers take at most a third of the current seats ([`State::newcomers_allowed`]) in
+    ///   one epoch, the best ranked first; the seats they would have taken stay with current
+    ///   validators (those still ranked first, then the others by id), so the validators of
+    ///   one epoch always hold a quorum of the next.
     pub fn next_validators(&self) -> Vec<AccountId> {
         let Some(rule) = self.epochs else {
             return self.validators.clone();
         };
-        let next = self.candidates(rule.max_validators as usize);
-        if next.is_empty() {
+        let seats = rule.max_validators as usize;
+        let ranked = self.candidates(seats);
+        if ranked.len() < MIN_VALIDATORS.min(seats) {
             return self.validators.clone();
         }
+        let allowed = self.newcomers_allowed();
+        let mut next = Vec::with_capacity(seats);
+        let mut newcomers = 0;
+        for id in &ranked {
+            if self.validators.contains(id) {
+                next.push(*id);
+            } else if newcomers < allowed {
+                next.push(*id);
+                newcomers += 1;
+            }
+        }
+        // Seats newcomers could not take go back to current validators not ranked.
+        let mut rest: Vec<AccountId> = self
+            .validators
+            .iter()
+            .filter(|id| !next.contains(id))
+            .copied()
+            .collect();
+        rest.sort();
+        for id in rest {
+            if next.len() >= ranked.len() {
+                break;
+            }
+            next.push(id);
+        }
         next
+    }
+
+    /// Newcomers one epoch may seat: fewer than a third of the current validators (at least
+    /// one), so the current set keeps a two-thirds quorum of the next.
+    pub fn newcomers_allowed(&self) -> usize {
+        (self.validators.len().saturating_sub(1) / 3).max(1)
     }
 
     /// The registered relays staking at least the rule's validator stake, most stake first
@@ -81,8 +120,11 @@ impl State {
             .registered
             .iter()
             .filter_map(|id| Some((*id, self.accounts.get(id)?.stake)))
-            .filter(|(_, stake)| {
-                *stake >= rule.min_stake && *stake >= self.params.min_stake && !stake.is_zero()
+            .filter(|(id, stake)| {
+                *stake >= rule.min_stake
+                    && *stake >= self.params.min_stake
+                    && !stake.is_zero()
+                    && id.verifying_key().is_ok()
             })
             .collect();
         staked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

@@ -47,6 +47,13 @@ fn register(w: &mut World, i: usize, stake: u128) {
     w.run(tx).unwrap();
 }
 
+/// Persons 0, 1, 2 (validators) and 3 (a newcomer, most stake) register.
+fn register_four(w: &mut World) {
+    for (i, stake) in [(0, 20), (1, 20), (2, 20), (3, 30)] {
+        register(w, i, stake);
+    }
+}
+
 /// Empty blocks up to and including `height`.
 fn run_to(w: &mut World, height: u64) {
     while w.state.height < height {
@@ -55,11 +62,11 @@ fn run_to(w: &mut World, height: u64) {
 }
 
 #[test]
-fn the_relays_staking_most_become_the_next_epochs_validators() {
+fn the_relays_staking_most_become_the_next_epochs_validators_a_third_at_a_time() {
     let mut w = world();
     let genesis_set = w.state.validators.clone();
     assert_eq!(w.state.epoch, 0);
-    // Persons 0, 1, 2, 3, 4 register; 2 below the validator stake (it only relays).
+    // Persons 0, 1, 2, 3 register; 2 below the validator stake (it only relays).
     register(&mut w, 0, 20);
     register(&mut w, 1, 16);
     register(&mut w, 2, 10);
@@ -67,55 +74,75 @@ fn the_relays_staking_most_become_the_next_epochs_validators() {
     run_to(&mut w, EPOCH - 2);
     assert_eq!(w.state.validators, genesis_set, "no change within an epoch");
     // The epoch's last block: registrations in it count.
-    register(&mut w, 4, 20);
+    register(&mut w, 4, 25);
     assert_eq!(w.state.height, EPOCH - 1);
     assert_eq!(w.state.epoch, 1);
-    let mut expected = vec![w.id(3), w.id(0), w.id(4)];
-    // 0 and 4 tie at 20: the lower id first.
-    if w.id(4) < w.id(0) {
-        expected.swap(1, 2);
-    }
-    expected.push(w.id(1));
-    assert_eq!(w.state.validators, expected);
-    assert!(
-        !w.state.validators.contains(&w.id(2)),
-        "2 staked too little"
-    );
-    // 5 outbids them all during epoch 1; it joins at epoch 2, pushing out the least (1).
+    // Ranked 3, 4, 0, 1: of the two newcomers only the first takes a seat (a third of four
+    // seats, at least one); the seat 4 would take stays with the current validators.
+    let set = w.state.validators.clone();
+    assert_eq!(set.len(), 4);
+    assert_eq!(set[..3], [w.id(3), w.id(0), w.id(1)]);
+    assert!(!set.contains(&w.id(4)), "a second newcomer waits");
+    assert!(!set.contains(&w.id(2)), "2 staked too little");
+    // 5 outbids everyone: it joins at epoch 2, 4 still waits.
     register(&mut w, 5, 50);
-    assert_eq!(w.state.validators, expected, "still epoch 1's set");
     run_to(&mut w, 2 * EPOCH - 1);
     assert_eq!(w.state.epoch, 2);
     assert_eq!(w.state.validators[0], w.id(5));
-    assert!(!w.state.validators.contains(&w.id(1)));
+    assert!(!w.state.validators.contains(&w.id(4)));
+    // At epoch 3 the ranking is the set: 5, 3, 4, 0.
+    run_to(&mut w, 3 * EPOCH - 1);
+    assert_eq!(w.state.epoch, 3);
+    assert_eq!(w.state.validators, vec![w.id(5), w.id(3), w.id(4), w.id(0)]);
     w.state.check_invariant().unwrap();
 }
 
 #[test]
-fn a_relay_that_deregisters_leaves_at_the_next_epoch_and_none_left_keeps_the_set() {
+fn fresh_keys_outbidding_everyone_take_a_third_of_the_seats_per_epoch() {
     let mut w = world();
+    // Four strangers (persons 3, 4, 5 and 0, who is a validator) stake far more than anyone.
+    for i in [3, 4, 5] {
+        register(&mut w, i, 100);
+    }
+    register(&mut w, 0, 100);
+    run_to(&mut w, EPOCH - 1);
+    let incumbents: Vec<_> = [w.validator.account_id(), w.id(0), w.id(1), w.id(2)].into();
+    let kept = w
+        .state
+        .validators
+        .iter()
+        .filter(|v| incumbents.contains(v))
+        .count();
+    assert_eq!(kept, 3, "the set of epoch 0 holds a quorum of epoch 1");
+}
+
+#[test]
+fn too_few_candidates_keep_the_set() {
+    let mut w = world();
+    let genesis_set = w.state.validators.clone();
+    // One key staking the validator stake is no set of validators.
     register(&mut w, 3, 30);
     run_to(&mut w, EPOCH - 1);
-    assert_eq!(w.state.validators, vec![w.id(3)]);
+    assert_eq!(w.state.epoch, 1);
+    assert_eq!(w.state.validators, genesis_set);
     let tx = w.tx(3, TxKind::DeregisterRelay);
     w.run(tx).unwrap();
-    assert_eq!(w.state.validators, vec![w.id(3)], "until the epoch ends");
     run_to(&mut w, 2 * EPOCH - 1);
-    // Nobody is registered: the set stays (a chain never has no validators).
     assert_eq!(w.state.epoch, 2);
-    assert_eq!(w.state.validators, vec![w.id(3)]);
+    assert_eq!(w.state.validators, genesis_set);
 }
 
 #[test]
 fn the_set_is_in_the_state_root_and_a_block_that_lies_about_it_is_refused() {
     let mut w = world();
-    register(&mut w, 3, 30);
+    register_four(&mut w);
     run_to(&mut w, EPOCH - 2);
     let before = w.state.clone();
     let head = w.head;
     // The epoch's last block, built honestly: it moves the set.
     let honest = w.state.build_block(vec![], 10_000_000, head, &w.validator);
-    assert_eq!(w.state.validators, vec![w.id(3)]);
+    let moved = w.state.validators.clone();
+    assert_ne!(moved, before.validators);
     // The same block claiming the set stayed: the root it would then have.
     let mut forged = honest.block.clone();
     forged.header.state_root = {
@@ -132,7 +159,7 @@ fn the_set_is_in_the_state_root_and_a_block_that_lies_about_it_is_refused() {
     assert_eq!(verifier, before, "nothing changed");
     let mut verifier = before.clone();
     verifier.apply_agreed(&honest.block, &head).unwrap();
-    assert_eq!(verifier.validators, vec![w.id(3)]);
+    assert_eq!(verifier.validators, moved);
     assert_eq!(verifier.epoch, 1);
 }
 
@@ -143,8 +170,10 @@ fn the_store_keeps_the_epoch_and_its_validators_across_a_restart() {
     let path = dir.path().join("chain.redb");
     let mut ledger = Ledger::open(&path, w.genesis.clone()).unwrap();
     let mut blocks = Vec::new();
-    register(&mut w, 3, 30);
-    blocks.push(w.last_block.clone().unwrap());
+    for i in [0, 1, 2, 3] {
+        register(&mut w, i, 30);
+        blocks.push(w.last_block.clone().unwrap());
+    }
     while w.state.height < EPOCH + 1 {
         w.tick();
         blocks.push(w.last_block.clone().unwrap());
@@ -158,7 +187,8 @@ fn the_store_keeps_the_epoch_and_its_validators_across_a_restart() {
     drop(ledger);
     let ledger = Ledger::open(&path, w.genesis.clone()).unwrap();
     assert_eq!(ledger.state().epoch, 1);
-    assert_eq!(ledger.state().validators, vec![w.id(3)]);
+    assert_eq!(ledger.state().validators, w.state.validators);
+    assert_ne!(w.state.validators, w.genesis.validators);
     assert_eq!(ledger.state().root(), w.state.root());
 }
 

@@ -1,6 +1,7 @@
 //! The validator set changes by stake, with real `toprelay` processes on loopback: four
-//! genesis validators and a fifth relay that offered to validate (`init --validate`). Three of
-//! the four and the fifth stake the validator stake (the fifth most); the fourth does not. At
+//! genesis validators and a fifth relay that offered to validate (`init --validate`) and
+//! registers itself as it starts (faucet-funded, through a validator while it is none). Three
+//! of the four and the fifth stake the validator stake; the fourth does not. At
 //! the next epoch boundary every relay reports the new set; then the relay that left and one
 //! more are killed, and the remaining three of the new set (the newcomer among them) still
 //! finalize; with the newcomer killed too, nothing is; one of them restarted, the chain
@@ -10,12 +11,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::network::{Faucet, Node, block_hash, path, reach, submit, summary, toprelay};
+use common::network::{Faucet, Node, block_hash, call, path, reach, submit, summary, toprelay};
 use ledger_lite::registry::{Prices, RelayRecord, Services};
 use ledger_lite::wire::Summary;
+use ledger_lite::wire::{LedgerRequest, LedgerResponse};
 use ledger_lite::{Amount, ChainId, Tx, TxKind};
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
+use top_relay::config::RelayConfig;
 
 /// Blocks in an epoch (200 ms blocks: a few seconds).
 const EPOCH_BLOCKS: &str = "16";
@@ -101,6 +104,10 @@ async fn the_relays_staking_most_validate_from_the_next_epoch() {
     for node in &nodes {
         node.configure(addrs.iter().filter(|a| **a != node.addr).cloned().collect());
     }
+    // The newcomer registers itself as it starts (through a validator, while it is none).
+    let mut config = RelayConfig::load(&nodes[4].dir).unwrap();
+    config.auto_register = true;
+    config.save(&nodes[4].dir).unwrap();
     for node in &mut nodes {
         node.start();
     }
@@ -139,6 +146,11 @@ async fn the_relays_staking_most_validate_from_the_next_epoch() {
         let s = wait_for_set(node, &expected, Duration::from_secs(90)).await;
         assert!(s.epoch >= 1);
     }
+    // The faucet funded the newcomer meanwhile: its next nonce is the chain's.
+    faucet.nonce = match call(&addrs[1], LedgerRequest::Account(faucet.key.account_id())).await {
+        LedgerResponse::Account(view) => view.next_nonce,
+        other => panic!("{other:?}"),
+    };
 
     // 3 left the set and 0 is killed too: 1, 2 and the newcomer are three of four, a quorum
     // only with the newcomer's votes.

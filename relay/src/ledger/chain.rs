@@ -46,9 +46,13 @@ pub enum Role {
         /// The relay blocks come from.
         upstream: RelayAddr,
     },
-    /// One of the validators of a chain of several: the consensus engine decides blocks with
-    /// the others; transactions go into its mempool and to the other validators.
-    Consensus,
+    /// Runs the consensus engine of a chain of several validators, deciding blocks with the
+    /// others in the epochs whose set names it; transactions go into its mempool and to the
+    /// other validators, or (outside the set, with an upstream) to `upstream`.
+    Consensus {
+        /// Where transactions go while this relay is not one of the validators.
+        upstream: Option<RelayAddr>,
+    },
 }
 
 pub(super) struct Inner {
@@ -121,8 +125,11 @@ impl ChainNode {
         let blocks = ledger.reader();
         let (height, _) = watch::channel(ledger.height());
         let upstream = match &role {
-            Role::Follower { upstream } => Some(Upstream::new(upstream.clone(), identity.clone())),
-            Role::Validator { .. } | Role::Consensus => None,
+            Role::Follower { upstream }
+            | Role::Consensus {
+                upstream: Some(upstream),
+            } => Some(Upstream::new(upstream.clone(), identity.clone())),
+            Role::Validator { .. } | Role::Consensus { .. } => None,
         };
         Ok(Arc::new(Self {
             inner: Mutex::new(Inner {
@@ -152,7 +159,7 @@ impl ChainNode {
 
     /// Whether this node is a validator (alone, or one of several).
     pub fn is_validator(&self) -> bool {
-        matches!(self.role, Role::Validator { .. } | Role::Consensus)
+        matches!(self.role, Role::Validator { .. } | Role::Consensus { .. })
     }
 
     /// A validator of several: the consensus engine it runs.
@@ -265,7 +272,7 @@ impl ChainNode {
         let inner = self.lock();
         let state = inner.ledger.state();
         let next_nonce = match self.role {
-            Role::Validator { .. } | Role::Consensus => {
+            Role::Validator { .. } | Role::Consensus { .. } => {
                 inner.pool.pending().account(id).map_or(0, |a| a.nonce)
             }
             Role::Follower { .. } => inner.forwarded.next_nonce(state, id),
@@ -314,76 +321,91 @@ impl ChainNode {
     /// state holds that block (so what the caller reads here next already shows it).
     /// Submitting a transaction that is already waiting waits for it (submission is idempotent).
     pub async fn submit(&self, tx: SignedTx, wait: bool) -> ChainResult<(TxHash, Option<u64>)> {
-        match &self.role {
-            Role::Follower { .. } => {
-                let (from, nonce) = (tx.tx.from, tx.tx.nonce);
-                let resp = self
-                    .upstream_call(LedgerRequest::Submit { tx, wait })
-                    .await?;
-                let (hash, height) = match resp {
-                    LedgerResponse::Submitted { hash, height } => (hash, height),
-                    LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
-                    other => return Err(ChainError::Unexpected(format!("{other:?}"))),
-                };
-                {
-                    let mut inner = self.lock();
-                    let local = inner.ledger.height();
-                    inner.forwarded.record(from, nonce, local);
-                }
-                if let Some(height) = height {
-                    self.wait_height(height).await;
-                }
-                Ok((hash, height))
+        if !self.submits_locally() {
+            return self.forward(tx, wait).await;
+        }
+        if matches!(self.role, Role::Consensus { .. }) {
+            self.await_turn(&tx).await;
+        }
+        // Cheap checks under the lock, signatures off it and off the async workers,
+        // then the checked transaction into the mempool.
+        let queued = {
+            let mut inner = self.lock();
+            let hash = tx.hash();
+            if let Some(&height) = inner.committed.get(&hash) {
+                return Ok((hash, Some(height)));
             }
-            Role::Validator { .. } | Role::Consensus => {
-                if matches!(self.role, Role::Consensus) {
-                    self.await_turn(&tx).await;
-                }
-                // Cheap checks under the lock, signatures off it and off the async workers,
-                // then the checked transaction into the mempool.
-                let queued = {
-                    let mut inner = self.lock();
-                    let hash = tx.hash();
-                    if let Some(&height) = inner.committed.get(&hash) {
-                        return Ok((hash, Some(height)));
-                    }
-                    if inner.pool.contains(&hash) {
-                        // Already queued (and verified): submission is idempotent.
-                        let queued = enqueue(&mut inner, tx.clone(), wait, true)?;
-                        drop(inner);
-                        self.propose(&tx);
-                        Some(queued)
-                    } else if inner.pool.is_full() {
-                        return Err(ledger_lite::SubmitError::Full(inner.pool.capacity()).into());
-                    } else {
-                        inner
-                            .pool
-                            .pending()
-                            .precheck(&tx)
-                            .map_err(ledger_lite::SubmitError::Invalid)?;
-                        None
-                    }
-                };
-                if let Some(queued) = queued {
-                    return self.committed_height(queued).await;
-                }
-                // A bounded number of verifications at once, so a flood of valid-looking
-                // transactions queues here instead of filling the blocking pool.
-                let _turn = self
-                    .verifying
-                    .acquire()
-                    .await
-                    .map_err(|_| ChainError::Stopped)?;
-                let tx = tokio::task::spawn_blocking(move || {
-                    ledger_lite::verify::verify_tx(&tx).map(|()| tx)
-                })
+            if inner.pool.contains(&hash) {
+                // Already queued (and verified): submission is idempotent.
+                let queued = enqueue(&mut inner, tx.clone(), wait, true)?;
+                drop(inner);
+                self.propose(&tx);
+                Some(queued)
+            } else if inner.pool.is_full() {
+                return Err(ledger_lite::SubmitError::Full(inner.pool.capacity()).into());
+            } else {
+                inner
+                    .pool
+                    .pending()
+                    .precheck(&tx)
+                    .map_err(ledger_lite::SubmitError::Invalid)?;
+                None
+            }
+        };
+        if let Some(queued) = queued {
+            return self.committed_height(queued).await;
+        }
+        // A bounded number of verifications at once, so a flood of valid-looking
+        // transactions queues here instead of filling the blocking pool.
+        let _turn = self
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| ChainError::Stopped)?;
+        let tx =
+            tokio::task::spawn_blocking(move || ledger_lite::verify::verify_tx(&tx).map(|()| tx))
                 .await
                 .map_err(|_| ChainError::Stopped)?
                 .map_err(ledger_lite::SubmitError::Invalid)?;
-                let queued = enqueue(&mut self.lock(), tx.clone(), wait, true)?;
-                self.propose(&tx);
-                self.committed_height(queued).await
+        let queued = enqueue(&mut self.lock(), tx.clone(), wait, true)?;
+        self.propose(&tx);
+        self.committed_height(queued).await
+    }
+
+    /// Forwards `tx` to the upstream (a follower, or a relay running the engine outside the
+    /// validator set); with `wait`, waits for this node's state to hold its block as well.
+    async fn forward(&self, tx: SignedTx, wait: bool) -> ChainResult<(TxHash, Option<u64>)> {
+        let (from, nonce) = (tx.tx.from, tx.tx.nonce);
+        let resp = self
+            .upstream_call(LedgerRequest::Submit { tx, wait })
+            .await?;
+        let (hash, height) = match resp {
+            LedgerResponse::Submitted { hash, height } => (hash, height),
+            LedgerResponse::Error(e) => return Err(ChainError::Upstream(e)),
+            other => return Err(ChainError::Unexpected(format!("{other:?}"))),
+        };
+        {
+            let mut inner = self.lock();
+            let local = inner.ledger.height();
+            inner.forwarded.record(from, nonce, local);
+        }
+        if let Some(height) = height {
+            self.wait_height(height).await;
+        }
+        Ok((hash, height))
+    }
+
+    /// Whether transactions go into this node's own mempool (a validator: alone, or of the
+    /// current epoch's set, or running the engine with nowhere else to send them) rather than
+    /// upstream.
+    fn submits_locally(&self) -> bool {
+        match &self.role {
+            Role::Validator { .. } | Role::Consensus { upstream: None } => true,
+            Role::Consensus { upstream: Some(_) } => {
+                let me = self.identity.account_id();
+                self.with_state(|s| s.validators.contains(&me))
             }
+            Role::Follower { .. } => false,
         }
     }
 
@@ -472,7 +494,7 @@ impl ChainNode {
             }
             .sign(identity)
         };
-        if self.is_validator() {
+        if self.submits_locally() {
             // Nonce, signature and queueing under one lock: concurrent calls get consecutive
             // nonces.
             let queued = {
@@ -503,7 +525,7 @@ impl ChainNode {
         to: AccountId,
         amount: Amount,
     ) -> ChainResult<(TxHash, Option<u64>)> {
-        if let Role::Follower { .. } = &self.role {
+        if self.faucet.is_none() && !self.submits_locally() {
             if self.lock().ledger.genesis().faucet.is_none() {
                 return Err(ChainError::NoFaucet);
             }

@@ -41,6 +41,10 @@ impl ChainStore for ChainNode {
         self.height.send_replace(height);
         Ok(())
     }
+
+    fn hash_at(&self, height: u64) -> Option<BlockHash> {
+        Some(self.block(height).ok()??.hash())
+    }
 }
 
 impl ChainNode {

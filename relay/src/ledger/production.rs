@@ -78,7 +78,7 @@ impl ChainNode {
                     _ = stop.cancelled() => {}
                 }
             }
-            Role::Consensus => {
+            Role::Consensus { .. } => {
                 stop.cancelled().await;
                 let service = self
                     .consensus

@@ -149,7 +149,7 @@ fn open_chain(
         // A genesis validator, or (where the set changes by stake) a relay offering to be one.
         let validates = genesis.epochs.is_some() && core.config.ledger.validate;
         if genesis.validators.contains(&me) || validates {
-            Role::Consensus
+            Role::Consensus { upstream }
         } else {
             match upstream {
                 Some(upstream) => Role::Follower { upstream },
@@ -174,12 +174,12 @@ fn open_chain(
         }
     };
     let faucet = match (&role, dir.faucet_key().exists()) {
-        (Role::Validator { .. } | Role::Consensus, true) => {
+        (Role::Validator { .. } | Role::Consensus { .. }, true) => {
             Some(Identity::load(&dir.faucet_key())?)
         }
         _ => None,
     };
-    let consensus = matches!(role, Role::Consensus);
+    let consensus = matches!(role, Role::Consensus { .. });
     let node = ChainNode::open(
         &dir.chain(),
         genesis.clone(),
