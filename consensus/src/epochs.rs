@@ -185,8 +185,9 @@ where
                     // A peer in a later epoch: ours has ended there; fetch its last block
                     // (at most one hint a second: a peer sends what it likes).
                     let now = context.current();
+                    // (A clock that went back makes a hint due.)
                     let due = last_hint.is_none_or(|at| {
-                        now.duration_since(at).unwrap_or_default() >= HINT_EVERY
+                        now.duration_since(at).map_or(true, |d| d >= HINT_EVERY)
                     });
                     if state.epochs.is_some()
                         && their_epoch > epoch
@@ -221,7 +222,6 @@ where
         let epoch = state.epoch;
         let scheme = scheme_for(&self.namespace, &self.key, state)?;
         self.schemes.register(Epoch::new(epoch), scheme.clone());
-        self.membership.track(epoch, state);
         // The floor: the previous epoch's last block (its engine finalized it).
         let floor = match epoch.checked_sub(1) {
             None => self.genesis.digest(),
@@ -233,6 +233,8 @@ where
                 }
             }
         };
+        // Peers once the epoch can be entered (the tracker takes each epoch's set once).
+        self.membership.track(epoch, state);
         // Epoch 0's engine keeps the partition it always had.
         let partition = match epoch {
             0 => format!("{}-simplex", self.prefix),

@@ -1,7 +1,8 @@
 //! Whom a validator's transport connects to in each epoch: the epoch's validators (its primary
 //! peers) and the relays staking enough to be validators (secondary peers, the most staked
 //! first, at most [`CANDIDATES_PER_VALIDATOR`] per validator: they follow the chain over the
-//! same transport, ready to vote when their epoch comes). A peer's address
+//! same transport, ready to vote when their epoch comes), with the relays this one was
+//! configured with. A peer's address
 //! is the one this relay's configuration names, else the first its registry record publishes
 //! (the consensus transport listens on the port number of the relay's QUIC address).
 
@@ -73,9 +74,13 @@ impl Membership for Addressed {
             (rule.max_validators as usize).saturating_mul(CANDIDATES_PER_VALIDATOR)
         });
         let candidates = state.candidates(limit);
+        // The relays this one was configured with follow too (however far behind this relay's
+        // own view of the set is, it reaches the network through them).
+        let configured: Vec<AccountId> = self.configured.keys().copied().collect();
         let secondary = self.peers(
             candidates
                 .iter()
+                .chain(&configured)
                 .filter(|id| !state.validators.contains(id)),
             state,
         );

@@ -130,6 +130,11 @@ impl Genesis {
             if let Some(problem) = rule.problem() {
                 return Err(GenesisError::Params(problem));
             }
+            if (rule.max_validators as usize) < self.validators.len() {
+                return Err(GenesisError::Params(
+                    "max_validators is below the number of validators named",
+                ));
+            }
         }
         if self.params.max_block_txs == 0 {
             return Err(GenesisError::Params("max_block_txs must be at least 1"));

@@ -63,10 +63,10 @@ impl State {
     /// [`State::candidates`], at most the rule's number, but
     /// - fewer than [`MIN_VALIDATORS`] candidates (or the rule's number, if smaller) keep the
     ///   current set: a handful of keys never becomes the whole set;
-    /// - newcomers take at most a third of the current seats ([`State::newcomers_allowed`]) in
-    ///   one epoch, the best ranked first; the seats they would have taken stay with current
-    ///   validators (those still ranked first, then the others by id), so the validators of
-    ///   one epoch always hold a quorum of the next.
+    /// - newcomers take at most [`State::newcomers_allowed`] of the next set's seats, the best
+    ///   ranked first; the seats they would have taken go to current validators (those still
+    ///   ranked first, then the others by id), so the validators of one epoch always hold a
+    ///   quorum of the next (a set of 3 or fewer never seats a newcomer).
     pub fn next_validators(&self) -> Vec<AccountId> {
         let Some(rule) = self.epochs else {
             return self.validators.clone();
@@ -76,38 +76,43 @@ impl State {
         if ranked.len() < MIN_VALIDATORS.min(seats) {
             return self.validators.clone();
         }
-        let allowed = self.newcomers_allowed();
-        let mut next = Vec::with_capacity(seats);
-        let mut newcomers = 0;
-        for id in &ranked {
-            if self.validators.contains(id) {
-                next.push(*id);
-            } else if newcomers < allowed {
-                next.push(*id);
-                newcomers += 1;
-            }
-        }
-        // Seats newcomers could not take go back to current validators not ranked.
-        let mut rest: Vec<AccountId> = self
+        let mut next = ranked;
+        // Newcomers beyond what keeps the current set a
+        // quorum of the next give their seats back, the lowest ranked first, to current
+        // validators (ranked ones are in already; then the others, by id).
+        let mut incumbents_left: Vec<AccountId> = self
             .validators
             .iter()
             .filter(|id| !next.contains(id))
             .copied()
             .collect();
-        rest.sort();
-        for id in rest {
-            if next.len() >= ranked.len() {
+        incumbents_left.sort();
+        incumbents_left.reverse();
+        loop {
+            let newcomers = next
+                .iter()
+                .filter(|id| !self.validators.contains(id))
+                .count();
+            if newcomers <= Self::newcomers_allowed(next.len()) {
                 break;
             }
-            next.push(id);
+            if let Some(last) = next.iter().rposition(|id| !self.validators.contains(id)) {
+                next.remove(last);
+            }
+            if let Some(incumbent) = incumbents_left.pop() {
+                next.push(incumbent);
+            }
+        }
+        if next.len() < MIN_VALIDATORS.min(seats) {
+            return self.validators.clone();
         }
         next
     }
 
-    /// Newcomers one epoch may seat: fewer than a third of the current validators (at least
-    /// one), so the current set keeps a two-thirds quorum of the next.
-    pub fn newcomers_allowed(&self) -> usize {
-        (self.validators.len().saturating_sub(1) / 3).max(1)
+    /// Newcomers a set of `seats` validators may hold so that the others are a quorum of it
+    /// (simplex's: all but (n - 1) / 3): none in a set of 3 or fewer.
+    pub fn newcomers_allowed(seats: usize) -> usize {
+        seats.saturating_sub(1) / 3
     }
 
     /// The registered relays staking at least the rule's validator stake, most stake first
@@ -148,6 +153,73 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Amount;
+    use crate::state::Params;
+    use crate::tx::ChainId;
+
+    fn id(n: u8) -> AccountId {
+        top_proto::identity::Identity::from_seed(&[n; 32]).account_id()
+    }
+
+    /// A state of `current` validators; `staked` registered with the given stakes.
+    fn state(seats: u32, current: &[AccountId], staked: &[(AccountId, u128)]) -> State {
+        let params = Params {
+            unbonding_blocks: 1,
+            max_block_txs: 1,
+            min_stake: Amount::from_units(1),
+            min_fee: Amount::from_units(1),
+        };
+        let mut s = State::empty(ChainId([0; 32]), params, 0);
+        s.epochs = Some(EpochRule {
+            blocks: 4,
+            max_validators: seats,
+            min_stake: Amount::from_units(10),
+        });
+        s.validators = current.to_vec();
+        for (who, stake) in staked {
+            let account = s.accounts.entry(*who).or_default();
+            account.stake = Amount::from_units(*stake);
+            s.registered.insert(*who);
+        }
+        s
+    }
+
+    /// Simplex's quorum of `n`.
+    fn quorum(n: usize) -> usize {
+        n - (n - 1) / 3
+    }
+
+    #[test]
+    fn the_current_set_always_holds_a_quorum_of_the_next() {
+        let incumbents: Vec<AccountId> = (1..=10).map(id).collect();
+        let strangers: Vec<AccountId> = (101..=110).map(id).collect();
+        for v in 1..=10usize {
+            for seats in 1..=10u32 {
+                for ranked_incumbents in 0..=v {
+                    for newcomers in 0..=10usize {
+                        let current = &incumbents[..v];
+                        // Strangers outbid every incumbent; some incumbents left the registry.
+                        let staked: Vec<(AccountId, u128)> = current[..ranked_incumbents]
+                            .iter()
+                            .map(|i| (*i, 20))
+                            .chain(strangers[..newcomers].iter().map(|n| (*n, 1000)))
+                            .collect();
+                        let s = state(seats, current, &staked);
+                        let next = s.next_validators();
+                        let kept = next.iter().filter(|n| current.contains(n)).count();
+                        assert!(!next.is_empty());
+                        assert!(next.len() <= (seats as usize).max(v));
+                        assert!(
+                            next == current || kept >= quorum(next.len()),
+                            "v={v} seats={seats} ranked={ranked_incumbents} new={newcomers}: \
+                             {kept} of {} kept",
+                            next.len()
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn epochs_cover_heights_without_gaps() {

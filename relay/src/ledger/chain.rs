@@ -269,13 +269,15 @@ impl ChainNode {
     /// One account, with the next nonce counting waiting transactions (a follower: those it
     /// forwarded upstream).
     pub fn account(&self, id: &AccountId) -> AccountView {
+        // Read before the lock (it takes it too).
+        let local = self.submits_locally();
         let inner = self.lock();
         let state = inner.ledger.state();
-        let next_nonce = match self.role {
-            Role::Validator { .. } | Role::Consensus { .. } => {
-                inner.pool.pending().account(id).map_or(0, |a| a.nonce)
-            }
-            Role::Follower { .. } => inner.forwarded.next_nonce(state, id),
+        let pooled = inner.pool.pending().account(id).map_or(0, |a| a.nonce);
+        let next_nonce = match local {
+            true => pooled,
+            // What went upstream counts too (a relay running the engine outside the set).
+            false => inner.forwarded.next_nonce(state, id).max(pooled),
         };
         AccountView {
             account: state.account(id).cloned(),
