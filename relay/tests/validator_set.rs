@@ -11,7 +11,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::network::{Faucet, Node, block_hash, call, path, reach, submit, summary, toprelay};
+use common::network::{Faucet, Node, block_hash, call, path, reach, summary, toprelay};
 use ledger_lite::registry::{Prices, RelayRecord, Services};
 use ledger_lite::wire::Summary;
 use ledger_lite::wire::{LedgerRequest, LedgerResponse};
