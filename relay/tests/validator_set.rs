@@ -11,7 +11,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::network::{Faucet, Node, block_hash, call, path, reach, summary, toprelay};
+use common::network::{
+    Faucet, Node, block_hash, call, path, reach, settled_height, summary, toprelay,
+};
 use ledger_lite::registry::{Prices, RelayRecord, Services};
 use ledger_lite::wire::Summary;
 use ledger_lite::wire::{LedgerRequest, LedgerResponse};
@@ -185,15 +187,7 @@ async fn the_relays_staking_most_validate_from_the_next_epoch() {
 
     // The newcomer killed as well: two of four finalize nothing.
     nodes[4].kill();
-    let mut stalled = summary(&addrs[1]).await.height;
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = summary(&addrs[1]).await.height;
-        if now == stalled {
-            break;
-        }
-        stalled = now;
-    }
+    let stalled = settled_height(&addrs[1]).await;
     faucet.send(&addrs[1], false).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(summary(&addrs[1]).await.height, stalled);

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::network::{Faucet, Node, block_hash, call, connect, path, reach, summary, toprelay};
+use common::network::{
+    Faucet, Node, block_hash, call, connect, path, reach, settled_height, summary, toprelay,
+};
 use ledger_lite::wire::{LedgerRequest, LedgerResponse};
 use top_proto::addr::RelayAddr;
 use top_proto::identity::Identity;
@@ -93,15 +95,7 @@ async fn four_validators_finalize_survive_one_stop_at_two_and_resume() {
     // A second killed: no block is finalized.
     validators[2].kill();
     // What was in flight settles first (a block the two now gone voted for may still land).
-    let mut stalled = summary(&addrs[0]).await.height;
-    loop {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let now = summary(&addrs[0]).await.height;
-        if now == stalled {
-            break;
-        }
-        stalled = now;
-    }
+    let stalled = settled_height(&addrs[0]).await;
     let queued = faucet.transfer().sign(&faucet.key);
     let resp = call(
         &addrs[0],

@@ -176,6 +176,20 @@ pub async fn submit(relay: &RelayAddr, tx: SignedTx, wait: bool) -> Option<u64> 
     }
 }
 
+/// The height `relay` stays at once what was in flight has settled (a block voted for before
+/// validators went down may still land): unchanged over 2 s.
+pub async fn settled_height(relay: &RelayAddr) -> u64 {
+    let mut last = summary(relay).await.height;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = summary(relay).await.height;
+        if now == last {
+            return last;
+        }
+        last = now;
+    }
+}
+
 /// Waits until every relay in `addrs` is at `height` or above.
 pub async fn reach(nodes: &[&Node], height: u64, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
