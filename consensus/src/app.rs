@@ -317,9 +317,9 @@ impl Ledger {
         let state = lock(&self.finalized_state).2.clone();
         // Gone: what went in, and what a nonce already used shuts out for good.
         let mut pending = lock(&self.pending);
-        pending.retain(|tx| {
+        pending.retain(|hash, tx| {
             let next = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
-            !included.contains(&tx.hash()) && tx.tx.nonce >= next
+            !included.contains(hash) && tx.tx.nonce >= next
         });
         lock(&self.held).release(&state, &mut pending);
         drop(pending);
@@ -461,7 +461,7 @@ where
             .map(|(hash, _)| *hash)
             .collect();
         if !never.is_empty() {
-            lock(&self.ledger.pending).retain(|tx| !never.contains(&tx.hash()));
+            lock(&self.ledger.pending).retain(|hash, _| !never.contains(hash));
         }
         let block = ChainBlock::new(crate::block::unsigned(built.block));
         self.ledger.remember(&block, state);

@@ -42,6 +42,8 @@ const HINT_EVERY: Duration = Duration::from_secs(1);
 /// Epochs whose schemes are kept behind the current one (marshal may still check their
 /// certificates while it delivers their last blocks).
 const SCHEMES_KEPT: u64 = 2;
+/// Epochs before the one pruned whose journals are removed too (left by a node that jumped).
+const JOURNALS_SWEPT: u64 = 8;
 
 /// Whom a node connects to in each epoch.
 pub trait Membership: Send + 'static {
@@ -168,6 +170,7 @@ where
                             engine.abort();
                             tracing::info!(epoch = old, "left epoch");
                         }
+                        remove_journals(&context, self.ended_journals(epoch)).await;
                         tracing::info!(epoch, validators = state.validators.len(), "entered epoch");
                     }
                     None => {
@@ -199,6 +202,26 @@ where
                     }
                 }
             }
+        }
+    }
+
+    /// The partitions of engine journals no engine reopens once `epoch` is entered: those before
+    /// the previous epoch (a node that jumped epochs leaves a few behind, so a short run of
+    /// older ones goes too).
+    fn ended_journals(&self, epoch: u64) -> Vec<String> {
+        let Some(newest) = epoch.checked_sub(2) else {
+            return Vec::new();
+        };
+        (newest.saturating_sub(JOURNALS_SWEPT)..=newest)
+            .map(|old| self.partition(old))
+            .collect()
+    }
+
+    /// The storage partition of an epoch's engine (epoch 0's keeps the name it always had).
+    fn partition(&self, epoch: u64) -> String {
+        match epoch {
+            0 => format!("{}-simplex", self.prefix),
+            e => format!("{}-simplex-{e}", self.prefix),
         }
     }
 
@@ -235,11 +258,7 @@ where
         };
         // Peers once the epoch can be entered (the tracker takes each epoch's set once).
         self.membership.track(epoch, state);
-        // Epoch 0's engine keeps the partition it always had.
-        let partition = match epoch {
-            0 => format!("{}-simplex", self.prefix),
-            e => format!("{}-simplex-{e}", self.prefix),
-        };
+        let partition = self.partition(epoch);
         let engine = simplex::Engine::new(
             context.child("engine").with_attribute("epoch", epoch),
             simplex::Config {
@@ -271,5 +290,16 @@ where
         let certificates = muxes.certificates.register(epoch).await.ok()?;
         let resolver = muxes.resolver.register(epoch).await.ok()?;
         Some(engine.start(votes, certificates, resolver))
+    }
+}
+
+/// Removes `partitions` (one that is not there is no error).
+async fn remove_journals(context: &impl Storage, partitions: Vec<String>) {
+    for partition in partitions {
+        match context.remove(&partition, None).await {
+            Ok(()) => tracing::debug!(partition, "removed the journal of an ended epoch"),
+            Err(commonware_runtime::Error::PartitionMissing(_)) => {}
+            Err(e) => tracing::warn!(partition, "cannot remove an ended epoch's journal: {e}"),
+        }
     }
 }

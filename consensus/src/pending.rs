@@ -99,11 +99,11 @@ impl Pending {
             .collect()
     }
 
-    /// Keeps only the transactions `keep` picks.
-    pub fn retain(&mut self, mut keep: impl FnMut(&SignedTx) -> bool) {
+    /// Keeps only the transactions `keep` picks (given each one's hash and itself).
+    pub fn retain(&mut self, mut keep: impl FnMut(&TxHash, &SignedTx) -> bool) {
         let per_account = &mut self.per_account;
-        self.txs.retain(|_, tx| {
-            let kept = keep(tx);
+        self.txs.retain(|hash, tx| {
+            let kept = keep(hash, tx);
             if !kept && let Some(n) = per_account.get_mut(&tx.tx.from) {
                 *n = n.saturating_sub(1);
             }
@@ -245,7 +245,7 @@ mod tests {
         let mut forged = transfer(&rich, &s, 1, 5);
         forged.tx.nonce = 2;
         assert!(!plausible(&forged, &s));
-        pending.retain(|tx| tx.tx.nonce >= 10);
+        pending.retain(|_, tx| tx.tx.nonce >= 10);
         assert_eq!(pending.len() as u64, PER_ACCOUNT - 10);
         assert_eq!(pending.candidates(3)[0].tx.nonce, 10, "oldest first");
         assert!(pending.insert(transfer(&rich, &s, 200, 5)), "room again");
@@ -269,7 +269,7 @@ mod tests {
         let used: Vec<SignedTx> = (0..10).map(|n| transfer(&rich, &s, n, 5)).collect();
         let built = s.build_block(used, 2, ledger_lite::BlockHash::default(), &rich);
         assert!(built.rejected.is_empty());
-        pending.retain(|tx| tx.tx.nonce >= 10);
+        pending.retain(|_, tx| tx.tx.nonce >= 10);
         held.release(&s, &mut pending);
         assert!(held.is_empty());
         assert_eq!(pending.len() as u64, PER_ACCOUNT);

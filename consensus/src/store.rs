@@ -12,8 +12,8 @@ pub trait ChainStore: Send + Sync {
     fn last(&self) -> (BlockHash, u64, State);
 
     /// Commits a finalized block with its finality proof, when the engine has one. Only for
-    /// blocks whose transactions' signatures the engine checked already (when it voted on,
-    /// built or took the block): they are not checked again.
+    /// blocks the engine applied on the same state (when it voted on, built or took the
+    /// block): their signatures and state root are not checked again.
     /// Committing a block at or below the last committed height does nothing (blocks come at
     /// least once). An error stops the validator.
     fn commit(&self, block: &Block, proof: Option<&[u8]>) -> Result<(), StoreError>;

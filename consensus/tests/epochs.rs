@@ -130,3 +130,51 @@ fn the_validator_set_changes_by_stake_at_the_epoch_boundary() {
 fn a_set_change_is_deterministic() {
     assert_eq!(run(3), run(3));
 }
+
+/// Engines of ended epochs leave no journal behind: each epoch's engine writes its own, and
+/// once the ledger is two epochs past it nothing reopens it, so it is removed (a long-lived
+/// validator otherwise keeps one directory per epoch forever).
+#[test]
+fn ended_epochs_leave_no_journal() {
+    use commonware_runtime::Storage as _;
+    const SHORT: u64 = 4;
+    let runner = deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(7)
+            .with_timeout(Some(Duration::from_secs(600))),
+    );
+    runner.start(|context| async move {
+        let ids: Vec<Identity> = (0..4u8)
+            .map(|i| Identity::from_seed(&[i + 41; 32]))
+            .collect();
+        let user = Identity::from_seed(&[78; 32]);
+        let mut genesis = common::consensus_genesis("journals", &ids, &user);
+        genesis.epochs = Some(EpochRule {
+            blocks: SHORT,
+            max_validators: 4,
+            min_stake: Amount::from_units(VALIDATOR_STAKE),
+        });
+        let sim = Sim::start(&context, &ids, &genesis).await;
+        // Into epoch 4 everywhere (the set stays: no one stakes).
+        all_reach(&sim.ledgers, 4 * SHORT + 1).await;
+        for ledger in &sim.ledgers {
+            assert_eq!(ledger.finalized_state().epoch, 4);
+        }
+        assert_agree(&sim.ledgers);
+        let partition = |i: usize, epoch: u64| match epoch {
+            0 => format!("validator-{i}-simplex"),
+            e => format!("validator-{i}-simplex-{e}"),
+        };
+        let missing = |r: Result<Vec<Vec<u8>>, commonware_runtime::Error>| {
+            matches!(r, Err(commonware_runtime::Error::PartitionMissing(_)))
+        };
+        for i in 0..ids.len() {
+            for ended in 0..=2 {
+                let scan = context.scan(&partition(i, ended)).await;
+                assert!(missing(scan), "node {i} kept epoch {ended}'s journal");
+            }
+            let current = context.scan(&partition(i, 4)).await;
+            assert!(!missing(current), "node {i} has no journal for its epoch");
+        }
+    });
+}

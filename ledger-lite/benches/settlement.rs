@@ -1,5 +1,6 @@
 //! Applying blocks full of settlements (signature checks included) beside bare ed25519
-//! verification of the same number of signatures, in the same run.
+//! verification of the same number of signatures, in the same run; and what every block costs
+//! a node whatever it holds: the state root, a copy of the state, transaction hashes.
 //!
 //! `cargo bench -p ledger-lite --bench settlement`
 
@@ -214,6 +215,18 @@ fn bench(c: &mut Criterion) {
                 key.verify(sig, msg).expect("valid");
             }
         })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("state");
+    group.sample_size(30);
+    let entries = f.state.accounts().count() + f.state.channels().count();
+    group.throughput(Throughput::Elements(entries as u64));
+    group.bench_function("root", |b| b.iter(|| f.state.root()));
+    group.bench_function("clone", |b| b.iter(|| f.state.clone()));
+    group.throughput(Throughput::Elements(f.single.txs.len() as u64));
+    group.bench_function("tx_hashes", |b| {
+        b.iter(|| f.single.txs.iter().map(SignedTx::hash).collect::<Vec<_>>())
     });
     group.finish();
 }

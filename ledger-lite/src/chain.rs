@@ -130,16 +130,6 @@ impl State {
         self.apply_agreed_checking(block, prev, |_| true)
     }
 
-    /// [`State::apply_agreed`] for a block whose transactions' signatures this node checked
-    /// already (a validator's engine did, voting on it): everything else is checked again.
-    pub fn apply_agreed_verified(
-        &mut self,
-        block: &Block,
-        prev: &BlockHash,
-    ) -> Result<BlockOutcome, BlockError> {
-        self.apply_agreed_checking(block, prev, |_| false)
-    }
-
     /// [`State::apply_agreed`], checking the signatures only of the transactions `unchecked`
     /// picks (the others' this node checked already: the same hash is the same signature).
     pub fn apply_agreed_checking(
@@ -147,6 +137,28 @@ impl State {
         block: &Block,
         prev: &BlockHash,
         unchecked: impl Fn(&SignedTx) -> bool,
+    ) -> Result<BlockOutcome, BlockError> {
+        self.apply_agreed_inner(block, prev, unchecked, true)
+    }
+
+    /// [`State::apply_agreed`] for a block this node's consensus engine already applied on the
+    /// same parent state (voting on it, building it, or taking it once finalized), where its
+    /// signatures and state root were checked: neither is computed again (the root of the
+    /// whole state is the dearest part of a block). Every other rule is checked.
+    pub fn apply_agreed_checked(
+        &mut self,
+        block: &Block,
+        prev: &BlockHash,
+    ) -> Result<BlockOutcome, BlockError> {
+        self.apply_agreed_inner(block, prev, |_| false, false)
+    }
+
+    fn apply_agreed_inner(
+        &mut self,
+        block: &Block,
+        prev: &BlockHash,
+        unchecked: impl Fn(&SignedTx) -> bool,
+        check_root: bool,
     ) -> Result<BlockOutcome, BlockError> {
         let h = &block.header;
         if h.chain != self.chain {
@@ -168,7 +180,8 @@ impl State {
         if block.txs.len() > self.params.max_block_txs as usize {
             return Err(BlockError::TooManyTxs(block.txs.len()));
         }
-        if txs_root(&block.txs) != h.txs_root {
+        // (Checked by the engine with the state root; a block's identity is its header's hash.)
+        if check_root && txs_root(&block.txs) != h.txs_root {
             return Err(BlockError::TxsRoot);
         }
         let indexes: Vec<usize> = (0..block.txs.len())
@@ -196,7 +209,7 @@ impl State {
             }
         }
         self.end_block();
-        if self.root() != h.state_root {
+        if check_root && self.root() != h.state_root {
             self.rollback(journal);
             return Err(BlockError::StateRoot);
         }

@@ -33,7 +33,8 @@ pub const MAX_PENDING_PER_ACCOUNT: usize = 64;
 /// Valid transactions in arrival order, and the state they lead to.
 pub struct Mempool {
     pending: State,
-    queue: VecDeque<SignedTx>,
+    /// Each with its hash (computed once: rebasing after every block would hash them all).
+    queue: VecDeque<(TxHash, SignedTx)>,
     hashes: HashSet<TxHash>,
     capacity: usize,
     /// Queued transactions per sender.
@@ -86,7 +87,7 @@ impl Mempool {
         apply(&mut self.pending, &stx)?;
         self.hashes.insert(hash);
         *self.per_account.entry(stx.tx.from).or_default() += 1;
-        self.queue.push_back(stx);
+        self.queue.push_back((hash, stx));
         Ok(hash)
     }
 
@@ -128,7 +129,11 @@ impl Mempool {
     /// Up to `max` transactions for the next block, oldest first (they stay queued until
     /// [`Mempool::rebase`] sees them committed).
     pub fn candidates(&self, max: usize) -> Vec<SignedTx> {
-        self.queue.iter().take(max).cloned().collect()
+        self.queue
+            .iter()
+            .take(max)
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// After a block: drops committed transactions (`done`), re-checks the rest on the new
@@ -139,8 +144,7 @@ impl Mempool {
         let queue = std::mem::take(&mut self.queue);
         self.hashes.clear();
         self.per_account.clear();
-        for stx in queue {
-            let hash = stx.hash();
+        for (hash, stx) in queue {
             if done.contains(&hash) {
                 continue;
             }
@@ -149,7 +153,7 @@ impl Mempool {
                 Ok(_) => {
                     self.hashes.insert(hash);
                     *self.per_account.entry(stx.tx.from).or_default() += 1;
-                    self.queue.push_back(stx);
+                    self.queue.push_back((hash, stx));
                 }
                 Err(e) => dropped.push((hash, e)),
             }

@@ -295,8 +295,11 @@ impl Ledger {
         self.apply_finalized_checking(block, proof, true)
     }
 
-    /// [`Ledger::apply_finalized`] for a block whose transactions' signatures this node's own
-    /// consensus engine checked (voting on it, or building it): everything else is checked.
+    /// [`Ledger::apply_finalized`] for a block this node's own consensus engine applied on the
+    /// same state (voting on it, building it, or taking it once finalized): its signatures and
+    /// state root were checked there and are not again; every other rule is. (A store whose
+    /// state went another way than the engine's is caught when it opens: the head block's root
+    /// is checked against the state loaded.)
     pub fn commit_verified(
         &mut self,
         block: &Block,
@@ -327,7 +330,7 @@ impl Ledger {
         self.ensure_open()?;
         let outcome = match signatures {
             true => self.state.apply_agreed(block, &self.head)?,
-            false => self.state.apply_agreed_verified(block, &self.head)?,
+            false => self.state.apply_agreed_checked(block, &self.head)?,
         };
         if let Err(e) = self.commit(block, &outcome, proof) {
             self.state.rollback(outcome.undo);
