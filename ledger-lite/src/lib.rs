@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod amount;
+pub mod announce;
 pub mod apply;
 pub mod block;
 pub mod chain;

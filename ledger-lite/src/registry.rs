@@ -124,7 +124,7 @@ impl RelayRecord {
 }
 
 /// `host:port` with a non-empty host of hostname or IP characters and a non-zero port.
-fn well_formed_addr(addr: &str) -> bool {
+pub(crate) fn well_formed_addr(addr: &str) -> bool {
     if addr.len() > MAX_ADDR_LEN {
         return false;
     }
