@@ -1,21 +1,11 @@
 //! `top relays`: the registered relays (the chain's registry), with stake, prices, services and
 //! the round trip measured from here.
 
-use std::time::Duration;
-
 use anyhow::Result;
-use futures::StreamExt;
 use serde_json::json;
-use top_client::{RelayAddr, Wallet};
+use top_client::{Directory, RelayAddr, Wallet};
 
 use crate::home::Home;
-
-/// Relays whose round trip is measured at once.
-const PROBES_AT_ONCE: usize = 16;
-/// How long a probe may take.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Most relays probed (the rest are listed without a round trip).
-const MAX_PROBED: usize = 256;
 
 /// Lists registered relays, optionally only those offering `service`.
 pub async fn run(
@@ -27,28 +17,13 @@ pub async fn run(
     let identity = home.identity()?;
     let relay = home.relay(relay)?;
     let wallet = Wallet::connect(&relay, identity).await?;
-    let mut relays = wallet.relays().await?;
+    let directory = Directory::fetch(&wallet).await;
     wallet.close().await;
+    let mut listed = directory?.relays().to_vec();
     if let Some(service) = &service {
-        relays.retain(|r| r.record.services.offers(service));
+        listed.retain(|r| r.entry.record.services.offers(service));
     }
-    let probes: Vec<Option<Duration>> = futures::stream::iter(relays.iter().enumerate())
-        .map(|(i, r)| async move {
-            let addr = RelayAddr {
-                id: top_client::RelayId::from_wire(*r.id.as_bytes()),
-                host_port: r.record.addrs.first()?.clone(),
-            };
-            if i >= MAX_PROBED {
-                return None;
-            }
-            tokio::time::timeout(PROBE_TIMEOUT, top_client::round_trip(&addr))
-                .await
-                .ok()?
-                .ok()
-        })
-        .buffered(PROBES_AT_ONCE)
-        .collect()
-        .await;
+    let (relays, probes): (Vec<_>, Vec<_>) = listed.into_iter().map(|l| (l.entry, l.rtt)).unzip();
     if json {
         let list: Vec<_> = relays
             .iter()

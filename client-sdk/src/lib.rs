@@ -1,6 +1,6 @@
 //! Client SDK of the TOP relay network: end-to-end encrypted messages and pipes through relays,
 //! the VPN, the CDN (publish, fetch verified content), and the relay registry ([`Wallet::relays`],
-//! [`round_trip`]).
+//! [`round_trip`], and [`Directory::pick`] to choose a relay for a service).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -23,6 +23,7 @@
 
 mod cdn;
 mod client;
+pub mod directory;
 mod error;
 mod payment;
 mod pipe;
@@ -33,6 +34,7 @@ mod wallet;
 
 pub use cdn::{Fetch, Progress};
 pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
+pub use directory::{Criteria, Directory, Listed};
 pub use error::{BillingError, ClientError, LedgerError, VpnError};
 pub use ledger_lite::{Amount, ChannelId};
 pub use payment::{BillingOptions, BillingState, UsageCounter};
