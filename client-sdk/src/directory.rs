@@ -155,7 +155,10 @@ impl Directory {
             elsewhere
         };
         let nearest = pool.iter().filter_map(|r| r.rtt).min()?;
-        let near = nearest * NEAR_FACTOR + NEAR_SLACK;
+        let near = nearest
+            .checked_mul(NEAR_FACTOR)
+            .and_then(|d| d.checked_add(NEAR_SLACK))
+            .unwrap_or(Duration::MAX);
         pool.into_iter()
             .filter(|r| r.rtt.is_some_and(|t| t <= near))
             .min_by(|a, b| {
@@ -256,6 +259,12 @@ mod tests {
             relay(3, "us", 90, 100, None),
         ]);
         assert_eq!(picked(&d, "vpn", &other), Some(2));
+        // Round trips an app measured itself, however large, never overflow the choice.
+        let d = Directory::from_measured(vec![
+            (relay(1, "eu", 10, 100, None).0, Some(Duration::MAX)),
+            (relay(2, "eu", 5, 100, None).0, Some(Duration::MAX)),
+        ]);
+        assert_eq!(picked(&d, "vpn", &Criteria::default()), Some(2));
         // No relay at all answers: none.
         let d = Directory::from_measured(vec![relay(1, "eu", 10, 100, None)]);
         assert_eq!(picked(&d, "vpn", &Criteria::default()), None);
