@@ -41,10 +41,7 @@ impl Listed {
 
     /// Where to dial it (its first address).
     pub fn addr(&self) -> Option<RelayAddr> {
-        Some(RelayAddr {
-            id: self.id(),
-            host_port: self.entry.record.addrs.first()?.clone(),
-        })
+        dial_addr(&self.entry)
     }
 
     /// Its price per MiB of `service` (as named by `Services::names`), if it offers it.
@@ -63,6 +60,14 @@ impl Listed {
             _ => return None,
         })
     }
+}
+
+/// Where to dial a registered relay: its first address.
+fn dial_addr(entry: &RelayEntry) -> Option<RelayAddr> {
+    Some(RelayAddr {
+        id: RelayId::from_wire(*entry.id.as_bytes()),
+        host_port: entry.record.addrs.first()?.clone(),
+    })
 }
 
 /// What a pick must satisfy.
@@ -92,11 +97,7 @@ impl Directory {
         let entries = wallet.relays().await?;
         let rtts: Vec<Option<Duration>> = futures::stream::iter(entries.iter().enumerate())
             .map(|(i, entry)| async move {
-                let listed = Listed {
-                    entry: entry.clone(),
-                    rtt: None,
-                };
-                let addr = listed.addr().filter(|_| i < MAX_PROBED)?;
+                let addr = dial_addr(entry).filter(|_| i < MAX_PROBED)?;
                 tokio::time::timeout(PROBE_TIMEOUT, round_trip(&addr))
                     .await
                     .ok()?

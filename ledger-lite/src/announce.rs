@@ -11,7 +11,7 @@ use top_proto::identity::{Identity, verify};
 
 use crate::registry::{MAX_ADDR_LEN, MAX_ADDRS, well_formed_addr};
 use crate::state::State;
-use crate::tx::ChainId;
+use crate::tx::{ChainId, signing_bytes};
 
 /// Domain tag of announcement signatures.
 const ANNOUNCE_DOMAIN: &[u8] = b"top/announce/v1";
@@ -87,7 +87,7 @@ pub enum AnnounceError {
 impl AnnouncementBody {
     /// Signs the body with `relay`'s key (which must be the body's relay to count).
     pub fn sign(self, relay: &Identity) -> Announcement {
-        let signature = relay.sign(&signing_bytes(&self));
+        let signature = relay.sign(&signing_bytes(ANNOUNCE_DOMAIN, &self));
         Announcement {
             body: self,
             signature,
@@ -143,7 +143,11 @@ impl Announcement {
         if state.relay(&account).is_none() {
             return Err(AnnounceError::NotRegistered);
         }
-        if !verify(&body.relay, &signing_bytes(body), &self.signature) {
+        if !verify(
+            &body.relay,
+            &signing_bytes(ANNOUNCE_DOMAIN, body),
+            &self.signature,
+        ) {
             return Err(AnnounceError::BadSignature);
         }
         Ok(())
@@ -158,11 +162,4 @@ impl Announcement {
 /// A control-plane address: printable ASCII without spaces, bounded.
 fn well_formed_control(addr: &str) -> bool {
     !addr.is_empty() && addr.len() <= MAX_ADDR_LEN && addr.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn signing_bytes(body: &AnnouncementBody) -> Vec<u8> {
-    let mut out = ANNOUNCE_DOMAIN.to_vec();
-    // Encoding an in-memory value cannot fail; an empty body would fail verification.
-    postcard::to_io(body, &mut out).ok();
-    out
 }

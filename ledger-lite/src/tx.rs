@@ -136,7 +136,8 @@ pub struct SignedTx {
     pub signature: Signature,
 }
 
-fn signing_bytes<T: Serialize>(domain: &[u8], body: &T) -> Vec<u8> {
+/// The bytes a signature covers: the domain tag, then the encoded body.
+pub(crate) fn signing_bytes<T: Serialize>(domain: &[u8], body: &T) -> Vec<u8> {
     let mut out = domain.to_vec();
     // Encoding our own in-memory types cannot fail; an empty body would fail verification.
     postcard::to_io(body, &mut out).ok();
