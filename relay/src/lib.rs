@@ -9,6 +9,7 @@
 //!     http: "127.0.0.1:7780".parse().unwrap(),
 //!     public_addr: None,
 //!     peers: vec![],
+//!     bootstrap: vec![],
 //!     dev: true, // this relay validates its own dev chain
 //!     genesis: None,
 //!     validate: false,
@@ -23,7 +24,8 @@
 //! The relay is a node ([`node`]) running roles, each in its own folder with its own state behind
 //! a small handle: messaging ([`msg::Messaging`]), the embedded chain ([`ledger`], shared as a
 //! [`ledger::ChainSlot`] once open), billing ([`billing::Billing`]), the CDN ([`cdn::Cdn`]) and
-//! the VPN ([`vpn`]). Each handle holds the node's [`node::core::Core`] (identity, config,
+//! the VPN ([`vpn`]); beside them runs the control plane ([`control`]: libp2p discovery,
+//! content providers and block gossip). Each handle holds the node's [`node::core::Core`] (identity, config,
 //! endpoint, metrics, shutdown, tasks) and the other roles' handles it uses; only the node holds
 //! the table of all of them ([`node::state::Shared`]), which `relay/tests/import_cycles.rs`
 //! checks along with the absence of import circles. Payment arriving is an event on the
@@ -64,6 +66,7 @@
 
 pub mod billing;
 pub mod cdn;
+pub mod control;
 pub mod ledger;
 pub mod msg;
 pub mod node;

@@ -43,6 +43,10 @@ enum Command {
         /// A relay to link to, as <relay-id>@<host>:<port> (repeatable).
         #[arg(long = "peer", value_name = "ID@ADDR")]
         peers: Vec<RelayAddr>,
+        /// A relay to join the network through, as <relay-id>@<host>:<port> (repeatable): the
+        /// rest is found through it; blocks and the genesis of a dev chain come from the first.
+        #[arg(long = "bootstrap", value_name = "ID@ADDR")]
+        bootstrap: Vec<RelayAddr>,
         /// Create a dev chain: this relay is its validator, and a faucet hands out test TOP.
         #[arg(long, conflicts_with = "genesis")]
         dev: bool,
@@ -186,6 +190,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                 http,
                 public_addr,
                 peers,
+                bootstrap,
                 dev,
                 genesis,
                 validate,
@@ -201,6 +206,7 @@ fn run_cli(cli: Cli) -> Result<()> {
                         http,
                         public_addr,
                         peers,
+                        bootstrap,
                         dev,
                         genesis,
                         validate,
@@ -404,6 +410,22 @@ async fn status(data_dir: &Path, json: bool) -> Result<()> {
         s.links.len(),
         s.known_relays.len()
     );
+    let c = &s.control;
+    let reach = match c.reachability {
+        top_relay::control::Reachability::Off => "control plane off (no chain yet, or disabled)",
+        top_relay::control::Reachability::Unknown => {
+            "no relay has reached this one yet: if that lasts, it needs a public address \
+             (--public-addr, and its port open for UDP and TCP)"
+        }
+        top_relay::control::Reachability::Public => "reachable (relays connected to it)",
+    };
+    println!(
+        "network: {} relays discovered, {} control peers; {reach}",
+        c.discovered, c.connected
+    );
+    if !c.observed.is_empty() {
+        println!("seen as: {}", c.observed.join(", "));
+    }
     println!(
         "mailbox: {} messages, {} bytes waiting",
         s.mailbox.messages, s.mailbox.bytes

@@ -55,8 +55,13 @@ pub async fn funded(relay: &Relay, deposit: &str) -> Identity {
     id
 }
 
-pub async fn wait_until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+pub async fn wait_until(what: &str, cond: impl AsyncFnMut() -> bool) {
+    wait_until_for(what, Duration::from_secs(30), cond).await
+}
+
+/// Waits until `cond` holds, failing the test after `limit`.
+pub async fn wait_until_for(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + limit;
     while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,

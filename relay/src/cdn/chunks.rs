@@ -41,15 +41,23 @@ pub(crate) fn failed(e: impl std::fmt::Display) -> CdnRefusal {
     CdnRefusal::Failed(e.to_string())
 }
 
-/// Linked relays to ask on a miss: configured peers first, in config order, then the others.
-fn peers(cdn: &Cdn) -> Vec<(RelayId, quinn::Connection)> {
+/// Longest wait for the control plane to name a content's providers.
+const PROVIDERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Linked relays to ask on a miss: those the DHT names as holding `cid` first, then configured
+/// peers in config order, then the others.
+async fn peers(cdn: &Cdn, cid: &Cid) -> Vec<(RelayId, quinn::Connection)> {
+    let providers = tokio::time::timeout(PROVIDERS_TIMEOUT, cdn.control.providers(*cid))
+        .await
+        .unwrap_or_default();
     let mut linked = cdn.msg.linked();
     linked.sort_by_key(|l| {
-        cdn.config
-            .peers
-            .iter()
-            .position(|p| p.id == l.relay)
-            .unwrap_or(usize::MAX)
+        let provider = providers.iter().position(|p| *p == l.relay);
+        let configured = cdn.config.peers.iter().position(|p| p.id == l.relay);
+        (
+            provider.unwrap_or(usize::MAX),
+            configured.unwrap_or(usize::MAX),
+        )
     });
     linked.into_iter().map(|l| (l.relay, l.conn)).collect()
 }
@@ -66,7 +74,7 @@ async fn manifest_from_peers(
         local_only: true,
         recheck: Vec::new(),
     };
-    for (id, conn) in peers(cdn) {
+    for (id, conn) in peers(cdn, cid).await {
         match ask(&conn, cid, &request).await {
             Ok(serving) => {
                 let (m, cid) = (serving.manifest.clone(), *cid);
@@ -75,6 +83,8 @@ async fn manifest_from_peers(
                     .await
                     .map_err(failed)?
                     .map_err(failed)?;
+                // Cached here now: others may find it here too.
+                cdn.control.provide(cid);
                 return Ok(serving.manifest);
             }
             Err(FetchError::Corrupt(e)) => {
@@ -185,7 +195,7 @@ impl ChunkSource {
     async fn fetch_run(&mut self, index: u32, end: u32) -> Result<(), CdnRefusal> {
         let end = end.min(index.saturating_add(FETCH_RUN)).max(index + 1);
         let mut next = index;
-        for (id, conn) in peers(&self.cdn) {
+        for (id, conn) in peers(&self.cdn, &self.cid).await {
             if self.bad_peers.contains(&id) {
                 continue;
             }

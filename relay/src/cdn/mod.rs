@@ -28,6 +28,8 @@ pub struct Cdn {
     pub terms: Terms,
     /// Linked relays, to fetch what is missing here.
     pub msg: Arc<Messaging>,
+    /// The control plane: which relays hold a content, and telling it which this one holds.
+    pub control: Arc<crate::control::Control>,
     /// Upload bytes held in memory at once, in KiB (see [`UPLOAD_BUDGET_KIB`]).
     pub uploads: Arc<tokio::sync::Semaphore>,
 }

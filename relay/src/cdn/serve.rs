@@ -183,6 +183,7 @@ async fn upload(
         .await
         .map_err(failed)?
         .map_err(failed)?;
+    cdn.control.provide(cid);
     if new {
         cdn.metrics.cdn.published.inc();
         tracing::info!(%cid, size = manifest.size, publisher = %publisher.short(), "published");

@@ -86,6 +86,8 @@ pub struct ChainNode {
     pub(super) summary: Mutex<Option<Summary>>,
     /// A chain of several validators: checks the finality proofs of blocks a follower takes.
     pub(super) finality: Option<top_consensus::proof::FinalityCheck>,
+    /// Blocks taken from gossip (a follower asks its upstream only when they stop).
+    pub gossip: super::gossiped::GossipFeed,
     /// A validator of a chain of several: its consensus engine, once started (stopped when
     /// the relay stops).
     pub(super) consensus: Mutex<Option<top_consensus::service::ValidatorService>>,
@@ -149,6 +151,7 @@ impl ChainNode {
             verifying: tokio::sync::Semaphore::new(CONCURRENT_VERIFICATIONS),
             summary: Mutex::new(None),
             finality,
+            gossip: Default::default(),
             consensus: Mutex::new(None),
         }))
     }

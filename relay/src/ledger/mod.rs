@@ -7,6 +7,7 @@ pub mod chain;
 pub mod consensus;
 pub mod error;
 pub mod forwarded;
+pub mod gossiped;
 pub mod network;
 pub mod production;
 pub mod setup;

@@ -17,6 +17,8 @@ use crate::util::unix_now_ms;
 
 /// How long a follower waits before asking again for blocks none of which it could prove yet.
 const UNPROVEN_WAIT: Duration = Duration::from_millis(250);
+/// While gossip brings blocks: how long without one before the upstream is asked.
+const CATCH_UP_AFTER: Duration = Duration::from_secs(3);
 
 impl ChainNode {
     /// Validator: builds, commits and announces one block from the mempool.
@@ -36,7 +38,7 @@ impl ChainNode {
     }
 
     /// Follower: verifies and commits `block`.
-    fn apply_block(&self, block: &Block) -> ChainResult<()> {
+    pub(super) fn apply_block(&self, block: &Block) -> ChainResult<()> {
         let mut inner = self.lock();
         if inner
             .ledger
@@ -116,7 +118,19 @@ impl ChainNode {
             self.height()
         );
         loop {
-            let (from, max, wait_ms) = (self.height() + 1, 256, 5_000);
+            let mut wait_ms = 5_000;
+            if self.gossip.fresh() {
+                // Blocks come by gossip: the upstream is asked only when they stop coming or
+                // one shows this node is behind.
+                let mut heights = self.subscribe();
+                tokio::select! {
+                    _ = heights.changed() => continue,
+                    _ = self.gossip.behind.notified() => {}
+                    _ = tokio::time::sleep(CATCH_UP_AFTER) => {}
+                }
+                wait_ms = 0;
+            }
+            let (from, max) = (self.height() + 1, 256);
             if self.finality.is_some() {
                 let run = match rpc
                     .call(LedgerRequest::Finalized { from, max, wait_ms })

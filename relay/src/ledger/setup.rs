@@ -87,7 +87,8 @@ pub fn start_chain(
         .ledger
         .upstream
         .clone()
-        .or_else(|| core.config.peers.first().cloned());
+        .or_else(|| core.config.peers.first().cloned())
+        .or_else(|| core.config.control.bootstrap.first().cloned());
     match load_genesis(dir)? {
         Some(genesis) => open_chain(core, chain, dir, genesis, upstream, on_open),
         None => {

@@ -253,6 +253,9 @@ pub struct RelayConfig {
     /// Most bytes one publisher may keep published on this relay.
     #[serde(default = "default_cdn_publish_quota_bytes")]
     pub cdn_publish_quota_bytes: u64,
+    /// The control plane (discovery, content providers, gossip).
+    #[serde(default)]
+    pub control: crate::control::config::ControlConfig,
 }
 
 fn default_cdn_cache_bytes() -> u64 {
@@ -300,6 +303,7 @@ impl RelayConfig {
             cdn_cache_bytes: default_cdn_cache_bytes(),
             cdn_http_requests_per_ip: default_http_requests_per_ip(),
             cdn_publish_quota_bytes: default_cdn_publish_quota_bytes(),
+            control: Default::default(),
         }
     }
 

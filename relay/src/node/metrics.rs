@@ -54,7 +54,7 @@ pub struct Metrics {
     pub vpn: crate::vpn::metrics::VpnMetrics,
     /// The CDN's counters.
     pub cdn: crate::cdn::metrics::CdnMetrics,
-    registry: Registry,
+    registry: std::sync::Mutex<Registry>,
 }
 
 impl Metrics {
@@ -148,14 +148,21 @@ impl Metrics {
         );
         m.vpn.register(&mut r);
         m.cdn.register(&mut r);
-        m.registry = r;
+        m.registry = std::sync::Mutex::new(r);
         m
+    }
+
+    /// Registers more metrics (a part of the node that starts later, such as the control
+    /// plane).
+    pub fn with_registry<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.registry.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        if encode(&mut out, &registry).is_err() {
             out.clear();
         }
         out

@@ -88,6 +88,8 @@ pub struct InitOptions {
     pub public_addr: Option<String>,
     /// Relays to link to.
     pub peers: Vec<RelayAddr>,
+    /// Relays to join the network through (control plane; the first is the default upstream).
+    pub bootstrap: Vec<RelayAddr>,
     /// Create a dev chain with this relay as its validator and a faucet.
     pub dev: bool,
     /// Join this chain (a network's genesis, from `toprelay genesis new`).
@@ -106,6 +108,7 @@ impl InitOptions {
             http: any_port,
             public_addr: None,
             peers: Vec::new(),
+            bootstrap: Vec::new(),
             dev: false,
             genesis: None,
             validate: false,
@@ -135,6 +138,7 @@ pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig)
     let mut config = RelayConfig::new(opts.listen, opts.http);
     config.public_addr = opts.public_addr;
     config.peers = opts.peers;
+    config.control.bootstrap = opts.bootstrap;
     if opts.dev {
         crate::ledger::setup::create_dev_chain(&dir, &identity)?;
         config.billing.stake = "1000".into();
@@ -231,6 +235,9 @@ impl Relay {
         let opened = shared.clone();
         let on_open = Box::new(move || {
             crate::node::registration::on_chain_open(&opened);
+            if let Some(chain) = opened.chain.get() {
+                crate::control::start(&opened.core, &opened.control, chain.clone());
+            }
             crate::billing::settle::on_chain_open(&opened.billing);
             crate::billing::link_close::on_chain_open(&opened.billing);
         });

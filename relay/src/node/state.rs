@@ -38,6 +38,8 @@ pub struct Shared {
     pub cdn: Arc<Cdn>,
     /// The VPN exit, when this relay is one.
     pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
+    /// The control plane (running once the chain is open).
+    pub control: Arc<crate::control::Control>,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
             started: Instant::now(),
         });
         let chain = ChainSlot::default();
+        let control = Arc::new(crate::control::Control::default());
         let egress = Arc::new(egress);
         let billing = Arc::new(Billing {
             core: core.clone(),
@@ -110,6 +113,7 @@ impl Shared {
             chain: chain.clone(),
             terms,
             msg: msg.clone(),
+            control: control.clone(),
             uploads: Arc::new(tokio::sync::Semaphore::new(crate::cdn::UPLOAD_BUDGET_KIB)),
         });
         Self {
@@ -120,6 +124,7 @@ impl Shared {
             billing,
             cdn,
             vpn_exit: std::sync::OnceLock::new(),
+            control,
         }
     }
 

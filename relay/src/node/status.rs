@@ -45,6 +45,9 @@ pub struct RelayStatus {
     pub pipe_bytes: u64,
     /// Chain and earnings, when the relay has a chain.
     pub ledger: Option<LedgerStatus>,
+    /// The control plane: discovery, reachability, gossip.
+    #[serde(default)]
+    pub control: crate::control::ControlStatus,
 }
 
 /// The relay's chain, stake, prices and earnings. Amounts are integer base units.
@@ -177,6 +180,7 @@ impl RelayStatus {
             pipes_opened: m.pipes_opened.get(),
             pipe_bytes: m.pipe_bytes.get(),
             ledger: LedgerStatus::of(shared),
+            control: shared.control.status(),
         }
     }
 }

@@ -1,0 +1,34 @@
+//! The control plane's settings: `[control]` in a relay's `config.toml`.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use top_proto::addr::RelayAddr;
+
+/// How the relay takes part in the control plane (discovery, content providers, gossip).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Run the control plane (off: the relay links only with the relays it is told of).
+    pub enabled: bool,
+    /// TCP address of the control plane; by default the QUIC address's IP and port number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Relays to join the network through, `ID@HOST:PORT`: their control addresses (a relay's
+    /// is its QUIC address unless it says otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<RelayAddr>,
+    /// Most control-plane connections at once (each way).
+    pub max_connections: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: None,
+            bootstrap: Vec::new(),
+            max_connections: 128,
+        }
+    }
+}

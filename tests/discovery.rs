@@ -1,0 +1,162 @@
+//! Discovery at network scale: relays started with one bootstrap address find every registered
+//! relay through the DHT, followers take blocks from gossip, a content is found by its provider
+//! record, a message crosses the network, and killing relays leaves the rest working.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::wait_until_for;
+use top_client::{Client, Identity};
+use top_relay::config::RelayConfig;
+use top_relay::{InitOptions, Relay, init};
+
+/// How many relays the network test runs.
+const RELAYS: usize = 30;
+
+/// The bootstrap relay: the dev chain's validator (fast blocks, no billing).
+async fn bootstrap(dir: &std::path::Path) -> Relay {
+    init(dir, InitOptions::loopback_dev()).unwrap();
+    let mut config = RelayConfig::load(dir).unwrap();
+    config.ledger.block_interval_ms = 200;
+    config.billing.enabled = false;
+    config.save(dir).unwrap();
+    Relay::start(dir).await.unwrap()
+}
+
+/// A relay told only the bootstrap relay's address.
+async fn joining(dir: &std::path::Path, through: &Relay) -> Relay {
+    init(
+        dir,
+        InitOptions {
+            bootstrap: vec![through.addr()],
+            ..InitOptions::loopback()
+        },
+    )
+    .unwrap();
+    let mut config = RelayConfig::load(dir).unwrap();
+    config.billing.enabled = false;
+    config.save(dir).unwrap();
+    Relay::start(dir).await.unwrap()
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 32);
+    let mut counter = seed;
+    while out.len() < len {
+        out.extend_from_slice(blake3::hash(&counter.to_le_bytes()).as_bytes());
+        counter += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = bootstrap(&dir.path().join("r0")).await;
+    let mut relays = vec![first];
+    for i in 1..RELAYS {
+        let relay = joining(&dir.path().join(format!("r{i}")), &relays[0]).await;
+        relays.push(relay);
+    }
+    let started = Instant::now();
+    // Every relay holds a current announcement of every relay (its own included).
+    wait_until_for(
+        "every relay to discover all",
+        Duration::from_secs(60),
+        async || {
+            relays
+                .iter()
+                .all(|r| r.status().control.discovered == RELAYS)
+        },
+    )
+    .await;
+    let discovered_in = started.elapsed();
+    eprintln!("{RELAYS} relays discovered each other in {discovered_in:?}");
+
+    // Blocks reach every follower, by gossip.
+    let target = relays[0].chain().unwrap().height() + 3;
+    wait_until_for(
+        "a block on every relay",
+        Duration::from_secs(30),
+        async || {
+            relays
+                .iter()
+                .all(|r| r.chain().is_some_and(|c| c.height() >= target))
+        },
+    )
+    .await;
+    for (i, r) in relays.iter().enumerate().skip(1) {
+        assert!(
+            r.status().control.gossiped_blocks > 0,
+            "relay {i} took no block from gossip"
+        );
+    }
+
+    // A file published on relay 5 is fetched through relay 25's gateway.
+    let (origin, gateway) = (5 % RELAYS, 25 % RELAYS);
+    let publisher = Client::connect(&relays[origin].addr(), Identity::generate())
+        .await
+        .unwrap();
+    let data = random_bytes(3 << 20, 5);
+    let cid = publisher.publish(&data, None).await.unwrap();
+    let url = format!("http://{}/cdn/{cid}", relays[gateway].http_addr());
+    let got = reqwest_like_get(&url).await;
+    assert!(got == data, "relay 25 served the file published on relay 5");
+    publisher.close().await;
+
+    // A message from a client of relay 1 reaches a client of relay 29.
+    let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
+    let bob_account = bob_id.account_id();
+    let bob = Client::connect(&relays[RELAYS - 1].addr(), bob_id.clone())
+        .await
+        .unwrap();
+    let alice = Client::connect(&relays[1].addr(), alice_id).await.unwrap();
+    let (sent, got) = tokio::join!(alice.send(&bob_account, b"across"), async {
+        let m = tokio::time::timeout(Duration::from_secs(20), bob.recv())
+            .await
+            .expect("the message arrives")
+            .unwrap();
+        bob.ack(&m).await.unwrap();
+        m
+    });
+    sent.unwrap();
+    assert_eq!(got.body.as_slice(), b"across");
+    alice.close().await;
+    bob.close().await;
+
+    // Five relays go; the rest still take blocks.
+    for r in relays.drain(RELAYS / 3..RELAYS / 3 + RELAYS / 6) {
+        r.shutdown().await;
+    }
+    let target = relays[0].chain().unwrap().height() + 3;
+    wait_until_for(
+        "blocks after five relays left",
+        Duration::from_secs(30),
+        async || {
+            relays
+                .iter()
+                .all(|r| r.chain().is_some_and(|c| c.height() >= target))
+        },
+    )
+    .await;
+    for r in relays {
+        r.shutdown().await;
+    }
+}
+
+/// GET over HTTP with curl (a real client, as users run it).
+async fn reqwest_like_get(url: &str) -> Vec<u8> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "60", url])
+        .output()
+        .await
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
