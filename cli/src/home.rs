@@ -43,14 +43,20 @@ impl Home {
         self.0.join("inbox.jsonl")
     }
 
-    /// Creates the identity and config; fails if an identity exists.
-    pub fn init(&self, relay: Option<RelayAddr>) -> Result<Identity> {
+    /// Fails if an identity exists here already.
+    pub fn check_new(&self) -> Result<()> {
         if self.key().exists() {
             bail!(
                 "{} already holds an identity; use another --home",
                 self.0.display()
             );
         }
+        Ok(())
+    }
+
+    /// Creates the identity and config; fails if an identity exists.
+    pub fn init(&self, relay: Option<RelayAddr>) -> Result<Identity> {
+        self.check_new()?;
         std::fs::create_dir_all(&self.0)
             .with_context(|| format!("creating {}", self.0.display()))?;
         let identity = Identity::generate();

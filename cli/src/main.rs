@@ -1,6 +1,7 @@
 //! `top`: the TOP network's end-user command line (identity, messages, wallet, CDN, VPN, proxy).
 
 mod cdn;
+mod choose;
 mod device;
 mod home;
 mod relays;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use home::Home;
-use top_client::{AccountId, Client, Outcome, RelayAddr};
+use top_client::{AccountId, Client, Identity, Outcome, RelayAddr};
 
 /// Use the TOP relay network: end-to-end encrypted messages through relays.
 #[derive(Parser)]
@@ -42,7 +43,13 @@ fn default_home() -> PathBuf {
 #[derive(Subcommand)]
 enum Command {
     /// Create your identity (and remember --relay as your default relay).
-    Init,
+    Init {
+        /// Relays to read the registry through when no --relay is given (repeatable; default:
+        /// TOP_BOOTSTRAP, comma-separated): the nearest relay offering messages is chosen and
+        /// remembered.
+        #[arg(long = "bootstrap", value_name = "ID@ADDR")]
+        bootstrap: Vec<RelayAddr>,
+    },
     /// Print your id: give it to people who want to message you.
     Id,
     /// Send and read messages.
@@ -137,8 +144,13 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let home = Home(cli.home.clone());
     match cli.command {
-        Command::Init => {
-            let identity = home.init(cli.relay)?;
+        Command::Init { bootstrap } => {
+            home.check_new()?;
+            let relay = match cli.relay {
+                Some(relay) => relay,
+                None => choose_home_relay(bootstrap).await?,
+            };
+            let identity = home.init(Some(relay))?;
             println!("{}", identity.account_id());
             eprintln!("identity created in {}", home.0.display());
         }
@@ -151,6 +163,21 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Proxy { listen, route } => vpn::proxy(&home, cli.relay, listen, route).await?,
     }
     Ok(())
+}
+
+/// The nearest relay offering messages, read through the bootstrap relays (with a throwaway
+/// key: the registry is public).
+async fn choose_home_relay(bootstrap: Vec<RelayAddr>) -> Result<RelayAddr> {
+    let through = choose::bootstrap_relays(bootstrap)?;
+    let directory = choose::directory(&Identity::generate(), &through).await?;
+    let (relay, rtt) = choose::home_relay(&directory)?;
+    eprintln!(
+        "chose relay {relay} ({} relays listed; round trip {})",
+        directory.relays().len(),
+        rtt.map(|d| format!("{:.1} ms", d.as_secs_f64() * 1e3))
+            .unwrap_or_else(|| "unknown".into())
+    );
+    Ok(relay)
 }
 
 async fn connect(home: &Home, relay: Option<RelayAddr>) -> Result<Client> {

@@ -12,18 +12,23 @@ use top_client::vpn::socks::{self, TunnelSlot};
 use top_client::vpn::tunnel::TunnelOptions;
 use top_client::{Amount, BillingOptions, RelayAddr};
 
+use crate::choose::{self, RelayChoice};
 use crate::home::Home;
 
 /// Which relays carry the tunnel.
 #[derive(Args, Clone)]
 pub struct RouteArgs {
-    /// Exit relay (default: your default relay).
-    #[arg(long, value_name = "ID@ADDR")]
-    exit: Option<RelayAddr>,
-    /// Entry relay for a 2-hop route: it never sees where your traffic goes, and the exit
-    /// never sees your address.
-    #[arg(long, value_name = "ID@ADDR")]
-    via: Option<RelayAddr>,
+    /// Exit relay, or `auto`: the VPN exit chosen by price, stake and round trip from here
+    /// (default: your default relay).
+    #[arg(long, value_name = "ID@ADDR|auto")]
+    exit: Option<RelayChoice>,
+    /// With `--exit auto`: only exits declaring this region.
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+    /// Entry relay for a 2-hop route, or `auto` (never the exit, outside its region when one
+    /// answers): it never sees where your traffic goes, and the exit never sees your address.
+    #[arg(long, value_name = "ID@ADDR|auto")]
+    via: Option<RelayChoice>,
     /// TOP each new channel locks (one channel per relay that charges).
     #[arg(long, default_value = "1")]
     lock: Amount,
@@ -31,6 +36,8 @@ pub struct RouteArgs {
 
 /// The `vpn` subcommands.
 #[derive(Subcommand)]
+// Parsed once per run: the size of a variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 pub enum VpnCommand {
     /// Bring the VPN up (needs root) and keep it up until Ctrl-C or `top vpn down`.
     Up {
@@ -62,20 +69,46 @@ pub enum VpnCommand {
     },
 }
 
-fn tunnel_options(
+async fn tunnel_options(
     home: &Home,
     relay: Option<RelayAddr>,
     route: RouteArgs,
 ) -> Result<TunnelOptions> {
+    let auto = route.exit == Some(RelayChoice::Auto) || route.via == Some(RelayChoice::Auto);
     let exit = match route.exit {
         Some(e) => e,
-        None => home
-            .relay(relay)
-            .context("choose an exit with --exit ID@ADDR")?,
+        None => RelayChoice::Relay(
+            home.relay(relay.clone())
+                .context("choose an exit with --exit ID@ADDR or --exit auto")?,
+        ),
+    };
+    let chosen = if auto {
+        let through = home.relay(relay).context("run `top init` first")?;
+        let directory = choose::directory(&home.identity()?, &[through]).await?;
+        let chosen = choose::route(&directory, exit, route.via, route.region)?;
+        eprintln!(
+            "route: exit {}{}",
+            chosen.exit,
+            chosen
+                .via
+                .as_ref()
+                .map(|v| format!(" via {v}"))
+                .unwrap_or_default()
+        );
+        chosen
+    } else {
+        let RelayChoice::Relay(exit) = exit else {
+            bail!("no exit");
+        };
+        let via = match route.via {
+            Some(RelayChoice::Relay(v)) => Some(v),
+            _ => None,
+        };
+        choose::Route { exit, via }
     };
     Ok(TunnelOptions {
-        exit,
-        via: route.via,
+        exit: chosen.exit,
+        via: chosen.via,
         billing: BillingOptions {
             lock: route.lock,
             sponsor: None,
@@ -103,7 +136,7 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: VpnCommand) -> Resu
             }
             let identity = home.identity()?;
             let opts = VpnOptions {
-                tunnel: tunnel_options(home, relay, route)?,
+                tunnel: tunnel_options(home, relay, route).await?,
                 tun,
                 routes,
                 dns,
@@ -167,7 +200,7 @@ pub async fn proxy(
     route: RouteArgs,
 ) -> Result<()> {
     let identity = home.identity()?;
-    let options = tunnel_options(home, relay, route)?;
+    let options = tunnel_options(home, relay, route).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -119,6 +119,51 @@ async fn wallet_commands_on_a_dev_chain() {
     relay.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn init_without_a_relay_picks_a_registered_relay_through_a_bootstrap_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_dir = dir.path().join("relay");
+    init(&relay_dir, InitOptions::loopback_dev()).unwrap();
+    let mut config = top_relay::config::RelayConfig::load(&relay_dir).unwrap();
+    config.ledger.block_interval_ms = 100;
+    config.save(&relay_dir).unwrap();
+    let relay = Relay::start(&relay_dir).await.unwrap();
+    let mut heights = relay.chain().unwrap().subscribe();
+    while !relay.chain().unwrap().with_state(|s| {
+        s.relays()
+            .any(|(id, _, _)| id.as_bytes() == relay.id().as_bytes())
+    }) {
+        heights.changed().await.unwrap();
+    }
+
+    // Nothing to start from: a clear error, and no identity left behind.
+    let alice = dir.path().join("alice");
+    let lost = Command::new(TOP)
+        .arg("--home")
+        .arg(&alice)
+        .arg("init")
+        .env_remove("TOP_BOOTSTRAP")
+        .output()
+        .unwrap();
+    assert!(!lost.status.success());
+    assert!(String::from_utf8_lossy(&lost.stderr).contains("--bootstrap"));
+    assert!(!alice.join("identity.key").exists());
+
+    // Through a bootstrap address: the registered relay, measured and remembered.
+    let out = top(&alice, &["init", "--bootstrap", &relay.addr().to_string()]);
+    stdout(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("chose relay {}", relay.addr())),
+        "{said}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&stdout(&top(&alice, &["relays", "--json"]))).unwrap();
+    assert_eq!(listed[0]["id"], relay.id().to_string());
+    assert!(listed[0]["rtt_ms"].is_number(), "{listed}");
+    relay.shutdown().await;
+}
+
 /// Errors are one plain message, even with RUST_BACKTRACE set (common among Rust users); the
 /// full report is behind -v.
 #[test]

@@ -1,48 +1,80 @@
 //! Blocks by gossip: validators publish each block they commit with its finality proof;
-//! every relay checks one before it is passed on ([`ChainNode::take_gossiped`]), so a forged or
-//! conflicting block stops at the first honest relay and costs its sender its score. Checks run
-//! off the swarm's task, a bounded number at once; the rest are ignored (not passed on), never
-//! queued without bound.
+//! every relay checks one before it is passed on ([`super::blocks::check_block`]), so a forged
+//! or conflicting block stops at the first honest relay and costs its sender its score. Checks
+//! run off the swarm's task, a bounded number at once; the rest are ignored (not passed on),
+//! never queued without bound.
 
-use std::sync::Arc;
+use std::time::Duration;
 
-use ledger_lite::wire::FinalizedBlock;
-use libp2p::gossipsub::MessageAcceptance;
+use libp2p::PeerId;
+use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use tracing::debug;
 
-use crate::ledger::chain::ChainNode;
-use crate::ledger::gossiped::Gossiped;
+use super::blocks::{MAX_CHECKS, block_message, check_block};
+use super::task::Task;
 
-/// Gossip checks running at once.
-pub const MAX_CHECKS: usize = 16;
+impl Task {
+    /// Validators publish the blocks committed since the last call, each with its proof.
+    pub(super) async fn publish_blocks(&mut self) {
+        let height = self.chain.height();
+        if !self.chain.is_validator() || height <= self.published {
+            self.published = self.published.max(height);
+            return;
+        }
+        let from = self.published + 1;
+        let max = u32::try_from(height - self.published)
+            .unwrap_or(u32::MAX)
+            .min(64);
+        self.published = height;
+        let run = match self.chain.finalized_blocks(from, max, Duration::ZERO).await {
+            Ok(run) => run,
+            Err(e) => return debug!("reading blocks to gossip: {e}"),
+        };
+        for entry in run {
+            let Some(data) = block_message(&entry) else {
+                continue;
+            };
+            let topic = self.topics.blocks.clone();
+            if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, data) {
+                debug!("gossiping block {}: {e}", entry.block.header.height);
+            }
+        }
+    }
 
-/// The gossip message of a committed block.
-pub fn block_message(entry: &FinalizedBlock) -> Option<Vec<u8>> {
-    postcard::to_allocvec(entry).ok()
-}
+    pub(super) fn on_verdict(
+        &mut self,
+        id: MessageId,
+        from: PeerId,
+        verdict: MessageAcceptance,
+        taken: bool,
+    ) {
+        self.checks = self.checks.saturating_sub(1);
+        let refused = matches!(verdict, MessageAcceptance::Reject);
+        self.swarm
+            .behaviour_mut()
+            .gossip
+            .report_message_validation_result(&id, &from, verdict);
+        if refused || taken {
+            self.control.update(|s| {
+                s.refused_gossip += u64::from(refused);
+                s.gossiped_blocks += u64::from(taken);
+            });
+        }
+    }
 
-/// Checks (and, on a follower, takes) a gossiped block: whether to pass it on, and whether this
-/// node took it.
-pub async fn check_block(chain: Arc<ChainNode>, data: Vec<u8>) -> (MessageAcceptance, bool) {
-    let Ok(entry) = postcard::from_bytes::<FinalizedBlock>(&data) else {
-        return (MessageAcceptance::Reject, false);
-    };
-    let verdict = tokio::task::spawn_blocking(move || chain.take_gossiped(&entry))
-        .await
-        .unwrap_or_else(|e| Gossiped::Failed(e.to_string()));
-    match verdict {
-        Gossiped::Taken => (MessageAcceptance::Accept, true),
-        Gossiped::Known => (MessageAcceptance::Accept, false),
-        Gossiped::Invalid(why) => {
-            debug!("refused a gossiped block: {why}");
-            (MessageAcceptance::Reject, false)
+    pub(super) fn on_gossip(&mut self, from: PeerId, id: MessageId, message: gossipsub::Message) {
+        if message.topic != self.topics.blocks.hash() || self.checks >= MAX_CHECKS {
+            self.swarm
+                .behaviour_mut()
+                .gossip
+                .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
+            return;
         }
-        Gossiped::Failed(why) => {
-            debug!("could not check a gossiped block: {why}");
-            (MessageAcceptance::Ignore, false)
-        }
-        Gossiped::Ahead | Gossiped::Unproven | Gossiped::NotMine => {
-            (MessageAcceptance::Ignore, false)
-        }
+        self.checks += 1;
+        let (chain, verdicts) = (self.chain.clone(), self.verdicts.clone());
+        self.core.tasks.spawn(async move {
+            let (verdict, taken) = check_block(chain, message.data).await;
+            verdicts.send((id, from, verdict, taken)).await.ok();
+        });
     }
 }

@@ -6,11 +6,15 @@
 //! registry it could not tell a relay from a stranger.
 
 // The event enum `#[derive(NetworkBehaviour)]` generates has no docs to give.
+mod addrs;
 #[allow(missing_docs)]
 pub mod behaviour;
+mod blocks;
 pub mod config;
+mod dht;
 mod gossip;
 pub mod keys;
+mod peering;
 pub mod records;
 mod task;
 

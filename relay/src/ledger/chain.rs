@@ -87,7 +87,7 @@ pub struct ChainNode {
     /// A chain of several validators: checks the finality proofs of blocks a follower takes.
     pub(super) finality: Option<top_consensus::proof::FinalityCheck>,
     /// Blocks taken from gossip (a follower asks its upstream only when they stop).
-    pub gossip: super::gossiped::GossipFeed,
+    pub gossip: super::gossip_feed::GossipFeed,
     /// A validator of a chain of several: its consensus engine, once started (stopped when
     /// the relay stops).
     pub(super) consensus: Mutex<Option<top_consensus::service::ValidatorService>>,

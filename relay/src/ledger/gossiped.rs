@@ -4,18 +4,11 @@
 //! the upstream at once); one it holds already is passed on only if it is the same block. While
 //! gossip brings blocks, the follow loop asks its upstream only when they stop coming.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use ledger_lite::StoreError;
 use ledger_lite::wire::FinalizedBlock;
-use tokio::sync::Notify;
 
 use super::chain::{ChainNode, Role};
 use super::error::ChainError;
-
-/// How long after the last block taken from gossip the follow loop goes on trusting gossip.
-pub const GOSSIP_FRESH: Duration = Duration::from_secs(10);
 
 /// What became of a gossiped block.
 #[derive(Debug, PartialEq, Eq)]
@@ -35,29 +28,6 @@ pub enum Gossiped {
     Invalid(String),
     /// This node failed to check or store it (not the sender's fault).
     Failed(String),
-}
-
-/// A follower's record of gossip: when it last took a block from it, and a nudge for the
-/// follow loop when a block showed it is behind.
-#[derive(Default)]
-pub struct GossipFeed {
-    last_taken: Mutex<Option<Instant>>,
-    /// Notified when a gossiped block is ahead of this node.
-    pub behind: Notify,
-}
-
-impl GossipFeed {
-    /// Whether a block came by gossip within [`GOSSIP_FRESH`].
-    pub fn fresh(&self) -> bool {
-        self.last_taken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < GOSSIP_FRESH)
-    }
-
-    fn took(&self) {
-        *self.last_taken.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
-    }
 }
 
 impl ChainNode {

@@ -7,6 +7,7 @@ pub mod chain;
 pub mod consensus;
 pub mod error;
 pub mod forwarded;
+pub mod gossip_feed;
 pub mod gossiped;
 pub mod network;
 pub mod production;

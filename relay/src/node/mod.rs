@@ -315,6 +315,11 @@ impl Relay {
         self.shared.chain.get().cloned()
     }
 
+    /// The relay's metrics, as `/metrics` serves them (OpenMetrics text).
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.render()
+    }
+
     /// A snapshot of the relay's status.
     pub fn status(&self) -> crate::node::status::RelayStatus {
         crate::node::status::RelayStatus::of(&self.shared, &self.http_addr.to_string())

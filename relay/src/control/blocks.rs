@@ -1,0 +1,45 @@
+//! Gossiped blocks as bytes: the message of a committed block, and the check of one received
+//! ([`ChainNode::take_gossiped`]), whose verdict says whether it is passed on.
+
+use std::sync::Arc;
+
+use ledger_lite::wire::FinalizedBlock;
+use libp2p::gossipsub::MessageAcceptance;
+use tracing::debug;
+
+use crate::ledger::chain::ChainNode;
+use crate::ledger::gossiped::Gossiped;
+
+/// Gossip checks running at once.
+pub const MAX_CHECKS: usize = 16;
+
+/// The gossip message of a committed block.
+pub fn block_message(entry: &FinalizedBlock) -> Option<Vec<u8>> {
+    postcard::to_allocvec(entry).ok()
+}
+
+/// Checks (and, on a follower, takes) a gossiped block: whether to pass it on, and whether this
+/// node took it.
+pub async fn check_block(chain: Arc<ChainNode>, data: Vec<u8>) -> (MessageAcceptance, bool) {
+    let Ok(entry) = postcard::from_bytes::<FinalizedBlock>(&data) else {
+        return (MessageAcceptance::Reject, false);
+    };
+    let verdict = tokio::task::spawn_blocking(move || chain.take_gossiped(&entry))
+        .await
+        .unwrap_or_else(|e| Gossiped::Failed(e.to_string()));
+    match verdict {
+        Gossiped::Taken => (MessageAcceptance::Accept, true),
+        Gossiped::Known => (MessageAcceptance::Accept, false),
+        Gossiped::Invalid(why) => {
+            debug!("refused a gossiped block: {why}");
+            (MessageAcceptance::Reject, false)
+        }
+        Gossiped::Failed(why) => {
+            debug!("could not check a gossiped block: {why}");
+            (MessageAcceptance::Ignore, false)
+        }
+        Gossiped::Ahead | Gossiped::Unproven | Gossiped::NotMine => {
+            (MessageAcceptance::Ignore, false)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! The control plane's peers: dialing the bootstrap relays, taking what a peer says of itself
+//! (a registered relay's addresses enter the routing table), and dropping peers whose gossip
+//! score fell too low.
+
+use std::time::Instant;
+
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::{PeerId, identify};
+use tracing::{debug, info};
+
+use super::addrs::{host_port_multiaddr, is_unspecified};
+use super::behaviour::{self, DROP_BELOW};
+use super::task::{BLOCK_FOR, BOOTSTRAP_AGAIN, MAX_PEER_ADDRS, Task};
+use super::{MAX_OBSERVED, keys};
+
+impl Task {
+    /// Dials the configured bootstrap relays while no peer is connected.
+    pub(super) fn dial_bootstrap(&mut self, now: Instant) {
+        if self.swarm.connected_peers().next().is_some() {
+            if !self.bootstrapped && self.kad().bootstrap().is_ok() {
+                self.bootstrapped = true;
+            }
+            return;
+        }
+        if now < self.bootstrap_at {
+            return;
+        }
+        self.bootstrap_at = now + BOOTSTRAP_AGAIN;
+        for relay in self.core.config.control.bootstrap.clone() {
+            let (Some(peer), Some(addr)) = (
+                keys::peer_id(&relay.id),
+                host_port_multiaddr(&relay.host_port),
+            ) else {
+                continue;
+            };
+            if peer == *self.swarm.local_peer_id() {
+                continue;
+            }
+            self.kad().add_address(&peer, addr.clone());
+            let dial = DialOpts::peer_id(peer).addresses(vec![addr]).build();
+            if let Err(e) = self.swarm.dial(dial) {
+                debug!("dialing bootstrap relay {}: {e}", relay.id.short());
+            }
+        }
+    }
+
+    /// A peer said who it is: a registered relay enters the routing table at the addresses it
+    /// listens on; a peer of another protocol is dropped.
+    pub(super) fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        if info.protocol_version != behaviour::IDENTIFY_PROTOCOL {
+            self.swarm.disconnect_peer_id(peer).ok();
+            return;
+        }
+        if self.observed.len() < MAX_OBSERVED && self.observed.insert(info.observed_addr.clone()) {
+            let observed = self.observed.iter().map(|a| a.to_string()).collect();
+            self.control.update(|s| s.observed = observed);
+        }
+        if !self.registered.contains_key(&peer) {
+            return;
+        }
+        for addr in info
+            .listen_addrs
+            .into_iter()
+            .filter(|a| !is_unspecified(a))
+            .take(MAX_PEER_ADDRS)
+        {
+            self.kad().add_address(&peer, addr);
+        }
+    }
+
+    /// Drops and blocks peers whose gossip score fell below [`DROP_BELOW`]; unblocks those
+    /// whose time is up.
+    pub(super) fn drop_low_scores(&mut self, now: Instant) {
+        let low: Vec<PeerId> = self
+            .swarm
+            .connected_peers()
+            .filter(|p| {
+                self.swarm
+                    .behaviour()
+                    .gossip
+                    .peer_score(p)
+                    .is_some_and(|s| s < DROP_BELOW)
+            })
+            .copied()
+            .collect();
+        for peer in low {
+            info!(%peer, "dropping a control-plane peer for its gossip score");
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+            self.blocked.push((peer, now + BLOCK_FOR));
+            self.control.update(|s| s.dropped_peers += 1);
+        }
+        let (expired, kept): (Vec<_>, Vec<_>) =
+            self.blocked.drain(..).partition(|(_, until)| *until <= now);
+        self.blocked = kept;
+        for (peer, _) in expired {
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+    }
+}
