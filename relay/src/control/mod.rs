@@ -83,6 +83,8 @@ pub struct ControlStatus {
     pub gossiped_blocks: u64,
     /// Peers dropped for their gossip score.
     pub dropped_peers: u64,
+    /// Connections refused (over the bounds, or from a blocked peer).
+    pub refused_connections: u64,
 }
 
 /// The control plane's handle: commands in, what it learned out.

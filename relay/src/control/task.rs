@@ -230,6 +230,10 @@ impl Task {
                     }
                 });
             }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { .. },
+                ..
+            } => self.control.update(|s| s.refused_connections += 1),
             SwarmEvent::ConnectionClosed { .. } => {
                 let connected = self.swarm.connected_peers().count();
                 self.control.update(|s| s.connected = connected);

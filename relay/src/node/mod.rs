@@ -315,6 +315,11 @@ impl Relay {
         self.shared.chain.get().cloned()
     }
 
+    /// The relay's control plane (discovery, providers, gossip).
+    pub fn control(&self) -> &Arc<crate::control::Control> {
+        &self.shared.control
+    }
+
     /// The relay's metrics, as `/metrics` serves them (OpenMetrics text).
     pub fn metrics_text(&self) -> String {
         self.shared.metrics.render()
