@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::wait_until_for;
-use top_client::{Client, Identity};
+use top_client::{Client, Directory, Identity, Wallet};
 use top_relay::config::RelayConfig;
 use top_relay::{InitOptions, Relay, init};
 
@@ -75,6 +75,19 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
     let discovered_in = started.elapsed();
     eprintln!("{RELAYS} relays discovered each other in {discovered_in:?}");
 
+    // A fresh client, told one relay, lists all of them with round trips measured from here.
+    let wallet = Wallet::connect(&relays[0].addr(), Identity::generate())
+        .await
+        .unwrap();
+    let directory = Directory::fetch(&wallet).await.unwrap();
+    wallet.close().await;
+    let answered = directory
+        .relays()
+        .iter()
+        .filter(|r| r.rtt.is_some())
+        .count();
+    assert_eq!((directory.relays().len(), answered), (RELAYS, RELAYS));
+
     // Blocks reach every follower, by gossip.
     let target = relays[0].chain().unwrap().height() + 3;
     wait_until_for(
@@ -106,25 +119,8 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
     assert!(got == data, "relay 25 served the file published on relay 5");
     publisher.close().await;
 
-    // A message from a client of relay 1 reaches a client of relay 29.
-    let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
-    let bob_account = bob_id.account_id();
-    let bob = Client::connect(&relays[RELAYS - 1].addr(), bob_id.clone())
-        .await
-        .unwrap();
-    let alice = Client::connect(&relays[1].addr(), alice_id).await.unwrap();
-    let (sent, got) = tokio::join!(alice.send(&bob_account, b"across"), async {
-        let m = tokio::time::timeout(Duration::from_secs(20), bob.recv())
-            .await
-            .expect("the message arrives")
-            .unwrap();
-        bob.ack(&m).await.unwrap();
-        m
-    });
-    sent.unwrap();
-    assert_eq!(got.body.as_slice(), b"across");
-    alice.close().await;
-    bob.close().await;
+    // A message from a client of relay 1 reaches a client of the last relay.
+    message_crosses(&relays[1], &relays[RELAYS - 1]).await;
 
     // Five relays go; the rest still take blocks.
     for r in relays.drain(RELAYS / 3..RELAYS / 3 + RELAYS / 6) {
@@ -144,6 +140,26 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
     for r in relays {
         r.shutdown().await;
     }
+}
+
+/// A client of `from` sends to a client of `to`; it arrives and is acknowledged.
+async fn message_crosses(from: &Relay, to: &Relay) {
+    let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
+    let bob_account = bob_id.account_id();
+    let bob = Client::connect(&to.addr(), bob_id).await.unwrap();
+    let alice = Client::connect(&from.addr(), alice_id).await.unwrap();
+    let (sent, got) = tokio::join!(alice.send(&bob_account, b"across"), async {
+        let m = tokio::time::timeout(Duration::from_secs(20), bob.recv())
+            .await
+            .expect("the message arrives")
+            .unwrap();
+        bob.ack(&m).await.unwrap();
+        m
+    });
+    sent.unwrap();
+    assert_eq!(got.body.as_slice(), b"across");
+    alice.close().await;
+    bob.close().await;
 }
 
 /// GET over HTTP with curl (a real client, as users run it).

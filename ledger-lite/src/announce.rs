@@ -117,8 +117,19 @@ impl Announcement {
     /// well-formed, from a relay the registry holds, and signed by it. The cheap checks come
     /// first; the signature last.
     pub fn check(&self, state: &State, now_ms: u64) -> Result<(), AnnounceError> {
+        self.check_form(&state.chain, now_ms)?;
+        let account = AccountId::from_wire(*self.body.relay.as_bytes());
+        if state.relay(&account).is_none() {
+            return Err(AnnounceError::NotRegistered);
+        }
+        self.check_signature()
+    }
+
+    /// The checks that need neither the registry nor a signature: for `chain`, within its
+    /// lifetime at `now_ms`, well-formed.
+    pub fn check_form(&self, chain: &ChainId, now_ms: u64) -> Result<(), AnnounceError> {
         let body = &self.body;
-        if body.chain != state.chain {
+        if body.chain != *chain {
             return Err(AnnounceError::WrongChain);
         }
         if body.expires_ms < body.issued_ms
@@ -139,10 +150,12 @@ impl Announcement {
         if !addrs_ok {
             return Err(AnnounceError::BadAddresses);
         }
-        let account = AccountId::from_wire(*body.relay.as_bytes());
-        if state.relay(&account).is_none() {
-            return Err(AnnounceError::NotRegistered);
-        }
+        Ok(())
+    }
+
+    /// Whether the relay it names signed it (the costly check: do it last).
+    pub fn check_signature(&self) -> Result<(), AnnounceError> {
+        let body = &self.body;
         if !verify(
             &body.relay,
             &signing_bytes(ANNOUNCE_DOMAIN, body),

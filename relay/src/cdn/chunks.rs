@@ -66,6 +66,7 @@ async fn peers(cdn: &Cdn, cid: &Cid) -> Vec<(RelayId, quinn::Connection)> {
 async fn manifest_from_peers(
     cdn: &Cdn,
     cid: &Cid,
+    sources: &[(RelayId, quinn::Connection)],
     bad_peers: &mut HashSet<RelayId>,
 ) -> Result<Manifest, CdnRefusal> {
     let request = CdnRequest::Get {
@@ -74,8 +75,8 @@ async fn manifest_from_peers(
         local_only: true,
         recheck: Vec::new(),
     };
-    for (id, conn) in peers(cdn, cid).await {
-        match ask(&conn, cid, &request).await {
+    for (id, conn) in sources {
+        match ask(conn, cid, &request).await {
             Ok(serving) => {
                 let (m, cid) = (serving.manifest.clone(), *cid);
                 let store = cdn.store.clone();
@@ -89,7 +90,7 @@ async fn manifest_from_peers(
             }
             Err(FetchError::Corrupt(e)) => {
                 warn!("peer {} served a wrong manifest: {e}", id.short());
-                bad_peers.insert(id);
+                bad_peers.insert(*id);
             }
             Err(e) => debug!("peer {} has no manifest of {cid}: {e}", id.short()),
         }
@@ -107,6 +108,8 @@ pub struct ChunkSource {
     recheck: HashSet<u32>,
     fetched: VecDeque<(u32, Bytes)>,
     bad_peers: HashSet<RelayId>,
+    /// The relays asked on a miss, found once per request (providers first).
+    sources: Option<Vec<(RelayId, quinn::Connection)>>,
 }
 
 impl ChunkSource {
@@ -117,9 +120,13 @@ impl ChunkSource {
             .await
             .map_err(failed)?;
         let mut bad_peers = HashSet::new();
+        let mut sources = None;
         let manifest = match local {
             Some(m) => m,
-            None if from_peers => manifest_from_peers(&cdn, &cid, &mut bad_peers).await?,
+            None if from_peers => {
+                let found = sources.insert(peers(&cdn, &cid).await);
+                manifest_from_peers(&cdn, &cid, found, &mut bad_peers).await?
+            }
             None => return Err(CdnRefusal::NotFound),
         };
         Ok(Self {
@@ -130,6 +137,7 @@ impl ChunkSource {
             recheck: HashSet::new(),
             fetched: VecDeque::new(),
             bad_peers,
+            sources,
         })
     }
 
@@ -195,7 +203,11 @@ impl ChunkSource {
     async fn fetch_run(&mut self, index: u32, end: u32) -> Result<(), CdnRefusal> {
         let end = end.min(index.saturating_add(FETCH_RUN)).max(index + 1);
         let mut next = index;
-        for (id, conn) in peers(&self.cdn, &self.cid).await {
+        if self.sources.is_none() {
+            self.sources = Some(peers(&self.cdn, &self.cid).await);
+        }
+        let sources = self.sources.clone().unwrap_or_default();
+        for (id, conn) in sources {
             if self.bad_peers.contains(&id) {
                 continue;
             }
@@ -210,7 +222,10 @@ impl ChunkSource {
             let mut serving = match ask(&conn, &self.cid, &request).await {
                 Ok(s) => s,
                 Err(e) => {
+                    // Not asked again for this request: a peer that stalls or has nothing
+                    // costs one wait, not one per run of chunks.
                     debug!("peer {} cannot serve {}: {e}", id.short(), self.cid);
+                    self.bad_peers.insert(id);
                     continue;
                 }
             };

@@ -66,6 +66,8 @@ pub struct Topics {
     pub blocks: IdentTopic,
     /// Transactions submitted anywhere.
     pub txs: IdentTopic,
+    /// Relays' announcements as they make them (the DHT keeps them for later comers).
+    pub relays: IdentTopic,
 }
 
 impl Topics {
@@ -75,6 +77,7 @@ impl Topics {
         Self {
             blocks: IdentTopic::new(format!("/top/{chain}/blocks/1")),
             txs: IdentTopic::new(format!("/top/{chain}/txs/1")),
+            relays: IdentTopic::new(format!("/top/{chain}/relays/1")),
         }
     }
 }
@@ -206,7 +209,8 @@ fn scoring(topics: &Topics) -> (gossipsub::PeerScoreParams, gossipsub::PeerScore
     };
     let mut params = gossipsub::PeerScoreParams::default();
     params.topics.insert(topics.blocks.hash(), topic.clone());
-    params.topics.insert(topics.txs.hash(), topic);
+    params.topics.insert(topics.txs.hash(), topic.clone());
+    params.topics.insert(topics.relays.hash(), topic);
     // Many relays of one operator on one host are not a Sybil attack on loopback.
     params.ip_colocation_factor_whitelist = [
         IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -21,15 +21,18 @@ pub fn block_message(entry: &FinalizedBlock) -> Option<Vec<u8>> {
 /// Checks (and, on a follower, takes) a gossiped block: whether to pass it on, and whether this
 /// node took it.
 pub async fn check_block(chain: Arc<ChainNode>, data: Vec<u8>) -> (MessageAcceptance, bool) {
-    let Ok(entry) = postcard::from_bytes::<FinalizedBlock>(&data) else {
-        return (MessageAcceptance::Reject, false);
-    };
-    let verdict = tokio::task::spawn_blocking(move || chain.take_gossiped(&entry))
+    // Decoding up to a block's size is work: off the async workers, with the check.
+    let verdict =
+        tokio::task::spawn_blocking(
+            move || match postcard::from_bytes::<FinalizedBlock>(&data) {
+                Ok(entry) => chain.take_gossiped(&entry),
+                Err(e) => Gossiped::Invalid(format!("not a block: {e}")),
+            },
+        )
         .await
         .unwrap_or_else(|e| Gossiped::Failed(e.to_string()));
     match verdict {
         Gossiped::Taken => (MessageAcceptance::Accept, true),
-        Gossiped::Known => (MessageAcceptance::Accept, false),
         Gossiped::Invalid(why) => {
             debug!("refused a gossiped block: {why}");
             (MessageAcceptance::Reject, false)
@@ -38,7 +41,9 @@ pub async fn check_block(chain: Arc<ChainNode>, data: Vec<u8>) -> (MessageAccept
             debug!("could not check a gossiped block: {why}");
             (MessageAcceptance::Ignore, false)
         }
-        Gossiped::Ahead | Gossiped::Unproven | Gossiped::NotMine => {
+        // Held already (another validator's copy, or taken from the upstream): not passed on,
+        // so a block cannot be sent around again under new proof bytes.
+        Gossiped::Known | Gossiped::Ahead | Gossiped::Unproven | Gossiped::NotMine => {
             (MessageAcceptance::Ignore, false)
         }
     }

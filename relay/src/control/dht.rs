@@ -3,20 +3,28 @@
 //! stored), and provider lookups for content.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ledger_lite::announce::{Announcement, AnnouncementBody};
+use ledger_lite::announce::{AnnounceError, Announcement, AnnouncementBody};
+use libp2p::gossipsub::MessageAcceptance;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, GetProvidersOk, GetRecordOk, QueryId, QueryResult, Quorum, Record};
 use libp2p::{Multiaddr, PeerId};
-use top_proto::id::RelayId;
+use top_proto::id::{AccountId, RelayId};
 use tracing::debug;
 
 use super::addrs::is_unspecified;
 use super::task::{
-    ANNOUNCE_RETRY, ANNOUNCE_TTL, LOOKUP_AGAIN, MAX_LOOKUPS, MAX_PROVIDERS, REANNOUNCE,
-    RENEW_BEFORE, Task,
+    ANNOUNCE_RETRY, ANNOUNCE_TTL, LOOKUP_AGAIN, LOOKUP_AGAIN_AT_MOST, MAX_LOOKUPS, MAX_PROVIDERS,
+    REANNOUNCE, RENEW_BEFORE, Task,
 };
+
+/// Least time between two announcements of one relay that gossip passes on.
+const MIN_REANNOUNCE: Duration = Duration::from_secs(60);
+/// Most addresses added for one relay to the routing table.
+const MAX_ROUTED_ADDRS: usize = 8;
+/// Most content keys one relay may say it provides here (until the counts reset).
+const PROVIDER_QUOTA: usize = 4096;
 use super::{keys, records};
 use crate::util::unix_now_ms;
 
@@ -24,12 +32,21 @@ impl Task {
     /// Takes the registry as of the last block: who counts as a relay, who leaves the routing
     /// table and which announcements are forgotten.
     pub(super) fn on_registry(&mut self) {
-        let ids: Vec<RelayId> = self.chain.with_state(|s| {
-            s.relays()
+        let (ids, validators): (Vec<RelayId>, Vec<AccountId>) = self.chain.with_state(|s| {
+            let relays = s
+                .relays()
                 .filter_map(|(id, _, _)| RelayId::from_bytes(*id.as_bytes()).ok())
                 .take(crate::node::peers::MAX_MEMBERS)
-                .collect()
+                .collect();
+            (relays, s.validators.clone())
         });
+        // Who may publish blocks: this epoch's validators (a dev chain's one validator).
+        self.validators = validators
+            .iter()
+            .chain(std::iter::once(&self.genesis_validator))
+            .filter_map(|a| RelayId::from_bytes(*a.as_bytes()).ok())
+            .filter_map(|r| keys::peer_id(&r))
+            .collect();
         let mut fresh = HashMap::with_capacity(ids.len());
         for relay in ids {
             let peer = match self.peer_ids.get(&relay) {
@@ -57,6 +74,8 @@ impl Task {
             .collect();
         for peer in gone {
             self.kad().remove_peer(&peer);
+            self.routed.remove(&peer);
+            self.provider_counts.remove(&peer);
         }
         self.peer_ids.retain(|_, peer| fresh.contains_key(peer));
         let relays: HashSet<RelayId> = fresh.values().copied().collect();
@@ -78,7 +97,7 @@ impl Task {
             .map(|a| a.to_string())
             .collect();
         let body = AnnouncementBody {
-            chain: self.chain.genesis().chain_id(),
+            chain: self.chain_id,
             relay: self.core.id,
             addrs: vec![self.core.addr.host_port.clone()],
             control,
@@ -86,14 +105,68 @@ impl Task {
             expires_ms: now_ms.saturating_add(ANNOUNCE_TTL.as_millis() as u64),
         };
         let announcement = body.sign(&self.core.identity);
-        let record = Record::new(records::relay_key(&self.core.id), announcement.encode());
+        let encoded = announcement.encode();
+        let record = Record::new(records::relay_key(&self.core.id), encoded.clone());
         match self.kad().put_record(record, Quorum::One) {
             Ok(query) => {
                 self.announce_at = now + REANNOUNCE;
                 self.announcing = Some(query);
                 self.control.note(announcement);
+                // Relays online now hear of it at once; the DHT keeps it for those that come
+                // later.
+                let topic = self.topics.relays.clone();
+                if let Err(e) = self.swarm.behaviour_mut().gossip.publish(topic, encoded) {
+                    debug!("gossiping this relay's announcement: {e}");
+                }
             }
             Err(e) => debug!("storing this relay's announcement: {e}"),
+        }
+    }
+
+    /// A relay's announcement by gossip: passed on only if its publisher is the relay it
+    /// names, it checks, and it is news no sooner than [`MIN_REANNOUNCE`] after the one held
+    /// (a relay cannot make the network carry its announcements without end).
+    pub(super) fn on_gossiped_announcement(
+        &mut self,
+        source: Option<PeerId>,
+        data: Vec<u8>,
+    ) -> MessageAcceptance {
+        let Ok(announcement) = Announcement::decode(&data) else {
+            return MessageAcceptance::Reject;
+        };
+        let relay = announcement.body.relay;
+        let Some(peer) = self.peer_ids.get(&relay).copied() else {
+            // Not registered as far as this relay's chain knows yet: not passed on.
+            return MessageAcceptance::Ignore;
+        };
+        if source != Some(peer) {
+            return MessageAcceptance::Reject;
+        }
+        let held = self.control.issued_ms(&relay);
+        let issued = announcement.body.issued_ms;
+        let news = held
+            .is_none_or(|held| issued > held && issued - held >= MIN_REANNOUNCE.as_millis() as u64);
+        if !news {
+            return MessageAcceptance::Ignore;
+        }
+        let record = Record::new(records::relay_key(&relay), data);
+        match self.check_record(&record) {
+            Ok(announcement) => {
+                if self.learn(announcement)
+                    && let Err(e) = self.kad().store_mut().put(record)
+                {
+                    debug!("storing an announcement: {e}");
+                }
+                MessageAcceptance::Accept
+            }
+            Err(records::RecordError::Announcement(AnnounceError::Expired)) => {
+                MessageAcceptance::Ignore
+            }
+            Err(e) => {
+                debug!("refused a gossiped announcement: {e}");
+                self.control.update(|s| s.refused_records += 1);
+                MessageAcceptance::Reject
+            }
         }
     }
 
@@ -102,27 +175,27 @@ impl Task {
         if self.swarm.connected_peers().next().is_none() {
             return;
         }
-        let held = self.control.discovered();
         let renew_before = unix_now_ms().saturating_add(RENEW_BEFORE.as_millis() as u64);
+        let fresh = self.control.valid_at(renew_before);
+        let in_flight: HashSet<RelayId> = self.lookups.values().copied().collect();
         let due: Vec<RelayId> = self
             .registered
             .values()
-            .filter(|relay| **relay != self.core.id)
-            .filter(|relay| {
-                held.get(relay)
-                    .is_none_or(|a| a.body.expires_ms < renew_before)
-            })
-            .filter(|relay| !self.lookups.values().any(|r| r == *relay))
-            .filter(|relay| {
-                self.looked_up
-                    .get(relay)
-                    .is_none_or(|at| now.duration_since(*at) >= LOOKUP_AGAIN)
-            })
+            .filter(|relay| **relay != self.core.id && !fresh.contains(*relay))
+            .filter(|relay| !in_flight.contains(*relay))
+            .filter(|relay| self.looked_up.get(relay).is_none_or(|(at, _)| now >= *at))
             .copied()
             .take(MAX_LOOKUPS.saturating_sub(self.lookups.len()))
             .collect();
         for relay in due {
-            self.looked_up.insert(relay, now);
+            // A relay not found is looked up again later and later (it may be down for good).
+            let wait = self
+                .looked_up
+                .get(&relay)
+                .map_or(LOOKUP_AGAIN, |(_, wait)| {
+                    (*wait * 2).min(LOOKUP_AGAIN_AT_MOST)
+                });
+            self.looked_up.insert(relay, (now + wait, wait));
             let query = self.kad().get_record(records::relay_key(&relay));
             self.lookups.insert(query, relay);
         }
@@ -130,9 +203,20 @@ impl Task {
         self.looked_up.retain(|relay, _| registered.contains(relay));
     }
 
+    /// The announcement in `record`, if it counts now (no chain lock: the registry is the
+    /// task's copy).
+    fn check_record(&self, record: &Record) -> Result<Announcement, records::RecordError> {
+        let registered = |relay: &RelayId| {
+            self.peer_ids
+                .get(relay)
+                .is_some_and(|peer| self.registered.contains_key(peer))
+        };
+        records::checked_announcement(record, &self.chain_id, registered, unix_now_ms())
+    }
+
     /// Keeps a checked announcement and, if it is news, routes to the relay's control
-    /// addresses.
-    pub(super) fn learn(&mut self, announcement: Announcement) {
+    /// addresses; true if it was news.
+    pub(super) fn learn(&mut self, announcement: Announcement) -> bool {
         let relay = announcement.body.relay;
         let addrs: Vec<Multiaddr> = announcement
             .body
@@ -141,13 +225,28 @@ impl Task {
             .filter_map(|a| a.parse().ok())
             .filter(|a| !is_unspecified(a))
             .collect();
-        if !self.control.note(announcement) || relay == self.core.id {
-            return;
+        if !self.control.note(announcement) {
+            return false;
         }
-        if let Some(peer) = self.peer_ids.get(&relay).copied() {
-            for addr in addrs {
-                self.kad().add_address(&peer, addr);
+        self.looked_up.remove(&relay);
+        if relay != self.core.id
+            && let Some(peer) = self.peer_ids.get(&relay).copied()
+        {
+            self.route_to(peer, addrs);
+        }
+        true
+    }
+
+    /// Adds addresses of a registered relay to the routing table, at most
+    /// [`MAX_ROUTED_ADDRS`] over time (what a peer says of itself cannot grow its entry).
+    pub(super) fn route_to(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        for addr in addrs {
+            let added = self.routed.entry(peer).or_default();
+            if *added >= MAX_ROUTED_ADDRS {
+                return;
             }
+            *added += 1;
+            self.kad().add_address(&peer, addr);
         }
     }
 
@@ -178,15 +277,15 @@ impl Task {
                 record: Some(record),
                 ..
             } => {
-                let checked = self
-                    .chain
-                    .with_state(|s| records::checked_announcement(&record, s, unix_now_ms()));
-                match checked {
+                match self.check_record(&record) {
+                    // Kept only if newer than what is held: an old announcement, however
+                    // valid, does not replace a newer one.
                     Ok(announcement) => {
-                        if let Err(e) = self.kad().store_mut().put(record) {
+                        if self.learn(announcement)
+                            && let Err(e) = self.kad().store_mut().put(record)
+                        {
                             debug!("storing an announcement: {e}");
                         }
-                        self.learn(announcement);
                     }
                     Err(e) => {
                         debug!("refused a record: {e}");
@@ -195,14 +294,22 @@ impl Task {
                 }
             }
             kad::InboundRequest::AddProvider {
-                record: Some(record),
+                record: Some(mut record),
             } => {
-                if self.registered.contains_key(&record.provider) {
-                    if let Err(e) = self.kad().store_mut().add_provider(record) {
-                        debug!("storing a provider: {e}");
-                    }
-                } else {
+                // A registered relay's claim on a content key, within its quota; the addresses
+                // it gives are dropped (a relay is reached at its announced ones).
+                let count = self.provider_counts.entry(record.provider).or_default();
+                let taken = self.registered.contains_key(&record.provider)
+                    && records::is_content_key(&record.key)
+                    && *count < PROVIDER_QUOTA;
+                if !taken {
                     self.control.update(|s| s.refused_records += 1);
+                    return;
+                }
+                *count += 1;
+                record.addresses.clear();
+                if let Err(e) = self.kad().store_mut().add_provider(record) {
+                    debug!("storing a provider: {e}");
                 }
             }
             _ => {}
@@ -212,14 +319,9 @@ impl Task {
     pub(super) fn on_record_found(&mut self, id: QueryId, found: kad::GetRecordResult, last: bool) {
         let mut done = last;
         if let Ok(GetRecordOk::FoundRecord(peer_record)) = found {
-            let checked = self.chain.with_state(|s| {
-                records::checked_announcement(&peer_record.record, s, unix_now_ms())
-            });
-            match checked {
-                Ok(announcement) => {
-                    self.learn(announcement);
-                    done = true;
-                }
+            match self.check_record(&peer_record.record) {
+                // Done once something newer than what is held turns up.
+                Ok(announcement) => done |= self.learn(announcement),
                 Err(e) => {
                     debug!("a lookup found a record that does not count: {e}");
                     self.control.update(|s| s.refused_records += 1);

@@ -25,11 +25,14 @@ impl Task {
         let max = u32::try_from(height - self.published)
             .unwrap_or(u32::MAX)
             .min(64);
-        self.published = height;
         let run = match self.chain.finalized_blocks(from, max, Duration::ZERO).await {
             Ok(run) => run,
             Err(e) => return debug!("reading blocks to gossip: {e}"),
         };
+        // What the read left out (a byte budget, the 64 cap) goes out with the next block.
+        if let Some(last) = run.last() {
+            self.published = last.block.header.height;
+        }
         for entry in run {
             let Some(data) = block_message(&entry) else {
                 continue;
@@ -63,7 +66,28 @@ impl Task {
     }
 
     pub(super) fn on_gossip(&mut self, from: PeerId, id: MessageId, message: gossipsub::Message) {
-        if message.topic != self.topics.blocks.hash() || self.checks >= MAX_CHECKS {
+        if message.topic == self.topics.relays.hash() {
+            let verdict = self.on_gossiped_announcement(message.source, message.data);
+            self.swarm
+                .behaviour_mut()
+                .gossip
+                .report_message_validation_result(&id, &from, verdict);
+            return;
+        }
+        // Only a validator publishes blocks: anything else is refused before it is read (an
+        // honest relay never passes such a message on, so whoever did pays for it).
+        let from_validator = message
+            .source
+            .is_some_and(|source| self.validators.contains(&source));
+        if message.topic != self.topics.blocks.hash() || !from_validator {
+            self.swarm
+                .behaviour_mut()
+                .gossip
+                .report_message_validation_result(&id, &from, MessageAcceptance::Reject);
+            self.control.update(|s| s.refused_gossip += 1);
+            return;
+        }
+        if self.checks >= MAX_CHECKS {
             self.swarm
                 .behaviour_mut()
                 .gossip

@@ -89,6 +89,8 @@ pub struct ControlStatus {
 
 /// The control plane's handle: commands in, what it learned out.
 pub struct Control {
+    /// Whether the plane runs (commands are answered).
+    running: std::sync::atomic::AtomicBool,
     commands: mpsc::Sender<Command>,
     inbox: Mutex<Option<mpsc::Receiver<Command>>>,
     status: Mutex<ControlStatus>,
@@ -100,6 +102,7 @@ impl Default for Control {
     fn default() -> Self {
         let (commands, inbox) = mpsc::channel(MAX_QUEUED);
         Self {
+            running: Default::default(),
             commands,
             inbox: Mutex::new(Some(inbox)),
             status: Mutex::default(),
@@ -122,18 +125,38 @@ impl Control {
         lock(&self.discovered).clone()
     }
 
+    /// Relays whose held announcement is still valid at `ms`.
+    fn valid_at(&self, ms: u64) -> std::collections::HashSet<RelayId> {
+        lock(&self.discovered)
+            .iter()
+            .filter(|(_, a)| a.body.expires_ms > ms)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// When the held announcement of `relay` was issued.
+    fn issued_ms(&self, relay: &RelayId) -> Option<u64> {
+        lock(&self.discovered).get(relay).map(|a| a.body.issued_ms)
+    }
+
     /// A watch bumped whenever a relay is discovered or the status changes.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
 
-    /// Says in the DHT that this relay holds `cid`'s content (dropped if the plane is busy).
+    /// Says in the DHT that this relay holds `cid`'s content (dropped if the plane is busy or
+    /// not running).
     pub fn provide(&self, cid: Cid) {
-        self.commands.try_send(Command::Provide(cid)).ok();
+        if self.running.load(std::sync::atomic::Ordering::SeqCst) {
+            self.commands.try_send(Command::Provide(cid)).ok();
+        }
     }
 
     /// Registered relays that say they hold `cid`'s content (empty when the plane is off).
     pub async fn providers(&self, cid: Cid) -> Vec<RelayId> {
+        if !self.running.load(std::sync::atomic::Ordering::SeqCst) {
+            return Vec::new();
+        }
         let (reply, answer) = oneshot::channel();
         if self
             .commands
@@ -143,6 +166,11 @@ impl Control {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
+    }
+
+    fn set_running(&self) {
+        self.running
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn take_inbox(&self) -> Option<mpsc::Receiver<Command>> {

@@ -11,6 +11,9 @@ use tracing::{debug, info};
 use super::addrs::{host_port_multiaddr, is_unspecified};
 use super::behaviour::{self, DROP_BELOW};
 use super::task::{BLOCK_FOR, BOOTSTRAP_AGAIN, MAX_PEER_ADDRS, Task};
+
+/// Most peers blocked at once.
+const MAX_BLOCKED: usize = 4096;
 use super::{MAX_OBSERVED, keys};
 
 impl Task {
@@ -51,21 +54,22 @@ impl Task {
             self.swarm.disconnect_peer_id(peer).ok();
             return;
         }
+        // Only registered relays are asked how they see this one, and only they enter the
+        // routing table (a bounded number of addresses each).
+        if !self.registered.contains_key(&peer) {
+            return;
+        }
         if self.observed.len() < MAX_OBSERVED && self.observed.insert(info.observed_addr.clone()) {
             let observed = self.observed.iter().map(|a| a.to_string()).collect();
             self.control.update(|s| s.observed = observed);
         }
-        if !self.registered.contains_key(&peer) {
-            return;
-        }
-        for addr in info
+        let addrs = info
             .listen_addrs
             .into_iter()
             .filter(|a| !is_unspecified(a))
             .take(MAX_PEER_ADDRS)
-        {
-            self.kad().add_address(&peer, addr);
-        }
+            .collect();
+        self.route_to(peer, addrs);
     }
 
     /// Drops and blocks peers whose gossip score fell below [`DROP_BELOW`]; unblocks those
@@ -84,10 +88,17 @@ impl Task {
             .copied()
             .collect();
         for peer in low {
+            if !self.swarm.behaviour_mut().blocked.block_peer(peer) {
+                continue;
+            }
             info!(%peer, "dropping a control-plane peer for its gossip score");
-            self.swarm.behaviour_mut().blocked.block_peer(peer);
             self.blocked.push((peer, now + BLOCK_FOR));
             self.control.update(|s| s.dropped_peers += 1);
+            // The oldest block ends early rather than the list growing without bound.
+            if self.blocked.len() > MAX_BLOCKED {
+                let (oldest, _) = self.blocked.remove(0);
+                self.swarm.behaviour_mut().blocked.unblock_peer(oldest);
+            }
         }
         let (expired, kept): (Vec<_>, Vec<_>) =
             self.blocked.drain(..).partition(|(_, until)| *until <= now);

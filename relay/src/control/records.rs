@@ -3,14 +3,11 @@
 //! registry now ([`Announcement::check`]), whoever stored or passed it on; a provider counts only
 //! if it is a registered relay (libp2p already takes a provider record only from the provider).
 
-use ledger_lite::State;
 use ledger_lite::announce::{AnnounceError, Announcement};
-use libp2p::PeerId;
+use ledger_lite::tx::ChainId;
 use libp2p::kad::{Record, RecordKey};
 use top_proto::cdn::Cid;
-use top_proto::id::{AccountId, RelayId};
-
-use super::keys;
+use top_proto::id::RelayId;
 
 /// Prefix of announcement keys.
 const RELAY_PREFIX: &[u8] = b"/top/relay/";
@@ -48,30 +45,33 @@ fn relay_of_key(key: &RecordKey) -> Option<RelayId> {
     RelayId::from_bytes(id.try_into().ok()?).ok()
 }
 
-/// The announcement in `record`, if it counts on `state`'s chain at `now_ms`.
+/// The announcement in `record`, if it counts on `chain` at `now_ms` for a relay `registered`
+/// says the registry holds. Cheap checks first: the key, the size (in decode), the relay it
+/// names, the form and lifetime, the registry; the signature last.
 pub fn checked_announcement(
     record: &Record,
-    state: &State,
+    chain: &ChainId,
+    registered: impl Fn(&RelayId) -> bool,
     now_ms: u64,
 ) -> Result<Announcement, RecordError> {
-    // Cheap checks first: the key, the size (in decode), the relay it names; the
-    // registry and the signature last (in check).
     let relay = relay_of_key(&record.key).ok_or(RecordError::NotAnnouncementKey)?;
     let announcement = Announcement::decode(&record.value)?;
     if announcement.body.relay != relay {
         return Err(RecordError::KeyMismatch);
     }
-    announcement.check(state, now_ms)?;
+    announcement.check_form(chain, now_ms)?;
+    if !registered(&relay) {
+        return Err(AnnounceError::NotRegistered.into());
+    }
+    announcement.check_signature()?;
     Ok(announcement)
 }
 
-/// Whether `peer` is a relay the registry holds now.
-pub fn is_registered(peer: &PeerId, state: &State) -> bool {
-    keys::relay_id(peer).is_some_and(|relay| {
-        state
-            .relay(&AccountId::from_wire(*relay.as_bytes()))
-            .is_some()
-    })
+/// Whether `key` is a content key (the prefix and a 32-byte CID).
+pub fn is_content_key(key: &RecordKey) -> bool {
+    key.as_ref()
+        .strip_prefix(CONTENT_PREFIX)
+        .is_some_and(|cid| cid.len() == 32)
 }
 
 #[cfg(test)]
@@ -86,5 +86,8 @@ mod tests {
         let cid = Cid([7; 32]);
         assert_eq!(relay_of_key(&content_key(&cid)), None);
         assert_eq!(relay_of_key(&RecordKey::new(&b"/top/relay/short")), None);
+        assert!(is_content_key(&content_key(&cid)));
+        assert!(!is_content_key(&relay_key(&relay)));
+        assert!(!is_content_key(&RecordKey::new(&b"/top/cdn/short")));
     }
 }

@@ -22,6 +22,7 @@ use super::blocks::MAX_CHECKS;
 use super::{Command, Control, Reachability, keys, records};
 use crate::ledger::chain::ChainNode;
 use crate::node::core::Core;
+use crate::util::unix_now_ms;
 
 /// How often the task looks around (lookups, announcing, scores, bootstrap).
 const TICK: Duration = Duration::from_millis(500);
@@ -33,8 +34,10 @@ pub(super) const REANNOUNCE: Duration = Duration::from_secs(20 * 60);
 pub(super) const ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
 /// Announcement lookups in flight at once.
 pub(super) const MAX_LOOKUPS: usize = 8;
-/// Wait before looking a relay up again.
-pub(super) const LOOKUP_AGAIN: Duration = Duration::from_secs(5);
+/// First wait before looking a relay up again; doubles up to [`LOOKUP_AGAIN_AT_MOST`].
+pub(super) const LOOKUP_AGAIN: Duration = Duration::from_secs(1);
+/// Longest wait before looking a relay up again.
+pub(super) const LOOKUP_AGAIN_AT_MOST: Duration = Duration::from_secs(60);
 /// An announcement expiring sooner than this is looked up afresh.
 pub(super) const RENEW_BEFORE: Duration = Duration::from_secs(15 * 60);
 /// Provider lookups in flight at once.
@@ -45,6 +48,12 @@ pub(super) const MAX_PROVIDERS: usize = 20;
 pub(super) const BLOCK_FOR: Duration = Duration::from_secs(600);
 /// Wait between dials of the bootstrap relays while none is connected.
 pub(super) const BOOTSTRAP_AGAIN: Duration = Duration::from_secs(2);
+/// How often expired announcements are forgotten.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often the per-relay provider quotas start afresh (a provider record's lifetime).
+const PROVIDER_COUNTS_RESET: Duration = Duration::from_secs(2 * 3600);
+/// Most peers connected at once that are not registered relays.
+pub(super) const MAX_STRANGERS: usize = 32;
 /// Most addresses taken from a peer's identify answer.
 pub(super) const MAX_PEER_ADDRS: usize = 4;
 
@@ -76,15 +85,25 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
     if let Err(e) = listen(core, &mut swarm) {
         return warn!("control plane: {e}");
     }
-    if let Err(e) = swarm.behaviour_mut().gossip.subscribe(&topics.blocks) {
-        return warn!("control plane: {e}");
+    for topic in [&topics.blocks, &topics.relays] {
+        if let Err(e) = swarm.behaviour_mut().gossip.subscribe(topic) {
+            return warn!("control plane: {e}");
+        }
     }
     control.update(|s| {
         s.peer_id = swarm.local_peer_id().to_string();
         s.reachability = Reachability::Unknown;
     });
     let (verdicts, verdicts_in) = mpsc::channel(MAX_CHECKS);
+    let genesis = chain.genesis();
     let task = Task {
+        chain_id: genesis.chain_id(),
+        genesis_validator: genesis.validator,
+        validators: HashSet::new(),
+        routed: HashMap::new(),
+        provider_counts: HashMap::new(),
+        swept: Instant::now(),
+        providers_reset: Instant::now(),
         published: chain.height(),
         swarm,
         core: core.clone(),
@@ -105,6 +124,7 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         verdicts,
         observed: HashSet::new(),
     };
+    control.set_running();
     core.tasks.spawn(task.run(inbox, verdicts_in));
 }
 
@@ -115,6 +135,20 @@ pub(super) struct Task {
     pub(super) control: Arc<Control>,
     pub(super) chain: Arc<ChainNode>,
     pub(super) topics: Topics,
+    /// The chain's id.
+    pub(super) chain_id: ledger_lite::tx::ChainId,
+    /// The genesis validator (a dev chain's only one).
+    pub(super) genesis_validator: top_proto::id::AccountId,
+    /// Who may publish blocks now.
+    pub(super) validators: HashSet<PeerId>,
+    /// Addresses added to the routing table per relay.
+    pub(super) routed: HashMap<PeerId, usize>,
+    /// Content keys each relay said it provides here since the counts last reset.
+    pub(super) provider_counts: HashMap<PeerId, usize>,
+    /// When the held announcements were last swept.
+    pub(super) swept: Instant,
+    /// When the provider quotas last started afresh.
+    pub(super) providers_reset: Instant,
     /// Registered relays by peer id (the registry as of the last block).
     pub(super) registered: HashMap<PeerId, RelayId>,
     /// Peer ids computed so far (each costs a point decompression).
@@ -122,7 +156,7 @@ pub(super) struct Task {
     /// Announcement lookups in flight.
     pub(super) lookups: HashMap<QueryId, RelayId>,
     /// When each relay was last looked up.
-    pub(super) looked_up: HashMap<RelayId, Instant>,
+    pub(super) looked_up: HashMap<RelayId, (Instant, Duration)>,
     /// Provider lookups in flight: who waits, and the relays found so far.
     pub(super) providers:
         HashMap<QueryId, (tokio::sync::oneshot::Sender<Vec<RelayId>>, Vec<RelayId>)>,
@@ -190,6 +224,16 @@ impl Task {
         }
         self.look_up(now);
         self.drop_low_scores(now);
+        if now.duration_since(self.swept) >= SWEEP_EVERY {
+            self.swept = now;
+            let registered: HashSet<RelayId> = self.registered.values().copied().collect();
+            self.control
+                .prune(|relay| registered.contains(relay), unix_now_ms());
+        }
+        if now.duration_since(self.providers_reset) >= PROVIDER_COUNTS_RESET {
+            self.providers_reset = now;
+            self.provider_counts.clear();
+        }
     }
 
     fn on_command(&mut self, command: Command) {
@@ -219,7 +263,21 @@ impl Task {
                 // Announce again with the new address.
                 self.announce_at = Instant::now();
             }
-            SwarmEvent::ConnectionEstablished { endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
+                // Peers that are not registered relays (relays still joining, or strangers)
+                // share a few connections: they cannot take the slots relays need.
+                let strangers = self
+                    .swarm
+                    .connected_peers()
+                    .filter(|p| !self.registered.contains_key(p))
+                    .count();
+                if !self.registered.contains_key(&peer_id) && strangers > MAX_STRANGERS {
+                    self.swarm.disconnect_peer_id(peer_id).ok();
+                    self.control.update(|s| s.refused_connections += 1);
+                    return;
+                }
                 let connected = self.swarm.connected_peers().count();
                 let inbound = endpoint.is_listener();
                 self.control.update(|s| {

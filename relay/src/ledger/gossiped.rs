@@ -62,6 +62,9 @@ impl ChainNode {
                 Gossiped::Taken
             }
             Ok(false) => Gossiped::Unproven,
+            // The follow loop (or another copy) took this height meanwhile: the check ran
+            // against a state that moved on, and says nothing of the sender.
+            Err(_) if self.height() >= at => Gossiped::Known,
             Err(e @ (ChainError::BadProof(_) | ChainError::BadBlock(StoreError::Block(_)))) => {
                 Gossiped::Invalid(e.to_string())
             }
