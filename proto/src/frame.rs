@@ -142,6 +142,15 @@ pub enum Open {
     /// Linked relay → relay: the billing stream through which it pays for the deliveries and
     /// storage it asks of this relay (the same frames as [`Open::Billing`]).
     LinkBilling,
+    /// Anyone → relay: where its control plane listens; one [`ControlAddrs`] frame answers.
+    Control,
+}
+
+/// Where a relay's control plane listens (libp2p multiaddrs), answering [`Open::Control`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlAddrs {
+    /// Multiaddrs, best first (a wildcard IP means "the address you reached me at").
+    pub addrs: Vec<String>,
 }
 
 /// Whether a message reached its recipient or waits in a mailbox.

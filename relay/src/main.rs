@@ -415,7 +415,7 @@ async fn status(data_dir: &Path, json: bool) -> Result<()> {
         top_relay::control::Reachability::Off => "control plane off (no chain yet, or disabled)",
         top_relay::control::Reachability::Unknown => {
             "no relay has reached this one yet: if that lasts, it needs a public address \
-             (--public-addr, and its port open for UDP and TCP)"
+             (--public-addr with its QUIC port open for UDP, and [control] listen open for TCP)"
         }
         top_relay::control::Reachability::Public => "reachable (relays connected to it)",
     };

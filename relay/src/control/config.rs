@@ -11,11 +11,12 @@ use top_proto::addr::RelayAddr;
 pub struct ControlConfig {
     /// Run the control plane (off: the relay links only with the relays it is told of).
     pub enabled: bool,
-    /// TCP address of the control plane; by default the QUIC address's IP and port number.
+    /// TCP address of the control plane; by default the QUIC address's IP and a port the system
+    /// picks (not the QUIC port number: a validator's consensus transport listens there).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
-    /// Relays to join the network through, `ID@HOST:PORT`: their control addresses (a relay's
-    /// is its QUIC address unless it says otherwise).
+    /// Relays to join the network through, `ID@HOST:PORT` (their QUIC addresses: each is asked
+    /// there where its control plane listens).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub bootstrap: Vec<RelayAddr>,
     /// Most control-plane connections at once (each way).

@@ -7,6 +7,7 @@
 
 // The event enum `#[derive(NetworkBehaviour)]` generates has no docs to give.
 mod addrs;
+mod ask;
 #[allow(missing_docs)]
 pub mod behaviour;
 mod blocks;

@@ -5,10 +5,11 @@
 use std::time::Instant;
 
 use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::{PeerId, identify};
+use libp2p::{Multiaddr, PeerId, identify};
 use tracing::{debug, info};
 
-use super::addrs::{host_port_multiaddr, is_unspecified};
+use super::addrs::is_unspecified;
+use super::ask::control_addrs;
 use super::behaviour::{self, DROP_BELOW};
 use super::task::{BLOCK_FOR, BOOTSTRAP_AGAIN, MAX_PEER_ADDRS, Task};
 
@@ -29,21 +30,39 @@ impl Task {
             return;
         }
         self.bootstrap_at = now + BOOTSTRAP_AGAIN;
+        // Each is asked over QUIC (its address is the one given) where its control plane
+        // listens; the answers come back to the task, which dials them.
         for relay in self.core.config.control.bootstrap.clone() {
-            let (Some(peer), Some(addr)) = (
-                keys::peer_id(&relay.id),
-                host_port_multiaddr(&relay.host_port),
-            ) else {
+            let Some(peer) = keys::peer_id(&relay.id) else {
                 continue;
             };
             if peer == *self.swarm.local_peer_id() {
                 continue;
             }
+            let (core, found) = (self.core.clone(), self.found.clone());
+            self.core.tasks.spawn(async move {
+                match control_addrs(&core, &relay).await {
+                    Ok(addrs) => {
+                        found.try_send((peer, addrs)).ok();
+                    }
+                    Err(e) => debug!(
+                        "asking bootstrap relay {} for its control plane: {e}",
+                        relay.id.short()
+                    ),
+                }
+            });
+        }
+    }
+
+    /// A bootstrap relay said where its control plane listens: dialed there.
+    pub(super) fn on_bootstrap_found(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let addrs: Vec<Multiaddr> = addrs.into_iter().filter(|a| !is_unspecified(a)).collect();
+        for addr in &addrs {
             self.kad().add_address(&peer, addr.clone());
-            let dial = DialOpts::peer_id(peer).addresses(vec![addr]).build();
-            if let Err(e) = self.swarm.dial(dial) {
-                debug!("dialing bootstrap relay {}: {e}", relay.id.short());
-            }
+        }
+        let dial = DialOpts::peer_id(peer).addresses(addrs).build();
+        if let Err(e) = self.swarm.dial(dial) {
+            debug!(%peer, "dialing a bootstrap relay: {e}");
         }
     }
 

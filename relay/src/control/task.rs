@@ -46,8 +46,8 @@ const MAX_PROVIDER_QUERIES: usize = 64;
 pub(super) const MAX_PROVIDERS: usize = 20;
 /// How long a peer dropped for its score stays blocked.
 pub(super) const BLOCK_FOR: Duration = Duration::from_secs(600);
-/// Wait between dials of the bootstrap relays while none is connected.
-pub(super) const BOOTSTRAP_AGAIN: Duration = Duration::from_secs(2);
+/// Wait between dials of the bootstrap relays while none is connected (longer than an ask).
+pub(super) const BOOTSTRAP_AGAIN: Duration = Duration::from_secs(5);
 /// How often expired announcements are forgotten.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often the per-relay provider quotas start afresh (a provider record's lifetime).
@@ -95,6 +95,7 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         s.reachability = Reachability::Unknown;
     });
     let (verdicts, verdicts_in) = mpsc::channel(MAX_CHECKS);
+    let (found, found_in) = mpsc::channel(16);
     let genesis = chain.genesis();
     let task = Task {
         chain_id: genesis.chain_id(),
@@ -122,10 +123,11 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         bootstrapped: false,
         checks: 0,
         verdicts,
+        found,
         observed: HashSet::new(),
     };
     control.set_running();
-    core.tasks.spawn(task.run(inbox, verdicts_in));
+    core.tasks.spawn(task.run(inbox, verdicts_in, found_in));
 }
 
 /// The control plane's state, owned by its one task.
@@ -171,6 +173,8 @@ pub(super) struct Task {
     pub(super) bootstrapped: bool,
     /// The last height published (validators) or seen.
     pub(super) published: u64,
+    /// Bootstrap relays' control addresses, as they answer.
+    pub(super) found: mpsc::Sender<(PeerId, Vec<Multiaddr>)>,
     /// Gossip checks running.
     pub(super) checks: usize,
     pub(super) verdicts: mpsc::Sender<(MessageId, PeerId, MessageAcceptance, bool)>,
@@ -182,6 +186,7 @@ impl Task {
         mut self,
         mut inbox: mpsc::Receiver<Command>,
         mut verdicts: mpsc::Receiver<(MessageId, PeerId, MessageAcceptance, bool)>,
+        mut found: mpsc::Receiver<(PeerId, Vec<Multiaddr>)>,
     ) {
         let mut heights = self.chain.subscribe();
         let mut tick = tokio::time::interval(TICK);
@@ -202,6 +207,7 @@ impl Task {
                     self.on_registry();
                     self.publish_blocks().await;
                 }
+                Some((peer, addrs)) = found.recv() => self.on_bootstrap_found(peer, addrs),
                 _ = tick.tick() => self.on_tick(),
                 _ = stop.cancelled() => return,
             }

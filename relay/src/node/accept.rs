@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio::sync::Semaphore;
 use tokio_util::codec::FramedRead;
-use top_proto::frame::{FrameCodec, FrameError, MAX_FRAME_LEN, Open};
+use top_proto::frame::{FrameCodec, FrameError, MAX_FRAME_LEN, Open, encode_frame};
 use top_proto::id::{AccountId, RelayId};
 use top_proto::presence::PRESENCE_SKEW_MS;
 use top_proto::tls::peer_id;
@@ -293,6 +293,15 @@ async fn serve_stream(
             Ok(())
         }
         Ok(Open::IncomingPipe) => reject(frames, "IncomingPipe is relay-to-client only"),
+        Ok(Open::Control) => {
+            let addrs = top_proto::frame::ControlAddrs {
+                addrs: shared.control.status().listening,
+            };
+            let mut send = send;
+            send.write_all(&encode_frame(&addrs)?).await.ok();
+            send.finish().ok();
+            Ok(())
+        }
         Ok(Open::Ledger) => {
             crate::ledger::api::serve_ledger(
                 shared.chain.clone(),
