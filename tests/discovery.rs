@@ -114,9 +114,30 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
         .unwrap();
     let data = random_bytes(3 << 20, 5);
     let cid = publisher.publish(&data, None).await.unwrap();
+    // Relay 25 finds relay 5 by its provider record (once relay 5 has stored it in the DHT)…
+    wait_until_for(
+        "relay 5 as a provider",
+        Duration::from_secs(20),
+        async || {
+            relays[gateway]
+                .control()
+                .providers(cid)
+                .await
+                .contains(&relays[origin].id())
+        },
+    )
+    .await;
+    // …and its gateway serves the file, having asked the providers the DHT named.
     let url = format!("http://{}/cdn/{cid}", relays[gateway].http_addr());
     let got = reqwest_like_get(&url).await;
     assert!(got == data, "relay 25 served the file published on relay 5");
+    let metrics = relays[gateway].metrics_text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("toprelay_cdn_provider_misses_total ") && !l.ends_with(" 0")),
+        "the gateway's miss did not use provider records"
+    );
     publisher.close().await;
 
     // A message from a client of relay 1 reaches a client of the last relay.

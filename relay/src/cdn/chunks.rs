@@ -50,6 +50,9 @@ async fn peers(cdn: &Cdn, cid: &Cid) -> Vec<(RelayId, quinn::Connection)> {
     let providers = tokio::time::timeout(PROVIDERS_TIMEOUT, cdn.control.providers(*cid))
         .await
         .unwrap_or_default();
+    if !providers.is_empty() {
+        cdn.metrics.cdn.provider_misses.inc();
+    }
     let mut linked = cdn.msg.linked();
     linked.sort_by_key(|l| {
         let provider = providers.iter().position(|p| *p == l.relay);

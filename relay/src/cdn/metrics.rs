@@ -18,6 +18,8 @@ pub struct CdnMetrics {
     pub bad_peer_chunks: Counter,
     /// Chunks found corrupt on this relay's own disk (dropped and fetched again).
     pub bad_local_chunks: Counter,
+    /// Misses whose sources the DHT named (provider records).
+    pub provider_misses: Counter,
 }
 
 impl CdnMetrics {
@@ -52,6 +54,11 @@ impl CdnMetrics {
             "cdn_bad_local_chunks",
             "Chunks found corrupt on local disk",
             self.bad_local_chunks.clone(),
+        );
+        r.register(
+            "cdn_provider_misses",
+            "Misses whose sources the DHT named (provider records)",
+            self.provider_misses.clone(),
         );
     }
 }
