@@ -269,3 +269,39 @@ async fn control_connections_are_bounded() {
     }
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_share_a_few_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(&dir.path().join("r"), |_| {}).await;
+    let (_, addr) = control_addr(&relay).await;
+    // Forty fresh keys, under the relay's connection bound (128) but over its share for peers
+    // that are not registered relays (32).
+    let mut running = Vec::new();
+    for _ in 0..40 {
+        let mut s = stranger(&relay);
+        s.dial(addr.clone()).unwrap();
+        running.push(tokio::spawn(async move {
+            loop {
+                s.select_next_some().await;
+            }
+        }));
+    }
+    let mut changed = relay.control().subscribe();
+    loop {
+        let c = relay.status().control;
+        if c.inbound + c.refused_connections >= 40 {
+            break;
+        }
+        tokio::time::timeout(Duration::from_secs(20), changed.changed())
+            .await
+            .expect("every stranger is answered")
+            .unwrap();
+    }
+    let c = relay.status().control;
+    assert!(c.connected <= 32 && c.refused_connections >= 8, "{c:?}");
+    for r in running {
+        r.abort();
+    }
+    relay.shutdown().await;
+}
