@@ -14,10 +14,13 @@ use super::blocks::{MAX_CHECKS, block_message, check_block};
 use super::task::Task;
 
 impl Task {
-    /// Validators publish the blocks committed since the last call, each with its proof.
+    /// Validators of this epoch publish the blocks committed since the last call, each with its
+    /// proof.
     pub(super) async fn publish_blocks(&mut self) {
         let height = self.chain.height();
-        if !self.chain.is_validator() || height <= self.published {
+        // Only a validator of this epoch publishes (others would be refused as forgers).
+        let publishes = self.validators.contains(self.swarm.local_peer_id());
+        if !publishes || height <= self.published {
             self.published = self.published.max(height);
             return;
         }
