@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::wait_until_for;
+use ledger_lite::Amount;
 use top_client::{Client, Directory, Identity, Wallet};
 use top_relay::config::RelayConfig;
 use top_relay::{InitOptions, Relay, init};
@@ -143,6 +144,9 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
     // A message from a client of relay 1 reaches a client of the last relay.
     message_crosses(&relays[1], &relays[RELAYS - 1]).await;
 
+    // A client of the last relay (a follower) pays someone: its transaction goes by gossip.
+    transfer_by_gossip(&relays[RELAYS - 1]).await;
+
     // Five relays go; the rest still take blocks.
     for r in relays.drain(RELAYS / 3..RELAYS / 3 + RELAYS / 6) {
         r.shutdown().await;
@@ -161,6 +165,34 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
     for r in relays {
         r.shutdown().await;
     }
+}
+
+/// A client of `relay` transfers TOP; the relay gossiped the transaction and saw it committed
+/// (it did not hand it to its upstream).
+async fn transfer_by_gossip(relay: &Relay) {
+    let feed = &relay.chain().unwrap().gossip;
+    let (by_gossip, upstream) = feed.txs_sent();
+    let wallet = Wallet::connect(&relay.addr(), Identity::generate())
+        .await
+        .unwrap();
+    // The faucet is the validator's: that request goes upstream.
+    wallet.faucet(Amount::from_top(2).unwrap()).await.unwrap();
+    let to = Identity::generate().account_id();
+    wallet
+        .transfer(to, Amount::from_top(1).unwrap())
+        .await
+        .unwrap();
+    wallet.close().await;
+    assert_eq!(
+        feed.txs_sent(),
+        (by_gossip + 1, upstream),
+        "the transfer did not go by gossip"
+    );
+    let balance = relay
+        .chain()
+        .unwrap()
+        .with_state(|s| s.account(&to).map(|a| a.balance));
+    assert_eq!(balance, Some(Amount::from_top(1).unwrap()));
 }
 
 /// A client of `from` sends to a client of `to`; it arrives and is acknowledged.

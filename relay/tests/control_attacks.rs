@@ -305,3 +305,117 @@ async fn strangers_share_a_few_connections() {
     }
     relay.shutdown().await;
 }
+
+/// The relay's own protocols under `key` (a registered relay's key, turned against the network).
+fn swarm_of(relay: &Relay, key: &Identity) -> Swarm<Behaviour> {
+    let topics = Topics::of(&relay.chain().unwrap().genesis().chain_id());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let key = keys::keypair(key).unwrap();
+    behaviour::build(key, &ControlConfig::default(), &topics, &mut registry).unwrap()
+}
+
+/// A transfer of one base unit from `from`, with its next nonce, signed by `signer`.
+fn transfer(relay: &Relay, from: &Identity, signer: &Identity, to: &Identity) -> Vec<u8> {
+    let chain = relay.chain().unwrap();
+    let nonce = chain.account(&from.account_id()).next_nonce;
+    let (chain_id, fee) = chain.with_state(|s| (s.chain, s.params.min_fee));
+    let tx = ledger_lite::Tx {
+        chain: chain_id,
+        from: from.account_id(),
+        nonce,
+        fee,
+        kind: ledger_lite::TxKind::Transfer {
+            to: to.account_id(),
+            amount: ledger_lite::Amount::from_units(1),
+        },
+    }
+    .sign(signer);
+    postcard::to_allocvec(&tx).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gossiped_transaction_is_queued_and_a_forged_one_costs_its_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let validator = dev_relay(&dir.path().join("v"), |_| {}).await;
+    let chain = validator.chain().unwrap();
+    // A relay registers, then stops: its key is the attacker's (a registered relay gone bad).
+    let gone = dir.path().join("gone");
+    init(
+        &gone,
+        InitOptions {
+            bootstrap: vec![validator.addr()],
+            ..InitOptions::loopback()
+        },
+    )
+    .unwrap();
+    let relay = Relay::start(&gone).await.unwrap();
+    let key = Identity::load(&gone.join(top_relay::config::KEY_FILE)).unwrap();
+    let mut heights = chain.subscribe();
+    while chain.with_state(|s| s.relay(&key.account_id()).is_none()) {
+        heights.changed().await.unwrap();
+    }
+    relay.shutdown().await;
+
+    // A stranger's transaction is not read at all (it is not a registered relay).
+    let faucet = Identity::load(
+        &dir.path()
+            .join("v")
+            .join(top_relay::config::FAUCET_KEY_FILE),
+    )
+    .unwrap();
+    let topics = Topics::of(&chain.genesis().chain_id());
+    let (to_stranger, to_relay) = (Identity::generate(), Identity::generate());
+    let mut stranger = stranger(&validator);
+    let mut attacker = swarm_of(&validator, &key);
+    for swarm in [&mut stranger, &mut attacker] {
+        swarm.behaviour_mut().gossip.subscribe(&topics.txs).unwrap();
+        let target = connect(swarm, &validator).await;
+        drive_for_event(swarm, "the validator's subscription", |e| {
+            matches!(
+                e,
+                SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Subscribed { peer_id, topic }))
+                    if *peer_id == target && *topic == topics.txs.hash()
+            )
+        })
+        .await;
+    }
+    let from_stranger = transfer(&validator, &faucet, &faucet, &to_stranger);
+    (stranger.behaviour_mut().gossip)
+        .publish(topics.txs.clone(), from_stranger)
+        .unwrap();
+    // A registered relay's transaction is queued and committed.
+    let from_relay = transfer(&validator, &faucet, &faucet, &to_relay);
+    (attacker.behaviour_mut().gossip)
+        .publish(topics.txs.clone(), from_relay)
+        .unwrap();
+    let committed = || chain.with_state(|s| s.account(&to_relay.account_id()).is_some());
+    drive_until(&mut attacker, "the gossiped transfer committed", committed).await;
+    assert!(
+        chain.with_state(|s| s.account(&to_stranger.account_id()).is_none()),
+        "a stranger's gossiped transaction was taken"
+    );
+
+    // A transaction whose signature is not its sender's: refused, and its sender dropped.
+    let forged = transfer(&validator, &faucet, &Identity::generate(), &to_relay);
+    (attacker.behaviour_mut().gossip)
+        .publish(topics.txs.clone(), forged)
+        .unwrap();
+    let target = validator
+        .status()
+        .control
+        .peer_id
+        .parse::<PeerId>()
+        .unwrap();
+    drive_for_event(
+        &mut attacker,
+        "the validator dropping the forger",
+        |e| matches!(e, SwarmEvent::ConnectionClosed { peer_id, .. } if *peer_id == target),
+    )
+    .await;
+    let status = validator.status().control;
+    assert!(
+        status.refused_gossip >= 1 && status.dropped_peers >= 1,
+        "{status:?}"
+    );
+    validator.shutdown().await;
+}

@@ -13,6 +13,15 @@ use tracing::debug;
 use super::blocks::{MAX_CHECKS, block_message, check_block};
 use super::task::Task;
 
+/// What a finished gossip check was of.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Checked {
+    /// A block; whether this node took it.
+    Block { taken: bool },
+    /// A transaction.
+    Tx,
+}
+
 impl Task {
     /// Validators of this epoch publish the blocks committed since the last call, each with its
     /// proof.
@@ -52,9 +61,18 @@ impl Task {
         id: MessageId,
         from: PeerId,
         verdict: MessageAcceptance,
-        taken: bool,
+        checked: Checked,
     ) {
-        self.checks = self.checks.saturating_sub(1);
+        let taken = match checked {
+            Checked::Block { taken } => {
+                self.checks = self.checks.saturating_sub(1);
+                taken
+            }
+            Checked::Tx => {
+                self.tx_checks = self.tx_checks.saturating_sub(1);
+                false
+            }
+        };
         let refused = matches!(verdict, MessageAcceptance::Reject);
         self.swarm
             .behaviour_mut()
@@ -76,6 +94,9 @@ impl Task {
                 .gossip
                 .report_message_validation_result(&id, &from, verdict);
             return;
+        }
+        if message.topic == self.topics.txs.hash() {
+            return self.on_gossiped_tx(from, id, message.source, message.data);
         }
         // Only a validator publishes blocks: anything else is refused before it is read (an
         // honest relay never passes such a message on, so whoever did pays for it).
@@ -101,7 +122,8 @@ impl Task {
         let (chain, verdicts) = (self.chain.clone(), self.verdicts.clone());
         self.core.tasks.spawn(async move {
             let (verdict, taken) = check_block(chain, message.data).await;
-            verdicts.send((id, from, verdict, taken)).await.ok();
+            let checked = Checked::Block { taken };
+            verdicts.send((id, from, verdict, checked)).await.ok();
         });
     }
 }

@@ -18,6 +18,7 @@ pub mod keys;
 mod peering;
 pub mod records;
 mod task;
+mod txs;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

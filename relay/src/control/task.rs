@@ -19,6 +19,8 @@ use tracing::{debug, info, warn};
 use super::addrs::listen;
 use super::behaviour::{self, Behaviour, BehaviourEvent, Topics};
 use super::blocks::MAX_CHECKS;
+use super::gossip::Checked;
+use super::txs::MAX_TX_CHECKS;
 use super::{Command, Control, Reachability, keys, records};
 use crate::ledger::chain::ChainNode;
 use crate::node::core::Core;
@@ -85,7 +87,7 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
     if let Err(e) = listen(core, &mut swarm) {
         return warn!("control plane: {e}");
     }
-    for topic in [&topics.blocks, &topics.relays] {
+    for topic in [&topics.blocks, &topics.txs, &topics.relays] {
         if let Err(e) = swarm.behaviour_mut().gossip.subscribe(topic) {
             return warn!("control plane: {e}");
         }
@@ -94,7 +96,9 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         s.peer_id = swarm.local_peer_id().to_string();
         s.reachability = Reachability::Unknown;
     });
-    let (verdicts, verdicts_in) = mpsc::channel(MAX_CHECKS);
+    let (verdicts, verdicts_in) = mpsc::channel(MAX_CHECKS + MAX_TX_CHECKS);
+    let (txs, txs_in) = mpsc::channel(MAX_TX_CHECKS);
+    chain.set_tx_gossip(txs);
     let (found, found_in) = mpsc::channel(16);
     let genesis = chain.genesis();
     let task = Task {
@@ -122,12 +126,14 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         bootstrap_at: Instant::now(),
         bootstrapped: false,
         checks: 0,
+        tx_checks: 0,
         verdicts,
         found,
         observed: HashSet::new(),
     };
     control.set_running();
-    core.tasks.spawn(task.run(inbox, verdicts_in, found_in));
+    core.tasks
+        .spawn(task.run(inbox, verdicts_in, found_in, txs_in));
 }
 
 /// The control plane's state, owned by its one task.
@@ -175,9 +181,11 @@ pub(super) struct Task {
     pub(super) published: u64,
     /// Bootstrap relays' control addresses, as they answer.
     pub(super) found: mpsc::Sender<(PeerId, Vec<Multiaddr>)>,
-    /// Gossip checks running.
+    /// Block checks running.
     pub(super) checks: usize,
-    pub(super) verdicts: mpsc::Sender<(MessageId, PeerId, MessageAcceptance, bool)>,
+    /// Transaction checks running.
+    pub(super) tx_checks: usize,
+    pub(super) verdicts: mpsc::Sender<(MessageId, PeerId, MessageAcceptance, Checked)>,
     pub(super) observed: HashSet<Multiaddr>,
 }
 
@@ -185,8 +193,9 @@ impl Task {
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<Command>,
-        mut verdicts: mpsc::Receiver<(MessageId, PeerId, MessageAcceptance, bool)>,
+        mut verdicts: mpsc::Receiver<(MessageId, PeerId, MessageAcceptance, Checked)>,
         mut found: mpsc::Receiver<(PeerId, Vec<Multiaddr>)>,
+        mut txs: mpsc::Receiver<(Vec<u8>, tokio::sync::oneshot::Sender<bool>)>,
     ) {
         let mut heights = self.chain.subscribe();
         let mut tick = tokio::time::interval(TICK);
@@ -197,9 +206,10 @@ impl Task {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_event(event),
                 Some(command) = inbox.recv() => self.on_command(command),
-                Some((id, from, verdict, taken)) = verdicts.recv() => {
-                    self.on_verdict(id, from, verdict, taken)
+                Some((id, from, verdict, checked)) = verdicts.recv() => {
+                    self.on_verdict(id, from, verdict, checked)
                 }
+                Some((data, sent)) = txs.recv() => self.publish_tx(data, sent),
                 changed = heights.changed() => {
                     if changed.is_err() {
                         return;

@@ -91,6 +91,8 @@ pub struct ChainNode {
     /// A validator of a chain of several: its consensus engine, once started (stopped when
     /// the relay stops).
     pub(super) consensus: Mutex<Option<top_consensus::service::ValidatorService>>,
+    /// Where transactions go to be gossiped, once the control plane runs.
+    pub(super) tx_gossip: Mutex<Option<super::tx_gossip::TxGossipOut>>,
 }
 
 /// How long a validator of several waits for blocks that may bring a transaction's turn.
@@ -153,6 +155,7 @@ impl ChainNode {
             finality,
             gossip: Default::default(),
             consensus: Mutex::new(None),
+            tx_gossip: Mutex::new(None),
         }))
     }
 
@@ -381,6 +384,14 @@ impl ChainNode {
     /// validator set); with `wait`, waits for this node's state to hold its block as well.
     async fn forward(&self, tx: SignedTx, wait: bool) -> ChainResult<(TxHash, Option<u64>)> {
         let (from, nonce) = (tx.tx.from, tx.tx.nonce);
+        if wait {
+            // By gossip first (the upstream only if no block takes it in time).
+            if let Some(height) = self.submit_by_gossip(&tx).await? {
+                self.gossip.tx_sent(true);
+                return Ok((tx.hash(), Some(height)));
+            }
+        }
+        self.gossip.tx_sent(false);
         let resp = self
             .upstream_call(LedgerRequest::Submit { tx, wait })
             .await?;
@@ -403,7 +414,7 @@ impl ChainNode {
     /// Whether transactions go into this node's own mempool (a validator: alone, or of the
     /// current epoch's set, or running the engine with nowhere else to send them) rather than
     /// upstream.
-    fn submits_locally(&self) -> bool {
+    pub(super) fn submits_locally(&self) -> bool {
         match &self.role {
             Role::Validator { .. } | Role::Consensus { upstream: None } => true,
             Role::Consensus { upstream: Some(_) } => {

@@ -1,6 +1,7 @@
 //! The ledger role: the chain node embedded in the relay ([`chain`]: validator or follower), its
 //! API on QUIC ([`api`]), where its genesis comes from ([`setup`]), a follower's connection to
-//! its upstream ([`upstream`]) and the transactions it forwarded there ([`forwarded`]).
+//! its upstream ([`upstream`]), the transactions it forwarded there ([`forwarded`]), and
+//! blocks and transactions by gossip ([`gossiped`], [`tx_gossip`]).
 
 pub mod api;
 pub mod chain;
@@ -12,6 +13,7 @@ pub mod gossiped;
 pub mod network;
 pub mod production;
 pub mod setup;
+pub mod tx_gossip;
 pub mod upstream;
 
 /// The chain node, once open (a follower opens it after fetching the genesis); roles that use

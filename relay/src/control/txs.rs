@@ -1,0 +1,69 @@
+//! Transactions by gossip (`/top/<chain>/txs/1`): a registered relay publishes the transactions
+//! its users wait on ([`crate::ledger::tx_gossip`]), every relay checks one before it is passed
+//! on, and validators queue it. Only registered relays publish: a message from anyone else is
+//! dropped unread (a relay that registered a block ago is not blamed for it), and the checks
+//! run off the swarm's task, a bounded number at once; the rest are ignored, never queued.
+
+use libp2p::PeerId;
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::gossip::Checked;
+use super::task::Task;
+use crate::ledger::tx_gossip::GossipedTx;
+
+/// Transaction checks running at once.
+pub const MAX_TX_CHECKS: usize = 32;
+
+impl Task {
+    /// Publishes one of this relay's transactions; `sent` says whether it went out (a relay
+    /// not registered yet does not publish: others would not read it).
+    pub(super) fn publish_tx(&mut self, data: Vec<u8>, sent: oneshot::Sender<bool>) {
+        if !self.is_me_registered() {
+            sent.send(false).ok();
+            return;
+        }
+        let topic = self.topics.txs.clone();
+        let published = self.swarm.behaviour_mut().gossip.publish(topic, data);
+        if let Err(e) = &published {
+            debug!("gossiping a transaction: {e}");
+        }
+        sent.send(published.is_ok()).ok();
+    }
+
+    /// A transaction came by gossip: checked in a task of its own if its publisher is a
+    /// registered relay and there is room.
+    pub(super) fn on_gossiped_tx(
+        &mut self,
+        from: PeerId,
+        id: MessageId,
+        source: Option<PeerId>,
+        data: Vec<u8>,
+    ) {
+        let registered = source.is_some_and(|s| self.registered.contains_key(&s));
+        if !registered || self.tx_checks >= MAX_TX_CHECKS {
+            self.swarm
+                .behaviour_mut()
+                .gossip
+                .report_message_validation_result(&id, &from, MessageAcceptance::Ignore);
+            return;
+        }
+        self.tx_checks += 1;
+        let (chain, verdicts) = (self.chain.clone(), self.verdicts.clone());
+        self.core.tasks.spawn(async move {
+            let verdict = match chain.take_gossiped_tx(&data).await {
+                GossipedTx::Checked => MessageAcceptance::Accept,
+                GossipedTx::Invalid(why) => {
+                    debug!("refused a gossiped transaction: {why}");
+                    MessageAcceptance::Reject
+                }
+                GossipedTx::Skipped(why) => {
+                    debug!("did not pass on a gossiped transaction: {why}");
+                    MessageAcceptance::Ignore
+                }
+            };
+            verdicts.send((id, from, verdict, Checked::Tx)).await.ok();
+        });
+    }
+}

@@ -1,0 +1,175 @@
+//! Transactions by gossip. A relay that does not submit into a mempool of its own (a follower)
+//! and whose caller waits for the block checks a transaction, gossips it to the network (the
+//! control plane publishes it) and waits for the block that commits it; only if none comes in
+//! [`GOSSIP_COMMIT`] (or nothing could gossip it) is it handed to the upstream, where
+//! submitting it again is no error. Every relay checks a gossiped transaction before it is
+//! passed on; a validator queues it as if it were submitted there.
+//!
+//! A transaction whose sender does not wait (a channel opened before its block: the relay
+//! serves on the validator's word that it is queued) still goes to the upstream, whose answer
+//! says so.
+
+use std::time::Duration;
+
+use ledger_lite::{SignedTx, SubmitError, TxError, TxHash};
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::ChainNode;
+use super::error::{ChainError, ChainResult};
+
+/// How long a follower waits for a gossiped transaction's block before it asks its upstream.
+pub const GOSSIP_COMMIT: Duration = Duration::from_secs(4);
+
+/// Largest transaction sent by gossip (larger ones, settlements of many receipts, go upstream).
+pub const MAX_GOSSIP_TX_BYTES: usize = 16 << 10;
+
+/// Where a relay's transactions go to be gossiped: each with a reply saying whether it went out.
+pub type TxGossipOut = mpsc::Sender<(Vec<u8>, oneshot::Sender<bool>)>;
+
+/// What became of a gossiped transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GossipedTx {
+    /// Checked (a validator: queued): pass it on.
+    Checked,
+    /// It can never be valid (a bad signature, another chain, not a transaction): whoever
+    /// passed it on is at fault.
+    Invalid(String),
+    /// Not valid against this node's state now (spent, stale, a nonce ahead, a full pool): not
+    /// passed on, nobody blamed (states differ by a block or two).
+    Skipped(String),
+}
+
+/// The gossip message of a transaction (`None`: too large to gossip).
+pub fn tx_message(tx: &SignedTx) -> Option<Vec<u8>> {
+    postcard::to_allocvec(tx)
+        .ok()
+        .filter(|data| data.len() <= MAX_GOSSIP_TX_BYTES)
+}
+
+impl ChainNode {
+    /// Lets the control plane gossip this node's transactions.
+    pub fn set_tx_gossip(&self, out: TxGossipOut) {
+        *self.tx_gossip.lock().unwrap_or_else(|p| p.into_inner()) = Some(out);
+    }
+
+    /// A follower: gossips `tx` and waits for its block. `Ok(None)`: it could not go out or no
+    /// block took it in time (the caller asks the upstream).
+    pub(super) async fn submit_by_gossip(&self, tx: &SignedTx) -> ChainResult<Option<u64>> {
+        let out = self
+            .tx_gossip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (Some(out), Some(data)) = (out, tx_message(tx)) else {
+            return Ok(None);
+        };
+        // What the upstream would refuse at once is refused here (a relay gossips only what
+        // checks: others would drop it for less).
+        self.check_against_state(tx).map_err(SubmitError::Invalid)?;
+        self.verify(tx.clone()).await?;
+        let hash = tx.hash();
+        let (waiter, committed) = oneshot::channel();
+        {
+            let mut inner = self.lock();
+            if let Some(&height) = inner.committed.get(&hash) {
+                return Ok(Some(height));
+            }
+            inner.waiters.entry(hash).or_default().push(waiter);
+            // Its nonce counts as taken while it is on its way.
+            let local = inner.ledger.height();
+            inner.forwarded.record(tx.tx.from, tx.tx.nonce, local);
+        }
+        let (sent, went_out) = oneshot::channel();
+        let gossiped = out.try_send((data, sent)).is_ok() && went_out.await.unwrap_or(false);
+        let height = match gossiped {
+            true => self.await_commit(committed).await,
+            false => None,
+        };
+        if height.is_none() {
+            self.forget_waiter(&hash);
+        }
+        Ok(height)
+    }
+
+    /// Waits at most [`GOSSIP_COMMIT`] for a block to commit what `committed` waits on.
+    async fn await_commit(&self, committed: oneshot::Receiver<Result<u64, String>>) -> Option<u64> {
+        tokio::select! {
+            r = tokio::time::timeout(GOSSIP_COMMIT, committed) => match r {
+                Ok(Ok(Ok(height))) => Some(height),
+                _ => None,
+            },
+            _ = self.stop.cancelled() => None,
+        }
+    }
+
+    /// Drops the waiters of `hash` no one waits on any more.
+    fn forget_waiter(&self, hash: &TxHash) {
+        let mut inner = self.lock();
+        if let Some(waiters) = inner.waiters.get_mut(hash) {
+            waiters.retain(|w| !w.is_closed());
+            if waiters.is_empty() {
+                inner.waiters.remove(hash);
+            }
+        }
+    }
+
+    /// Checks `tx`'s signatures off the async workers, a bounded number at once.
+    async fn verify(&self, tx: SignedTx) -> ChainResult<()> {
+        let _turn = self
+            .verifying
+            .acquire()
+            .await
+            .map_err(|_| ChainError::Stopped)?;
+        tokio::task::spawn_blocking(move || ledger_lite::verify::verify_tx(&tx))
+            .await
+            .map_err(|_| ChainError::Stopped)?
+            .map_err(|e| SubmitError::Invalid(e).into())
+    }
+
+    /// What can be checked of `tx` against the committed state: its chain, a nonce not spent,
+    /// and (when it is the account's next) everything else the mempool checks. A nonce ahead
+    /// follows transactions still on their way.
+    fn check_against_state(&self, tx: &SignedTx) -> Result<(), TxError> {
+        self.with_state(|state| {
+            if tx.tx.chain != state.chain {
+                return Err(TxError::WrongChain);
+            }
+            let expected = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
+            match tx.tx.nonce.cmp(&expected) {
+                std::cmp::Ordering::Less => Err(TxError::WrongNonce {
+                    expected,
+                    got: tx.tx.nonce,
+                }),
+                std::cmp::Ordering::Equal => state.precheck(tx),
+                std::cmp::Ordering::Greater => Ok(()),
+            }
+        })
+    }
+
+    /// Checks a transaction that came by gossip: a validator queues it as if it were
+    /// submitted here; others check what they can (signatures, and the state they hold).
+    pub async fn take_gossiped_tx(&self, data: &[u8]) -> GossipedTx {
+        if data.len() > MAX_GOSSIP_TX_BYTES {
+            return GossipedTx::Invalid(format!("{} bytes: too large", data.len()));
+        }
+        let tx: SignedTx = match postcard::from_bytes(data) {
+            Ok(tx) => tx,
+            Err(e) => return GossipedTx::Invalid(format!("not a transaction: {e}")),
+        };
+        let checked = match self.submits_locally() {
+            true => self.submit(tx, false).await.map(|_| ()),
+            false => match self.check_against_state(&tx) {
+                Ok(()) => self.verify(tx).await,
+                Err(e) => Err(SubmitError::Invalid(e).into()),
+            },
+        };
+        match checked {
+            Ok(()) => GossipedTx::Checked,
+            Err(ChainError::Refused(SubmitError::Invalid(
+                e @ (TxError::BadSignature | TxError::BadReceiptSignature | TxError::WrongChain),
+            ))) => GossipedTx::Invalid(e.to_string()),
+            Err(ChainError::Refused(SubmitError::Duplicate(_))) => GossipedTx::Checked,
+            Err(e) => GossipedTx::Skipped(e.to_string()),
+        }
+    }
+}
