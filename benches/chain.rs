@@ -172,6 +172,7 @@ async fn round(validators: usize) -> Figures {
     let settlers: Vec<Identity> = (0..SETTLERS).map(|_| Identity::generate()).collect();
     let top = |n| Amount::from_top(n).unwrap();
     let genesis = Genesis {
+        bootstrap: Vec::new(),
         epochs: None,
         name: format!("bench-{validators}"),
         time_ms: 1,

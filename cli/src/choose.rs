@@ -11,7 +11,8 @@ use anyhow::{Context, Result, bail};
 use top_client::{Criteria, Directory, Identity, RelayAddr, RelayId, Wallet};
 
 /// Relays `top init` asks for the registry when none is given (none is built in until a public
-/// network runs): `--bootstrap`, then `TOP_BOOTSTRAP` (comma-separated `ID@HOST:PORT`).
+/// network runs): `--bootstrap` and the genesis' (`--genesis`), then `TOP_BOOTSTRAP`
+/// (comma-separated `ID@HOST:PORT`).
 pub const BUILT_IN_BOOTSTRAP: &[&str] = &[];
 /// The environment variable naming bootstrap relays.
 pub const BOOTSTRAP_ENV: &str = "TOP_BOOTSTRAP";
@@ -61,6 +62,18 @@ pub fn bootstrap_relays(given: Vec<RelayAddr>) -> Result<Vec<RelayAddr>> {
         );
     }
     Ok(relays)
+}
+
+/// The bootstrap relays a genesis file lists.
+pub fn genesis_bootstrap(path: &std::path::Path) -> Result<Vec<RelayAddr>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the genesis {}", path.display()))?;
+    let genesis: ledger_lite::Genesis = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a genesis", path.display()))?;
+    if genesis.bootstrap.is_empty() {
+        bail!("the genesis {} lists no bootstrap relay", path.display());
+    }
+    Ok(genesis.bootstrap)
 }
 
 /// The registry with round trips, read through the first of `through` that answers.

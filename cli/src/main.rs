@@ -49,6 +49,9 @@ enum Command {
         /// remembered.
         #[arg(long = "bootstrap", value_name = "ID@ADDR")]
         bootstrap: Vec<RelayAddr>,
+        /// The network's genesis file: its bootstrap relays are asked too.
+        #[arg(long, value_name = "FILE")]
+        genesis: Option<std::path::PathBuf>,
     },
     /// Print your id: give it to people who want to message you.
     Id,
@@ -144,8 +147,14 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     let home = Home(cli.home.clone());
     match cli.command {
-        Command::Init { bootstrap } => {
+        Command::Init {
+            mut bootstrap,
+            genesis,
+        } => {
             home.check_new()?;
+            if let Some(path) = genesis {
+                bootstrap.extend(choose::genesis_bootstrap(&path)?);
+            }
             let relay = match cli.relay {
                 Some(relay) => relay,
                 None => choose_home_relay(bootstrap).await?,

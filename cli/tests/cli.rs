@@ -161,6 +161,20 @@ async fn init_without_a_relay_picks_a_registered_relay_through_a_bootstrap_addre
         serde_json::from_str(&stdout(&top(&alice, &["relays", "--json"]))).unwrap();
     assert_eq!(listed[0]["id"], relay.id().to_string());
     assert!(listed[0]["rtt_ms"].is_number(), "{listed}");
+
+    // Through a genesis file that lists the relay as a bootstrap relay.
+    let genesis_path = dir.path().join("network.json");
+    let mut genesis = relay.chain().unwrap().genesis();
+    genesis.bootstrap = vec![relay.addr()];
+    std::fs::write(&genesis_path, serde_json::to_string(&genesis).unwrap()).unwrap();
+    let bob = dir.path().join("bob");
+    let out = top(&bob, &["init", "--genesis", genesis_path.to_str().unwrap()]);
+    stdout(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("chose relay {}", relay.addr())),
+        "{said}"
+    );
     relay.shutdown().await;
 }
 

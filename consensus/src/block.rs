@@ -156,6 +156,7 @@ mod tests {
 
     fn genesis(user: &Identity) -> Genesis {
         Genesis {
+            bootstrap: Vec::new(),
             epochs: None,
             name: "t".into(),
             time_ms: 1,

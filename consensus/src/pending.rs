@@ -194,6 +194,7 @@ mod tests {
 
     fn state(rich: &Identity) -> State {
         Genesis {
+            bootstrap: Vec::new(),
             epochs: None,
             name: "t".into(),
             time_ms: 1,

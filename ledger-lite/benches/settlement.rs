@@ -40,6 +40,7 @@ fn fixture() -> Fixture {
         .collect();
     let top = |n| Amount::from_top(n).unwrap_or(Amount::ZERO);
     let genesis = Genesis {
+        bootstrap: Vec::new(),
         epochs: None,
         name: "bench".into(),
         time_ms: 0,

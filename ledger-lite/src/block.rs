@@ -49,6 +49,10 @@ pub struct Genesis {
     /// stay the validators for good).
     #[serde(default)]
     pub epochs: Option<crate::epochs::EpochRule>,
+    /// Relays to join the network through (`ID@HOST:PORT`): a relay or client given only the
+    /// genesis finds the rest through them.
+    #[serde(default)]
+    pub bootstrap: Vec<top_proto::addr::RelayAddr>,
 }
 
 /// Why a genesis is unusable.
@@ -64,6 +68,9 @@ pub enum GenesisError {
     #[error("genesis parameters: {0}")]
     Params(&'static str),
 }
+
+/// Most bootstrap relays a genesis lists.
+pub const MAX_BOOTSTRAP: usize = 64;
 
 impl Genesis {
     /// The chain id: a hash of the whole genesis, so two different geneses never share one.
@@ -82,6 +89,10 @@ impl Genesis {
         let mut bytes = postcard::to_stdvec(&head).unwrap_or_default();
         if let Some(rule) = &self.epochs {
             bytes.extend(postcard::to_stdvec(rule).unwrap_or_default());
+        }
+        // Likewise the bootstrap relays (a list told by a peer is the chain's or no chain's).
+        if !self.bootstrap.is_empty() {
+            bytes.extend(postcard::to_stdvec(&self.bootstrap).unwrap_or_default());
         }
         ChainId(blake3::derive_key("top chain id v1", &bytes))
     }
@@ -102,6 +113,9 @@ impl Genesis {
 
     /// The state before block 1.
     pub fn state(&self) -> Result<State, GenesisError> {
+        if self.bootstrap.len() > MAX_BOOTSTRAP {
+            return Err(GenesisError::Params("too many bootstrap relays"));
+        }
         if self.is_consensus() {
             let mut ids = self.validators.clone();
             ids.sort();

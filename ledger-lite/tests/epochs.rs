@@ -216,3 +216,26 @@ fn chains_without_epochs_keep_their_ids_and_roots() {
     single.epochs = with_rule.epochs;
     assert!(single.state().is_err());
 }
+
+#[test]
+fn bootstrap_relays_are_part_of_the_chain_id_and_bounded() {
+    let w = World::new(2);
+    // (tests/golden.rs holds the ids chains had before genesis bootstrap lists existed.)
+    let relay = |i: u8| top_proto::addr::RelayAddr {
+        id: top_proto::identity::Identity::from_seed(&[100 + i; 32]).relay_id(),
+        host_port: format!("198.51.100.{i}:4433"),
+    };
+    let mut listed = w.genesis.clone();
+    listed.bootstrap = vec![relay(1)];
+    assert_ne!(
+        listed.chain_id(),
+        w.genesis.chain_id(),
+        "a peer could swap a genesis' bootstrap list"
+    );
+    assert!(listed.state().is_ok());
+    let mut other = w.genesis.clone();
+    other.bootstrap = vec![relay(2)];
+    assert_ne!(other.chain_id(), listed.chain_id());
+    listed.bootstrap = (0..=64).map(relay).collect();
+    assert!(listed.state().is_err(), "65 bootstrap relays taken");
+}

@@ -306,6 +306,7 @@ fn a_sponsored_user_with_no_coins_closes_its_channel_at_the_apps_cost() {
 fn a_genesis_must_name_a_fee_above_zero() {
     let w = World::new(1);
     let mut genesis = Genesis {
+        bootstrap: Vec::new(),
         epochs: None,
         name: "free".into(),
         time_ms: 1,

@@ -119,6 +119,10 @@ enum GenesisCommand {
         /// The least stake of a validator, in TOP.
         #[arg(long, default_value = "10000")]
         validator_stake: String,
+        /// A relay to join the network through, as <relay-id>@<host>:<port> (repeatable): a
+        /// relay or `top init` given only the genesis starts from these.
+        #[arg(long = "bootstrap", value_name = "ID@ADDR")]
+        bootstrap: Vec<RelayAddr>,
         /// Where to write the genesis (never over an existing file).
         #[arg(long)]
         out: PathBuf,
@@ -244,6 +248,7 @@ fn genesis(command: GenesisCommand) -> Result<()> {
             epoch_blocks,
             max_validators,
             validator_stake,
+            bootstrap,
             out,
         } => {
             let epochs = match epoch_blocks {
@@ -262,6 +267,7 @@ fn genesis(command: GenesisCommand) -> Result<()> {
                 faucet,
                 unbonding_blocks,
                 epochs,
+                bootstrap,
             };
             let (genesis, faucet) = network::new_genesis(&opts)?;
             let key_path = out.with_file_name("faucet.key");

@@ -21,6 +21,7 @@ struct Chain {
 fn chain(name: &str, n: u64) -> Chain {
     let keys: Vec<Identity> = (0..4).map(|_| Identity::generate()).collect();
     let genesis = Genesis {
+        bootstrap: Vec::new(),
         epochs: None,
         name: name.into(),
         time_ms: 1,

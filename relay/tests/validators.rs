@@ -1,4 +1,5 @@
-//! A chain of four validators, each a real `toprelay` process on loopback, and a follower.
+//! A chain of four validators, each a real `toprelay` process on loopback, a follower, and a
+//! relay given nothing but the genesis (it follows the bootstrap relay the genesis lists).
 //! Transactions sent to any relay are finalized; with one validator killed (SIGKILL) the other
 //! three go on; with two killed nothing is finalized; restarted, they catch up and the chain
 //! resumes. Every relay reports the same block at every height and the supply invariant holds.
@@ -26,7 +27,9 @@ async fn four_validators_finalize_survive_one_stop_at_two_and_resume() {
     for id in &ids {
         args.extend(["--validator", id]);
     }
-    args.extend(["--out", path(&genesis)]);
+    // The genesis names validator 0 as a bootstrap relay.
+    let bootstrap = validators[0].addr.to_string();
+    args.extend(["--bootstrap", &bootstrap, "--out", path(&genesis)]);
     toprelay(&args);
     let faucet_key = tmp.path().join("faucet.key");
     let addrs: Vec<RelayAddr> = validators.iter().map(|v| v.addr.clone()).collect();
@@ -46,12 +49,16 @@ async fn four_validators_finalize_survive_one_stop_at_two_and_resume() {
         &["--genesis", path(&genesis), "--peer", &v0],
     );
     follower.configure(vec![addrs[0].clone()]);
+    // Another is given nothing but the genesis: it follows the bootstrap relay it lists.
+    let mut newcomer = Node::init(tmp.path().join("newcomer"), &["--genesis", path(&genesis)]);
+    newcomer.configure(Vec::new());
     for v in &mut validators {
         v.start();
     }
     follower.start();
+    newcomer.start();
 
-    let all: Vec<&Node> = validators.iter().chain([&follower]).collect();
+    let all: Vec<&Node> = validators.iter().chain([&follower, &newcomer]).collect();
     reach(&all, 2, Duration::from_secs(60)).await;
     let s = summary(&addrs[1]).await;
     assert_eq!(s.validators.len(), 4);

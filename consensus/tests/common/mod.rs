@@ -14,6 +14,7 @@ pub const FEE: u128 = 10;
 /// validator ledger-lite's genesis names; consensus does not use it).
 pub fn genesis(name: &str, validator: &Identity, user: &Identity) -> Genesis {
     Genesis {
+        bootstrap: Vec::new(),
         epochs: None,
         name: name.into(),
         time_ms: 1,

@@ -14,6 +14,7 @@ pub static STATE: LazyLock<State> = LazyLock::new(|| {
 pub static GENESIS: LazyLock<Genesis> = LazyLock::new(|| {
     let rich = Identity::from_seed(&[3; 32]);
     Genesis {
+bootstrap: Vec::new(),
         epochs: None,
         name: "fuzz".into(),
         time_ms: 1,

@@ -31,6 +31,7 @@ impl World {
         let validator = Identity::from_seed(&[200; 32]);
         let people: Vec<_> = (0..n).map(|i| Identity::from_seed(&[i + 1; 32])).collect();
         let genesis = Genesis {
+            bootstrap: Vec::new(),
             epochs: None,
             name: "test".into(),
             time_ms: 1_000,

@@ -232,6 +232,7 @@ mod tests {
     fn chain_with_channel(publisher: &Identity, relay: &Identity) -> (State, ChannelId) {
         let validator = Identity::from_seed(&[9; 32]);
         let genesis = Genesis {
+            bootstrap: Vec::new(),
             epochs: None,
             name: "t".into(),
             time_ms: 1,

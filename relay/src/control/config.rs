@@ -23,6 +23,23 @@ pub struct ControlConfig {
     pub max_connections: u32,
 }
 
+impl ControlConfig {
+    /// The relays to join through: those configured, then the genesis' own, `me` left out.
+    pub fn bootstrap_relays(
+        &self,
+        genesis: &ledger_lite::Genesis,
+        me: &top_proto::id::RelayId,
+    ) -> Vec<RelayAddr> {
+        let mut relays: Vec<RelayAddr> = Vec::new();
+        for relay in self.bootstrap.iter().chain(&genesis.bootstrap) {
+            if relay.id != *me && !relays.iter().any(|r| r.id == relay.id) {
+                relays.push(relay.clone());
+            }
+        }
+        relays
+    }
+}
+
 impl Default for ControlConfig {
     fn default() -> Self {
         Self {

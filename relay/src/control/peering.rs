@@ -18,7 +18,8 @@ const MAX_BLOCKED: usize = 4096;
 use super::{MAX_OBSERVED, keys};
 
 impl Task {
-    /// Dials the configured bootstrap relays while no peer is connected.
+    /// Dials the bootstrap relays (configured, and the genesis' own) while no peer is
+    /// connected.
     pub(super) fn dial_bootstrap(&mut self, now: Instant) {
         if self.swarm.connected_peers().next().is_some() {
             if !self.bootstrapped && self.kad().bootstrap().is_ok() {
@@ -32,7 +33,7 @@ impl Task {
         self.bootstrap_at = now + BOOTSTRAP_AGAIN;
         // Each is asked over QUIC (its address is the one given) where its control plane
         // listens; the answers come back to the task, which dials them.
-        for relay in self.core.config.control.bootstrap.clone() {
+        for relay in self.bootstrap.clone() {
             let Some(peer) = keys::peer_id(&relay.id) else {
                 continue;
             };

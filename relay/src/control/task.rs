@@ -123,6 +123,10 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         announce_at: Instant::now(),
         announcing: None,
         blocked: Vec::new(),
+        bootstrap: core
+            .config
+            .control
+            .bootstrap_relays(&genesis, &core.identity.relay_id()),
         bootstrap_at: Instant::now(),
         bootstrapped: false,
         checks: 0,
@@ -174,6 +178,8 @@ pub(super) struct Task {
     pub(super) announcing: Option<QueryId>,
     /// Peers blocked for their score, until when.
     pub(super) blocked: Vec<(PeerId, Instant)>,
+    /// The relays to join through (configured, then the genesis' own).
+    pub(super) bootstrap: Vec<top_proto::addr::RelayAddr>,
     /// When the bootstrap relays are dialed next.
     pub(super) bootstrap_at: Instant,
     pub(super) bootstrapped: bool,

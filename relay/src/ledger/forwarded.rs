@@ -80,6 +80,7 @@ mod tests {
 
     fn state_with(user: &Identity) -> State {
         Genesis {
+            bootstrap: Vec::new(),
             epochs: None,
             name: "t".into(),
             time_ms: 1,

@@ -32,6 +32,8 @@ pub struct GenesisOptions {
     pub unbonding_blocks: u64,
     /// How the validator set changes by stake (none: it never does).
     pub epochs: Option<ledger_lite::EpochRule>,
+    /// Relays a relay or client given only the genesis joins through.
+    pub bootstrap: Vec<top_proto::addr::RelayAddr>,
 }
 
 /// Why a genesis cannot be made or used.
@@ -80,6 +82,7 @@ pub fn new_genesis(opts: &GenesisOptions) -> Result<(Genesis, Option<Identity>),
         allocations.push((faucet.account_id(), top(FAUCET_TOP)));
     }
     let genesis = Genesis {
+        bootstrap: opts.bootstrap.clone(),
         epochs: opts.epochs,
         name: opts.chain_id.clone(),
         time_ms: unix_now_ms(),

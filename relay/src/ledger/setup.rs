@@ -35,6 +35,7 @@ pub fn create_dev_chain(dir: &DataDir, relay: &Identity) -> std::io::Result<Gene
         .map_err(std::io::Error::other)?;
     let top = |n| Amount::from_top(n).unwrap_or(Amount::ZERO);
     let genesis = Genesis {
+        bootstrap: Vec::new(),
         epochs: None,
         name: format!("top-dev-{}", relay.relay_id().short()),
         time_ms: unix_now_ms(),
@@ -90,7 +91,15 @@ pub fn start_chain(
         .or_else(|| core.config.peers.first().cloned())
         .or_else(|| core.config.control.bootstrap.first().cloned());
     match load_genesis(dir)? {
-        Some(genesis) => open_chain(core, chain, dir, genesis, upstream, on_open),
+        Some(genesis) => {
+            // Given only a genesis: its first bootstrap relay is the upstream.
+            let upstream = upstream.or_else(|| {
+                let me = core.identity.relay_id();
+                let relays = core.config.control.bootstrap_relays(&genesis, &me);
+                relays.into_iter().next()
+            });
+            open_chain(core, chain, dir, genesis, upstream, on_open)
+        }
         None => {
             let Some(upstream) = upstream else {
                 info!("no genesis and no peer: running without a chain (no billing)");
