@@ -62,6 +62,12 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
         relays.push(relay);
     }
     let started = Instant::now();
+    let registered = relays[0].chain().unwrap();
+    let mut heights = registered.subscribe();
+    while registered.with_state(|s| s.relays().count()) < RELAYS {
+        heights.changed().await.unwrap();
+    }
+    eprintln!("{RELAYS} relays registered in {:?}", started.elapsed());
     // Every relay holds a current announcement of every relay (its own included).
     wait_until_for(
         "every relay to discover all",

@@ -15,7 +15,8 @@ use tracing::debug;
 
 use super::addrs::is_unspecified;
 use super::task::{
-    ANNOUNCE_RETRY, ANNOUNCE_TTL, LOOKUP_AGAIN, LOOKUP_AGAIN_AT_MOST, MAX_LOOKUPS, MAX_PROVIDERS,
+    ANNOUNCE_RETRY, ANNOUNCE_SECOND, ANNOUNCE_SETTLE, ANNOUNCE_TTL, LOOKUP_AGAIN,
+    LOOKUP_AGAIN_AT_MOST, LOOKUP_SOON_AT_MOST, LOOKUPS_SOON, MAX_LOOKUPS, MAX_PROVIDERS,
     REANNOUNCE, RENEW_BEFORE, Task,
 };
 
@@ -81,7 +82,32 @@ impl Task {
         let relays: HashSet<RelayId> = fresh.values().copied().collect();
         self.control
             .prune(|relay| relays.contains(relay), unix_now_ms());
+        let now = Instant::now();
+        if !self.registry_read {
+            self.registry_read = true;
+        } else {
+            // Relays registered just now announce once the network has their block: they are
+            // looked up only after that (a lookup before finds nothing and backs off).
+            for relay in relays
+                .iter()
+                .filter(|r| !self.registered.values().any(|h| h == *r))
+            {
+                self.looked_up.entry(*relay).or_insert((
+                    now + ANNOUNCE_SETTLE * 2,
+                    LOOKUP_AGAIN,
+                    0,
+                ));
+            }
+        }
+        let me = *self.swarm.local_peer_id();
+        if fresh.contains_key(&me) && !self.registered.contains_key(&me) {
+            // Registered now: announced once the others hold the block that says so (an
+            // announcement of a relay they do not know of yet is not passed on).
+            self.announce_at = now + ANNOUNCE_SETTLE;
+            self.announced = 0;
+        }
         self.registered = fresh;
+        self.learn_early();
     }
 
     /// Signs and stores this relay's announcement (here and at the relays closest to its key).
@@ -109,7 +135,14 @@ impl Task {
         let record = Record::new(records::relay_key(&self.core.id), encoded.clone());
         match self.kad().put_record(record, Quorum::One) {
             Ok(query) => {
-                self.announce_at = now + REANNOUNCE;
+                // The first announcement goes again soon, for relays that had not yet taken
+                // the block registering this one; then every [`REANNOUNCE`].
+                self.announced = self.announced.saturating_add(1);
+                let again = match self.announced {
+                    1 => ANNOUNCE_SECOND,
+                    _ => REANNOUNCE,
+                };
+                self.announce_at = now + again;
                 self.announcing = Some(query);
                 self.control.note(announcement);
                 // Relays online now hear of it at once; the DHT keeps it for those that come
@@ -136,7 +169,11 @@ impl Task {
         };
         let relay = announcement.body.relay;
         let Some(peer) = self.peer_ids.get(&relay).copied() else {
-            // Not registered as far as this relay's chain knows yet: not passed on.
+            // Not registered as far as this relay's chain knows yet: not passed on, but held
+            // until it is (if its publisher is the relay it names).
+            if source.is_some() && source == keys::peer_id(&relay) {
+                self.early.hold(relay, data, Instant::now());
+            }
             return MessageAcceptance::Ignore;
         };
         if source != Some(peer) {
@@ -183,19 +220,22 @@ impl Task {
             .values()
             .filter(|relay| **relay != self.core.id && !fresh.contains(*relay))
             .filter(|relay| !in_flight.contains(*relay))
-            .filter(|relay| self.looked_up.get(relay).is_none_or(|(at, _)| now >= *at))
+            .filter(|relay| self.looked_up.get(relay).is_none_or(|(at, ..)| now >= *at))
             .copied()
             .take(MAX_LOOKUPS.saturating_sub(self.lookups.len()))
             .collect();
         for relay in due {
-            // A relay not found is looked up again later and later (it may be down for good).
-            let wait = self
-                .looked_up
-                .get(&relay)
-                .map_or(LOOKUP_AGAIN, |(_, wait)| {
-                    (*wait * 2).min(LOOKUP_AGAIN_AT_MOST)
-                });
-            self.looked_up.insert(relay, (now + wait, wait));
+            // A relay not found is looked up again soon a few times (its announcement may
+            // reach the relays closest to its key only with its second), then later and later
+            // (it may be down for good).
+            let (wait, tries) = match self.looked_up.get(&relay) {
+                None => (LOOKUP_AGAIN, 1),
+                Some((_, wait, tries)) if *tries < LOOKUPS_SOON => {
+                    ((*wait * 2).min(LOOKUP_SOON_AT_MOST), tries + 1)
+                }
+                Some((_, wait, tries)) => ((*wait * 2).min(LOOKUP_AGAIN_AT_MOST), *tries),
+            };
+            self.looked_up.insert(relay, (now + wait, wait, tries));
             let query = self.kad().get_record(records::relay_key(&relay));
             self.lookups.insert(query, relay);
         }
@@ -205,7 +245,10 @@ impl Task {
 
     /// The announcement in `record`, if it counts now (no chain lock: the registry is the
     /// task's copy).
-    fn check_record(&self, record: &Record) -> Result<Announcement, records::RecordError> {
+    pub(super) fn check_record(
+        &self,
+        record: &Record,
+    ) -> Result<Announcement, records::RecordError> {
         let registered = |relay: &RelayId| {
             self.peer_ids
                 .get(relay)

@@ -13,6 +13,7 @@ pub mod behaviour;
 mod blocks;
 pub mod config;
 mod dht;
+mod early;
 mod gossip;
 pub mod keys;
 mod peering;

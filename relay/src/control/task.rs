@@ -32,12 +32,21 @@ const TICK: Duration = Duration::from_millis(500);
 pub(super) const ANNOUNCE_TTL: Duration = Duration::from_secs(3600);
 /// How often a relay announces itself afresh.
 pub(super) const REANNOUNCE: Duration = Duration::from_secs(20 * 60);
+/// Wait after this relay's registration before it first announces itself (the others take
+/// the block that registers it meanwhile).
+pub(super) const ANNOUNCE_SETTLE: Duration = Duration::from_secs(1);
+/// Wait after the first announcement before the second.
+pub(super) const ANNOUNCE_SECOND: Duration = Duration::from_secs(5);
 /// Wait before announcing again after a failed attempt.
 pub(super) const ANNOUNCE_RETRY: Duration = Duration::from_secs(5);
 /// Announcement lookups in flight at once.
 pub(super) const MAX_LOOKUPS: usize = 8;
 /// First wait before looking a relay up again; doubles up to [`LOOKUP_AGAIN_AT_MOST`].
 pub(super) const LOOKUP_AGAIN: Duration = Duration::from_secs(1);
+/// Lookups of a relay not found that come soon (at most [`LOOKUP_SOON_AT_MOST`] apart).
+pub(super) const LOOKUPS_SOON: u8 = 6;
+/// Longest wait between the first lookups of a relay not found.
+pub(super) const LOOKUP_SOON_AT_MOST: Duration = Duration::from_secs(3);
 /// Longest wait before looking a relay up again.
 pub(super) const LOOKUP_AGAIN_AT_MOST: Duration = Duration::from_secs(60);
 /// An announcement expiring sooner than this is looked up afresh.
@@ -121,6 +130,9 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         looked_up: HashMap::new(),
         providers: HashMap::new(),
         announce_at: Instant::now(),
+        announced: 0,
+        registry_read: false,
+        early: Default::default(),
         announcing: None,
         blocked: Vec::new(),
         bootstrap: core
@@ -168,12 +180,18 @@ pub(super) struct Task {
     /// Announcement lookups in flight.
     pub(super) lookups: HashMap<QueryId, RelayId>,
     /// When each relay was last looked up.
-    pub(super) looked_up: HashMap<RelayId, (Instant, Duration)>,
+    pub(super) looked_up: HashMap<RelayId, (Instant, Duration, u8)>,
     /// Provider lookups in flight: who waits, and the relays found so far.
     pub(super) providers:
         HashMap<QueryId, (tokio::sync::oneshot::Sender<Vec<RelayId>>, Vec<RelayId>)>,
     /// When this relay announces itself next.
     pub(super) announce_at: Instant,
+    /// Announcements stored since this relay was last registered.
+    pub(super) announced: u32,
+    /// Announcements of relays this relay's chain has not registered yet.
+    pub(super) early: super::early::EarlyAnnouncements,
+    /// Whether the registry was read once (relays in it later are newly registered).
+    pub(super) registry_read: bool,
     /// The query storing its announcement at other relays.
     pub(super) announcing: Option<QueryId>,
     /// Peers blocked for their score, until when.

@@ -1,0 +1,104 @@
+//! Announcements that came by gossip before this relay's chain registered the relay they name
+//! (it is a block or two behind): held a while, a bounded number, and taken once the registry
+//! lists the relay. Without them a relay catching up would learn of those relays only by DHT
+//! lookups, seconds later.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use libp2p::kad::Record;
+use libp2p::kad::store::RecordStore;
+use top_proto::id::RelayId;
+use tracing::debug;
+
+use super::records;
+use super::task::Task;
+
+/// Most announcements held at once (the oldest go first).
+pub const MAX_EARLY: usize = 256;
+/// How long one is held.
+pub const HOLD_EARLY: Duration = Duration::from_secs(60);
+
+/// Announcements of relays not registered yet, oldest first.
+#[derive(Default)]
+pub struct EarlyAnnouncements {
+    held: VecDeque<(Instant, RelayId, Vec<u8>)>,
+}
+
+impl EarlyAnnouncements {
+    /// Holds `data`, an announcement of `relay` (the oldest goes if full).
+    pub fn hold(&mut self, relay: RelayId, data: Vec<u8>, now: Instant) {
+        if self.held.len() >= MAX_EARLY {
+            self.held.pop_front();
+        }
+        self.held.push_back((now, relay, data));
+    }
+
+    /// The announcements of relays `registered` says are registered now (the others stay,
+    /// until they are too old).
+    pub fn take(&mut self, registered: impl Fn(&RelayId) -> bool, now: Instant) -> Vec<Vec<u8>> {
+        let mut taken = Vec::new();
+        self.held.retain_mut(|(at, relay, data)| {
+            if now.duration_since(*at) > HOLD_EARLY {
+                return false;
+            }
+            if registered(relay) {
+                taken.push(std::mem::take(data));
+                return false;
+            }
+            true
+        });
+        taken
+    }
+}
+
+impl Task {
+    /// Learns the announcements held for relays registered now (each checked as any record).
+    pub(super) fn learn_early(&mut self) {
+        let peer_ids = &self.peer_ids;
+        let taken = self
+            .early
+            .take(|relay| peer_ids.contains_key(relay), Instant::now());
+        for data in taken {
+            let Ok(announcement) = ledger_lite::announce::Announcement::decode(&data) else {
+                continue;
+            };
+            let relay = announcement.body.relay;
+            let record = Record::new(records::relay_key(&relay), data);
+            let Ok(announcement) = self.check_record(&record) else {
+                continue;
+            };
+            if self.learn(announcement)
+                && let Err(e) = self.kad().store_mut().put(record)
+            {
+                debug!("storing an announcement: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay(i: u8) -> RelayId {
+        top_proto::identity::Identity::from_seed(&[i; 32]).relay_id()
+    }
+
+    #[test]
+    fn held_until_registered_bounded_and_not_for_long() {
+        let now = Instant::now();
+        let mut early = EarlyAnnouncements::default();
+        for i in 0..=MAX_EARLY as u16 {
+            early.hold(relay((i % 200) as u8), vec![i as u8], now);
+        }
+        assert_eq!(early.held.len(), MAX_EARLY, "bounded");
+        // The first (relay 0's oldest) went; relay 0's later one is taken once registered.
+        let taken = early.take(|r| *r == relay(0), now);
+        assert_eq!(taken, vec![vec![200u16 as u8]]);
+        assert_eq!(early.held.len(), MAX_EARLY - 1);
+        // Too old: dropped, registered or not.
+        let taken = early.take(|_| true, now + HOLD_EARLY + Duration::from_secs(1));
+        assert!(taken.is_empty() && early.held.is_empty());
+    }
+}
