@@ -419,3 +419,83 @@ async fn a_gossiped_transaction_is_queued_and_a_forged_one_costs_its_sender() {
     );
     validator.shutdown().await;
 }
+
+/// A transfer of one base unit from `from` with `nonce`, to a fresh account.
+fn transfer_at(relay: &Relay, from: &Identity, nonce: u64, signer: &Identity) -> Vec<u8> {
+    let chain = relay.chain().unwrap();
+    let (chain_id, fee) = chain.with_state(|s| (s.chain, s.params.min_fee));
+    let tx = ledger_lite::Tx {
+        chain: chain_id,
+        from: from.account_id(),
+        nonce,
+        fee,
+        kind: ledger_lite::TxKind::Transfer {
+            to: Identity::generate().account_id(),
+            amount: ledger_lite::Amount::from_units(1),
+        },
+    }
+    .sign(signer);
+    postcard::to_allocvec(&tx).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_passes_on_only_transactions_that_could_be_paid_for() {
+    use top_relay::ledger::tx_gossip::{GossipedTx, MAX_NONCE_AHEAD};
+    let dir = tempfile::tempdir().unwrap();
+    let validator = dev_relay(&dir.path().join("v"), |_| {}).await;
+    init(
+        &dir.path().join("f"),
+        InitOptions {
+            bootstrap: vec![validator.addr()],
+            ..InitOptions::loopback()
+        },
+    )
+    .unwrap();
+    let follower = Relay::start(&dir.path().join("f")).await.unwrap();
+    // Its chain opens once it has fetched the genesis.
+    let mut changed = follower.control().subscribe();
+    while follower.chain().is_none() || follower.status().control.gossiped_blocks == 0 {
+        changed.changed().await.unwrap();
+    }
+    let chain = follower.chain().unwrap();
+    let faucet = Identity::load(
+        &dir.path()
+            .join("v")
+            .join(top_relay::config::FAUCET_KEY_FILE),
+    )
+    .unwrap();
+    let next = chain.account(&faucet.account_id()).next_nonce;
+    let check = async |data: Vec<u8>| chain.take_gossiped_tx(&data).await;
+
+    // The account's next transaction, and one a few nonces on (the faucet holds their fees).
+    let first = transfer_at(&follower, &faucet, next, &faucet);
+    assert_eq!(check(first.clone()).await, GossipedTx::Checked);
+    assert_eq!(
+        check(first).await,
+        GossipedTx::Checked,
+        "the same one again"
+    );
+    let ahead = transfer_at(&follower, &faucet, next + 3, &faucet);
+    assert_eq!(check(ahead).await, GossipedTx::Checked);
+    // Another transaction for a nonce taken: only one of them can ever be committed.
+    let rival = transfer_at(&follower, &faucet, next, &faucet);
+    assert!(matches!(check(rival).await, GossipedTx::Skipped(_)));
+    // Far ahead: nothing before it is on its way; it would never be committed (or paid for).
+    let far = transfer_at(&follower, &faucet, next + MAX_NONCE_AHEAD + 1, &faucet);
+    assert!(matches!(check(far).await, GossipedTx::Skipped(_)));
+    // An account without the fees of the transactions before it.
+    let pauper = Identity::generate();
+    let unfunded = transfer_at(&follower, &pauper, 2, &pauper);
+    assert!(matches!(check(unfunded).await, GossipedTx::Skipped(_)));
+    // Not signed by its sender, or not a transaction at all: its sender is at fault.
+    let forged = transfer_at(&follower, &faucet, next + 1, &Identity::generate());
+    assert!(matches!(check(forged).await, GossipedTx::Invalid(_)));
+    assert!(matches!(
+        check(vec![0xff; 40]).await,
+        GossipedTx::Invalid(_)
+    ));
+    let huge = vec![0; top_relay::ledger::tx_gossip::MAX_GOSSIP_TX_BYTES + 1];
+    assert!(matches!(check(huge).await, GossipedTx::Invalid(_)));
+    follower.shutdown().await;
+    validator.shutdown().await;
+}

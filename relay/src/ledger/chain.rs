@@ -93,6 +93,8 @@ pub struct ChainNode {
     pub(super) consensus: Mutex<Option<top_consensus::service::ValidatorService>>,
     /// Where transactions go to be gossiped, once the control plane runs.
     pub(super) tx_gossip: Mutex<Option<super::tx_gossip::TxGossipOut>>,
+    /// The transaction gossiped first for each account and nonce lately.
+    pub(super) seen_nonces: super::tx_gossip::SeenNonces,
 }
 
 /// How long a validator of several waits for blocks that may bring a transaction's turn.
@@ -156,6 +158,7 @@ impl ChainNode {
             gossip: Default::default(),
             consensus: Mutex::new(None),
             tx_gossip: Mutex::new(None),
+            seen_nonces: Default::default(),
         }))
     }
 

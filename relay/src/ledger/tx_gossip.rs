@@ -9,10 +9,11 @@
 //! serves on the validator's word that it is queued) still goes to the upstream, whose answer
 //! says so.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ledger_lite::{SignedTx, SubmitError, TxError, TxHash};
+use ledger_lite::{Amount, SignedTx, SubmitError, TxError, TxHash};
 use tokio::sync::{mpsc, oneshot};
+use top_proto::id::AccountId;
 
 use super::chain::ChainNode;
 use super::error::{ChainError, ChainResult};
@@ -22,6 +23,13 @@ pub const GOSSIP_COMMIT: Duration = Duration::from_secs(4);
 
 /// Largest transaction sent by gossip (larger ones, settlements of many receipts, go upstream).
 pub const MAX_GOSSIP_TX_BYTES: usize = 16 << 10;
+
+/// How far past an account's next nonce a gossiped transaction may be (a validator's window).
+pub const MAX_NONCE_AHEAD: u64 = 64;
+
+/// Transactions (by account and nonce) remembered as gossiped: another transaction with the
+/// same account and nonce is not passed on (only one of them can ever be committed).
+const SEEN_NONCES: usize = 65_536;
 
 /// Where a relay's transactions go to be gossiped: each with a reply saying whether it went out.
 pub type TxGossipOut = mpsc::Sender<(Vec<u8>, oneshot::Sender<bool>)>;
@@ -67,6 +75,10 @@ impl ChainNode {
         // checks: others would drop it for less).
         self.check_against_state(tx).map_err(SubmitError::Invalid)?;
         self.verify(tx.clone()).await?;
+        if !self.seen_nonces.first_for_nonce(tx) {
+            // Another transaction took this nonce by gossip: the upstream says what became of it.
+            return Ok(None);
+        }
         let hash = tx.hash();
         let (waiter, committed) = oneshot::channel();
         {
@@ -126,22 +138,36 @@ impl ChainNode {
             .map_err(|e| SubmitError::Invalid(e).into())
     }
 
-    /// What can be checked of `tx` against the committed state: its chain, a nonce not spent,
-    /// and (when it is the account's next) everything else the mempool checks. A nonce ahead
-    /// follows transactions still on their way.
+    /// What can be checked of `tx` against the committed state: its chain, a nonce not spent
+    /// and at most [`MAX_NONCE_AHEAD`] ahead, and (when it is the account's next) everything
+    /// else the mempool checks; a nonce ahead follows transactions still on their way, and the
+    /// account must hold the fees of all of them (what is passed on is paid for, or could be).
     fn check_against_state(&self, tx: &SignedTx) -> Result<(), TxError> {
         self.with_state(|state| {
             if tx.tx.chain != state.chain {
                 return Err(TxError::WrongChain);
             }
-            let expected = state.account(&tx.tx.from).map_or(0, |a| a.nonce);
-            match tx.tx.nonce.cmp(&expected) {
-                std::cmp::Ordering::Less => Err(TxError::WrongNonce {
+            let account = state.account(&tx.tx.from);
+            let expected = account.map_or(0, |a| a.nonce);
+            let ahead = tx.tx.nonce.checked_sub(expected);
+            match ahead {
+                Some(0) => state.precheck(tx),
+                Some(ahead) if ahead <= MAX_NONCE_AHEAD => {
+                    let fees = u128::from(ahead + 1).checked_mul(tx.tx.fee.units());
+                    let balance = account.map_or(0, |a| a.balance.units());
+                    match fees.is_some_and(|fees| balance >= fees) {
+                        true => Ok(()),
+                        false => Err(TxError::Insufficient {
+                            what: "balance for the fees of the transactions before it",
+                            have: Amount::from_units(balance),
+                            need: Amount::from_units(fees.unwrap_or(u128::MAX)),
+                        }),
+                    }
+                }
+                _ => Err(TxError::WrongNonce {
                     expected,
                     got: tx.tx.nonce,
                 }),
-                std::cmp::Ordering::Equal => state.precheck(tx),
-                std::cmp::Ordering::Greater => Ok(()),
             }
         })
     }
@@ -156,6 +182,9 @@ impl ChainNode {
             Ok(tx) => tx,
             Err(e) => return GossipedTx::Invalid(format!("not a transaction: {e}")),
         };
+        if !self.seen_nonces.first_for_nonce(&tx) {
+            return GossipedTx::Skipped("another transaction with this nonce came first".into());
+        }
         let checked = match self.submits_locally() {
             true => self.submit(tx, false).await.map(|_| ()),
             false => match self.check_against_state(&tx) {
@@ -171,5 +200,33 @@ impl ChainNode {
             Err(ChainError::Refused(SubmitError::Duplicate(_))) => GossipedTx::Checked,
             Err(e) => GossipedTx::Skipped(e.to_string()),
         }
+    }
+}
+
+/// The transaction gossiped first for each (account, nonce) lately, a bounded number, each
+/// for [`SEEN_FOR`] (then another may take its nonce: the first may never have been committed).
+pub struct SeenNonces(std::sync::Mutex<lru::LruCache<(AccountId, u64), (TxHash, Instant)>>);
+
+/// How long the first transaction for an account and nonce holds it.
+pub const SEEN_FOR: Duration = Duration::from_secs(120);
+
+impl Default for SeenNonces {
+    fn default() -> Self {
+        let cap = std::num::NonZeroUsize::new(SEEN_NONCES).unwrap_or(std::num::NonZeroUsize::MIN);
+        Self(std::sync::Mutex::new(lru::LruCache::new(cap)))
+    }
+}
+
+impl SeenNonces {
+    /// Whether `tx` is the first (or the same) transaction seen lately for its account and
+    /// nonce.
+    pub fn first_for_nonce(&self, tx: &SignedTx) -> bool {
+        let (hash, now) = (tx.hash(), Instant::now());
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let held = seen.get_or_insert_mut((tx.tx.from, tx.tx.nonce), || (hash, now));
+        if held.0 != hash && now.duration_since(held.1) > SEEN_FOR {
+            *held = (hash, now);
+        }
+        held.0 == hash
     }
 }
