@@ -12,6 +12,7 @@ fn top(home: &std::path::Path, args: &[&str]) -> Output {
         .arg(home)
         .args(args)
         .env_remove("RUST_BACKTRACE")
+        .env_remove("TOP_BOOTSTRAP")
         .output()
         .unwrap()
 }

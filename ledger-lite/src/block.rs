@@ -55,6 +55,39 @@ pub struct Genesis {
     pub bootstrap: Vec<top_proto::addr::RelayAddr>,
 }
 
+/// A genesis as stores made before bootstrap lists hold it (postcard has no defaults).
+#[derive(Deserialize)]
+struct GenesisWithoutBootstrap {
+    name: String,
+    time_ms: u64,
+    validator: AccountId,
+    validators: Vec<AccountId>,
+    params: Params,
+    faucet: Option<AccountId>,
+    allocations: Vec<(AccountId, Amount)>,
+    epochs: Option<crate::epochs::EpochRule>,
+}
+
+impl Genesis {
+    /// Decodes a stored genesis, of this version or from before bootstrap lists.
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes).or_else(|e| {
+            let old: GenesisWithoutBootstrap = postcard::from_bytes(bytes).map_err(|_| e)?;
+            Ok(Self {
+                name: old.name,
+                time_ms: old.time_ms,
+                validator: old.validator,
+                validators: old.validators,
+                params: old.params,
+                faucet: old.faucet,
+                allocations: old.allocations,
+                epochs: old.epochs,
+                bootstrap: Vec::new(),
+            })
+        })
+    }
+}
+
 /// Why a genesis is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GenesisError {

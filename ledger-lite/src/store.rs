@@ -195,7 +195,8 @@ impl Ledger {
                 .map(|v| v.value().to_vec());
             match stored {
                 Some(bytes) => {
-                    let found: Genesis = decode(&bytes, "genesis")?;
+                    let found = Genesis::from_stored(&bytes)
+                        .map_err(|e| StoreError::Corrupt(format!("genesis: {e}")))?;
                     if found != genesis {
                         return Err(StoreError::OtherChain {
                             expected: genesis.name,

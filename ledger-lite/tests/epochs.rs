@@ -238,4 +238,21 @@ fn bootstrap_relays_are_part_of_the_chain_id_and_bounded() {
     assert_ne!(other.chain_id(), listed.chain_id());
     listed.bootstrap = (0..=64).map(relay).collect();
     assert!(listed.state().is_err(), "65 bootstrap relays taken");
+
+    // A store made before bootstrap lists holds its genesis without one: it still opens.
+    let g = &w.genesis;
+    let before = (
+        &g.name,
+        g.time_ms,
+        &g.validator,
+        &g.validators,
+        &g.params,
+        &g.faucet,
+        &g.allocations,
+        &g.epochs,
+    );
+    let stored = postcard::to_stdvec(&before).unwrap();
+    assert_eq!(Genesis::from_stored(&stored).unwrap(), w.genesis);
+    let now = postcard::to_stdvec(&w.genesis).unwrap();
+    assert_eq!(Genesis::from_stored(&now).unwrap(), w.genesis);
 }

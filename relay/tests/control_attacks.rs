@@ -487,9 +487,12 @@ async fn a_relay_passes_on_only_transactions_that_could_be_paid_for() {
     let pauper = Identity::generate();
     let unfunded = transfer_at(&follower, &pauper, 2, &pauper);
     assert!(matches!(check(unfunded).await, GossipedTx::Skipped(_)));
-    // Not signed by its sender, or not a transaction at all: its sender is at fault.
+    // Not signed by its sender, or not a transaction at all: its sender is at fault; and it
+    // holds no nonce against the real one.
     let forged = transfer_at(&follower, &faucet, next + 1, &Identity::generate());
     assert!(matches!(check(forged).await, GossipedTx::Invalid(_)));
+    let real = transfer_at(&follower, &faucet, next + 1, &faucet);
+    assert_eq!(check(real).await, GossipedTx::Checked);
     assert!(matches!(
         check(vec![0xff; 40]).await,
         GossipedTx::Invalid(_)

@@ -161,6 +161,7 @@ impl Task {
     /// (a relay cannot make the network carry its announcements without end).
     pub(super) fn on_gossiped_announcement(
         &mut self,
+        from: PeerId,
         source: Option<PeerId>,
         data: Vec<u8>,
     ) -> MessageAcceptance {
@@ -170,8 +171,12 @@ impl Task {
         let relay = announcement.body.relay;
         let Some(peer) = self.peer_ids.get(&relay).copied() else {
             // Not registered as far as this relay's chain knows yet: not passed on, but held
-            // until it is (if its publisher is the relay it names).
-            if source.is_some() && source == keys::peer_id(&relay) {
+            // until it is, if a registered relay passed it on and its publisher is the relay
+            // it names (a stranger cannot push the real ones out).
+            if self.registered.contains_key(&from)
+                && source.is_some()
+                && source == keys::peer_id(&relay)
+            {
                 self.early.hold(relay, data, Instant::now());
             }
             return MessageAcceptance::Ignore;

@@ -26,8 +26,10 @@ pub struct EarlyAnnouncements {
 }
 
 impl EarlyAnnouncements {
-    /// Holds `data`, an announcement of `relay` (the oldest goes if full).
+    /// Holds `data`, an announcement of `relay`, instead of the one held for it (the oldest
+    /// goes if full).
     pub fn hold(&mut self, relay: RelayId, data: Vec<u8>, now: Instant) {
+        self.held.retain(|(_, held, _)| *held != relay);
         if self.held.len() >= MAX_EARLY {
             self.held.pop_front();
         }
@@ -89,13 +91,61 @@ mod tests {
     fn held_until_registered_bounded_and_not_for_long() {
         let now = Instant::now();
         let mut early = EarlyAnnouncements::default();
-        for i in 0..=MAX_EARLY as u16 {
-            early.hold(relay((i % 200) as u8), vec![i as u8], now);
+        // One per relay: a relay's second replaces its first.
+        early.hold(relay(0), vec![1], now);
+        early.hold(relay(0), vec![2], now);
+        assert_eq!(early.held.len(), 1);
+        let ids: Vec<RelayId> = (0..=MAX_EARLY as u16)
+            .map(|i| {
+                top_proto::identity::Identity::from_seed(&[
+                    (i % 251) as u8,
+                    (i / 251) as u8 + 1,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ])
+                .relay_id()
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            early.hold(*id, vec![i as u8], now);
         }
         assert_eq!(early.held.len(), MAX_EARLY, "bounded");
-        // The first (relay 0's oldest) went; relay 0's later one is taken once registered.
-        let taken = early.take(|r| *r == relay(0), now);
-        assert_eq!(taken, vec![vec![200u16 as u8]]);
+        // The oldest went (relay 0's, then the first of the others).
+        assert!(
+            early
+                .take(|r| *r == relay(0) || *r == ids[0], now)
+                .is_empty()
+        );
+        let taken = early.take(|r| *r == ids[1], now);
+        assert_eq!(taken, vec![vec![1]]);
         assert_eq!(early.held.len(), MAX_EARLY - 1);
         // Too old: dropped, registered or not.
         let taken = early.take(|_| true, now + HOLD_EARLY + Duration::from_secs(1));

@@ -88,7 +88,7 @@ impl Task {
 
     pub(super) fn on_gossip(&mut self, from: PeerId, id: MessageId, message: gossipsub::Message) {
         if message.topic == self.topics.relays.hash() {
-            let verdict = self.on_gossiped_announcement(message.source, message.data);
+            let verdict = self.on_gossiped_announcement(from, message.source, message.data);
             self.swarm
                 .behaviour_mut()
                 .gossip

@@ -338,6 +338,16 @@ impl ChainNode {
         if matches!(self.role, Role::Consensus { .. }) {
             self.await_turn(&tx).await;
         }
+        self.submit_now(tx, wait).await
+    }
+
+    /// Like [`ChainNode::submit`] on a node that submits locally, without waiting for a
+    /// transaction's turn.
+    pub(super) async fn submit_now(
+        &self,
+        tx: SignedTx,
+        wait: bool,
+    ) -> ChainResult<(TxHash, Option<u64>)> {
         // Cheap checks under the lock, signatures off it and off the async workers,
         // then the checked transaction into the mempool.
         let queued = {

@@ -92,11 +92,16 @@ pub fn start_chain(
         .or_else(|| core.config.control.bootstrap.first().cloned());
     match load_genesis(dir)? {
         Some(genesis) => {
-            // Given only a genesis: its first bootstrap relay is the upstream.
+            // Given only a genesis: a bootstrap relay it lists is the upstream, a validator
+            // first (followers of followers could end up following each other).
             let upstream = upstream.or_else(|| {
                 let me = core.identity.relay_id();
                 let relays = core.config.control.bootstrap_relays(&genesis, &me);
-                relays.into_iter().next()
+                let validators = genesis.validator_set();
+                let validates =
+                    |r: &RelayAddr| validators.iter().any(|v| v.as_bytes() == r.id.as_bytes());
+                let validator = relays.iter().find(|r| validates(r)).cloned();
+                validator.or_else(|| relays.into_iter().next())
             });
             open_chain(core, chain, dir, genesis, upstream, on_open)
         }

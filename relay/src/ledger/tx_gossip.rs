@@ -71,15 +71,24 @@ impl ChainNode {
         let (Some(out), Some(data)) = (out, tx_message(tx)) else {
             return Ok(None);
         };
-        // What the upstream would refuse at once is refused here (a relay gossips only what
-        // checks: others would drop it for less).
-        self.check_against_state(tx).map_err(SubmitError::Invalid)?;
+        let hash = tx.hash();
+        if let Some(&height) = self.lock().committed.get(&hash) {
+            // Committed already (a retry after a lost answer): where it landed.
+            return Ok(Some(height));
+        }
+        // Only what checks here is gossiped (others would drop it for less); what does not may
+        // check at the upstream, a block ahead of this node: it says.
+        if self.check_against_state(tx).is_err() {
+            return Ok(None);
+        }
         self.verify(tx.clone()).await?;
-        if !self.seen_nonces.first_for_nonce(tx) {
+        if self.seen_nonces.rival_of(tx) {
             // Another transaction took this nonce by gossip: the upstream says what became of it.
             return Ok(None);
         }
-        let hash = tx.hash();
+        self.seen_nonces.note(tx);
+        // Dropped last (after the receiver): no waiter is left behind, even if the caller goes.
+        let _forget = ForgetWaiter(self, hash);
         let (waiter, committed) = oneshot::channel();
         {
             let mut inner = self.lock();
@@ -87,20 +96,18 @@ impl ChainNode {
                 return Ok(Some(height));
             }
             inner.waiters.entry(hash).or_default().push(waiter);
+        }
+        let (sent, went_out) = oneshot::channel();
+        if out.try_send((data, sent)).is_err() || !went_out.await.unwrap_or(false) {
+            return Ok(None);
+        }
+        {
             // Its nonce counts as taken while it is on its way.
+            let mut inner = self.lock();
             let local = inner.ledger.height();
             inner.forwarded.record(tx.tx.from, tx.tx.nonce, local);
         }
-        let (sent, went_out) = oneshot::channel();
-        let gossiped = out.try_send((data, sent)).is_ok() && went_out.await.unwrap_or(false);
-        let height = match gossiped {
-            true => self.await_commit(committed).await,
-            false => None,
-        };
-        if height.is_none() {
-            self.forget_waiter(&hash);
-        }
-        Ok(height)
+        Ok(self.await_commit(committed).await)
     }
 
     /// Waits at most [`GOSSIP_COMMIT`] for a block to commit what `committed` waits on.
@@ -152,7 +159,9 @@ impl ChainNode {
             let ahead = tx.tx.nonce.checked_sub(expected);
             match ahead {
                 Some(0) => state.precheck(tx),
-                Some(ahead) if ahead <= MAX_NONCE_AHEAD => {
+                // Ahead, only a transaction of one signature (a settlement's many are checked
+                // only when it is next: the mempool's checks run then).
+                Some(ahead) if ahead <= MAX_NONCE_AHEAD && !is_multi_signature(tx) => {
                     let fees = u128::from(ahead + 1).checked_mul(tx.tx.fee.units());
                     let balance = account.map_or(0, |a| a.balance.units());
                     match fees.is_some_and(|fees| balance >= fees) {
@@ -182,18 +191,24 @@ impl ChainNode {
             Ok(tx) => tx,
             Err(e) => return GossipedTx::Invalid(format!("not a transaction: {e}")),
         };
-        if !self.seen_nonces.first_for_nonce(&tx) {
+        // Cheap checks first: a rival for its nonce, then the state, then signatures.
+        if self.seen_nonces.rival_of(&tx) {
             return GossipedTx::Skipped("another transaction with this nonce came first".into());
         }
-        let checked = match self.submits_locally() {
-            true => self.submit(tx, false).await.map(|_| ()),
-            false => match self.check_against_state(&tx) {
-                Ok(()) => self.verify(tx).await,
-                Err(e) => Err(SubmitError::Invalid(e).into()),
-            },
+        let checked = match self.check_against_state(&tx) {
+            // A validator queues it as if submitted here, but never waits for its turn.
+            Ok(()) if self.submits_locally() => {
+                self.submit_now(tx.clone(), false).await.map(|_| ())
+            }
+            Ok(()) => self.verify(tx.clone()).await,
+            Err(e) => Err(SubmitError::Invalid(e).into()),
         };
         match checked {
-            Ok(()) => GossipedTx::Checked,
+            Ok(()) => {
+                // Only a transaction that checks holds its nonce against rivals.
+                self.seen_nonces.note(&tx);
+                GossipedTx::Checked
+            }
             Err(ChainError::Refused(SubmitError::Invalid(
                 e @ (TxError::BadSignature | TxError::BadReceiptSignature | TxError::WrongChain),
             ))) => GossipedTx::Invalid(e.to_string()),
@@ -218,15 +233,37 @@ impl Default for SeenNonces {
 }
 
 impl SeenNonces {
-    /// Whether `tx` is the first (or the same) transaction seen lately for its account and
-    /// nonce.
-    pub fn first_for_nonce(&self, tx: &SignedTx) -> bool {
+    /// Whether another transaction than `tx` holds its account and nonce lately.
+    pub fn rival_of(&self, tx: &SignedTx) -> bool {
+        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        seen.peek(&(tx.tx.from, tx.tx.nonce))
+            .is_some_and(|(hash, at)| *hash != tx.hash() && at.elapsed() <= SEEN_FOR)
+    }
+
+    /// Notes `tx` (one that checks) as holding its account and nonce, unless a rival does.
+    pub fn note(&self, tx: &SignedTx) {
         let (hash, now) = (tx.hash(), Instant::now());
         let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let held = seen.get_or_insert_mut((tx.tx.from, tx.tx.nonce), || (hash, now));
         if held.0 != hash && now.duration_since(held.1) > SEEN_FOR {
             *held = (hash, now);
         }
-        held.0 == hash
+    }
+}
+
+/// Whether checking `tx` takes more than its own signature (settlements carry receipts).
+fn is_multi_signature(tx: &SignedTx) -> bool {
+    matches!(
+        tx.tx.kind,
+        ledger_lite::TxKind::Settle { .. } | ledger_lite::TxKind::SettleEgress { .. }
+    )
+}
+
+/// Forgets the waiters of a hash nobody waits on any more, when dropped.
+struct ForgetWaiter<'a>(&'a ChainNode, TxHash);
+
+impl Drop for ForgetWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.forget_waiter(&self.1);
     }
 }
