@@ -92,9 +92,9 @@ pub struct ChainNode {
     /// the relay stops).
     pub(super) consensus: Mutex<Option<top_consensus::service::ValidatorService>>,
     /// Where transactions go to be gossiped, once the control plane runs.
-    pub(super) tx_gossip: Mutex<Option<super::tx_gossip::TxGossipOut>>,
+    pub(super) tx_gossip: Mutex<Option<super::gossip_out::TxGossipOut>>,
     /// The transaction gossiped first for each account and nonce lately.
-    pub(super) seen_nonces: super::tx_gossip::SeenNonces,
+    pub(super) seen_nonces: super::gossip_out::SeenNonces,
 }
 
 /// How long a validator of several waits for blocks that may bring a transaction's turn.

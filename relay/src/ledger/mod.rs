@@ -9,6 +9,7 @@ pub mod consensus;
 pub mod error;
 pub mod forwarded;
 pub mod gossip_feed;
+pub mod gossip_out;
 pub mod gossiped;
 pub mod network;
 pub mod production;

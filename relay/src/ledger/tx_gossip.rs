@@ -9,14 +9,14 @@
 //! serves on the validator's word that it is queued) still goes to the upstream, whose answer
 //! says so.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ledger_lite::{Amount, SignedTx, SubmitError, TxError, TxHash};
-use tokio::sync::{mpsc, oneshot};
-use top_proto::id::AccountId;
+use tokio::sync::oneshot;
 
 use super::chain::ChainNode;
 use super::error::{ChainError, ChainResult};
+pub use super::gossip_out::TxGossipOut;
 
 /// How long a follower waits for a gossiped transaction's block before it asks its upstream.
 pub const GOSSIP_COMMIT: Duration = Duration::from_secs(4);
@@ -26,13 +26,6 @@ pub const MAX_GOSSIP_TX_BYTES: usize = 16 << 10;
 
 /// How far past an account's next nonce a gossiped transaction may be (a validator's window).
 pub const MAX_NONCE_AHEAD: u64 = 64;
-
-/// Transactions (by account and nonce) remembered as gossiped: another transaction with the
-/// same account and nonce is not passed on (only one of them can ever be committed).
-const SEEN_NONCES: usize = 65_536;
-
-/// Where a relay's transactions go to be gossiped: each with a reply saying whether it went out.
-pub type TxGossipOut = mpsc::Sender<(Vec<u8>, oneshot::Sender<bool>)>;
 
 /// What became of a gossiped transaction.
 #[derive(Debug, PartialEq, Eq)]
@@ -214,39 +207,6 @@ impl ChainNode {
             ))) => GossipedTx::Invalid(e.to_string()),
             Err(ChainError::Refused(SubmitError::Duplicate(_))) => GossipedTx::Checked,
             Err(e) => GossipedTx::Skipped(e.to_string()),
-        }
-    }
-}
-
-/// The transaction gossiped first for each (account, nonce) lately, a bounded number, each
-/// for [`SEEN_FOR`] (then another may take its nonce: the first may never have been committed).
-pub struct SeenNonces(std::sync::Mutex<lru::LruCache<(AccountId, u64), (TxHash, Instant)>>);
-
-/// How long the first transaction for an account and nonce holds it.
-pub const SEEN_FOR: Duration = Duration::from_secs(120);
-
-impl Default for SeenNonces {
-    fn default() -> Self {
-        let cap = std::num::NonZeroUsize::new(SEEN_NONCES).unwrap_or(std::num::NonZeroUsize::MIN);
-        Self(std::sync::Mutex::new(lru::LruCache::new(cap)))
-    }
-}
-
-impl SeenNonces {
-    /// Whether another transaction than `tx` holds its account and nonce lately.
-    pub fn rival_of(&self, tx: &SignedTx) -> bool {
-        let seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        seen.peek(&(tx.tx.from, tx.tx.nonce))
-            .is_some_and(|(hash, at)| *hash != tx.hash() && at.elapsed() <= SEEN_FOR)
-    }
-
-    /// Notes `tx` (one that checks) as holding its account and nonce, unless a rival does.
-    pub fn note(&self, tx: &SignedTx) {
-        let (hash, now) = (tx.hash(), Instant::now());
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let held = seen.get_or_insert_mut((tx.tx.from, tx.tx.nonce), || (hash, now));
-        if held.0 != hash && now.duration_since(held.1) > SEEN_FOR {
-            *held = (hash, now);
         }
     }
 }
