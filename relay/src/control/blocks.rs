@@ -10,9 +10,6 @@ use tracing::debug;
 use crate::ledger::chain::ChainNode;
 use crate::ledger::gossiped::Gossiped;
 
-/// Gossip checks running at once.
-pub const MAX_CHECKS: usize = 16;
-
 /// The gossip message of a committed block.
 pub fn block_message(entry: &FinalizedBlock) -> Option<Vec<u8>> {
     postcard::to_allocvec(entry).ok()

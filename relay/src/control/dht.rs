@@ -417,3 +417,28 @@ impl Task {
         }
     }
 }
+
+impl Task {
+    /// Learns the announcements held for relays registered now (each checked as any record).
+    pub(super) fn learn_early(&mut self) {
+        let peer_ids = &self.peer_ids;
+        let taken = self
+            .early
+            .take(|relay| peer_ids.contains_key(relay), Instant::now());
+        for data in taken {
+            let Ok(announcement) = ledger_lite::announce::Announcement::decode(&data) else {
+                continue;
+            };
+            let relay = announcement.body.relay;
+            let record = Record::new(records::relay_key(&relay), data);
+            let Ok(announcement) = self.check_record(&record) else {
+                continue;
+            };
+            if self.learn(announcement)
+                && let Err(e) = self.kad().store_mut().put(record)
+            {
+                debug!("storing an announcement: {e}");
+            }
+        }
+    }
+}

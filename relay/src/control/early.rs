@@ -6,13 +6,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use libp2p::kad::Record;
-use libp2p::kad::store::RecordStore;
 use top_proto::id::RelayId;
-use tracing::debug;
-
-use super::records;
-use super::task::Task;
 
 /// Most announcements held at once (the oldest go first).
 pub const MAX_EARLY: usize = 256;
@@ -51,31 +45,6 @@ impl EarlyAnnouncements {
             true
         });
         taken
-    }
-}
-
-impl Task {
-    /// Learns the announcements held for relays registered now (each checked as any record).
-    pub(super) fn learn_early(&mut self) {
-        let peer_ids = &self.peer_ids;
-        let taken = self
-            .early
-            .take(|relay| peer_ids.contains_key(relay), Instant::now());
-        for data in taken {
-            let Ok(announcement) = ledger_lite::announce::Announcement::decode(&data) else {
-                continue;
-            };
-            let relay = announcement.body.relay;
-            let record = Record::new(records::relay_key(&relay), data);
-            let Ok(announcement) = self.check_record(&record) else {
-                continue;
-            };
-            if self.learn(announcement)
-                && let Err(e) = self.kad().store_mut().put(record)
-            {
-                debug!("storing an announcement: {e}");
-            }
-        }
     }
 }
 

@@ -10,17 +10,9 @@ use libp2p::PeerId;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId};
 use tracing::debug;
 
-use super::blocks::{MAX_CHECKS, block_message, check_block};
+use super::blocks::{block_message, check_block};
+use super::checks::{Checked, MAX_CHECKS};
 use super::task::Task;
-
-/// What a finished gossip check was of.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Checked {
-    /// A block; whether this node took it.
-    Block { taken: bool },
-    /// A transaction.
-    Tx,
-}
 
 impl Task {
     /// Validators of this epoch publish the blocks committed since the last call, each with its

@@ -11,6 +11,7 @@ mod ask;
 #[allow(missing_docs)]
 pub mod behaviour;
 mod blocks;
+mod checks;
 pub mod config;
 mod dht;
 mod early;

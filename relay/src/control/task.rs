@@ -18,9 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::addrs::listen;
 use super::behaviour::{self, Behaviour, BehaviourEvent, Topics};
-use super::blocks::MAX_CHECKS;
-use super::gossip::Checked;
-use super::txs::MAX_TX_CHECKS;
+use super::checks::{Checked, MAX_CHECKS, MAX_TX_CHECKS};
 use super::{Command, Control, Reachability, keys, records};
 use crate::ledger::chain::ChainNode;
 use crate::node::core::Core;

@@ -9,12 +9,9 @@ use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use tokio::sync::oneshot;
 use tracing::debug;
 
-use super::gossip::Checked;
+use super::checks::{Checked, MAX_TX_CHECKS};
 use super::task::Task;
 use crate::ledger::tx_gossip::GossipedTx;
-
-/// Transaction checks running at once.
-pub const MAX_TX_CHECKS: usize = 32;
 
 impl Task {
     /// Publishes one of this relay's transactions; `sent` says whether it went out (a relay
