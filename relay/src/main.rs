@@ -457,6 +457,12 @@ async fn status(data_dir: &Path, json: bool) -> Result<()> {
                 let me = if *v == l.account { " (this relay)" } else { "" };
                 println!("         validator {v}{me}");
             }
+            if !l.validator {
+                println!(
+                    "txs:     {} by gossip, {} through the upstream",
+                    l.txs_by_gossip, l.txs_upstream
+                );
+            }
             println!("account: {}", l.account);
             println!("balance: {} TOP, stake {} TOP", l.balance, l.stake);
             println!(

@@ -96,6 +96,12 @@ pub struct LedgerStatus {
     /// leftover waits for more.
     #[serde(default)]
     pub pending_worth_settling: bool,
+    /// Users' transactions this relay gossiped and saw committed (a follower).
+    #[serde(default)]
+    pub txs_by_gossip: u64,
+    /// Users' transactions this relay handed to its upstream (a follower).
+    #[serde(default)]
+    pub txs_upstream: u64,
 }
 
 impl LedgerStatus {
@@ -104,6 +110,7 @@ impl LedgerStatus {
         let me = shared.identity.account_id();
         let receipts = shared.billing.receipts.all().unwrap_or_default();
         let summary = chain.summary();
+        let (txs_by_gossip, txs_upstream) = chain.gossip.txs_sent();
         chain.with_state(|s| {
             let account = s.account(&me).cloned().unwrap_or_default();
             let mut pending_receipts = 0;
@@ -143,6 +150,8 @@ impl LedgerStatus {
                     unsettled_each.into_iter(),
                     s.params.min_fee,
                 ),
+                txs_by_gossip,
+                txs_upstream,
             })
         })
     }
