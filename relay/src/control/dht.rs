@@ -107,6 +107,8 @@ impl Task {
             self.announced = 0;
         }
         self.registered = fresh;
+        let registered = &self.registered;
+        self.tx_quota.retain(|p| registered.contains_key(p));
         self.learn_early();
     }
 

@@ -141,6 +141,7 @@ pub fn start(core: &Arc<Core>, control: &Arc<Control>, chain: Arc<ChainNode>) {
         bootstrapped: false,
         checks: 0,
         tx_checks: 0,
+        tx_quota: Default::default(),
         verdicts,
         found,
         observed: HashSet::new(),
@@ -207,6 +208,8 @@ pub(super) struct Task {
     pub(super) checks: usize,
     /// Transaction checks running.
     pub(super) tx_checks: usize,
+    /// Gossiped transactions each registered relay had checked here lately.
+    pub(super) tx_quota: super::checks::TxQuota,
     pub(super) verdicts: mpsc::Sender<(MessageId, PeerId, MessageAcceptance, Checked)>,
     pub(super) observed: HashSet<Multiaddr>,
 }

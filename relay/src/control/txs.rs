@@ -4,6 +4,8 @@
 //! dropped unread (a relay that registered a block ago is not blamed for it), and the checks
 //! run off the swarm's task, a bounded number at once; the rest are ignored, never queued.
 
+use std::time::Instant;
+
 use libp2p::PeerId;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use tokio::sync::oneshot;
@@ -30,7 +32,7 @@ impl Task {
     }
 
     /// A transaction came by gossip: checked in a task of its own if its publisher is a
-    /// registered relay and there is room.
+    /// registered relay within its quota and there is room.
     pub(super) fn on_gossiped_tx(
         &mut self,
         from: PeerId,
@@ -38,8 +40,12 @@ impl Task {
         source: Option<PeerId>,
         data: Vec<u8>,
     ) {
-        let registered = source.is_some_and(|s| self.registered.contains_key(&s));
-        if !registered || self.tx_checks >= MAX_TX_CHECKS {
+        let registered = source.filter(|s| self.registered.contains_key(s));
+        // A registered relay gets a quota of checks here (an honest one's users fall back to
+        // the upstream when it is spent); more at once than there is room for are ignored.
+        let room = self.tx_checks < MAX_TX_CHECKS;
+        let within = room && registered.is_some_and(|s| self.tx_quota.take(s, Instant::now()));
+        if !within {
             self.swarm
                 .behaviour_mut()
                 .gossip
