@@ -29,6 +29,16 @@ async fn dev_relay(dir: &std::path::Path, tweak: impl FnOnce(&mut RelayConfig)) 
     Relay::start(dir).await.unwrap()
 }
 
+/// A relay told only `validator`'s address.
+async fn joining(dir: &std::path::Path, validator: &Relay) -> Relay {
+    let opts = InitOptions {
+        bootstrap: vec![validator.addr()],
+        ..InitOptions::loopback()
+    };
+    init(dir, opts).unwrap();
+    Relay::start(dir).await.unwrap()
+}
+
 /// A stranger: the relay's own control-plane protocols under a fresh key.
 fn stranger(relay: &Relay) -> Swarm<Behaviour> {
     let key = keys::keypair(&Identity::generate()).unwrap();
@@ -165,15 +175,7 @@ async fn records_that_do_not_check_are_neither_stored_nor_believed() {
 async fn a_forged_block_is_refused_and_its_sender_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let validator = dev_relay(&dir.path().join("v"), |_| {}).await;
-    init(
-        &dir.path().join("f"),
-        InitOptions {
-            bootstrap: vec![validator.addr()],
-            ..InitOptions::loopback()
-        },
-    )
-    .unwrap();
-    let follower = Relay::start(&dir.path().join("f")).await.unwrap();
+    let follower = joining(&dir.path().join("f"), &validator).await;
     let mut changed = follower.control().subscribe();
     while follower.status().control.gossiped_blocks == 0 {
         changed.changed().await.unwrap();
@@ -318,21 +320,12 @@ fn swarm_of(relay: &Relay, key: &Identity) -> Swarm<Behaviour> {
 
 /// A transfer of one base unit from `from`, with its next nonce, signed by `signer`.
 fn transfer(relay: &Relay, from: &Identity, signer: &Identity, to: &Identity) -> Vec<u8> {
-    let chain = relay.chain().unwrap();
-    let nonce = chain.account(&from.account_id()).next_nonce;
-    let (chain_id, fee) = chain.with_state(|s| (s.chain, s.params.min_fee));
-    let tx = ledger_lite::Tx {
-        chain: chain_id,
-        from: from.account_id(),
-        nonce,
-        fee,
-        kind: ledger_lite::TxKind::Transfer {
-            to: to.account_id(),
-            amount: ledger_lite::Amount::from_units(1),
-        },
-    }
-    .sign(signer);
-    postcard::to_allocvec(&tx).unwrap()
+    let nonce = relay
+        .chain()
+        .unwrap()
+        .account(&from.account_id())
+        .next_nonce;
+    transfer_to(relay, from, nonce, signer, to)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,15 +335,7 @@ async fn a_gossiped_transaction_is_queued_and_a_forged_one_costs_its_sender() {
     let chain = validator.chain().unwrap();
     // A relay registers, then stops: its key is the attacker's (a registered relay gone bad).
     let gone = dir.path().join("gone");
-    init(
-        &gone,
-        InitOptions {
-            bootstrap: vec![validator.addr()],
-            ..InitOptions::loopback()
-        },
-    )
-    .unwrap();
-    let relay = Relay::start(&gone).await.unwrap();
+    let relay = joining(&gone, &validator).await;
     let key = Identity::load(&gone.join(top_relay::config::KEY_FILE)).unwrap();
     let mut heights = chain.subscribe();
     while chain.with_state(|s| s.relay(&key.account_id()).is_none()) {
@@ -424,15 +409,28 @@ async fn a_gossiped_transaction_is_queued_and_a_forged_one_costs_its_sender() {
 
 /// A transfer of one base unit from `from` with `nonce`, to a fresh account.
 fn transfer_at(relay: &Relay, from: &Identity, nonce: u64, signer: &Identity) -> Vec<u8> {
-    let chain = relay.chain().unwrap();
-    let (chain_id, fee) = chain.with_state(|s| (s.chain, s.params.min_fee));
+    transfer_to(relay, from, nonce, signer, &Identity::generate())
+}
+
+/// A transfer of one base unit from `from` with `nonce` to `to`, signed by `signer`.
+fn transfer_to(
+    relay: &Relay,
+    from: &Identity,
+    nonce: u64,
+    signer: &Identity,
+    to: &Identity,
+) -> Vec<u8> {
+    let (chain_id, fee) = relay
+        .chain()
+        .unwrap()
+        .with_state(|s| (s.chain, s.params.min_fee));
     let tx = ledger_lite::Tx {
         chain: chain_id,
         from: from.account_id(),
         nonce,
         fee,
         kind: ledger_lite::TxKind::Transfer {
-            to: Identity::generate().account_id(),
+            to: to.account_id(),
             amount: ledger_lite::Amount::from_units(1),
         },
     }
@@ -445,15 +443,7 @@ async fn a_relay_passes_on_only_transactions_that_could_be_paid_for() {
     use top_relay::ledger::tx_gossip::{GossipedTx, MAX_NONCE_AHEAD};
     let dir = tempfile::tempdir().unwrap();
     let validator = dev_relay(&dir.path().join("v"), |_| {}).await;
-    init(
-        &dir.path().join("f"),
-        InitOptions {
-            bootstrap: vec![validator.addr()],
-            ..InitOptions::loopback()
-        },
-    )
-    .unwrap();
-    let follower = Relay::start(&dir.path().join("f")).await.unwrap();
+    let follower = joining(&dir.path().join("f"), &validator).await;
     // Its chain opens once it has fetched the genesis.
     let mut changed = follower.control().subscribe();
     while follower.chain().is_none() || follower.status().control.gossiped_blocks == 0 {
