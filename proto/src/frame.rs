@@ -262,6 +262,21 @@ pub enum LinkFrame {
         /// The client.
         client: AccountId,
     },
+    /// Deliver this to its recipient wherever it is connected (you are one of its home
+    /// relays; the sending relay does not know where it is): to a client of yours, forwarded
+    /// on once to the relay its presence names, or stored. Answered by `ForwardResult`.
+    Relay {
+        /// The message.
+        env: Envelope,
+    },
+    /// Where is this client connected? Answered by `Located` if the receiving relay knows.
+    Locate {
+        /// The client.
+        client: AccountId,
+    },
+    /// A client's own signed statement naming the relay it is connected to (another relay
+    /// than the sender, possibly): link there to reach it directly.
+    Located(Presence),
 }
 
 /// Reply on a pipe stream before the pipe's bytes flow.
@@ -463,6 +478,13 @@ mod tests {
                 })
                 .unwrap(),
                 "01068a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+            ),
+            (
+                encode_body(&LinkFrame::Locate {
+                    client: golden_envelope().to,
+                })
+                .unwrap(),
+                "01088a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
             ),
             (
                 encode_body(&LinkFrame::StoreResult {

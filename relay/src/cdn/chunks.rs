@@ -44,6 +44,11 @@ pub(crate) fn failed(e: impl std::fmt::Display) -> CdnRefusal {
 /// Longest wait for the control plane to name a content's providers.
 const PROVIDERS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Providers not linked yet that a miss links with, at most.
+const MAX_PROVIDER_DIALS: usize = 4;
+/// Longest wait for a link to a provider to come up.
+const PROVIDER_LINK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Linked relays to ask on a miss: those the DHT names as holding `cid` first, then configured
 /// peers in config order, then the others.
 async fn peers(cdn: &Cdn, cid: &Cid) -> Vec<(RelayId, quinn::Connection)> {
@@ -53,6 +58,18 @@ async fn peers(cdn: &Cdn, cid: &Cid) -> Vec<(RelayId, quinn::Connection)> {
     if !providers.is_empty() {
         cdn.metrics.cdn.provider_misses.inc();
     }
+    // Providers are linked with on demand (a few, each waited for a bounded while).
+    let dials = providers
+        .iter()
+        .filter(|p| cdn.msg.link(p).is_none())
+        .filter(|p| cdn.msg.want_link(**p))
+        .take(MAX_PROVIDER_DIALS)
+        .map(|p| async move {
+            tokio::time::timeout(PROVIDER_LINK_WAIT, cdn.msg.wait_link(p))
+                .await
+                .ok();
+        });
+    futures::future::join_all(dials).await;
     let mut linked = cdn.msg.linked();
     linked.sort_by_key(|l| {
         let provider = providers.iter().position(|p| *p == l.relay);

@@ -74,6 +74,12 @@ pub struct Messaging {
     pub(super) statements: Mutex<super::statements::Statements>,
     /// Every link running, by serial.
     pub(super) link_conns: Mutex<HashMap<Serial, (RelayId, quinn::Connection)>>,
+    /// The relays this one wants links to.
+    pub wants: Arc<super::wants::LinkWants>,
+    /// The home relays each client connected here pinned links to, with its session's serial.
+    pub(super) home_pins: Mutex<HashMap<AccountId, (Serial, Vec<RelayId>)>>,
+    /// Clients found (on their own word) at relays not linked yet: believed there once linked.
+    pub(super) located: Mutex<super::locate::Located>,
 }
 
 /// Everything [`Messaging::new`] takes.
@@ -92,6 +98,8 @@ pub struct MessagingParts {
     pub shutdown: CancellationToken,
     /// The router's limits.
     pub router: RouterConfig,
+    /// How long a link stays wanted after traffic needed it.
+    pub link_idle: Duration,
 }
 
 impl Messaging {
@@ -112,6 +120,9 @@ impl Messaging {
             links_changed: Notify::new(),
             statements: Mutex::default(),
             link_conns: Mutex::default(),
+            wants: Arc::new(super::wants::LinkWants::new(parts.link_idle)),
+            home_pins: Mutex::default(),
+            located: Mutex::default(),
         });
         let ticker = msg.clone();
         msg.tasks.spawn(async move { ticker.run_clock().await });
@@ -146,16 +157,18 @@ impl Messaging {
 
     // --- events from sessions -----------------------------------------------------------------
 
-    /// A client's session opened; returns waits for each linked relay's mailbox push.
+    /// A client's session opened; returns waits for each of its home relays' mailbox push.
     pub fn open_session(self: &Arc<Self>, session: SessionOut) -> Vec<oneshot::Receiver<()>> {
         self.metrics.sessions.inc();
         let client = session.client;
         let now = Instant::now();
-        let mut r = self.router();
-        let waits = r
-            .links()
-            .map(|(relay, _)| self.wait_mailbox_done(client, *relay))
+        // Links to its homes are kept while it is here: they hold its mail and hear of it.
+        let homes = self.pin_homes(client, session.serial);
+        let waits = homes
+            .iter()
+            .map(|relay| self.wait_mailbox_done(client, *relay))
             .collect();
+        let mut r = self.router();
         self.note_local_presence(&session);
         r.on_session_open(client, session.serial, session);
         self.drive(&mut r, now);
@@ -166,6 +179,7 @@ impl Messaging {
     pub fn close_session(self: &Arc<Self>, client: AccountId, serial: Serial) {
         self.metrics.sessions.dec();
         let now = Instant::now();
+        self.unpin_homes(client, serial);
         let mut r = self.router();
         r.on_session_closed(client, serial, now);
         self.drive(&mut r, now);
@@ -202,8 +216,10 @@ impl Messaging {
         self.metrics.links.inc();
         lock(&self.link_conns).insert(link.serial, (link.relay, link.conn.clone()));
         let now = Instant::now();
+        let relay = link.relay;
         let mut r = self.router();
-        r.on_link_up(link.relay, link.serial, link);
+        r.on_link_up(relay, link.serial, link);
+        self.believe_located(&mut r, relay);
         self.drive(&mut r, now);
         drop(r);
         self.links_changed.notify_waiters();
@@ -225,6 +241,15 @@ impl Messaging {
         let now = Instant::now();
         let mut r = self.router();
         r.on_forwarded(env, link.clone(), store_on_fail, now);
+        self.drive(&mut r, now);
+    }
+
+    /// A linked relay sent a message through this one, a home of its recipient.
+    pub fn relayed(self: &Arc<Self>, env: Envelope, link: &LinkOut) {
+        self.metrics.messages_relayed.inc();
+        let now = Instant::now();
+        let mut r = self.router();
+        r.on_relayed(env, link.clone(), link.relay, now);
         self.drive(&mut r, now);
     }
 
@@ -372,10 +397,17 @@ impl Messaging {
                     link,
                     env,
                     store_on_fail,
+                    relayed,
                 } => {
                     let id = env.id;
                     let bytes = env.sealed.len();
-                    let frame = LinkFrame::Forward { env, store_on_fail };
+                    // Traffic keeps the link wanted a while.
+                    self.wants.want(link.relay, now);
+                    let frame = if relayed {
+                        LinkFrame::Relay { env }
+                    } else {
+                        LinkFrame::Forward { env, store_on_fail }
+                    };
                     if link.tx.try_send(frame).is_err() {
                         failed.push((id, Refusal::Full));
                         r.on_handover_failed(Handover::Link(link.relay), id, now);
@@ -405,23 +437,40 @@ impl Messaging {
                 Action::Store(pending) => self.spawn_store(r, pending),
                 Action::StoreCopy { env, to } => self.spawn_copy(r, env, to),
                 Action::DeleteStored(id) => self.mailbox.delete(id),
+                Action::FindHomes(pending) => self.find_homes(r, pending, now),
+                Action::Located { link, client } => self.tell_located(&link, &client),
+                Action::StoredElsewhere(env) => {
+                    if !self.peers.home_relays(&env.to).contains(&self.me) {
+                        self.mailbox.delete(env.id);
+                    }
+                }
+                Action::Stranded(env) => self.rehome(env),
                 Action::Announce { client, online, to } => {
-                    let frame = if online {
-                        // Announced only with the client's own statement.
+                    let (frame, links) = if online {
+                        // Announced only with the client's own statement, to its homes.
                         let Some(session) = r.session(&client) else {
                             continue;
                         };
-                        session.online_frame()
+                        let homes = self.pinned_homes(&client);
+                        let links: Vec<&LinkOut> = match &to {
+                            Some(link) => vec![link],
+                            None => r.links().map(|(_, l)| l).collect(),
+                        };
+                        let links: Vec<LinkOut> = links
+                            .into_iter()
+                            .filter(|l| homes.contains(&l.relay))
+                            .cloned()
+                            .collect();
+                        (session.online_frame(), links)
                     } else {
-                        LinkFrame::Offline { client }
+                        // Gone: every linked relay hears it (some may have found it here).
+                        let links = r.links().map(|(_, l)| l.clone()).collect();
+                        (LinkFrame::Offline { client }, links)
                     };
-                    let late = match to {
-                        Some(link) => late_frame(&link, frame).into_iter().collect(),
-                        None => r
-                            .links()
-                            .filter_map(|(_, link)| late_frame(link, frame.clone()))
-                            .collect(),
-                    };
+                    let late = links
+                        .iter()
+                        .filter_map(|link| late_frame(link, frame.clone()))
+                        .collect();
                     self.send_late(late);
                 }
                 Action::PushMailbox { client, done_to } => {

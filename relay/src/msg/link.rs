@@ -199,6 +199,19 @@ async fn handle_frame(
             }
             msg.forwarded(env, link, store_on_fail)
         }
+        LinkFrame::Relay { env } => {
+            if !stalled.1.carry(link, env.sealed.len()).await {
+                let refused = LinkFrame::ForwardResult {
+                    id: env.id,
+                    outcome: None,
+                };
+                msg.answer(&link.answers, refused);
+                return;
+            }
+            msg.relayed(env, link)
+        }
+        LinkFrame::Locate { client } => msg.locate_asked(link, client),
+        LinkFrame::Located(presence) => msg.located(presence),
         LinkFrame::ForwardResult { id, outcome } => msg.forward_result(link.relay, id, outcome),
         LinkFrame::Store(env) => msg.store_for_peer(link, env),
         LinkFrame::StoreResult { id, error } => msg.store_result(link, id, error),

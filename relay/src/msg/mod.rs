@@ -9,7 +9,9 @@
 pub mod delivered;
 pub mod driver;
 pub mod handles;
+pub mod homes;
 pub mod link;
+pub mod locate;
 pub mod mailbox;
 pub mod pipe;
 pub mod presence;
@@ -19,6 +21,7 @@ pub mod router;
 pub mod session;
 pub mod statements;
 pub mod stores;
+pub mod wants;
 
 pub use driver::Messaging;
 pub use handles::{LinkOut, SessionOut};

@@ -29,7 +29,7 @@ enum PipeError {
 
 /// Serves a pipe request for `to` arriving on `(send, frames)`.
 pub async fn serve_pipe(
-    msg: &Messaging,
+    msg: &Arc<Messaging>,
     metrics: &Metrics,
     from_link: bool,
     to: AccountId,
@@ -43,7 +43,7 @@ pub async fn serve_pipe(
 }
 
 async fn splice(
-    msg: &Messaging,
+    msg: &Arc<Messaging>,
     metrics: &Metrics,
     from_link: bool,
     to: AccountId,
@@ -52,6 +52,12 @@ async fn splice(
     meter: Option<Arc<ClientMeter>>,
 ) -> Result<(), PipeError> {
     let mut meters: Vec<Arc<ClientMeter>> = meter.into_iter().collect();
+    // A pipe from a linked relay goes no further (one relay hop between the peers' relays).
+    let far = match msg.session(&to) {
+        None if !from_link => msg.locate(&to).await,
+        _ => None,
+    };
+    let _hold = far.as_ref().map(|link| msg.wants.hold(link.relay));
     let (mut b_send, b_recv) = if let Some(session) = msg.session(&to) {
         meters.extend(session.meter.clone());
         let (mut b_send, b_recv) = session.conn.open_bi().await?;
@@ -60,7 +66,7 @@ async fn splice(
             .await?;
         a_send.write_all(&encode_frame(&PipeReply::Opened)?).await?;
         (b_send, b_recv)
-    } else if let Some(link) = msg.link_for_client(&to).filter(|_| !from_link) {
+    } else if let Some(link) = far {
         // The far relay answers `Opened` or `Unreachable` through the splice.
         let (mut b_send, b_recv) = link.conn.open_bi().await?;
         b_send.write_all(&encode_frame(&Open::Pipe { to })?).await?;

@@ -49,7 +49,7 @@ impl Messaging {
     }
 
     /// A client connected here re-signed its statement: it replaces the session's and goes
-    /// out to every link (a statement must be fresh for linked relays to go on believing it).
+    /// out to its home relays (a statement must be fresh for them to go on believing it).
     pub fn refresh_presence(
         self: &Arc<Self>,
         session: &SessionOut,
@@ -71,12 +71,15 @@ impl Messaging {
         Ok(())
     }
 
-    /// Sends `session`'s statement to every link (waiting for room where a queue is full).
+    /// Sends `session`'s statement to its home relays' links (waiting for room where a queue
+    /// is full).
     fn announce(&self, session: &SessionOut) {
         let frame = session.online_frame();
+        let homes = self.pinned_homes(&session.client);
         let late: Vec<_> = self
             .linked()
             .into_iter()
+            .filter(|link| homes.contains(&link.relay))
             .filter_map(|link| late_frame(&link, frame.clone()))
             .collect();
         self.send_late(late);

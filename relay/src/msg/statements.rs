@@ -12,8 +12,9 @@ pub const EXPIRY_SWEEP: std::time::Duration = std::time::Duration::from_secs(30)
 /// Users whose newest statement is remembered.
 pub const REMEMBERED_USERS: usize = 100_000;
 
-/// The newest presence statement seen of each user (bounded, least recently used out).
-pub struct Statements(LruCache<AccountId, PresenceBody>);
+/// The newest presence statement seen of each user (bounded, least recently used out), kept
+/// whole: a home relay hands it to relays that look for the user.
+pub struct Statements(LruCache<AccountId, Presence>);
 
 impl Default for Statements {
     fn default() -> Self {
@@ -28,7 +29,7 @@ impl Statements {
     pub fn is_current(&self, p: &Presence) -> bool {
         self.0
             .peek(&p.body.client)
-            .is_none_or(|latest| *latest == p.body || p.newer_than(latest))
+            .is_none_or(|latest| latest.body == p.body || p.newer_than(&latest.body))
     }
 
     /// Removes and returns the statements made before `time_ms`.
@@ -36,8 +37,8 @@ impl Statements {
         let old: Vec<PresenceBody> = self
             .0
             .iter()
-            .filter(|(_, b)| b.time_ms < time_ms)
-            .map(|(_, b)| b.clone())
+            .filter(|(_, p)| p.body.time_ms < time_ms)
+            .map(|(_, p)| p.body.clone())
             .collect();
         for body in &old {
             self.0.pop(&body.client);
@@ -48,8 +49,13 @@ impl Statements {
     /// Remembers `p` if it is the newest of its user.
     pub fn note(&mut self, p: &Presence) {
         if self.is_current(p) {
-            self.0.put(p.body.client, p.body.clone());
+            self.0.put(p.body.client, p.clone());
         }
+    }
+
+    /// The newest statement of `client` seen here.
+    pub fn get(&self, client: &AccountId) -> Option<Presence> {
+        self.0.peek(client).cloned()
     }
 }
 

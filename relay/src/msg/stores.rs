@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use top_proto::frame::{Envelope, LinkFrame, MsgId, Reject};
+use top_proto::id::RelayId;
 
 use super::driver::Messaging;
 use super::handles::{LinkOut, SessionOut};
+use super::homes::HOME_LINK_WAIT;
 use super::router::{Handover, Pending, Router};
 use crate::util::{lock, unix_now};
 
@@ -100,6 +102,17 @@ impl Messaging {
     /// Stores a message on its recipient's home relays; succeeds once at least one has it on
     /// disk. With no home relay reachable, this relay keeps it.
     pub(super) async fn store_at_home(self: &Arc<Self>, env: Envelope) -> Result<(), Reject> {
+        match self.store_at_homes_only(env.clone()).await {
+            Err(Reject::Unavailable) if !self.peers.home_relays(&env.to).contains(&self.me) => {
+                self.store_here(env).await
+            }
+            result => result,
+        }
+    }
+
+    /// Stores a message on its recipient's home relays (linking to those not linked yet);
+    /// succeeds once at least one has it on disk.
+    pub(super) async fn store_at_homes_only(self: &Arc<Self>, env: Envelope) -> Result<(), Reject> {
         let homes = self.peers.home_relays(&env.to);
         let attempts = homes.iter().map(|home| {
             let env = env.clone();
@@ -107,7 +120,7 @@ impl Messaging {
                 if *home == self.me {
                     return self.store_here(env).await;
                 }
-                match self.link(home) {
+                match self.home_link(home).await {
                     Some(link) => store_remote(&link, env).await,
                     None => Err(Reject::Unavailable),
                 }
@@ -120,10 +133,23 @@ impl Messaging {
         if results.contains(&Err(Reject::QuotaExceeded)) {
             return Err(Reject::QuotaExceeded);
         }
-        if !homes.contains(&self.me) {
-            return self.store_here(env).await;
-        }
         Err(Reject::Unavailable)
+    }
+
+    /// The link to `home`, wanted and waited for a while if it is not up.
+    async fn home_link(&self, home: &RelayId) -> Option<LinkOut> {
+        if let Some(link) = self.link(home) {
+            self.wants.want(*home, Instant::now());
+            return Some(link);
+        }
+        if !self.peers.is_member(home) {
+            return None;
+        }
+        self.wants.want(*home, Instant::now());
+        tokio::time::timeout(HOME_LINK_WAIT, self.wait_link(home))
+            .await
+            .ok()?;
+        self.link(home)
     }
 
     /// Commits a message to this relay's mailbox, then pushes it if its recipient is reachable.

@@ -265,6 +265,11 @@ async fn serve_stream(
         Ok(Open::Pipe { to }) => {
             let from_link = is_member_link(&shared, &is_link, &peer);
             let meter = meter.filter(|_| !from_link);
+            // A pipe from a linked relay keeps the link up while it runs.
+            let _hold = from_link.then(|| {
+                let relay = RelayId::from_wire(*peer.as_bytes());
+                shared.msg.wants.hold(relay)
+            });
             serve_pipe(
                 &shared.msg,
                 &shared.metrics,
@@ -399,6 +404,10 @@ async fn serve_stream(
         }
         Ok(Open::Cdn) => {
             let from_link = is_member_link(&shared, &is_link, &peer);
+            let _hold = from_link.then(|| {
+                let relay = RelayId::from_wire(*peer.as_bytes());
+                shared.msg.wants.hold(relay)
+            });
             crate::cdn::serve::serve_cdn(shared.cdn.clone(), peer, from_link, meter, send, frames)
                 .await
         }

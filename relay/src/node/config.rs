@@ -256,6 +256,14 @@ pub struct RelayConfig {
     /// The control plane (discovery, content providers, gossip).
     #[serde(default)]
     pub control: crate::control::config::ControlConfig,
+    /// Seconds a link to another relay stays up unused once nothing needs it (links are made
+    /// on demand: to the home relays of this relay's clients, and where traffic goes).
+    #[serde(default = "default_link_idle_secs")]
+    pub link_idle_secs: u64,
+}
+
+fn default_link_idle_secs() -> u64 {
+    60
 }
 
 fn default_cdn_cache_bytes() -> u64 {
@@ -303,6 +311,7 @@ impl RelayConfig {
             cdn_cache_bytes: default_cdn_cache_bytes(),
             cdn_http_requests_per_ip: default_http_requests_per_ip(),
             cdn_publish_quota_bytes: default_cdn_publish_quota_bytes(),
+            link_idle_secs: default_link_idle_secs(),
             control: Default::default(),
         }
     }
@@ -357,6 +366,9 @@ impl RelayConfig {
         }
         if self.new_connections_per_ip == 0 {
             return Err("new_connections_per_ip must be at least 1".into());
+        }
+        if self.link_idle_secs == 0 {
+            return Err("link_idle_secs must be at least 1".into());
         }
         if self.cdn_http_requests_per_ip == 0 {
             return Err("cdn_http_requests_per_ip must be at least 1".into());

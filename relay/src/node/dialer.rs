@@ -1,10 +1,12 @@
-//! Keeping links up: one dial loop per member relay, redialing with backoff while it is a
-//! member; links to relays that stop being members are closed.
+//! Keeping links up on demand: a dial loop for every relay a link is wanted to (a home of a
+//! client connected here, a relay traffic needs, a configured peer), redialing with backoff
+//! while it is wanted and a member. A link this relay dialed is closed once it is idle and no
+//! longer wanted; links to relays that stop being members are closed.
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
@@ -15,7 +17,7 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::msg::link::run_link;
 use crate::node::accept::serve_streams;
-use crate::node::peers::LINK_NOT_MEMBER;
+use crate::node::peers::{LINK_IDLE, LINK_NOT_MEMBER};
 use crate::node::state::Shared;
 use crate::util::lock;
 
@@ -24,20 +26,30 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between dials.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Keeps a dial loop running for every member relay (registered, or configured where that
-/// counts) and closes links to relays that stopped being members, until shutdown.
+/// Whether this relay wants a link to `relay` now: traffic or a client's home needs it, or
+/// the operator configured it.
+fn wanted(shared: &Shared, relay: &RelayId) -> bool {
+    shared.msg.wants.wanted(relay, Instant::now())
+        || (shared.peers.is_configured(relay) && shared.peers.is_member(relay))
+}
+
+/// Keeps a dial loop running for every member relay a link is wanted to, and closes links to
+/// relays that stopped being members, until shutdown.
 pub async fn run_dialers(shared: Arc<Shared>) {
-    let mut changed = shared.peers.subscribe();
+    let mut members = shared.peers.subscribe();
+    let mut wants = shared.msg.wants.subscribe();
     let dialing: Arc<Mutex<HashSet<RelayId>>> = Arc::default();
     loop {
-        for peer in shared.peers.members() {
-            if lock(&dialing).insert(peer.id) {
-                let span = info_span!("dialer", peer = %peer.id.short());
+        let mut wanted_now = shared.msg.wants.all(Instant::now());
+        wanted_now.extend(shared.peers.configured_members());
+        for relay in wanted_now {
+            if shared.peers.is_member(&relay) && lock(&dialing).insert(relay) {
+                let span = info_span!("dialer", peer = %relay.short());
                 let (shared2, dialing2) = (shared.clone(), dialing.clone());
                 shared.tasks.spawn(
                     async move {
-                        dial_loop(&shared2, peer.id).await;
-                        lock(&dialing2).remove(&peer.id);
+                        dial_loop(&shared2, relay).await;
+                        lock(&dialing2).remove(&relay);
                     }
                     .instrument(span),
                 );
@@ -49,20 +61,26 @@ pub async fn run_dialers(shared: Arc<Shared>) {
                 conn.close(LINK_NOT_MEMBER, b"not a registered relay");
             }
         }
-        changed.mark_unchanged();
+        members.mark_unchanged();
+        wants.mark_unchanged();
         tokio::select! {
-            r = changed.changed() => if r.is_err() { return },
+            r = members.changed() => if r.is_err() { return },
+            r = wants.changed() => if r.is_err() { return },
             _ = shared.shutdown.cancelled() => return,
         }
     }
 }
 
-/// Dials `relay` whenever it is a member and not linked; ends once it is not a member.
+/// Dials `relay` whenever it is wanted, a member and not linked; ends once it is not wanted
+/// (and its link, if this relay dialed it, went idle) or not a member.
 async fn dial_loop(shared: &Arc<Shared>, relay: RelayId) {
     let mut backoff = FIRST_BACKOFF;
     let mut changed = shared.peers.subscribe();
     loop {
         changed.mark_unchanged();
+        if !wanted(shared, &relay) {
+            return;
+        }
         // The address is looked up afresh each time: the registry may have moved it.
         let Some(peer) = shared.peers.addr_of(&relay) else {
             return;
@@ -74,8 +92,10 @@ async fn dial_loop(shared: &Arc<Shared>, relay: RelayId) {
             };
             match connected {
                 Ok((conn, send, frames)) => {
-                    let up = std::time::Instant::now();
-                    run_link(shared.link_context(), relay, conn, send, frames).await;
+                    let up = Instant::now();
+                    let link = run_link(shared.link_context(), relay, conn.clone(), send, frames);
+                    // The link closes its connection when it ends, which ends the watch.
+                    futures::future::join(link, close_when_idle(shared, relay, conn)).await;
                     // A link the peer ends at once (it does not take this relay as a member)
                     // keeps backing off; one that ran a while is redialed promptly.
                     if up.elapsed() > MAX_BACKOFF {
@@ -93,6 +113,34 @@ async fn dial_loop(shared: &Arc<Shared>, relay: RelayId) {
             _ = shared.shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Stream frames sent and received on `conn` so far.
+fn stream_frames(conn: &quinn::Connection) -> u64 {
+    let stats = conn.stats();
+    stats.frame_tx.stream.saturating_add(stats.frame_rx.stream)
+}
+
+/// Closes a link this relay dialed once a whole check period (half the configured idle time)
+/// passed with nothing carried either way, nothing awaiting an answer over it and no link
+/// wanted; returns when the connection closes.
+async fn close_when_idle(shared: &Shared, relay: RelayId, conn: quinn::Connection) {
+    let check = shared.msg.wants.wanted_for() / 2;
+    let mut last = stream_frames(&conn);
+    loop {
+        tokio::select! {
+            _ = conn.closed() => return,
+            _ = tokio::time::sleep(check) => {}
+        }
+        let frames = stream_frames(&conn);
+        let quiet = frames == last;
+        last = frames;
+        if quiet && !wanted(shared, &relay) && !shared.msg.link_busy(&relay) {
+            info!("closing the link: idle and not needed");
+            conn.close(LINK_IDLE, b"idle");
+            return;
+        }
     }
 }
 

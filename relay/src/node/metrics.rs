@@ -16,6 +16,9 @@ pub struct Metrics {
     pub messages_stored: Counter,
     /// Messages refused (quota, size, unavailable).
     pub messages_rejected: Counter,
+    /// Messages another relay sent through this one (a home of their recipient) to be
+    /// forwarded on.
+    pub messages_relayed: Counter,
     /// Client sessions open now.
     pub sessions: Gauge,
     /// Relay links up now.
@@ -81,6 +84,11 @@ impl Metrics {
             "messages_rejected",
             "Messages refused",
             m.messages_rejected.clone(),
+        );
+        r.register(
+            "messages_relayed",
+            "Messages other relays sent through this one, a home of their recipient",
+            m.messages_relayed.clone(),
         );
         r.register("sessions", "Client sessions open", m.sessions.clone());
         r.register("links", "Relay links up", m.links.clone());

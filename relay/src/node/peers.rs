@@ -22,6 +22,9 @@ pub const MAX_MEMBERS: usize = 4096;
 /// Close code of a link whose peer is not (or no longer) a member.
 pub const LINK_NOT_MEMBER: quinn::VarInt = quinn::VarInt::from_u32(3);
 
+/// Close code of a link its dialer let go: idle and no longer wanted.
+pub const LINK_IDLE: quinn::VarInt = quinn::VarInt::from_u32(5);
+
 /// A relay's draw in choosing homes: from the hash of the block that registered it (which
 /// its key could not be chosen for), or from its id alone for relays only configured (no chain
 /// or a dev chain).
@@ -174,6 +177,21 @@ impl Peers {
             return lock(&self.configured).get(relay).cloned();
         }
         None
+    }
+
+    /// Whether the operator configured `relay`.
+    pub fn is_configured(&self, relay: &RelayId) -> bool {
+        lock(&self.configured).contains_key(relay)
+    }
+
+    /// The configured relays that are members: links to them are kept up at all times (the
+    /// operator asked for them).
+    pub fn configured_members(&self) -> Vec<RelayId> {
+        let configured: Vec<RelayId> = lock(&self.configured).keys().copied().collect();
+        configured
+            .into_iter()
+            .filter(|id| self.is_member(id))
+            .collect()
     }
 
     /// Every member, this relay excluded.

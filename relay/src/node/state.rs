@@ -72,6 +72,7 @@ impl Shared {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             router: Default::default(),
+            link_idle: std::time::Duration::from_secs(config.link_idle_secs),
         });
         let terms = crate::billing::meter::Terms::from_config(&config.billing);
         let core = Arc::new(Core {

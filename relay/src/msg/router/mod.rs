@@ -32,11 +32,22 @@ impl<S, L> Default for Inflight<S, L> {
 }
 
 impl<S, L> Inflight<S, L> {
-    fn take_older_than(&mut self, deadline: Instant) -> Vec<Pending<S, L>> {
+    /// Takes the deliveries handed over before `deadline` (before `relayed_deadline`, those
+    /// relayed through a home).
+    fn take_older_than(
+        &mut self,
+        deadline: Instant,
+        relayed_deadline: Option<Instant>,
+    ) -> Vec<Pending<S, L>> {
+        let stale_at = |p: &Pending<S, L>| match (p.relayed, relayed_deadline) {
+            (false, _) => p.since < deadline,
+            (true, Some(d)) => p.since < d,
+            (true, None) => false,
+        };
         let stale: Vec<MsgId> = self
             .0
             .iter()
-            .filter(|(_, p)| p.first().is_some_and(|p| p.since < deadline))
+            .filter(|(_, p)| p.first().is_some_and(stale_at))
             .map(|(id, _)| *id)
             .collect();
         stale
@@ -278,6 +289,60 @@ impl<S: Clone, L: Clone> Router<S, L> {
         }
     }
 
+    /// A linked relay sent a message through this one, a home of its recipient (it does not
+    /// know where the recipient is): it is delivered here, forwarded on once to the relay the
+    /// recipient is believed to be on (and the sender told where that is, to go there
+    /// directly next time), or stored.
+    pub fn on_relayed(&mut self, env: Envelope, link: L, from: RelayId, now: Instant) {
+        let client = env.to;
+        let origin = Origin::Link {
+            link: link.clone(),
+            store_on_fail: true,
+        };
+        let pending = self.pending(env, origin, now);
+        let pending = match self.offer_to_session(pending) {
+            Ok(()) => {
+                self.actions.push_back(Action::Located { link, client });
+                return;
+            }
+            Err(pending) => pending,
+        };
+        let pending = match self.presence.get(&client).copied() {
+            // Never back to the relay it came from: that one does not know where it is.
+            Some(relay) if relay != from => match self.offer_to_link(relay, pending, true, false) {
+                Ok(()) => {
+                    self.actions.push_back(Action::Located { link, client });
+                    return;
+                }
+                Err(pending) => pending,
+            },
+            _ => pending,
+        };
+        self.undelivered(pending);
+    }
+
+    /// The home relays of the recipient of a message [`Action::FindHomes`] asked about, this
+    /// relay left out (none if it is one of them): it goes through the first one linked, or is
+    /// stored.
+    pub fn on_homes(&mut self, pending: Pending<S, L>, homes: &[RelayId], _now: Instant) {
+        let mut pending = pending;
+        for home in homes {
+            if !self.links.contains_key(home) {
+                continue;
+            }
+            match self.offer_to_link(*home, pending, true, true) {
+                Ok(()) => return,
+                Err(p) => pending = p,
+            }
+        }
+        self.undelivered(pending);
+    }
+
+    /// Messages forwarded over the link to `relay` and not yet answered.
+    pub fn forwards_to(&self, relay: &RelayId) -> usize {
+        self.links.get(relay).map_or(0, |l| l.forwards.0.len())
+    }
+
     /// A message from this relay's mailbox, for a push to wherever its recipient is now.
     /// Returns where it went, or `None` if the recipient is not reachable (the push should stop);
     /// a message some other push is already handing over counts as handed.
@@ -291,7 +356,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
         let pending = self.pending(env, Origin::Mailbox, now);
         let handed = match target {
             Handover::Session(_) => self.offer_to_session(pending),
-            Handover::Link(relay) => self.offer_to_link(relay, pending, false),
+            Handover::Link(relay) => self.offer_to_link(relay, pending, false, false),
         };
         match handed {
             Ok(()) => Some(target),
@@ -356,6 +421,14 @@ impl<S: Clone, L: Clone> Router<S, L> {
                 self.delivered.record(&first.env);
             }
             self.drop_copy(&answered);
+        }
+        // Stored by the other relay (at its recipient's homes): a copy here is not needed,
+        // unless it is the very row stored (this relay being a home).
+        if outcome == Some(Outcome::Stored)
+            && let Some(copied) = answered.iter().find(|p| p.durable)
+        {
+            self.actions
+                .push_back(Action::StoredElsewhere(copied.env.clone()));
         }
         for pending in answered {
             match outcome {
@@ -458,12 +531,13 @@ impl<S: Clone, L: Clone> Router<S, L> {
         let mut stale = Vec::new();
         if let Some(deadline) = now.checked_sub(self.config.ack_timeout) {
             for client in self.clients.values_mut() {
-                stale.extend(client.inflight.take_older_than(deadline));
+                stale.extend(client.inflight.take_older_than(deadline, None));
             }
         }
         if let Some(deadline) = now.checked_sub(self.config.forward_timeout) {
+            let relayed = now.checked_sub(self.config.forward_timeout * 2);
             for link in self.links.values_mut() {
-                stale.extend(link.forwards.take_older_than(deadline));
+                stale.extend(link.forwards.take_older_than(deadline, relayed));
             }
         }
         for pending in stale {
@@ -531,6 +605,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             origin,
             since: now,
             durable: false,
+            relayed: false,
         }
     }
 
@@ -540,10 +615,15 @@ impl<S: Clone, L: Clone> Router<S, L> {
             return;
         };
         let pending = match self.presence.get(&pending.env.to).copied() {
-            Some(relay) => match self.offer_to_link(relay, pending, true) {
+            Some(relay) => match self.offer_to_link(relay, pending, true, false) {
                 Ok(()) => return,
                 Err(pending) => pending,
             },
+            None if matches!(pending.origin, Origin::Sender(_)) => {
+                // Not known here: its home relays know where it is.
+                self.actions.push_back(Action::FindHomes(pending));
+                return;
+            }
             None => pending,
         };
         self.undelivered(pending);
@@ -600,10 +680,12 @@ impl<S: Clone, L: Clone> Router<S, L> {
     fn offer_to_link(
         &mut self,
         relay: RelayId,
-        pending: Pending<S, L>,
+        mut pending: Pending<S, L>,
         store_on_fail: bool,
+        relayed: bool,
     ) -> Result<(), Pending<S, L>> {
         let limit = self.config.max_forwards_per_link;
+        pending.relayed = relayed;
         self.track_accept(&pending, Handover::Link(relay));
         let Some(link) = self.links.get_mut(&relay) else {
             return Err(pending);
@@ -623,6 +705,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
             link: link.link.clone(),
             env: pending.env.clone(),
             store_on_fail,
+            relayed,
         });
         link.forwards.0.insert(pending.env.id, vec![pending]);
         Ok(())
@@ -633,12 +716,9 @@ impl<S: Clone, L: Clone> Router<S, L> {
         if pending.durable {
             // Its copy is on disk here already: that is where it waits, and it is pushed to
             // the recipient like any stored message.
-            let client = pending.env.to;
+            let env = pending.env.clone();
             self.finish(pending, Ok(Outcome::Stored));
-            self.actions.push_back(Action::PushMailbox {
-                client,
-                done_to: None,
-            });
+            self.actions.push_back(Action::Stranded(env));
             return;
         }
         if matches!(pending.origin, Origin::Sender(_)) && self.copying.contains(&pending.env.id) {
@@ -686,5 +766,7 @@ impl<S: Clone, L: Clone> Router<S, L> {
     }
 }
 
+#[cfg(test)]
+mod homes_tests;
 #[cfg(test)]
 mod tests;

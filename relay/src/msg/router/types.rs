@@ -74,6 +74,9 @@ pub struct Pending<S, L> {
     pub since: Instant,
     /// Whether a durable copy was stored and the sender told so.
     pub durable: bool,
+    /// Whether it went to a home relay to be forwarded on (it waits twice the forward timeout:
+    /// the home's own forward must time out first).
+    pub relayed: bool,
 }
 
 /// What the driver must do.
@@ -94,6 +97,19 @@ pub enum Action<S, L> {
         env: Envelope,
         /// Whether that relay stores it if the recipient is gone.
         store_on_fail: bool,
+        /// Whether that relay is a home of the recipient, asked to forward it on
+        /// ([`top_proto::frame::LinkFrame::Relay`]).
+        relayed: bool,
+    },
+    /// A local sender's message for a recipient whose relay is not known here: the driver
+    /// finds the recipient's home relays and calls [`super::Router::on_homes`].
+    FindHomes(Pending<S, L>),
+    /// Tell the relay on `link` where `client` is (its own statement, which the driver holds).
+    Located {
+        /// The relay that sent a message for `client` through this one.
+        link: L,
+        /// The client.
+        client: AccountId,
     },
     /// Tell a local sender what became of its message.
     AnswerSender {
@@ -129,7 +145,15 @@ pub enum Action<S, L> {
     },
     /// A stored message was delivered: delete it from the mailbox.
     DeleteStored(MsgId),
-    /// Tell linked relays whether `client` is connected here (they push what they hold for it).
+    /// A message whose durable copy is here was stored by another relay: delete the copy unless
+    /// this relay is one of its recipient's homes (then the copy is the stored message).
+    StoredElsewhere(Envelope),
+    /// A message whose durable copy is here could not be delivered: it waits in a mailbox,
+    /// this one if this relay is a home of its recipient, else the homes' (where its
+    /// recipient's relay asks for mail).
+    Stranded(Envelope),
+    /// Tell linked relays whether `client` is connected here (they push what they hold for it):
+    /// the driver tells only its home relays that it is, and every link that it left.
     Announce {
         /// The client.
         client: AccountId,

@@ -1,0 +1,200 @@
+//! Finding where a user is without every relay hearing of every user: a relay tells only a
+//! user's home relays that the user is connected to it. A relay that does not know where a
+//! user is sends through a home (which forwards on once and answers with the user's own
+//! statement: `Located`) or, for a pipe, asks its homes (`Locate`). A statement is believed
+//! only if the user signed it, it names a member relay, and it is the newest seen of the user;
+//! cheap checks come first, the signature last. The relay it names is then linked with and
+//! believed to serve the user until it says the user left.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use top_proto::frame::LinkFrame;
+use top_proto::id::{AccountId, RelayId};
+use top_proto::presence::{PRESENCE_MAX_AGE_MS, Presence};
+
+use super::driver::{Messaging, late_frame};
+use super::handles::{LinkOut, SessionOut};
+use super::router::Router;
+use crate::util::{lock, unix_now_ms};
+
+/// Users found at relays not linked yet, at most (then the oldest half is forgotten).
+pub const MAX_LOCATED: usize = 4096;
+/// How long a pipe waits for its peer to be found.
+pub const LOCATE_WAIT: Duration = Duration::from_secs(3);
+
+/// Users found (on their own word) at relays not linked yet, with when they were found.
+#[derive(Default)]
+pub struct Located(HashMap<AccountId, (RelayId, Instant)>);
+
+impl Located {
+    /// Notes that `client` is at `relay`.
+    pub fn note(&mut self, client: AccountId, relay: RelayId, now: Instant) {
+        if self.0.len() >= MAX_LOCATED && !self.0.contains_key(&client) {
+            let mut ages: Vec<Instant> = self.0.values().map(|(_, t)| *t).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            self.0.retain(|_, (_, t)| *t > cut);
+        }
+        self.0.insert(client, (relay, now));
+    }
+
+    /// Takes the users found at `relay`.
+    pub fn take(&mut self, relay: &RelayId) -> Vec<AccountId> {
+        let found: Vec<AccountId> = self
+            .0
+            .iter()
+            .filter(|(_, (r, _))| r == relay)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in &found {
+            self.0.remove(c);
+        }
+        found
+    }
+
+    /// How many users wait for their relay's link.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether none does.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Messaging {
+    /// Sends the newest statement of `client` seen here to the relay on `link`.
+    pub(super) fn tell_located(&self, link: &LinkOut, client: &AccountId) {
+        let Some(p) = lock(&self.statements).get(client) else {
+            return;
+        };
+        if p.body.relay == link.relay {
+            return;
+        }
+        self.send_late(
+            late_frame(link, LinkFrame::Located(p))
+                .into_iter()
+                .collect(),
+        );
+    }
+
+    /// A linked relay asks where `client` is: answered with its newest statement if this
+    /// relay believes it (the user is connected here, or at the relay the statement names).
+    pub fn locate_asked(&self, link: &LinkOut, client: AccountId) {
+        let known = {
+            let r = self.router();
+            r.session(&client).is_some() || r.link_for_client(&client).is_some()
+        };
+        if known {
+            self.tell_located(link, &client);
+        }
+    }
+
+    /// A linked relay says where a user is, with the user's statement: believed if it passes
+    /// the checks; the relay it names is linked with and then believed to serve the user.
+    pub fn located(self: &Arc<Self>, p: Presence) {
+        let relay = p.body.relay;
+        let believed = relay != self.me
+            && self.peers.is_member(&relay)
+            && lock(&self.statements).is_current(&p)
+            && p.check(&relay, unix_now_ms(), PRESENCE_MAX_AGE_MS).is_ok();
+        if !believed {
+            self.metrics.presence_refused.inc();
+            return;
+        }
+        lock(&self.statements).note(&p);
+        let now = Instant::now();
+        self.wants.want(relay, now);
+        lock(&self.located).note(p.body.client, relay, now);
+        let mut r = self.router();
+        if r.link(&relay).is_some() {
+            self.believe_located(&mut r, relay);
+            self.drive(&mut r, now);
+            drop(r);
+            self.links_changed.notify_waiters();
+        }
+    }
+
+    /// The link to `relay` is up: the users found there are believed to be there.
+    pub(super) fn believe_located(&self, r: &mut Router<SessionOut, LinkOut>, relay: RelayId) {
+        for client in lock(&self.located).take(&relay) {
+            r.on_presence(relay, client, true);
+        }
+    }
+
+    /// The link to the relay `client` is connected to: known here, or found through its
+    /// homes within [`LOCATE_WAIT`].
+    pub async fn locate(self: &Arc<Self>, client: &AccountId) -> Option<LinkOut> {
+        if let Some(link) = self.link_for_client(client) {
+            return Some(link);
+        }
+        let homes: Vec<RelayId> = self
+            .peers
+            .home_relays(client)
+            .into_iter()
+            .filter(|h| *h != self.me)
+            .collect();
+        if homes.len() < self.peers.home_relays(client).len() {
+            // A home that does not know where its user is: nobody does.
+            return None;
+        }
+        let now = Instant::now();
+        for home in &homes {
+            self.wants.want(*home, now);
+        }
+        let mut asked = Vec::new();
+        let search = async {
+            loop {
+                let changed = self.links_changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                if let Some(link) = self.link_for_client(client) {
+                    return link;
+                }
+                for home in &homes {
+                    if asked.contains(home) {
+                        continue;
+                    }
+                    if let Some(link) = self.link(home) {
+                        let ask = LinkFrame::Locate { client: *client };
+                        if link.tx.try_send(ask).is_ok() {
+                            asked.push(*home);
+                        }
+                    }
+                }
+                changed.await;
+            }
+        };
+        tokio::time::timeout(LOCATE_WAIT, search).await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use top_proto::identity::Identity;
+
+    #[test]
+    fn located_users_are_bounded_and_taken_by_relay() {
+        let mut located = Located::default();
+        let (a, b) = (
+            Identity::generate().relay_id(),
+            Identity::generate().relay_id(),
+        );
+        let start = Instant::now();
+        for i in 0..MAX_LOCATED + 100 {
+            let user = Identity::generate().account_id();
+            let relay = if i % 2 == 0 { a } else { b };
+            located.note(user, relay, start + Duration::from_millis(i as u64));
+        }
+        assert!(located.len() <= MAX_LOCATED);
+        let at_a = located.take(&a).len();
+        assert!(at_a > 0);
+        assert!(located.take(&a).is_empty(), "taken once");
+        assert_eq!(located.len(), located.take(&b).len());
+        assert!(located.is_empty());
+    }
+}
