@@ -137,11 +137,16 @@ async fn measure(n: usize) {
         .iter()
         .map(|r| r.status().control.gossiped_blocks)
         .sum();
+    // QUIC links between relays (made on demand: none are needed by a network without users).
+    let links: Vec<usize> = relays.iter().map(|r| r.linked().len()).collect();
+    let links_max = links.iter().max().copied().unwrap_or(0);
+    let links_mean = links.iter().sum::<usize>() as f64 / n as f64;
     println!(
         "discovery/{n}: started all in {:.1} s, all registered at {:.1} s, all discovered all \
          at {:.1} s; control plane \
          {:.0} B/relay/min (max {:.0}); block propagation p50 {:.1} ms, p99 {:.1} ms over {} \
-         pairs ({} missing); blocks taken from gossip {}",
+         pairs ({} missing); blocks taken from gossip {}; relay links mean {:.1}, max {} \
+         (a full mesh: {})",
         started.as_secs_f64(),
         registered.as_secs_f64(),
         discovered.as_secs_f64(),
@@ -152,6 +157,9 @@ async fn measure(n: usize) {
         delays.len(),
         missing,
         gossiped,
+        links_mean,
+        links_max,
+        n - 1,
     );
     for r in relays {
         r.shutdown().await;

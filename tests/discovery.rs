@@ -71,7 +71,7 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
     // Every relay holds a current announcement of every relay (its own included).
     wait_until_for(
         "every relay to discover all",
-        Duration::from_secs(60),
+        Duration::from_secs(30),
         async || {
             relays
                 .iter()
@@ -158,7 +158,7 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
     eprintln!("links per relay after discovery and a CDN fetch: {links:?}");
 
     // A message from a client of relay 1 reaches a client of the last relay.
-    message_crosses(&relays[1], &relays[RELAYS - 1]).await;
+    message_crosses(&relays[1], &relays[RELAYS - 1], &relays).await;
     let links: Vec<usize> = relays.iter().map(|r| r.linked().len()).collect();
     eprintln!("links per relay after a message: {links:?}");
     // A full mesh would be 29 links each; a relay links with its clients' homes and the relays
@@ -220,20 +220,64 @@ async fn transfer_by_gossip(relay: &Relay) {
 }
 
 /// A client of `from` sends to a client of `to`; it arrives and is acknowledged.
-async fn message_crosses(from: &Relay, to: &Relay) {
+async fn message_crosses(from: &Relay, to: &Relay, all: &[Relay]) {
     let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
     let bob_account = bob_id.account_id();
     let bob = Client::connect(&to.addr(), bob_id).await.unwrap();
     let alice = Client::connect(&from.addr(), alice_id).await.unwrap();
-    let (sent, got) = tokio::join!(alice.send(&bob_account, b"across"), async {
-        let m = tokio::time::timeout(Duration::from_secs(20), bob.recv())
-            .await
-            .expect("the message arrives")
-            .unwrap();
-        bob.ack(&m).await.unwrap();
-        m
-    });
+    let sending = Box::pin(alice.send(&bob_account, b"across"));
+    let mut sending = Some(sending);
+    let mut sent = None;
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            tokio::select! {
+                s = async { sending.as_mut().unwrap().await }, if sent.is_none() => sent = Some(s),
+                m = bob.recv() => return m,
+            }
+        }
+    })
+    .await;
+    let Ok(Some(got)) = got else {
+        // What each relay did, to see where the message stopped.
+        let homes = from.home_relays(&bob_account);
+        let index = |id: &top_proto::id::RelayId| all.iter().position(|r| r.id() == *id);
+        let homes: Vec<_> = homes.iter().map(index).collect();
+        let line = |r: &Relay| {
+            let m = r.metrics_text();
+            let get = |name: &str| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .unwrap_or("?")
+                    .trim()
+                    .to_string()
+            };
+            format!(
+                "linked {:?} relayed {} stored {} mailbox {}",
+                r.linked().iter().map(index).collect::<Vec<_>>(),
+                get("toprelay_messages_relayed_total "),
+                get("toprelay_messages_stored_total "),
+                r.status().mailbox.messages
+            )
+        };
+        let report: Vec<String> = all
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("relay {i}: {}", line(r)))
+            .collect();
+        panic!(
+            "the message did not arrive; sent: {sent:?}; bob's homes {homes:?}; from {:?} to {:?}\n{}",
+            index(&from.id()),
+            index(&to.id()),
+            report.join("\n")
+        );
+    };
+    bob.ack(&got).await.unwrap();
+    let sent = match sent {
+        Some(s) => s,
+        None => sending.take().unwrap().await,
+    };
     sent.unwrap();
+    drop(sending);
     assert_eq!(got.body.as_slice(), b"across");
     alice.close().await;
     bob.close().await;

@@ -322,3 +322,79 @@ async fn a_clients_fresh_statements_reach_linked_relays_and_old_ones_do_not_coun
     .expect("a statement past its age was believed");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_told_where_a_user_is_believes_only_the_users_fresh_word_for_a_member() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    store_for_offline(&relay.addr(), &alice, bob.account_id(), 3).await;
+    // A member relay (configured: there is no chain) that says where bob is.
+    let evil = Identity::generate();
+    relay.add_peer(format!("{}@127.0.0.1:9", evil.relay_id()).parse().unwrap());
+    let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &evil).await;
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&encode_frame(&Open::Link).unwrap())
+        .await
+        .unwrap();
+    let now = now_ms();
+    let mut forged = Presence::sign(&evil, evil.relay_id(), now);
+    forged.body.client = bob.account_id();
+    let stranger = Identity::generate().relay_id();
+    let claims = [
+        forged,
+        // bob's word, for a relay that is not a member.
+        Presence::sign(&bob, stranger, now),
+        // bob's word for the evil relay, past the age a statement is believed.
+        Presence::sign(
+            &bob,
+            evil.relay_id(),
+            now - top_proto::presence::PRESENCE_MAX_AGE_MS - 60_000,
+        ),
+        // bob's word for this very relay (he is not here).
+        Presence::sign(&bob, relay.id(), now),
+    ];
+    for claim in claims {
+        send.write_all(&encode_frame(&LinkFrame::Located(claim)).unwrap())
+            .await
+            .unwrap();
+    }
+    let http = relay.http_addr();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while metric(http, "toprelay_presence_refused_total").await < 4 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the false claims were believed");
+    assert_eq!(relay.status().mailbox.messages, 3);
+    assert_eq!(relay.linked(), vec![evil.relay_id()], "nothing else dialed");
+
+    // bob's own fresh word that he is at the evil relay: believed, and his mail goes there.
+    let genuine = Presence::sign(&bob, evil.relay_id(), now_ms());
+    send.write_all(&encode_frame(&LinkFrame::Located(genuine)).unwrap())
+        .await
+        .unwrap();
+    let mut frames = tokio_util::codec::FramedRead::new(
+        recv,
+        top_proto::frame::FrameCodec::<LinkFrame>::default(),
+    );
+    let mut forwarded = 0;
+    while forwarded < 3 {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut frames),
+        )
+        .await
+        .expect("bob's mail never came")
+        .unwrap()
+        .unwrap();
+        if let LinkFrame::Forward { env, .. } = frame {
+            assert_eq!(env.to, bob.account_id());
+            forwarded += 1;
+        }
+    }
+    assert_eq!(metric(http, "toprelay_presence_refused_total").await, 4);
+    relay.shutdown().await;
+}

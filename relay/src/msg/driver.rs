@@ -41,6 +41,8 @@ pub(super) const LATE_SEND: Duration = Duration::from_secs(5);
 /// Stores (to the mailbox here or at home relays) in progress at once; beyond it a message is
 /// refused as `Unavailable`.
 const MAX_STORES: usize = 4096;
+/// Messages being moved to their recipients' homes at once, at most (the rest stay here).
+const MAX_REHOMING: usize = 1024;
 /// How often the router's clock ticks (durable copies fall due within a tick of their time).
 const TICK: Duration = Duration::from_millis(100);
 
@@ -79,7 +81,9 @@ pub struct Messaging {
     /// The home relays each client connected here pinned links to, with its session's serial.
     pub(super) home_pins: Mutex<HashMap<AccountId, (Serial, Vec<RelayId>)>>,
     /// Clients found (on their own word) at relays not linked yet: believed there once linked.
-    pub(super) located: Mutex<super::locate::Located>,
+    pub(super) located: Mutex<super::located::Located>,
+    /// Slots for messages being moved to their recipients' homes.
+    pub(super) rehoming: Arc<Semaphore>,
 }
 
 /// Everything [`Messaging::new`] takes.
@@ -123,6 +127,7 @@ impl Messaging {
             wants: Arc::new(super::wants::LinkWants::new(parts.link_idle)),
             home_pins: Mutex::default(),
             located: Mutex::default(),
+            rehoming: Arc::new(Semaphore::new(MAX_REHOMING)),
         });
         let ticker = msg.clone();
         msg.tasks.spawn(async move { ticker.run_clock().await });

@@ -17,6 +17,14 @@ use crate::util::lock;
 /// How long a message for a recipient not known here, or a store, waits for a link to one of
 /// its recipient's homes to come up.
 pub(super) const HOME_LINK_WAIT: Duration = Duration::from_secs(3);
+/// When a message kept here is offered to its recipient's homes again (each wait after the
+/// one before).
+const REHOME_AFTER: [Duration; 4] = [
+    Duration::ZERO,
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+];
 
 impl Messaging {
     /// Pins links to the home relays of `client` (its session `serial` opened here), in place
@@ -110,23 +118,56 @@ impl Messaging {
     }
 
     /// A message whose durable copy is here could not be delivered: a home keeps it (and pushes
-    /// it once its recipient is reachable); another relay moves it to the homes, keeping it
-    /// only if none takes it.
+    /// it once its recipient is reachable); another relay moves it to the homes, trying again a
+    /// few times, and keeps it only if none takes it.
     pub(super) fn rehome(self: &Arc<Self>, env: Envelope) {
+        self.rehome_after(env, &REHOME_AFTER);
+    }
+
+    /// A message kept here because no home of its recipient took it: moved to the homes later.
+    pub(super) fn rehome_later(self: &Arc<Self>, env: Envelope) {
+        self.rehome_after(env, &REHOME_AFTER[1..]);
+    }
+
+    fn rehome_after(self: &Arc<Self>, env: Envelope, waits: &'static [Duration]) {
         let to = env.to;
         if self.peers.home_relays(&to).contains(&self.me) {
             self.request_push(to, None);
             return;
         }
+        let Ok(slot) = self.rehoming.clone().try_acquire_owned() else {
+            self.request_push(to, None);
+            return;
+        };
         let msg = self.clone();
         self.tasks.spawn(async move {
-            let id = env.id;
-            match msg.store_at_homes_only(env).await {
-                Ok(()) => msg.mailbox.delete(id),
-                Err(_) => {
-                    msg.request_push(to, None);
+            for wait in waits {
+                tokio::select! {
+                    _ = tokio::time::sleep(*wait) => {}
+                    _ = msg.shutdown.cancelled() => return,
+                }
+                // Delivered meanwhile (pushed from here): nothing to move.
+                if !msg.still_here(&env).await {
+                    return;
+                }
+                if msg.store_at_homes_only(env.clone()).await.is_ok() {
+                    msg.mailbox.delete(env.id);
+                    return;
                 }
             }
+            drop(slot);
+            msg.request_push(to, None);
         });
+    }
+
+    /// Whether `env` is still in this relay's mailbox.
+    async fn still_here(&self, env: &Envelope) -> bool {
+        let (mailbox, to, id) = (self.mailbox.clone(), env.to, env.id);
+        let pending =
+            tokio::task::spawn_blocking(move || mailbox.pending_for(&to, crate::util::unix_now()));
+        match pending.await {
+            Ok(Ok(stored)) => stored.iter().any(|e| e.id == id),
+            _ => false,
+        }
     }
 }

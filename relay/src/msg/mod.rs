@@ -12,6 +12,7 @@ pub mod handles;
 pub mod homes;
 pub mod link;
 pub mod locate;
+pub mod located;
 pub mod mailbox;
 pub mod pipe;
 pub mod presence;

@@ -40,6 +40,9 @@ pub async fn run_dialers(shared: Arc<Shared>) {
     let mut wants = shared.msg.wants.subscribe();
     let dialing: Arc<Mutex<HashSet<RelayId>>> = Arc::default();
     loop {
+        // Marked before reading: a change while reading wakes the next round.
+        members.mark_unchanged();
+        wants.mark_unchanged();
         let mut wanted_now = shared.msg.wants.all(Instant::now());
         wanted_now.extend(shared.peers.configured_members());
         for relay in wanted_now {
@@ -61,8 +64,6 @@ pub async fn run_dialers(shared: Arc<Shared>) {
                 conn.close(LINK_NOT_MEMBER, b"not a registered relay");
             }
         }
-        members.mark_unchanged();
-        wants.mark_unchanged();
         tokio::select! {
             r = members.changed() => if r.is_err() { return },
             r = wants.changed() => if r.is_err() { return },
@@ -85,25 +86,37 @@ async fn dial_loop(shared: &Arc<Shared>, relay: RelayId) {
         let Some(peer) = shared.peers.addr_of(&relay) else {
             return;
         };
-        if shared.msg.link(&relay).is_none() {
-            let connected = tokio::select! {
-                c = connect(shared, &peer) => c,
+        if let Some(link) = shared.msg.link(&relay) {
+            // The other relay dialed: redial as soon as its link ends, if still wanted.
+            tokio::select! {
+                _ = link.conn.closed() => {}
+                _ = tokio::time::sleep(MAX_BACKOFF) => {}
                 _ = shared.shutdown.cancelled() => return,
-            };
-            match connected {
-                Ok((conn, send, frames)) => {
-                    let up = Instant::now();
-                    let link = run_link(shared.link_context(), relay, conn.clone(), send, frames);
-                    // The link closes its connection when it ends, which ends the watch.
-                    futures::future::join(link, close_when_idle(shared, relay, conn)).await;
-                    // A link the peer ends at once (it does not take this relay as a member)
-                    // keeps backing off; one that ran a while is redialed promptly.
-                    if up.elapsed() > MAX_BACKOFF {
-                        backoff = FIRST_BACKOFF;
-                    }
-                }
-                Err(e) => debug!("link to {peer:?} failed: {e}"),
             }
+            if link.conn.close_reason().is_some() {
+                // A moment for the link's end to reach the router.
+                tokio::time::sleep(FIRST_BACKOFF).await;
+            }
+            backoff = FIRST_BACKOFF;
+            continue;
+        }
+        let connected = tokio::select! {
+            c = connect(shared, &peer) => c,
+            _ = shared.shutdown.cancelled() => return,
+        };
+        match connected {
+            Ok((conn, send, frames)) => {
+                let up = Instant::now();
+                let link = run_link(shared.link_context(), relay, conn.clone(), send, frames);
+                // The link closes its connection when it ends, which ends the watch.
+                futures::future::join(link, close_when_idle(shared, relay, conn)).await;
+                // A link the peer ends at once (it does not take this relay as a member)
+                // keeps backing off; one that ran a while is redialed promptly.
+                if up.elapsed() > MAX_BACKOFF {
+                    backoff = FIRST_BACKOFF;
+                }
+            }
+            Err(e) => debug!("link to {peer:?} failed: {e}"),
         }
         // A change of the member set (this relay's own registration among them) is worth a
         // dial at once: a peer that refused an unregistered relay accepts it now.
