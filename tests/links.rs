@@ -161,10 +161,20 @@ async fn a_pipe_finds_its_peer_through_the_peers_homes_and_idle_links_are_let_go
     let dave_id = user_homed_at_1_and_2(&relays).await;
     let dave_account = dave_id.account_id();
     let (a, d) = (&relays[0], &relays[3]);
+    // carol's homes do not include dave's relay: relay 0 has no reason to keep a link there.
+    let carol_id = loop {
+        let carol = Identity::generate();
+        if !a.home_relays(&carol.account_id()).contains(&d.id()) {
+            break carol;
+        }
+    };
+    let carol_homes: Vec<RelayId> = a
+        .home_relays(&carol_id.account_id())
+        .into_iter()
+        .filter(|h| *h != a.id())
+        .collect();
     let dave = Client::connect(&d.addr(), dave_id).await.unwrap();
-    let carol = Client::connect(&a.addr(), Identity::generate())
-        .await
-        .unwrap();
+    let carol = Client::connect(&a.addr(), carol_id).await.unwrap();
     assert!(!a.linked().contains(&d.id()), "no link before it is needed");
     let (pipe, incoming) = tokio::join!(carol.open_pipe(&dave_account), dave.accept_pipe());
     let (mut pipe, mut incoming) = (pipe.unwrap(), incoming.unwrap());
@@ -174,9 +184,29 @@ async fn a_pipe_finds_its_peer_through_the_peers_homes_and_idle_links_are_let_go
     assert_eq!(pipe.recv().await.unwrap().unwrap(), b"hello");
     assert!(a.linked().contains(&d.id()));
     pipe.close().await.unwrap();
+    incoming.close().await.unwrap();
+
+    // The pipe is done: relay 0 lets its link to dave's relay go once idle (here 2 s)…
+    wait_until_for(
+        "the pipe's link let go",
+        Duration::from_secs(30),
+        async || !a.linked().contains(&d.id()),
+    )
+    .await;
+    // …while links to the homes of connected users stay, idle or not.
+    let linked = d.linked();
+    assert!(
+        linked.contains(&relays[1].id()) && linked.contains(&relays[2].id()),
+        "dave's relay dropped a link to his homes: {linked:?}"
+    );
+    let linked = a.linked();
+    assert!(
+        carol_homes.iter().all(|h| linked.contains(h)),
+        "carol's relay dropped a link to her homes: {linked:?} (homes {carol_homes:?})"
+    );
     carol.close().await;
     dave.close().await;
-    // Nothing needs a link any more: each is let go once idle (here after 2 s).
+    // Nothing needs a link any more: every one is let go.
     wait_until_for("every link let go", Duration::from_secs(30), async || {
         relays.iter().all(|r| r.linked().is_empty())
     })

@@ -324,28 +324,80 @@ async fn a_clients_fresh_statements_reach_linked_relays_and_old_ones_do_not_coun
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_relay_told_where_a_user_is_believes_only_the_users_fresh_word_for_a_member() {
+async fn a_relay_told_where_a_user_is_believes_only_an_answer_it_asked_for_with_the_users_word() {
     let dir = tempfile::tempdir().unwrap();
     init(dir.path(), InitOptions::loopback()).unwrap();
     let relay = Relay::start(dir.path()).await.unwrap();
-    let (alice, bob) = (Identity::generate(), Identity::generate());
-    store_for_offline(&relay.addr(), &alice, bob.account_id(), 3).await;
-    // A member relay (configured: there is no chain) that says where bob is.
-    let evil = Identity::generate();
-    relay.add_peer(format!("{}@127.0.0.1:9", evil.relay_id()).parse().unwrap());
+    // Two member relays (configured: there is no chain): an evil one that answers, and
+    // another that is never reached.
+    let (evil, other) = (Identity::generate(), Identity::generate());
+    for member in [&evil, &other] {
+        relay.add_peer(
+            format!("{}@127.0.0.1:9", member.relay_id())
+                .parse()
+                .unwrap(),
+        );
+    }
+    // bob's homes are those two, not this relay: it does not know where bob is.
+    let bob = loop {
+        let bob = Identity::generate();
+        if !relay.home_relays(&bob.account_id()).contains(&relay.id()) {
+            break bob;
+        }
+    };
     let (_endpoint, conn) = endpoint_and_conn(&relay.addr(), &evil).await;
     let (mut send, recv) = conn.open_bi().await.unwrap();
     send.write_all(&encode_frame(&Open::Link).unwrap())
         .await
         .unwrap();
+    let mut link = tokio_util::codec::FramedRead::new(
+        recv,
+        top_proto::frame::FrameCodec::<LinkFrame>::default(),
+    );
+    let http = relay.http_addr();
+    let refused = async |n: u64| {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while metric(http, "toprelay_presence_refused_total").await < n {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a false claim was believed");
+    };
+    // bob's genuine word, but nobody asked: not taken.
+    let genuine = Presence::sign(&bob, evil.relay_id(), now_ms());
+    send.write_all(&encode_frame(&LinkFrame::Located(genuine)).unwrap())
+        .await
+        .unwrap();
+    refused(1).await;
+
+    // alice sends to bob: this relay asks a home (the evil relay) to relay it. Each answer
+    // below comes to such a question.
+    let alice = Identity::generate();
+    let mut alice_session = open_session(&relay.addr(), &alice).await;
+    alice_session.until(|f| *f == SessionFrame::Synced).await;
+    let mut ask = async |body: &[u8]| -> LinkFrame {
+        let env = sealed_envelope(&alice, bob.account_id(), body);
+        alice_session.write(&SessionFrame::Send(env)).await;
+        loop {
+            let frame =
+                tokio::time::timeout(Duration::from_secs(10), futures::StreamExt::next(&mut link))
+                    .await
+                    .expect("the message never came")
+                    .unwrap()
+                    .unwrap();
+            if matches!(frame, LinkFrame::Relay { .. } | LinkFrame::Forward { .. }) {
+                return frame;
+            }
+        }
+    };
     let now = now_ms();
     let mut forged = Presence::sign(&evil, evil.relay_id(), now);
     forged.body.client = bob.account_id();
-    let stranger = Identity::generate().relay_id();
     let claims = [
         forged,
         // bob's word, for a relay that is not a member.
-        Presence::sign(&bob, stranger, now),
+        Presence::sign(&bob, Identity::generate().relay_id(), now),
         // bob's word for the evil relay, past the age a statement is believed.
         Presence::sign(
             &bob,
@@ -355,46 +407,29 @@ async fn a_relay_told_where_a_user_is_believes_only_the_users_fresh_word_for_a_m
         // bob's word for this very relay (he is not here).
         Presence::sign(&bob, relay.id(), now),
     ];
-    for claim in claims {
+    for (i, claim) in claims.into_iter().enumerate() {
+        assert!(matches!(ask(b"where is he").await, LinkFrame::Relay { .. }));
         send.write_all(&encode_frame(&LinkFrame::Located(claim)).unwrap())
             .await
             .unwrap();
+        refused(2 + i as u64).await;
     }
-    let http = relay.http_addr();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while metric(http, "toprelay_presence_refused_total").await < 4 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the false claims were believed");
-    assert_eq!(relay.status().mailbox.messages, 3);
-    assert_eq!(relay.linked(), vec![evil.relay_id()], "nothing else dialed");
-
-    // bob's own fresh word that he is at the evil relay: believed, and his mail goes there.
+    // The answer that passes: bob's own fresh word that he is at the evil relay. The next
+    // message goes straight there, no longer through a home.
+    assert!(matches!(ask(b"where is he").await, LinkFrame::Relay { .. }));
     let genuine = Presence::sign(&bob, evil.relay_id(), now_ms());
     send.write_all(&encode_frame(&LinkFrame::Located(genuine)).unwrap())
         .await
         .unwrap();
-    let mut frames = tokio_util::codec::FramedRead::new(
-        recv,
-        top_proto::frame::FrameCodec::<LinkFrame>::default(),
-    );
-    let mut forwarded = 0;
-    while forwarded < 3 {
-        let frame = tokio::time::timeout(
-            Duration::from_secs(10),
-            futures::StreamExt::next(&mut frames),
-        )
-        .await
-        .expect("bob's mail never came")
-        .unwrap()
-        .unwrap();
-        if let LinkFrame::Forward { env, .. } = frame {
+    let mut straight = false;
+    for _ in 0..50 {
+        if let LinkFrame::Forward { env, .. } = ask(b"to bob").await {
             assert_eq!(env.to, bob.account_id());
-            forwarded += 1;
+            straight = true;
+            break;
         }
     }
-    assert_eq!(metric(http, "toprelay_presence_refused_total").await, 4);
+    assert!(straight, "the genuine answer was not taken");
+    assert_eq!(metric(http, "toprelay_presence_refused_total").await, 5);
     relay.shutdown().await;
 }

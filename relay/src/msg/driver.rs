@@ -41,6 +41,9 @@ pub(super) const LATE_SEND: Duration = Duration::from_secs(5);
 /// Stores (to the mailbox here or at home relays) in progress at once; beyond it a message is
 /// refused as `Unavailable`.
 const MAX_STORES: usize = 4096;
+/// Local senders' messages waiting for a link to a home of their recipient, at most (the rest
+/// are stored at once).
+const MAX_FINDING: usize = 1024;
 /// Messages being moved to their recipients' homes at once, at most (the rest stay here).
 const MAX_REHOMING: usize = 1024;
 /// How often the router's clock ticks (durable copies fall due within a tick of their time).
@@ -82,6 +85,10 @@ pub struct Messaging {
     pub(super) home_pins: Mutex<HashMap<AccountId, (Serial, Vec<RelayId>)>>,
     /// Clients found (on their own word) at relays not linked yet: believed there once linked.
     pub(super) located: Mutex<super::located::Located>,
+    /// Which homes were asked about which users (their `Located` answers are taken).
+    pub(super) asked: Mutex<super::located::Asked>,
+    /// Slots for local senders' messages waiting for a link to a home of their recipient.
+    pub(super) finding: Arc<Semaphore>,
     /// Slots for messages being moved to their recipients' homes.
     pub(super) rehoming: Arc<Semaphore>,
 }
@@ -127,10 +134,13 @@ impl Messaging {
             wants: Arc::new(super::wants::LinkWants::new(parts.link_idle)),
             home_pins: Mutex::default(),
             located: Mutex::default(),
+            asked: Mutex::default(),
+            finding: Arc::new(Semaphore::new(MAX_FINDING)),
             rehoming: Arc::new(Semaphore::new(MAX_REHOMING)),
         });
         let ticker = msg.clone();
         msg.tasks.spawn(async move { ticker.run_clock().await });
+        msg.tasks.spawn(msg.clone().run_rehome_sweeps());
         msg
     }
 
@@ -146,8 +156,16 @@ impl Messaging {
     async fn run_clock(self: Arc<Self>) {
         let mut tick = tokio::time::interval(TICK);
         let mut expiry = tokio::time::interval(super::statements::EXPIRY_SWEEP);
+        let mut members = self.peers.subscribe();
         loop {
             tokio::select! {
+                r = members.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    members.mark_unchanged();
+                    self.repin_all();
+                }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let mut r = self.router();
@@ -184,10 +202,12 @@ impl Messaging {
     pub fn close_session(self: &Arc<Self>, client: AccountId, serial: Serial) {
         self.metrics.sessions.dec();
         let now = Instant::now();
-        self.unpin_homes(client, serial);
         let mut r = self.router();
         r.on_session_closed(client, serial, now);
+        // (Its homes are told it left before their links stop being pinned.)
         self.drive(&mut r, now);
+        drop(r);
+        self.unpin_homes(client, serial);
     }
 
     /// A local client sent a message (checked and paid for).
@@ -408,7 +428,10 @@ impl Messaging {
                     let bytes = env.sealed.len();
                     // Traffic keeps the link wanted a while.
                     self.wants.want(link.relay, now);
+                    // A relayed message pays two hops: the home forwards it on.
+                    let bytes = if relayed { bytes * 2 } else { bytes };
                     let frame = if relayed {
+                        lock(&self.asked).note(link.relay, env.to, now);
                         LinkFrame::Relay { env }
                     } else {
                         LinkFrame::Forward { env, store_on_fail }
@@ -451,27 +474,26 @@ impl Messaging {
                 }
                 Action::Stranded(env) => self.rehome(env),
                 Action::Announce { client, online, to } => {
-                    let (frame, links) = if online {
-                        // Announced only with the client's own statement, to its homes.
+                    // Only its homes hear of a client (others ask them); coming with the
+                    // client's own statement, leaving without.
+                    let frame = if online {
                         let Some(session) = r.session(&client) else {
                             continue;
                         };
-                        let homes = self.pinned_homes(&client);
-                        let links: Vec<&LinkOut> = match &to {
-                            Some(link) => vec![link],
-                            None => r.links().map(|(_, l)| l).collect(),
-                        };
-                        let links: Vec<LinkOut> = links
-                            .into_iter()
-                            .filter(|l| homes.contains(&l.relay))
-                            .cloned()
-                            .collect();
-                        (session.online_frame(), links)
+                        session.online_frame()
                     } else {
-                        // Gone: every linked relay hears it (some may have found it here).
-                        let links = r.links().map(|(_, l)| l.clone()).collect();
-                        (LinkFrame::Offline { client }, links)
+                        LinkFrame::Offline { client }
                     };
+                    let homes = self.pinned_homes(&client);
+                    let links: Vec<&LinkOut> = match &to {
+                        Some(link) => vec![link],
+                        None => r.links().map(|(_, l)| l).collect(),
+                    };
+                    let links: Vec<LinkOut> = links
+                        .into_iter()
+                        .filter(|l| homes.contains(&l.relay))
+                        .cloned()
+                        .collect();
                     let late = links
                         .iter()
                         .filter_map(|link| late_frame(link, frame.clone()))

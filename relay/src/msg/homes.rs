@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use top_proto::frame::Envelope;
 use top_proto::id::{AccountId, RelayId};
 
-use super::driver::Messaging;
+use super::driver::{Messaging, late_frame};
 use super::handles::{LinkOut, SessionOut};
 use super::router::{Pending, Router, Serial};
 use crate::util::lock;
@@ -17,14 +17,15 @@ use crate::util::lock;
 /// How long a message for a recipient not known here, or a store, waits for a link to one of
 /// its recipient's homes to come up.
 pub(super) const HOME_LINK_WAIT: Duration = Duration::from_secs(3);
-/// When a message kept here is offered to its recipient's homes again (each wait after the
-/// one before).
-const REHOME_AFTER: [Duration; 4] = [
-    Duration::ZERO,
-    Duration::from_secs(5),
-    Duration::from_secs(30),
-    Duration::from_secs(120),
-];
+/// How often mail kept here for users this relay is not a home of is moved to their homes.
+const REHOME_SWEEP: Duration = Duration::from_secs(60);
+/// The first such sweep after start.
+const FIRST_SWEEP: Duration = Duration::from_secs(10);
+/// Mail moves once it is this old (seconds): older than any delivery still in flight (a
+/// relayed forward waits at most twice the forward timeout).
+const SETTLED_SECS: u64 = 180;
+/// Messages one sweep offers to homes at most.
+const SWEEP_MAX_MESSAGES: usize = 1024;
 
 impl Messaging {
     /// Pins links to the home relays of `client` (its session `serial` opened here), in place
@@ -42,6 +43,46 @@ impl Messaging {
             self.wants.unpin(&old);
         }
         homes
+    }
+
+    /// The member set changed: each client connected here pins its homes as drawn now, and
+    /// homes it did not have before (and that are linked) are told it is here.
+    pub(super) fn repin_all(&self) {
+        let pinned: Vec<(AccountId, Serial, Vec<RelayId>)> = lock(&self.home_pins)
+            .iter()
+            .map(|(c, (serial, homes))| (*c, *serial, homes.clone()))
+            .collect();
+        let mut late = Vec::new();
+        for (client, serial, old) in pinned {
+            let homes: Vec<RelayId> = self
+                .peers
+                .home_relays(&client)
+                .into_iter()
+                .filter(|h| *h != self.me)
+                .collect();
+            if homes == old {
+                continue;
+            }
+            {
+                let mut pins = lock(&self.home_pins);
+                if pins.get(&client).is_none_or(|(s, _)| *s != serial) {
+                    continue;
+                }
+                self.wants.pin(&homes);
+                self.wants.unpin(&old);
+                pins.insert(client, (serial, homes.clone()));
+            }
+            let r = self.router();
+            if let Some(session) = r.session(&client) {
+                let frame = session.online_frame();
+                for (relay, link) in r.links() {
+                    if homes.contains(relay) && !old.contains(relay) {
+                        late.extend(late_frame(link, frame.clone()));
+                    }
+                }
+            }
+        }
+        self.send_late(late);
     }
 
     /// Takes back the pins of `client`'s session `serial`, if it is the newest.
@@ -72,9 +113,13 @@ impl Messaging {
     }
 
     /// Whether the link to `relay` carries something that must not be cut: a forward awaiting
-    /// its answer, or a stream (pipe, CDN fetch) running over it.
+    /// its answer, an answer owed to that relay, or a stream (pipe, CDN fetch) running over it.
     pub fn link_busy(&self, relay: &RelayId) -> bool {
-        self.wants.held(relay) || self.router().forwards_to(relay) > 0
+        if self.wants.held(relay) {
+            return true;
+        }
+        let r = self.router();
+        r.forwards_to(relay) > 0 || r.answers_owed(|l| l.relay == *relay)
     }
 
     /// A local sender's message for a recipient not known here goes through a linked home;
@@ -100,8 +145,8 @@ impl Messaging {
         if homes.is_empty() || homes.iter().any(|h| r.link(h).is_some()) {
             return r.on_homes(pending, &homes, now);
         }
-        // Waiting holds a store slot: the message is stored if the wait comes to nothing.
-        let Ok(slot) = self.stores.clone().try_acquire_owned() else {
+        // Waiting holds a slot (bounded); without one it is stored at once.
+        let Ok(slot) = self.finding.clone().try_acquire_owned() else {
             return r.on_homes(pending, &homes, now);
         };
         let msg = self.clone();
@@ -118,18 +163,9 @@ impl Messaging {
     }
 
     /// A message whose durable copy is here could not be delivered: a home keeps it (and pushes
-    /// it once its recipient is reachable); another relay moves it to the homes, trying again a
-    /// few times, and keeps it only if none takes it.
+    /// it once its recipient is reachable); another relay moves it to the homes now, or, if
+    /// none takes it, keeps it until the next sweep ([`Messaging::run_rehome_sweeps`]).
     pub(super) fn rehome(self: &Arc<Self>, env: Envelope) {
-        self.rehome_after(env, &REHOME_AFTER);
-    }
-
-    /// A message kept here because no home of its recipient took it: moved to the homes later.
-    pub(super) fn rehome_later(self: &Arc<Self>, env: Envelope) {
-        self.rehome_after(env, &REHOME_AFTER[1..]);
-    }
-
-    fn rehome_after(self: &Arc<Self>, env: Envelope, waits: &'static [Duration]) {
         let to = env.to;
         if self.peers.home_relays(&to).contains(&self.me) {
             self.request_push(to, None);
@@ -141,33 +177,67 @@ impl Messaging {
         };
         let msg = self.clone();
         self.tasks.spawn(async move {
-            for wait in waits {
-                tokio::select! {
-                    _ = tokio::time::sleep(*wait) => {}
-                    _ = msg.shutdown.cancelled() => return,
-                }
-                // Delivered meanwhile (pushed from here): nothing to move.
-                if !msg.still_here(&env).await {
-                    return;
-                }
-                if msg.store_at_homes_only(env.clone()).await.is_ok() {
-                    msg.mailbox.delete(env.id);
-                    return;
+            let id = env.id;
+            match msg.store_at_homes_only(env).await {
+                Ok(()) => msg.mailbox.delete(id),
+                Err(_) => {
+                    msg.request_push(to, None);
                 }
             }
             drop(slot);
-            msg.request_push(to, None);
         });
     }
 
-    /// Whether `env` is still in this relay's mailbox.
-    async fn still_here(&self, env: &Envelope) -> bool {
-        let (mailbox, to, id) = (self.mailbox.clone(), env.to, env.id);
-        let pending =
-            tokio::task::spawn_blocking(move || mailbox.pending_for(&to, crate::util::unix_now()));
-        match pending.await {
-            Ok(Ok(stored)) => stored.iter().any(|e| e.id == id),
-            _ => false,
+    /// From time to time (and once soon after start), moves mail kept here for users this
+    /// relay is not a home of to their homes: their relays ask the homes for mail, not this
+    /// one. Only mail that has settled (older than any delivery still in flight) moves.
+    pub(super) async fn run_rehome_sweeps(self: Arc<Self>) {
+        let mut next = FIRST_SWEEP;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(next) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            next = REHOME_SWEEP;
+            let moved = self.rehome_sweep().await;
+            if moved > 0 {
+                tracing::info!("moved {moved} messages to their recipients' home relays");
+            }
         }
+    }
+
+    /// One sweep: returns how many messages moved.
+    async fn rehome_sweep(self: &Arc<Self>) -> usize {
+        let (mut after, mut moved, mut looked) = (None, 0, 0);
+        while looked < SWEEP_MAX_MESSAGES {
+            let mailbox = self.mailbox.clone();
+            let page = tokio::task::spawn_blocking(move || mailbox.recipients(after, 256)).await;
+            let Ok(Ok(page)) = page else { return moved };
+            let Some(last) = page.last().copied() else {
+                return moved;
+            };
+            after = Some(last);
+            for to in page {
+                if self.peers.home_relays(&to).contains(&self.me) {
+                    continue;
+                }
+                let mailbox = self.mailbox.clone();
+                let now = crate::util::unix_now();
+                let settled = tokio::task::spawn_blocking(move || {
+                    mailbox.settled_for(&to, now, SETTLED_SECS)
+                })
+                .await;
+                let Ok(Ok(settled)) = settled else { continue };
+                for env in settled {
+                    looked += 1;
+                    let id = env.id;
+                    if self.store_at_homes_only(env).await.is_ok() {
+                        self.mailbox.delete(id);
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        moved
     }
 }

@@ -200,7 +200,8 @@ async fn handle_frame(
             msg.forwarded(env, link, store_on_fail)
         }
         LinkFrame::Relay { env } => {
-            if !stalled.1.carry(link, env.sealed.len()).await {
+            // Two hops: this relay forwards it on (and pays the next relay for that).
+            if !stalled.1.carry(link, env.sealed.len() * 2).await {
                 let refused = LinkFrame::ForwardResult {
                     id: env.id,
                     outcome: None,
@@ -211,7 +212,7 @@ async fn handle_frame(
             msg.relayed(env, link)
         }
         LinkFrame::Locate { client } => msg.locate_asked(link, client),
-        LinkFrame::Located(presence) => msg.located(presence),
+        LinkFrame::Located(presence) => msg.located(link.relay, presence),
         LinkFrame::ForwardResult { id, outcome } => msg.forward_result(link.relay, id, outcome),
         LinkFrame::Store(env) => msg.store_for_peer(link, env),
         LinkFrame::StoreResult { id, error } => msg.store_result(link, id, error),

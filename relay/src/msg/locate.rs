@@ -13,7 +13,7 @@ use top_proto::frame::LinkFrame;
 use top_proto::id::{AccountId, RelayId};
 use top_proto::presence::{PRESENCE_MAX_AGE_MS, Presence};
 
-use super::driver::{Messaging, late_frame};
+use super::driver::Messaging;
 use super::handles::{LinkOut, SessionOut};
 use super::router::Router;
 use crate::util::{lock, unix_now_ms};
@@ -30,11 +30,10 @@ impl Messaging {
         if p.body.relay == link.relay {
             return;
         }
-        self.send_late(
-            late_frame(link, LinkFrame::Located(p))
-                .into_iter()
-                .collect(),
-        );
+        // Advisory: dropped when the link's queue is full (never a task per frame).
+        if link.tx.try_send(LinkFrame::Located(p)).is_err() {
+            self.metrics.frames_dropped.inc();
+        }
     }
 
     /// A linked relay asks where `client` is: answered with its newest statement if this
@@ -49,11 +48,14 @@ impl Messaging {
         }
     }
 
-    /// A linked relay says where a user is, with the user's statement: believed if it passes
-    /// the checks; the relay it names is linked with and then believed to serve the user.
-    pub fn located(self: &Arc<Self>, p: Presence) {
+    /// A linked relay (`from`) says where a user is, with the user's statement, answering this
+    /// relay's question: believed if it passes the checks; the relay it names is linked with
+    /// and then believed to serve the user. An answer nobody asked for is not taken.
+    pub fn located(self: &Arc<Self>, from: RelayId, p: Presence) {
         let relay = p.body.relay;
-        let believed = relay != self.me
+        let now = Instant::now();
+        let believed = lock(&self.asked).answered(from, p.body.client, now)
+            && relay != self.me
             && self.peers.is_member(&relay)
             && lock(&self.statements).is_current(&p)
             && p.check(&relay, unix_now_ms(), PRESENCE_MAX_AGE_MS).is_ok();
@@ -62,7 +64,6 @@ impl Messaging {
             return;
         }
         lock(&self.statements).note(&p);
-        let now = Instant::now();
         self.wants.want(relay, now);
         lock(&self.located).note(p.body.client, relay, now);
         let mut r = self.router();
@@ -74,10 +75,16 @@ impl Messaging {
         }
     }
 
-    /// The link to `relay` is up: the users found there are believed to be there.
+    /// The link to `relay` is up: the users found there are believed to be there (if their
+    /// newest statement still names it).
     pub(super) fn believe_located(&self, r: &mut Router<SessionOut, LinkOut>, relay: RelayId) {
         for client in lock(&self.located).take(&relay) {
-            r.on_presence(relay, client, true);
+            let current = lock(&self.statements)
+                .get(&client)
+                .is_some_and(|p| p.body.relay == relay);
+            if current {
+                r.on_presence(relay, client, true);
+            }
         }
     }
 
@@ -91,10 +98,9 @@ impl Messaging {
             .peers
             .home_relays(client)
             .into_iter()
-            .filter(|h| *h != self.me)
+            .filter(|h| *h != self.me && self.peers.is_member(h))
             .collect();
-        if homes.len() < self.peers.home_relays(client).len() {
-            // A home that does not know where its user is: nobody does.
+        if homes.is_empty() {
             return None;
         }
         let now = Instant::now();
@@ -116,6 +122,7 @@ impl Messaging {
                     }
                     if let Some(link) = self.link(home) {
                         let ask = LinkFrame::Locate { client: *client };
+                        lock(&self.asked).note(*home, *client, Instant::now());
                         if link.tx.try_send(ask).is_ok() {
                             asked.push(*home);
                         }

@@ -1,5 +1,6 @@
-//! Users found (on their own word) at relays this one has no link to yet: believed to be
-//! there once the link is up. Bounded.
+//! Users found (on their own word) at relays this one has no link to yet, believed to be there
+//! once the link is up; and the questions this relay asked (a message relayed through a home, a
+//! `Locate`): a `Located` is taken only as the answer to one. Both bounded.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -50,11 +51,68 @@ impl Located {
     }
 }
 
+/// Questions asked at most (then the oldest half is forgotten).
+pub const MAX_ASKED: usize = 4096;
+/// How long an answer to a question is taken.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Where this relay asked a home relay about a user: (the home, the user) → when.
+#[derive(Default)]
+pub struct Asked(HashMap<(RelayId, AccountId), Instant>);
+
+impl Asked {
+    /// Notes that `home` was asked about `client` at `now`.
+    pub fn note(&mut self, home: RelayId, client: AccountId, now: Instant) {
+        if self.0.len() >= MAX_ASKED && !self.0.contains_key(&(home, client)) {
+            self.0
+                .retain(|_, t| now.saturating_duration_since(*t) < ANSWER_WITHIN);
+            if self.0.len() >= MAX_ASKED {
+                let mut ages: Vec<Instant> = self.0.values().copied().collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                self.0.retain(|_, t| *t > cut);
+            }
+        }
+        self.0.insert((home, client), now);
+    }
+
+    /// Whether `home` was asked about `client` within [`ANSWER_WITHIN`] of `now` (the question
+    /// is answered: taken once).
+    pub fn answered(&mut self, home: RelayId, client: AccountId, now: Instant) -> bool {
+        self.0
+            .remove(&(home, client))
+            .is_some_and(|t| now.saturating_duration_since(t) < ANSWER_WITHIN)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
     use top_proto::identity::Identity;
+
+    #[test]
+    fn an_answer_is_taken_once_in_time_and_questions_are_bounded() {
+        let mut asked = Asked::default();
+        let (home, other) = (
+            Identity::generate().relay_id(),
+            Identity::generate().relay_id(),
+        );
+        let user = Identity::generate().account_id();
+        let now = Instant::now();
+        assert!(!asked.answered(home, user, now), "never asked");
+        asked.note(home, user, now);
+        assert!(!asked.answered(other, user, now), "asked another relay");
+        assert!(asked.answered(home, user, now));
+        assert!(!asked.answered(home, user, now), "answered once");
+        asked.note(home, user, now);
+        assert!(!asked.answered(home, user, now + ANSWER_WITHIN), "too late");
+        for i in 0..MAX_ASKED + 10 {
+            let user = Identity::generate().account_id();
+            asked.note(home, user, now + Duration::from_millis(i as u64));
+        }
+        assert!(asked.0.len() <= MAX_ASKED);
+    }
 
     #[test]
     fn located_users_are_bounded_and_taken_by_relay() {

@@ -166,6 +166,58 @@ impl Mailbox {
         Ok(out)
     }
 
+    /// Messages waiting for `to` that were stored at least `age_secs` before `now` and have
+    /// not expired, oldest first.
+    pub fn settled_for(
+        &self,
+        to: &AccountId,
+        now: u64,
+        age_secs: u64,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let mail = txn.open_table(MAIL).map_err(db_err)?;
+        let (lo, hi) = (mail_key(to, 0), mail_key(to, u64::MAX));
+        let mut out = Vec::new();
+        for row in mail.range::<&[u8; 40]>(&lo..=&hi).map_err(db_err)? {
+            let (_, value) = row.map_err(db_err)?;
+            let stored: StoredMail = postcard::from_bytes(value.value()).map_err(db_err)?;
+            // Stored at its expiry less its time to live (the expiry is what is kept).
+            let ttl = u64::from(stored.env.ttl_secs.min(self.limits.ttl_secs));
+            let stored_at = stored.expires_at.saturating_sub(ttl);
+            if stored.expires_at > now && stored_at.saturating_add(age_secs) <= now {
+                out.push(stored.env);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Recipients with messages waiting here, in id order after `after`, at most `limit`.
+    pub fn recipients(
+        &self,
+        after: Option<AccountId>,
+        limit: usize,
+    ) -> Result<Vec<AccountId>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let usage = txn.open_table(USAGE).map_err(db_err)?;
+        let rows = match &after {
+            Some(a) => usage.range::<&[u8; 32]>(a.as_bytes()..).map_err(db_err)?,
+            None => usage.iter().map_err(db_err)?,
+        };
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, v) = row.map_err(db_err)?;
+            let id = AccountId::from_wire(*key.value());
+            if Some(id) == after || v.value().0 == 0 {
+                continue;
+            }
+            out.push(id);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Those of `clients` with messages waiting here.
     pub fn holding_mail(&self, clients: Vec<AccountId>) -> Result<Vec<AccountId>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;

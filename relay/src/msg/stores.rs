@@ -100,16 +100,14 @@ impl Messaging {
     }
 
     /// Stores a message on its recipient's home relays; succeeds once at least one has it on
-    /// disk. With no home relay reachable, this relay keeps it (and moves it to the homes
-    /// later).
+    /// disk. With no home relay reachable, this relay keeps it (and a sweep moves it to the
+    /// homes later).
     pub(super) async fn store_at_home(self: &Arc<Self>, env: Envelope) -> Result<(), Reject> {
         match self.store_at_homes_only(env.clone()).await {
             Err(Reject::Unavailable) if !self.peers.home_relays(&env.to).contains(&self.me) => {
-                self.store_here(env.clone()).await?;
                 // Its recipient's relay asks the homes for mail, not this relay: moved there
-                // once a home takes it.
-                self.rehome_later(env);
-                Ok(())
+                // by a later sweep, once a home takes it.
+                self.store_here(env).await
             }
             result => result,
         }

@@ -367,8 +367,8 @@ impl RelayConfig {
         if self.new_connections_per_ip == 0 {
             return Err("new_connections_per_ip must be at least 1".into());
         }
-        if self.link_idle_secs == 0 {
-            return Err("link_idle_secs must be at least 1".into());
+        if !(1..=86_400).contains(&self.link_idle_secs) {
+            return Err("link_idle_secs must be 1 to 86400".into());
         }
         if self.cdn_http_requests_per_ip == 0 {
             return Err("cdn_http_requests_per_ip must be at least 1".into());

@@ -51,8 +51,18 @@ pub async fn run_dialers(shared: Arc<Shared>) {
                 let (shared2, dialing2) = (shared.clone(), dialing.clone());
                 shared.tasks.spawn(
                     async move {
-                        dial_loop(&shared2, relay).await;
-                        lock(&dialing2).remove(&relay);
+                        loop {
+                            dial_loop(&shared2, relay).await;
+                            lock(&dialing2).remove(&relay);
+                            // Wanted again as this loop ended (that wake-up found it still
+                            // dialing): it goes on, unless a new loop took over.
+                            if shared2.shutdown.is_cancelled()
+                                || !wanted(&shared2, &relay)
+                                || !lock(&dialing2).insert(relay)
+                            {
+                                break;
+                            }
+                        }
                     }
                     .instrument(span),
                 );

@@ -75,7 +75,12 @@ pub struct Peers {
     registered_self: AtomicBool,
     /// Bumped whenever the member set changes.
     changed: watch::Sender<u64>,
+    /// Home relays computed for recent clients (cleared whenever the member set changes).
+    homes_cache: Mutex<lru::LruCache<AccountId, Vec<RelayId>>>,
 }
+
+/// Clients whose home relays are remembered.
+const CACHED_HOMES: usize = 65_536;
 
 impl Peers {
     /// Starts from the configured relays, trusted as members if `trust_configured`.
@@ -94,6 +99,9 @@ impl Peers {
             trust_configured: AtomicBool::new(trust_configured),
             registered_self: AtomicBool::new(false),
             changed: watch::Sender::new(0),
+            homes_cache: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(CACHED_HOMES).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
         };
         peers.configure(configured.iter().cloned());
         peers
@@ -130,8 +138,10 @@ impl Peers {
             .map(|r| (r.addr.id, r))
             .collect();
         let me_too = mine.is_some();
-        *lock(&self.my_ticket) = mine.unwrap_or(HomeTicket::unregistered(&self.me));
-        let self_changed = self.registered_self.swap(me_too, Ordering::SeqCst) != me_too;
+        let ticket = mine.unwrap_or(HomeTicket::unregistered(&self.me));
+        let ticket_changed = std::mem::replace(&mut *lock(&self.my_ticket), ticket) != ticket;
+        let self_changed =
+            self.registered_self.swap(me_too, Ordering::SeqCst) != me_too || ticket_changed;
         let mut registered = lock(&self.registered);
         if *registered != fresh || self_changed {
             *registered = fresh;
@@ -153,6 +163,7 @@ impl Peers {
     }
 
     fn bump(&self) {
+        lock(&self.homes_cache).clear();
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -218,6 +229,15 @@ impl Peers {
     /// The relays that keep `client`'s mailbox: those among the members and this relay whose
     /// tickets draw the highest weight for `client` (rendezvous hashing).
     pub fn home_relays(&self, client: &AccountId) -> Vec<RelayId> {
+        if let Some(homes) = lock(&self.homes_cache).get(client) {
+            return homes.clone();
+        }
+        let homes = self.draw_homes(client);
+        lock(&self.homes_cache).put(*client, homes.clone());
+        homes
+    }
+
+    fn draw_homes(&self, client: &AccountId) -> Vec<RelayId> {
         let mut all: Vec<(RelayId, HomeTicket)> = self
             .members_with_tickets()
             .into_iter()

@@ -343,6 +343,15 @@ impl<S: Clone, L: Clone> Router<S, L> {
         self.links.get(relay).map_or(0, |l| l.forwards.0.len())
     }
 
+    /// Whether a message some link (`from` picks which) forwarded or relayed here still awaits
+    /// its outcome, owed to that link.
+    pub fn answers_owed(&self, from: impl Fn(&L) -> bool) -> bool {
+        let owed = |p: &Pending<S, L>| matches!(&p.origin, Origin::Link { link, .. } if from(link));
+        let delivering = self.clients.values().flat_map(|c| c.inflight.0.values());
+        let forwarding = self.links.values().flat_map(|l| l.forwards.0.values());
+        delivering.chain(forwarding).flatten().any(owed) || self.held.values().flatten().any(owed)
+    }
+
     /// A message from this relay's mailbox, for a push to wherever its recipient is now.
     /// Returns where it went, or `None` if the recipient is not reachable (the push should stop);
     /// a message some other push is already handing over counts as handed.

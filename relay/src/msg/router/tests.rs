@@ -743,7 +743,7 @@ fn a_delivery_failing_while_its_copy_fails_is_stored_the_usual_way() {
 }
 
 #[test]
-fn a_durable_message_not_acknowledged_in_time_is_pushed_again() {
+fn a_durable_message_not_acknowledged_in_time_waits_in_a_mailbox() {
     let start = Instant::now();
     let mut r = with_alice();
     r.on_session_open(bob(), 2, BOB_SESSION);
