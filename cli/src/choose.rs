@@ -126,8 +126,8 @@ pub struct Route {
 }
 
 /// Resolves `auto` in a route: the exit among VPN exits (in `region` if given, avoiding a
-/// named entry), the entry among relays carrying pipes (never the exit; outside the exit's
-/// region when one such answers).
+/// named entry and its network), the entry among relays carrying pipes (never the exit nor a
+/// relay in its network; outside the exit's region when one such answers).
 pub fn route(
     directory: &Directory,
     exit: RelayChoice,
@@ -147,6 +147,9 @@ pub fn route(
             let criteria = Criteria {
                 region: region.clone(),
                 avoid: named_via.into_iter().collect(),
+                avoid_networks: named_via
+                    .map(|v| networks_of(directory, &v))
+                    .unwrap_or_default(),
                 ..Criteria::default()
             };
             let listed = directory.pick("vpn", &criteria).with_context(|| {
@@ -165,9 +168,12 @@ pub fn route(
         None => None,
         Some(RelayChoice::Relay(r)) => Some(r),
         Some(RelayChoice::Auto) => {
+            // Another relay, in another network (likely another operator's: see
+            // `top_client::Network`), outside the exit's region if one such answers.
             let criteria = Criteria {
                 avoid: vec![exit.id],
                 avoid_regions: exit_region.into_iter().filter(|r| !r.is_empty()).collect(),
+                avoid_networks: networks_of(directory, &exit.id),
                 ..Criteria::default()
             };
             let listed = directory
@@ -180,6 +186,16 @@ pub fn route(
         bail!("the entry and the exit are the same relay: a 2-hop route needs two");
     }
     Ok(Route { exit, via })
+}
+
+/// The networks of a relay's registered addresses (none if it is not listed).
+fn networks_of(directory: &Directory, relay: &RelayId) -> Vec<top_client::Network> {
+    directory
+        .relays()
+        .iter()
+        .find(|l| l.id() == *relay)
+        .map(|l| l.networks())
+        .unwrap_or_default()
 }
 
 fn region_of(directory: &Directory, relay: &RelayId) -> Option<String> {
@@ -248,6 +264,46 @@ mod tests {
         // An exit in a region none answers from is an error, not a silent other choice.
         let err = route(&directory, RelayChoice::Auto, None, Some("us".into())).unwrap_err();
         assert!(err.to_string().contains("region us"), "{err}");
+    }
+
+    #[test]
+    fn an_automatic_entry_is_never_in_the_exits_network() {
+        let public = |n: u8, addr: &str, exit: bool, rtt: u64| {
+            let (mut entry, rtt) = relay(n, if n == 3 { "fr" } else { "de" }, exit, Some(rtt));
+            entry.record.addrs = vec![addr.into()];
+            (entry, rtt)
+        };
+        let directory = Directory::from_measured(vec![
+            public(1, "203.0.113.7:4433", true, 5),
+            // Another region than the exit's, but the exit's /16: likely its operator.
+            (
+                {
+                    let (mut e, _) = public(2, "203.0.9.9:4433", false, 3);
+                    e.record.region = "fr".into();
+                    e
+                },
+                Some(Duration::from_millis(3)),
+            ),
+            public(3, "198.51.100.4:4433", false, 40),
+        ]);
+        let chosen = route(&directory, RelayChoice::Auto, Some(RelayChoice::Auto), None).unwrap();
+        assert_eq!(chosen.exit.id, id(1));
+        assert_eq!(chosen.via.map(|v| v.id), Some(id(3)));
+        // A named entry keeps the automatic exit out of its network too.
+        let entry: RelayAddr = format!("{}@203.0.113.7:4433", id(1)).parse().unwrap();
+        let directory = Directory::from_measured(vec![
+            public(1, "203.0.113.7:4433", false, 5),
+            public(2, "203.0.9.9:4433", true, 3),
+            public(3, "198.51.100.4:4433", true, 40),
+        ]);
+        let chosen = route(
+            &directory,
+            RelayChoice::Auto,
+            Some(RelayChoice::Relay(entry)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(chosen.exit.id, id(3));
     }
 
     #[test]

@@ -44,6 +44,16 @@ impl Listed {
         dial_addr(&self.entry)
     }
 
+    /// The networks its addresses lie in (see [`Network`]).
+    pub fn networks(&self) -> Vec<Network> {
+        self.entry
+            .record
+            .addrs
+            .iter()
+            .filter_map(|a| network_of(a))
+            .collect()
+    }
+
     /// Its price per MiB of `service` (as named by `Services::names`), if it offers it.
     pub fn price(&self, service: &str) -> Option<Amount> {
         let record = &self.entry.record;
@@ -59,6 +69,46 @@ impl Listed {
             "cdn" => prices.cdn,
             _ => return None,
         })
+    }
+}
+
+/// The network an address lies in, for telling operators apart: the /16 of a public IPv4
+/// address or the /32 of a public IPv6 one (as Tor does: one operator's relays share a network
+/// far more often than strangers' do, and an address is where the relay must answer, not a
+/// claim). Names and loopback, private and link-local addresses have none: a LAN or test
+/// network is not told apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Network {
+    /// The first two bytes of a public IPv4 address.
+    V4([u8; 2]),
+    /// The first four bytes of a public IPv6 address.
+    V6([u8; 4]),
+}
+
+/// The [`Network`] of `host:port`, if its host is a public IP address.
+pub fn network_of(host_port: &str) -> Option<Network> {
+    let (host, _) = host_port.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>().ok()? {
+        std::net::IpAddr::V4(ip) => {
+            let local = ip.is_loopback()
+                || ip.is_private()
+                || ip.is_link_local()
+                || ip.is_unspecified()
+                || ip.is_broadcast();
+            let [a, b, _, _] = ip.octets();
+            (!local).then_some(Network::V4([a, b]))
+        }
+        std::net::IpAddr::V6(ip) => {
+            let o = ip.octets();
+            let unique_local = o[0] & 0xfe == 0xfc;
+            let link_local = o[0] == 0xfe && o[1] & 0xc0 == 0x80;
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return network_of(&format!("{v4}:0"));
+            }
+            let local = ip.is_loopback() || ip.is_unspecified() || unique_local || link_local;
+            (!local).then_some(Network::V6([o[0], o[1], o[2], o[3]]))
+        }
     }
 }
 
@@ -82,6 +132,8 @@ pub struct Criteria {
     pub avoid_regions: Vec<String>,
     /// Only relays charging at most this per MiB.
     pub max_price: Option<Amount>,
+    /// Never relays with an address in these networks (the other hop's: likely its operator).
+    pub avoid_networks: Vec<Network>,
 }
 
 /// The registry with round trips.
@@ -125,7 +177,8 @@ impl Directory {
     }
 
     /// The relay to use for `service`: among those offering it that answered and meet
-    /// `criteria` (outside its avoided regions if any such is left), the near ones (round trip
+    /// `criteria` (none in an avoided network; outside its avoided regions if any such is
+    /// left), the near ones (round trip
     /// within twice the nearest's plus 20 ms); of those the cheapest, then the most staked,
     /// then the nearest. `None` when none qualifies.
     pub fn pick(&self, service: &str, criteria: &Criteria) -> Option<&Listed> {
@@ -144,6 +197,11 @@ impl Directory {
                     .is_none_or(|g| &r.entry.record.region == g)
             })
             .filter(|r| !criteria.avoid.contains(&r.id()))
+            .filter(|r| {
+                !r.networks()
+                    .iter()
+                    .any(|n| criteria.avoid_networks.contains(n))
+            })
             .collect();
         let elsewhere: Vec<&Listed> = qualified
             .iter()
@@ -269,5 +327,54 @@ mod tests {
         // No relay at all answers: none.
         let d = Directory::from_measured(vec![relay(1, "eu", 10, 100, None)]);
         assert_eq!(picked(&d, "vpn", &Criteria::default()), None);
+    }
+
+    #[test]
+    fn a_second_hop_is_never_in_the_others_network() {
+        let at = |n: u8, addr: &str, rtt: u64| {
+            let (mut entry, rtt) = relay(n, "eu", 10, 100, Some(rtt));
+            entry.record.addrs = vec![addr.into()];
+            (entry, rtt)
+        };
+        let d = Directory::from_measured(vec![
+            at(1, "203.0.113.7:4433", 10),
+            // The exit's /16, and the nearest: the same operator's, likely. Never picked.
+            at(2, "203.0.200.9:4433", 5),
+            at(3, "[2001:db8:1:2::7]:4433", 30),
+            at(4, "[2001:db8:ffff::9]:4433", 6),
+            at(5, "198.51.100.4:4433", 30),
+        ]);
+        let exit = &d.relays()[0];
+        let other = Criteria {
+            avoid: vec![exit.id()],
+            avoid_networks: exit.networks(),
+            ..Criteria::default()
+        };
+        assert_eq!(picked(&d, "vpn", &other), Some(4));
+        let v6 = &d.relays()[2];
+        let other = Criteria {
+            avoid: vec![v6.id(), exit.id()],
+            avoid_networks: [exit.networks(), v6.networks()].concat(),
+            ..Criteria::default()
+        };
+        assert_eq!(
+            picked(&d, "vpn", &other),
+            Some(5),
+            "2001:db8::/32 is one network"
+        );
+        // Loopback, private and named hosts are not told apart (a test or LAN network).
+        for host in [
+            "127.0.0.1:1",
+            "10.1.2.3:1",
+            "192.168.0.1:1",
+            "[::1]:1",
+            "relay.example:1",
+        ] {
+            assert_eq!(network_of(host), None, "{host}");
+        }
+        assert_eq!(
+            network_of("[::ffff:203.0.113.7]:1"),
+            Some(Network::V4([203, 0]))
+        );
     }
 }

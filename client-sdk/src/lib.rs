@@ -34,7 +34,7 @@ mod wallet;
 
 pub use cdn::{Fetch, Progress};
 pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
-pub use directory::{Criteria, Directory, Listed};
+pub use directory::{Criteria, Directory, Listed, Network, network_of};
 pub use error::{BillingError, ClientError, LedgerError, VpnError};
 pub use ledger_lite::{Amount, ChannelId};
 pub use payment::{BillingOptions, BillingState, UsageCounter};
