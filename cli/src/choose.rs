@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use top_client::{Criteria, Directory, Identity, RelayAddr, RelayId, Wallet};
+use top_client::{Criteria, Directory, Identity, RelayAddr, RelayId, Wallet, network_of};
 
 /// Relays `top init` asks for the registry when none is given (none is built in until a public
 /// network runs): `--bootstrap` and the genesis' (`--genesis`), then `TOP_BOOTSTRAP`
@@ -138,6 +138,12 @@ pub fn route(
         Some(RelayChoice::Relay(r)) => Some(r.id),
         _ => None,
     };
+    // Networks are those of the addresses dialed, not of every address a relay lists (an
+    // exit listing others' networks must not steer the entry).
+    let via_network = match &via {
+        Some(RelayChoice::Relay(r)) => network_of(&r.host_port),
+        _ => None,
+    };
     let (exit, exit_region) = match exit {
         RelayChoice::Relay(r) => {
             let region = region_of(directory, &r.id);
@@ -147,9 +153,7 @@ pub fn route(
             let criteria = Criteria {
                 region: region.clone(),
                 avoid: named_via.into_iter().collect(),
-                avoid_networks: named_via
-                    .map(|v| networks_of(directory, &v))
-                    .unwrap_or_default(),
+                avoid_networks: via_network.into_iter().collect(),
                 ..Criteria::default()
             };
             let listed = directory.pick("vpn", &criteria).with_context(|| {
@@ -173,7 +177,7 @@ pub fn route(
             let criteria = Criteria {
                 avoid: vec![exit.id],
                 avoid_regions: exit_region.into_iter().filter(|r| !r.is_empty()).collect(),
-                avoid_networks: networks_of(directory, &exit.id),
+                avoid_networks: network_of(&exit.host_port).into_iter().collect(),
                 ..Criteria::default()
             };
             let listed = directory
@@ -186,16 +190,6 @@ pub fn route(
         bail!("the entry and the exit are the same relay: a 2-hop route needs two");
     }
     Ok(Route { exit, via })
-}
-
-/// The networks of a relay's registered addresses (none if it is not listed).
-fn networks_of(directory: &Directory, relay: &RelayId) -> Vec<top_client::Network> {
-    directory
-        .relays()
-        .iter()
-        .find(|l| l.id() == *relay)
-        .map(|l| l.networks())
-        .unwrap_or_default()
 }
 
 fn region_of(directory: &Directory, relay: &RelayId) -> Option<String> {

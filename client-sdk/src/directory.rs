@@ -91,7 +91,10 @@ pub fn network_of(host_port: &str) -> Option<Network> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<std::net::IpAddr>().ok()? {
         std::net::IpAddr::V4(ip) => {
+            // 100.64.0.0/10 is carrier-grade NAT: shared, not one operator's.
+            let shared = ip.octets()[0] == 100 && ip.octets()[1] & 0xc0 == 64;
             let local = ip.is_loopback()
+                || shared
                 || ip.is_private()
                 || ip.is_link_local()
                 || ip.is_unspecified()
@@ -367,7 +370,9 @@ mod tests {
             "127.0.0.1:1",
             "10.1.2.3:1",
             "192.168.0.1:1",
+            "100.64.1.1:1",
             "[::1]:1",
+            "[fd00::1]:1",
             "relay.example:1",
         ] {
             assert_eq!(network_of(host), None, "{host}");

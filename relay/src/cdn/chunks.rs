@@ -21,17 +21,13 @@ const FETCH_RUN: u32 = 8;
 /// Longest wait for a peer's answer or its next chunk before the next peer is asked.
 const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// Longest wait for a peer's manifest (small: a provider that never answers costs little).
-const MANIFEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// [`Serving::open`] on a peer, bounded by `limit`.
+/// [`Serving::open`] on a peer, bounded by [`PEER_TIMEOUT`].
 async fn ask(
     conn: &quinn::Connection,
     cid: &Cid,
     request: &CdnRequest,
-    limit: std::time::Duration,
 ) -> Result<Serving, FetchError> {
-    tokio::time::timeout(limit, Serving::open(conn, cid, request))
+    tokio::time::timeout(PEER_TIMEOUT, Serving::open(conn, cid, request))
         .await
         .unwrap_or_else(|_| {
             Err(FetchError::Connection(
@@ -100,7 +96,7 @@ async fn manifest_from_peers(
         recheck: Vec::new(),
     };
     for (id, conn) in sources {
-        match ask(conn, cid, &request, MANIFEST_TIMEOUT).await {
+        match ask(conn, cid, &request).await {
             Ok(serving) => {
                 let (m, cid) = (serving.manifest.clone(), *cid);
                 let store = cdn.store.clone();
@@ -243,7 +239,7 @@ impl ChunkSource {
                 local_only: true,
                 recheck: Vec::new(),
             };
-            let mut serving = match ask(&conn, &self.cid, &request, PEER_TIMEOUT).await {
+            let mut serving = match ask(&conn, &self.cid, &request).await {
                 Ok(s) => s,
                 Err(e) => {
                     // Not asked again for this request: a peer that stalls or has nothing

@@ -141,6 +141,7 @@ impl Messaging {
         let ticker = msg.clone();
         msg.tasks.spawn(async move { ticker.run_clock().await });
         msg.tasks.spawn(msg.clone().run_rehome_sweeps());
+        msg.tasks.spawn(msg.clone().run_repins());
         msg
     }
 
@@ -156,16 +157,8 @@ impl Messaging {
     async fn run_clock(self: Arc<Self>) {
         let mut tick = tokio::time::interval(TICK);
         let mut expiry = tokio::time::interval(super::statements::EXPIRY_SWEEP);
-        let mut members = self.peers.subscribe();
         loop {
             tokio::select! {
-                r = members.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    members.mark_unchanged();
-                    self.repin_all();
-                }
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let mut r = self.router();
@@ -485,15 +478,20 @@ impl Messaging {
                         LinkFrame::Offline { client }
                     };
                     let homes = self.pinned_homes(&client);
-                    let links: Vec<&LinkOut> = match &to {
-                        Some(link) => vec![link],
-                        None => r.links().map(|(_, l)| l).collect(),
+                    let links: Vec<LinkOut> = match to {
+                        // A relay that forwarded to a client gone from here hears it left.
+                        Some(link) if !online => vec![link],
+                        Some(link) => homes
+                            .contains(&link.relay)
+                            .then_some(link)
+                            .into_iter()
+                            .collect(),
+                        None => r
+                            .links()
+                            .filter(|(relay, _)| homes.contains(relay))
+                            .map(|(_, l)| l.clone())
+                            .collect(),
                     };
-                    let links: Vec<LinkOut> = links
-                        .into_iter()
-                        .filter(|l| homes.contains(&l.relay))
-                        .cloned()
-                        .collect();
                     let late = links
                         .iter()
                         .filter_map(|link| late_frame(link, frame.clone()))

@@ -26,6 +26,8 @@ const FIRST_SWEEP: Duration = Duration::from_secs(10);
 const SETTLED_SECS: u64 = 180;
 /// Messages one sweep offers to homes at most.
 const SWEEP_MAX_MESSAGES: usize = 1024;
+/// Messages of one recipient one sweep offers at most.
+const SWEEP_PER_RECIPIENT: usize = 64;
 
 impl Messaging {
     /// Pins links to the home relays of `client` (its session `serial` opened here), in place
@@ -43,6 +45,23 @@ impl Messaging {
             self.wants.unpin(&old);
         }
         homes
+    }
+
+    /// Repins every client's homes after each change of the member set (off the async
+    /// workers: it draws homes for every client connected here), until shutdown.
+    pub(super) async fn run_repins(self: Arc<Self>) {
+        let mut members = self.peers.subscribe();
+        loop {
+            tokio::select! {
+                r = members.changed() => if r.is_err() { return },
+                _ = self.shutdown.cancelled() => return,
+            }
+            members.mark_unchanged();
+            let msg = self.clone();
+            tokio::task::spawn_blocking(move || msg.repin_all())
+                .await
+                .ok();
+        }
     }
 
     /// The member set changed: each client connected here pins its homes as drawn now, and
@@ -177,64 +196,89 @@ impl Messaging {
         };
         let msg = self.clone();
         self.tasks.spawn(async move {
-            let id = env.id;
-            match msg.store_at_homes_only(env).await {
-                Ok(()) => msg.mailbox.delete(id),
-                Err(_) => {
-                    msg.request_push(to, None);
-                }
+            if !msg.move_to_homes(env).await {
+                msg.request_push(to, None);
             }
             drop(slot);
         });
     }
 
+    /// Hands a message kept here to its recipient's other homes; deletes it here once one of
+    /// them has it and this relay is still not a home. Returns whether it moved.
+    async fn move_to_homes(self: &Arc<Self>, env: Envelope) -> bool {
+        let (id, to) = (env.id, env.to);
+        if self.store_at_homes_only(env, false).await.is_err() {
+            return false;
+        }
+        // A home now (the member set changed meanwhile): its copy here stays.
+        if self.peers.home_relays(&to).contains(&self.me) {
+            return false;
+        }
+        self.mailbox.delete(id);
+        true
+    }
+
     /// From time to time (and once soon after start), moves mail kept here for users this
     /// relay is not a home of to their homes: their relays ask the homes for mail, not this
-    /// one. Only mail that has settled (older than any delivery still in flight) moves.
+    /// one. Only mail that has settled (older than any delivery still in flight) moves; each
+    /// sweep goes on where the last one stopped.
     pub(super) async fn run_rehome_sweeps(self: Arc<Self>) {
         let mut next = FIRST_SWEEP;
+        let mut cursor = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(next) => {}
                 _ = self.shutdown.cancelled() => return,
             }
             next = REHOME_SWEEP;
-            let moved = self.rehome_sweep().await;
+            let moved = self.rehome_sweep(&mut cursor).await;
             if moved > 0 {
                 tracing::info!("moved {moved} messages to their recipients' home relays");
             }
         }
     }
 
-    /// One sweep: returns how many messages moved.
-    async fn rehome_sweep(self: &Arc<Self>) -> usize {
-        let (mut after, mut moved, mut looked) = (None, 0, 0);
-        while looked < SWEEP_MAX_MESSAGES {
+    /// One sweep from `cursor` (the last recipient looked at; `None`: the first), at most
+    /// [`SWEEP_MAX_MESSAGES`] messages; returns how many moved.
+    async fn rehome_sweep(self: &Arc<Self>, cursor: &mut Option<AccountId>) -> usize {
+        let (mut moved, mut looked) = (0, 0);
+        while looked < SWEEP_MAX_MESSAGES && !self.shutdown.is_cancelled() {
             let mailbox = self.mailbox.clone();
+            let after = *cursor;
             let page = tokio::task::spawn_blocking(move || mailbox.recipients(after, 256)).await;
             let Ok(Ok(page)) = page else { return moved };
             let Some(last) = page.last().copied() else {
+                // The end: the next sweep starts over.
+                *cursor = None;
                 return moved;
             };
-            after = Some(last);
+            *cursor = Some(last);
             for to in page {
-                if self.peers.home_relays(&to).contains(&self.me) {
+                let reachable = {
+                    let r = self.router();
+                    r.session(&to).is_some() || r.link_for_client(&to).is_some()
+                };
+                // A home keeps its mail; one reachable from here is pushed from here.
+                if reachable || self.peers.home_relays(&to).contains(&self.me) {
                     continue;
                 }
                 let mailbox = self.mailbox.clone();
                 let now = crate::util::unix_now();
                 let settled = tokio::task::spawn_blocking(move || {
-                    mailbox.settled_for(&to, now, SETTLED_SECS)
+                    mailbox.settled_for(&to, now, SETTLED_SECS, SWEEP_PER_RECIPIENT)
                 })
                 .await;
                 let Ok(Ok(settled)) = settled else { continue };
                 for env in settled {
                     looked += 1;
-                    let id = env.id;
-                    if self.store_at_homes_only(env).await.is_ok() {
-                        self.mailbox.delete(id);
-                        moved += 1;
+                    if !self.move_to_homes(env).await {
+                        // Its homes are not taking mail now: the rest of it waits too.
+                        break;
                     }
+                    moved += 1;
+                }
+                if looked >= SWEEP_MAX_MESSAGES {
+                    break;
                 }
             }
         }

@@ -167,12 +167,13 @@ impl Mailbox {
     }
 
     /// Messages waiting for `to` that were stored at least `age_secs` before `now` and have
-    /// not expired, oldest first.
+    /// not expired, oldest first, at most `limit`.
     pub fn settled_for(
         &self,
         to: &AccountId,
         now: u64,
         age_secs: u64,
+        limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let mail = txn.open_table(MAIL).map_err(db_err)?;
@@ -186,6 +187,9 @@ impl Mailbox {
             let stored_at = stored.expires_at.saturating_sub(ttl);
             if stored.expires_at > now && stored_at.saturating_add(age_secs) <= now {
                 out.push(stored.env);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -506,5 +510,42 @@ mod tests {
             Err(Reject::QuotaExceeded)
         );
         mb.insert(env(other, b"1"), 0).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn recipients_page_through_all_once_and_settled_mail_is_old_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let mb = Mailbox::open(&dir.path().join("s.redb"), MailboxConfig::default()).unwrap();
+        let mut all: Vec<AccountId> = (0..7).map(|_| Identity::generate().account_id()).collect();
+        for to in &all {
+            mb.insert(env(*to, b"x"), 100).await.unwrap();
+        }
+        // Pages of 3: each recipient once, in id order, then none.
+        let (mut seen, mut after) = (Vec::new(), None);
+        loop {
+            let page = mb.recipients(after, 3).unwrap();
+            let Some(last) = page.last().copied() else {
+                break;
+            };
+            assert!(page.len() <= 3);
+            seen.extend(page);
+            after = Some(last);
+        }
+        all.sort();
+        assert_eq!(seen, all);
+        // Stored at 100 with a 60 s life: settled 30 s later, not 10 s later; gone at 160.
+        let to = all[0];
+        mb.insert(env(to, b"y"), 100).await.unwrap();
+        assert!(mb.settled_for(&to, 110, 30, 64).unwrap().is_empty());
+        assert_eq!(mb.settled_for(&to, 130, 30, 64).unwrap().len(), 2);
+        assert_eq!(
+            mb.settled_for(&to, 130, 30, 1).unwrap().len(),
+            1,
+            "at most the limit"
+        );
+        assert!(
+            mb.settled_for(&to, 160, 30, 64).unwrap().is_empty(),
+            "expired"
+        );
     }
 }

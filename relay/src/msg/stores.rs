@@ -103,7 +103,7 @@ impl Messaging {
     /// disk. With no home relay reachable, this relay keeps it (and a sweep moves it to the
     /// homes later).
     pub(super) async fn store_at_home(self: &Arc<Self>, env: Envelope) -> Result<(), Reject> {
-        match self.store_at_homes_only(env.clone()).await {
+        match self.store_at_homes_only(env.clone(), true).await {
             Err(Reject::Unavailable) if !self.peers.home_relays(&env.to).contains(&self.me) => {
                 // Its recipient's relay asks the homes for mail, not this relay: moved there
                 // by a later sweep, once a home takes it.
@@ -113,10 +113,19 @@ impl Messaging {
         }
     }
 
-    /// Stores a message on its recipient's home relays (linking to those not linked yet);
-    /// succeeds once at least one has it on disk.
-    pub(super) async fn store_at_homes_only(self: &Arc<Self>, env: Envelope) -> Result<(), Reject> {
-        let homes = self.peers.home_relays(&env.to);
+    /// Stores a message on its recipient's home relays (linking to those not linked yet;
+    /// this relay counts only if `here_counts`); succeeds once at least one has it on disk.
+    pub(super) async fn store_at_homes_only(
+        self: &Arc<Self>,
+        env: Envelope,
+        here_counts: bool,
+    ) -> Result<(), Reject> {
+        let homes: Vec<RelayId> = self
+            .peers
+            .home_relays(&env.to)
+            .into_iter()
+            .filter(|h| here_counts || *h != self.me)
+            .collect();
         let attempts = homes.iter().map(|home| {
             let env = env.clone();
             async move {

@@ -55,9 +55,12 @@ pub async fn run_dialers(shared: Arc<Shared>) {
                             dial_loop(&shared2, relay).await;
                             lock(&dialing2).remove(&relay);
                             // Wanted again as this loop ended (that wake-up found it still
-                            // dialing): it goes on, unless a new loop took over.
+                            // dialing): it goes on after a pause, unless it is no member or
+                            // a new loop took over.
+                            tokio::time::sleep(FIRST_BACKOFF).await;
                             if shared2.shutdown.is_cancelled()
                                 || !wanted(&shared2, &relay)
+                                || !shared2.peers.is_member(&relay)
                                 || !lock(&dialing2).insert(relay)
                             {
                                 break;

@@ -75,8 +75,9 @@ pub struct Peers {
     registered_self: AtomicBool,
     /// Bumped whenever the member set changes.
     changed: watch::Sender<u64>,
-    /// Home relays computed for recent clients (cleared whenever the member set changes).
-    homes_cache: Mutex<lru::LruCache<AccountId, Vec<RelayId>>>,
+    /// Home relays computed for recent clients, with the member set's generation (bumped and
+    /// the cache cleared whenever the member set changes).
+    homes_cache: Mutex<(u64, lru::LruCache<AccountId, Vec<RelayId>>)>,
 }
 
 /// Clients whose home relays are remembered.
@@ -99,8 +100,12 @@ impl Peers {
             trust_configured: AtomicBool::new(trust_configured),
             registered_self: AtomicBool::new(false),
             changed: watch::Sender::new(0),
-            homes_cache: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(CACHED_HOMES).unwrap_or(std::num::NonZeroUsize::MIN),
+            homes_cache: Mutex::new((
+                0,
+                lru::LruCache::new(
+                    std::num::NonZeroUsize::new(CACHED_HOMES)
+                        .unwrap_or(std::num::NonZeroUsize::MIN),
+                ),
             )),
         };
         peers.configure(configured.iter().cloned());
@@ -163,7 +168,11 @@ impl Peers {
     }
 
     fn bump(&self) {
-        lock(&self.homes_cache).clear();
+        {
+            let mut cache = lock(&self.homes_cache);
+            cache.0 = cache.0.wrapping_add(1);
+            cache.1.clear();
+        }
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -229,11 +238,20 @@ impl Peers {
     /// The relays that keep `client`'s mailbox: those among the members and this relay whose
     /// tickets draw the highest weight for `client` (rendezvous hashing).
     pub fn home_relays(&self, client: &AccountId) -> Vec<RelayId> {
-        if let Some(homes) = lock(&self.homes_cache).get(client) {
-            return homes.clone();
-        }
+        let generation = {
+            let mut cache = lock(&self.homes_cache);
+            if let Some(homes) = cache.1.get(client) {
+                return homes.clone();
+            }
+            cache.0
+        };
         let homes = self.draw_homes(client);
-        lock(&self.homes_cache).put(*client, homes.clone());
+        // Kept only if drawn from the member set still current (a change meanwhile cleared
+        // the cache, and this draw may be from before it).
+        let mut cache = lock(&self.homes_cache);
+        if cache.0 == generation {
+            cache.1.put(*client, homes.clone());
+        }
         homes
     }
 

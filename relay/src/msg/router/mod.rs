@@ -276,6 +276,14 @@ impl<S: Clone, L: Clone> Router<S, L> {
 
     /// A linked relay forwarded a message for a client it believes is connected here.
     pub fn on_forwarded(&mut self, env: Envelope, link: L, store_on_fail: bool, now: Instant) {
+        if !self.clients.contains_key(&env.to) {
+            // That relay believes the client is here: it is not (any more).
+            self.actions.push_back(Action::Announce {
+                client: env.to,
+                online: false,
+                to: Some(link.clone()),
+            });
+        }
         let pending = self.pending(
             env,
             Origin::Link {
