@@ -1,6 +1,7 @@
 //! Discovery at network scale: relays started with one bootstrap address find every registered
 //! relay through the DHT, followers take blocks from gossip, a content is found by its provider
-//! record, a message crosses the network, and killing relays leaves the rest working.
+//! record, a message crosses the network, and killing relays leaves the rest working (blocks,
+//! and messages for users whose homes are left).
 
 mod common;
 
@@ -186,6 +187,21 @@ async fn thirty_relays_find_each_other_from_one_bootstrap_address() {
         },
     )
     .await;
+    // Messages still cross, for users whose home relays are among those left (a user whose
+    // homes all left has no mailbox until one comes back: `home_replicas` is the margin).
+    let live: Vec<_> = relays.iter().map(|r| r.id()).collect();
+    let bob = loop {
+        let bob = Identity::generate();
+        if relays[0]
+            .home_relays(&bob.account_id())
+            .iter()
+            .all(|h| live.contains(h))
+        {
+            break bob;
+        }
+    };
+    let last = relays.len() - 1;
+    message_crosses_to(&relays[2], &relays[last], &relays, bob).await;
     for r in relays {
         r.shutdown().await;
     }
@@ -221,7 +237,12 @@ async fn transfer_by_gossip(relay: &Relay) {
 
 /// A client of `from` sends to a client of `to`; it arrives and is acknowledged.
 async fn message_crosses(from: &Relay, to: &Relay, all: &[Relay]) {
-    let (alice_id, bob_id) = (Identity::generate(), Identity::generate());
+    message_crosses_to(from, to, all, Identity::generate()).await
+}
+
+/// A client of `from` sends to `bob_id` on `to`; it arrives and is acknowledged.
+async fn message_crosses_to(from: &Relay, to: &Relay, all: &[Relay], bob_id: Identity) {
+    let alice_id = Identity::generate();
     let bob_account = bob_id.account_id();
     let bob = Client::connect(&to.addr(), bob_id).await.unwrap();
     let alice = Client::connect(&from.addr(), alice_id).await.unwrap();
