@@ -134,6 +134,13 @@ async fn publish_fetch_ranges_http_semantics_quota_and_unpublish() {
     assert_eq!(got.header("content-type"), Some("text/plain"));
     assert_eq!(got.header("accept-ranges"), Some("bytes"));
     assert!(got.header("cache-control").unwrap().contains("immutable"));
+    // Published pages run sandboxed: never as the relay's own origin (dashboard, API).
+    let csp = got.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.starts_with("sandbox") && !csp.contains("allow-same-origin"),
+        "{csp:?}"
+    );
+    assert_eq!(got.header("x-content-type-options"), Some("nosniff"));
     let part = curl(&url, &["Range: bytes=1048570-1048585"]).await;
     assert_eq!(part.status, 206);
     assert_eq!(part.body, &data[1048570..1048586]);

@@ -20,6 +20,10 @@ use crate::cdn::chunks::ChunkSource;
 
 /// `Cache-Control` of every content response: content ids never change what they name.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// `Content-Security-Policy` of every content response: a published page runs in an opaque
+/// origin (no `allow-same-origin`), so its scripts cannot act as the relay's own HTTP origin
+/// (its API answers no other origin), as IPFS path gateways serve content.
+const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-downloads";
 
 fn plain(code: StatusCode, text: String) -> Response {
     (
@@ -54,6 +58,8 @@ pub async fn get_content(cdn: Arc<Cdn>, cid: &str, head: bool, headers: &HeaderM
     put(&mut out, header::ETAG, &etag);
     put(&mut out, header::CACHE_CONTROL, IMMUTABLE);
     put(&mut out, header::ACCEPT_RANGES, "bytes");
+    put(&mut out, header::CONTENT_SECURITY_POLICY, SANDBOX);
+    put(&mut out, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     if matches_etag(headers.get(header::IF_NONE_MATCH), &etag) {
         return (StatusCode::NOT_MODIFIED, out).into_response();
     }
