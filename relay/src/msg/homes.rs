@@ -30,15 +30,19 @@ const SWEEP_MAX_MESSAGES: usize = 1024;
 const SWEEP_PER_RECIPIENT: usize = 64;
 
 impl Messaging {
+    /// The home relays of `client`, this relay left out.
+    pub(super) fn other_homes(&self, client: &AccountId) -> Vec<RelayId> {
+        self.peers
+            .home_relays(client)
+            .into_iter()
+            .filter(|h| *h != self.me)
+            .collect()
+    }
+
     /// Pins links to the home relays of `client` (its session `serial` opened here), in place
     /// of an earlier session's pins; returns the homes, this relay left out.
     pub(super) fn pin_homes(&self, client: AccountId, serial: Serial) -> Vec<RelayId> {
-        let homes: Vec<RelayId> = self
-            .peers
-            .home_relays(&client)
-            .into_iter()
-            .filter(|h| *h != self.me)
-            .collect();
+        let homes = self.other_homes(&client);
         self.wants.pin(&homes);
         let old = lock(&self.home_pins).insert(client, (serial, homes.clone()));
         if let Some((_, old)) = old {
@@ -73,12 +77,7 @@ impl Messaging {
             .collect();
         let mut late = Vec::new();
         for (client, serial, old) in pinned {
-            let homes: Vec<RelayId> = self
-                .peers
-                .home_relays(&client)
-                .into_iter()
-                .filter(|h| *h != self.me)
-                .collect();
+            let homes = self.other_homes(&client);
             if homes == old {
                 continue;
             }

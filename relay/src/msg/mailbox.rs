@@ -152,6 +152,16 @@ impl Mailbox {
 
     /// Messages waiting for `to`, oldest first, not yet expired at `now`.
     pub fn pending_for(&self, to: &AccountId, now: u64) -> Result<Vec<Envelope>, StoreError> {
+        self.mail_of(to, usize::MAX, |stored| stored.expires_at > now)
+    }
+
+    /// Messages waiting for `to` that `keep` takes, oldest first, at most `limit`.
+    fn mail_of(
+        &self,
+        to: &AccountId,
+        limit: usize,
+        keep: impl Fn(&StoredMail) -> bool,
+    ) -> Result<Vec<Envelope>, StoreError> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let mail = txn.open_table(MAIL).map_err(db_err)?;
         let (lo, hi) = (mail_key(to, 0), mail_key(to, u64::MAX));
@@ -159,8 +169,11 @@ impl Mailbox {
         for row in mail.range::<&[u8; 40]>(&lo..=&hi).map_err(db_err)? {
             let (_, value) = row.map_err(db_err)?;
             let stored: StoredMail = postcard::from_bytes(value.value()).map_err(db_err)?;
-            if stored.expires_at > now {
+            if keep(&stored) {
                 out.push(stored.env);
+                if out.len() >= limit {
+                    break;
+                }
             }
         }
         Ok(out)
@@ -175,24 +188,13 @@ impl Mailbox {
         age_secs: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let mail = txn.open_table(MAIL).map_err(db_err)?;
-        let (lo, hi) = (mail_key(to, 0), mail_key(to, u64::MAX));
-        let mut out = Vec::new();
-        for row in mail.range::<&[u8; 40]>(&lo..=&hi).map_err(db_err)? {
-            let (_, value) = row.map_err(db_err)?;
-            let stored: StoredMail = postcard::from_bytes(value.value()).map_err(db_err)?;
+        let ttl_limit = self.limits.ttl_secs;
+        self.mail_of(to, limit, |stored| {
             // Stored at its expiry less its time to live (the expiry is what is kept).
-            let ttl = u64::from(stored.env.ttl_secs.min(self.limits.ttl_secs));
+            let ttl = u64::from(stored.env.ttl_secs.min(ttl_limit));
             let stored_at = stored.expires_at.saturating_sub(ttl);
-            if stored.expires_at > now && stored_at.saturating_add(age_secs) <= now {
-                out.push(stored.env);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
+            stored.expires_at > now && stored_at.saturating_add(age_secs) <= now
+        })
     }
 
     /// Recipients with messages waiting here, in id order after `after`, at most `limit`.
