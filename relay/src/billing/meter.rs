@@ -104,6 +104,8 @@ pub struct ClientMeter {
     pub(super) ask_at: Amount,
     /// How long traffic waits for a receipt once the credit window is used up.
     pub pay_wait: Duration,
+    /// The relay's per-service count of metered bytes.
+    billed: crate::node::metrics::BilledBytes,
 }
 
 impl ClientMeter {
@@ -115,6 +117,7 @@ impl ClientMeter {
             return false;
         }
         m.record(service, bytes);
+        self.billed.add(service, bytes);
         if m.unpaid() >= self.ask_at {
             self.ask.notify_one();
         }
@@ -227,6 +230,7 @@ impl ClientMeter {
     /// Records usage already carried (e.g. mailbox storage once a message is stored).
     pub fn record(&self, service: Service, bytes: u64) {
         lock(&self.meter).record(service, bytes);
+        self.billed.add(service, bytes);
         self.ask.notify_one();
     }
 }
@@ -264,5 +268,6 @@ pub fn new_meter(billing: &Billing, addr: Option<IpAddr>) -> Option<Arc<ClientMe
         // Ask early (a quarter of the window) so the receipt lands before the window runs out.
         ask_at: Amount::from_units(terms.credit_window.units() / 4),
         pay_wait: terms.pay_wait,
+        billed: billing.core.metrics.billed.clone(),
     }))
 }

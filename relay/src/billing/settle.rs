@@ -87,11 +87,26 @@ async fn settle_loop(billing: Arc<Billing>) {
         let n = due.len();
         let receipts = due.into_iter().map(|(r, _)| r).collect();
         let kind = TxKind::Settle { receipts };
-        match chain.submit_own(&billing.identity, kind, true).await {
+        match submit_timed(&billing, &chain, kind).await {
             Ok((_, height)) => info!("settled {n} receipts (block {height:?})"),
             Err(e) => warn!("settlement of {n} receipts failed: {e}"),
         }
     }
+}
+
+/// Submits a settlement and waits for its commit, timing it for `/metrics`.
+async fn submit_timed(
+    billing: &Billing,
+    chain: &crate::ledger::chain::ChainNode,
+    kind: TxKind,
+) -> crate::ledger::error::ChainResult<(ledger_lite::TxHash, Option<u64>)> {
+    let start = std::time::Instant::now();
+    let submitted = chain.submit_own(&billing.identity, kind, true).await;
+    if let Ok((_, Some(_))) = &submitted {
+        let settlement = &billing.metrics.latency.settlement;
+        crate::node::latency::observe(settlement, start.elapsed());
+    }
+    submitted
 }
 
 /// Forgets the receipts of closed channels, so the store and the loop's memory stay the size of
@@ -160,7 +175,7 @@ async fn settle_egress(
     let n = due.len();
     let claims = due.into_iter().map(|(c, _)| c).collect();
     let kind = TxKind::SettleEgress { claims };
-    match chain.submit_own(&billing.identity, kind, true).await {
+    match submit_timed(billing, chain, kind).await {
         Ok((_, height)) => info!("settled {n} egress claims (block {height:?})"),
         Err(e) => warn!("settlement of {n} egress claims failed: {e}"),
     }

@@ -91,6 +91,8 @@ async fn serve<C>(
     // Small usage never reaches half the window: ask for it anyway once a second, so that
     // quiet sessions get paid (and settled) too.
     let mut taken = CancellationToken::new();
+    // When the oldest payment request not answered yet went out (the receipt's round trip).
+    let mut asked: Option<std::time::Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -101,6 +103,7 @@ async fn serve<C>(
             _ = tick.tick(), if billed.is_some() => {
                 let request = lock(&meter.meter).pay_request(true);
                 if let Some((usage, cum_amount)) = request {
+                    asked.get_or_insert_with(std::time::Instant::now);
                     out.send(RelayBilling::PayRequest { usage, cum_amount }).await?;
                 }
                 continue;
@@ -108,6 +111,7 @@ async fn serve<C>(
             _ = meter.ask.notified(), if billed.is_some() => {
                 let request = lock(&meter.meter).pay_request(false);
                 if let Some((usage, cum_amount)) = request {
+                    asked.get_or_insert_with(std::time::Instant::now);
                     out.send(RelayBilling::PayRequest { usage, cum_amount }).await?;
                 }
                 continue;
@@ -156,6 +160,10 @@ async fn serve<C>(
                             Ok(Ok(())) => {
                                 meter.accept(receipt);
                                 billing.metrics.receipts.inc();
+                                if let Some(at) = asked.take() {
+                                    let rtt = &billing.metrics.latency.receipt_rtt;
+                                    crate::node::latency::observe(rtt, at.elapsed());
+                                }
                                 meter.on_paid();
                                 continue;
                             }

@@ -201,7 +201,10 @@ impl ChunkSource {
             .await
             .map_err(failed)?;
         match read {
-            Ok(Some(data)) => return Ok(data),
+            Ok(Some(data)) => {
+                self.cdn.metrics.cdn.local_chunks.inc();
+                return Ok(data);
+            }
             Ok(None) => {}
             Err(StoreError::Mismatch) => {
                 self.cdn.metrics.cdn.bad_local_chunks.inc();

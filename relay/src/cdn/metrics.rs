@@ -12,6 +12,8 @@ pub struct CdnMetrics {
     pub bytes_quic: Counter,
     /// Body bytes sent through the HTTP gateway.
     pub bytes_http: Counter,
+    /// Chunks read from this relay's own disk (cache hits and its own publications).
+    pub local_chunks: Counter,
     /// Chunks fetched from peer relays on a miss.
     pub peer_chunks: Counter,
     /// Chunks a peer served that did not match their hash (fetched elsewhere instead).
@@ -39,6 +41,11 @@ impl CdnMetrics {
             "cdn_bytes_http",
             "Body bytes sent by the HTTP gateway",
             self.bytes_http.clone(),
+        );
+        r.register(
+            "cdn_local_chunks",
+            "Chunks read from this relay's own disk (hits)",
+            self.local_chunks.clone(),
         );
         r.register(
             "cdn_peer_chunks",

@@ -4,6 +4,7 @@
 //! blocks and transactions by gossip ([`gossiped`], [`tx_gossip`]).
 
 pub mod api;
+pub mod block_times;
 pub mod chain;
 pub mod consensus;
 pub mod error;

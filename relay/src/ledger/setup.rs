@@ -76,13 +76,14 @@ fn load_genesis(dir: &DataDir) -> std::io::Result<Option<Genesis>> {
 pub type OnOpen = Box<dyn FnOnce() + Send>;
 
 /// Opens the relay's chain into `chain`, or starts fetching the genesis to open it later;
-/// `on_open` runs once it is open.
+/// `on_open` runs once it is open. Returns whether a chain will open (a genesis, or an upstream
+/// to fetch one from).
 pub fn start_chain(
     core: &Arc<Core>,
     chain: &ChainSlot,
     dir: &DataDir,
     on_open: OnOpen,
-) -> Result<(), crate::RelayError> {
+) -> Result<bool, crate::RelayError> {
     let upstream = core
         .config
         .ledger
@@ -103,12 +104,12 @@ pub fn start_chain(
                 let validator = relays.iter().find(|r| validates(r)).cloned();
                 validator.or_else(|| relays.into_iter().next())
             });
-            open_chain(core, chain, dir, genesis, upstream, on_open)
+            open_chain(core, chain, dir, genesis, upstream, on_open).map(|()| true)
         }
         None => {
             let Some(upstream) = upstream else {
                 info!("no genesis and no peer: running without a chain (no billing)");
-                return Ok(());
+                return Ok(false);
             };
             let (core2, dir2, chain2) = (core.clone(), dir.clone(), chain.clone());
             core.tasks.spawn(async move {
@@ -146,7 +147,7 @@ pub fn start_chain(
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             });
-            Ok(())
+            Ok(true)
         }
     }
 }

@@ -215,8 +215,10 @@ impl Messaging {
     pub fn ack(self: &Arc<Self>, client: AccountId, id: MsgId) {
         let now = Instant::now();
         let mut r = self.router();
-        if r.on_ack(client, id) {
+        if let Some(since) = r.on_ack(client, id) {
             self.metrics.messages_delivered.inc();
+            let took = now.saturating_duration_since(since);
+            crate::node::latency::observe(&self.metrics.latency.delivery, took);
         }
         self.drive(&mut r, now);
     }
@@ -543,7 +545,6 @@ impl Messaging {
             let stored = top_billing::stored_message_usage(bytes);
             meter.record(top_billing::Service::Msg, stored.msg);
             meter.record(top_billing::Service::Mailbox, stored.mailbox);
-            self.metrics.billed_bytes.inc_by(stored.total());
         }
     }
 

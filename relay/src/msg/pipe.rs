@@ -123,7 +123,6 @@ async fn pump(
             }
         }
         metrics.pipe_bytes.inc_by(n as u64);
-        metrics.billed_bytes.inc_by(n as u64);
         to.write_all(&buf[..n]).await?;
     }
 }

@@ -98,7 +98,6 @@ async fn serve(
                             msg.refuse(&out, env.id, Reject::PaymentRequired);
                             continue;
                         }
-                        metrics.billed_bytes.inc_by(bytes);
                     }
                     msg.send(env, &out);
                 }

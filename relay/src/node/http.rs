@@ -1,5 +1,6 @@
-//! The relay's HTTP port: `/health`, `/metrics` (Prometheus text), `/api/…` (JSON) and the CDN
-//! gateway `/cdn/{cid}`.
+//! The relay's HTTP port: the dashboard `/`, `/health`, `/metrics` (Prometheus text), `/api/…`
+//! (JSON) and the CDN gateway `/cdn/{cid}`. With `http_token` set, `/metrics` and `/api/…` need
+//! it as a bearer token.
 
 use std::sync::Arc;
 
@@ -36,19 +37,54 @@ pub fn router(shared: Arc<Shared>, http: String) -> Router {
             }
         }
     });
-    Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+    let token = shared
+        .config
+        .http_token
+        .as_deref()
+        .map(|t| blake3::hash(t.as_bytes()));
+    let private = Router::new()
         .route("/metrics", get(metrics))
         .route("/api/status", get(status))
         .route("/api/ledger/summary", get(ledger_summary))
         .route("/api/ledger/account/{id}", get(ledger_account))
         .route("/api/ledger/block/{height}", get(ledger_block))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            authorized(token, request, next)
+        }));
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
         .route("/cdn/{cid}", get(cdn_content))
+        .merge(crate::node::dashboard::routes())
+        .merge(private)
         .with_state(HttpState {
             cdn_limit,
             shared,
             http,
         })
+}
+
+/// Lets a request through when no token is set or it carries the token
+/// (`Authorization: Bearer …`); the comparison takes the same time wherever they differ.
+async fn authorized(
+    token: Option<blake3::Hash>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| blake3::hash(t.trim().as_bytes()));
+    if given == Some(token) {
+        return next.run(request).await;
+    }
+    let challenge = [(header::WWW_AUTHENTICATE, "Bearer realm=\"toprelay\"")];
+    let body = axum::Json(json!({ "error": "this relay's API needs its http_token" }));
+    (StatusCode::UNAUTHORIZED, challenge, body).into_response()
 }
 
 /// `GET /cdn/{cid}`: published content (see [`crate::cdn::gateway`]).

@@ -1,11 +1,76 @@
 //! Prometheus metrics of the relay.
 
-use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use top_billing::Service;
 
-/// Counters and gauges exported on `/metrics`.
+/// The `service` label of a per-service family.
+pub type ServiceLabel = [(&'static str, &'static str); 1];
+
+/// Every billed service, in the order [`BilledBytes`] keeps them.
+pub const SERVICES: [Service; 5] = [
+    Service::Msg,
+    Service::Mailbox,
+    Service::Pipe,
+    Service::Vpn,
+    Service::Cdn,
+];
+
+/// A service's label value.
+pub fn service_name(s: Service) -> &'static str {
+    match s {
+        Service::Msg => "msg",
+        Service::Mailbox => "mailbox",
+        Service::Pipe => "pipe",
+        Service::Vpn => "vpn",
+        Service::Cdn => "cdn",
+    }
+}
+
+/// Bytes metered for payment, one counter per service (`toprelay_billed_bytes{service}`);
+/// cloned into every meter, each clone counting into the same family.
+#[derive(Clone, Debug, Default)]
+pub struct BilledBytes {
+    family: Family<ServiceLabel, Counter>,
+    each: [Counter; 5],
+}
+
+impl BilledBytes {
+    fn new() -> Self {
+        let family = Family::<ServiceLabel, Counter>::default();
+        let each = SERVICES.map(|s| {
+            family
+                .get_or_create(&[("service", service_name(s))])
+                .clone()
+        });
+        Self { family, each }
+    }
+
+    /// Counts `bytes` of `service`.
+    pub fn add(&self, service: Service, bytes: u64) {
+        if let Some(i) = SERVICES.iter().position(|s| *s == service) {
+            self.each[i].inc_by(bytes);
+        }
+    }
+
+    /// Bytes of `service` so far.
+    pub fn of(&self, service: Service) -> u64 {
+        SERVICES
+            .iter()
+            .position(|s| *s == service)
+            .map_or(0, |i| self.each[i].get())
+    }
+
+    /// Bytes of every service so far.
+    pub fn total(&self) -> u64 {
+        self.each.iter().map(Counter::get).sum()
+    }
+}
+
+/// Counters, gauges and histograms exported on `/metrics`.
 #[derive(Default)]
 pub struct Metrics {
     /// Messages received from clients.
@@ -49,8 +114,10 @@ pub struct Metrics {
     pub consensus_bad_gossip: Counter,
     /// Receipts taken (stored durably).
     pub receipts: Counter,
-    /// Bytes metered for payment (all services).
-    pub billed_bytes: Counter,
+    /// Bytes metered for payment, per service.
+    pub billed: BilledBytes,
+    /// Latency histograms.
+    pub latency: crate::node::latency::Latencies,
     /// Traffic refused for lack of payment.
     pub unpaid_refusals: Counter,
     /// The VPN's counters.
@@ -58,13 +125,23 @@ pub struct Metrics {
     /// The CDN's counters.
     pub cdn: crate::cdn::metrics::CdnMetrics,
     registry: std::sync::Mutex<Registry>,
+    /// The standard `process_*` metrics (no `toprelay_` prefix).
+    process: Registry,
 }
 
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut m = Self::default();
+        let mut m = Self {
+            billed: BilledBytes::new(),
+            ..Self::default()
+        };
         let mut r = Registry::with_prefix("toprelay");
+        let build: Family<[(&'static str, &'static str); 1], Gauge> = Family::default();
+        build
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        r.register("build_info", "The relay's version (the value is 1)", build);
         r.register(
             "messages_received",
             "Messages received from clients",
@@ -136,9 +213,10 @@ impl Metrics {
         r.register("receipts", "Receipts taken", m.receipts.clone());
         r.register(
             "billed_bytes",
-            "Bytes metered for payment",
-            m.billed_bytes.clone(),
+            "Bytes metered for payment, per service",
+            m.billed.family.clone(),
         );
+        m.latency.register(&mut r);
         r.register(
             "unpaid_refusals",
             "Traffic refused for lack of payment",
@@ -157,6 +235,9 @@ impl Metrics {
         m.vpn.register(&mut r);
         m.cdn.register(&mut r);
         m.registry = std::sync::Mutex::new(r);
+        m.process.register_collector(Box::new(
+            crate::node::process_metrics::ProcessCollector::default(),
+        ));
         m
     }
 
@@ -170,7 +251,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
-        if encode(&mut out, &registry).is_err() {
+        let encoded = encode_registry(&mut out, &registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
         out

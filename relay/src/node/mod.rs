@@ -4,11 +4,16 @@
 
 pub mod accept;
 pub mod config;
+pub mod config_check;
 pub mod core;
+pub mod dashboard;
 pub mod dialer;
 pub mod http;
+pub mod latency;
 pub mod metrics;
 pub mod peers;
+pub mod process_metrics;
+pub mod recent_errors;
 pub mod registration;
 pub mod state;
 pub mod status;
@@ -173,6 +178,8 @@ pub fn init(data_dir: &Path, opts: InitOptions) -> Result<(RelayId, RelayConfig)
 pub struct Relay {
     shared: Arc<Shared>,
     http_addr: SocketAddr,
+    /// Whether a chain will open, and whether it has.
+    chain_open: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl Relay {
@@ -233,15 +240,20 @@ impl Relay {
         // Once the chain is open, the relay registers and follows the registry, and billing
         // settles on it.
         let opened = shared.clone();
+        let (opened_tx, opened_rx) = tokio::sync::watch::channel(false);
         let on_open = Box::new(move || {
+            opened_tx.send_replace(true);
             crate::node::registration::on_chain_open(&opened);
             if let Some(chain) = opened.chain.get() {
                 crate::control::start(&opened.core, &opened.control, chain.clone());
+                crate::ledger::block_times::on_chain_open(&opened.core, chain.clone());
             }
             crate::billing::settle::on_chain_open(&opened.billing);
             crate::billing::link_close::on_chain_open(&opened.billing);
         });
-        crate::ledger::setup::start_chain(&shared.core, &shared.chain, &dir, on_open)?;
+        let chain_open =
+            crate::ledger::setup::start_chain(&shared.core, &shared.chain, &dir, on_open)?
+                .then_some(opened_rx);
         if shared.config.vpn_exit {
             let exit = match crate::vpn::exit::Exit::start(&shared.core) {
                 Ok(exit) => exit,
@@ -254,7 +266,29 @@ impl Relay {
             shared.vpn_exit.set(exit).ok();
         }
         info!(addr = %shared.addr, http = %http_addr, "relay running");
-        Ok(Self { shared, http_addr })
+        Ok(Self {
+            shared,
+            http_addr,
+            chain_open,
+        })
+    }
+
+    /// Waits until the relay serves all it will: its QUIC endpoint and HTTP port are up once
+    /// [`Relay::start`] returns; its chain (when it has one) once opened. False if the relay
+    /// stopped first.
+    pub async fn ready(&self) -> bool {
+        let Some(mut open) = self.chain_open.clone() else {
+            return true;
+        };
+        tokio::select! {
+            opened = open.wait_for(|o| *o) => opened.is_ok(),
+            _ = self.shared.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Whether the relay works as it should: not stopping, its chain (when it has one) open.
+    pub fn healthy(&self) -> bool {
+        !self.shared.shutdown.is_cancelled() && self.chain_open.as_ref().is_none_or(|o| *o.borrow())
     }
 
     /// The relay's id.

@@ -48,6 +48,77 @@ pub struct RelayStatus {
     /// The control plane: discovery, reachability, gossip.
     #[serde(default)]
     pub control: crate::control::ControlStatus,
+    /// Traffic per service, VPN tunnels and the CDN cache.
+    #[serde(default)]
+    pub services: ServiceStatus,
+    /// The last warnings and errors this process logged, oldest first.
+    #[serde(default)]
+    pub recent_errors: Vec<crate::node::recent_errors::RecentError>,
+}
+
+/// What each service carries.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceStatus {
+    /// Bytes metered for payment, by service (`msg`, `mailbox`, `pipe`, `vpn`, `cdn`).
+    pub billed_bytes: std::collections::BTreeMap<String, u64>,
+    /// VPN tunnels open here (as exit).
+    pub vpn_tunnels: i64,
+    /// Two-hop routes forwarded here (as entry).
+    pub vpn_forwards: i64,
+    /// Packets carried through tunnels (both directions).
+    pub vpn_packets: u64,
+    /// Tunnel datagrams and packets dropped (malformed, replayed, forged, no route, unpaid).
+    pub vpn_dropped: u64,
+    /// Bytes of others' content cached here.
+    pub cdn_cached_bytes: u64,
+    /// The cache's size limit.
+    pub cdn_cache_capacity: u64,
+    /// Chunks served from this relay's disk.
+    pub cdn_local_chunks: u64,
+    /// Chunks fetched from peers on a miss.
+    pub cdn_peer_chunks: u64,
+    /// Bytes the HTTP gateway sent.
+    pub cdn_http_bytes: u64,
+    /// Chunk bytes sent over QUIC (to SDK clients and peer relays).
+    #[serde(default)]
+    pub cdn_quic_bytes: u64,
+}
+
+impl ServiceStatus {
+    fn of(shared: &Shared) -> Self {
+        let m = &shared.metrics;
+        let v = &m.vpn;
+        let billed_bytes = crate::node::metrics::SERVICES
+            .iter()
+            .map(|s| {
+                (
+                    crate::node::metrics::service_name(*s).to_string(),
+                    m.billed.of(*s),
+                )
+            })
+            .collect();
+        let drops = [
+            &v.dropped_malformed,
+            &v.dropped_replay,
+            &v.dropped_decrypt,
+            &v.dropped_bad_packet,
+            &v.dropped_no_route,
+            &v.dropped_unpaid,
+        ];
+        Self {
+            billed_bytes,
+            vpn_tunnels: v.sessions.get(),
+            vpn_forwards: v.forwards.get(),
+            vpn_packets: v.packets_in.get() + v.packets_out.get(),
+            vpn_dropped: drops.iter().map(|c| c.get()).sum(),
+            cdn_cached_bytes: shared.cdn.store.cached_bytes(),
+            cdn_cache_capacity: shared.config.cdn_cache_bytes,
+            cdn_local_chunks: m.cdn.local_chunks.get(),
+            cdn_peer_chunks: m.cdn.peer_chunks.get(),
+            cdn_http_bytes: m.cdn.bytes_http.get(),
+            cdn_quic_bytes: m.cdn.bytes_quic.get(),
+        }
+    }
 }
 
 /// The relay's chain, stake, prices and earnings. Amounts are integer base units.
@@ -74,6 +145,9 @@ pub struct LedgerStatus {
     pub balance: Amount,
     /// Its stake.
     pub stake: Amount,
+    /// Whether the relay is in the chain's registry.
+    #[serde(default)]
+    pub registered: bool,
     /// Whether sessions here pay.
     pub billing: bool,
     /// Prices per MiB.
@@ -137,10 +211,11 @@ impl LedgerStatus {
                 account: me.to_string(),
                 balance: account.balance,
                 stake: account.stake,
+                registered: s.relay(&me).is_some(),
                 billing: shared.billing.terms.enabled && !shared.billing.terms.prices.is_free(),
                 prices: shared.billing.terms.prices,
                 credit_window: shared.billing.terms.credit_window,
-                billed_bytes: shared.metrics.billed_bytes.get(),
+                billed_bytes: shared.metrics.billed.total(),
                 receipts_taken: shared.metrics.receipts.get(),
                 fees_earned: account.fees_earned,
                 fees_burned: account.fees_burned,
@@ -190,6 +265,8 @@ impl RelayStatus {
             pipe_bytes: m.pipe_bytes.get(),
             ledger: LedgerStatus::of(shared),
             control: shared.control.status(),
+            services: ServiceStatus::of(shared),
+            recent_errors: crate::node::recent_errors::recent(),
         }
     }
 }

@@ -35,7 +35,6 @@ impl Budget {
                 core.metrics.vpn.dropped_unpaid.inc();
                 return false;
             }
-            core.metrics.billed_bytes.inc_by(CHUNK);
             self.left += CHUNK;
         }
         self.left -= bytes;

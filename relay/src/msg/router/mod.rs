@@ -395,21 +395,21 @@ impl<S: Clone, L: Clone> Router<S, L> {
     }
 
     /// The client acknowledged a message (on any of its sessions).
-    pub fn on_ack(&mut self, client: AccountId, id: MsgId) -> bool {
+    /// Returns when the message reached this relay, if it was in flight to `client`.
+    pub fn on_ack(&mut self, client: AccountId, id: MsgId) -> Option<Instant> {
         let acked = self
             .clients
             .get_mut(&client)
             .and_then(|c| c.inflight.0.remove(&id))
             .unwrap_or_default();
-        let Some(first) = acked.first() else {
-            return false;
-        };
+        let first = acked.first()?;
+        let since = first.since;
         self.delivered.record(&first.env);
         self.drop_copy(&acked);
         for pending in acked {
             self.finish(pending, Ok(Outcome::Delivered));
         }
-        true
+        Some(since)
     }
 
     /// The sealed size of the message forwarded to `relay` as `id`, while its answer is awaited.

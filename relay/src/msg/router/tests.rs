@@ -86,14 +86,14 @@ fn a_local_message_is_delivered_and_answered_once_acknowledged() {
     let actions = drain(&mut r);
     assert_eq!(delivered_ids(&actions, ALICE_SESSION), vec![1]);
     assert_eq!(answer(&actions), None, "no answer before the ack");
-    assert!(r.on_ack(alice(), MsgId([1; 16])));
+    assert!(r.on_ack(alice(), MsgId([1; 16])).is_some());
     let actions = drain(&mut r);
     assert_eq!(
         answer(&actions),
         Some((MsgId([1; 16]), Ok(Outcome::Delivered)))
     );
     assert!(
-        !r.on_ack(alice(), MsgId([1; 16])),
+        r.on_ack(alice(), MsgId([1; 16])).is_none(),
         "a second ack finds nothing"
     );
     assert_eq!(r.inflight(), 0);
@@ -385,8 +385,8 @@ fn a_new_session_is_offered_what_the_old_one_did_not_acknowledge_and_either_may_
         "linked relays push again for the new session"
     );
     // The old session acknowledges one, the new one another.
-    assert!(r.on_ack(alice(), MsgId([1; 16])));
-    assert!(r.on_ack(alice(), MsgId([2; 16])));
+    assert!(r.on_ack(alice(), MsgId([1; 16])).is_some());
+    assert!(r.on_ack(alice(), MsgId([2; 16])).is_some());
     // The old session closing leaves the new one (and its deliveries) alone.
     r.on_session_closed(alice(), 1, now);
     assert!(
