@@ -122,3 +122,51 @@ fn bad_arguments_and_config_say_what_to_fix() {
     let missing = toprelay(&["run"], &tmp.path().join("none"));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("toprelay init"));
 }
+
+#[test]
+fn config_check_completions_and_man_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("relay");
+    let out = toprelay(&["init", "--http", "127.0.0.1:0"], &dir);
+    assert!(out.status.success());
+    let ok = toprelay(&["config", "check"], &dir);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).ends_with(": ok\n"));
+
+    // Every problem is listed, each saying what to do; the exit status says there were some.
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("http = \"127.0.0.1:0\"", "http = \"0.0.0.0:7780\"")
+        .replace("max_connections = 10000", "max_connections = 0");
+    std::fs::write(&config, text).unwrap();
+    let bad = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let said = String::from_utf8_lossy(&bad.stdout);
+    assert!(said.contains("set http_token"), "{said}");
+    assert!(
+        said.contains("max_connections must be at least 1"),
+        "{said}"
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("2 problem(s)"));
+
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F _toprelay"));
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.contains(".TH toprelay 1") && man.contains("config"),
+        "{man}"
+    );
+}

@@ -1,6 +1,6 @@
 // The relay's dashboard: polls /api/status (same origin, the relay's own HTTP port) and draws
 // what it says. No third-party code; every asset comes from the relay.
-"use strict";
+
 
 const POLL_MS = 2000;
 const KEPT = 90; // samples in the charts (3 minutes)
@@ -37,7 +37,7 @@ function bytes(n) {
   return (i === 0 ? n : n.toFixed(1)) + " " + units[i];
 }
 
-function top(units) {
+function inTop(units) {
   if (typeof units !== "number") return "–";
   return (units / UNITS).toLocaleString("en-US", { maximumFractionDigits: 6 }) + " TOP";
 }
@@ -94,6 +94,15 @@ function drawCharts() {
     const max = Math.max(1e-9, ...rates);
     ctx.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue("--line").trim() || "#2f6fdf";
     ctx.lineWidth = 2 * ratio;
+    // The baseline, then the rates (a single sample is a dot).
+    ctx.globalAlpha = 0.3;
+    ctx.fillStyle = ctx.strokeStyle;
+    ctx.fillRect(0, canvas.height - ratio, canvas.width, ratio);
+    ctx.globalAlpha = 1;
+    if (rates.length === 1) {
+      const y = canvas.height - 2 * ratio - ((canvas.height - 4 * ratio) * rates[0]) / max;
+      ctx.fillRect(0, y - 2 * ratio, 4 * ratio, 4 * ratio);
+    }
     ctx.beginPath();
     rates.forEach((r, i) => {
       const x = (canvas.width * i) / Math.max(1, KEPT - 2);
@@ -121,13 +130,13 @@ function render(s) {
   set("pipes", `${count(s.pipes_opened)} (${bytes(s.pipe_bytes)})`);
   const l = s.ledger;
   if (l) {
-    set("balance", top(l.balance));
-    set("stake", top(l.stake));
+    set("balance", inTop(l.balance));
+    set("stake", inTop(l.stake));
     set("registered", l.registered ? "yes" : "no");
-    set("earned", top(l.fees_earned));
-    set("burned", top(l.fees_burned));
+    set("earned", inTop(l.fees_earned));
+    set("burned", inTop(l.fees_burned));
     set("receipts", count(l.receipts_taken));
-    set("pending", `${count(l.pending_receipts)} (${top(l.pending_amount)})`);
+    set("pending", `${count(l.pending_receipts)} (${inTop(l.pending_amount)})`);
     set("settle-soon", l.pending_worth_settling ? "yes" : "no");
     set("chain", l.chain);
     set("height", count(l.height));
