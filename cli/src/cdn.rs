@@ -140,6 +140,8 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: CdnCommand) -> Resu
             );
         }
     }
+    let relay = client.relay().to_string();
+    crate::spending::record(home, &relay, client.billing(), &client.usage());
     client.close().await;
     Ok(())
 }

@@ -235,6 +235,14 @@ pub async fn run(
         let (entry, exit) = tunnel.billing();
         paid_exit += exit.map_or(0, |b| b.signed.load(Ordering::Relaxed));
         paid_entry += entry.map_or(0, |b| b.signed.load(Ordering::Relaxed));
+        if let Some(home) = opts.state_dir.parent() {
+            let (home, usage) = (crate::home::Home(home.to_path_buf()), tunnel.usage());
+            let exit_relay = opts.tunnel.exit.to_string();
+            crate::spending::record(&home, &exit_relay, exit, &usage);
+            if let Some(via) = &opts.tunnel.via {
+                crate::spending::record(&home, &via.to_string(), entry, &usage);
+            }
+        }
         tunnel.close();
         let Some(error) = outcome else { break };
         warn!("tunnel lost: {error}; reconnecting");

@@ -5,6 +5,8 @@ mod choose;
 mod device;
 mod home;
 mod relays;
+mod spending;
+mod status;
 mod vpn;
 mod wallet;
 
@@ -84,6 +86,19 @@ enum Command {
         #[command(flatten)]
         route: vpn::RouteArgs,
     },
+    /// Your relay, balance, deposit, what each channel cost per service, and the VPN's state.
+    Status {
+        /// Print JSON (amounts in base units).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `top completions bash > ~/.local/share/bash-completion/completions/top`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff; e.g. `top man | man -l -`).
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +129,24 @@ enum MsgCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "top", &mut std::io::stdout());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     let verbose = cli.verbose;
     let filter = if verbose { "debug,quinn=info" } else { "warn" };
     tracing_subscriber::fmt()
@@ -170,6 +203,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Vpn(cmd) => vpn::run(&home, cli.relay, cmd).await?,
         Command::Relays { service, json } => relays::run(&home, cli.relay, service, json).await?,
         Command::Proxy { listen, route } => vpn::proxy(&home, cli.relay, listen, route).await?,
+        Command::Status { json } => status::run(&home, cli.relay, json).await?,
+        Command::Completions { .. } | Command::Man => {}
     }
     Ok(())
 }
@@ -217,6 +252,7 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
                     println!("accepted for {peer} (stored by the relay; delivery in progress)")
                 }
             }
+            record_spending(home, &client);
             client.close().await;
         }
         MsgCommand::Inbox { json } => {
@@ -236,6 +272,7 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
             for m in &fresh {
                 client.ack(m).await?;
             }
+            record_spending(home, &client);
             client.close().await;
             let inbox = home.inbox()?;
             if json {
@@ -279,10 +316,17 @@ async fn msg(home: &Home, relay: Option<RelayAddr>, cmd: MsgCommand) -> Result<(
                     println!("{}  {}", msg.from, String::from_utf8_lossy(&msg.body));
                 }
             }
+            record_spending(home, &client);
             client.close().await;
         }
     }
     Ok(())
+}
+
+/// Adds what this session cost to the home's record (`top status` shows it).
+fn record_spending(home: &Home, client: &Client) {
+    let relay = client.relay().to_string();
+    spending::record(home, &relay, client.billing(), &client.usage());
 }
 
 async fn collect(client: &Client, out: &mut Vec<top_client::Message>) {

@@ -228,3 +228,80 @@ fn errors_print_a_message_not_a_backtrace() {
         "-v shows the full report: {err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_what_each_channel_cost_per_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay_dir = dir.path().join("relay");
+    init(&relay_dir, InitOptions::loopback_dev()).unwrap();
+    let mut config = top_relay::config::RelayConfig::load(&relay_dir).unwrap();
+    config.ledger.block_interval_ms = 100;
+    config.save(&relay_dir).unwrap();
+    let relay = Relay::start(&relay_dir).await.unwrap();
+    let addr = relay.addr().to_string();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    stdout(&top(&alice, &["init", "--relay", &addr]));
+    let bob_id = stdout(&top(&bob, &["init", "--relay", &addr]))
+        .trim()
+        .to_string();
+    // Nothing paid yet: no channels, VPN down.
+    let before: serde_json::Value =
+        serde_json::from_str(&stdout(&top(&alice, &["status", "--json"]))).unwrap();
+    assert_eq!(before["channels"].as_array().map(Vec::len), Some(0));
+    assert_eq!(before["vpn"]["state"], "down");
+    assert_eq!(before["relay_reached"], true);
+
+    stdout(&top(&alice, &["wallet", "faucet", "100"]));
+    stdout(&top(&alice, &["wallet", "deposit", "10"]));
+    let text = "x".repeat(20_000);
+    for _ in 0..3 {
+        stdout(&top(&alice, &["msg", "send", &bob_id, &text]));
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&stdout(&top(&alice, &["status", "--json"]))).unwrap();
+    let channels = status["channels"].as_array().unwrap();
+    assert_eq!(channels.len(), 1, "one channel with the relay: {status}");
+    let c = &channels[0];
+    assert_eq!(c["relay"], addr.as_str());
+    assert_eq!(c["state"], "open");
+    // Three sends of 20 kB and their storage: what this machine counted, costed per service.
+    assert!(c["usage"]["msg"].as_u64().unwrap() >= 60_000, "{c}");
+    assert!(c["cost"]["msg"].as_u64().unwrap() > 0, "{c}");
+    assert!(c["cost"]["mailbox"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(c["cost"]["vpn"], 0);
+    let lock = c["lock"].as_u64().unwrap();
+    assert_eq!(
+        status["deposit"].as_u64().unwrap() + lock,
+        10_000_000_000,
+        "the deposit not locked, plus the channel's lock: {status}"
+    );
+    let human = stdout(&top(&alice, &["status"]));
+    assert!(
+        human.contains("channel ") && human.contains("msg "),
+        "{human}"
+    );
+    assert!(human.contains("vpn:      down"), "{human}");
+
+    // With the relay gone, the local record still answers.
+    relay.shutdown().await;
+    let offline = stdout(&top(&alice, &["status"]));
+    assert!(offline.contains("not reached"), "{offline}");
+    assert!(offline.contains("channel "), "{offline}");
+}
+
+#[test]
+fn completions_and_man_page() {
+    let bash = Command::new(TOP)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F _top"));
+    let zsh = Command::new(TOP)
+        .args(["completions", "zsh"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&zsh.stdout).contains("#compdef top"));
+    let man = Command::new(TOP).arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&man.stdout);
+    assert!(man.contains(".TH top 1") && man.contains("status"), "{man}");
+}

@@ -96,6 +96,8 @@ pub struct BillingState {
     pub paying: Arc<AtomicBool>,
     /// Cumulative amount signed on the channel so far, in base units.
     pub signed: Arc<AtomicU64>,
+    /// The relay's prices for this session (what its usage costs).
+    pub prices: top_billing::Prices,
 }
 
 /// Opens the billing stream: takes the relay's offer and resumes or opens a channel; then signs
@@ -190,6 +192,7 @@ pub(crate) async fn start_on(
         channel,
         paying: Arc::new(AtomicBool::new(true)),
         signed: Arc::new(AtomicU64::new(cum_amount.units() as u64)),
+        prices: offer.prices,
     };
     let (paying, signed) = (state.paying.clone(), state.signed.clone());
     let identity = identity.clone();

@@ -81,6 +81,17 @@ impl Wallet {
         }
     }
 
+    /// A channel's state on the chain (`None`: no such channel).
+    pub async fn channel(
+        &self,
+        id: ledger_lite::ChannelId,
+    ) -> Result<Option<ledger_lite::Channel>, ClientError> {
+        match self.call(LedgerRequest::Channel(id)).await? {
+            LedgerResponse::Channel(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Every registered relay (the chain's registry), page by page.
     pub async fn relays(&self) -> Result<Vec<ledger_lite::wire::RelayEntry>, ClientError> {
         let mut all = Vec::new();

@@ -191,7 +191,12 @@ impl Tunnel {
         self.stats.clone()
     }
 
-    /// The channels paying the entry (2 hops only) and the exit.
+    /// Bytes this tunnel counted (what its relays bill).
+    pub fn usage(&self) -> top_billing::Usage {
+        self.usage.snapshot()
+    }
+
+    /// The entry's and the exit's channels, when they charge.
     pub fn billing(&self) -> (Option<&BillingState>, Option<&BillingState>) {
         (self.entry_billing.as_ref(), self.exit_billing.as_ref())
     }
