@@ -1,5 +1,6 @@
 """An HTTP server that answers every GET with the caller's IP address (the VPN tests' "internet")."""
 import http.server
+import socket
 import sys
 
 
@@ -15,4 +16,8 @@ class Echo(http.server.BaseHTTPRequestHandler):
         pass
 
 
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Echo).serve_forever()
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+
+
+Server((sys.argv[1], int(sys.argv[2])), Echo).serve_forever()

@@ -10,8 +10,11 @@
 # Addresses: x = .1 on every link it is on, c = .2 on its links, e = .1 towards c and .2
 # towards x, i = 10.91.4.2. The client's default route goes through x (its "ISP"), so without
 # a tunnel the internet host sees 10.91.1.2; through the tunnel it sees 10.91.4.1.
-# The internet host runs an HTTP server on :8080 answering with the caller's address, and a
-# DNS server (dnsmasq) answering internet.test; the exit uses that DNS server.
+# IPv6 (dual stack on the client's and the internet's links): c = fd91:1::2 and x = fd91:1::1,
+# x = fd91:4::1 and i = fd91:4::2; the client's IPv6 default route also goes through x.
+# The internet host runs an HTTP server on :8080 (both families) answering with the caller's
+# address, and a DNS server (dnsmasq) answering internet.test (A) and internet6.test (AAAA);
+# the exit uses that DNS server.
 #
 # Usage: vpn-netns.sh up PREFIX | down PREFIX | exec PREFIX NODE CMD...
 set -euo pipefail
@@ -41,19 +44,32 @@ up)
   link x xi0 10.91.4.1/24 i ix0 10.91.4.2/24
   ip -n "$(ns c)" route add default via 10.91.1.1
   ip -n "$(ns i)" route add default via 10.91.4.1
+  # IPv6 without duplicate address detection (addresses usable at once).
+  ip -n "$(ns c)" addr add fd91:1::2/64 dev cx0 nodad
+  ip -n "$(ns x)" addr add fd91:1::1/64 dev xc0 nodad
+  ip -n "$(ns x)" addr add fd91:4::1/64 dev xi0 nodad
+  ip -n "$(ns i)" addr add fd91:4::2/64 dev ix0 nodad
+  ip -n "$(ns c)" -6 route add default via fd91:1::1
+  ip -n "$(ns x)" -6 route add default via fd91:4::2
+  ip -n "$(ns i)" -6 route add default via fd91:4::1
   echo "nameserver 192.0.2.53" > "/etc/netns/$(ns c)/resolv.conf"
   echo "nameserver 10.91.4.2" > "/etc/netns/$(ns x)/resolv.conf"
   # The exit is the client's router even without a tunnel (the leak path the kill switch closes).
   ip netns exec "$(ns x)" sysctl -qw net.ipv4.ip_forward=1
+  ip netns exec "$(ns x)" sysctl -qw net.ipv6.conf.all.forwarding=1
   ip netns exec "$(ns i)" python3 "$here/echo_addr_http.py" 10.91.4.2 8080 \
+    >/dev/null 2>&1 &
+  ip netns exec "$(ns i)" python3 "$here/echo_addr_http.py" fd91:4::2 8080 \
     >/dev/null 2>&1 &
   ip netns exec "$(ns i)" dnsmasq --keep-in-foreground --no-resolv --no-hosts \
     --listen-address=10.91.4.2 --bind-interfaces --address=/internet.test/10.91.4.2 \
+    --address=/internet6.test/fd91:4::2 \
     --log-queries --log-facility="/tmp/$(ns i)-dns.log" --pid-file= --user=root \
     >/dev/null 2>&1 &
   # Wait until both servers answer.
   for _ in $(seq 100); do
     if ip netns exec "$(ns i)" bash -c 'exec 3<>/dev/tcp/10.91.4.2/8080' 2>/dev/null \
+      && ip netns exec "$(ns i)" bash -c 'exec 3<>/dev/tcp/fd91:4::2/8080' 2>/dev/null \
       && [ -s "/tmp/$(ns i)-dns.log" ]; then exit 0; fi
     sleep 0.05
   done

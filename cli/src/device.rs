@@ -78,6 +78,9 @@ pub struct VpnStatus {
     pub tun: String,
     /// The tunnel address.
     pub address: String,
+    /// The tunnel's IPv6 address, when the exit carries IPv6.
+    #[serde(default)]
+    pub address6: Option<String>,
     /// Prefixes through the tunnel (`0.0.0.0/0` for all).
     pub routes: Vec<String>,
     /// DNS resolver in use.
@@ -183,7 +186,14 @@ pub async fn run(
             return Err(DeviceError::Vpn("IPv6 relays are not supported yet".into()));
         }
     };
-    let device = open_tun(&opts.tun, tunnel.address(), 32, tunnel.mtu())?;
+    let v6 = tunnel.address6();
+    let device = open_tun(
+        &opts.tun,
+        tunnel.address(),
+        32,
+        v6.map(|a| (a, 128)),
+        tunnel.mtu(),
+    )?;
     let dns = opts.dns.or(tunnel.lease().dns.map(Ipv4Addr::from));
     let plan = ClientNetPlan {
         tun: opts.tun.clone(),
@@ -192,6 +202,7 @@ pub async fn run(
         dns,
         kill_switch: opts.kill_switch,
         allow_lan: opts.allow_lan,
+        ipv6: v6.is_some(),
     };
     let applied_path = opts.state_dir.join(APPLIED_FILE);
     let mut applied = Applied::default();
@@ -211,6 +222,7 @@ pub async fn run(
         via: opts.tunnel.via.as_ref().map(|v| v.to_string()),
         tun: opts.tun.clone(),
         address: tunnel.address().to_string(),
+        address6: v6.map(|a| a.to_string()),
         routes: if opts.routes.is_empty() {
             vec!["0.0.0.0/0".into()]
         } else {

@@ -170,6 +170,27 @@ impl Topology {
         std::fs::read_to_string(format!("/etc/netns/{}c/resolv.conf", self.prefix)).unwrap()
     }
 
+    /// Counts, at the exit host (the client's router), IPv6 packets arriving from the client
+    /// outside any tunnel (link-local chatter aside).
+    fn watch_ipv6_leaks(&self) {
+        let rules = "table inet leakwatch {\n\tchain pre { type filter hook prerouting priority -300; policy accept;\n\t\tiifname \"xc0\" meta nfproto ipv6 ip6 saddr != fe80::/10 counter\n\t}\n}\n";
+        let path = self.dir.path().join("leakwatch.nft");
+        std::fs::write(&path, rules).unwrap();
+        ok(&self.run("x", "nft", &["-f", path.to_str().unwrap()]));
+    }
+
+    /// IPv6 packets from the client seen at the exit host so far.
+    fn ipv6_leaked(&self) -> u64 {
+        let out = self.run("x", "nft", &["list", "table", "inet", "leakwatch"]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .iter()
+            .position(|w| *w == "packets")
+            .and_then(|i| words[i + 1].parse().ok())
+            .expect("the leak counter")
+    }
+
     fn drops(&self) -> u64 {
         let out = self.run("c", "nft", &["list", "table", "inet", "top_vpn"]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -227,10 +248,19 @@ fn vpn_in_namespaces() {
     ok(&t.top(&["wallet", "faucet", "100"]));
     ok(&t.top(&["wallet", "deposit", "50"]));
 
-    // Without a tunnel the server sees the client's own address.
+    // Without a tunnel the server sees the client's own addresses (IPv4 and IPv6).
     assert_eq!(
         t.curl(&["http://10.91.4.2:8080/"]).as_deref(),
         Some("10.91.1.2")
+    );
+    t.watch_ipv6_leaks();
+    assert_eq!(
+        t.curl(&["http://[fd91:4::2]:8080/"]).as_deref(),
+        Some("fd91:1::2")
+    );
+    assert!(
+        t.ipv6_leaked() > 0,
+        "the leak counter sees the client's IPv6"
     );
     let (routes_before, resolv_before) = (t.routes(), t.resolv());
 
@@ -247,6 +277,22 @@ fn vpn_in_namespaces() {
         Some("10.91.4.1")
     );
     assert_ne!(t.routes(), routes_before);
+    // IPv6 too: the exit hands out an address of its ULA pool and masquerades it (NAT66);
+    // AAAA names resolve through the tunnel.
+    assert!(
+        status["address6"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("fd54:6f70:7670::")),
+        "{status}"
+    );
+    assert_eq!(
+        t.curl(&["http://[fd91:4::2]:8080/"]).as_deref(),
+        Some("fd91:4::1")
+    );
+    assert_eq!(
+        t.curl(&["http://internet6.test:8080/"]).as_deref(),
+        Some("fd91:4::1")
+    );
 
     // The client's own address changes (and back): QUIC migrates the connection, no reconnect.
     ok(&t.run(
@@ -272,10 +318,17 @@ fn vpn_in_namespaces() {
     t.children[vpn].kill().unwrap();
     t.children[vpn].wait().unwrap();
     let drops = t.drops();
+    let leaked = t.ipv6_leaked();
     assert_eq!(t.curl(&["http://10.91.4.2:8080/"]), None, "packets leaked");
+    assert_eq!(t.curl(&["http://[fd91:4::2]:8080/"]), None, "IPv6 leaked");
     assert!(
         t.drops() > drops,
         "the kill switch did not drop the packets"
+    );
+    assert_eq!(
+        t.ipv6_leaked(),
+        leaked,
+        "IPv6 packets left the client outside the tunnel"
     );
 
     // `vpn down` restores routes and DNS exactly (here from the dead client's record).
@@ -294,6 +347,10 @@ fn vpn_in_namespaces() {
     assert_eq!(
         t.curl(&["http://internet.test:8080/"]).as_deref(),
         Some("10.91.4.1")
+    );
+    assert_eq!(
+        t.curl(&["http://[fd91:4::2]:8080/"]).as_deref(),
+        Some("fd91:4::1")
     );
     let body = t.curl(&[
         "-o",
@@ -367,6 +424,11 @@ fn vpn_in_namespaces() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(body.as_deref(), Some("10.91.4.1"));
+    // IPv6 literals and AAAA names, connected to by the exit over IPv6.
+    for url in ["http://[fd91:4::2]:8080/", "http://internet6.test:8080/"] {
+        let body = t.curl(&["--socks5-hostname", "127.0.0.1:1080", url]);
+        assert_eq!(body.as_deref(), Some("fd91:4::1"), "{url}");
+    }
     // The exit's own loopback is not reachable through it.
     assert_eq!(
         t.curl(&[
@@ -376,5 +438,12 @@ fn vpn_in_namespaces() {
         ]),
         None
     );
+    for own in [
+        "http://[::1]:7780/health",
+        "http://[::ffff:127.0.0.1]:7780/health",
+    ] {
+        let got = t.curl(&["--socks5-hostname", "127.0.0.1:1080", own]);
+        assert_eq!(got, None, "{own}");
+    }
     t.children[proxy].kill().ok();
 }

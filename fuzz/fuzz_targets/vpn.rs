@@ -9,7 +9,7 @@ use top_proto::frame::decode_body;
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
 use top_proto::vpn::cipher::{DatagramOpener, Lease, TunnelInitiator, TunnelResponder};
-use top_proto::vpn::packet::ipv4_endpoints;
+use top_proto::vpn::packet::{ip_endpoints, ipv4_endpoints};
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
 struct Keys {
@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = init.finish(&data[1..]);
     }
     let _ = ipv4_endpoints(data);
+    let _ = ip_endpoints(data);
     let _ = decode_body::<VpnFrame>(data);
     let _ = postcard::from_bytes::<ConnectRequest>(data);
     let _ = postcard::from_bytes::<ConnectReply>(data);

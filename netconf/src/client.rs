@@ -32,6 +32,9 @@ pub struct ClientNetPlan {
     pub kill_switch: bool,
     /// With the kill switch, still allow the directly connected local networks.
     pub allow_lan: bool,
+    /// Whether the tunnel carries IPv6. With the default route taken, IPv6 goes through the
+    /// tunnel when it does, and is refused (unreachable) when it does not: never around it.
+    pub ipv6: bool,
 }
 
 /// A copy of `/etc/resolv.conf` as it was.
@@ -144,6 +147,23 @@ fn tunnel_prefixes(plan: &ClientNetPlan) -> Vec<Ipv4Net> {
     }
 }
 
+/// The IPv6 space as two halves (more specific than any default route): through the tunnel
+/// when it carries IPv6, unreachable when it does not (so nothing leaves around it).
+fn ipv6_routes(plan: &ClientNetPlan) -> Vec<Vec<String>> {
+    ["::/1", "8000::/1"]
+        .iter()
+        .map(|half| {
+            let mut args = vec!["route".to_string(), "add".to_string()];
+            if plan.ipv6 {
+                args.extend([half.to_string(), "dev".into(), plan.tun.clone()]);
+            } else {
+                args.extend(["unreachable".into(), half.to_string()]);
+            }
+            args
+        })
+        .collect()
+}
+
 impl Applied {
     /// Applies `plan`, recording each step in `self` (and calling `save` after each, so a crash
     /// in between still leaves an exact record). On error, what was applied stays recorded.
@@ -185,6 +205,11 @@ impl Applied {
                 plan.tun.clone(),
             ];
             self.add_route(args, &mut save)?;
+        }
+        if plan.routes.is_empty() {
+            for args in ipv6_routes(plan) {
+                self.add_route(args, &mut save)?;
+            }
         }
         if let Some(dns) = plan.dns {
             if !prefixes.iter().any(|p| p.contains(&dns)) {
@@ -303,6 +328,28 @@ pub fn restore_resolv(path: &Path, backup: &ResolvBackup) -> Result<(), NetError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_goes_through_the_tunnel_or_nowhere() {
+        let mut plan = ClientNetPlan {
+            tun: "top0".into(),
+            relay: "192.0.2.1:7700".parse().unwrap(),
+            routes: Vec::new(),
+            dns: None,
+            kill_switch: false,
+            allow_lan: false,
+            ipv6: true,
+        };
+        assert_eq!(
+            ipv6_routes(&plan)[1],
+            ["route", "add", "8000::/1", "dev", "top0"]
+        );
+        plan.ipv6 = false;
+        assert_eq!(
+            ipv6_routes(&plan)[0],
+            ["route", "add", "unreachable", "::/1"]
+        );
+    }
 
     #[test]
     fn parses_route_get() {

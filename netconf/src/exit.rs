@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::NetError;
 use crate::cmd::{Cmd, run_all};
@@ -86,24 +86,61 @@ pub fn exit_ruleset(tun: &str, pool: Ipv4Net, deny: &[Ipv4Net], dns: Option<Ipv4
     )
 }
 
+/// An exit's IPv6 side: its client pool and the ranges tunnels may not reach.
+#[derive(Debug, Clone)]
+pub struct Exit6Plan {
+    /// The client pool: a unique local prefix is masqueraded (NAT66), any other is routed.
+    pub pool: Ipv6Net,
+    /// Destinations refused to tunnels.
+    pub deny: Vec<Ipv6Net>,
+}
+
+impl Exit6Plan {
+    fn nat(&self) -> bool {
+        crate::exit6::private_ranges6()
+            .iter()
+            .any(|ula| ula.contains(&self.pool))
+    }
+
+    fn command(&self, tun: &str) -> Cmd {
+        Cmd::nft_script(crate::exit6::exit_ruleset6(
+            tun,
+            self.pool,
+            &self.deny,
+            self.nat(),
+        ))
+    }
+}
+
 /// What [`ExitNet::setup`] changed, to undo it.
 #[derive(Debug)]
 pub struct ExitNet {
     previous_forward: Option<String>,
+    /// Whether the IPv6 table is installed, and the IPv6 forwarding setting it replaced.
+    v6: Option<Option<String>>,
 }
 
 impl ExitNet {
     /// The commands setup runs, for users who prefer to run them by hand.
-    pub fn commands(tun: &str, pool: Ipv4Net, deny: &[Ipv4Net], dns: Option<Ipv4Addr>) -> Vec<Cmd> {
-        vec![Cmd::nft_script(exit_ruleset(tun, pool, deny, dns))]
+    pub fn commands(
+        tun: &str,
+        pool: Ipv4Net,
+        deny: &[Ipv4Net],
+        dns: Option<Ipv4Addr>,
+        v6: Option<&Exit6Plan>,
+    ) -> Vec<Cmd> {
+        let mut cmds = vec![Cmd::nft_script(exit_ruleset(tun, pool, deny, dns))];
+        cmds.extend(v6.map(|p| p.command(tun)));
+        cmds
     }
 
-    /// Turns forwarding on and installs the NAT and isolation rules.
+    /// Turns forwarding on and installs the NAT and isolation rules (IPv6 too with `v6`).
     pub fn setup(
         tun: &str,
         pool: Ipv4Net,
         deny: &[Ipv4Net],
         dns: Option<Ipv4Addr>,
+        v6: Option<&Exit6Plan>,
     ) -> Result<Self, NetError> {
         let previous = std::fs::read_to_string(FORWARD_SYSCTL)
             .map_err(|source| NetError::Io {
@@ -112,7 +149,7 @@ impl ExitNet {
             })?
             .trim()
             .to_string();
-        let cmds = Self::commands(tun, pool, deny, dns);
+        let cmds = Self::commands(tun, pool, deny, dns, v6);
         if previous != "1"
             && let Err(source) = std::fs::write(FORWARD_SYSCTL, "1")
         {
@@ -131,14 +168,31 @@ impl ExitNet {
             });
         }
         let undo_forward = (previous != "1").then_some(previous);
-        if let Err(e) = run_all(&cmds) {
+        let undo = |forward6: Option<String>| {
             if let Some(p) = &undo_forward {
                 std::fs::write(FORWARD_SYSCTL, p).ok();
             }
+            if let Some(p) = forward6 {
+                std::fs::write(crate::exit6::FORWARD6_SYSCTL, p).ok();
+            }
+        };
+        let forward6 = match v6 {
+            Some(_) => match crate::exit6::enable_forwarding6() {
+                Ok(previous) => Some(previous),
+                Err(e) => {
+                    undo(None);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        if let Err(e) = run_all(&cmds) {
+            undo(forward6.flatten());
             return Err(e);
         }
         Ok(Self {
             previous_forward: undo_forward,
+            v6: forward6,
         })
     }
 
@@ -151,6 +205,18 @@ impl ExitNet {
             && let Err(e) = std::fs::write(FORWARD_SYSCTL, p)
         {
             tracing::warn!("restoring {FORWARD_SYSCTL}: {e}");
+        }
+        if let Some(previous6) = self.v6 {
+            let table = crate::exit6::EXIT_TABLE6;
+            if let Err(e) = Cmd::nft(&["delete", "table", "ip6", table]).run() {
+                tracing::warn!("removing the exit's IPv6 nftables table: {e}");
+            }
+            let sysctl = crate::exit6::FORWARD6_SYSCTL;
+            if let Some(p) = previous6
+                && let Err(e) = std::fs::write(sysctl, p)
+            {
+                tracing::warn!("restoring {sysctl}: {e}");
+            }
         }
     }
 }

@@ -2,7 +2,7 @@
 //! every change is a command a user can read, and, without the rights, print and run by hand.
 //!
 //! - [`cmd`]: running command lists; [`tun`]: TUN devices.
-//! - [`exit`]: an exit relay's forwarding and NAT.
+//! - [`exit`]: an exit relay's forwarding and NAT; [`exit6`]: its IPv6 side.
 //! - [`client`]: a client's routes, DNS and kill switch, recorded so they can be undone exactly,
 //!   even by another process after a crash.
 
@@ -11,6 +11,7 @@
 pub mod client;
 pub mod cmd;
 pub mod exit;
+pub mod exit6;
 pub mod tun;
 
 pub use cmd::{Cmd, NetError};

@@ -6,7 +6,7 @@
 //! so the per-packet cost of the device's system calls is paid once per batch.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub use tun_rs::AsyncDevice;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
@@ -18,12 +18,23 @@ const MAX_PACKET: usize = 65_535;
 /// Room for one packet of a batch (TUN MTUs are at most this, in practice).
 const SLOT: usize = 2048;
 
-/// Creates (or opens) TUN device `name` with `addr/prefix`, `mtu`, up. Needs `CAP_NET_ADMIN`.
-pub fn open_tun(name: &str, addr: Ipv4Addr, prefix: u8, mtu: u16) -> Result<AsyncDevice, NetError> {
-    tun_rs::DeviceBuilder::new()
+/// Creates (or opens) TUN device `name` with `addr/prefix` (and `v6` when given), `mtu`, up.
+/// Needs `CAP_NET_ADMIN`.
+pub fn open_tun(
+    name: &str,
+    addr: Ipv4Addr,
+    prefix: u8,
+    v6: Option<(Ipv6Addr, u8)>,
+    mtu: u16,
+) -> Result<AsyncDevice, NetError> {
+    let mut builder = tun_rs::DeviceBuilder::new()
         .name(name)
         .mtu(mtu)
-        .ipv4(addr, prefix, None)
+        .ipv4(addr, prefix, None);
+    if let Some((addr6, prefix6)) = v6 {
+        builder = builder.ipv6(addr6, prefix6);
+    }
+    builder
         .tx_queue_len(1000)
         .offload(true)
         .build_async()

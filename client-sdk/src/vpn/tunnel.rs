@@ -171,6 +171,11 @@ impl Tunnel {
         Ipv4Addr::from(self.lease.addr)
     }
 
+    /// The client's IPv6 tunnel address, when the exit carries IPv6.
+    pub fn address6(&self) -> Option<std::net::Ipv6Addr> {
+        self.lease.v6.map(|v6| std::net::Ipv6Addr::from(v6.addr))
+    }
+
     /// The lease the exit gave (address, DNS it offers, its MTU).
     pub fn lease(&self) -> Lease {
         self.lease

@@ -60,6 +60,19 @@ pub struct Lease {
     pub dns: Option<[u8; 4]>,
     /// Largest IP packet the exit accepts.
     pub mtu: u16,
+    /// The client's IPv6 side, when the exit carries IPv6.
+    pub v6: Option<Lease6>,
+}
+
+/// The IPv6 half of a [`Lease`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease6 {
+    /// The client's tunnel address.
+    pub addr: [u8; 16],
+    /// Prefix length of the exit's pool.
+    pub prefix: u8,
+    /// The exit's own tunnel address.
+    pub gateway: [u8; 16],
 }
 
 fn noise_error(_: snow::Error) -> VpnCryptoError {
@@ -248,6 +261,15 @@ mod tests {
             gateway: [10, 77, 0, 1],
             dns: Some([10, 0, 3, 2]),
             mtu: 1380,
+            v6: Some(Lease6 {
+                addr: [
+                    0xfd, 0x54, 0x6f, 0x70, 0x76, 0x70, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+                ],
+                prefix: 64,
+                gateway: [
+                    0xfd, 0x54, 0x6f, 0x70, 0x76, 0x70, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+                ],
+            }),
         }
     }
 

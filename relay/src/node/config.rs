@@ -169,6 +169,11 @@ impl Default for BillingConfig {
 pub struct VpnConfig {
     /// Client tunnel addresses; the first host is the exit's own TUN address.
     pub pool: ipnet::Ipv4Net,
+    /// Carry IPv6 too (when this host has an IPv6 default route).
+    pub ipv6: bool,
+    /// Client IPv6 addresses: a unique local prefix is masqueraded (NAT66); a prefix routed
+    /// to this host is handed out as is. Each client gets the host number of its IPv4 address.
+    pub pool6: ipnet::Ipv6Net,
     /// Name of the exit's TUN device.
     pub tun: String,
     /// Largest IP packet carried (the TUN device's MTU).
@@ -189,6 +194,12 @@ impl Default for VpnConfig {
         Self {
             pool: ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(10, 77, 0, 0), 24)
                 .unwrap_or_default(),
+            ipv6: true,
+            pool6: ipnet::Ipv6Net::new(
+                std::net::Ipv6Addr::new(0xfd54, 0x6f70, 0x7670, 0, 0, 0, 0, 0),
+                64,
+            )
+            .unwrap_or_default(),
             tun: "topx0".into(),
             mtu: 1380,
             dns: None,

@@ -64,6 +64,7 @@ impl RelayConfig {
             return Err("vpn.mtu must be between 576 and 1500".into());
         }
         crate::vpn::pool::Pool::new(self.vpn.pool)?;
+        crate::vpn::pool::AddressPlan::new(self.vpn.pool, Some(self.vpn.pool6))?;
         if self.vpn.tun.is_empty() || self.vpn.tun.len() > 15 {
             return Err("vpn.tun must be a device name of 1 to 15 characters".into());
         }

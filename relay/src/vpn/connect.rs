@@ -2,7 +2,7 @@
 //! Noise `IK` pipe with the client, an encrypted connect request (host names resolve here, at
 //! the exit), the exit's address policy, then bytes both ways, metered like tunnel traffic.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +34,32 @@ fn bad(_: impl std::fmt::Debug) -> FrameError {
 /// Whether the exit may connect to `ip` for a client: never to a special-purpose range, the
 /// tunnel pool or the exit host itself; to private ranges only if the config allows.
 pub fn allowed(core: &Core, ip: IpAddr) -> bool {
-    let IpAddr::V4(v4) = ip else {
-        return false;
-    };
-    let vpn = &core.config.vpn;
-    !refused_range(v4, vpn.pool, vpn.allow_private) && !is_this_host(core, v4)
+    let ip = unmapped(ip);
+    !refused(ip, &core.config.vpn) && !is_this_host(core, ip)
+}
+
+/// An IPv4 address in IPv6 clothes (`::ffff:a.b.c.d`) is the IPv4 address it is.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Whether `ip` lies in a range the config keeps tunnels from.
+fn refused(ip: IpAddr, vpn: &crate::node::config::VpnConfig) -> bool {
+    match unmapped(ip) {
+        IpAddr::V4(v4) => refused_range(v4, vpn.pool, vpn.allow_private),
+        IpAddr::V6(v6) => refused_range6(v6, vpn.pool6, vpn.allow_private),
+    }
+}
+
+/// Whether `ip` lies in an IPv6 range no proxied connection may reach.
+fn refused_range6(ip: Ipv6Addr, pool6: ipnet::Ipv6Net, allow_private: bool) -> bool {
+    let within = |ranges: Vec<ipnet::Ipv6Net>| ranges.iter().any(|n| n.contains(&ip));
+    within(top_netconf::exit6::special_ranges6())
+        || pool6.contains(&ip)
+        || (!allow_private && within(top_netconf::exit6::private_ranges6()))
 }
 
 /// Whether `ip` lies in a range no proxied connection may reach.
@@ -50,21 +71,21 @@ fn refused_range(ip: Ipv4Addr, pool: ipnet::Ipv4Net, allow_private: bool) -> boo
 }
 
 /// Whether `ip` is on one of this host's interfaces (the kernel binds a socket only to those).
-fn is_local_address(ip: Ipv4Addr) -> bool {
+fn is_local_address(ip: IpAddr) -> bool {
     std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// Whether `ip` is this host: a local address, or the public address it advertises (behind
 /// NAT it is not on an interface, and connecting to it would come back here).
-fn is_this_host(core: &Core, ip: Ipv4Addr) -> bool {
+fn is_this_host(core: &Core, ip: IpAddr) -> bool {
     if is_local_address(ip) {
         return true;
     }
-    core.config
-        .advertised(core.config.listen)
-        .rsplit_once(':')
-        .and_then(|(host, _)| host.parse::<Ipv4Addr>().ok())
-        .is_some_and(|public| public == ip)
+    let advertised = core.config.advertised(core.config.listen);
+    advertised
+        .parse::<SocketAddr>()
+        .ok()
+        .is_some_and(|public| public.ip() == ip)
 }
 
 /// Serves one proxied connection.
@@ -234,7 +255,36 @@ mod tests {
             pool,
             false
         ));
-        assert!(is_local_address(Ipv4Addr::LOCALHOST));
+        assert!(is_local_address(Ipv4Addr::LOCALHOST.into()));
         assert!(!is_local_address("192.0.2.1".parse().unwrap()));
+        let pool6: ipnet::Ipv6Net = "fd54:6f70:7670::/64".parse().unwrap();
+        for ip in [
+            "::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "64:ff9b::7f00:1",
+            "fd54:6f70:7670::9",
+        ] {
+            let ip: Ipv6Addr = ip.parse().unwrap();
+            assert!(refused_range6(ip, pool6, true), "{ip} allowed");
+        }
+        assert!(refused_range6("fd00::1".parse().unwrap(), pool6, false));
+        assert!(!refused_range6("fd00::1".parse().unwrap(), pool6, true));
+        assert!(!refused_range6(
+            "2606:4700::1111".parse().unwrap(),
+            pool6,
+            false
+        ));
+        // IPv4-mapped addresses get the IPv4 rules, not a way around them.
+        let vpn = crate::node::config::VpnConfig::default();
+        for ip in [
+            "::ffff:127.0.0.1",
+            "::ffff:10.1.2.3",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(refused(ip.parse().unwrap(), &vpn), "{ip} allowed");
+        }
+        assert!(!refused("::ffff:93.184.216.34".parse().unwrap(), &vpn));
     }
 }

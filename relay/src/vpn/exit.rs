@@ -1,13 +1,13 @@
 //! The exit role: one TUN device for all tunnels; each tunnel's datagrams are opened, checked
-//! (nonce, key, IPv4, source address = the client's lease) and written to the TUN; one router
-//! task reads the TUN and seals each packet for the tunnel holding its destination.
+//! (nonce, key, IPv4 or IPv6, source address = the client's lease) and written to the TUN; one
+//! router task reads the TUN and seals each packet for the tunnel holding its destination.
 //!
 //! The router owns its table (updates arrive on a channel), so the data path takes no lock;
 //! datagrams are cut from a core arena (`BytesMut::split`), so it allocates once per arena,
 //! not per packet.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,13 +20,13 @@ use top_netconf::tun::{AsyncDevice, TunReader, TunWriter, open_tun};
 use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::vpn::VpnFrame;
 use top_proto::vpn::cipher::{
-    DatagramOpener, DatagramSealer, Lease, OVERHEAD, TunnelResponder, VpnCryptoError,
+    DatagramOpener, DatagramSealer, Lease, Lease6, OVERHEAD, TunnelResponder, VpnCryptoError,
 };
-use top_proto::vpn::packet::ipv4_endpoints;
+use top_proto::vpn::packet::ip_endpoints;
 use tracing::{debug, info, warn};
 
 use super::budget::Budget;
-use super::pool::Pool;
+use super::pool::{AddressPlan, Pool};
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
 use crate::util::lock;
@@ -59,6 +59,7 @@ pub struct Exit {
     pool: Mutex<Pool>,
     routes: mpsc::Sender<RouteChange>,
     template: Lease,
+    plan: AddressPlan,
     net: Mutex<Option<ExitNet>>,
 }
 
@@ -80,14 +81,35 @@ impl Exit {
         let c = &core.config.vpn;
         let pool = Pool::new(c.pool).map_err(top_netconf::NetError::Parse)?;
         let gateway = pool.gateway();
-        let tun = Arc::new(open_tun(&c.tun, gateway, c.pool.prefix_len(), c.mtu)?);
+        // IPv6 only where this host can carry it on.
+        let ipv6 = c.ipv6 && top_netconf::exit6::has_default_route6();
+        if c.ipv6 && !ipv6 {
+            info!("this host has no IPv6 default route: tunnels carry IPv4 only");
+        }
+        let plan = AddressPlan::new(c.pool, ipv6.then_some(c.pool6))
+            .map_err(top_netconf::NetError::Parse)?;
+        let gateway6 = plan.gateway6(gateway);
+        let v6_addr = gateway6.map(|g| (g, c.pool6.prefix_len()));
+        let tun = Arc::new(open_tun(
+            &c.tun,
+            gateway,
+            c.pool.prefix_len(),
+            v6_addr,
+            c.mtu,
+        )?);
         let dns = offered_dns(c.dns);
         let net = if c.nat {
             let mut deny = top_netconf::exit::special_ranges();
+            let mut deny6 = top_netconf::exit6::special_ranges6();
             if !c.allow_private {
                 deny.extend(top_netconf::exit::private_ranges());
+                deny6.extend(top_netconf::exit6::private_ranges6());
             }
-            Some(ExitNet::setup(&c.tun, c.pool, &deny, dns)?)
+            let v6 = ipv6.then_some(top_netconf::exit::Exit6Plan {
+                pool: c.pool6,
+                deny: deny6,
+            });
+            Some(ExitNet::setup(&c.tun, c.pool, &deny, dns, v6.as_ref())?)
         } else {
             None
         };
@@ -97,6 +119,11 @@ impl Exit {
             gateway: gateway.octets(),
             dns: dns.map(|a| a.octets()),
             mtu: c.mtu,
+            v6: gateway6.map(|g| Lease6 {
+                addr: [0; 16],
+                prefix: c.pool6.prefix_len(),
+                gateway: g.octets(),
+            }),
         };
         let (routes, changes) = mpsc::channel(ROUTE_CHANGES);
         let exit = Arc::new(Self {
@@ -104,10 +131,11 @@ impl Exit {
             pool: Mutex::new(pool),
             routes,
             template,
+            plan,
             net: Mutex::new(net),
         });
         core.tasks
-            .spawn(route_from_tun(core.clone(), tun, c.mtu, changes));
+            .spawn(route_from_tun(core.clone(), tun, c.mtu, plan, changes));
         info!(tun = %c.tun, pool = %c.pool, "VPN exit running");
         Ok(exit)
     }
@@ -126,6 +154,7 @@ async fn route_from_tun(
     core: Arc<Core>,
     tun: Arc<AsyncDevice>,
     mtu: u16,
+    plan: AddressPlan,
     mut changes: mpsc::Receiver<RouteChange>,
 ) {
     let mut routes: HashMap<Ipv4Addr, Route> = HashMap::new();
@@ -155,7 +184,7 @@ async fn route_from_tun(
             continue;
         }
         for packet in reader.packets() {
-            route_packet(&core, &mut routes, &mut arena, packet);
+            route_packet(&core, &plan, &mut routes, &mut arena, packet);
         }
     }
 }
@@ -163,13 +192,20 @@ async fn route_from_tun(
 /// Seals one packet from the TUN device for the tunnel holding its destination and sends it.
 fn route_packet(
     core: &Core,
+    plan: &AddressPlan,
     routes: &mut HashMap<Ipv4Addr, Route>,
     arena: &mut BytesMut,
     packet: &[u8],
 ) {
     let m = &core.metrics.vpn;
-    let Ok((_, dst)) = ipv4_endpoints(packet) else {
-        // The host's own IPv6 chatter on the device, for instance: nowhere to send it.
+    // A tunnel is found by its IPv4 address; an IPv6 one maps back to it.
+    let dst = match ip_endpoints(packet) {
+        Ok((_, IpAddr::V4(dst))) => Some(dst),
+        Ok((_, IpAddr::V6(dst))) => plan.v4_of(dst),
+        Err(_) => None,
+    };
+    let Some(dst) = dst else {
+        // The host's own chatter on the device (router solicitations, say): nowhere to go.
         m.dropped_no_route.inc();
         return;
     };
@@ -246,8 +282,13 @@ pub async fn serve_vpn(
             .await?;
         return Ok(());
     };
+    let addr6 = exit.plan.v6_of(addr);
     let lease = Lease {
         addr: addr.octets(),
+        v6: exit.template.v6.zip(addr6).map(|(v6, a)| Lease6 {
+            addr: a.octets(),
+            ..v6
+        }),
         ..exit.template
     };
     let session = async {
@@ -263,7 +304,8 @@ pub async fn serve_vpn(
         exit.routes.send(RouteChange::Add(addr, route)).await.ok();
         out.send(VpnFrame::Welcome(reply)).await?;
         debug!(%addr, "tunnel up");
-        let inbound = pump_to_tun(&core, &exit, &conn, opener, addr, Budget::new(meter));
+        let sources = (IpAddr::V4(addr), addr6.map(IpAddr::V6));
+        let inbound = pump_to_tun(&core, &exit, &conn, opener, sources, Budget::new(meter));
         tokio::select! {
             _ = inbound => {}
             _ = async { while let Some(Ok(_)) = frames.next().await {} } => {}
@@ -290,7 +332,7 @@ async fn pump_to_tun(
     exit: &Exit,
     conn: &quinn::Connection,
     mut opener: DatagramOpener,
-    addr: Ipv4Addr,
+    sources: (IpAddr, Option<IpAddr>),
     mut budget: Budget,
 ) {
     let mut writer = TunWriter::default();
@@ -299,7 +341,7 @@ async fn pump_to_tun(
         while let Some(datagram) = next.take() {
             let max = datagram.len().saturating_sub(OVERHEAD);
             writer.push_with(max, |out| {
-                let n = open_checked(core, &mut opener, addr, &datagram, out)?;
+                let n = open_checked(core, &mut opener, sources, &datagram, out)?;
                 budget.allow(core, datagram.len()).then_some(n)
             });
             if !writer.is_full()
@@ -317,12 +359,12 @@ async fn pump_to_tun(
     }
 }
 
-/// Opens a datagram into `out` and checks it is an IPv4 packet from the client's own address;
-/// counts what it drops.
+/// Opens a datagram into `out` and checks it is an IPv4 or IPv6 packet from one of the client's
+/// own addresses; counts what it drops.
 fn open_checked(
     core: &Core,
     opener: &mut DatagramOpener,
-    addr: Ipv4Addr,
+    (addr, addr6): (IpAddr, Option<IpAddr>),
     datagram: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
@@ -342,8 +384,8 @@ fn open_checked(
             return None;
         }
     };
-    match ipv4_endpoints(&out[..n]) {
-        Ok((src, _)) if src == addr => Some(n),
+    match ip_endpoints(&out[..n]) {
+        Ok((src, _)) if src == addr || Some(src) == addr6 => Some(n),
         _ => {
             m.dropped_bad_packet.inc();
             None

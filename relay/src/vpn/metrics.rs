@@ -23,7 +23,8 @@ pub struct VpnMetrics {
     pub dropped_replay: Counter,
     /// Datagrams that failed authentication (wrong key, altered).
     pub dropped_decrypt: Counter,
-    /// Packets that were not well-formed IPv4, or from another address than the client's lease.
+    /// Packets that were not well-formed IPv4 or IPv6, or from another address than the
+    /// client's lease.
     pub dropped_bad_packet: Counter,
     /// Packets to an address no tunnel holds, or too large for the path.
     pub dropped_no_route: Counter,
