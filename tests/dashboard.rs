@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use top_client::Identity;
 
-/// chromedriver on a free loopback port, killed when dropped.
+/// chromedriver on a free loopback port in a process group of its own: dropping it kills the
+/// group, the browser it started included (also when the test fails midway).
 struct Driver {
     child: Child,
     port: u16,
@@ -21,7 +23,10 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        self.child.kill().ok();
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         self.child.wait().ok();
     }
 }
@@ -35,6 +40,7 @@ async fn chromedriver() -> Driver {
     let port = free_port();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
