@@ -140,10 +140,23 @@ fn is_this_program(pid: u32) -> bool {
     exe == me
 }
 
+/// Whether `path` may be believed for reading: written by this user or by root (`sudo top vpn
+/// up`), writable by nobody else, and so is its directory.
+fn trusted_to_read(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let sound = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .is_ok_and(|m| (m.uid() == me || m.uid() == 0) && m.mode() & 0o022 == 0)
+    };
+    sound(path) && path.parent().is_some_and(sound)
+}
+
 /// Reads the status the running client wrote, if one runs.
 pub fn read_status(state_dir: &Path) -> Option<VpnStatus> {
     let path = state_dir.join(STATUS_FILE);
-    if !trusted(&path) {
+    if !trusted_to_read(&path) {
         return None;
     }
     let text = std::fs::read(path).ok()?;
@@ -277,6 +290,19 @@ pub async fn run(
             Cmd::ip(&["addr", "add", &new, "dev", &opts.tun]).run()?;
             Cmd::ip(&["addr", "del", &old, "dev", &opts.tun]).run().ok();
             status.address = tunnel.address().to_string();
+        }
+        let address6 = tunnel.address6().map(|a| a.to_string());
+        if address6 != status.address6 {
+            // IPv6 follows the same way (its routes go by device, not by address).
+            if let Some(new) = &address6 {
+                let new = format!("{new}/128");
+                Cmd::ip(&["addr", "add", &new, "dev", &opts.tun, "nodad"]).run()?;
+            }
+            if let Some(old) = &status.address6 {
+                let old = format!("{old}/128");
+                Cmd::ip(&["addr", "del", &old, "dev", &opts.tun]).run().ok();
+            }
+            status.address6 = address6;
         }
         status.state = "up".into();
         status.since_ms = now_ms();

@@ -13,6 +13,8 @@ use crate::home::Home;
 
 /// File name in the home directory.
 const FILE: &str = "spending.json";
+/// Largest record read (a few hundred bytes a channel).
+const MAX_FILE: u64 = 16 << 20;
 
 /// What a channel's sessions used and cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,20 +68,36 @@ fn add(a: &Usage, b: &Usage) -> Usage {
 impl Spending {
     /// Reads the record (empty when there is none yet).
     pub fn load(home: &Home) -> Result<Self> {
+        use std::io::Read;
         let path = home.0.join(FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_FILE)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))
     }
 
+    /// Writes the record through a fresh temporary file (created exclusively: a link planted
+    /// in its place is never followed, which matters when `sudo top vpn up` writes into a
+    /// user's home), owned by the home directory's owner, renamed over the old record.
     fn save(&self, dir: &Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::MetadataExt;
         let path = dir.join(FILE);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("writing in {}", dir.display()))?;
+        tmp.write_all(&serde_json::to_vec_pretty(self)?)?;
+        let owner = std::fs::metadata(dir)?;
+        // As root (the VPN), hand the file to the home's owner; otherwise it is ours already.
+        std::os::unix::fs::fchown(tmp.as_file(), Some(owner.uid()), Some(owner.gid())).ok();
+        tmp.persist(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(())
     }
 
     /// Adds one session's usage, billed through `billing` to `relay`.

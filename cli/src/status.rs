@@ -61,6 +61,11 @@ fn state_of(channel: Option<&ledger_lite::Channel>) -> &'static str {
     }
 }
 
+/// Text from elsewhere (a relay's error, a recorded name) without terminal control characters.
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 fn total_cost(c: &ChannelSpending) -> Amount {
     c.cost
         .values()
@@ -132,7 +137,7 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, json: bool) -> Result<()
         }
         (None, e) => println!(
             "relay:    {relay} (not reached: {}; local figures only)",
-            e.as_deref().unwrap_or("unknown")
+            printable(e.as_deref().unwrap_or("unknown"))
         ),
     }
     let live: Vec<_> = spending
@@ -150,8 +155,8 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, json: bool) -> Result<()
             .map_or("?".to_string(), |c| c.lock.to_string());
         println!(
             "channel {}… to {} ({}): cost {} TOP, signed {} of {lock} TOP locked",
-            &id[..12],
-            c.relay,
+            id.get(..12).unwrap_or(id),
+            printable(&c.relay),
             state_of(on_chain.as_ref()),
             total_cost(c),
             c.signed,
@@ -173,8 +178,8 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, json: bool) -> Result<()
     match vpn {
         Some(v) => println!(
             "vpn:      {} via exit {}: {} bytes, {} TOP to the exit so far",
-            v.state,
-            v.exit,
+            printable(&v.state),
+            printable(&v.exit),
             v.bytes_sent.saturating_add(v.bytes_received),
             v.paid_exit
         ),

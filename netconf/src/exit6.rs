@@ -15,8 +15,7 @@ pub const FORWARD6_SYSCTL: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 /// Registry: not globally reachable, or a way around the IPv4 rules).
 pub fn special_ranges6() -> Vec<Ipv6Net> {
     [
-        "::/128",         // unspecified
-        "::1/128",        // loopback
+        "::/96",          // unspecified, loopback and the deprecated IPv4-compatible block
         "::ffff:0:0/96",  // IPv4-mapped: the IPv4 rules decide those
         "64:ff9b::/96",   // NAT64: would reach IPv4 ranges around the IPv4 rules
         "64:ff9b:1::/48", // local-use NAT64
@@ -25,7 +24,9 @@ pub fn special_ranges6() -> Vec<Ipv6Net> {
         "2001:db8::/32",  // documentation
         "2002::/16",      // 6to4: embeds IPv4 addresses
         "3fff::/20",      // documentation
+        "5f00::/16",      // segment routing (SRv6) SIDs
         "fe80::/10",      // link-local
+        "fec0::/10",      // site-local (deprecated)
         "ff00::/8",       // multicast
     ]
     .iter()
@@ -67,7 +68,6 @@ pub fn exit_ruleset6(tun: &str, pool: Ipv6Net, deny: &[Ipv6Net], nat: bool) -> S
          {deny_rule}\
          \t\tiifname \"{tun}\" accept\n\
          \t\toifname \"{tun}\" ct state established,related accept\n\
-         \t\toifname \"{tun}\" icmpv6 type {{ destination-unreachable, packet-too-big, time-exceeded, parameter-problem }} accept\n\
          \t\toifname \"{tun}\" drop\n\t}}\n\
          \tchain input {{ type filter hook input priority filter; policy accept;\n\
          \t\tiifname \"{tun}\" meta l4proto ipv6-icmp accept\n\
@@ -77,11 +77,38 @@ pub fn exit_ruleset6(tun: &str, pool: Ipv6Net, deny: &[Ipv6Net], nat: bool) -> S
     )
 }
 
-/// Whether this host has an IPv6 default route (without one an exit offers no IPv6).
-pub fn has_default_route6() -> bool {
-    Cmd::ip(&["-6", "route", "show", "default"])
+/// Whether this host can carry its tunnels' IPv6: it has an IPv6 default route, and turning
+/// forwarding on will not lose it (a route learned from router advertisements stays only where
+/// `accept_ra` is 2: with forwarding on, 1 means ignore them). `Err` says why not.
+pub fn ipv6_usable() -> Result<(), String> {
+    let out = Cmd::ip(&["-6", "route", "show", "default"])
         .run()
-        .is_ok_and(|out| !out.trim().is_empty())
+        .map_err(|e| e.to_string())?;
+    let Some(route) = out.lines().find(|l| !l.trim().is_empty()) else {
+        return Err("this host has no IPv6 default route".into());
+    };
+    let words: Vec<&str> = route.split_whitespace().collect();
+    let after = |key: &str| {
+        let i = words.iter().position(|w| *w == key)?;
+        words.get(i + 1).copied()
+    };
+    if after("proto") == Some("ra")
+        && let Some(dev) = after("dev")
+    {
+        let sysctl = format!("/proc/sys/net/ipv6/conf/{dev}/accept_ra");
+        let accept_ra = std::fs::read_to_string(&sysctl).unwrap_or_default();
+        if accept_ra.trim() != "2" && !forwarding6_on() {
+            return Err(format!(
+                "the IPv6 default route via {dev} comes from router advertisements, which \
+                 forwarding would stop: `sysctl -w net.ipv6.conf.{dev}.accept_ra=2` first"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn forwarding6_on() -> bool {
+    std::fs::read_to_string(FORWARD6_SYSCTL).is_ok_and(|v| v.trim() == "1")
 }
 
 /// Turns IPv6 forwarding on; returns the previous setting when it changed it.
@@ -119,12 +146,25 @@ mod tests {
         let rules = exit_ruleset6("topx0", pool, &deny, true);
         assert!(rules.contains("ip6 saddr fd54:6f70:7670::/64 oifname != \"topx0\" masquerade"));
         assert!(
-            rules.contains("iifname \"topx0\" ip6 daddr { ::/128, ::1/128, "),
+            rules.contains("iifname \"topx0\" ip6 daddr { ::/96, "),
             "{rules}"
         );
         assert!(rules.contains("iifname \"topx0\" ip6 saddr != fd54:6f70:7670::/64 drop"));
         assert!(!exit_ruleset6("topx0", pool, &deny, false).contains("masquerade"));
-        let mapped: std::net::Ipv6Addr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(deny.iter().any(|n| n.contains(&mapped)));
+        assert!(
+            !rules.contains("icmpv6 type"),
+            "related errors only, by conntrack"
+        );
+        for denied in [
+            "::ffff:127.0.0.1",
+            "::1",
+            "::7f00:1",
+            "fec0::1",
+            "5f00::1",
+            "64:ff9b::a00:1",
+        ] {
+            let ip: std::net::Ipv6Addr = denied.parse().unwrap();
+            assert!(deny.iter().any(|n| n.contains(&ip)), "{denied}");
+        }
     }
 }

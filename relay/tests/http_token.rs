@@ -9,9 +9,14 @@ const TOKEN: &str = "0123456789abcdef0123";
 
 /// The status line of `GET path`, sending `auth` as the Authorization header when given.
 async fn get(addr: std::net::SocketAddr, path: &str, auth: Option<&str>) -> String {
+    get_as(addr, "localhost", path, auth).await
+}
+
+/// [`get`] naming `host` as the Host.
+async fn get_as(addr: std::net::SocketAddr, host: &str, path: &str, auth: Option<&str>) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: relay\r\n{auth}\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\r\n");
     s.write_all(request.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
@@ -53,6 +58,33 @@ async fn api_and_metrics_need_the_token_the_page_and_gateway_do_not() {
     // The gateway answers for itself (an unknown content), not with a 401.
     let cdn = get(http, "/cdn/cid1nothing", None).await;
     assert!(!cdn.contains(" 401 "), "{cdn}");
+    relay.shutdown().await;
+}
+
+/// DNS rebinding: a web page whose name now resolves to 127.0.0.1 sends its own name as Host;
+/// without a token (loopback only) the API answers loopback names only.
+#[tokio::test]
+async fn without_a_token_the_api_answers_loopback_names_only() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let http = relay.http_addr();
+    for path in ["/api/status", "/metrics"] {
+        let rebound = get_as(http, "attacker.example:7780", path, None).await;
+        assert!(rebound.contains(" 421 "), "{path}: {rebound}");
+        for name in ["localhost:7780", &http.to_string(), "[::1]:7780"] {
+            assert!(
+                get_as(http, name, path, None).await.contains(" 200 "),
+                "{name}"
+            );
+        }
+    }
+    // The page itself holds nothing: it loads under any name.
+    assert!(
+        get_as(http, "attacker.example", "/", None)
+            .await
+            .contains(" 200 ")
+    );
     relay.shutdown().await;
 }
 

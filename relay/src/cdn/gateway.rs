@@ -28,7 +28,12 @@ const SANDBOX: &str = "sandbox allow-scripts allow-forms allow-popups allow-down
 fn plain(code: StatusCode, text: String) -> Response {
     (
         code,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            // Error text can quote a peer: sandboxed like content.
+            (header::CONTENT_SECURITY_POLICY, SANDBOX),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
         text + "\n",
     )
         .into_response()

@@ -63,14 +63,34 @@ pub fn router(shared: Arc<Shared>, http: String) -> Router {
         })
 }
 
-/// Lets a request through when no token is set or it carries the token
-/// (`Authorization: Bearer …`); the comparison takes the same time wherever they differ.
+/// Whether a `Host` header names this machine's loopback (`localhost`, `127.x`, `[::1]`, any
+/// port).
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Lets a request through when it carries the token (`Authorization: Bearer …`; the
+/// comparison takes the same time wherever they differ) or, with no token set (the port is on
+/// loopback), when it names loopback as its host: a web page whose name an attacker rebinds to
+/// 127.0.0.1 sends its own name, and is refused.
 async fn authorized(
     token: Option<blake3::Hash>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let Some(token) = token else {
+        let host = request.headers().get(header::HOST);
+        if host.is_some_and(|h| !h.to_str().is_ok_and(loopback_host)) {
+            let body = axum::Json(json!({ "error": "this relay's API answers on localhost only" }));
+            return (StatusCode::MISDIRECTED_REQUEST, body).into_response();
+        }
         return next.run(request).await;
     };
     let given = request
@@ -227,4 +247,33 @@ async fn ledger_block(State(s): State<HttpState>, Path(height): Path<String>) ->
             "kind": serde_json::to_value(&t.tx.kind).unwrap_or(Value::Null),
         })).collect::<Vec<_>>(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_names_are_loopback_hosts() {
+        for good in [
+            "localhost",
+            "LOCALHOST:7780",
+            "127.0.0.1",
+            "127.0.0.1:7780",
+            "[::1]:7780",
+            "[::1]",
+            "127.8.9.1:1",
+        ] {
+            assert!(super::loopback_host(good), "{good}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:7780",
+            "localhost.evil.example",
+            "10.0.0.1:7780",
+            "[2001:db8::1]:7780",
+            "",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!super::loopback_host(bad), "{bad}");
+        }
+    }
 }

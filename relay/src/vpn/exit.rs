@@ -82,10 +82,14 @@ impl Exit {
         let pool = Pool::new(c.pool).map_err(top_netconf::NetError::Parse)?;
         let gateway = pool.gateway();
         // IPv6 only where this host can carry it on.
-        let ipv6 = c.ipv6 && top_netconf::exit6::has_default_route6();
-        if c.ipv6 && !ipv6 {
-            info!("this host has no IPv6 default route: tunnels carry IPv4 only");
-        }
+        let ipv6 = c.ipv6
+            && match top_netconf::exit6::ipv6_usable() {
+                Ok(()) => true,
+                Err(why) => {
+                    warn!("tunnels carry IPv4 only: {why}");
+                    false
+                }
+            };
         let plan = AddressPlan::new(c.pool, ipv6.then_some(c.pool6))
             .map_err(top_netconf::NetError::Parse)?;
         let gateway6 = plan.gateway6(gateway);
