@@ -115,9 +115,15 @@ impl RelayConfig {
 pub fn check_file(path: &std::path::Path) -> Result<Vec<String>, crate::node::config::ConfigError> {
     use crate::node::config::ConfigError;
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: name.clone(),
-        source,
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::Missing(
+            path.parent()
+                .map_or_else(|| name.clone(), |d| d.display().to_string()),
+        ),
+        _ => ConfigError::Io {
+            path: name.clone(),
+            source,
+        },
     })?;
     let config: RelayConfig = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
         path: name,
