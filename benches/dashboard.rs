@@ -29,7 +29,7 @@ async fn get(http: SocketAddr, path: &str) -> usize {
     let Ok(mut s) = tokio::net::TcpStream::connect(http).await else {
         return 0;
     };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: relay\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
     if s.write_all(request.as_bytes()).await.is_err() {
         return 0;
     }

@@ -50,7 +50,7 @@ async fn metric(relay: &Relay, name: &str) -> u64 {
     let mut tcp = tokio::net::TcpStream::connect(relay.http_addr())
         .await
         .unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+    tcp.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
     let mut text = String::new();

@@ -539,7 +539,7 @@ async fn fetch_status(config: &RelayConfig) -> Result<RelayStatus> {
         Some(token) => format!("Authorization: Bearer {token}\r\n"),
         None => String::new(),
     };
-    let request = format!("GET /api/status HTTP/1.0\r\nHost: relay\r\n{auth}\r\n");
+    let request = format!("GET /api/status HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n");
     let fetch = async {
         let mut stream = tokio::net::TcpStream::connect(config.http).await?;
         stream.write_all(request.as_bytes()).await?;
