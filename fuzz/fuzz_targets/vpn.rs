@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use top_proto::frame::decode_body;
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
-use top_proto::vpn::cipher::{DatagramOpener, Lease, TunnelInitiator, TunnelResponder};
+use top_proto::vpn::cipher::{DatagramOpener, Lease, Lease6, TunnelInitiator, TunnelResponder};
 use top_proto::vpn::packet::{ip_endpoints, ipv4_endpoints};
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
@@ -28,6 +28,15 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
         gateway: [10, 77, 0, 1],
         dns: None,
         mtu: 1380,
+        v6: Some(Lease6 {
+            addr: [
+                0xfd, 0x54, 0x6f, 0x70, 0x76, 0x70, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2,
+            ],
+            prefix: 64,
+            gateway: [
+                0xfd, 0x54, 0x6f, 0x70, 0x76, 0x70, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            ],
+        }),
     };
     let (reply, exit_keys) = TunnelResponder::read(&exit, &first)
         .unwrap()
