@@ -179,27 +179,22 @@ impl Topology {
         ok(&self.run("x", "nft", &["-f", path.to_str().unwrap()]));
     }
 
-    /// IPv6 packets from the client seen at the exit host so far.
-    fn ipv6_leaked(&self) -> u64 {
-        let out = self.run("x", "nft", &["list", "table", "inet", "leakwatch"]);
+    /// The packets counted by the first counter of nftables table `inet TABLE` in `node`.
+    fn counted(&self, node: &str, table: &str) -> Option<u64> {
+        let out = self.run(node, "nft", &["list", "table", "inet", table]);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let words: Vec<&str> = text.split_whitespace().collect();
-        words
-            .iter()
-            .position(|w| *w == "packets")
-            .and_then(|i| words[i + 1].parse().ok())
-            .expect("the leak counter")
+        let i = words.iter().position(|w| *w == "packets")?;
+        words.get(i + 1)?.parse().ok()
+    }
+
+    /// IPv6 packets from the client seen at the exit host so far.
+    fn ipv6_leaked(&self) -> u64 {
+        self.counted("x", "leakwatch").expect("the leak counter")
     }
 
     fn drops(&self) -> u64 {
-        let out = self.run("c", "nft", &["list", "table", "inet", "top_vpn"]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let words: Vec<&str> = text.split_whitespace().collect();
-        words
-            .iter()
-            .position(|w| *w == "packets")
-            .and_then(|i| words[i + 1].parse().ok())
-            .unwrap_or(0)
+        self.counted("c", "top_vpn").unwrap_or(0)
     }
 }
 

@@ -7,6 +7,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::free_port;
+
 const BIN: &str = env!("CARGO_BIN_EXE_toprelay");
 const UNIT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -57,17 +61,6 @@ fn unit_file_passes_systemd_analyze_verify() {
     assert!(out.status.success(), "{said}");
     // Warnings (an unknown key, a misspelt system call group) fail too.
     assert!(said.trim().is_empty(), "{said}");
-}
-
-/// A port free now for both UDP (QUIC) and TCP (HTTP).
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
 }
 
 fn spawn_run(dir: &Path, notify: Option<&Path>) -> Child {
