@@ -21,6 +21,7 @@ use top_proto::seal::{Opener, SealedContent, Sealer};
 use crate::error::ClientError;
 use crate::payment::{BillingOptions, BillingState, UsageCounter};
 use crate::pipe::Pipe;
+use crate::realtime::{Demux, RealtimePipe};
 use crate::sending::{Sending, Waiters};
 use crate::wallet::Wallet;
 
@@ -57,6 +58,8 @@ pub struct Client {
     waiters: Waiters,
     inbox: tokio::sync::Mutex<mpsc::Receiver<Message>>,
     pipes: tokio::sync::Mutex<mpsc::Receiver<Pipe>>,
+    realtime: tokio::sync::Mutex<mpsc::Receiver<RealtimePipe>>,
+    demux: Demux,
     synced: watch::Receiver<bool>,
     ttl_secs: u32,
     writer: tokio::task::JoinHandle<Result<(), top_proto::frame::FrameError>>,
@@ -117,11 +120,17 @@ impl Client {
         // A weak handle: it must not keep the writer alive once the client closes.
         tokio::spawn(refresh_presence(tx.downgrade(), identity.clone(), relay.id));
         let (pipe_tx, pipes) = mpsc::channel(64);
+        let (realtime_tx, realtime) = mpsc::channel(64);
+        let demux = Demux::default();
         tokio::spawn(accept_pipes(
-            conn.clone(),
-            identity.clone(),
+            Accepting {
+                conn: conn.clone(),
+                identity: identity.clone(),
+                usage: usage.clone(),
+                demux: demux.clone(),
+            },
             pipe_tx,
-            usage.clone(),
+            realtime_tx,
         ));
         Ok(Self {
             sealer: Mutex::new(Sealer::new(identity.clone())),
@@ -133,6 +142,8 @@ impl Client {
             waiters,
             inbox: tokio::sync::Mutex::new(inbox),
             pipes: tokio::sync::Mutex::new(pipes),
+            realtime: tokio::sync::Mutex::new(realtime),
+            demux,
             synced,
             ttl_secs: DEFAULT_TTL_SECS,
             writer,
@@ -270,6 +281,26 @@ impl Client {
     /// Waits for a peer to open a pipe to this client.
     pub async fn accept_pipe(&self) -> Option<Pipe> {
         self.pipes.lock().await.recv().await
+    }
+
+    /// Opens an end-to-end encrypted realtime (datagram) pipe to `peer`: unreliable and
+    /// unordered, for voice, video and games; metered and paid like pipes.
+    pub async fn open_realtime_pipe(&self, peer: &AccountId) -> Result<RealtimePipe, ClientError> {
+        crate::realtime::open(self.realtime_side(), *peer).await
+    }
+
+    /// Waits for a peer to open a realtime pipe to this client.
+    pub async fn accept_realtime_pipe(&self) -> Option<RealtimePipe> {
+        self.realtime.lock().await.recv().await
+    }
+
+    fn realtime_side(&self) -> crate::realtime::Side<'_> {
+        crate::realtime::Side {
+            conn: &self.conn,
+            demux: &self.demux,
+            identity: &self.identity,
+            usage: &self.usage,
+        }
     }
 
     /// Closes the connection after every queued frame (acknowledgements included) is written.
@@ -458,27 +489,55 @@ impl Reader {
     }
 }
 
-async fn accept_pipes(
+/// What answering pipes on a connection needs.
+struct Accepting {
     conn: quinn::Connection,
     identity: Identity,
-    pipes: mpsc::Sender<Pipe>,
     usage: Arc<UsageCounter>,
+    demux: Demux,
+}
+
+async fn accept_pipes(
+    accepting: Accepting,
+    pipes: mpsc::Sender<Pipe>,
+    realtime: mpsc::Sender<RealtimePipe>,
 ) {
-    while let Ok((send, recv)) = conn.accept_bi().await {
-        let identity = identity.clone();
-        let pipes = pipes.clone();
-        let usage = usage.clone();
+    let accepting = Arc::new(accepting);
+    while let Ok((send, recv)) = accepting.conn.accept_bi().await {
+        let accepting = accepting.clone();
+        let (pipes, realtime) = (pipes.clone(), realtime.clone());
         tokio::spawn(async move {
             let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(64));
+            let Accepting {
+                conn,
+                identity,
+                usage,
+                demux,
+            } = &*accepting;
             match frames.next().await {
-                Some(Ok(Open::IncomingPipe)) => {}
-                _ => return,
-            }
-            match Pipe::accept(&identity, send, Pipe::records_after_open(frames)).await {
-                Ok(pipe) => {
-                    pipes.send(pipe.metered(&usage)).await.ok();
+                Some(Ok(Open::IncomingPipe)) => {
+                    match Pipe::accept(identity, send, Pipe::records_after_open(frames)).await {
+                        Ok(pipe) => {
+                            pipes.send(pipe.metered(usage)).await.ok();
+                        }
+                        Err(e) => tracing::warn!("incoming pipe failed: {e}"),
+                    }
                 }
-                Err(e) => tracing::warn!("incoming pipe failed: {e}"),
+                Some(Ok(Open::IncomingRealtime { flow, max_datagram })) => {
+                    let side = crate::realtime::Side {
+                        conn,
+                        demux,
+                        identity,
+                        usage,
+                    };
+                    match crate::realtime::accept(side, (flow, max_datagram), send, frames).await {
+                        Ok(pipe) => {
+                            realtime.send(pipe).await.ok();
+                        }
+                        Err(e) => tracing::warn!("incoming realtime pipe failed: {e}"),
+                    }
+                }
+                _ => {}
             }
         });
     }

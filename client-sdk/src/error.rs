@@ -58,6 +58,32 @@ pub enum ClientError {
     /// A CDN request failed, was refused, or the relay served bad data.
     #[error(transparent)]
     Cdn(#[from] top_proto::net::cdn_fetch::FetchError),
+    /// A realtime pipe could not be opened or used.
+    #[error("realtime pipe: {0}")]
+    Realtime(#[from] RealtimeError),
+}
+
+/// Why a realtime pipe could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RealtimeError {
+    /// A relay on the path or the peer refused the pipe.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The payload does not fit one datagram on the path.
+    #[error("payload of {len} bytes is larger than the path carries ({max})")]
+    TooLarge {
+        /// The payload's length.
+        len: usize,
+        /// The largest payload the path carries.
+        max: usize,
+    },
+    /// The peers' handshake failed (wrong key, forged identity).
+    #[error(transparent)]
+    Crypto(#[from] top_proto::vpn::cipher::VpnCryptoError),
+    /// The connection carries no datagrams.
+    #[error("the connection does not carry datagrams")]
+    NoDatagrams,
 }
 
 /// Why paying a relay could not be set up.

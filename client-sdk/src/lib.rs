@@ -1,4 +1,5 @@
-//! Client SDK of the TOP relay network: end-to-end encrypted messages and pipes through relays,
+//! Client SDK of the TOP relay network: end-to-end encrypted messages, pipes and realtime
+//! (datagram) pipes through relays,
 //! the VPN, the CDN (publish, fetch verified content), and the relay registry ([`Wallet::relays`],
 //! [`round_trip`], and [`Directory::pick`] to choose a relay for a service).
 //!
@@ -28,6 +29,7 @@ mod error;
 mod payment;
 mod pipe;
 pub mod probe;
+mod realtime;
 mod sending;
 pub mod vpn;
 mod wallet;
@@ -35,11 +37,15 @@ mod wallet;
 pub use cdn::{Fetch, Progress};
 pub use client::{Client, ClientOptions, DEFAULT_TTL_SECS, Message};
 pub use directory::{Criteria, Directory, Listed, Network, network_of};
-pub use error::{BillingError, ClientError, LedgerError, VpnError};
+pub use error::{BillingError, ClientError, LedgerError, RealtimeError, VpnError};
 pub use ledger_lite::{Amount, ChannelId};
 pub use payment::{BillingOptions, BillingState, UsageCounter};
 pub use pipe::{Pipe, PipeReader, PipeWriter};
 pub use probe::round_trip;
+pub use realtime::{
+    RealtimeCounts, RealtimePipe, RealtimeReceiver, RealtimeSender, RealtimeStats,
+    SEND_QUEUE_LIMIT, Sent,
+};
 pub use sending::Sending;
 pub use top_proto::addr::RelayAddr;
 pub use top_proto::cdn::Cid;

@@ -17,7 +17,8 @@ use crate::payment::UsageCounter;
 
 type Records = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
 
-fn record_codec() -> LengthDelimitedCodec {
+/// The codec of handshake and pipe records: length-delimited, at most one Noise message.
+pub(crate) fn record_codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .max_frame_length(MAX_NOISE_MSG)
         .new_codec()

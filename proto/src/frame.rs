@@ -144,6 +144,22 @@ pub enum Open {
     LinkBilling,
     /// Anyone → relay: where its control plane listens; one [`ControlAddrs`] frame answers.
     Control,
+    /// Client or linked relay → relay: open a realtime (datagram) pipe to `to`. The relay sends
+    /// this pipe's datagrams to the opener under `flow`; a [`RealtimeReply`] answers, then the
+    /// peers' Noise handshake follows and the stream stays open for the pipe's life.
+    Realtime {
+        /// The peer at the far end.
+        to: AccountId,
+        /// The flow id the opener wants on this pipe's datagrams sent to it.
+        flow: u32,
+    },
+    /// Relay → client: a peer opens a realtime pipe to you; answer with a [`RealtimeReply`].
+    IncomingRealtime {
+        /// The flow id the relay wants on this pipe's datagrams sent to it.
+        flow: u32,
+        /// Largest datagram the path to the opener carries.
+        max_datagram: u16,
+    },
 }
 
 /// Where a relay's control plane listens (libp2p multiaddrs), answering [`Open::Control`].
@@ -286,6 +302,23 @@ pub enum PipeReply {
     Opened,
     /// The peer is not connected to any reachable relay.
     Unreachable,
+}
+
+/// Reply on a realtime pipe's stream, from the relay to the opener or from the called client to
+/// its relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RealtimeReply {
+    /// Accepted; the Noise handshake follows.
+    Opened {
+        /// The flow id the sender of this reply wants on datagrams sent to it.
+        flow: u32,
+        /// Largest datagram the path beyond carries.
+        max_datagram: u16,
+    },
+    /// The peer is not connected to any reachable relay.
+    Unreachable,
+    /// Refused, and why (no datagrams on this connection, too many pipes, payment).
+    Refused(String),
 }
 
 /// A tokio codec for frames of type `T` on one stream.

@@ -6,7 +6,8 @@
 //! - [`seal`]: sealed (Noise `X`) messages; [`pipe_crypto`]: Noise `IK` pipes.
 //! - [`presence`]: a user's signed statement of the relay it is connected to.
 //! - [`cdn`]: content ids, manifests and chunk checks; [`cdn_wire`]: the CDN stream's frames.
-//! - [`vpn`]: the VPN data plane (tunnel keys, replay window, packet checks).
+//! - [`vpn`]: the VPN data plane (tunnel keys, replay window, packet checks); [`realtime`]:
+//!   realtime (datagram) pipes on the same keys, behind a flow id relays rewrite.
 //! - [`tls`]: QUIC/TLS configuration whose certificates are bound to ed25519 ids.
 //!
 //! All of the above is sans-IO: bytes, keys and time in; bytes and decisions out. What touches
@@ -28,6 +29,8 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+#[cfg(any(test, feature = "alloc-count"))]
+pub mod alloc_count;
 pub mod cdn;
 pub mod cdn_wire;
 pub mod frame;
@@ -36,6 +39,7 @@ pub mod identity;
 pub mod net;
 pub mod pipe_crypto;
 pub mod presence;
+pub mod realtime;
 pub mod seal;
 pub mod tls;
 pub mod vpn;

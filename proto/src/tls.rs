@@ -83,6 +83,10 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Bytes of datagrams quinn queues for sending on one connection (beyond, it drops the oldest).
+/// Realtime senders keep their own, much smaller, limit inside it.
+pub const DATAGRAM_SEND_BUFFER: usize = 4 << 20;
+
 /// QUIC transport settings shared by relays and clients.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -101,7 +105,7 @@ pub fn transport_config() -> quinn::TransportConfig {
     // quinn's black-hole detection falls back to 1200 bytes where the path is smaller.
     t.initial_mtu(1452);
     t.datagram_receive_buffer_size(Some(4 << 20));
-    t.datagram_send_buffer_size(4 << 20);
+    t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     // Bulk datagram traffic needs few ACKs: ask the peer to acknowledge every 16th packet (or
     // after 10 ms) instead of every 2nd, halving the packets a VPN tunnel carries back.
     let mut acks = quinn::AckFrequencyConfig::default();

@@ -24,7 +24,7 @@
 //! The relay is a node ([`node`]) running roles, each in its own folder with its own state behind
 //! a small handle: messaging ([`msg::Messaging`]), the embedded chain ([`ledger`], shared as a
 //! [`ledger::ChainSlot`] once open), billing ([`billing::Billing`]), the CDN ([`cdn::Cdn`]) and
-//! the VPN ([`vpn`]); beside them runs the control plane ([`control`]: libp2p discovery,
+//! the VPN ([`vpn`]) and realtime pipes ([`realtime`]); beside them runs the control plane ([`control`]: libp2p discovery,
 //! content providers and block gossip). Each handle holds the node's [`node::core::Core`] (identity, config,
 //! endpoint, metrics, shutdown, tasks) and the other roles' handles it uses; only the node holds
 //! the table of all of them ([`node::state::Shared`]), which `relay/tests/import_cycles.rs`
@@ -70,6 +70,7 @@ pub mod control;
 pub mod ledger;
 pub mod msg;
 pub mod node;
+pub mod realtime;
 pub mod util;
 pub mod vpn;
 

@@ -79,6 +79,53 @@ fn noise_error(_: snow::Error) -> VpnCryptoError {
     VpnCryptoError::Handshake("noise setup")
 }
 
+/// Starts a Noise `IK` handshake (pattern [`VPN_PATTERN`], bound to `prologue`) with the static
+/// key of `remote`; the first message carries the initiator's id, proven by its static key.
+pub(crate) fn ik_initiator(
+    identity: &Identity,
+    remote: &AccountId,
+    prologue: &[u8],
+) -> Result<(HandshakeState, Vec<u8>), VpnCryptoError> {
+    let secret = identity.x25519_secret();
+    let remote = remote
+        .x25519_public()
+        .map_err(|_| VpnCryptoError::Handshake("peer id is not a valid key"))?;
+    let mut hs = snow::Builder::new(VPN_PATTERN.parse().map_err(noise_error)?)
+        .prologue(prologue)
+        .and_then(|b| b.local_private_key(&secret[..]))
+        .and_then(|b| b.remote_public_key(&remote))
+        .and_then(|b| b.build_initiator())
+        .map_err(noise_error)?;
+    let mut msg = vec![0u8; MAX_HANDSHAKE];
+    let n = hs
+        .write_message(identity.account_id().as_bytes(), &mut msg)
+        .map_err(|_| VpnCryptoError::Handshake("write"))?;
+    msg.truncate(n);
+    Ok((hs, msg))
+}
+
+/// Reads the first message of an `IK` handshake bound to `prologue`: the responder's state and
+/// the initiator's proven id.
+pub(crate) fn ik_responder(
+    identity: &Identity,
+    first: &[u8],
+    prologue: &[u8],
+) -> Result<(HandshakeState, AccountId), VpnCryptoError> {
+    let secret = identity.x25519_secret();
+    let mut hs = snow::Builder::new(VPN_PATTERN.parse().map_err(noise_error)?)
+        .prologue(prologue)
+        .and_then(|b| b.local_private_key(&secret[..]))
+        .and_then(|b| b.build_responder())
+        .map_err(noise_error)?;
+    let mut payload = [0u8; 64];
+    let n = hs
+        .read_message(first, &mut payload)
+        .map_err(|_| VpnCryptoError::Handshake("bad first message"))?;
+    let initiator = claimed_sender(&payload[..n], hs.get_remote_static())
+        .map_err(|_| VpnCryptoError::Handshake("initiator identity not proven"))?;
+    Ok((hs, initiator))
+}
+
 /// The client's side of a tunnel handshake, waiting for the exit's reply.
 pub struct TunnelInitiator {
     hs: HandshakeState,
@@ -87,20 +134,7 @@ pub struct TunnelInitiator {
 impl TunnelInitiator {
     /// Starts a handshake with the exit whose id is `exit`; returns the first message to send.
     pub fn start(identity: &Identity, exit: &AccountId) -> Result<(Self, Vec<u8>), VpnCryptoError> {
-        let secret = identity.x25519_secret();
-        let remote = exit
-            .x25519_public()
-            .map_err(|_| VpnCryptoError::Handshake("exit id is not a valid key"))?;
-        let mut hs = snow::Builder::new(VPN_PATTERN.parse().map_err(noise_error)?)
-            .local_private_key(&secret[..])
-            .and_then(|b| b.remote_public_key(&remote))
-            .and_then(|b| b.build_initiator())
-            .map_err(noise_error)?;
-        let mut msg = vec![0u8; MAX_HANDSHAKE];
-        let n = hs
-            .write_message(identity.account_id().as_bytes(), &mut msg)
-            .map_err(|_| VpnCryptoError::Handshake("write"))?;
-        msg.truncate(n);
+        let (hs, msg) = ik_initiator(identity, exit, b"")?;
         Ok((Self { hs }, msg))
     }
 
@@ -131,17 +165,7 @@ pub struct TunnelResponder {
 impl TunnelResponder {
     /// Reads the client's first message.
     pub fn read(identity: &Identity, first: &[u8]) -> Result<Self, VpnCryptoError> {
-        let secret = identity.x25519_secret();
-        let mut hs = snow::Builder::new(VPN_PATTERN.parse().map_err(noise_error)?)
-            .local_private_key(&secret[..])
-            .and_then(|b| b.build_responder())
-            .map_err(noise_error)?;
-        let mut payload = [0u8; 64];
-        let n = hs
-            .read_message(first, &mut payload)
-            .map_err(|_| VpnCryptoError::Handshake("bad first message"))?;
-        let client = claimed_sender(&payload[..n], hs.get_remote_static())
-            .map_err(|_| VpnCryptoError::Handshake("client identity not proven"))?;
+        let (hs, client) = ik_responder(identity, first, b"")?;
         Ok(Self { hs, client })
     }
 
@@ -169,7 +193,8 @@ pub struct TunnelKeys {
 }
 
 impl TunnelKeys {
-    fn new(transport: StatelessTransportState) -> Self {
+    /// Keys from a finished handshake.
+    pub(crate) fn new(transport: StatelessTransportState) -> Self {
         Self {
             transport: Arc::new(transport),
         }

@@ -1,7 +1,8 @@
 //! The billing role: per-connection meters and terms ([`meter`]), the billing stream that takes
-//! receipts ([`stream`]), the durable receipt store ([`receipts`]) and settlement on the chain
+//! receipts ([`stream`]), datagram metering ([`budget`]), the durable receipt store ([`receipts`]) and settlement on the chain
 //! ([`settle`]).
 
+pub mod budget;
 pub mod credit;
 pub mod link_close;
 pub mod link_count;

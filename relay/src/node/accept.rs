@@ -298,6 +298,34 @@ async fn serve_stream(
             Ok(())
         }
         Ok(Open::IncomingPipe) => reject(frames, "IncomingPipe is relay-to-client only"),
+        Ok(Open::IncomingRealtime { .. }) => {
+            reject(frames, "IncomingRealtime is relay-to-client only")
+        }
+        Ok(Open::Realtime { to, flow }) => {
+            // A connection's datagrams belong to one use: a tunnel or realtime pipes.
+            if vpn_open.load(Ordering::SeqCst) || upstream.initialized() {
+                return reject(frames, "this connection's datagrams carry a VPN tunnel");
+            }
+            let from_link = is_member_link(&shared, &is_link, &peer);
+            let _hold = from_link.then(|| {
+                let relay = RelayId::from_wire(*peer.as_bytes());
+                shared.msg.wants.hold(relay)
+            });
+            let opener = crate::realtime::serve::Opener {
+                conn,
+                from_link,
+                meter: meter.filter(|_| !from_link),
+            };
+            crate::realtime::serve::serve_realtime(
+                &shared.msg,
+                &shared.realtime,
+                opener,
+                (to, flow),
+                send,
+                frames,
+            )
+            .await
+        }
         Ok(Open::Control) => {
             let addrs = top_proto::frame::ControlAddrs {
                 addrs: shared.control.status().listening,
@@ -367,6 +395,9 @@ async fn serve_stream(
             .await
         }
         Ok(Open::Vpn) => {
+            if shared.realtime.carries(&conn) {
+                return reject(frames, "this connection's datagrams carry realtime pipes");
+            }
             if vpn_open.swap(true, Ordering::SeqCst) {
                 return reject(frames, "second tunnel on one connection");
             }
@@ -388,6 +419,9 @@ async fn serve_stream(
                 .await
         }
         Ok(Open::Via { to }) => {
+            if shared.realtime.carries(&conn) {
+                return reject(frames, "this connection's datagrams carry realtime pipes");
+            }
             if meter.as_ref().is_some_and(|m| !m.has_channel()) {
                 return reject(frames, "payment required: open a billing channel first");
             }

@@ -124,6 +124,8 @@ pub struct Metrics {
     pub vpn: crate::vpn::metrics::VpnMetrics,
     /// The CDN's counters.
     pub cdn: crate::cdn::metrics::CdnMetrics,
+    /// Realtime pipes' counters.
+    pub realtime: crate::realtime::metrics::RealtimeMetrics,
     registry: std::sync::Mutex<Registry>,
     /// The standard `process_*` metrics (no `toprelay_` prefix).
     process: Registry,
@@ -234,6 +236,7 @@ impl Metrics {
         );
         m.vpn.register(&mut r);
         m.cdn.register(&mut r);
+        m.realtime.register(&mut r);
         m.registry = std::sync::Mutex::new(r);
         m.process.register_collector(Box::new(
             crate::node::process_metrics::ProcessCollector::default(),

@@ -40,6 +40,8 @@ pub struct Shared {
     pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
     /// The control plane (running once the chain is open).
     pub control: Arc<crate::control::Control>,
+    /// Realtime pipes' flows through this relay.
+    pub realtime: Arc<crate::realtime::flows::Flows>,
 }
 
 impl Shared {
@@ -118,7 +120,6 @@ impl Shared {
             uploads: Arc::new(tokio::sync::Semaphore::new(crate::cdn::UPLOAD_BUDGET_KIB)),
         });
         Self {
-            core,
             msg,
             peers,
             chain,
@@ -126,6 +127,8 @@ impl Shared {
             cdn,
             vpn_exit: std::sync::OnceLock::new(),
             control,
+            realtime: Arc::new(crate::realtime::flows::Flows::new(core.clone())),
+            core,
         }
     }
 

@@ -14,9 +14,10 @@ use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::pipe_crypto::{MAX_NOISE_MSG, MAX_PIPE_CHUNK, PipeCipher, respond};
 use top_proto::vpn::{ConnectReply, ConnectRequest};
 
-use super::budget::Budget;
+use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
+use top_billing::Service;
 
 /// How long resolving and connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,11 +136,14 @@ pub async fn serve_connect(
     let (mut tcp_read, mut tcp_write) = tcp.into_split();
     let cipher = Arc::new(std::sync::Mutex::new(cipher));
     let (c_up, c_down) = (cipher.clone(), cipher);
-    let (mut up_budget, mut down_budget) = (Budget::new(meter.clone()), Budget::new(meter));
+    let (mut up_budget, mut down_budget) = (
+        Budget::new(meter.clone(), Service::Vpn),
+        Budget::new(meter, Service::Vpn),
+    );
     let up = async {
         let mut plain = vec![0u8; MAX_NOISE_MSG];
         while let Some(Ok(record)) = input.next().await {
-            if !up_budget.allow(&core, record.len() + 4) {
+            if !super::spend(&core, &mut up_budget, record.len() + 4) {
                 break;
             }
             let n = match crate::util::lock(&c_up).decrypt(&record, &mut plain) {
@@ -164,7 +168,7 @@ pub async fn serve_connect(
                 Ok(len) => len,
                 Err(_) => break,
             };
-            if !down_budget.allow(&core, len + 4) {
+            if !super::spend(&core, &mut down_budget, len + 4) {
                 break;
             }
             if output

@@ -11,9 +11,10 @@ use top_proto::addr::RelayAddr;
 use top_proto::frame::{FrameCodec, FrameError, Open};
 use tracing::debug;
 
-use super::budget::Budget;
+use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
+use top_billing::Service;
 
 /// The exit a client connection is routed to, core by all its `Via` streams.
 pub type Upstream = Arc<OnceCell<(RelayAddr, quinn::Connection)>>;
@@ -81,20 +82,20 @@ fn spawn_forwarders(
     meter: Option<Arc<ClientMeter>>,
 ) {
     let (s, c, e) = (core.clone(), client.clone(), exit.clone());
-    let mut budget_up = Budget::new(meter.clone());
-    let mut budget_down = Budget::new(meter);
+    let mut budget_up = Budget::new(meter.clone(), Service::Vpn);
+    let mut budget_down = Budget::new(meter, Service::Vpn);
     core.tasks.spawn(async move {
         s.metrics.vpn.forwards.inc();
         let up = async {
             while let Ok(d) = c.read_datagram().await {
-                if budget_up.allow(&s, d.len()) && e.send_datagram(d).is_ok() {
+                if super::spend(&s, &mut budget_up, d.len()) && e.send_datagram(d).is_ok() {
                     s.metrics.vpn.forwarded.inc();
                 }
             }
         };
         let down = async {
             while let Ok(d) = e.read_datagram().await {
-                if budget_down.allow(&s, d.len()) && c.send_datagram(d).is_ok() {
+                if super::spend(&s, &mut budget_down, d.len()) && c.send_datagram(d).is_ok() {
                     s.metrics.vpn.forwarded.inc();
                 }
             }

@@ -25,11 +25,12 @@ use top_proto::vpn::cipher::{
 use top_proto::vpn::packet::ip_endpoints;
 use tracing::{debug, info, warn};
 
-use super::budget::Budget;
 use super::pool::{AddressPlan, Pool};
+use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
 use crate::util::lock;
+use top_billing::Service;
 
 /// Largest control-stream frame.
 pub const MAX_VPN_FRAME: usize = 4096;
@@ -218,7 +219,7 @@ fn route_packet(
         return;
     };
     let len = packet.len() + OVERHEAD;
-    if !route.budget.allow(core, len) {
+    if !super::spend(core, &mut route.budget, len) {
         return;
     }
     if arena.capacity() < len {
@@ -303,13 +304,20 @@ pub async fn serve_vpn(
         let route = Route {
             conn: conn.clone(),
             sealer,
-            budget: Budget::new(meter.clone()),
+            budget: Budget::new(meter.clone(), Service::Vpn),
         };
         exit.routes.send(RouteChange::Add(addr, route)).await.ok();
         out.send(VpnFrame::Welcome(reply)).await?;
         debug!(%addr, "tunnel up");
         let sources = (IpAddr::V4(addr), addr6.map(IpAddr::V6));
-        let inbound = pump_to_tun(&core, &exit, &conn, opener, sources, Budget::new(meter));
+        let inbound = pump_to_tun(
+            &core,
+            &exit,
+            &conn,
+            opener,
+            sources,
+            Budget::new(meter, Service::Vpn),
+        );
         tokio::select! {
             _ = inbound => {}
             _ = async { while let Some(Ok(_)) = frames.next().await {} } => {}
@@ -346,7 +354,7 @@ async fn pump_to_tun(
             let max = datagram.len().saturating_sub(OVERHEAD);
             writer.push_with(max, |out| {
                 let n = open_checked(core, &mut opener, sources, &datagram, out)?;
-                budget.allow(core, datagram.len()).then_some(n)
+                super::spend(core, &mut budget, datagram.len()).then_some(n)
             });
             if !writer.is_full()
                 && let Some(Ok(d)) = conn.read_datagram().now_or_never()

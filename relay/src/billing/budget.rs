@@ -1,12 +1,11 @@
-//! Metering the VPN data path without a lock per packet: credit is drawn from the connection's
-//! meter in chunks, and packets spend it locally.
+//! Metering datagram paths (VPN, realtime pipes) without a lock per packet: credit is drawn
+//! from the connection's meter in chunks, and packets spend it locally.
 
 use std::sync::Arc;
 
 use top_billing::Service;
 
 use crate::billing::meter::ClientMeter;
-use crate::node::core::Core;
 
 /// Credit drawn from the meter at once. Small enough that usage recorded ahead of traffic stays
 /// well inside the slack a client allows when it checks a pay request (64 KiB).
@@ -15,24 +14,28 @@ pub const CHUNK: u64 = 16 * 1024;
 /// One direction's local credit on a connection's meter (unmetered relays: always allowed).
 pub struct Budget {
     meter: Option<Arc<ClientMeter>>,
+    service: Service,
     left: u64,
 }
 
 impl Budget {
-    /// A budget drawing on `meter`.
-    pub fn new(meter: Option<Arc<ClientMeter>>) -> Self {
-        Self { meter, left: 0 }
+    /// A budget drawing on `meter` for `service`.
+    pub fn new(meter: Option<Arc<ClientMeter>>, service: Service) -> Self {
+        Self {
+            meter,
+            service,
+            left: 0,
+        }
     }
 
     /// Spends `bytes`; false when the credit window is used up (the packet must be dropped).
-    pub fn allow(&mut self, core: &Core, bytes: usize) -> bool {
+    pub fn allow(&mut self, bytes: usize) -> bool {
         let bytes = bytes as u64;
         let Some(meter) = &self.meter else {
             return true;
         };
         if self.left < bytes {
-            if !meter.try_carry(Service::Vpn, CHUNK) {
-                core.metrics.vpn.dropped_unpaid.inc();
+            if !meter.try_carry(self.service, CHUNK) {
                 return false;
             }
             self.left += CHUNK;

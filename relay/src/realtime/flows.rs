@@ -1,0 +1,280 @@
+//! The relay's table of realtime flows: per connection, the flow ids this relay receives
+//! datagrams under and where each goes. One reader task per connection owns that connection's
+//! routes, so forwarding takes no lock; the table is locked only to open and close pipes.
+//!
+//! Per datagram, cheapest check first: flow id known on this connection, size fits the next
+//! hop, the queue towards it below [`QUEUE_LIMIT`] (a burst is dropped here, counted, not
+//! queued for seconds), each payer's credit; then the flow id is rewritten into an arena (one
+//! allocation per [`ARENA`] bytes, not per datagram) and sent.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use top_proto::realtime::{flow_of, set_flow};
+use top_proto::tls::DATAGRAM_SEND_BUFFER;
+
+use crate::billing::budget::Budget;
+use crate::node::core::Core;
+
+/// Realtime pipes one client connection may hold.
+pub const MAX_FLOWS_PER_CLIENT: usize = 64;
+/// Realtime pipes one link may carry.
+pub const MAX_FLOWS_PER_LINK: usize = 4096;
+/// Realtime pipes this relay carries at once (each holds two flow ids).
+pub const MAX_FLOWS: usize = 32_768;
+/// Bytes queued towards one connection above which realtime datagrams are dropped: about
+/// 100 ms at 10 Mbit/s, a fraction of a millisecond on a fast path.
+pub const QUEUE_LIMIT: usize = 128 * 1024;
+/// Bytes of rewritten datagrams allocated at once.
+const ARENA: usize = 64 * 1024;
+/// Datagrams read in one go before the reader looks at its commands again.
+const BATCH: usize = 64;
+
+/// Why a flow id could not be reserved.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    /// The connection holds as many realtime pipes as it may.
+    #[error("too many realtime pipes on this connection")]
+    ConnectionFull,
+    /// The relay carries as many realtime pipes as it can.
+    #[error("this relay carries as many realtime pipes as it can")]
+    RelayFull,
+    /// The connection is gone.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+/// Where datagrams under one flow id go, and who pays for carrying them.
+pub struct Route {
+    /// The next hop.
+    pub to: quinn::Connection,
+    /// The flow id the next hop asked for.
+    pub flow: u32,
+    /// The payers (the sending side's and the receiving side's clients, where this relay
+    /// bills them).
+    pub payers: [Budget; 2],
+}
+
+enum Command {
+    Add(u32, Route),
+    Remove(u32),
+}
+
+/// One connection's reserved ids and its reader's command queue.
+struct ConnFlows {
+    generation: u64,
+    ids: HashSet<u32>,
+    next: u32,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+/// Every connection's realtime flows.
+pub struct Flows {
+    core: Arc<Core>,
+    conns: Mutex<HashMap<usize, ConnFlows>>,
+    generations: AtomicU64,
+}
+
+/// A flow id reserved on a connection; dropping it closes the flow.
+pub struct FlowId {
+    flows: Arc<Flows>,
+    conn: usize,
+    generation: u64,
+    id: u32,
+}
+
+impl FlowId {
+    /// The id datagrams of this flow carry on the way in.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+}
+
+impl Drop for FlowId {
+    fn drop(&mut self) {
+        self.flows.release(self);
+    }
+}
+
+impl Flows {
+    /// An empty table.
+    pub fn new(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            conns: Mutex::default(),
+            generations: AtomicU64::new(0),
+        }
+    }
+
+    /// The node's core (metrics, shutdown).
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Whether `conn`'s datagrams belong to realtime pipes (then it carries no VPN tunnel).
+    pub fn carries(&self, conn: &quinn::Connection) -> bool {
+        crate::util::lock(&self.conns).contains_key(&conn.stable_id())
+    }
+
+    /// Flow ids reserved now, on every connection.
+    pub fn reserved(&self) -> usize {
+        crate::util::lock(&self.conns)
+            .values()
+            .map(|c| c.ids.len())
+            .sum()
+    }
+
+    /// Reserves a flow id on `conn` (at most `limit` there), starting its reader if needed.
+    pub fn reserve(
+        self: &Arc<Self>,
+        conn: &quinn::Connection,
+        limit: usize,
+    ) -> Result<FlowId, FlowError> {
+        if conn.close_reason().is_some() {
+            return Err(FlowError::Closed);
+        }
+        let mut conns = crate::util::lock(&self.conns);
+        if conns.values().map(|c| c.ids.len()).sum::<usize>() >= 2 * MAX_FLOWS {
+            return Err(FlowError::RelayFull);
+        }
+        let entry = conns.entry(conn.stable_id()).or_insert_with(|| {
+            let (commands, rx) = mpsc::unbounded_channel();
+            let reader = read_loop(self.core.clone(), conn.clone(), rx);
+            self.core.tasks.spawn(reader);
+            ConnFlows {
+                generation: self.generations.fetch_add(1, Ordering::Relaxed),
+                ids: HashSet::new(),
+                next: 1,
+                commands,
+            }
+        });
+        if entry.ids.len() >= limit {
+            return Err(FlowError::ConnectionFull);
+        }
+        let id = loop {
+            let id = entry.next;
+            entry.next = entry.next.wrapping_add(1);
+            if entry.ids.insert(id) {
+                break id;
+            }
+        };
+        Ok(FlowId {
+            flows: self.clone(),
+            conn: conn.stable_id(),
+            generation: entry.generation,
+            id,
+        })
+    }
+
+    /// Sends datagrams arriving under `id` along `route`.
+    pub fn route(&self, id: &FlowId, route: Route) {
+        let conns = crate::util::lock(&self.conns);
+        if let Some(c) = conns
+            .get(&id.conn)
+            .filter(|c| c.generation == id.generation)
+        {
+            c.commands.send(Command::Add(id.id, route)).ok();
+        }
+    }
+
+    fn release(&self, id: &FlowId) {
+        let mut conns = crate::util::lock(&self.conns);
+        let Some(c) = conns
+            .get_mut(&id.conn)
+            .filter(|c| c.generation == id.generation)
+        else {
+            return;
+        };
+        c.ids.remove(&id.id);
+        if c.ids.is_empty() {
+            // The reader ends with its queue, letting go of the connection.
+            conns.remove(&id.conn);
+        } else {
+            c.commands.send(Command::Remove(id.id)).ok();
+        }
+    }
+}
+
+/// Forwards `conn`'s datagrams by flow id until the connection or the last flow ends.
+async fn read_loop(
+    core: Arc<Core>,
+    conn: quinn::Connection,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let metrics = &core.metrics.realtime;
+    let mut routes: HashMap<u32, Route> = HashMap::new();
+    let mut arena = BytesMut::with_capacity(ARENA);
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Add(id, route)) => {
+                    routes.insert(id, route);
+                }
+                Some(Command::Remove(id)) => {
+                    routes.remove(&id);
+                }
+                None => return,
+            },
+            datagram = conn.read_datagram() => {
+                let Ok(datagram) = datagram else { return };
+                forward(metrics, &mut routes, &mut arena, &datagram);
+                for _ in 1..BATCH {
+                    let Some(Ok(datagram)) = conn.read_datagram().now_or_never() else {
+                        break;
+                    };
+                    forward(metrics, &mut routes, &mut arena, &datagram);
+                }
+            }
+            _ = core.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Forwards one datagram along its route, or drops it (counted).
+fn forward(
+    metrics: &super::metrics::RealtimeMetrics,
+    routes: &mut HashMap<u32, Route>,
+    arena: &mut BytesMut,
+    datagram: &[u8],
+) {
+    let Some(flow) = flow_of(datagram) else {
+        metrics.dropped_malformed.inc();
+        return;
+    };
+    let Some(route) = routes.get_mut(&flow) else {
+        metrics.dropped_unknown.inc();
+        return;
+    };
+    let len = datagram.len();
+    if route.to.max_datagram_size().is_none_or(|max| len > max) {
+        metrics.dropped_too_large.inc();
+        return;
+    }
+    let queued = DATAGRAM_SEND_BUFFER.saturating_sub(route.to.datagram_send_buffer_space());
+    if queued + len > QUEUE_LIMIT {
+        metrics.dropped_queue.inc();
+        return;
+    }
+    if !route.payers.iter_mut().all(|payer| payer.allow(len)) {
+        metrics.dropped_unpaid.inc();
+        return;
+    }
+    if arena.capacity() < len {
+        arena.reserve(ARENA);
+    }
+    arena.extend_from_slice(datagram);
+    set_flow(arena, route.flow);
+    match route.to.send_datagram(arena.split().freeze()) {
+        Ok(()) => {
+            metrics.forwarded.inc();
+        }
+        Err(quinn::SendDatagramError::TooLarge) => {
+            metrics.dropped_too_large.inc();
+        }
+        Err(_) => {}
+    }
+}

@@ -1,0 +1,339 @@
+//! Realtime pipes end to end over real QUIC: datagrams both ways through one relay (paid) and
+//! two (linked), a burst dropped at the sender's bounded queue, strangers' datagrams never
+//! reaching a pipe they are not part of, unpaid traffic stopped, and the send path allocating
+//! nothing per datagram.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::{dev_relay, funded, wait_until};
+use top_client::{Client, ClientError, Identity, RealtimePipe, SEND_QUEUE_LIMIT, Sent};
+use top_proto::alloc_count::{CountingAllocator, allocations};
+use top_relay::{InitOptions, Relay, init};
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+const PAYLOAD: usize = 1200;
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn metric(relay: &Relay, name: &str) -> u64 {
+    let text = relay.metrics_text();
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connects `identity` and waits until its session is up (others can reach it).
+async fn connect(relay: &Relay, identity: Identity) -> Client {
+    let client = Client::connect(&relay.addr(), identity).await.unwrap();
+    client.synced().await.unwrap();
+    client
+}
+
+async fn pair(a: &Client, b: &Client) -> (RealtimePipe, RealtimePipe) {
+    let b_id = b.id();
+    let accepting = b.accept_realtime_pipe();
+    tokio::pin!(accepting);
+    let opened = a.open_realtime_pipe(&b_id).await.unwrap();
+    let accepted = tokio::time::timeout(PATIENCE, accepting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened.peer(), b.id());
+    assert_eq!(accepted.peer(), a.id());
+    (opened, accepted)
+}
+
+/// Sends `rounds` datagrams each way, one at a time, checking each arrives intact.
+async fn ping_pong(a: &mut RealtimePipe, b: &mut RealtimePipe, rounds: u32) {
+    let mut out = vec![0u8; a.max_payload().max(b.max_payload())];
+    for i in 0..rounds {
+        let ping = [(i % 251) as u8; PAYLOAD];
+        assert_eq!(a.send(&ping).unwrap(), Sent::Queued);
+        let n = tokio::time::timeout(PATIENCE, b.recv(&mut out))
+            .await
+            .unwrap_or_else(|_| panic!("datagram {i} lost"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&out[..n], &ping[..]);
+        let pong = [(i % 13) as u8; 700];
+        assert_eq!(b.send(&pong).unwrap(), Sent::Queued);
+        let n = tokio::time::timeout(PATIENCE, a.recv(&mut out))
+            .await
+            .unwrap_or_else(|_| panic!("reply {i} lost"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&out[..n], &pong[..]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_cross_a_paying_relay_both_ways_and_each_side_pays_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(dir.path(), |_| {}).await;
+    let (alice, bob) = (funded(&relay, "10").await, funded(&relay, "10").await);
+    let alice = connect(&relay, alice).await;
+    let bob = connect(&relay, bob).await;
+    let (mut a, mut b) = pair(&alice, &bob).await;
+    assert!(
+        a.max_payload() >= PAYLOAD,
+        "path too small: {}",
+        a.max_payload()
+    );
+    // ~1.2 MB each way: far beyond the 100 KiB credit window, so the relay carries it only
+    // while both sides sign receipts for what they counted themselves.
+    ping_pong(&mut a, &mut b, 500).await;
+    assert_eq!(metric(&relay, "toprelay_realtime_dropped_unpaid"), 0);
+    assert_eq!(metric(&relay, "toprelay_realtime_forwarded"), 1000);
+    for client in [&alice, &bob] {
+        let billing = client.billing().unwrap();
+        let pipe_bytes = client.usage().pipe;
+        assert!(pipe_bytes > 900_000, "counted {pipe_bytes}");
+        wait_until("a receipt for the realtime traffic", async || {
+            billing.signed.load(Ordering::Relaxed) > 0
+        })
+        .await;
+    }
+    let counts = a.stats();
+    assert_eq!((counts.sent, counts.received), (500, 500));
+    assert_eq!(counts.dropped_replay + counts.dropped_forged, 0);
+
+    // Closing one side ends the pipe for the other, and the relay lets both flows go.
+    let (a_send, _a_recv) = a.split();
+    a_send.close();
+    let mut out = vec![0u8; 2048];
+    let end = tokio::time::timeout(PATIENCE, b.recv(&mut out))
+        .await
+        .unwrap();
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    wait_until("the relay closed the pipe", async || {
+        metric(&relay, "toprelay_realtime_pipes") == 0
+    })
+    .await;
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
+
+fn init_relay(dir: &Path) {
+    init(dir, InitOptions::loopback()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_cross_two_linked_relays_and_a_missing_peer_fails_clearly() {
+    let root = tempfile::tempdir().unwrap();
+    init_relay(&root.path().join("a"));
+    init_relay(&root.path().join("b"));
+    let r1 = Relay::start(&root.path().join("a")).await.unwrap();
+    let r2 = Relay::start(&root.path().join("b")).await.unwrap();
+    r1.add_peer(r2.addr());
+    r2.add_peer(r1.addr());
+    tokio::time::timeout(PATIENCE, r1.wait_linked(&r2.id()))
+        .await
+        .unwrap();
+    let alice = connect(&r1, Identity::generate()).await;
+    let bob = connect(&r2, Identity::generate()).await;
+    let (mut a, mut b) = pair(&alice, &bob).await;
+    ping_pong(&mut a, &mut b, 100).await;
+    assert_eq!(metric(&r1, "toprelay_realtime_forwarded"), 200);
+    assert_eq!(metric(&r2, "toprelay_realtime_forwarded"), 200);
+
+    let nobody = Identity::generate().account_id();
+    let missing = alice.open_realtime_pipe(&nobody).await;
+    assert!(
+        matches!(missing, Err(ClientError::Unreachable(p)) if p == nobody),
+        "{:?}",
+        missing.err()
+    );
+    alice.close().await;
+    bob.close().await;
+    r1.shutdown().await;
+    r2.shutdown().await;
+}
+
+/// One thread: while the sender bursts, nothing drains its queue, as on a path far slower than
+/// the sender. The queue holds at most [`SEND_QUEUE_LIMIT`]; the rest is dropped and counted.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_larger_than_the_path_is_dropped_at_the_senders_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    init_relay(dir.path());
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = connect(&relay, Identity::generate()).await;
+    let bob = connect(&relay, Identity::generate()).await;
+    let (mut a, mut b) = pair(&alice, &bob).await;
+    let burst = 10_000u64;
+    let payload = [7u8; PAYLOAD];
+    let mut dropped = 0;
+    for _ in 0..burst {
+        if a.send(&payload).unwrap() == Sent::Dropped {
+            dropped += 1;
+        }
+    }
+    let held = (SEND_QUEUE_LIMIT / PAYLOAD) as u64;
+    let counts = a.stats();
+    assert_eq!(counts.dropped_queue, dropped);
+    assert_eq!(counts.sent + dropped, burst);
+    assert!(
+        counts.sent <= held,
+        "{} datagrams queued, more than the queue's {held}",
+        counts.sent
+    );
+    // What was queued goes out; the pipe works on. A marker sent last arrives after at most
+    // the queued datagrams, never after seconds of backlog.
+    let mut out = vec![0u8; 2048];
+    let mut before_marker = 0;
+    loop {
+        let sent = a.send(b"marker").unwrap();
+        if sent == Sent::Queued {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    loop {
+        let n = tokio::time::timeout(PATIENCE, b.recv(&mut out))
+            .await
+            .expect("the marker never came")
+            .unwrap()
+            .unwrap();
+        if &out[..n] == b"marker" {
+            break;
+        }
+        before_marker += 1;
+    }
+    assert!(
+        before_marker <= counts.sent,
+        "{before_marker} arrived first"
+    );
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
+
+/// A stranger's datagrams, under every flow id, reach nobody: flow ids are per connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_datagrams_reach_no_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    init_relay(dir.path());
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = connect(&relay, Identity::generate()).await;
+    let bob = connect(&relay, Identity::generate()).await;
+    let mallory_key = Identity::generate();
+    let mallory = connect(&relay, mallory_key.clone()).await;
+    let (mut a, mut b) = pair(&alice, &bob).await;
+    // Mallory has a pipe of her own to Bob, so her connection carries realtime flows.
+    let (mut m, mut mb) = pair(&mallory, &bob).await;
+    ping_pong(&mut m, &mut mb, 1).await;
+    let endpoint = top_proto::net::endpoint::client_endpoint(&relay.addr().host_port).unwrap();
+    let raw = top_proto::net::dial::dial(&endpoint, &mallory_key, &relay.addr())
+        .await
+        .unwrap();
+    let mut forged = vec![0u8; 1300];
+    // Her raw connection opens a realtime flow too (to Alice), then sprays every small id.
+    let (mut send, _recv) = raw.open_bi().await.unwrap();
+    let open = top_proto::frame::Open::Realtime {
+        to: alice.id(),
+        flow: 1,
+    };
+    send.write_all(&top_proto::frame::encode_frame(&open).unwrap())
+        .await
+        .unwrap();
+    for flow in 0..64u32 {
+        top_proto::realtime::set_flow(&mut forged, flow);
+        raw.send_datagram(forged.clone().into()).unwrap();
+    }
+    wait_until("the relay dropped the stranger's datagrams", async || {
+        metric(&relay, "toprelay_realtime_dropped_unknown") >= 60
+    })
+    .await;
+    ping_pong(&mut a, &mut b, 5).await;
+    for counts in [a.stats(), b.stats(), mb.stats()] {
+        assert_eq!(
+            counts.dropped_forged + counts.dropped_replay,
+            0,
+            "{counts:?}"
+        );
+    }
+    assert_eq!(b.stats().received, 5);
+    alice.close().await;
+    bob.close().await;
+    mallory.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_that_stops_paying_is_stopped_at_the_credit_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(dir.path(), |_| {}).await;
+    let (alice, bob) = (funded(&relay, "10").await, funded(&relay, "10").await);
+    let alice = connect(&relay, alice).await;
+    let bob = connect(&relay, bob).await;
+    let (mut a, mut b) = pair(&alice, &bob).await;
+    alice
+        .billing()
+        .unwrap()
+        .paying
+        .store(false, Ordering::Relaxed);
+    // 2.4 MB offered against a 100 KiB credit window, paced so the path itself drops nothing.
+    let payload = [1u8; PAYLOAD];
+    for _ in 0..200 {
+        for _ in 0..10 {
+            a.send(&payload).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    wait_until("the relay refused unpaid datagrams", async || {
+        metric(&relay, "toprelay_realtime_dropped_unpaid") > 1000
+    })
+    .await;
+    let mut out = vec![0u8; 2048];
+    let mut got = 0u64;
+    while let Ok(Ok(Some(_))) =
+        tokio::time::timeout(Duration::from_millis(500), b.recv(&mut out)).await
+    {
+        got += 1;
+    }
+    // Credit window (100 KiB) plus one pay-wait of traffic at most: well under the 2,000 sent.
+    assert!(got < 400, "{got} unpaid datagrams delivered");
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn sending_allocates_nothing_per_datagram() {
+    let dir = tempfile::tempdir().unwrap();
+    init_relay(dir.path());
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = connect(&relay, Identity::generate()).await;
+    let bob = connect(&relay, Identity::generate()).await;
+    let (mut a, mut b) = pair(&alice, &bob).await;
+    let payload = [9u8; PAYLOAD];
+    let mut out = vec![0u8; 2048];
+    let mut sending = 0u64;
+    let rounds = 2000u64;
+    for _ in 0..rounds {
+        let before = allocations();
+        assert_eq!(a.send(&payload).unwrap(), Sent::Queued);
+        sending += allocations() - before;
+        let n = tokio::time::timeout(PATIENCE, b.recv(&mut out))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, PAYLOAD);
+    }
+    // One arena of 64 KiB per ~50 datagrams, plus quinn's queue growing now and then.
+    assert!(
+        sending * 10 < rounds,
+        "{sending} allocations for {rounds} datagrams sent"
+    );
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
