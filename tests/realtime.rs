@@ -86,15 +86,15 @@ async fn datagrams_cross_a_paying_relay_both_ways_and_each_side_pays_its_count()
         "path too small: {}",
         a.max_payload()
     );
-    // ~1.2 MB each way: far beyond the 100 KiB credit window, so the relay carries it only
-    // while both sides sign receipts for what they counted themselves.
+    // 600 KB one way, 380 KB the other: far beyond the 100 KiB credit window, so the relay
+    // carries it only while each side signs receipts for what it counted itself (its sends).
     ping_pong(&mut a, &mut b, 500).await;
     assert_eq!(metric(&relay, "toprelay_realtime_dropped_unpaid"), 0);
     assert_eq!(metric(&relay, "toprelay_realtime_forwarded"), 1000);
     for client in [&alice, &bob] {
         let billing = client.billing().unwrap();
         let pipe_bytes = client.usage().pipe;
-        assert!(pipe_bytes > 900_000, "counted {pipe_bytes}");
+        assert!(pipe_bytes > 350_000, "counted {pipe_bytes}");
         wait_until("a receipt for the realtime traffic", async || {
             billing.signed.load(Ordering::Relaxed) > 0
         })
@@ -334,6 +334,109 @@ async fn sending_allocates_nothing_per_datagram() {
         "{sending} allocations for {rounds} datagrams sent"
     );
     alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
+
+/// A raw connection as `identity` (no billing stream, no session): what a hostile client or a
+/// relay replaying someone's handshake can send.
+async fn raw_conn(relay: &Relay, identity: &Identity) -> (quinn::Endpoint, quinn::Connection) {
+    let endpoint = top_proto::net::endpoint::client_endpoint(&relay.addr().host_port).unwrap();
+    let conn = top_proto::net::dial::dial(&endpoint, identity, &relay.addr())
+        .await
+        .unwrap();
+    (endpoint, conn)
+}
+
+/// Sends `Open::Realtime` to `to` on a new stream; returns the stream and the relay's reply.
+async fn raw_open(
+    conn: &quinn::Connection,
+    to: top_client::AccountId,
+) -> (
+    quinn::SendStream,
+    quinn::RecvStream,
+    top_proto::frame::RealtimeReply,
+) {
+    use futures::StreamExt;
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let open = top_proto::frame::Open::Realtime { to, flow: 1 };
+    send.write_all(&top_proto::frame::encode_frame(&open).unwrap())
+        .await
+        .unwrap();
+    let codec = top_proto::frame::FrameCodec::<top_proto::frame::RealtimeReply>::new(1024);
+    let mut replies = tokio_util::codec::FramedRead::new(recv, codec);
+    let reply = replies.next().await.unwrap().unwrap();
+    let parts = replies.into_parts();
+    assert!(parts.read_buf.is_empty());
+    (send, parts.io, reply)
+}
+
+fn record(bytes: &[u8]) -> Vec<u8> {
+    let mut out = (bytes.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// A relay (here a raw connection) replaying Carol's first message to Alice cannot confirm the
+/// keys: Alice never hands the app a pipe "from Carol". An oversized handshake record closes the
+/// attempt at the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_or_oversized_handshake_never_becomes_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    init_relay(dir.path());
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = connect(&relay, Identity::generate()).await;
+    let (carol, mallory) = (Identity::generate(), Identity::generate());
+    let (_endpoint, raw) = raw_conn(&relay, &mallory).await;
+
+    let (_, recorded) = top_proto::realtime::RealtimeInitiator::start(&carol, &alice.id()).unwrap();
+    let (mut send, mut recv, reply) = raw_open(&raw, alice.id()).await;
+    assert!(
+        matches!(reply, top_proto::frame::RealtimeReply::Opened { .. }),
+        "{reply:?}"
+    );
+    send.write_all(&record(&recorded)).await.unwrap();
+    let mut len = [0u8; 4];
+    recv.read_exact(&mut len).await.unwrap();
+    let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+    recv.read_exact(&mut answer).await.unwrap();
+    // Without Carol's keys, the confirmation can only be made up.
+    send.write_all(&record(&[7u8; top_proto::realtime::CONFIRMATION_LEN]))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(PATIENCE, recv.read_to_end(1 << 20)).await;
+    assert!(ended.is_ok(), "the attempt was not closed");
+
+    let (mut send, mut recv, _) = raw_open(&raw, alice.id()).await;
+    send.write_all(&record(&vec![1u8; 100_000])).await.ok();
+    let ended = tokio::time::timeout(PATIENCE, recv.read_to_end(1 << 20)).await;
+    assert!(
+        ended.is_ok(),
+        "an oversized record did not close the attempt"
+    );
+
+    // The next pipe Alice is handed is a real one.
+    let bob = connect(&relay, Identity::generate()).await;
+    let (_b, a) = pair(&bob, &alice).await;
+    assert_eq!(a.peer(), bob.id());
+    assert_eq!(metric(&relay, "toprelay_realtime_pipes"), 1);
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
+
+/// On a relay that bills, a connection without a channel opens no realtime pipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_pipe_on_a_billing_relay_needs_a_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = dev_relay(dir.path(), |_| {}).await;
+    let bob = connect(&relay, funded(&relay, "10").await).await;
+    let (_endpoint, raw) = raw_conn(&relay, &Identity::generate()).await;
+    let (_send, _recv, reply) = raw_open(&raw, bob.id()).await;
+    assert!(
+        matches!(&reply, top_proto::frame::RealtimeReply::Refused(why) if why.contains("payment required")),
+        "{reply:?}"
+    );
     bob.close().await;
     relay.shutdown().await;
 }

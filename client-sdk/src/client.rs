@@ -531,8 +531,9 @@ async fn accept_pipes(
                         usage,
                     };
                     match crate::realtime::accept(side, (flow, max_datagram), send, frames).await {
+                        // Unanswered pipes never pile up: with the app behind, the pipe closes.
                         Ok(pipe) => {
-                            realtime.send(pipe).await.ok();
+                            realtime.try_send(pipe).ok();
                         }
                         Err(e) => tracing::warn!("incoming realtime pipe failed: {e}"),
                     }

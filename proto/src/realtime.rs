@@ -20,6 +20,11 @@ pub const FLOW_HEADER: usize = 4;
 pub const OVERHEAD: usize = FLOW_HEADER + crate::vpn::cipher::OVERHEAD;
 /// Largest handshake message on the control stream.
 pub const MAX_HANDSHAKE: usize = crate::vpn::cipher::MAX_HANDSHAKE;
+/// What the opener seals (as its first datagram, nonce 0) to prove it holds the keys: a
+/// responder answers a replayed first message, but only the real opener can confirm it.
+const CONFIRMATION: &[u8] = b"top realtime/1 confirm";
+/// Bytes of the key confirmation record.
+pub const CONFIRMATION_LEN: usize = OVERHEAD + CONFIRMATION.len();
 
 /// The flow id of `datagram`, if it is long enough to carry one.
 pub fn flow_of(datagram: &[u8]) -> Option<u32> {
@@ -120,10 +125,32 @@ impl RealtimeSealer {
     }
 }
 
+impl RealtimeSealer {
+    /// The key confirmation the opener sends once its handshake finished (before any
+    /// datagram: it takes nonce 0).
+    pub fn confirmation(&self) -> Result<Vec<u8>, VpnCryptoError> {
+        let mut out = vec![0u8; CONFIRMATION_LEN];
+        let n = self.seal(0, CONFIRMATION, &mut out)?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
 /// Opens incoming realtime datagrams; refuses replays, stale nonces and forgeries.
 pub struct RealtimeOpener(DatagramOpener);
 
 impl RealtimeOpener {
+    /// Checks the opener's key confirmation: it proves the opener holds the keys (and is not
+    /// a relay replaying an old first message).
+    pub fn check_confirmation(&mut self, record: &[u8]) -> Result<(), VpnCryptoError> {
+        let mut plain = [0u8; CONFIRMATION.len()];
+        match self.open(record, &mut plain) {
+            Ok(n) if &plain[..n] == CONFIRMATION => Ok(()),
+            Ok(_) => Err(VpnCryptoError::Decrypt),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Decrypts `datagram` (flow id included) into `out`; returns the payload's length.
     pub fn open(&mut self, datagram: &[u8], out: &mut [u8]) -> Result<usize, VpnCryptoError> {
         let body = datagram
@@ -211,6 +238,28 @@ mod tests {
             a_seal.seal(1, &[0u8; 300], &mut out),
             Err(VpnCryptoError::TooLarge)
         );
+    }
+
+    #[test]
+    fn only_the_real_opener_can_confirm_a_replayed_first_message() {
+        let (alice, bob) = (Identity::generate(), Identity::generate());
+        let (init, first) = RealtimeInitiator::start(&alice, &bob.account_id()).unwrap();
+        let (reply, b) = respond(&bob, &first).unwrap();
+        let (a_seal, _) = init.finish(&reply).unwrap().split();
+        let (_, mut b_open) = b.split();
+        b_open
+            .check_confirmation(&a_seal.confirmation().unwrap())
+            .unwrap();
+        // A relay replays Alice's first message: Bob answers, but nobody can confirm it.
+        let (_, replayed) = respond(&bob, &first).unwrap();
+        assert_eq!(replayed.peer(), alice.account_id());
+        let (_, mut replayed_open) = replayed.split();
+        let old = a_seal.confirmation().unwrap();
+        assert!(replayed_open.check_confirmation(&old).is_err());
+        let (mallory_seal, _) = pair().0.split();
+        let forged = mallory_seal.confirmation().unwrap();
+        assert!(replayed_open.check_confirmation(&forged).is_err());
+        assert!(replayed_open.check_confirmation(b"short").is_err());
     }
 
     #[test]

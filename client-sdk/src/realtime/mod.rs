@@ -2,6 +2,7 @@
 //! through their relays, for voice, video and games. A datagram lost is lost (never
 //! retransmitted); replays and forgeries are refused by the receiver's window and keys; a burst
 //! larger than the path is dropped at the sender's queue (counted), not queued for seconds.
+//! Each side pays its relay for the datagrams it sends (counted here as they are queued).
 //!
 //! Sending and receiving use caller-owned buffers: no allocation per datagram (the sender's
 //! datagrams come from an arena, one allocation per [`ARENA`] bytes).
@@ -112,6 +113,8 @@ pub struct RealtimeSender {
     stats: Arc<RealtimeStats>,
     /// The pipe's stream: finishing it closes the pipe at every hop.
     control: quinn::SendStream,
+    /// Set once the pipe closed (the peer or a relay ended it).
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The receiving half: opens datagrams into the caller's buffer.
@@ -119,7 +122,6 @@ pub struct RealtimeReceiver {
     peer: AccountId,
     opener: RealtimeOpener,
     inbox: mpsc::Receiver<Bytes>,
-    usage: Arc<UsageCounter>,
     stats: Arc<RealtimeStats>,
     _slot: demux::FlowSlot,
 }
@@ -170,6 +172,9 @@ impl RealtimeSender {
     /// Sends `payload` as one datagram now, without waiting: [`Sent::Dropped`] when the queue
     /// towards the relay is full. Payloads larger than [`RealtimeSender::max_payload`] fail.
     pub fn send(&mut self, payload: &[u8]) -> Result<Sent, ClientError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(ClientError::Closed);
+        }
         if payload.len() > self.max_payload {
             let (len, max) = (payload.len(), self.max_payload);
             return Err(RealtimeError::TooLarge { len, max }.into());
@@ -221,8 +226,9 @@ impl RealtimeReceiver {
     }
 
     /// Waits for the next authentic payload and decrypts it into `out` (make it
-    /// [`RealtimePipe::max_payload`] long); returns its length, or `None` once the pipe closed.
-    /// Replays and forgeries are dropped (counted) and never returned.
+    /// [`RealtimePipe::max_payload`] long: a datagram that does not fit is dropped); returns
+    /// its length, or `None` once the pipe closed. Replays and forgeries are dropped (counted)
+    /// and never returned. Receiving costs nothing: datagrams are paid by their sender.
     pub async fn recv(&mut self, out: &mut [u8]) -> Result<Option<usize>, ClientError> {
         loop {
             let Some(datagram) = self.inbox.recv().await else {
@@ -230,17 +236,11 @@ impl RealtimeReceiver {
             };
             match self.opener.open(&datagram, out) {
                 Ok(n) => {
-                    self.usage.count(Service::Pipe, datagram.len());
                     self.stats.received.fetch_add(1, Ordering::Relaxed);
                     return Ok(Some(n));
                 }
                 Err(VpnCryptoError::Replay) => {
                     self.stats.dropped_replay.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(VpnCryptoError::TooLarge) => {
-                    let max = out.len();
-                    let len = datagram.len().saturating_sub(OVERHEAD);
-                    return Err(RealtimeError::TooLarge { len, max }.into());
                 }
                 Err(_) => {
                     self.stats.dropped_forged.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,7 @@
 //! Opening and answering realtime pipes: flow ids through the relay, then the peers' Noise `IK`
-//! handshake on the pipe's stream, which then stays open for the pipe's life.
+//! handshake on the pipe's stream and the opener's key confirmation (an answered pipe reaches
+//! the app only once the opener proved it holds the keys), all within [`OPEN_TIMEOUT`]. The
+//! stream then stays open for the pipe's life.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use top_proto::frame::{FrameCodec, Open, RealtimeReply, encode_frame};
 use top_proto::id::AccountId;
 use top_proto::identity::Identity;
-use top_proto::realtime::{OVERHEAD, RealtimeInitiator, RealtimeKeys, respond};
+use top_proto::realtime::{OVERHEAD, RealtimeInitiator, RealtimeOpener, RealtimeSealer, respond};
 
 use super::demux::{Demux, FlowSlot};
 use super::{ARENA, RealtimePipe, RealtimeReceiver, RealtimeSender, RealtimeStats};
@@ -19,6 +21,8 @@ use crate::pipe::record_codec;
 
 /// Largest reply frame.
 const MAX_REPLY: usize = 1024;
+/// How long opening or answering a pipe may take.
+pub const OPEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What opening and answering share: the connection, its flows, who we are, what we count.
 pub(crate) struct Side<'a> {
@@ -34,6 +38,12 @@ pub(crate) struct Side<'a> {
 
 /// Opens a realtime pipe to `peer` through the relay of `side`.
 pub(crate) async fn open(side: Side<'_>, peer: AccountId) -> Result<RealtimePipe, ClientError> {
+    tokio::time::timeout(OPEN_TIMEOUT, open_in_time(side, peer))
+        .await
+        .map_err(|_| RealtimeError::Refused("no answer in time".into()))?
+}
+
+async fn open_in_time(side: Side<'_>, peer: AccountId) -> Result<RealtimePipe, ClientError> {
     let stats = Arc::new(RealtimeStats::default());
     let (slot, inbox) = reserve(&side, &stats)?;
     let (mut send, recv) = side.conn.open_bi().await?;
@@ -57,12 +67,27 @@ pub(crate) async fn open(side: Side<'_>, peer: AccountId) -> Result<RealtimePipe
     out.send(Bytes::from(first)).await?;
     let reply = records.next().await.ok_or(ClientError::Closed)??;
     let keys = initiator.finish(&reply).map_err(RealtimeError::from)?;
-    let parts = (out, records, slot, inbox, stats);
-    assemble(&side, keys, flow, path, parts)
+    let peer = keys.peer();
+    let (sealer, opener) = keys.split();
+    let confirmation = sealer.confirmation().map_err(RealtimeError::from)?;
+    out.send(Bytes::from(confirmation)).await?;
+    let keys = (peer, sealer, opener);
+    assemble(&side, keys, flow, path, (out, records, slot, inbox, stats))
 }
 
 /// Answers `Open::IncomingRealtime { flow, max_datagram }` arriving on `(send, frames)`.
 pub(crate) async fn accept(
+    side: Side<'_>,
+    request: (u32, u16),
+    send: quinn::SendStream,
+    frames: FramedRead<quinn::RecvStream, FrameCodec<Open>>,
+) -> Result<RealtimePipe, ClientError> {
+    tokio::time::timeout(OPEN_TIMEOUT, accept_in_time(side, request, send, frames))
+        .await
+        .map_err(|_| RealtimeError::Refused("the opener did not finish in time".into()))?
+}
+
+async fn accept_in_time(
     side: Side<'_>,
     (flow, path): (u32, u16),
     send: quinn::SendStream,
@@ -75,6 +100,7 @@ pub(crate) async fn accept(
         Err(e) => {
             let why = RealtimeReply::Refused("too many realtime pipes".into());
             send.write_all(&encode_frame(&why)?).await?;
+            send.finish().ok();
             return Err(e);
         }
     };
@@ -87,8 +113,15 @@ pub(crate) async fn accept(
     let mut records = frames.map_decoder(|_| record_codec());
     let first = records.next().await.ok_or(ClientError::Closed)??;
     let (reply, keys) = respond(side.identity, &first).map_err(RealtimeError::from)?;
+    let peer = keys.peer();
     let mut out = FramedWrite::new(send, record_codec());
     out.send(Bytes::from(reply)).await?;
+    let confirmation = records.next().await.ok_or(ClientError::Closed)??;
+    let (sealer, mut opener) = keys.split();
+    opener
+        .check_confirmation(&confirmation)
+        .map_err(RealtimeError::from)?;
+    let keys = (peer, sealer, opener);
     assemble(&side, keys, flow, path, (out, records, slot, inbox, stats))
 }
 
@@ -112,7 +145,7 @@ fn reserve(
 /// The pipe, once keys and both flow ids are known; a task watches the stream for its end.
 fn assemble<T>(
     side: &Side<'_>,
-    keys: RealtimeKeys,
+    (peer, sealer, opener): (AccountId, RealtimeSealer, RealtimeOpener),
     flow: u32,
     path: u16,
     (out, records, slot, inbox, stats): Parts<T>,
@@ -122,15 +155,16 @@ fn assemble<T>(
     if max_payload == 0 {
         return Err(RealtimeError::NoDatagrams.into());
     }
-    let peer = keys.peer();
-    let (sealer, opener) = keys.split();
     let control = out.into_inner();
     let mut watched = records.into_inner();
     let (demux, id) = (side.demux.clone(), slot.id());
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closing = closed.clone();
     tokio::spawn(async move {
-        // Nothing more flows on the stream: its end is the pipe's end.
+        // Nothing more flows on the stream: its end (or anything on it) is the pipe's end.
         let mut sink = [0u8; 64];
-        while let Ok(Some(_)) = watched.read(&mut sink).await {}
+        let _ = watched.read(&mut sink).await;
+        closing.store(true, std::sync::atomic::Ordering::Relaxed);
         demux.close(id);
     });
     Ok(RealtimePipe {
@@ -143,12 +177,12 @@ fn assemble<T>(
             usage: side.usage.clone(),
             stats: stats.clone(),
             control,
+            closed,
         },
         receiver: RealtimeReceiver {
             peer,
             opener,
             inbox,
-            usage: side.usage.clone(),
             stats,
             _slot: slot,
         },

@@ -143,6 +143,8 @@ struct ConnState {
     vpn_open: Arc<AtomicBool>,
     /// The exit this connection's `Via` streams and datagrams go to (2-hop entry role).
     upstream: crate::vpn::entry::Upstream,
+    /// The connection's datagrams, held for a 2-hop route once one starts.
+    via_claim: Arc<std::sync::OnceLock<crate::realtime::flows::TunnelClaim>>,
 }
 
 /// Serves every stream the peer of `conn` opens, until the connection closes.
@@ -165,6 +167,7 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
         ),
         vpn_open: Arc::new(AtomicBool::new(false)),
         upstream: Arc::default(),
+        via_claim: Arc::default(),
     };
     async move {
         loop {
@@ -211,6 +214,7 @@ async fn serve_stream(
         meter,
         vpn_open,
         upstream,
+        via_claim,
     } = state;
     let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(MAX_OPEN_LEN));
     let first = match tokio::time::timeout(OPEN_TIMEOUT, frames.next()).await {
@@ -302,10 +306,6 @@ async fn serve_stream(
             reject(frames, "IncomingRealtime is relay-to-client only")
         }
         Ok(Open::Realtime { to, flow }) => {
-            // A connection's datagrams belong to one use: a tunnel or realtime pipes.
-            if vpn_open.load(Ordering::SeqCst) || upstream.initialized() {
-                return reject(frames, "this connection's datagrams carry a VPN tunnel");
-            }
             let from_link = is_member_link(&shared, &is_link, &peer);
             let _hold = from_link.then(|| {
                 let relay = RelayId::from_wire(*peer.as_bytes());
@@ -395,9 +395,10 @@ async fn serve_stream(
             .await
         }
         Ok(Open::Vpn) => {
-            if shared.realtime.carries(&conn) {
+            // A connection's datagrams belong to one use: a tunnel or realtime pipes.
+            let Some(_claim) = shared.realtime.claim_for_vpn(&conn) else {
                 return reject(frames, "this connection's datagrams carry realtime pipes");
-            }
+            };
             if vpn_open.swap(true, Ordering::SeqCst) {
                 return reject(frames, "second tunnel on one connection");
             }
@@ -419,8 +420,16 @@ async fn serve_stream(
                 .await
         }
         Ok(Open::Via { to }) => {
-            if shared.realtime.carries(&conn) {
-                return reject(frames, "this connection's datagrams carry realtime pipes");
+            // The route's datagrams are forwarded for the connection's life.
+            if via_claim.get().is_none() {
+                match shared.realtime.claim_for_vpn(&conn) {
+                    Some(claim) => {
+                        via_claim.set(claim).ok();
+                    }
+                    None => {
+                        return reject(frames, "this connection's datagrams carry realtime pipes");
+                    }
+                }
             }
             if meter.as_ref().is_some_and(|m| !m.has_channel()) {
                 return reject(frames, "payment required: open a billing channel first");

@@ -1,11 +1,13 @@
 //! The relay's table of realtime flows: per connection, the flow ids this relay receives
-//! datagrams under and where each goes. One reader task per connection owns that connection's
-//! routes, so forwarding takes no lock; the table is locked only to open and close pipes.
+//! datagrams under and where each goes. One reader task per connection (for the connection's
+//! life) owns that connection's routes, so forwarding takes no lock; the table is locked only to
+//! open and close pipes. A connection's datagrams belong either to realtime flows or to a VPN
+//! tunnel, never both ([`Flows::claim_for_vpn`]).
 //!
 //! Per datagram, cheapest check first: flow id known on this connection, size fits the next
 //! hop, the queue towards it below [`QUEUE_LIMIT`] (a burst is dropped here, counted, not
-//! queued for seconds), each payer's credit; then the flow id is rewritten into an arena (one
-//! allocation per [`ARENA`] bytes, not per datagram) and sent.
+//! queued for seconds), the sender's credit (exactly the datagram's bytes); then the flow id is
+//! rewritten into an arena (one allocation per [`ARENA`] bytes, not per datagram) and sent.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,18 +16,19 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use futures::FutureExt;
 use tokio::sync::mpsc;
+use top_billing::Service;
 use top_proto::realtime::{flow_of, set_flow};
 use top_proto::tls::DATAGRAM_SEND_BUFFER;
 
-use crate::billing::budget::Budget;
+use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
 
 /// Realtime pipes one client connection may hold.
 pub const MAX_FLOWS_PER_CLIENT: usize = 64;
 /// Realtime pipes one link may carry.
 pub const MAX_FLOWS_PER_LINK: usize = 4096;
-/// Realtime pipes this relay carries at once (each holds two flow ids).
-pub const MAX_FLOWS: usize = 32_768;
+/// Flow ids this relay holds at once (a pipe holds two).
+pub const MAX_FLOWS: usize = 65_536;
 /// Bytes queued towards one connection above which realtime datagrams are dropped: about
 /// 100 ms at 10 Mbit/s, a fraction of a millisecond on a fast path.
 pub const QUEUE_LIMIT: usize = 128 * 1024;
@@ -43,6 +46,9 @@ pub enum FlowError {
     /// The relay carries as many realtime pipes as it can.
     #[error("this relay carries as many realtime pipes as it can")]
     RelayFull,
+    /// The connection's datagrams carry a VPN tunnel.
+    #[error("that connection's datagrams carry a VPN tunnel")]
+    Tunnel,
     /// The connection is gone.
     #[error("the connection is closed")]
     Closed,
@@ -54,9 +60,8 @@ pub struct Route {
     pub to: quinn::Connection,
     /// The flow id the next hop asked for.
     pub flow: u32,
-    /// The payers (the sending side's and the receiving side's clients, where this relay
-    /// bills them).
-    pub payers: [Budget; 2],
+    /// The sender, where this relay bills it: datagrams are paid by whoever sends them.
+    pub payer: Option<Arc<ClientMeter>>,
 }
 
 enum Command {
@@ -72,10 +77,20 @@ struct ConnFlows {
     commands: mpsc::UnboundedSender<Command>,
 }
 
+/// What the table's lock guards.
+#[derive(Default)]
+struct Table {
+    conns: HashMap<usize, ConnFlows>,
+    /// Connections whose datagrams carry a VPN tunnel (claims per connection).
+    tunnels: HashMap<usize, usize>,
+    /// Flow ids reserved, on every connection.
+    reserved: usize,
+}
+
 /// Every connection's realtime flows.
 pub struct Flows {
     core: Arc<Core>,
-    conns: Mutex<HashMap<usize, ConnFlows>>,
+    table: Mutex<Table>,
     generations: AtomicU64,
 }
 
@@ -100,12 +115,30 @@ impl Drop for FlowId {
     }
 }
 
+/// A connection's datagrams held for a VPN tunnel; released when dropped.
+pub struct TunnelClaim {
+    flows: Arc<Flows>,
+    conn: usize,
+}
+
+impl Drop for TunnelClaim {
+    fn drop(&mut self) {
+        let mut table = crate::util::lock(&self.flows.table);
+        if let Some(n) = table.tunnels.get_mut(&self.conn) {
+            *n -= 1;
+            if *n == 0 {
+                table.tunnels.remove(&self.conn);
+            }
+        }
+    }
+}
+
 impl Flows {
     /// An empty table.
     pub fn new(core: Arc<Core>) -> Self {
         Self {
             core,
-            conns: Mutex::default(),
+            table: Mutex::default(),
             generations: AtomicU64::new(0),
         }
     }
@@ -115,17 +148,23 @@ impl Flows {
         &self.core
     }
 
-    /// Whether `conn`'s datagrams belong to realtime pipes (then it carries no VPN tunnel).
-    pub fn carries(&self, conn: &quinn::Connection) -> bool {
-        crate::util::lock(&self.conns).contains_key(&conn.stable_id())
+    /// Holds `conn`'s datagrams for a VPN tunnel (or a 2-hop route through it); `None` when
+    /// realtime pipes use them.
+    pub fn claim_for_vpn(self: &Arc<Self>, conn: &quinn::Connection) -> Option<TunnelClaim> {
+        let mut table = crate::util::lock(&self.table);
+        if table.conns.contains_key(&conn.stable_id()) {
+            return None;
+        }
+        *table.tunnels.entry(conn.stable_id()).or_default() += 1;
+        Some(TunnelClaim {
+            flows: self.clone(),
+            conn: conn.stable_id(),
+        })
     }
 
     /// Flow ids reserved now, on every connection.
     pub fn reserved(&self) -> usize {
-        crate::util::lock(&self.conns)
-            .values()
-            .map(|c| c.ids.len())
-            .sum()
+        crate::util::lock(&self.table).reserved
     }
 
     /// Reserves a flow id on `conn` (at most `limit` there), starting its reader if needed.
@@ -137,16 +176,21 @@ impl Flows {
         if conn.close_reason().is_some() {
             return Err(FlowError::Closed);
         }
-        let mut conns = crate::util::lock(&self.conns);
-        if conns.values().map(|c| c.ids.len()).sum::<usize>() >= 2 * MAX_FLOWS {
+        let key = conn.stable_id();
+        let mut table = crate::util::lock(&self.table);
+        if table.tunnels.contains_key(&key) {
+            return Err(FlowError::Tunnel);
+        }
+        if table.reserved >= MAX_FLOWS {
             return Err(FlowError::RelayFull);
         }
-        let entry = conns.entry(conn.stable_id()).or_insert_with(|| {
+        let entry = table.conns.entry(key).or_insert_with(|| {
             let (commands, rx) = mpsc::unbounded_channel();
-            let reader = read_loop(self.core.clone(), conn.clone(), rx);
+            let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+            let reader = read_loop(self.clone(), generation, conn.clone(), rx);
             self.core.tasks.spawn(reader);
             ConnFlows {
-                generation: self.generations.fetch_add(1, Ordering::Relaxed),
+                generation,
                 ids: HashSet::new(),
                 next: 1,
                 commands,
@@ -155,25 +199,25 @@ impl Flows {
         if entry.ids.len() >= limit {
             return Err(FlowError::ConnectionFull);
         }
-        let id = loop {
-            let id = entry.next;
-            entry.next = entry.next.wrapping_add(1);
-            if entry.ids.insert(id) {
-                break id;
-            }
-        };
+        // Ids are never reused on a connection (a stale datagram can never reach a new flow).
+        let id = entry.next;
+        entry.next = entry.next.checked_add(1).ok_or(FlowError::ConnectionFull)?;
+        entry.ids.insert(id);
+        let generation = entry.generation;
+        table.reserved += 1;
         Ok(FlowId {
             flows: self.clone(),
-            conn: conn.stable_id(),
-            generation: entry.generation,
+            conn: key,
+            generation,
             id,
         })
     }
 
     /// Sends datagrams arriving under `id` along `route`.
     pub fn route(&self, id: &FlowId, route: Route) {
-        let conns = crate::util::lock(&self.conns);
-        if let Some(c) = conns
+        let table = crate::util::lock(&self.table);
+        if let Some(c) = table
+            .conns
             .get(&id.conn)
             .filter(|c| c.generation == id.generation)
         {
@@ -182,28 +226,46 @@ impl Flows {
     }
 
     fn release(&self, id: &FlowId) {
-        let mut conns = crate::util::lock(&self.conns);
-        let Some(c) = conns
+        let mut table = crate::util::lock(&self.table);
+        let Some(c) = table
+            .conns
             .get_mut(&id.conn)
             .filter(|c| c.generation == id.generation)
         else {
             return;
         };
-        c.ids.remove(&id.id);
-        if c.ids.is_empty() {
-            // The reader ends with its queue, letting go of the connection.
-            conns.remove(&id.conn);
-        } else {
+        if c.ids.remove(&id.id) {
             c.commands.send(Command::Remove(id.id)).ok();
+            table.reserved = table.reserved.saturating_sub(1);
+        }
+    }
+
+    /// The reader of a connection ended (it closed): forget its flows.
+    fn forget(&self, key: usize, generation: u64) {
+        let mut table = crate::util::lock(&self.table);
+        if let Some(c) = table.conns.get(&key).filter(|c| c.generation == generation) {
+            let held = c.ids.len();
+            table.conns.remove(&key);
+            table.reserved = table.reserved.saturating_sub(held);
         }
     }
 }
 
-/// Forwards `conn`'s datagrams by flow id until the connection or the last flow ends.
+/// Forwards `conn`'s datagrams by flow id until the connection closes.
 async fn read_loop(
-    core: Arc<Core>,
+    flows: Arc<Flows>,
+    generation: u64,
     conn: quinn::Connection,
     mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    serve_datagrams(&flows.core, &conn, &mut commands).await;
+    flows.forget(conn.stable_id(), generation);
+}
+
+async fn serve_datagrams(
+    core: &Core,
+    conn: &quinn::Connection,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
 ) {
     let metrics = &core.metrics.realtime;
     let mut routes: HashMap<u32, Route> = HashMap::new();
@@ -259,7 +321,9 @@ fn forward(
         metrics.dropped_queue.inc();
         return;
     }
-    if !route.payers.iter_mut().all(|payer| payer.allow(len)) {
+    if let Some(payer) = &route.payer
+        && !payer.try_carry(Service::Pipe, len as u64)
+    {
         metrics.dropped_unpaid.inc();
         return;
     }

@@ -1,0 +1,240 @@
+//! Realtime pipes against raw QUIC datagrams, 1200-byte payloads, on loopback in one process.
+//!
+//! Baseline: two endpoints with the relay's own QUIC settings, one connection, datagrams sent
+//! straight between them. Measured: a realtime pipe between two clients through one relay
+//! (sealed end to end, flow id rewritten, metered). For each, every round: the capacity (the
+//! sender as fast as its queue takes, datagrams delivered per second), then a paced run at 80%
+//! of the realtime pipe's capacity of that round: loss and one-way latency p50/p99.
+//!
+//! `cargo bench --bench realtime`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use top_client::{Client, Identity, RealtimeReceiver, RealtimeSender, SEND_QUEUE_LIMIT, Sent};
+use top_proto::addr::RelayAddr;
+use top_proto::tls::DATAGRAM_SEND_BUFFER;
+use top_relay::{InitOptions, Relay, init};
+
+const PAYLOAD: usize = 1200;
+const ROUND: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 5;
+/// How long the receiver waits for stragglers once the sender stopped.
+const GRACE: Duration = Duration::from_millis(300);
+
+/// The sending side of either path.
+enum Tx {
+    Raw(quinn::Connection),
+    Pipe(Box<RealtimeSender>),
+}
+
+/// The receiving side of either path.
+enum Rx {
+    Raw(quinn::Connection),
+    Pipe(Box<RealtimeReceiver>),
+}
+
+impl Tx {
+    /// Sends now if the queue has room (the same bound on both paths).
+    fn try_send(&mut self, payload: &[u8]) -> bool {
+        match self {
+            Tx::Raw(conn) => {
+                let queued = DATAGRAM_SEND_BUFFER.saturating_sub(conn.datagram_send_buffer_space());
+                queued + payload.len() <= SEND_QUEUE_LIMIT
+                    && conn
+                        .send_datagram(bytes::Bytes::copy_from_slice(payload))
+                        .is_ok()
+            }
+            Tx::Pipe(pipe) => matches!(pipe.send(payload), Ok(Sent::Queued)),
+        }
+    }
+}
+
+impl Rx {
+    async fn recv(&mut self, out: &mut [u8]) -> Option<usize> {
+        match self {
+            Rx::Raw(conn) => {
+                let d = conn.read_datagram().await.ok()?;
+                out[..d.len()].copy_from_slice(&d);
+                Some(d.len())
+            }
+            Rx::Pipe(pipe) => pipe.recv(out).await.ok().flatten(),
+        }
+    }
+}
+
+/// What one run delivered.
+struct Run {
+    attempted: u64,
+    received: u64,
+    /// One-way delays, microseconds.
+    delays: Vec<u64>,
+}
+
+impl Run {
+    fn rate(&self) -> f64 {
+        self.received as f64 / ROUND.as_secs_f64()
+    }
+
+    fn loss(&self) -> f64 {
+        1.0 - self.received as f64 / self.attempted.max(1) as f64
+    }
+
+    fn percentile(&mut self, p: f64) -> f64 {
+        self.delays.sort_unstable();
+        let i = ((self.delays.len() as f64 - 1.0) * p).round() as usize;
+        self.delays.get(i).copied().unwrap_or(0) as f64 / 1000.0
+    }
+}
+
+/// Sends for one round: as fast as the queue takes (`rate` None) or paced at `rate` per second;
+/// the receiver counts what arrives and each one's delay.
+async fn run(tx: &mut Tx, rx: &mut Rx, rate: Option<f64>) -> Run {
+    let base = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let receive = async {
+        let mut out = vec![0u8; 2048];
+        let (mut received, mut delays) = (0u64, Vec::new());
+        loop {
+            let next = tokio::time::timeout(GRACE, rx.recv(&mut out)).await;
+            match next {
+                Ok(Some(n)) if n >= 8 => {
+                    let sent_us = u64::from_le_bytes(out[..8].try_into().unwrap_or_default());
+                    let now_us = base.elapsed().as_micros() as u64;
+                    delays.push(now_us.saturating_sub(sent_us));
+                    received += 1;
+                }
+                Ok(_) => {}
+                Err(_) if done.load(Ordering::Relaxed) => return (received, delays),
+                Err(_) => {}
+            }
+        }
+    };
+    let send = async {
+        let mut payload = [0u8; PAYLOAD];
+        let mut attempted = 0u64;
+        while base.elapsed() < ROUND {
+            let due = rate.map_or(u64::MAX, |r| (base.elapsed().as_secs_f64() * r) as u64);
+            if attempted >= due {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                continue;
+            }
+            payload[..8].copy_from_slice(&(base.elapsed().as_micros() as u64).to_le_bytes());
+            if tx.try_send(&payload) {
+                attempted += 1;
+            } else if rate.is_some() {
+                // Paced: a full queue is a loss, as it is for a call.
+                attempted += 1;
+                tokio::task::yield_now().await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            if attempted.is_multiple_of(64) {
+                tokio::task::yield_now().await;
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        attempted
+    };
+    let (attempted, (received, delays)) = tokio::join!(send, receive);
+    Run {
+        attempted,
+        received,
+        delays,
+    }
+}
+
+/// Two endpoints connected directly, with the relay's QUIC settings.
+async fn raw_pair() -> (quinn::Endpoint, quinn::Endpoint, Tx, Rx) {
+    let server_id = Identity::generate();
+    let config = top_proto::tls::server_config(&server_id).unwrap();
+    let server = top_proto::net::endpoint::server_endpoint(
+        config,
+        "127.0.0.1:0".parse().unwrap(),
+        &server_id,
+    )
+    .unwrap();
+    let addr = RelayAddr {
+        id: server_id.relay_id(),
+        host_port: server.local_addr().unwrap().to_string(),
+    };
+    let client = top_proto::net::endpoint::client_endpoint(&addr.host_port).unwrap();
+    let accept = async { server.accept().await.unwrap().await.unwrap() };
+    let dialer = Identity::generate();
+    let (incoming, outgoing) =
+        tokio::join!(accept, top_proto::net::dial::dial(&client, &dialer, &addr));
+    (
+        server,
+        client,
+        Tx::Raw(outgoing.unwrap()),
+        Rx::Raw(incoming),
+    )
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = Client::connect(&relay.addr(), Identity::generate())
+        .await
+        .unwrap();
+    let bob = Client::connect(&relay.addr(), Identity::generate())
+        .await
+        .unwrap();
+    bob.synced().await.unwrap();
+    let bob_id = bob.id();
+    let (opened, accepted) = tokio::join!(
+        alice.open_realtime_pipe(&bob_id),
+        bob.accept_realtime_pipe()
+    );
+    let (a_send, _a_recv) = opened.unwrap().split();
+    let (_b_send, b_recv) = accepted.unwrap().split();
+    let (mut pipe_tx, mut pipe_rx) = (Tx::Pipe(Box::new(a_send)), Rx::Pipe(Box::new(b_recv)));
+    let (_server, _client, mut raw_tx, mut raw_rx) = raw_pair().await;
+
+    println!("realtime pipe through one relay vs raw quinn datagrams, {PAYLOAD}-byte payloads");
+    println!(
+        "round  raw pkt/s  pipe pkt/s  ratio | at 80% of pipe capacity: raw loss p50 p99 ms | pipe loss p50 p99 ms"
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=ROUNDS {
+        let raw = run(&mut raw_tx, &mut raw_rx, None).await;
+        let pipe = run(&mut pipe_tx, &mut pipe_rx, None).await;
+        let ratio = pipe.rate() / raw.rate();
+        ratios.push(ratio);
+        let paced = 0.8 * pipe.rate();
+        let mut raw_paced = run(&mut raw_tx, &mut raw_rx, Some(paced)).await;
+        let mut pipe_paced = run(&mut pipe_tx, &mut pipe_rx, Some(paced)).await;
+        println!(
+            "{round:>5}  {:>9.0}  {:>10.0}  {ratio:.2} | {paced:>8.0}/s: {:.2}% {:.3} {:.3} | {:.2}% {:.3} {:.3}",
+            raw.rate(),
+            pipe.rate(),
+            raw_paced.loss() * 100.0,
+            raw_paced.percentile(0.5),
+            raw_paced.percentile(0.99),
+            pipe_paced.loss() * 100.0,
+            pipe_paced.percentile(0.5),
+            pipe_paced.percentile(0.99),
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "pipe/raw capacity: median {:.2} (min {:.2}, max {:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
