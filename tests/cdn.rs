@@ -339,3 +339,80 @@ async fn gateway_requests_are_rate_limited_per_address() {
     assert_eq!(health.status, 200);
     a.shutdown().await;
 }
+
+/// A 12 MiB file (three stripes of four chunks) fetched from two relays at once: exact bytes in
+/// order, both relays serve part of it, and each client pays only for the chunks it verified
+/// from its own relay; a relay that cannot serve its stripes is passed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_spreads_over_streams_and_relays_and_passes_over_one_that_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let origin = relay(&dir.path().join("origin"), vec![], |_| {}).await;
+    let edge = relay(&dir.path().join("edge"), vec![origin.addr()], |_| {}).await;
+    let lonely = relay(&dir.path().join("lonely"), vec![], |_| {}).await;
+    origin.add_peer(edge.addr());
+    tokio::time::timeout(Duration::from_secs(10), edge.wait_linked(&origin.id()))
+        .await
+        .expect("relays link");
+    let publisher = Client::connect(&origin.addr(), Identity::generate())
+        .await
+        .unwrap();
+    let data = random_bytes(12 << 20, 9);
+    let cid = publisher.publish(&data, None).await.unwrap();
+    let at_origin = Client::connect(&origin.addr(), Identity::generate())
+        .await
+        .unwrap();
+    let at_edge = Client::connect(&edge.addr(), Identity::generate())
+        .await
+        .unwrap();
+    let served = |r: &Relay| metric(&r.metrics_text(), "toprelay_cdn_bytes_quic_total");
+
+    let got = at_edge
+        .fetch_from(&cid, None, &[&at_origin])
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == data, "the bytes differ");
+    // Each client counted (and pays for) exactly the verified chunks its own relay served; the
+    // origin also served the edge's misses.
+    let (paid_edge, paid_origin) = (at_edge.usage().cdn, at_origin.usage().cdn);
+    assert!(
+        paid_edge > 0 && paid_origin > 0,
+        "{paid_edge} / {paid_origin}"
+    );
+    assert_eq!(paid_edge + paid_origin, 12 << 20);
+    assert_eq!(served(&edge), paid_edge);
+    assert_eq!(served(&origin), paid_origin + paid_edge);
+
+    // A range across stripes, in order.
+    let range = (3 << 20) + 5..(9 << 20) + 7;
+    let part = at_edge
+        .fetch_from(&cid, Some(range.clone()), &[&at_origin])
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(part == data[range.start as usize..range.end as usize]);
+
+    // The lonely relay has no copy and no peer to ask: its stripes go to the origin.
+    let at_lonely = Client::connect(&lonely.addr(), Identity::generate())
+        .await
+        .unwrap();
+    let got = at_origin
+        .fetch_from(&cid, None, &[&at_lonely])
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == data, "the bytes differ");
+    assert_eq!((at_lonely.usage().cdn, served(&lonely)), (0, 0));
+    for c in [publisher, at_origin, at_edge, at_lonely] {
+        c.close().await;
+    }
+    lonely.shutdown().await;
+    edge.shutdown().await;
+    origin.shutdown().await;
+}

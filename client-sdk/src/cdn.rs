@@ -1,27 +1,26 @@
 //! The CDN from the client: publish files to the relay, fetch content by id (whole or by byte
-//! range) as a stream of verified bytes, unpublish.
+//! range, over several streams and relays: [`crate::fetch`]) as a stream of verified bytes,
+//! unpublish.
 
 use std::ops::Range;
 use std::path::Path;
 
 use bytes::Bytes;
-use futures::{SinkExt, Stream, StreamExt};
+use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use top_billing::Service;
-use top_proto::cdn::{CdnError, Cid, Manifest, ManifestBuilder};
+use top_proto::cdn::{Cid, Manifest, ManifestBuilder};
 use top_proto::cdn_wire::{CdnRefusal, CdnReply, CdnRequest, MAX_CDN_FRAME};
 use top_proto::frame::{FrameCodec, Open, encode_frame};
-use top_proto::net::cdn_fetch::{FetchError, Serving};
+use top_proto::net::cdn_fetch::FetchError;
 
 use ledger_lite::{AllowanceBody, Amount, ChannelId};
 use top_proto::id::AccountId;
 
 use crate::client::Client;
 use crate::error::ClientError;
-
-/// How often one chunk is asked for again after it failed verification.
-const CHUNK_RETRIES: u32 = 2;
+use crate::fetch::{Fetch, Source as FetchSource};
 
 /// Where the bytes to publish come from.
 enum Source<'a> {
@@ -128,31 +127,38 @@ impl Client {
         }
     }
 
-    /// Fetches the content `cid` names, whole: its bytes arrive through [`Fetch`], each chunk
-    /// checked against the content id before it is handed out.
+    /// Fetches the content `cid` names, whole: its bytes arrive through [`Fetch`], in order,
+    /// each chunk checked against the content id before it is handed out.
     pub async fn fetch(&self, cid: &Cid) -> Result<Fetch, ClientError> {
         self.fetch_range(cid, None).await
     }
 
-    /// Fetches bytes `range` of `cid` (`None`: all of it).
+    /// Fetches bytes `range` of `cid` (`None`: all of it), over several streams at once.
     pub async fn fetch_range(
         &self,
         cid: &Cid,
         range: Option<Range<u64>>,
     ) -> Result<Fetch, ClientError> {
-        let serving =
-            Serving::open(self.conn(), cid, &CdnRequest::get(*cid, range.clone())).await?;
-        let size = serving.manifest.size;
-        let range = range.unwrap_or(0..size);
-        Ok(Fetch {
-            conn: self.conn().clone(),
-            usage: self.usage_counter().clone(),
-            cid: *cid,
-            range: range.clone(),
-            next: range.start,
-            serving,
-            retries: 0,
-        })
+        self.fetch_from(cid, range, &[]).await
+    }
+
+    /// Fetches bytes `range` of `cid` from this client's relay and the relays of `also` at
+    /// once (each client pays its own relay for what it served), every chunk verified; a relay
+    /// that serves bad chunks is passed over for the others.
+    pub async fn fetch_from(
+        &self,
+        cid: &Cid,
+        range: Option<Range<u64>>,
+        also: &[&Client],
+    ) -> Result<Fetch, ClientError> {
+        let sources = std::iter::once(self)
+            .chain(also.iter().copied())
+            .map(|c| FetchSource {
+                conn: c.conn().clone(),
+                usage: c.usage_counter().clone(),
+            })
+            .collect();
+        Fetch::start(sources, cid, range).await
     }
 
     /// Pays for this client's relay serving `cid` to plain HTTP clients, up to `cap`: opens a
@@ -235,98 +241,4 @@ pub enum Progress {
         /// To send in all.
         total: u64,
     },
-}
-
-/// Content being fetched: its manifest, then its bytes in order, verified.
-pub struct Fetch {
-    conn: quinn::Connection,
-    usage: std::sync::Arc<crate::payment::UsageCounter>,
-    cid: Cid,
-    range: Range<u64>,
-    next: u64,
-    serving: Serving,
-    retries: u32,
-}
-
-impl Fetch {
-    /// The content's size in bytes (the whole file, not the range).
-    pub fn size(&self) -> u64 {
-        self.serving.manifest.size
-    }
-
-    /// The content type the publisher gave.
-    pub fn content_type(&self) -> Option<&str> {
-        self.serving.manifest.content_type.as_deref()
-    }
-
-    /// The bytes this fetch yields.
-    pub fn range(&self) -> Range<u64> {
-        self.range.clone()
-    }
-
-    /// The next verified bytes of the range; `None` at its end. A chunk that fails
-    /// verification is asked for again (the relay re-checks its copy and fetches it elsewhere)
-    /// before the fetch fails with [`ClientError::Cdn`].
-    pub async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
-        loop {
-            if self.next >= self.range.end {
-                return None;
-            }
-            match self.serving.next_chunk().await {
-                Ok(Some((i, data))) => {
-                    self.retries = 0;
-                    self.usage.count(Service::Cdn, data.len());
-                    let Ok(at) = self.serving.manifest.chunk_range(i) else {
-                        continue;
-                    };
-                    let from = self.next.saturating_sub(at.start) as usize;
-                    let to = ((self.range.end.min(at.end)) - at.start) as usize;
-                    self.next = at.start + to as u64;
-                    return Some(Ok(data.slice(from.min(to)..to)));
-                }
-                Ok(None) => {
-                    return Some(Err(
-                        FetchError::Unexpected("the relay ended early".into()).into()
-                    ));
-                }
-                Err(FetchError::Corrupt(CdnError::WrongChunk(i)))
-                    if self.retries < CHUNK_RETRIES =>
-                {
-                    self.retries += 1;
-                    tracing::warn!(
-                        "chunk {i} of {} failed verification; asking again",
-                        self.cid
-                    );
-                    let request = CdnRequest::Get {
-                        cid: self.cid,
-                        range: Some((self.next, self.range.end)),
-                        local_only: false,
-                        recheck: vec![i],
-                    };
-                    match Serving::open(&self.conn, &self.cid, &request).await {
-                        Ok(serving) => self.serving = serving,
-                        Err(e) => return Some(Err(e.into())),
-                    }
-                }
-                Err(e) => return Some(Err(e.into())),
-            }
-        }
-    }
-
-    /// The fetch as a `Stream` of verified bytes.
-    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, ClientError>> {
-        futures::stream::unfold(self, |mut fetch| async move {
-            let item = fetch.next().await?;
-            Some((item, fetch))
-        })
-    }
-
-    /// Reads the whole range into memory (small content only).
-    pub async fn bytes(mut self) -> Result<Vec<u8>, ClientError> {
-        let mut out = Vec::with_capacity((self.range.end - self.range.start) as usize);
-        while let Some(part) = self.next().await {
-            out.extend_from_slice(&part?);
-        }
-        Ok(out)
-    }
 }
