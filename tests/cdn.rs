@@ -385,6 +385,18 @@ async fn a_fetch_spreads_over_streams_and_relays_and_passes_over_one_that_fails(
     assert_eq!(served(&edge), paid_edge);
     assert_eq!(served(&origin), paid_origin + paid_edge);
 
+    // Callers that give up on a call and call again (a timeout, a select) lose nothing.
+    let mut fetch = at_edge.fetch_from(&cid, None, &[&at_origin]).await.unwrap();
+    let (mut got, mut gave_up) = (Vec::new(), 0);
+    loop {
+        match tokio::time::timeout(Duration::from_micros(200), fetch.next()).await {
+            Ok(Some(part)) => got.extend_from_slice(&part.unwrap()),
+            Ok(None) => break,
+            Err(_) => gave_up += 1,
+        }
+    }
+    assert!(gave_up > 0 && got == data, "{gave_up} calls given up");
+
     // A range across stripes, in order.
     let range = (3 << 20) + 5..(9 << 20) + 7;
     let part = at_edge

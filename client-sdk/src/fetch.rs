@@ -5,15 +5,20 @@
 //! handed out in order; memory stays under `LANES + 1` stripes.
 //!
 //! A relay that serves a bad chunk is asked again (it re-checks its copy), then the stripe moves
-//! on to the next relay; only if every relay fails does the fetch fail.
+//! on to the next relay, as it does from a relay that stalls (every open and chunk has a
+//! deadline); relays that failed are asked last from then on. Only if every relay fails a
+//! stripe does the fetch fail, and then it stays failed (no gap is ever skipped). The manifest
+//! comes once; stripes ask for chunks only (`GetChunks`).
 
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use top_billing::Service;
 use top_proto::cdn::{CdnError, Cid, Manifest};
 use top_proto::cdn_wire::{CdnRefusal, CdnRequest};
@@ -28,6 +33,10 @@ pub const LANES: usize = 4;
 pub const STRIPE_BYTES: u64 = 4 << 20;
 /// How often one stripe asks a relay again after a chunk failed verification.
 const CHUNK_RETRIES: u32 = 2;
+/// How long a relay may take to answer a request.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one chunk may take to arrive (a 16 MiB chunk at 1 MiB/s with room to spare).
+const CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A relay to fetch from: the connection to it and where this client counts what it pays it.
 #[derive(Clone)]
@@ -36,7 +45,8 @@ pub(crate) struct Source {
     pub usage: Arc<UsageCounter>,
 }
 
-type Stripe = JoinHandle<Result<Vec<(u32, Bytes)>, ClientError>>;
+/// A stripe being fetched; aborted if the fetch is dropped.
+type Stripe = AbortOnDropHandle<Result<Vec<(u32, Bytes)>, ClientError>>;
 
 /// Content being fetched: its manifest, then its bytes in order, verified.
 pub struct Fetch {
@@ -54,14 +64,8 @@ pub struct Fetch {
     lanes: VecDeque<Stripe>,
     ready: VecDeque<(u32, Bytes)>,
     turn: usize,
-}
-
-impl Drop for Fetch {
-    fn drop(&mut self) {
-        for lane in &self.lanes {
-            lane.abort();
-        }
-    }
+    /// Stripes each source failed so far (the order stripes try them in).
+    failures: Arc<Vec<AtomicU32>>,
 }
 
 impl Fetch {
@@ -72,11 +76,25 @@ impl Fetch {
         cid: &Cid,
         range: Option<Range<u64>>,
     ) -> Result<Self, ClientError> {
-        let first = sources.first().ok_or(ClientError::Closed)?;
         let at = range.as_ref().map_or(0, |r| r.start);
-        // An empty range: the manifest alone.
-        let serving = Serving::open(&first.conn, cid, &CdnRequest::get(*cid, Some(at..at))).await?;
-        let manifest = serving.manifest;
+        // An empty range: the manifest alone, from the first relay that gives it.
+        let request = CdnRequest::get(*cid, Some(at..at));
+        let mut failure = None;
+        let mut manifest = None;
+        for source in &sources {
+            match within(OPEN_TIMEOUT, Serving::open(&source.conn, cid, &request)).await {
+                Ok(serving) => {
+                    manifest = Some(serving.manifest);
+                    break;
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        let manifest = match (manifest, failure) {
+            (Some(manifest), _) => manifest,
+            (None, Some(e)) => return Err(e.into()),
+            (None, None) => return Err(ClientError::Closed),
+        };
         let size = manifest.size;
         let range = range.unwrap_or(0..size);
         if range.start > range.end || range.end > size {
@@ -87,10 +105,11 @@ impl Fetch {
             false => manifest.chunks_for(&range),
         };
         let per_stripe = STRIPE_BYTES / u64::from(manifest.chunk_size.max(1));
+        let failures = Arc::new(sources.iter().map(|_| AtomicU32::new(0)).collect());
         let mut fetch = Self {
             sources,
             cid: *cid,
-            manifest: Arc::new(manifest),
+            manifest,
             next: range.start,
             range,
             scheduled: chunks.start,
@@ -99,6 +118,7 @@ impl Fetch {
             lanes: VecDeque::new(),
             ready: VecDeque::new(),
             turn: 0,
+            failures,
         };
         fetch.schedule();
         Ok(fetch)
@@ -124,43 +144,82 @@ impl Fetch {
         while self.lanes.len() < LANES && self.scheduled < self.end {
             let chunks = self.scheduled..self.end.min(self.scheduled.saturating_add(self.stripe));
             self.scheduled = chunks.end;
-            // This stripe's relay first, then the others.
-            let mut order = self.sources.clone();
-            order.rotate_left(self.turn % self.sources.len().max(1));
+            // Relays that failed fewest stripes first; among them, each takes its turn.
+            let n = self.sources.len().max(1);
+            let mut order: Vec<usize> = (0..self.sources.len()).collect();
+            order.sort_by_key(|&i| {
+                let failed = self.failures[i].load(Ordering::Relaxed);
+                (failed, (i + n - self.turn % n) % n)
+            });
             self.turn += 1;
-            let lane = fetch_stripe(order, self.cid, self.manifest.clone(), chunks);
-            self.lanes.push_back(tokio::spawn(lane));
+            let sources = order
+                .into_iter()
+                .map(|i| (i, self.sources[i].clone()))
+                .collect();
+            let stripe = StripeJob {
+                sources,
+                failures: self.failures.clone(),
+                cid: self.cid,
+                manifest: self.manifest.clone(),
+                chunks,
+            };
+            let lane = tokio::spawn(fetch_stripe(stripe));
+            self.lanes.push_back(AbortOnDropHandle::new(lane));
         }
     }
 
     /// The next verified bytes of the range; `None` at its end. A chunk that fails
     /// verification is asked for again (the relay re-checks its copy and fetches it elsewhere),
-    /// then from the other relays, before the fetch fails with [`ClientError::Cdn`].
+    /// then from the other relays, before the fetch fails with [`ClientError::Cdn`]; after an
+    /// error the fetch yields nothing more. Cancelling a call loses nothing.
     pub async fn next(&mut self) -> Option<Result<Bytes, ClientError>> {
+        let result = self.next_part().await?;
+        if result.is_err() {
+            self.fuse();
+        }
+        Some(result)
+    }
+
+    async fn next_part(&mut self) -> Option<Result<Bytes, ClientError>> {
         loop {
             if self.next >= self.range.end {
                 return None;
             }
             if let Some((i, data)) = self.ready.pop_front() {
-                let Ok(at) = self.manifest.chunk_range(i) else {
-                    continue;
+                let at = match self.manifest.chunk_range(i) {
+                    Ok(at) if at.start <= self.next && self.next < at.end => at,
+                    _ => {
+                        let what = format!("chunk {i} out of order at byte {}", self.next);
+                        return Some(Err(FetchError::Unexpected(what).into()));
+                    }
                 };
-                let from = self.next.saturating_sub(at.start) as usize;
+                let from = (self.next - at.start) as usize;
                 let to = (self.range.end.min(at.end) - at.start) as usize;
                 self.next = at.start + to as u64;
-                return Some(Ok(data.slice(from.min(to)..to)));
+                return Some(Ok(data.slice(from..to)));
             }
-            let Some(lane) = self.lanes.pop_front() else {
+            // Awaited in place, taken only once done: a cancelled call leaves it in line.
+            let Some(lane) = self.lanes.front_mut() else {
                 let early = FetchError::Unexpected("the relay ended early".into());
                 return Some(Err(early.into()));
             };
+            let done = lane.await;
+            self.lanes.pop_front();
             self.schedule();
-            match lane.await {
+            match done {
                 Ok(Ok(chunks)) => self.ready.extend(chunks),
                 Ok(Err(e)) => return Some(Err(e)),
                 Err(_) => return Some(Err(ClientError::Closed)),
             }
         }
+    }
+
+    /// After an error: nothing more is fetched or handed out.
+    fn fuse(&mut self) {
+        self.next = self.range.end;
+        self.scheduled = self.end;
+        self.lanes.clear();
+        self.ready.clear();
     }
 
     /// The fetch as a `Stream` of verified bytes.
@@ -181,20 +240,34 @@ impl Fetch {
     }
 }
 
-/// Fetches `chunks` whole and verified, from the first of `sources` that serves them right.
-async fn fetch_stripe(
-    sources: Vec<Source>,
+/// One stripe's work: its chunks and the relays to try, in order (with their index).
+struct StripeJob {
+    sources: Vec<(usize, Source)>,
+    failures: Arc<Vec<AtomicU32>>,
     cid: Cid,
     manifest: Arc<Manifest>,
     chunks: Range<u32>,
-) -> Result<Vec<(u32, Bytes)>, ClientError> {
+}
+
+/// Fetches a stripe's chunks whole and verified, from the first relay that serves them right.
+async fn fetch_stripe(job: StripeJob) -> Result<Vec<(u32, Bytes)>, ClientError> {
+    let StripeJob {
+        sources,
+        failures,
+        cid,
+        manifest,
+        chunks,
+    } = job;
     let mut got = Vec::with_capacity(chunks.len());
     let mut failure = FetchError::Unexpected("no relay to fetch from".into());
-    for source in &sources {
+    for (index, source) in &sources {
         match from_source(source, &cid, &manifest, chunks.clone(), &mut got).await {
             Ok(()) => return Ok(got),
             Err(e) => {
                 tracing::warn!("fetching chunks {chunks:?} of {cid} failed: {e}; next relay");
+                if let Some(failed) = failures.get(*index) {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
                 failure = e;
             }
         }
@@ -202,11 +275,21 @@ async fn fetch_stripe(
     Err(failure.into())
 }
 
+/// `work`, or a connection error once `limit` passed.
+async fn within<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, FetchError>>,
+) -> Result<T, FetchError> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(FetchError::Connection("the relay stalled".into())))
+}
+
 /// Reads the rest of `chunks` (after those in `got`) from one relay into `got`.
 async fn from_source(
     source: &Source,
     cid: &Cid,
-    manifest: &Manifest,
+    manifest: &Arc<Manifest>,
     chunks: Range<u32>,
     got: &mut Vec<(u32, Bytes)>,
 ) -> Result<(), FetchError> {
@@ -219,19 +302,19 @@ async fn from_source(
         }
         let start = manifest.chunk_range(from)?.start;
         let end = manifest.chunk_range(chunks.end - 1)?.end;
-        let request = CdnRequest::Get {
+        let request = CdnRequest::GetChunks {
             cid: *cid,
-            range: Some((start, end)),
-            local_only: false,
+            range: (start, end),
             recheck: std::mem::take(&mut recheck),
         };
-        let mut serving = Serving::open(&source.conn, cid, &request).await?;
+        let opening = Serving::open_known(&source.conn, manifest.clone(), &request);
+        let mut serving = within(OPEN_TIMEOUT, opening).await?;
         if serving.chunks() != (from..chunks.end) {
             let served = serving.chunks();
             return Err(FetchError::Unexpected(format!("served chunks {served:?}")));
         }
         loop {
-            match serving.next_chunk().await {
+            match within(CHUNK_TIMEOUT, serving.next_chunk()).await {
                 Ok(Some((i, data))) => {
                     source.usage.count(Service::Cdn, data.len());
                     got.push((i, data));

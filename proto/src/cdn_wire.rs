@@ -2,7 +2,8 @@
 //!
 //! Put: `Put{manifest}` → `Need{chunks}` → the needed chunks' bytes, raw and in order → the
 //! sender finishes its side → `Published`. Get: `Get{cid, range}` → `Serving{manifest, chunks}`
-//! → the bytes of those whole chunks, raw, then the relay finishes the stream. Raw bytes are
+//! → the bytes of those whole chunks, raw, then the relay finishes the stream (`GetChunks` →
+//! `Chunks{chunks}` the same, for a requester that has the manifest). Raw bytes are
 //! checked chunk by chunk against the manifest by whoever receives them.
 
 use std::ops::Range;
@@ -49,6 +50,16 @@ pub enum CdnRequest {
         /// The encoded allowance.
         allowance: Bytes,
     },
+    /// Like [`CdnRequest::Get`] for a requester that holds the manifest already (a striped
+    /// fetch): answered by [`CdnReply::Chunks`], without the manifest.
+    GetChunks {
+        /// The content.
+        cid: Cid,
+        /// Byte range `[start, end)` within the file.
+        range: (u64, u64),
+        /// Chunks to re-check, as in [`CdnRequest::Get`].
+        recheck: Vec<u32>,
+    },
 }
 
 impl CdnRequest {
@@ -92,6 +103,13 @@ pub enum CdnReply {
     Allowed,
     /// The request was refused.
     Refused(CdnRefusal),
+    /// `GetChunks` accepted: the bytes of chunks `first..end` follow.
+    Chunks {
+        /// First chunk sent.
+        first: u32,
+        /// One past the last chunk sent.
+        end: u32,
+    },
 }
 
 /// Why a CDN request was refused.

@@ -2,6 +2,7 @@
 //! content id), then read whole chunks, each checked against the manifest before it is handed out.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
@@ -85,10 +86,37 @@ impl RawReader {
     }
 }
 
+/// Sends `request` on a new CDN stream of `conn`; returns the first reply and the stream.
+async fn ask(
+    conn: &quinn::Connection,
+    request: &CdnRequest,
+) -> Result<
+    (
+        CdnReply,
+        FramedRead<quinn::RecvStream, FrameCodec<CdnReply>>,
+    ),
+    FetchError,
+> {
+    let (mut send, recv) = conn.open_bi().await.map_err(FetchError::conn)?;
+    send.write_all(&encode_frame(&Open::Cdn)?)
+        .await
+        .map_err(FetchError::conn)?;
+    let mut out = FramedWrite::new(send, FrameCodec::<CdnRequest>::new(MAX_CDN_FRAME));
+    out.send(request.clone()).await?;
+    out.get_mut().finish().ok();
+    let mut frames = FramedRead::new(recv, FrameCodec::<CdnReply>::new(MAX_CDN_FRAME));
+    match frames.next().await {
+        Some(Ok(reply)) => Ok((reply, frames)),
+        Some(Err(FrameError::Io(e))) => Err(FetchError::conn(e)),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(FetchError::conn("the relay closed the stream")),
+    }
+}
+
 /// An answered `Get`: the manifest, then whole chunks in order, each already verified.
 pub struct Serving {
     /// The content's manifest (its hash is the content id asked for).
-    pub manifest: Manifest,
+    pub manifest: Arc<Manifest>,
     next: u32,
     end: u32,
     raw: RawReader,
@@ -102,20 +130,7 @@ impl Serving {
         cid: &Cid,
         request: &CdnRequest,
     ) -> Result<Self, FetchError> {
-        let (mut send, recv) = conn.open_bi().await.map_err(FetchError::conn)?;
-        send.write_all(&encode_frame(&Open::Cdn)?)
-            .await
-            .map_err(FetchError::conn)?;
-        let mut out = FramedWrite::new(send, FrameCodec::<CdnRequest>::new(MAX_CDN_FRAME));
-        out.send(request.clone()).await?;
-        out.get_mut().finish().ok();
-        let mut frames = FramedRead::new(recv, FrameCodec::<CdnReply>::new(MAX_CDN_FRAME));
-        let reply = match frames.next().await {
-            Some(Ok(reply)) => reply,
-            Some(Err(FrameError::Io(e))) => return Err(FetchError::conn(e)),
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err(FetchError::conn("the relay closed the stream")),
-        };
+        let (reply, frames) = ask(conn, request).await?;
         let (manifest, first, end) = match reply {
             CdnReply::Serving {
                 manifest,
@@ -125,17 +140,40 @@ impl Serving {
             CdnReply::Refused(why) => return Err(why.into()),
             other => return Err(FetchError::Unexpected(format!("{other:?}"))),
         };
-        let manifest = Manifest::decode_for(cid, &manifest)?;
-        if first > end || end > manifest.chunk_count() {
+        let manifest = Arc::new(Manifest::decode_for(cid, &manifest)?);
+        Self::answered(manifest, first..end, frames)
+    }
+
+    /// Sends `request` (a `GetChunks`) for content whose verified `manifest` the requester
+    /// holds; the answer carries chunks only.
+    pub async fn open_known(
+        conn: &quinn::Connection,
+        manifest: Arc<Manifest>,
+        request: &CdnRequest,
+    ) -> Result<Self, FetchError> {
+        let (reply, frames) = ask(conn, request).await?;
+        match reply {
+            CdnReply::Chunks { first, end } => Self::answered(manifest, first..end, frames),
+            CdnReply::Refused(why) => Err(why.into()),
+            other => Err(FetchError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    fn answered(
+        manifest: Arc<Manifest>,
+        chunks: Range<u32>,
+        frames: FramedRead<quinn::RecvStream, FrameCodec<CdnReply>>,
+    ) -> Result<Self, FetchError> {
+        if chunks.start > chunks.end || chunks.end > manifest.chunk_count() {
             return Err(FetchError::Unexpected(format!(
-                "chunks {first}..{end} of {}",
+                "chunks {chunks:?} of {}",
                 manifest.chunk_count()
             )));
         }
         Ok(Self {
             manifest,
-            next: first,
-            end,
+            next: chunks.start,
+            end: chunks.end,
             raw: RawReader::after(frames),
         })
     }

@@ -106,7 +106,7 @@ async fn manifest_from_peers(
                     .map_err(failed)?;
                 // Cached here now: others may find it here too.
                 cdn.control.provide(cid);
-                return Ok(serving.manifest);
+                return Ok(Arc::unwrap_or_clone(serving.manifest));
             }
             Err(FetchError::Corrupt(e)) => {
                 warn!("peer {} served a wrong manifest: {e}", id.short());

@@ -55,7 +55,29 @@ pub async fn serve_cdn<C>(
         } => {
             let from_peers = !(local_only || from_link);
             let meter = meter.filter(|_| !from_link);
-            get(&cdn, cid, range, from_peers, recheck, meter, out).await
+            let ask = Ask {
+                cid,
+                range,
+                from_peers,
+                recheck,
+                with_manifest: true,
+            };
+            get(&cdn, ask, meter, out).await
+        }
+        CdnRequest::GetChunks {
+            cid,
+            range,
+            recheck,
+        } => {
+            let meter = meter.filter(|_| !from_link);
+            let ask = Ask {
+                cid,
+                range: Some(range),
+                from_peers: !from_link,
+                recheck,
+                with_manifest: false,
+            };
+            get(&cdn, ask, meter, out).await
         }
         CdnRequest::Unpublish { cid } => {
             let result = unpublish(&cdn, peer, &cid).await;
@@ -191,15 +213,30 @@ async fn upload(
     Ok(new)
 }
 
-async fn get(
-    cdn: &Arc<Cdn>,
+/// What a `Get` or `GetChunks` asks for.
+struct Ask {
     cid: Cid,
     range: Option<(u64, u64)>,
+    /// Whether missing chunks may be fetched from peers.
     from_peers: bool,
     recheck: Vec<u32>,
+    /// Whether the answer carries the manifest (`Serving`) or not (`Chunks`).
+    with_manifest: bool,
+}
+
+async fn get(
+    cdn: &Arc<Cdn>,
+    ask: Ask,
     meter: Option<Arc<ClientMeter>>,
     out: Out,
 ) -> Result<(), FrameError> {
+    let Ask {
+        cid,
+        range,
+        from_peers,
+        recheck,
+        with_manifest,
+    } = ask;
     let mut source = match ChunkSource::open(cdn.clone(), cid, from_peers).await {
         Ok(s) => s,
         Err(why) => return finish(out, Err(why)).await,
@@ -219,12 +256,18 @@ async fn get(
     }
     source.recheck(recheck);
     let mut out = out;
-    out.send(CdnReply::Serving {
-        manifest: source.manifest.encode().into(),
-        first: chunks.start,
-        end: chunks.end,
-    })
-    .await?;
+    let reply = match with_manifest {
+        true => CdnReply::Serving {
+            manifest: source.manifest.encode().into(),
+            first: chunks.start,
+            end: chunks.end,
+        },
+        false => CdnReply::Chunks {
+            first: chunks.start,
+            end: chunks.end,
+        },
+    };
+    out.send(reply).await?;
     let mut send = out.into_inner();
     for i in chunks.clone() {
         let data = match source.chunk(i, chunks.end).await {
