@@ -31,20 +31,27 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-start_relay() { # name, peers... ; prints the relay address
-  local dir=$WORK/$1; shift
-  "$RELAY" init --data-dir "$dir" --listen 127.0.0.1:0 --http "127.0.0.1:$(free_port)" >/dev/null
-  if [ $# -gt 0 ]; then
-    python3 - "$dir/config.toml" "$@" <<'PY'
-import sys
+set_peers() { # name, peers...
+  python3 - "$WORK/$1/config.toml" "${@:2}" <<'PY'
+import re, sys
 path, peers = sys.argv[1], sys.argv[2:]
-text = open(path).read().replace("peers = []", "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]")
+text = re.sub(r"(?m)^peers = \[.*\]$", "peers = [" + ", ".join(f'"{p}"' for p in peers) + "]", open(path).read())
 open(path, "w").write(text)
 PY
-  fi
-  "$RELAY" run --data-dir "$dir" >"$dir.addr" 2>"$dir.log" &
+}
+run_relay() { # name ; prints the relay address
+  local dir=$WORK/$1
+  rm -f "$dir.addr"
+  "$RELAY" run --data-dir "$dir" >"$dir.addr" 2>>"$dir.log" &
+  echo $! >"$dir.pid"
   for _ in $(seq 100); do [ -s "$dir.addr" ] && break; sleep 0.1; done
   head -1 "$dir.addr"
+}
+start_relay() { # name, peers... ; prints the relay address
+  local dir=$WORK/$1
+  "$RELAY" init --data-dir "$dir" --listen "127.0.0.1:$(free_port)" --http "127.0.0.1:$(free_port)" >/dev/null
+  set_peers "$@"
+  run_relay "$1"
 }
 http_of() { grep -o '^http = .*' "$WORK/$1/config.toml" | cut -d'"' -f2; }
 
@@ -52,6 +59,12 @@ mkdir -p "$WORK/www"
 head -c $((256 << 20)) /dev/urandom >"$WORK/www/file.bin"
 ORIGIN=$(start_relay origin)
 EDGE=$(start_relay edge "$ORIGIN")
+# Without a chain, relays link only with relays their operators configured: both ways. The
+# origin learns the edge's address now, and restarts with it.
+kill "$(cat "$WORK/origin.pid")"
+while kill -0 "$(cat "$WORK/origin.pid")" 2>/dev/null; do sleep 0.1; done
+set_peers origin "$EDGE"
+ORIGIN=$(run_relay origin)
 "$TOP" --home "$WORK/home" init --relay "$ORIGIN" >/dev/null 2>&1
 CID=$("$TOP" --home "$WORK/home" cdn put "$WORK/www/file.bin")
 GW="http://$(http_of edge)/cdn/$CID"

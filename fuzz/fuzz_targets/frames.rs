@@ -7,13 +7,16 @@ use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
 use top_proto::cdn::{Cid, Manifest};
 use top_proto::cdn_wire::{CdnReply, CdnRequest};
-use top_proto::frame::{FrameCodec, LinkFrame, Open, PipeReply, SessionFrame, decode_body};
+use top_proto::frame::{
+    FrameCodec, LinkFrame, Open, PipeReply, RealtimeReply, SessionFrame, decode_body,
+};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_body::<SessionFrame>(data);
     let _ = decode_body::<LinkFrame>(data);
     let _ = decode_body::<Open>(data);
     let _ = decode_body::<PipeReply>(data);
+    let _ = decode_body::<RealtimeReply>(data);
     let _ = decode_body::<CdnRequest>(data);
     let _ = decode_body::<CdnReply>(data);
     if let Ok(m) = Manifest::decode(data) {

@@ -1,5 +1,6 @@
 //! A VPN peer's bytes: tunnel handshakes, datagrams (with a live key and replay window), the
-//! control stream's frames, proxied-connect requests and the packet checks: must never panic.
+//! control stream's frames, proxied-connect requests and the packet checks; realtime pipes'
+//! handshakes, key confirmations and datagrams (same keys, behind a flow id): must never panic.
 #![no_main]
 
 use std::sync::{LazyLock, Mutex};
@@ -17,6 +18,7 @@ struct Keys {
     exit_id: AccountId,
     client: Identity,
     opener: Mutex<DatagramOpener>,
+    realtime: Mutex<top_proto::realtime::RealtimeOpener>,
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| {
@@ -44,11 +46,17 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
         .unwrap();
     drop(init.finish(&reply).unwrap());
     let (_, opener) = exit_keys.split();
+    let (start, first) =
+        top_proto::realtime::RealtimeInitiator::start(&client, &exit.account_id()).unwrap();
+    let (reply, realtime) = top_proto::realtime::respond(&exit, &first).unwrap();
+    drop(start.finish(&reply).unwrap());
+    let (_, realtime) = realtime.split();
     Keys {
         exit_id: exit.account_id(),
         exit,
         client,
         opener: Mutex::new(opener),
+        realtime: Mutex::new(realtime),
     }
 });
 
@@ -59,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
     // Reading a handshake costs a key exchange too: only for inputs that ask for it.
     if data.first() == Some(&0xF2) {
         let _ = TunnelResponder::read(&keys.exit, &data[1..]);
+        let _ = top_proto::realtime::respond(&keys.exit, &data[1..]);
     }
     // A handshake reply costs a key exchange: only for inputs that ask for it.
     if data.first() == Some(&0xF1)
@@ -69,6 +78,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = ipv4_endpoints(data);
     let _ = ip_endpoints(data);
     let _ = decode_body::<VpnFrame>(data);
+    let _ = top_proto::realtime::flow_of(data);
+    let _ = keys.realtime.lock().unwrap().open(data, &mut out);
+    let _ = keys.realtime.lock().unwrap().check_confirmation(data);
     let _ = postcard::from_bytes::<ConnectRequest>(data);
     let _ = postcard::from_bytes::<ConnectReply>(data);
 });

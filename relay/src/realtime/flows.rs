@@ -4,8 +4,8 @@
 //! open and close pipes. A connection's datagrams belong either to realtime flows or to a VPN
 //! tunnel, never both ([`Flows::claim_for_vpn`]).
 //!
-//! Per datagram, cheapest check first: flow id known on this connection, size fits the next
-//! hop, the queue towards it below [`QUEUE_LIMIT`] (a burst is dropped here, counted, not
+//! Per datagram, cheapest check first: flow id known on this connection, the queue towards the
+//! next hop below [`QUEUE_LIMIT`] (a burst is dropped here, counted, not
 //! queued for seconds), the sender's credit (exactly the datagram's bytes); then the flow id is
 //! rewritten into an arena (one allocation per [`ARENA`] bytes, not per datagram) and sent.
 
@@ -312,10 +312,7 @@ fn forward(
         return;
     };
     let len = datagram.len();
-    if route.to.max_datagram_size().is_none_or(|max| len > max) {
-        metrics.dropped_too_large.inc();
-        return;
-    }
+    // (Too large for the next hop: `send_datagram` says so, counted below.)
     let queued = DATAGRAM_SEND_BUFFER.saturating_sub(route.to.datagram_send_buffer_space());
     if queued + len > QUEUE_LIMIT {
         metrics.dropped_queue.inc();
