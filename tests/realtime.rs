@@ -440,3 +440,36 @@ async fn opening_a_pipe_on_a_billing_relay_needs_a_channel() {
     bob.close().await;
     relay.shutdown().await;
 }
+
+/// A receive-only peer drops its sending half: the pipe stays open until both halves are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_only_peer_keeps_the_pipe_open() {
+    let dir = tempfile::tempdir().unwrap();
+    init_relay(dir.path());
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = connect(&relay, Identity::generate()).await;
+    let bob = connect(&relay, Identity::generate()).await;
+    let (mut a, b) = pair(&alice, &bob).await;
+    let (b_send, mut b_recv) = b.split();
+    drop(b_send);
+    let mut out = vec![0u8; 2048];
+    for i in 0..50u8 {
+        assert_eq!(a.send(&[i; 100]).unwrap(), Sent::Queued, "datagram {i}");
+        let n = tokio::time::timeout(PATIENCE, b_recv.recv(&mut out))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&out[..n], &[i; 100]);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Dropping the last half closes it.
+    drop(b_recv);
+    wait_until("the pipe closed", async || {
+        metric(&relay, "toprelay_realtime_pipes") == 0
+    })
+    .await;
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}

@@ -111,8 +111,9 @@ pub struct RealtimeSender {
     arena: BytesMut,
     usage: Arc<UsageCounter>,
     stats: Arc<RealtimeStats>,
-    /// The pipe's stream: finishing it closes the pipe at every hop.
-    control: quinn::SendStream,
+    /// The pipe's stream, shared by both halves: finishing it (or dropping both halves) closes
+    /// the pipe at every hop.
+    control: Arc<std::sync::Mutex<quinn::SendStream>>,
     /// Set once the pipe closed (the peer or a relay ended it).
     closed: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -124,6 +125,8 @@ pub struct RealtimeReceiver {
     inbox: mpsc::Receiver<Bytes>,
     stats: Arc<RealtimeStats>,
     _slot: demux::FlowSlot,
+    /// Keeps the pipe open while this half lives (a receive-only peer drops its sender).
+    _control: Arc<std::sync::Mutex<quinn::SendStream>>,
 }
 
 impl RealtimePipe {
@@ -208,9 +211,11 @@ impl RealtimeSender {
         Ok(Sent::Queued)
     }
 
-    /// Closes the pipe for both peers.
-    pub fn close(mut self) {
-        self.control.finish().ok();
+    /// Closes the pipe for both peers (dropping both halves does too).
+    pub fn close(self) {
+        if let Ok(mut control) = self.control.lock() {
+            control.finish().ok();
+        }
     }
 }
 

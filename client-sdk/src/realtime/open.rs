@@ -155,7 +155,7 @@ fn assemble<T>(
     if max_payload == 0 {
         return Err(RealtimeError::NoDatagrams.into());
     }
-    let control = out.into_inner();
+    let control = Arc::new(std::sync::Mutex::new(out.into_inner()));
     let mut watched = records.into_inner();
     let (demux, id) = (side.demux.clone(), slot.id());
     let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -176,7 +176,7 @@ fn assemble<T>(
             arena: BytesMut::with_capacity(ARENA),
             usage: side.usage.clone(),
             stats: stats.clone(),
-            control,
+            control: control.clone(),
             closed,
         },
         receiver: RealtimeReceiver {
@@ -185,6 +185,7 @@ fn assemble<T>(
             inbox,
             stats,
             _slot: slot,
+            _control: control,
         },
     })
 }
