@@ -125,6 +125,16 @@ fn init_relay(dir: &Path) {
     init(dir, InitOptions::loopback()).unwrap();
 }
 
+/// A relay that does not bill, and two clients connected to it.
+async fn free_relay_and_two_clients() -> (tempfile::TempDir, Relay, Client, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    init_relay(dir.path());
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = connect(&relay, Identity::generate()).await;
+    let bob = connect(&relay, Identity::generate()).await;
+    (dir, relay, alice, bob)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_cross_two_linked_relays_and_a_missing_peer_fails_clearly() {
     let root = tempfile::tempdir().unwrap();
@@ -161,11 +171,7 @@ async fn datagrams_cross_two_linked_relays_and_a_missing_peer_fails_clearly() {
 /// the sender. The queue holds at most [`SEND_QUEUE_LIMIT`]; the rest is dropped and counted.
 #[tokio::test(flavor = "current_thread")]
 async fn a_burst_larger_than_the_path_is_dropped_at_the_senders_queue() {
-    let dir = tempfile::tempdir().unwrap();
-    init_relay(dir.path());
-    let relay = Relay::start(dir.path()).await.unwrap();
-    let alice = connect(&relay, Identity::generate()).await;
-    let bob = connect(&relay, Identity::generate()).await;
+    let (_dir, relay, alice, bob) = free_relay_and_two_clients().await;
     let (mut a, mut b) = pair(&alice, &bob).await;
     let burst = 10_000u64;
     let payload = [7u8; PAYLOAD];
@@ -218,11 +224,7 @@ async fn a_burst_larger_than_the_path_is_dropped_at_the_senders_queue() {
 /// A stranger's datagrams, under every flow id, reach nobody: flow ids are per connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_datagrams_reach_no_pipe() {
-    let dir = tempfile::tempdir().unwrap();
-    init_relay(dir.path());
-    let relay = Relay::start(dir.path()).await.unwrap();
-    let alice = connect(&relay, Identity::generate()).await;
-    let bob = connect(&relay, Identity::generate()).await;
+    let (_dir, relay, alice, bob) = free_relay_and_two_clients().await;
     let mallory_key = Identity::generate();
     let mallory = connect(&relay, mallory_key.clone()).await;
     let (mut a, mut b) = pair(&alice, &bob).await;
@@ -307,11 +309,7 @@ async fn a_sender_that_stops_paying_is_stopped_at_the_credit_window() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn sending_allocates_nothing_per_datagram() {
-    let dir = tempfile::tempdir().unwrap();
-    init_relay(dir.path());
-    let relay = Relay::start(dir.path()).await.unwrap();
-    let alice = connect(&relay, Identity::generate()).await;
-    let bob = connect(&relay, Identity::generate()).await;
+    let (_dir, relay, alice, bob) = free_relay_and_two_clients().await;
     let (mut a, mut b) = pair(&alice, &bob).await;
     let payload = [9u8; PAYLOAD];
     let mut out = vec![0u8; 2048];
@@ -444,11 +442,7 @@ async fn opening_a_pipe_on_a_billing_relay_needs_a_channel() {
 /// A receive-only peer drops its sending half: the pipe stays open until both halves are gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receive_only_peer_keeps_the_pipe_open() {
-    let dir = tempfile::tempdir().unwrap();
-    init_relay(dir.path());
-    let relay = Relay::start(dir.path()).await.unwrap();
-    let alice = connect(&relay, Identity::generate()).await;
-    let bob = connect(&relay, Identity::generate()).await;
+    let (_dir, relay, alice, bob) = free_relay_and_two_clients().await;
     let (mut a, b) = pair(&alice, &bob).await;
     let (b_send, mut b_recv) = b.split();
     drop(b_send);
