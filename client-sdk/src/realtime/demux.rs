@@ -97,7 +97,10 @@ impl Demux {
         let Ok(mut flows) = self.flows.lock() else {
             return;
         };
-        let Some(inbox) = flow_of(&datagram).and_then(|id| flows.inboxes.get(&id)) else {
+        let Some(id) = flow_of(&datagram) else {
+            return;
+        };
+        let Some(inbox) = flows.inboxes.get(&id) else {
             return;
         };
         match inbox.tx.try_send(datagram) {
@@ -105,10 +108,8 @@ impl Demux {
             Err(mpsc::error::TrySendError::Full(_)) => {
                 inbox.stats.dropped_inbox.fetch_add(1, Ordering::Relaxed);
             }
-            Err(mpsc::error::TrySendError::Closed(d)) => {
-                if let Some(id) = flow_of(&d) {
-                    flows.inboxes.remove(&id);
-                }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                flows.inboxes.remove(&id);
             }
         }
     }
