@@ -38,6 +38,9 @@ impl Default for BillingOptions {
     }
 }
 
+/// Bytes a relay may claim beyond this client's count whatever the count: traffic in flight.
+const SLACK_BYTES: u64 = 64 * 1024;
+
 /// Bytes this client sent and received per service, counted on its own side.
 #[derive(Debug, Default)]
 pub struct UsageCounter {
@@ -46,6 +49,9 @@ pub struct UsageCounter {
     pipe: AtomicU64,
     vpn: AtomicU64,
     cdn: AtomicU64,
+    /// Of the VPN bytes, those proven by a third party's signed count (an exit's, for an entry):
+    /// exact, so they earn no slack.
+    proven: AtomicU64,
 }
 
 impl UsageCounter {
@@ -62,6 +68,19 @@ impl UsageCounter {
     pub(crate) fn vpn(&self, bytes: usize) {
         self.vpn.fetch_add(bytes as u64, Ordering::Relaxed);
     }
+    /// Counts VPN bytes another party proved were carried (see `proven`).
+    pub(crate) fn vpn_proven(&self, bytes: u64) {
+        self.vpn.fetch_add(bytes, Ordering::Relaxed);
+        self.proven.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// How far a relay's claim may run ahead of this count (traffic in flight): a fixed amount
+    /// plus a sixteenth of what was counted, except what was proven by a signed count.
+    pub(crate) fn slack(&self, counted: &Usage) -> u64 {
+        let proven = self.proven.load(Ordering::Relaxed);
+        SLACK_BYTES + counted.total().saturating_sub(proven) / 16
+    }
+
     /// Counts bytes of `service`.
     pub(crate) fn count(&self, service: top_billing::Service, bytes: usize) {
         match service {
@@ -211,7 +230,7 @@ pub(crate) async fn start_on(
                     let mut waited = 0;
                     let signed_receipt = loop {
                         let counted = usage.snapshot();
-                        let slack = 64 * 1024 + counted.total() / 16;
+                        let slack = usage.slack(&counted);
                         match payer.sign(&identity, &claimed, cum_amount, &counted, slack) {
                             Err(top_billing::PayError::Overclaimed) if waited < CATCH_UP_POLLS => {
                                 waited += 1;

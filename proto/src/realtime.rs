@@ -10,6 +10,7 @@ use crate::id::AccountId;
 use crate::identity::Identity;
 use crate::vpn::cipher::{
     DatagramOpener, DatagramSealer, TunnelKeys, VpnCryptoError, ik_initiator, ik_responder,
+    session_of,
 };
 
 /// Binds realtime handshakes to their purpose (a VPN handshake can never be taken for one).
@@ -58,12 +59,13 @@ impl RealtimeInitiator {
         self.hs
             .read_message(reply, &mut payload)
             .map_err(|_| VpnCryptoError::Handshake("reply rejected"))?;
+        let session = session_of(&self.hs)?;
         let transport = self
             .hs
             .into_stateless_transport_mode()
             .map_err(|_| VpnCryptoError::Handshake("incomplete"))?;
         Ok(RealtimeKeys {
-            keys: TunnelKeys::new(transport),
+            keys: TunnelKeys::new(transport, session),
             peer: self.peer,
         })
     }
@@ -81,13 +83,14 @@ pub fn respond(
         .write_message(&[], &mut reply)
         .map_err(|_| VpnCryptoError::Handshake("write"))?;
     reply.truncate(n);
+    let session = session_of(&hs)?;
     let transport = hs
         .into_stateless_transport_mode()
         .map_err(|_| VpnCryptoError::Handshake("incomplete"))?;
     Ok((
         reply,
         RealtimeKeys {
-            keys: TunnelKeys::new(transport),
+            keys: TunnelKeys::new(transport, session),
             peer,
         },
     ))

@@ -20,6 +20,7 @@ use top_proto::vpn::cipher::{
 };
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
+use super::proof::{ReceivedProof, read_received};
 use crate::error::{ClientError, VpnError};
 use crate::payment::{BillingOptions, BillingState, UsageCounter};
 use crate::pipe::Pipe;
@@ -48,6 +49,8 @@ pub struct TunnelOptions {
 pub struct TunnelStats {
     /// Datagram bytes sent.
     pub bytes_sent: AtomicU64,
+    /// Of those, bytes the exit acknowledged receiving intact (its signed count).
+    pub bytes_acked: AtomicU64,
     /// Datagram bytes received.
     pub bytes_received: AtomicU64,
     /// Packets sent.
@@ -77,6 +80,9 @@ pub struct Tunnel {
     ended: tokio_util::sync::CancellationToken,
     usage: Arc<UsageCounter>,
     stats: Arc<TunnelStats>,
+    /// What the entry may claim: datagrams received through it, and those the exit
+    /// acknowledged (2 hops only).
+    entry_usage: Option<Arc<UsageCounter>>,
     entry_billing: Option<BillingState>,
     exit_billing: Option<BillingState>,
 }
@@ -89,9 +95,14 @@ impl Tunnel {
         let endpoint = client_endpoint(&first.host_port)?;
         let conn = dial(&endpoint, &identity, first).await?;
         let usage = Arc::new(UsageCounter::default());
-        let entry_billing = match &options.via {
-            Some(_) => {
-                crate::payment::start(&conn, &identity, &options.billing, usage.clone()).await?
+        let entry_usage = options
+            .via
+            .as_ref()
+            .map(|_| Arc::new(UsageCounter::default()));
+        let entry_billing = match &entry_usage {
+            Some(entry_usage) => {
+                crate::payment::start(&conn, &identity, &options.billing, entry_usage.clone())
+                    .await?
             }
             None => None,
         };
@@ -138,6 +149,14 @@ impl Tunnel {
         let mtu = lease
             .mtu
             .min(u16::try_from(path.saturating_sub(OVERHEAD)).unwrap_or(u16::MAX));
+        let stats: Arc<TunnelStats> = Arc::default();
+        let proof = ReceivedProof::new(exit_id, keys.session());
+        tokio::spawn(read_received(
+            conn.clone(),
+            proof,
+            stats.clone(),
+            entry_usage.clone(),
+        ));
         let (sealer, opener) = keys.split();
         // The exit sends nothing more on the control stream: its end means the session ended.
         let ended = tokio_util::sync::CancellationToken::new();
@@ -160,7 +179,8 @@ impl Tunnel {
             _control: out.into_inner(),
             ended,
             usage,
-            stats: Arc::default(),
+            stats,
+            entry_usage,
             entry_billing,
             exit_billing,
         })
@@ -196,9 +216,15 @@ impl Tunnel {
         self.stats.clone()
     }
 
-    /// Bytes this tunnel counted (what its relays bill).
+    /// Bytes this tunnel counted (what the exit, or a 1-hop relay, may bill).
     pub fn usage(&self) -> top_billing::Usage {
         self.usage.snapshot()
+    }
+
+    /// What the entry of a 2-hop route may bill: datagrams received through it and those the
+    /// exit acknowledged receiving (`None` for 1 hop).
+    pub fn entry_usage(&self) -> Option<top_billing::Usage> {
+        self.entry_usage.as_ref().map(|u| u.snapshot())
     }
 
     /// The entry's and the exit's channels, when they charge.
@@ -232,6 +258,7 @@ impl Tunnel {
             conn: self.conn.clone(),
             opener: self.opener.take()?,
             usage: self.usage.clone(),
+            entry_usage: self.entry_usage.clone(),
             stats: self.stats.clone(),
             uncounted: 0,
         })
@@ -319,6 +346,8 @@ impl TunnelSender {
             Err(_) => return Err(ClientError::Closed),
         }
         self.uncounted += n as u64;
+        // Exact at once: the exit's acknowledgements are checked against it.
+        self.stats.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
         self.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
         if self.uncounted >= COUNT_STEP {
             self.flush_counts();
@@ -328,9 +357,6 @@ impl TunnelSender {
 
     fn flush_counts(&mut self) {
         self.usage.vpn(self.uncounted as usize);
-        self.stats
-            .bytes_sent
-            .fetch_add(self.uncounted, Ordering::Relaxed);
         self.uncounted = 0;
     }
 }
@@ -346,6 +372,7 @@ pub struct TunnelReceiver {
     conn: quinn::Connection,
     opener: DatagramOpener,
     usage: Arc<UsageCounter>,
+    entry_usage: Option<Arc<UsageCounter>>,
     stats: Arc<TunnelStats>,
     uncounted: u64,
 }
@@ -381,11 +408,7 @@ impl TunnelReceiver {
                 self.uncounted += datagram.len() as u64;
                 self.stats.packets_received.fetch_add(1, Ordering::Relaxed);
                 if self.uncounted >= COUNT_STEP {
-                    self.usage.vpn(self.uncounted as usize);
-                    self.stats
-                        .bytes_received
-                        .fetch_add(self.uncounted, Ordering::Relaxed);
-                    self.uncounted = 0;
+                    self.flush_counts();
                 }
                 Some(n)
             }
@@ -401,12 +424,22 @@ impl TunnelReceiver {
     }
 }
 
-impl Drop for TunnelReceiver {
-    fn drop(&mut self) {
+impl TunnelReceiver {
+    fn flush_counts(&mut self) {
         self.usage.vpn(self.uncounted as usize);
+        if let Some(entry) = &self.entry_usage {
+            entry.vpn(self.uncounted as usize);
+        }
         self.stats
             .bytes_received
             .fetch_add(self.uncounted, Ordering::Relaxed);
+        self.uncounted = 0;
+    }
+}
+
+impl Drop for TunnelReceiver {
+    fn drop(&mut self) {
+        self.flush_counts();
     }
 }
 

@@ -147,11 +147,12 @@ impl TunnelInitiator {
             .map_err(|_| VpnCryptoError::Handshake("reply rejected"))?;
         let lease: Lease = postcard::from_bytes(&payload[..n])
             .map_err(|_| VpnCryptoError::Handshake("malformed lease"))?;
+        let session = session_of(&self.hs)?;
         let transport = self
             .hs
             .into_stateless_transport_mode()
             .map_err(|_| VpnCryptoError::Handshake("incomplete"))?;
-        Ok((lease, TunnelKeys::new(transport)))
+        Ok((lease, TunnelKeys::new(transport, session)))
     }
 }
 
@@ -179,25 +180,41 @@ impl TunnelResponder {
             .write_message(&payload, &mut msg)
             .map_err(|_| VpnCryptoError::Handshake("write"))?;
         msg.truncate(n);
+        let session = session_of(&self.hs)?;
         let transport = self
             .hs
             .into_stateless_transport_mode()
             .map_err(|_| VpnCryptoError::Handshake("incomplete"))?;
-        Ok((msg, TunnelKeys::new(transport)))
+        Ok((msg, TunnelKeys::new(transport, session)))
     }
+}
+
+/// The Noise handshake hash of a finished handshake: the same at both ends, unique to the
+/// session, and out of reach of anyone between them (it names the session in signed acks).
+pub(crate) fn session_of(hs: &HandshakeState) -> Result<[u8; 32], VpnCryptoError> {
+    hs.get_handshake_hash()
+        .try_into()
+        .map_err(|_| VpnCryptoError::Handshake("handshake hash"))
 }
 
 /// Established tunnel keys; split into one [`DatagramSealer`] and one [`DatagramOpener`].
 pub struct TunnelKeys {
     transport: Arc<StatelessTransportState>,
+    session: [u8; 32],
 }
 
 impl TunnelKeys {
-    /// Keys from a finished handshake.
-    pub(crate) fn new(transport: StatelessTransportState) -> Self {
+    /// Keys from a finished handshake whose hash is `session`.
+    pub(crate) fn new(transport: StatelessTransportState, session: [u8; 32]) -> Self {
         Self {
             transport: Arc::new(transport),
+            session,
         }
+    }
+
+    /// The session's handshake hash (the same at both ends).
+    pub fn session(&self) -> [u8; 32] {
+        self.session
     }
 
     /// The sending half (shareable: nonces come from an atomic counter) and the receiving half.

@@ -3,6 +3,7 @@
 
 pub mod cipher;
 pub mod packet;
+pub mod received;
 pub mod replay;
 
 use serde::{Deserialize, Serialize};

@@ -227,6 +227,22 @@ impl ClientMeter {
         self.paid.notify_waiters();
     }
 
+    /// Records usage already carried and says whether more may be carried now (credit window,
+    /// and the payer's and address's credit).
+    pub fn record_carried(&self, service: Service, bytes: u64) -> bool {
+        let mut m = lock(&self.meter);
+        m.record(service, bytes);
+        self.billed.add(service, bytes);
+        self.ask.notify_one();
+        m.may_carry() && self.reserve(&mut m)
+    }
+
+    /// Whether more may be carried now (credit window, and the payer's and address's credit).
+    pub fn may_carry(&self) -> bool {
+        let mut m = lock(&self.meter);
+        m.may_carry() && self.reserve(&mut m)
+    }
+
     /// Records usage already carried (e.g. mailbox storage once a message is stored).
     pub fn record(&self, service: Service, bytes: u64) {
         lock(&self.meter).record(service, bytes);

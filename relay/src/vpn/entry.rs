@@ -1,7 +1,8 @@
 //! The entry role of a 2-hop route: the client's `Via` streams are spliced to new streams on one
 //! connection this relay opens to the exit, and the client's datagrams are forwarded both ways
 //! untouched. The entry sees only Noise ciphertext (never the destination); the exit sees the
-//! entry's address (never the client's). Forwarded datagrams are metered on the client's meter.
+//! entry's address (never the client's). Datagrams to the client are metered on the client's
+//! meter as forwarded; datagrams to the exit as the exit acknowledges them ([`super::received`]).
 
 use std::sync::Arc;
 
@@ -9,8 +10,10 @@ use tokio::sync::OnceCell;
 use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
 use top_proto::frame::{FrameCodec, FrameError, Open};
+use top_proto::id::AccountId;
 use tracing::debug;
 
+use super::received::{UpstreamBilling, relay_received};
 use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
@@ -40,7 +43,7 @@ pub async fn serve_via(
                     debug!("entry cannot reach exit {to}: {e}");
                     FrameError::Unexpected("exit unreachable")
                 })?;
-            spawn_forwarders(&core, &client, &conn, meter);
+            spawn_forwarders(&core, &client, &conn, to.id, meter);
             Ok::<_, FrameError>((to.clone(), conn))
         })
         .await?;
@@ -74,24 +77,33 @@ pub async fn serve_via(
     Ok(())
 }
 
-/// Forwards datagrams client → exit and exit → client until either connection ends.
+/// Forwards datagrams client → exit and exit → client until either connection ends, and the
+/// exit's received counts to the client.
 fn spawn_forwarders(
     core: &Arc<Core>,
     client: &quinn::Connection,
     exit: &quinn::Connection,
+    exit_id: top_proto::id::RelayId,
     meter: Option<Arc<ClientMeter>>,
 ) {
     let (s, c, e) = (core.clone(), client.clone(), exit.clone());
-    let mut budget_up = Budget::new(meter.clone(), Service::Vpn);
+    let upstream = UpstreamBilling::new(meter.clone());
     let mut budget_down = Budget::new(meter, Service::Vpn);
+    let exit_account = AccountId::from_bytes(*exit_id.as_bytes()).ok();
     core.tasks.spawn(async move {
         s.metrics.vpn.forwards.inc();
         let up = async {
             while let Ok(d) = c.read_datagram().await {
-                if super::spend(&s, &mut budget_up, d.len()) && e.send_datagram(d).is_ok() {
+                if upstream.allow(d.len(), &s.metrics.vpn) && e.send_datagram(d).is_ok() {
                     s.metrics.vpn.forwarded.inc();
                 }
             }
+        };
+        let acks = async {
+            if let Some(exit_account) = exit_account {
+                relay_received(&e, exit_account, &c, &upstream).await;
+            }
+            std::future::pending::<()>().await
         };
         let down = async {
             while let Ok(d) = e.read_datagram().await {
@@ -103,6 +115,7 @@ fn spawn_forwarders(
         tokio::select! {
             _ = up => {}
             _ = down => {}
+            _ = acks => {}
             _ = s.shutdown.cancelled() => {}
         }
         e.close(0u32.into(), b"client gone");

@@ -30,6 +30,10 @@ pub struct VpnMetrics {
     pub dropped_no_route: Counter,
     /// Packets dropped because the client's unpaid usage exceeds the credit window.
     pub dropped_unpaid: Counter,
+    /// Datagrams an entry dropped because too many it forwarded are not acknowledged by the exit.
+    pub dropped_unacked: Counter,
+    /// Received-counts statements an exit signed.
+    pub acks_signed: Counter,
     /// Proxied connections opened.
     pub connects: Counter,
 }
@@ -43,7 +47,7 @@ impl VpnMetrics {
             "2-hop routes forwarded as entry",
             self.forwards.clone(),
         );
-        let counters: [(&str, &str, &Counter); 10] = [
+        let counters: [(&str, &str, &Counter); 12] = [
             (
                 "vpn_packets_in",
                 "Packets from clients to the TUN",
@@ -88,6 +92,16 @@ impl VpnMetrics {
                 "vpn_dropped_unpaid",
                 "Packets dropped for lack of payment",
                 &self.dropped_unpaid,
+            ),
+            (
+                "vpn_dropped_unacked",
+                "Datagrams an entry dropped: too many unacknowledged by the exit",
+                &self.dropped_unacked,
+            ),
+            (
+                "vpn_acks_signed",
+                "Received counts an exit signed for 2-hop billing",
+                &self.acks_signed,
             ),
             ("vpn_connects", "Proxied connections opened", &self.connects),
         ];

@@ -7,6 +7,7 @@ pub mod entry;
 pub mod exit;
 pub mod metrics;
 pub mod pool;
+pub mod received;
 
 /// Spends `bytes` of a VPN `budget`; false (and counted) when the credit window is used up.
 pub fn spend(

@@ -1,0 +1,252 @@
+//! Proof of relay on 2 hops (root only: a real exit with a TUN device, in a network namespace of
+//! this test's own). The path from the entry to the exit loses a quarter of its large packets
+//! (a UDP forwarder in between, as a bad link or an entry that drops would): the entry still
+//! carries the tunnel, but is paid only for the datagrams the exit acknowledged receiving and
+//! for those it delivered to the client, never for its own count of what it forwarded.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use top_client::vpn::tunnel::{Tunnel, TunnelOptions};
+use top_client::{BillingOptions, Identity, RelayAddr, Wallet};
+use top_relay::{InitOptions, Relay, init};
+
+const PINGS: u16 = 3000;
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for pair in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP echo request of about 1,100 bytes from `src` to `dst`.
+fn ping(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
+    let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34];
+    icmp.extend_from_slice(&seq.to_be_bytes());
+    icmp.resize(1_072, 0xab);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = 20 + icmp.len();
+    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p.extend_from_slice(&src.octets());
+    p.extend_from_slice(&dst.octets());
+    let c = checksum(&p);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&icmp);
+    p
+}
+
+/// A UDP forwarder to `target` for one peer; once `armed`, it drops every fourth packet of
+/// 1,000 bytes or more on the way to `target`.
+struct LossyLink {
+    addr: SocketAddr,
+    armed: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
+async fn lossy_link(target: SocketAddr) -> LossyLink {
+    let front = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let back = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    back.connect(target).await.unwrap();
+    let (armed, dropped) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let peer = Arc::new(std::sync::Mutex::new(None::<SocketAddr>));
+    let addr = front.local_addr().unwrap();
+    let (f, b, a, d, p) = (
+        front.clone(),
+        back.clone(),
+        armed.clone(),
+        dropped.clone(),
+        peer.clone(),
+    );
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        let mut large = 0u64;
+        while let Ok((n, from)) = f.recv_from(&mut buf).await {
+            *p.lock().unwrap() = Some(from);
+            if n >= 1_000 && a.load(Ordering::Relaxed) {
+                large += 1;
+                if large % 4 == 0 {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
+            b.send(&buf[..n]).await.ok();
+        }
+    });
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(n) = back.recv(&mut buf).await {
+            let to = *peer.lock().unwrap();
+            if let Some(to) = to {
+                front.send_to(&buf[..n], to).await.ok();
+            }
+        }
+    });
+    LossyLink {
+        addr,
+        armed,
+        dropped,
+    }
+}
+
+#[test]
+fn an_entry_is_paid_only_for_what_the_exit_acknowledged() {
+    if !top_netconf::cmd::is_root() {
+        eprintln!("skipped: needs root (CI runs it as root)");
+        return;
+    }
+    // Everything below runs in a network namespace of this thread's own.
+    std::thread::spawn(|| {
+        // SAFETY: unshare(2) on this thread only; it has no other effect on the process.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(run());
+    })
+    .join()
+    .unwrap();
+}
+
+async fn run() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit_dir = dir.path().join("exit");
+    init(&exit_dir, InitOptions::loopback_dev()).unwrap();
+    let mut c = top_relay::config::RelayConfig::load(&exit_dir).unwrap();
+    c.vpn_exit = true;
+    c.vpn.tun = "topq0".into();
+    c.vpn.pool = "10.83.0.0/24".parse().unwrap();
+    c.vpn.nat = false;
+    c.ledger.block_interval_ms = 50;
+    c.save(&exit_dir).unwrap();
+    let exit = Relay::start(&exit_dir).await.unwrap();
+    let entry_dir = dir.path().join("entry");
+    init(
+        &entry_dir,
+        InitOptions {
+            peers: vec![exit.addr()],
+            ..InitOptions::loopback()
+        },
+    )
+    .unwrap();
+    let entry = Relay::start(&entry_dir).await.unwrap();
+    // The entry registers itself on the exit's chain, then they link.
+    tokio::time::timeout(Duration::from_secs(30), exit.wait_linked(&entry.id()))
+        .await
+        .expect("the exit links with the entry once it is registered");
+
+    let me = Identity::generate();
+    let wallet = Wallet::connect(&exit.addr(), me.clone()).await.unwrap();
+    wallet.faucet("100".parse().unwrap()).await.unwrap();
+    wallet.deposit("20".parse().unwrap()).await.unwrap();
+    wallet.close().await;
+
+    // The client names the exit at the lossy link's address: the entry dials it there.
+    let link = lossy_link(exit.addr().host_port.parse().unwrap()).await;
+    let options = TunnelOptions {
+        exit: RelayAddr {
+            id: exit.id(),
+            host_port: link.addr.to_string(),
+        },
+        via: Some(entry.addr()),
+        billing: BillingOptions::default(),
+    };
+    // The entry may not have seen the deposit yet: open once it has.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut tunnel = loop {
+        match Tunnel::open(me.clone(), options.clone()).await {
+            Ok(t) => break t,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("tunnel not open yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("no tunnel: {e}"),
+        }
+    };
+    assert!(tunnel.billing().0.is_some() && tunnel.billing().1.is_some());
+    let (addr, gateway) = (tunnel.address(), Ipv4Addr::from(tunnel.lease().gateway));
+    let (mut sender, mut receiver) = (tunnel.sender().unwrap(), tunnel.receiver().unwrap());
+    let stats = tunnel.stats();
+
+    link.armed.store(true, Ordering::Relaxed);
+    let replies = async {
+        let mut buf = vec![0u8; 2048];
+        let mut got = 0u32;
+        while let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(3), receiver.recv(&mut buf)).await
+        {
+            got += 1;
+        }
+        got
+    };
+    let pings = async {
+        for seq in 0..PINGS {
+            sender.send(&ping(addr, gateway, seq)).unwrap();
+            if seq % 16 == 15 {
+                // A steady stream, not one burst the path would drop anyway.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    let (got, ()) = tokio::join!(replies, pings);
+    // Its counts, complete: what it received is counted once the receiver is gone.
+    drop((sender, receiver));
+    assert!(got > 0, "no replies through the tunnel");
+    assert!(link.dropped.load(Ordering::Relaxed) > 100, "the link lost nothing");
+
+    let sent = stats.bytes_sent.load(Ordering::Relaxed);
+    let received = stats.bytes_received.load(Ordering::Relaxed);
+    let acked = stats.bytes_acked.load(Ordering::Relaxed);
+    eprintln!("sent {sent} B, exit acknowledged {acked} B, received {received} B, {got} replies");
+    assert!(acked > 0, "the exit acknowledged nothing");
+    assert!(
+        sent - acked > 256 * 1024,
+        "too little lost to tell claims apart"
+    );
+    let entry_state = tunnel.billing().0.unwrap().clone();
+    let prices = entry_state.prices;
+    let cost = |bytes: u64| {
+        top_billing::Usage {
+            vpn: bytes,
+            ..Default::default()
+        }
+        .cost(&prices)
+        .unwrap()
+        .units() as u64
+    };
+    let proven = tunnel.entry_usage().unwrap().vpn;
+    assert_eq!(proven, received + acked.min(sent));
+    // The entry is paid for everything the exit acknowledged and it delivered...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while entry_state.signed.load(Ordering::Relaxed) < cost(proven) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the entry was not paid for what it carried: {} < {}",
+            entry_state.signed.load(Ordering::Relaxed),
+            cost(proven)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ... and for nothing the exit never got (64 KiB of slack for traffic in flight at most),
+    // far below its own count of what it forwarded.
+    let signed = entry_state.signed.load(Ordering::Relaxed);
+    assert!(signed <= cost(proven + 64 * 1024), "{signed} > {}", cost(proven));
+    assert!(signed < cost(sent + received));
+    tunnel.close();
+    entry.shutdown().await;
+    exit.shutdown().await;
+}
