@@ -14,7 +14,7 @@ use top_netconf::client::{Applied, ClientNetPlan};
 use top_netconf::tun::{AsyncDevice, TunReader, TunWriter, open_tun};
 use top_netconf::{Cmd, NetError};
 use top_proto::identity::Identity;
-use top_proto::vpn::cipher::OVERHEAD;
+use top_proto::vpn::cipher::room_to_open;
 use tracing::{info, warn};
 
 use top_client::ClientError;
@@ -362,7 +362,8 @@ async fn pump(
                 Err(e) => return DeviceError::Client(e),
             };
             while let Some(datagram) = next.take() {
-                let max = datagram.len().saturating_sub(OVERHEAD);
+                // Room for the tag too: the datagram is decrypted in place.
+                let max = room_to_open(&datagram);
                 writer.push_with(max, |out| receiver.open(&datagram, out));
                 if !writer.is_full() {
                     next = receiver.waiting_datagram();

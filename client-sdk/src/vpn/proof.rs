@@ -135,7 +135,10 @@ mod tests {
         );
         assert_eq!(proof.take(&other, 50_000), Err(ProofError::Forged));
         // Old statements prove nothing more.
-        assert_eq!(proof.take(&stated(&exit, 5_000), 50_000), Err(ProofError::Backwards));
+        assert_eq!(
+            proof.take(&stated(&exit, 5_000), 50_000),
+            Err(ProofError::Backwards)
+        );
         assert_eq!(proof.take(&stated(&exit, 10_000), 50_000), Ok(0));
         // An exit stating more than was sent (colluding with the entry) proves only what was sent.
         assert_eq!(proof.take(&stated(&exit, 90_000), 50_000), Ok(40_000));
@@ -184,7 +187,9 @@ mod tests {
         }
         // What the exit acknowledged: paid.
         let (usage, amount) = claim(4 << 20);
-        let receipt = payer.sign(&client, &usage, amount, &counted, slack).unwrap();
+        let receipt = payer
+            .sign(&client, &usage, amount, &counted, slack)
+            .unwrap();
         assert_eq!(receipt.body.cum_amount, amount);
     }
 }

@@ -19,8 +19,19 @@ use crate::seal::claimed_sender;
 pub const VPN_PATTERN: &str = "Noise_IK_25519_AESGCM_BLAKE2s";
 /// First byte of a datagram carrying an IP packet.
 pub const KIND_PACKET: u8 = 1;
+/// Bytes before the ciphertext: kind and nonce.
+const HEADER: usize = 1 + 8;
+/// Bytes of the authentication tag after the ciphertext.
+const TAG: usize = 16;
 /// Bytes a datagram adds to the packet it carries.
-pub const OVERHEAD: usize = 1 + 8 + 16;
+pub const OVERHEAD: usize = HEADER + TAG;
+
+/// Room in the output buffer with which [`DatagramOpener::open`] decrypts `datagram` in place
+/// (the packet and its tag); with less (but at least the packet) it decrypts through a
+/// buffer of its own and copies.
+pub fn room_to_open(datagram: &[u8]) -> usize {
+    datagram.len().saturating_sub(HEADER)
+}
 /// Largest handshake message.
 pub const MAX_HANDSHAKE: usize = 1024;
 
@@ -227,6 +238,7 @@ impl TunnelKeys {
             DatagramOpener {
                 transport: self.transport,
                 window: ReplayWindow::new(),
+                scratch: Vec::new(),
             },
         )
     }
@@ -263,6 +275,9 @@ impl DatagramSealer {
 pub struct DatagramOpener {
     transport: Arc<StatelessTransportState>,
     window: ReplayWindow,
+    /// Where a datagram is decrypted when the caller's buffer has no room for the tag (the
+    /// AEAD works in place): grown once to the largest datagram, never per packet.
+    scratch: Vec<u8>,
 }
 
 impl DatagramOpener {
@@ -281,10 +296,22 @@ impl DatagramOpener {
         if out.len() < datagram.len() - OVERHEAD {
             return Err(VpnCryptoError::TooLarge);
         }
-        let n = self
-            .transport
-            .read_message(nonce, &datagram[9..], out)
-            .map_err(|_| VpnCryptoError::Decrypt)?;
+        let sealed = &datagram[HEADER..];
+        let n = if out.len() >= sealed.len() {
+            self.transport
+                .read_message(nonce, sealed, out)
+                .map_err(|_| VpnCryptoError::Decrypt)?
+        } else {
+            if self.scratch.len() < sealed.len() {
+                self.scratch.resize(sealed.len(), 0);
+            }
+            let n = self
+                .transport
+                .read_message(nonce, sealed, &mut self.scratch)
+                .map_err(|_| VpnCryptoError::Decrypt)?;
+            out[..n].copy_from_slice(&self.scratch[..n]);
+            n
+        };
         if !self.window.update(nonce) {
             return Err(VpnCryptoError::Replay);
         }
@@ -328,6 +355,37 @@ mod tests {
         let (got, client_keys) = init.finish(&reply).unwrap();
         assert_eq!(got, lease());
         (client_keys.split(), exit_keys.split(), who)
+    }
+
+    #[test]
+    fn both_ends_name_the_session_alike_and_sealing_and_opening_allocate_nothing() {
+        let (client, exit) = (Identity::generate(), Identity::generate());
+        let (init, first) = TunnelInitiator::start(&client, &exit.account_id()).unwrap();
+        let (reply, exit_keys) = TunnelResponder::read(&exit, &first)
+            .unwrap()
+            .reply(&lease())
+            .unwrap();
+        let (_, client_keys) = init.finish(&reply).unwrap();
+        assert_eq!(client_keys.session(), exit_keys.session());
+        let ((seal, _), (_, mut open)) = (client_keys.split(), exit_keys.split());
+        let (mut out, mut plain) = ([0u8; 1500], [0u8; 1500]);
+        let packet = [5u8; 1380];
+        // Into a buffer with room for the tag (in place), or of exactly the packet's size
+        // (through the opener's own buffer, grown once: the first open may allocate).
+        let n = seal.seal(&packet, &mut out).unwrap();
+        assert_eq!(open.open(&out[..n], &mut plain[..1380]), Ok(1380));
+        let before = crate::alloc_count::allocations();
+        for i in 0..1000 {
+            let n = seal.seal(&packet, &mut out).unwrap();
+            let room = if i % 2 == 0 {
+                room_to_open(&out[..n])
+            } else {
+                1380
+            };
+            assert_eq!(open.open(&out[..n], &mut plain[..room]), Ok(1380));
+            assert_eq!(plain[..1380], packet);
+        }
+        assert_eq!(crate::alloc_count::allocations() - before, 0);
     }
 
     #[test]

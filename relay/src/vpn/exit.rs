@@ -21,6 +21,7 @@ use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::vpn::VpnFrame;
 use top_proto::vpn::cipher::{
     DatagramOpener, DatagramSealer, Lease, Lease6, OVERHEAD, TunnelResponder, VpnCryptoError,
+    room_to_open,
 };
 use top_proto::vpn::packet::ip_endpoints;
 use tracing::{debug, info, warn};
@@ -363,7 +364,8 @@ async fn pump_to_tun(
         let mut next = Some(datagram);
         let mut batch = (0, 0);
         while let Some(datagram) = next.take() {
-            let max = datagram.len().saturating_sub(OVERHEAD);
+            // Room for the tag too: the datagram is decrypted in place.
+            let max = room_to_open(&datagram);
             writer.push_with(max, |out| {
                 let n = open_checked(core, &mut opener, sources, &datagram, out, &mut batch)?;
                 super::spend(core, &mut budget, datagram.len()).then_some(n)

@@ -76,7 +76,11 @@ pub async fn send_received(
         }
         stated = body.bytes;
         core.metrics.vpn.acks_signed.inc();
-        if out.send(Received::sign(&core.identity, body)).await.is_err() {
+        if out
+            .send(Received::sign(&core.identity, body))
+            .await
+            .is_err()
+        {
             return;
         }
     }
