@@ -6,10 +6,12 @@
 #   (b) boringtun (userspace WireGuard, `boringtun-cli --threads 1`) between the same hosts
 # Each: one iperf3 TCP stream client → internet for $SECS seconds. CPU is user+system seconds of
 # the tunnel's processes (both ends; kernel softirq work is not included), per GB carried.
-# Usage: scripts/bench-vpn.sh [SECS]
+# $ROUNDS rounds, each measuring every path in turn; every round is printed, then the medians.
+# Usage: scripts/bench-vpn.sh [SECS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
+ROUNDS=${2:-5}
 P=bv$$
 ROOT=$(pwd)
 TOOLS=$ROOT/target/bench-tools
@@ -88,20 +90,8 @@ vpn_up() {
 }
 vpn_down() { nsx c "$TOP" --home "$H" vpn down >/dev/null; }
 
-echo "measuring plain veth …" >&2
-plain=$(measure)
-echo "measuring top 1 hop …" >&2
-vpn_up --exit "$X@10.91.1.1:7700"
-CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
-top1=$(measure "$CPID" "$XPID")
-vpn_down
-echo "measuring top 2 hops …" >&2
-vpn_up --exit "$X@10.91.3.1:7700" --via "$E@10.91.2.1:7700"
-CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
-top2=$(measure "$CPID" "$EPID" "$XPID")
-vpn_down
-
-echo "measuring boringtun …" >&2
+# boringtun between client and exit, its route added only while it is measured (top's
+# tunnel routes everything else).
 for side in c x; do
   wg genkey > "$WORK/$side.key"; wg pubkey < "$WORK/$side.key" > "$WORK/$side.pub"
 done
@@ -111,22 +101,47 @@ nsx x wg set wgb1 listen-port 51820 private-key "$WORK/x.key" peer "$(cat "$WORK
 nsx c wg set wgb0 private-key "$WORK/c.key" peer "$(cat "$WORK/x.pub")" allowed-ips 0.0.0.0/0 endpoint 10.91.1.1:51820
 nsx c ip addr add 10.92.0.2/24 dev wgb0; nsx c ip link set wgb0 mtu 1420 up
 nsx x ip addr add 10.92.0.1/24 dev wgb1; nsx x ip link set wgb1 mtu 1420 up
-nsx c ip route add 10.91.4.2/32 dev wgb0
 nsx x nft add table ip benchnat
 nsx x nft add chain ip benchnat post '{ type nat hook postrouting priority srcnat; }'
 nsx x nft add rule ip benchnat post ip saddr 10.92.0.0/24 masquerade
 BTPIDS=$(pgrep -f "boringtun-cli --threads 1" | tr '\n' ' ')
-[ "$(nsx c curl -s -m 3 http://10.91.4.2:8080/)" = 10.91.4.1 ] || { echo "boringtun path broken" >&2; exit 1; }
-# shellcheck disable=SC2086
-bt=$(measure $BTPIDS)
 
-python3 - "$plain" "$top1" "$top2" "$bt" <<'PY'
-import sys
-plain, top1, top2, bt = [tuple(float(x) for x in a.split()) for a in sys.argv[1:]]
-print(f"{'path':<22}{'Gbit/s':>8}{'CPU s/GB':>10}")
-for name, (g, c) in [("plain veth", plain), ("top 1 hop", top1), ("top 2 hops", top2), ("boringtun --threads 1", bt)]:
-    print(f"{name:<22}{g:>8.3f}{c:>10.2f}")
-print(f"top 1 hop / boringtun:  {top1[0] / bt[0]:.2f}x throughput, {top1[1] / bt[1]:.2f}x CPU per GB")
-print(f"top 2 hops / 1 hop:     {top2[0] / top1[0]:.2f}")
-print(f"top 1 hop / plain veth: {top1[0] / plain[0]:.2f}")
+ROWS=$WORK/rows
+for round in $(seq "$ROUNDS"); do
+  echo "round $round/$ROUNDS: plain veth …" >&2
+  plain=$(measure)
+  echo "round $round/$ROUNDS: top 1 hop …" >&2
+  vpn_up --exit "$X@10.91.1.1:7700"
+  CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
+  top1=$(measure "$CPID" "$XPID")
+  vpn_down
+  echo "round $round/$ROUNDS: top 2 hops …" >&2
+  vpn_up --exit "$X@10.91.3.1:7700" --via "$E@10.91.2.1:7700"
+  CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
+  top2=$(measure "$CPID" "$EPID" "$XPID")
+  vpn_down
+  echo "round $round/$ROUNDS: boringtun …" >&2
+  nsx c ip route add 10.91.4.2/32 dev wgb0
+  [ "$(nsx c curl -s -m 3 http://10.91.4.2:8080/)" = 10.91.4.1 ] || { echo "boringtun path broken" >&2; exit 1; }
+  # shellcheck disable=SC2086
+  bt=$(measure $BTPIDS)
+  nsx c ip route del 10.91.4.2/32 dev wgb0
+  echo "$plain $top1 $top2 $bt" >> "$ROWS"
+done
+
+python3 - "$ROWS" <<'PY'
+import statistics, sys
+rows = [[float(x) for x in line.split()] for line in open(sys.argv[1])]
+names = ["plain veth", "top 1 hop", "top 2 hops", "boringtun --threads 1"]
+print(f"{'round':<6}" + "".join(f"{n + ' Gbit/s':>24}" for n in names)
+      + f"{'1hop/bt':>9}{'2hop/1hop':>10}{'CPU/GB 1hop/bt':>16}")
+for i, r in enumerate(rows, 1):
+    g = r[0::2]; c = r[1::2]
+    print(f"{i:<6}" + "".join(f"{x:>24.3f}" for x in g)
+          + f"{g[1] / g[3]:>9.2f}{g[2] / g[1]:>10.2f}{c[1] / c[3]:>16.2f}")
+med = lambda k: statistics.median(k)
+g1 = [r[2] / r[6] for r in rows]; g2 = [r[4] / r[2] for r in rows]
+print(f"median  top 1 hop / boringtun: {med(g1):.2f}   top 2 hops / 1 hop: {med(g2):.2f}")
+print("CPU s/GB per round (plain, 1 hop, 2 hops, boringtun): "
+      + "; ".join(" ".join(f"{x:.2f}" for x in r[1::2]) for r in rows))
 PY

@@ -47,6 +47,11 @@ pub struct Meter {
     credit_window: Amount,
     usage: Usage,
     owed: Amount,
+    /// VPN bytes carried whose billing waits for a third party's proof (an exit's received
+    /// counts, for an entry): they use credit but are not asked for until proven.
+    held: u64,
+    /// What `held` would cost.
+    held_cost: Amount,
     channel: Option<Attached>,
     asked: Amount,
     /// A newer session took the channel: nothing more is carried here.
@@ -65,6 +70,8 @@ impl Meter {
             credit_window,
             usage: Usage::default(),
             owed: Amount::ZERO,
+            held: 0,
+            held_cost: Amount::ZERO,
             channel: None,
             asked: Amount::ZERO,
             stopped: false,
@@ -100,6 +107,7 @@ impl Meter {
             latest,
         });
         self.usage = Usage::default();
+        self.held = 0;
         self.asked = Amount::ZERO;
         self.recompute();
     }
@@ -115,6 +123,13 @@ impl Meter {
             .cost(&self.prices)
             .and_then(|c| base.checked_add(c))
             .unwrap_or(Amount::from_units(u128::MAX));
+        let held = Usage {
+            vpn: self.held,
+            ..Usage::default()
+        };
+        self.held_cost = held
+            .cost(&self.prices)
+            .unwrap_or(Amount::from_units(u128::MAX));
     }
 
     /// Another session took the channel: this one carries nothing more (receipts are
@@ -127,6 +142,39 @@ impl Meter {
     pub fn record(&mut self, service: Service, bytes: u64) {
         self.usage.add(service, bytes);
         self.recompute();
+    }
+
+    /// Adds VPN bytes carried whose billing waits for proof: they count against the credit
+    /// window now, and are asked for only once [`Meter::prove`]n.
+    pub fn hold(&mut self, bytes: u64) {
+        self.held = self.held.saturating_add(bytes);
+        self.recompute();
+    }
+
+    /// Bills up to `bytes` of the held VPN bytes (proven carried).
+    pub fn prove(&mut self, bytes: u64) {
+        let bytes = bytes.min(self.held);
+        self.held -= bytes;
+        self.usage.add(Service::Vpn, bytes);
+        self.recompute();
+    }
+
+    /// Lets go of up to `bytes` of the held VPN bytes (proven lost: never billed).
+    pub fn release(&mut self, bytes: u64) {
+        self.held -= bytes.min(self.held);
+        self.recompute();
+    }
+
+    /// VPN bytes held, waiting for proof.
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
+    /// Unpaid usage and what held bytes would cost: the credit in use.
+    pub fn exposure(&self) -> Amount {
+        self.unpaid()
+            .checked_add(self.held_cost)
+            .unwrap_or(Amount::from_units(u128::MAX))
     }
 
     /// The cumulative amount owed on the channel (base plus this session).
@@ -176,9 +224,13 @@ impl Meter {
         // whose deposit covers it (checked before the channel is attached). A fresh key with
         // nothing on chain is carried for nothing.
         let Some(channel) = &self.channel else {
-            return self.credit_before_channel && self.owed <= self.credit_window;
+            return self.credit_before_channel && self.exposure() <= self.credit_window;
         };
-        self.owed <= channel.lock && self.unpaid() <= self.credit_window
+        let owed_and_held = self
+            .owed
+            .checked_add(self.held_cost)
+            .unwrap_or(Amount::from_units(u128::MAX));
+        owed_and_held <= channel.lock && self.exposure() <= self.credit_window
     }
 
     /// A payment request when unpaid usage reached a quarter of the credit window (or any unpaid usage

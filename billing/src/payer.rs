@@ -192,6 +192,31 @@ mod tests {
     }
 
     #[test]
+    fn held_bytes_use_credit_but_are_asked_for_only_once_proven() {
+        let (_, mut meter, _) = setup();
+        // 1000 units of credit at 2^18 units per MiB of VPN: 4000 bytes.
+        meter.hold(3000);
+        assert!(meter.may_carry());
+        assert!(
+            meter.pay_request(true).is_none(),
+            "held bytes were asked for"
+        );
+        meter.hold(2000);
+        assert!(!meter.may_carry(), "held bytes beyond the window carried");
+        // Proven: billed and asked for; lost: let go, credit free again.
+        meter.prove(1000);
+        let (usage, _) = meter.pay_request(true).unwrap();
+        assert_eq!(usage.vpn, 1000);
+        meter.release(3000);
+        assert_eq!(meter.held(), 1000);
+        assert!(meter.may_carry());
+        // Never more than is held.
+        meter.prove(5000);
+        meter.release(5000);
+        assert_eq!((meter.held(), meter.usage().vpn), (0, 2000));
+    }
+
+    #[test]
     fn clients_refuse_overclaims_and_wrong_amounts() {
         let (client, mut meter, mut payer) = setup();
         meter.record(crate::Service::Msg, 900);

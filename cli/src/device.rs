@@ -91,6 +91,9 @@ pub struct VpnStatus {
     pub bytes_sent: u64,
     /// Datagram bytes received.
     pub bytes_received: u64,
+    /// Of the bytes sent, those the exit acknowledged receiving (its signed count).
+    #[serde(default)]
+    pub bytes_acked: u64,
     /// TOP signed to the exit so far.
     pub paid_exit: String,
     /// TOP signed to the entry so far.
@@ -248,23 +251,19 @@ pub async fn run(
     };
     info!(address = %tunnel.address(), mtu = tunnel.mtu(), "VPN up");
     let status_path = opts.state_dir.join(STATUS_FILE);
-    let (mut sent, mut received, mut paid_exit, mut paid_entry) = (0u64, 0u64, 0u64, 0u64);
+    let mut before = Totals::default();
     loop {
         let outcome = tokio::select! {
-            e = pump(&device, &mut tunnel, &status_path, &mut status, (sent, received, paid_exit, paid_entry)) => Some(e),
+            e = pump(&device, &mut tunnel, &status_path, &mut status, before) => Some(e),
             _ = shutdown.cancelled() => None,
         };
-        let stats = tunnel.stats();
-        sent += stats.bytes_sent.load(Ordering::Relaxed);
-        received += stats.bytes_received.load(Ordering::Relaxed);
+        before = before.plus(&tunnel);
         let (entry, exit) = tunnel.billing();
-        paid_exit += exit.map_or(0, |b| b.signed.load(Ordering::Relaxed));
-        paid_entry += entry.map_or(0, |b| b.signed.load(Ordering::Relaxed));
         if let Some(home) = opts.state_dir.parent() {
-            let (home, usage) = (crate::home::Home(home.to_path_buf()), tunnel.usage());
+            let home = crate::home::Home(home.to_path_buf());
             let exit_relay = opts.tunnel.exit.to_string();
-            crate::spending::record(&home, &exit_relay, exit, &usage);
-            if let Some(via) = &opts.tunnel.via {
+            crate::spending::record(&home, &exit_relay, exit, &tunnel.usage());
+            if let (Some(via), Some(usage)) = (&opts.tunnel.via, tunnel.entry_usage()) {
                 crate::spending::record(&home, &via.to_string(), entry, &usage);
             }
         }
@@ -329,13 +328,41 @@ async fn reconnect(identity: &Identity, options: &TunnelOptions) -> Tunnel {
     }
 }
 
+/// Counts of the tunnels before the current one (the client reconnects with a new tunnel).
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    sent: u64,
+    received: u64,
+    acked: u64,
+    paid_exit: u64,
+    paid_entry: u64,
+}
+
+impl Totals {
+    /// These counts and `tunnel`'s.
+    fn plus(self, tunnel: &Tunnel) -> Self {
+        let stats = tunnel.stats();
+        let (entry, exit) = tunnel.billing();
+        let signed = |b: Option<&top_client::BillingState>| {
+            b.map_or(0, |b| b.signed.load(Ordering::Relaxed))
+        };
+        Self {
+            sent: self.sent + stats.bytes_sent.load(Ordering::Relaxed),
+            received: self.received + stats.bytes_received.load(Ordering::Relaxed),
+            acked: self.acked + stats.bytes_acked.load(Ordering::Relaxed),
+            paid_exit: self.paid_exit + signed(exit),
+            paid_entry: self.paid_entry + signed(entry),
+        }
+    }
+}
+
 /// Carries packets between the TUN device and the tunnel until the tunnel fails.
 async fn pump(
     device: &AsyncDevice,
     tunnel: &mut Tunnel,
     status_path: &Path,
     status: &mut VpnStatus,
-    before: (u64, u64, u64, u64),
+    before: Totals,
 ) -> DeviceError {
     let (Some(mut sender), Some(mut receiver)) = (tunnel.sender(), tunnel.receiver()) else {
         return DeviceError::Closed;
@@ -374,18 +401,17 @@ async fn pump(
             }
         }
     };
-    let stats = tunnel.stats();
+
     let report = async {
         let mut every = tokio::time::interval(Duration::from_secs(1));
         loop {
             every.tick().await;
-            let (entry, exit) = tunnel.billing();
-            status.bytes_sent = before.0 + stats.bytes_sent.load(Ordering::Relaxed);
-            status.bytes_received = before.1 + stats.bytes_received.load(Ordering::Relaxed);
-            status.paid_exit =
-                amount(before.2 + exit.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
-            status.paid_entry =
-                amount(before.3 + entry.map_or(0, |b| b.signed.load(Ordering::Relaxed)));
+            let now = before.plus(tunnel);
+            status.bytes_sent = now.sent;
+            status.bytes_received = now.received;
+            status.bytes_acked = now.acked;
+            status.paid_exit = amount(now.paid_exit);
+            status.paid_entry = amount(now.paid_entry);
             if let Err(e) = write_json(status_path, &*status) {
                 warn!("writing VPN status: {e}");
             }

@@ -178,6 +178,10 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: VpnCommand) -> Resu
             println!("dns:         {}", s.dns.as_deref().unwrap_or("unchanged"));
             println!("kill switch: {}", if s.kill_switch { "on" } else { "off" });
             println!("sent:        {} bytes", s.bytes_sent);
+            println!(
+                "acknowledged: {} bytes (of those sent, by the exit's signed count)",
+                s.bytes_acked
+            );
             println!("received:    {} bytes", s.bytes_received);
             println!("paid exit:   {} TOP", s.paid_exit);
             if s.via.is_some() {

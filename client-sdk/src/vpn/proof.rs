@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::codec::FramedRead;
 use top_proto::frame::FrameCodec;
 use top_proto::id::AccountId;
@@ -82,16 +82,25 @@ pub(crate) async fn read_received(
         return;
     };
     let mut frames = FramedRead::new(recv, FrameCodec::<Received>::new(MAX_RECEIVED_FRAME));
-    while let Some(Ok(received)) = frames.next().await {
+    while let Some(Ok(mut newest)) = frames.next().await {
+        // Counts are cumulative: only the newest of those waiting is checked.
+        while let Some(Some(Ok(next))) = frames.next().now_or_never() {
+            newest = next;
+        }
         let sent = stats.bytes_sent.load(Ordering::Relaxed);
-        match proof.take(&received, sent) {
+        match proof.take(&newest, sent) {
             Ok(new) => {
                 stats.bytes_acked.store(proof.acked(), Ordering::Relaxed);
                 if let Some(entry) = &entry {
                     entry.vpn_proven(new);
                 }
             }
-            Err(e) => tracing::warn!("ignoring the exit's received counts: {e}"),
+            Err(ProofError::Backwards) => {}
+            Err(e @ ProofError::Forged) => {
+                // Whoever forwards them altered them: nothing more from this stream counts.
+                tracing::warn!("the exit's received counts arrive altered ({e}); ignoring them");
+                return;
+            }
         }
     }
 }

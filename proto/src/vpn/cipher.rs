@@ -200,8 +200,8 @@ impl TunnelResponder {
     }
 }
 
-/// The Noise handshake hash of a finished handshake: the same at both ends, unique to the
-/// session, and out of reach of anyone between them (it names the session in signed acks).
+/// The Noise handshake hash of a finished handshake: the same at both ends and unique to the
+/// session (it covers both ephemeral keys); it names the session in the exit's signed counts.
 pub(crate) fn session_of(hs: &HandshakeState) -> Result<[u8; 32], VpnCryptoError> {
     hs.get_handshake_hash()
         .try_into()

@@ -4,8 +4,9 @@
 //!
 //! The exit sends them on a unidirectional stream of the connection carrying the tunnel (an
 //! entry reads them on its way to the client). They name the session by its Noise handshake
-//! hash, which nobody between the client and the exit can know or choose, so an entry cannot
-//! replay another session's counts.
+//! hash: unique to the session (it covers the client's fresh ephemeral key) and the same at
+//! both ends, so with the exit's signature over it an entry cannot pass off another session's
+//! counts as this one's (the hash is not secret; it needs not be).
 
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};

@@ -15,6 +15,8 @@ pub const CHUNK: u64 = 16 * 1024;
 pub struct Budget {
     meter: Option<Arc<ClientMeter>>,
     service: Service,
+    /// Credit is held until proven rather than billed at once (see `ClientMeter::try_hold`).
+    held: bool,
     left: u64,
 }
 
@@ -24,7 +26,16 @@ impl Budget {
         Self {
             meter,
             service,
+            held: false,
             left: 0,
+        }
+    }
+
+    /// A budget for VPN bytes whose billing waits for proof: it holds credit as it spends.
+    pub fn held(meter: Option<Arc<ClientMeter>>) -> Self {
+        Self {
+            held: true,
+            ..Self::new(meter, Service::Vpn)
         }
     }
 
@@ -35,7 +46,12 @@ impl Budget {
             return true;
         };
         if self.left < bytes {
-            if !meter.try_carry(self.service, CHUNK) {
+            let drawn = if self.held {
+                meter.try_hold(CHUNK)
+            } else {
+                meter.try_carry(self.service, CHUNK)
+            };
+            if !drawn {
                 return false;
             }
             self.left += CHUNK;

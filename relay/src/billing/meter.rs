@@ -147,7 +147,7 @@ impl ClientMeter {
     /// Makes sure the book holds more credit for this session than it has unpaid (another step
     /// when not); false when its payer or address has no more.
     fn reserve(&self, m: &mut Metered) -> bool {
-        let unpaid = m.meter.unpaid().units();
+        let unpaid = m.meter.exposure().units();
         if unpaid < m.reserved {
             return true;
         }
@@ -207,7 +207,7 @@ impl ClientMeter {
     pub fn accept(&self, receipt: Receipt) {
         let mut m = lock(&self.meter);
         m.meter.accept(receipt);
-        let unpaid = m.meter.unpaid().units();
+        let unpaid = m.meter.exposure().units();
         let keep = unpaid.div_ceil(self.step).saturating_mul(self.step);
         if let Some(who) = m.debtor
             && m.reserved > keep
@@ -227,20 +227,32 @@ impl ClientMeter {
         self.paid.notify_waiters();
     }
 
-    /// Records usage already carried and says whether more may be carried now (credit window,
-    /// and the payer's and address's credit).
-    pub fn record_carried(&self, service: Service, bytes: u64) -> bool {
+    /// Holds VPN bytes about to be carried whose billing waits for proof, if the credit
+    /// allows (like [`ClientMeter::try_carry`]; see `Meter::hold`); returns whether it did.
+    pub fn try_hold(&self, bytes: u64) -> bool {
         let mut m = lock(&self.meter);
-        m.record(service, bytes);
-        self.billed.add(service, bytes);
-        self.ask.notify_one();
-        m.may_carry() && self.reserve(&mut m)
+        if !m.may_carry() || !self.reserve(&mut m) {
+            return false;
+        }
+        m.hold(bytes);
+        true
     }
 
-    /// Whether more may be carried now (credit window, and the payer's and address's credit).
-    pub fn may_carry(&self) -> bool {
+    /// Bills up to `bytes` of the held VPN bytes, proven carried.
+    pub fn prove(&self, bytes: u64) {
         let mut m = lock(&self.meter);
-        m.may_carry() && self.reserve(&mut m)
+        let before = m.usage().vpn;
+        m.prove(bytes);
+        self.billed.add(Service::Vpn, m.usage().vpn - before);
+        if m.unpaid() >= self.ask_at {
+            self.ask.notify_one();
+        }
+    }
+
+    /// Lets go of up to `bytes` of the held VPN bytes, proven lost (never billed).
+    pub fn release(&self, bytes: u64) {
+        lock(&self.meter).release(bytes);
+        self.paid.notify_waiters();
     }
 
     /// Records usage already carried (e.g. mailbox storage once a message is stored).
@@ -256,7 +268,8 @@ impl Drop for ClientMeter {
     fn drop(&mut self) {
         let m = lock(&self.meter);
         if let Some(who) = m.debtor {
-            self.credit.end(&who, m.reserved, m.meter.unpaid().units());
+            self.credit
+                .end(&who, m.reserved, m.meter.exposure().units());
         }
     }
 }

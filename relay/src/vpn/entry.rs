@@ -13,7 +13,7 @@ use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::id::AccountId;
 use tracing::debug;
 
-use super::received::{UpstreamBilling, relay_received};
+use super::received::{relay_received, upstream};
 use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
@@ -87,7 +87,7 @@ fn spawn_forwarders(
     meter: Option<Arc<ClientMeter>>,
 ) {
     let (s, c, e) = (core.clone(), client.clone(), exit.clone());
-    let upstream = UpstreamBilling::new(meter.clone());
+    let (mut upstream, mut proof) = upstream(meter.clone());
     let mut budget_down = Budget::new(meter, Service::Vpn);
     let exit_account = AccountId::from_bytes(*exit_id.as_bytes()).ok();
     core.tasks.spawn(async move {
@@ -101,7 +101,7 @@ fn spawn_forwarders(
         };
         let acks = async {
             if let Some(exit_account) = exit_account {
-                relay_received(&e, exit_account, &c, &upstream).await;
+                relay_received(&e, exit_account, &c, &mut proof, &s.metrics.vpn).await;
             }
             std::future::pending::<()>().await
         };

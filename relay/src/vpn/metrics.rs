@@ -30,8 +30,10 @@ pub struct VpnMetrics {
     pub dropped_no_route: Counter,
     /// Packets dropped because the client's unpaid usage exceeds the credit window.
     pub dropped_unpaid: Counter,
-    /// Datagrams an entry dropped because too many it forwarded are not acknowledged by the exit.
-    pub dropped_unacked: Counter,
+    /// Upstream bytes an entry billed because the exit acknowledged them.
+    pub upstream_proven_bytes: Counter,
+    /// Upstream bytes an entry let go of unbilled: forwarded, never acknowledged (lost).
+    pub upstream_lost_bytes: Counter,
     /// Received-counts statements an exit signed.
     pub acks_signed: Counter,
     /// Proxied connections opened.
@@ -47,7 +49,7 @@ impl VpnMetrics {
             "2-hop routes forwarded as entry",
             self.forwards.clone(),
         );
-        let counters: [(&str, &str, &Counter); 12] = [
+        let counters: [(&str, &str, &Counter); 13] = [
             (
                 "vpn_packets_in",
                 "Packets from clients to the TUN",
@@ -94,9 +96,14 @@ impl VpnMetrics {
                 &self.dropped_unpaid,
             ),
             (
-                "vpn_dropped_unacked",
-                "Datagrams an entry dropped: too many unacknowledged by the exit",
-                &self.dropped_unacked,
+                "vpn_upstream_proven_bytes",
+                "Upstream bytes an entry billed as acknowledged by the exit",
+                &self.upstream_proven_bytes,
+            ),
+            (
+                "vpn_upstream_lost_bytes",
+                "Upstream bytes an entry forwarded that the exit never acknowledged",
+                &self.upstream_lost_bytes,
             ),
             (
                 "vpn_acks_signed",
