@@ -132,12 +132,12 @@ done
 python3 - "$ROWS" <<'PY'
 import statistics, sys
 rows = [[float(x) for x in line.split()] for line in open(sys.argv[1])]
-names = ["plain veth", "top 1 hop", "top 2 hops", "boringtun --threads 1"]
-print(f"{'round':<6}" + "".join(f"{n + ' Gbit/s':>24}" for n in names)
-      + f"{'1hop/bt':>9}{'2hop/1hop':>10}{'CPU/GB 1hop/bt':>16}")
+print("Gbit/s per path; bt = boringtun --threads 1")
+print(f"{'round':<6}{'plain':>8}{'1 hop':>8}{'2 hops':>8}{'bt':>8}"
+      f"{'1hop/bt':>9}{'2hop/1hop':>10}{'CPU/GB 1hop/bt':>16}")
 for i, r in enumerate(rows, 1):
     g = r[0::2]; c = r[1::2]
-    print(f"{i:<6}" + "".join(f"{x:>24.3f}" for x in g)
+    print(f"{i:<6}" + "".join(f"{x:>8.3f}" for x in g)
           + f"{g[1] / g[3]:>9.2f}{g[2] / g[1]:>10.2f}{c[1] / c[3]:>16.2f}")
 med = lambda k: statistics.median(k)
 g1 = [r[2] / r[6] for r in rows]; g2 = [r[4] / r[2] for r in rows]

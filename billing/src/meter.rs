@@ -106,8 +106,8 @@ impl Meter {
             base_bytes,
             latest,
         });
+        // Held bytes stay held: once proven they are billed to this channel.
         self.usage = Usage::default();
-        self.held = 0;
         self.asked = Amount::ZERO;
         self.recompute();
     }
@@ -151,10 +151,10 @@ impl Meter {
         self.recompute();
     }
 
-    /// Bills up to `bytes` of the held VPN bytes (proven carried).
+    /// Bills `bytes` of VPN bytes proven carried, no longer held (bytes released as lost and
+    /// proven after all are billed too: they arrived).
     pub fn prove(&mut self, bytes: u64) {
-        let bytes = bytes.min(self.held);
-        self.held -= bytes;
+        self.held -= bytes.min(self.held);
         self.usage.add(Service::Vpn, bytes);
         self.recompute();
     }

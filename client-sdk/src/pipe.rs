@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use top_proto::frame::{FrameCodec, Open, PipeReply, encode_frame};
@@ -16,6 +16,11 @@ use crate::error::ClientError;
 use crate::payment::UsageCounter;
 
 type Records = FramedRead<quinn::RecvStream, LengthDelimitedCodec>;
+
+/// Bytes of a record's length prefix (the codec's default: 4, big-endian).
+const LENGTH: usize = 4;
+/// Bytes of a record's authentication tag.
+const TAG: usize = 16;
 
 /// The codec of handshake and pipe records: length-delimited, at most one Noise message.
 pub(crate) fn record_codec() -> LengthDelimitedCodec {
@@ -36,7 +41,6 @@ pub struct PipeWriter {
     usage: Option<(Arc<UsageCounter>, Service)>,
     out: FramedWrite<quinn::SendStream, LengthDelimitedCodec>,
     cipher: Arc<Mutex<PipeCipher>>,
-    buf: Vec<u8>,
 }
 
 /// The receiving half of a pipe.
@@ -133,7 +137,6 @@ impl Pipe {
                 usage: None,
                 out,
                 cipher: cipher.clone(),
-                buf: vec![0u8; MAX_NOISE_MSG],
             },
             reader: PipeReader {
                 usage: None,
@@ -187,20 +190,30 @@ impl Pipe {
 impl PipeWriter {
     /// Sends `data`, encrypted end to end.
     pub async fn send(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        // Nothing is buffered after the handshake; records go to the stream as they are.
+        SinkExt::<Bytes>::flush(&mut self.out)
+            .await
+            .map_err(io_err)?;
         for chunk in data.chunks(MAX_PIPE_CHUNK) {
+            // The record is sealed in place behind its length and handed to quinn as it is.
+            let mut record = BytesMut::zeroed(LENGTH + chunk.len() + TAG);
             let n = {
                 let mut cipher = self.cipher.lock().map_err(|_| ClientError::Closed)?;
-                cipher.encrypt(chunk, &mut self.buf)?
+                cipher.encrypt(chunk, &mut record[LENGTH..])?
             };
+            let len = u32::try_from(n).map_err(|_| ClientError::Closed)?;
+            record[..LENGTH].copy_from_slice(&len.to_be_bytes());
+            record.truncate(LENGTH + n);
             if let Some((usage, service)) = &self.usage {
-                usage.count(*service, n + 4);
+                usage.count(*service, n + LENGTH);
             }
             self.out
-                .feed(Bytes::copy_from_slice(&self.buf[..n]))
+                .get_mut()
+                .write_chunk(record.freeze())
                 .await
-                .map_err(io_err)?;
+                .map_err(|e| io_err(e.into()))?;
         }
-        SinkExt::<Bytes>::flush(&mut self.out).await.map_err(io_err)
+        Ok(())
     }
 
     /// Closes the sending side; the peer's `recv` then returns `None`.

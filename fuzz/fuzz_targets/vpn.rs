@@ -1,6 +1,7 @@
 //! A VPN peer's bytes: tunnel handshakes, datagrams (with a live key and replay window), the
-//! control stream's frames, proxied-connect requests and the packet checks; realtime pipes'
-//! handshakes, key confirmations and datagrams (same keys, behind a flow id): must never panic.
+//! control stream's frames, an exit's signed received counts, proxied-connect requests and the
+//! packet checks; realtime pipes' handshakes, key confirmations and datagrams (same keys, behind
+//! a flow id): must never panic.
 #![no_main]
 
 use std::sync::{LazyLock, Mutex};
@@ -64,6 +65,13 @@ fuzz_target!(|data: &[u8]| {
     let keys = &*KEYS;
     let mut out = vec![0u8; 2048];
     let _ = keys.opener.lock().unwrap().open(data, &mut out);
+    // Into a buffer without room for the tag (the opener's own buffer).
+    let exact = data.len().saturating_sub(top_proto::vpn::cipher::OVERHEAD);
+    let _ = keys
+        .opener
+        .lock()
+        .unwrap()
+        .open(data, &mut out[..exact.min(2048)]);
     // Reading a handshake costs a key exchange too: only for inputs that ask for it.
     if data.first() == Some(&0xF2) {
         let _ = TunnelResponder::read(&keys.exit, &data[1..]);
@@ -78,6 +86,12 @@ fuzz_target!(|data: &[u8]| {
     let _ = ipv4_endpoints(data);
     let _ = ip_endpoints(data);
     let _ = decode_body::<VpnFrame>(data);
+    // An exit's received counts (checking the signature only for inputs that ask for it).
+    if let Ok(received) = decode_body::<top_proto::vpn::received::Received>(data)
+        && data.first() == Some(&0xF3)
+    {
+        let _ = received.check(&keys.exit_id, &received.body.session);
+    }
     let _ = top_proto::realtime::flow_of(data);
     let _ = keys.realtime.lock().unwrap().open(data, &mut out);
     let _ = keys.realtime.lock().unwrap().check_confirmation(data);

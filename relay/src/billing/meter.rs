@@ -180,7 +180,7 @@ impl ClientMeter {
         };
         // Usage before this attach is not billed to the new channel: what it left unpaid
         // stays its signer's debt (a member relay's credit before its channel, say).
-        let unpaid = m.meter.unpaid().units();
+        let unpaid = m.meter.exposure().units();
         if let Some(before) = m.debtor.replace(who)
             && (before != who || unpaid > 0)
         {
@@ -232,6 +232,7 @@ impl ClientMeter {
     pub fn try_hold(&self, bytes: u64) -> bool {
         let mut m = lock(&self.meter);
         if !m.may_carry() || !self.reserve(&mut m) {
+            self.ask.notify_one();
             return false;
         }
         m.hold(bytes);

@@ -128,6 +128,10 @@ async fn serve<C>(
                 frames.get_mut().stop(1u32.into()).ok();
                 return Err(e);
             }
+            // One channel per session: attaching another would start its metering afresh.
+            Some(Ok(ClientBilling::Open(_) | ClientBilling::Resume(_))) if billed.is_some() => {
+                RelayBilling::Refused("this session already has its channel".into())
+            }
             Some(Ok(ClientBilling::Open(tx))) => {
                 open_channel(billing, &chain, client, &meter, tx).await
             }

@@ -9,7 +9,6 @@ use top_proto::frame::{FrameCodec, Open, PipeReply, encode_frame};
 use top_proto::id::AccountId;
 use tracing::debug;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use top_billing::Service;
 
 use super::driver::Messaging;
@@ -83,46 +82,42 @@ async fn splice(
     if !parts.read_buf.is_empty() {
         b_send.write_all(&parts.read_buf).await?;
     }
-    if meters.is_empty() {
-        let mut a = tokio::io::join(parts.io, a_send);
-        let mut b = tokio::io::join(b_recv, b_send);
-        match tokio::io::copy_bidirectional(&mut a, &mut b).await {
-            Ok((up, down)) => {
-                metrics.pipe_bytes.inc_by(up + down);
-            }
-            Err(e) => debug!("pipe splice ended: {e}"),
-        }
-        return Ok(());
-    }
     let up = pump(parts.io, b_send, &meters, metrics);
     let down = pump(b_recv, a_send, &meters, metrics);
     if let Err(e) = tokio::try_join!(up, down) {
-        debug!("metered pipe ended: {e}");
+        debug!("pipe ended: {e}");
     }
     Ok(())
 }
 
-/// Copies one direction of a pipe, billing every chunk to each meter before it goes on; stops
-/// when a meter's credit runs out and no receipt comes.
+/// Bytes taken from a stream at once (quinn hands them over without a copy).
+const CHUNK: usize = 64 * 1024;
+
+/// Copies one direction of a pipe chunk by chunk as quinn holds them (no copy), billing every
+/// chunk to each meter before it goes on; stops when a meter's credit runs out and no receipt
+/// comes.
 async fn pump(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
+    mut from: quinn::RecvStream,
+    mut to: quinn::SendStream,
     meters: &[Arc<ClientMeter>],
     metrics: &Metrics,
 ) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 32 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
-        }
+    while let Some(chunk) = from
+        .read_chunk(CHUNK, true)
+        .await
+        .map_err(std::io::Error::from)?
+    {
+        let n = chunk.bytes.len() as u64;
         for meter in meters {
-            if !meter.carry(Service::Pipe, n as u64, meter.pay_wait).await {
+            if !meter.carry(Service::Pipe, n, meter.pay_wait).await {
                 metrics.unpaid_refusals.inc();
                 return Err(std::io::Error::other("payment required"));
             }
         }
-        metrics.pipe_bytes.inc_by(n as u64);
-        to.write_all(&buf[..n]).await?;
+        metrics.pipe_bytes.inc_by(n);
+        to.write_chunk(chunk.bytes)
+            .await
+            .map_err(std::io::Error::from)?;
     }
+    to.finish().map_err(std::io::Error::other)
 }

@@ -31,8 +31,8 @@ const SETTLE_AFTER: Duration = Duration::from_secs(2);
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// Checkpoints kept: those of the settling time, and a few more.
 const CHECKPOINTS: usize = 32;
-/// Lost bytes the entry lets go of whatever was acknowledged...
-const LOSS_ALLOWANCE: u64 = 1 << 20;
+/// Lost bytes the entry lets go of whatever was acknowledged (small: it is per connection)...
+const LOSS_ALLOWANCE: u64 = 64 * 1024;
 /// ... and the share of what was acknowledged (1/8). A path that loses more keeps its credit
 /// held until the client's credit window is used up: then the entry stops (an exit that never
 /// acknowledges stops the route there too).
@@ -40,6 +40,8 @@ const LOSS_SHARE: u64 = 8;
 /// The entry looks at the exit's counts at most this often (they are cumulative: the newest
 /// is all that matters), so a flood of them costs one signature check per interval.
 const READ_EVERY: Duration = Duration::from_millis(25);
+/// How long passing the counts on to the client may wait for it.
+const PASS_ON_WAIT: Duration = Duration::from_secs(1);
 
 /// A session's authenticated datagrams at the exit.
 #[derive(Default)]
@@ -245,9 +247,11 @@ pub async fn relay_received(
     metrics: &VpnMetrics,
 ) {
     while let Ok(recv) = exit.accept_uni().await {
-        let Ok(send) = client.open_uni().await else {
-            return;
-        };
+        // A client that grants no stream only goes without the counts: billing goes on.
+        let send = tokio::time::timeout(PASS_ON_WAIT, client.open_uni())
+            .await
+            .ok()
+            .and_then(Result::ok);
         proof.next_session();
         if !pass_on(recv, send, exit_id, proof, metrics).await {
             return;
@@ -259,17 +263,17 @@ pub async fn relay_received(
 /// [`READ_EVERY`]; false when the exit sent something it did not sign.
 async fn pass_on(
     recv: quinn::RecvStream,
-    send: quinn::SendStream,
+    send: Option<quinn::SendStream>,
     exit_id: AccountId,
     proof: &mut UpstreamProof,
     metrics: &VpnMetrics,
 ) -> bool {
     let mut frames = FramedRead::new(recv, FrameCodec::<Received>::new(MAX_RECEIVED_FRAME));
     // Passing them on is for the client's sake: if it stops reading, billing goes on.
-    let mut out = Some(FramedWrite::new(
-        send,
-        FrameCodec::<Received>::new(MAX_RECEIVED_FRAME),
-    ));
+    let mut out =
+        send.map(|s| FramedWrite::new(s, FrameCodec::<Received>::new(MAX_RECEIVED_FRAME)));
+    // Every count of one stream is about the session its first names.
+    let mut session = None;
     loop {
         let mut newest = match tokio::time::timeout(SETTLE_AFTER / 4, frames.next()).await {
             Ok(Some(Ok(received))) => received,
@@ -283,13 +287,17 @@ async fn pass_on(
         while let Some(Some(Ok(next))) = frames.next().now_or_never() {
             newest = next;
         }
-        if !newest.check(&exit_id, &newest.body.session) {
+        let first = *session.get_or_insert(newest.body.session);
+        if !newest.check(&exit_id, &first) {
             return false;
         }
         let bytes = newest.body.bytes;
         // The client hears of it before it is asked to pay for it.
         if let Some(sink) = &mut out
-            && sink.send(newest).await.is_err()
+            && !matches!(
+                tokio::time::timeout(PASS_ON_WAIT, sink.send(newest)).await,
+                Ok(Ok(()))
+            )
         {
             out = None;
         }
