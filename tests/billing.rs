@@ -222,6 +222,27 @@ async fn two_sessions_on_one_channel_are_not_paid_for_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_before_its_channel_is_in_a_block_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // Blocks far apart: the second session comes before the first one's open is in a block.
+    let relay = dev_relay(dir.path(), |c| c.ledger.block_interval_ms = 5_000).await;
+    let alice = funded(&relay, "10").await;
+    let first = Client::connect(&relay.addr(), alice.clone()).await.unwrap();
+    let channel = first.billing().unwrap().channel;
+    let chain = relay.chain().unwrap();
+    assert!(chain.with_state(|s| s.channel(&channel).is_none()));
+    first.close().await;
+    let second = Client::connect(&relay.addr(), alice.clone()).await.unwrap();
+    assert_eq!(
+        second.billing().unwrap().channel,
+        channel,
+        "a second channel opened while the first was on its way"
+    );
+    second.close().await;
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_pays_for_its_users_through_a_grant() {
     let dir = tempfile::tempdir().unwrap();
     let relay = dev_relay(dir.path(), |_| {}).await;

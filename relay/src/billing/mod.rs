@@ -43,9 +43,26 @@ pub struct Billing {
     pub link_meters: links::LinkMeters,
     /// Held while the link deposit is topped up (on start and before a link channel opens).
     pub funding_links: tokio::sync::Mutex<()>,
+    /// The channel this relay last opened for each client (with its lock and when), served
+    /// before it is in a block: a client back before then resumes it rather than opening
+    /// another.
+    pub opened: std::sync::Mutex<lru::LruCache<AccountId, OpenedChannel>>,
     /// `BillingAs` proofs already used (each opens one billing stream).
     pub proofs_used: std::sync::Mutex<lru::LruCache<(AccountId, [u8; 16]), ()>>,
 }
+
+/// Channels remembered as opened before their block (one per client).
+pub const OPENS_REMEMBERED: usize = 10_000;
+/// How long a channel opened here is offered before the chain has it (an open that never
+/// makes it into a block is not offered for ever).
+pub const OPENED_OFFERED: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A channel this relay opened for a client, before its block.
+pub type OpenedChannel = (
+    ledger_lite::ChannelId,
+    ledger_lite::Amount,
+    std::time::Instant,
+);
 
 /// `BillingAs` proofs remembered as used (a proof is good for minutes only).
 pub const PROOFS_REMEMBERED: usize = 100_000;

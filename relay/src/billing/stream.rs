@@ -78,7 +78,22 @@ async fn serve<C>(
                 lock,
                 latest,
             });
-        (s.chain, existing)
+        // The one this relay opened for the client and served before its block, if the chain
+        // has no open channel to offer yet.
+        let pending = || {
+            let (channel, lock, at) = *crate::util::lock(&billing.opened).get(&client)?;
+            if s.channel(&channel).is_some() || at.elapsed() > super::OPENED_OFFERED {
+                return None;
+            }
+            let latest = billing.receipts.get(&channel).ok().flatten();
+            let used = latest.as_ref().map_or(Amount::ZERO, |r| r.body.cum_amount);
+            (!lock.saturating_sub(used).is_zero()).then_some(ExistingChannel {
+                channel,
+                lock,
+                latest,
+            })
+        };
+        (s.chain, existing.or_else(pending))
     });
     out.send(RelayBilling::Offer(Box::new(Offer {
         relay: me,
@@ -210,6 +225,8 @@ async fn open_channel(
         return RelayBilling::Refused(format!("channel refused: {e}"));
     }
     let channel = ChannelId::derive(&chain_id, &client, &me, nonce);
+    crate::util::lock(&billing.opened)
+        .put(client, (channel, lock_amount, std::time::Instant::now()));
     meter.attach(channel, client, lock_amount, None);
     meter.paid.notify_waiters();
     debug!("channel opened by {}", client.short());

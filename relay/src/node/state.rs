@@ -104,6 +104,10 @@ impl Shared {
                 terms.credit_per_address,
             )),
             funding_links: tokio::sync::Mutex::new(()),
+            opened: std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(crate::billing::OPENS_REMEMBERED)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             proofs_used: std::sync::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(crate::billing::PROOFS_REMEMBERED)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
