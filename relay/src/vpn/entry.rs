@@ -2,7 +2,7 @@
 //! connection this relay opens to the exit, and the client's datagrams are forwarded both ways
 //! untouched. The entry sees only Noise ciphertext (never the destination); the exit sees the
 //! entry's address (never the client's). Datagrams to the client are metered on the client's
-//! meter as forwarded; datagrams to the exit as the exit acknowledges them ([`super::received`]).
+//! meter as forwarded; datagrams to the exit as the exit acknowledges them ([`super::upstream`]).
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::id::AccountId;
 use tracing::debug;
 
-use super::received::{relay_received, upstream};
+use super::upstream::{relay_received, upstream};
 use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;

@@ -1,5 +1,6 @@
 //! The relay's VPN roles: exit ([`exit`]: TUN device, NAT, tunnels; [`connect`]: proxied
-//! connections) and entry of 2-hop routes ([`entry`]); the address pool
+//! connections) and entry of 2-hop routes ([`entry`]), proof of relay between them
+//! ([`received`], [`upstream`]); the address pool
 //! ([`pool`]) and counters ([`metrics`]).
 
 pub mod connect;
@@ -8,6 +9,7 @@ pub mod exit;
 pub mod metrics;
 pub mod pool;
 pub mod received;
+pub mod upstream;
 
 /// Spends `bytes` of a VPN `budget`; false (and counted) when the credit window is used up.
 pub fn spend(
