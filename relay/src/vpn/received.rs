@@ -22,7 +22,10 @@ const ACK_BYTES: u64 = 2 << 20;
 pub struct ReceivedCounts {
     datagrams: AtomicU64,
     bytes: AtomicU64,
+    /// [`ACK_BYTES`] more arrived: state the counts now.
     due: Notify,
+    /// Datagrams arrived (an idle session's statements wait for it).
+    arrived: Notify,
 }
 
 impl ReceivedCounts {
@@ -33,11 +36,14 @@ impl ReceivedCounts {
         if before / ACK_BYTES != before.saturating_add(bytes) / ACK_BYTES {
             self.due.notify_one();
         }
+        if bytes > 0 {
+            self.arrived.notify_one();
+        }
     }
 }
 
 /// Signs and sends the session's counts for as long as the stream takes them: each interval
-/// when they changed, and at once when [`ACK_BYTES`] more arrived.
+/// when they changed, and at once when [`ACK_BYTES`] more arrived; an idle session sleeps.
 pub async fn send_received(
     core: &Core,
     conn: &quinn::Connection,
@@ -62,6 +68,8 @@ pub async fn send_received(
             bytes: counts.bytes.load(Ordering::Relaxed),
         };
         if body.bytes == stated {
+            // Idle: nothing to state until datagrams arrive again.
+            counts.arrived.notified().await;
             continue;
         }
         stated = body.bytes;
