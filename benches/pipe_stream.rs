@@ -17,6 +17,21 @@ const WRITE: usize = 1 << 20;
 const WRITES: usize = 128;
 const ROUNDS: usize = 5;
 
+/// MiB/s of `WRITES` writes on a new stream of `conn`, until `sink` has read them all.
+async fn write_all_to(conn: &quinn::Connection, sink: tokio::task::JoinHandle<usize>) -> f64 {
+    let data = vec![7u8; WRITE];
+    let start = Instant::now();
+    let mut send = conn.open_uni().await.unwrap();
+    for _ in 0..WRITES {
+        send.write_all(&data).await.unwrap();
+    }
+    send.finish().unwrap();
+    let got = sink.await.unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(got, WRITE * WRITES);
+    (got as f64 / f64::from(1 << 20)) / secs
+}
+
 /// MiB/s of `WRITES` writes through a raw stream spliced by a forwarder to a reading peer.
 async fn raw_run() -> f64 {
     let fwd_id = Identity::generate();
@@ -58,19 +73,10 @@ async fn raw_run() -> f64 {
     let conn = top_proto::net::dial::dial(&client_ep, &Identity::generate(), &fwd_addr)
         .await
         .unwrap();
-    let data = vec![7u8; WRITE];
-    let start = Instant::now();
-    let mut send = conn.open_uni().await.unwrap();
-    for _ in 0..WRITES {
-        send.write_all(&data).await.unwrap();
-    }
-    send.finish().unwrap();
-    let got = sink.await.unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(got, WRITE * WRITES);
+    let rate = write_all_to(&conn, sink).await;
     splice.await.unwrap();
     drop((conn, client_ep));
-    (got as f64 / f64::from(1 << 20)) / secs
+    rate
 }
 
 /// MiB/s of `WRITES` writes on a raw stream straight to a reading peer (one QUIC hop: the
@@ -98,18 +104,9 @@ async fn direct_run() -> f64 {
     let conn = top_proto::net::dial::dial(&client_ep, &Identity::generate(), &addr)
         .await
         .unwrap();
-    let data = vec![7u8; WRITE];
-    let start = Instant::now();
-    let mut send = conn.open_uni().await.unwrap();
-    for _ in 0..WRITES {
-        send.write_all(&data).await.unwrap();
-    }
-    send.finish().unwrap();
-    let got = sink.await.unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(got, WRITE * WRITES);
+    let rate = write_all_to(&conn, sink).await;
     drop((conn, client_ep));
-    (got as f64 / f64::from(1 << 20)) / secs
+    rate
 }
 
 /// MiB/s of `WRITES` writes on a pipe between two clients of `relay`.

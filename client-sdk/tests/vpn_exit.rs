@@ -3,6 +3,8 @@
 //! (replays, wrong keys, altered or truncated bytes, non-IP and spoofed packets) are dropped and
 //! counted while good packets still get answers; the exit removes its NAT rules on shutdown.
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -15,34 +17,9 @@ use top_proto::vpn::VpnFrame;
 use top_proto::vpn::cipher::TunnelInitiator;
 use top_relay::{InitOptions, Relay, init};
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for pair in bytes.chunks(2) {
-        let word = u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]);
-        sum += u32::from(word);
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An ICMP echo request from `src` to `dst`.
 fn ping(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
-    let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34];
-    icmp.extend_from_slice(&seq.to_be_bytes());
-    icmp.extend_from_slice(b"top vpn test");
-    let c = checksum(&icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let total = 20 + icmp.len();
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let c = checksum(&p);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&icmp);
-    p
+    common::ping(src, dst, seq, b"top vpn test")
 }
 
 async fn metric(relay: &Relay, name: &str) -> u64 {
@@ -73,27 +50,7 @@ fn exit_config(dir: &std::path::Path, tun: &str, pool: &str, nat: bool) {
 
 #[test]
 fn exit_refuses_unpaid_and_drops_bad_datagrams() {
-    if !top_netconf::cmd::is_root() {
-        eprintln!("skipped: needs root (CI runs it as root)");
-        return;
-    }
-    // Everything below runs in a network namespace of this thread's own.
-    std::thread::spawn(|| {
-        // SAFETY: unshare(2) on this thread only; it has no other effect on the process.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-        let up = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .unwrap();
-        assert!(up.success());
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(run());
-    })
-    .join()
-    .unwrap();
+    common::in_own_netns(run);
 }
 
 async fn run() {

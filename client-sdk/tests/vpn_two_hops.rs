@@ -5,6 +5,8 @@
 //! for those it delivered to the client, never for its own count of what it forwarded. The
 //! client's send and open paths allocate nothing per packet (a counting allocator).
 
+mod common;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,33 +22,9 @@ static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 const PINGS: u16 = 3000;
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum = 0u32;
-    for pair in bytes.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// An ICMP echo request of about 1,100 bytes from `src` to `dst`.
 fn ping(src: Ipv4Addr, dst: Ipv4Addr, seq: u16) -> Vec<u8> {
-    let mut icmp = vec![8u8, 0, 0, 0, 0x12, 0x34];
-    icmp.extend_from_slice(&seq.to_be_bytes());
-    icmp.resize(1_072, 0xab);
-    let c = checksum(&icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let total = 20 + icmp.len();
-    let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 1, 0, 0];
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p.extend_from_slice(&src.octets());
-    p.extend_from_slice(&dst.octets());
-    let c = checksum(&p);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&icmp);
-    p
+    common::ping(src, dst, seq, &[0xab; 1_064])
 }
 
 /// A counter of `relay`'s metrics.
@@ -118,27 +96,7 @@ async fn lossy_link(target: SocketAddr) -> LossyLink {
 
 #[test]
 fn an_entry_is_paid_only_for_what_the_exit_acknowledged() {
-    if !top_netconf::cmd::is_root() {
-        eprintln!("skipped: needs root (CI runs it as root)");
-        return;
-    }
-    // Everything below runs in a network namespace of this thread's own.
-    std::thread::spawn(|| {
-        // SAFETY: unshare(2) on this thread only; it has no other effect on the process.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
-        let up = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .unwrap();
-        assert!(up.success());
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(run());
-    })
-    .join()
-    .unwrap();
+    common::in_own_netns(run);
 }
 
 async fn run() {
