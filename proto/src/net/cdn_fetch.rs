@@ -64,7 +64,11 @@ impl RawReader {
         while data.len() < len {
             let want = len - data.len();
             match self.recv.read_chunk(want, true).await {
-                Ok(Some(chunk)) => data.extend_from_slice(&chunk.bytes),
+                Ok(Some(chunk)) => {
+                    // Once bytes arrive the rest is expected: one allocation, no regrowing.
+                    data.reserve(len - data.len());
+                    data.extend_from_slice(&chunk.bytes);
+                }
                 Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(data.len())),
                 Err(e) => return Err(quinn::ReadExactError::ReadError(e)),
             }
