@@ -155,10 +155,11 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    // One worker: a client is a pipeline (TUN → tunnel → TUN); measured on 2 cores, hopping
-    // between worker threads cost 25% of VPN throughput (scripts/bench-vpn.sh).
-    let result = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread: a client is a pipeline (TUN → tunnel → TUN). Measured on 2 cores with
+    // scripts/bench-vpn.sh: hopping between worker threads cost 25% of VPN throughput, and a
+    // one-worker runtime still ran the command (the pump) on the main thread and quinn's drivers
+    // on the worker, a thread switch per batch: the current-thread runtime carried 10% more.
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")
