@@ -1,7 +1,7 @@
 //! `top cdn …`: publish files, fetch content by id (verified chunk by chunk), unpublish.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
@@ -109,14 +109,15 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: CdnCommand) -> Resu
             match output {
                 Some(path) => save(fetch, &path, &progress).await?,
                 None => {
-                    let mut out = std::io::stdout().lock();
+                    // Async writes: a reader that stops reading must not stall the connection.
+                    let mut out = tokio::io::stdout();
                     let mut fetch = fetch;
                     while let Some(part) = fetch.next().await {
                         let part = part.with_context(|| format!("fetching {cid}"))?;
-                        out.write_all(&part)?;
+                        out.write_all(&part).await?;
                         progress.inc(part.len() as u64);
                     }
-                    out.flush()?;
+                    out.flush().await?;
                 }
             }
             progress.finish_and_clear();
@@ -153,7 +154,8 @@ async fn save(mut fetch: top_client::Fetch, path: &Path, progress: &ProgressBar)
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
-    let mut file = std::fs::File::create(&part)
+    let mut file = tokio::fs::File::create(&part)
+        .await
         .with_context(|| format!("cannot create {}", part.display()))?;
     while let Some(bytes) = fetch.next().await {
         let bytes = match bytes {
@@ -163,11 +165,11 @@ async fn save(mut fetch: top_client::Fetch, path: &Path, progress: &ProgressBar)
                 return Err(e).context("fetching");
             }
         };
-        file.write_all(&bytes)?;
+        file.write_all(&bytes).await?;
         progress.inc(bytes.len() as u64);
     }
-    file.sync_all()?;
-    std::fs::rename(&part, path)?;
+    file.sync_all().await?;
+    tokio::fs::rename(&part, path).await?;
     eprintln!(
         "{} bytes written to {}",
         fetch.range().end - fetch.range().start,

@@ -119,6 +119,14 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// [`write_json`] on tokio's blocking threads.
+async fn write_json_async<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    tokio::fs::write(&tmp, text).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
 /// Whether `path` is ours alone: owned by this user (root, for `sudo top vpn …`) and writable
 /// by nobody else, and so is its directory. State that others could have written is never
 /// acted on: as root, a forged record would undo arbitrary "changes" or signal any process.
@@ -412,7 +420,8 @@ async fn pump(
             status.bytes_acked = now.acked;
             status.paid_exit = amount(now.paid_exit);
             status.paid_entry = amount(now.paid_entry);
-            if let Err(e) = write_json(status_path, &*status) {
+            // Off the runtime's one thread: a slow disk must not stall the tunnel.
+            if let Err(e) = write_json_async(status_path, &*status).await {
                 warn!("writing VPN status: {e}");
             }
         }

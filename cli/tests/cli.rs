@@ -257,8 +257,15 @@ async fn status_says_what_each_channel_cost_per_service() {
     for _ in 0..3 {
         stdout(&top(&alice, &["msg", "send", &bob_id, &text]));
     }
-    let status: serde_json::Value =
-        serde_json::from_str(&stdout(&top(&alice, &["status", "--json"]))).unwrap();
+    // The channel the relay opened is "unknown" until a block has it: wait for that block.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        status = serde_json::from_str(&stdout(&top(&alice, &["status", "--json"]))).unwrap();
+        if status["channels"][0]["state"] != "unknown" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let channels = status["channels"].as_array().unwrap();
     assert_eq!(channels.len(), 1, "one channel with the relay: {status}");
     let c = &channels[0];

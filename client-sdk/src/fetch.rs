@@ -308,7 +308,8 @@ async fn from_source(
             recheck: std::mem::take(&mut recheck),
         };
         let opening = Serving::open_known(&source.conn, manifest.clone(), &request);
-        let mut serving = within(OPEN_TIMEOUT, opening).await?;
+        // At most LANES chunks in flight, each of a size the verified manifest gives.
+        let mut serving = within(OPEN_TIMEOUT, opening).await?.budgeted();
         if serving.chunks() != (from..chunks.end) {
             let served = serving.chunks();
             return Err(FetchError::Unexpected(format!("served chunks {served:?}")));

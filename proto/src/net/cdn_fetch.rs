@@ -57,6 +57,20 @@ impl RawReader {
     /// Exactly the next `len` bytes. Memory grows with the bytes that arrive, not with `len`:
     /// a peer that announces a large read and sends nothing holds nothing.
     pub async fn read_exact(&mut self, len: usize) -> Result<Bytes, quinn::ReadExactError> {
+        self.read(len, false).await
+    }
+
+    /// Exactly the next `len` bytes, in one buffer of `len` taken when the first of them
+    /// arrives (no regrowing and copying): a peer that sends one byte holds `len`, so only for
+    /// callers that budget `len` for each read in flight.
+    pub async fn read_exact_budgeted(
+        &mut self,
+        len: usize,
+    ) -> Result<Bytes, quinn::ReadExactError> {
+        self.read(len, true).await
+    }
+
+    async fn read(&mut self, len: usize, whole: bool) -> Result<Bytes, quinn::ReadExactError> {
         if self.buffered.len() >= len {
             return Ok(self.buffered.split_to(len).freeze());
         }
@@ -65,8 +79,9 @@ impl RawReader {
             let want = len - data.len();
             match self.recv.read_chunk(want, true).await {
                 Ok(Some(chunk)) => {
-                    // Once bytes arrive the rest is expected: one allocation, no regrowing.
-                    data.reserve(len - data.len());
+                    if whole {
+                        data.reserve(want);
+                    }
                     data.extend_from_slice(&chunk.bytes);
                 }
                 Ok(None) => return Err(quinn::ReadExactError::FinishedEarly(data.len())),
@@ -124,6 +139,8 @@ pub struct Serving {
     next: u32,
     end: u32,
     raw: RawReader,
+    /// Whether each chunk's buffer is taken whole when its first byte arrives.
+    budgeted: bool,
 }
 
 impl Serving {
@@ -179,7 +196,16 @@ impl Serving {
             next: chunks.start,
             end: chunks.end,
             raw: RawReader::after(frames),
+            budgeted: false,
         })
+    }
+
+    /// Reads each chunk into one buffer of its size taken when its first byte arrives (see
+    /// [`RawReader::read_exact_budgeted`]): for a requester that bounds the chunks in flight
+    /// (a client's few lanes), not for a relay answering others' requests.
+    pub fn budgeted(mut self) -> Self {
+        self.budgeted = true;
+        self
     }
 
     /// The chunks this answer carries.
@@ -196,7 +222,11 @@ impl Serving {
         let index = self.next;
         let range = self.manifest.chunk_range(index)?;
         let len = (range.end - range.start) as usize;
-        let data = self.raw.read_exact(len).await.map_err(FetchError::conn)?;
+        let data = self
+            .raw
+            .read(len, self.budgeted)
+            .await
+            .map_err(FetchError::conn)?;
         self.manifest.verify_chunk(index, &data)?;
         self.next += 1;
         Ok(Some((index, data)))

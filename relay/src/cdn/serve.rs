@@ -167,7 +167,8 @@ async fn upload(
             .await
             .map_err(|_| CdnRefusal::Failed("the relay is busy with other uploads".into()))?
             .map_err(failed)?;
-        let data = tokio::time::timeout(UPLOAD_STALL, raw.read_exact(len as usize))
+        // `_room` budgets the chunk's whole length.
+        let data = tokio::time::timeout(UPLOAD_STALL, raw.read_exact_budgeted(len as usize))
             .await
             .map_err(|_| CdnRefusal::Failed(format!("upload stalled before chunk {i}")))?
             .map_err(|e| {
