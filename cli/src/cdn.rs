@@ -1,11 +1,11 @@
 //! `top cdn …`: publish files, fetch content by id (verified chunk by chunk), unpublish.
 
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncWriteExt;
 use top_client::{Amount, Cid, Progress, RelayAddr};
 
 use crate::home::Home;

@@ -113,18 +113,24 @@ fn now_ms() -> u64 {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
     let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    replace_file(path, &text)
+}
+
+/// Writes `text` to `path` whole (through a temporary file renamed over it).
+fn replace_file(path: &Path, text: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)
 }
 
-/// [`write_json`] on tokio's blocking threads.
+/// [`write_json`] with the file written on tokio's blocking threads.
 async fn write_json_async<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
     let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    tokio::fs::write(&tmp, text).await?;
-    tokio::fs::rename(&tmp, path).await
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || replace_file(&path, &text))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Whether `path` is ours alone: owned by this user (root, for `sudo top vpn …`) and writable
