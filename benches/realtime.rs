@@ -54,6 +54,16 @@ impl Tx {
     }
 }
 
+impl Tx {
+    /// Black holes quinn detected on the raw connection (the pipe's count its too-large drops).
+    fn black_holes(&self) -> u64 {
+        match self {
+            Tx::Raw(conn) => conn.stats().path.black_holes_detected,
+            Tx::Pipe(_) => 0,
+        }
+    }
+}
+
 impl Rx {
     async fn recv(&mut self, out: &mut [u8]) -> Option<usize> {
         match self {
@@ -73,6 +83,8 @@ struct Run {
     /// Of those, dropped at the sender's full queue.
     refused: u64,
     received: u64,
+    /// Black holes detected on a raw connection during the run.
+    black_holes: u64,
     /// One-way delays, microseconds.
     delays: Vec<u64>,
 }
@@ -110,28 +122,27 @@ async fn receive(mut rx: Rx, base: Instant, done: Arc<AtomicBool>) -> (Rx, u64, 
                 delays.push(now_us.saturating_sub(sent_us));
                 received += 1;
             }
-            Ok(_) => {}
+            Ok(Some(_)) => {}
+            // The pipe (or the connection) closed: nothing more will come.
+            Ok(None) => return (rx, received, delays),
             Err(_) if done.load(Ordering::Relaxed) => return (rx, received, delays),
             Err(_) => {}
         }
     }
 }
 
-/// Sends for one round: as fast as the queue takes (`rate` None) or paced at `rate` per second.
-async fn run(tx: &mut Tx, rx: &mut Option<Rx>, rate: Option<f64>) -> Run {
-    let base = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
-    let Some(receiver) = rx.take() else {
-        panic!("the receiver is gone");
-    };
-    let receiving = tokio::spawn(receive(receiver, base, done.clone()));
+/// Sends for one round on a thread of its own, as an app's capture loop would: as fast as the
+/// queue takes (`rate` None) or paced at `rate` per second, each datagram at its due time (the
+/// thread sleeps to it with the OS's fine timer, so the pacer itself sends no bursts).
+fn send_round(tx: &mut Tx, base: Instant, rate: Option<f64>) -> (u64, u64) {
     let mut payload = [0u8; PAYLOAD];
     let (mut attempted, mut refused) = (0u64, 0u64);
     while base.elapsed() < ROUND {
-        let due = rate.map_or(u64::MAX, |r| (base.elapsed().as_secs_f64() * r) as u64);
-        if attempted >= due {
-            tokio::time::sleep(Duration::from_micros(500)).await;
-            continue;
+        if let Some(rate) = rate {
+            let due = base + Duration::from_secs_f64(attempted as f64 / rate.max(1.0));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
         }
         payload[..8].copy_from_slice(&(base.elapsed().as_micros() as u64).to_le_bytes());
         if tx.try_send(&payload) {
@@ -140,27 +151,43 @@ async fn run(tx: &mut Tx, rx: &mut Option<Rx>, rate: Option<f64>) -> Run {
             // Paced: a full queue is a loss, as it is for a call.
             attempted += 1;
             refused += 1;
-            tokio::task::yield_now().await;
         } else {
-            tokio::task::yield_now().await;
-        }
-        if attempted.is_multiple_of(64) {
-            tokio::task::yield_now().await;
+            // Flat out: the queue is full; it drains in well under this.
+            std::thread::sleep(Duration::from_micros(20));
         }
     }
+    (attempted, refused)
+}
+
+/// One round: the sender on its thread, the receiver as a task beside it.
+async fn run(tx: &mut Option<Tx>, rx: &mut Option<Rx>, rate: Option<f64>) -> Run {
+    let base = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let (Some(mut sender), Some(receiver)) = (tx.take(), rx.take()) else {
+        panic!("the pipe's halves are gone");
+    };
+    let receiving = tokio::spawn(receive(receiver, base, done.clone()));
+    let sending = tokio::task::spawn_blocking(move || {
+        let counts = send_round(&mut sender, base, rate);
+        (sender, counts)
+    });
+    let (sender, (attempted, refused)) = sending.await.unwrap();
+    let black_holes = sender.black_holes();
     done.store(true, Ordering::Relaxed);
     let (receiver, received, delays) = receiving.await.unwrap();
+    *tx = Some(sender);
     *rx = Some(receiver);
     Run {
         attempted,
         refused,
         received,
+        black_holes,
         delays,
     }
 }
 
 /// Two endpoints connected directly, with the relay's QUIC settings.
-async fn raw_pair() -> (quinn::Endpoint, quinn::Endpoint, Tx, Option<Rx>) {
+async fn raw_pair() -> (quinn::Endpoint, quinn::Endpoint, Option<Tx>, Option<Rx>) {
     let server_id = Identity::generate();
     let config = top_proto::tls::server_config(&server_id).unwrap();
     let server = top_proto::net::endpoint::server_endpoint(
@@ -181,9 +208,16 @@ async fn raw_pair() -> (quinn::Endpoint, quinn::Endpoint, Tx, Option<Rx>) {
     (
         server,
         client,
-        Tx::Raw(outgoing.unwrap()),
+        Some(Tx::Raw(outgoing.unwrap())),
         Some(Rx::Raw(incoming)),
     )
+}
+
+/// A counter's value in the relay's metrics text.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -213,7 +247,10 @@ async fn bench() {
     );
     let (a_send, _a_recv) = opened.unwrap().split();
     let (_b_send, b_recv) = accepted.unwrap().split();
-    let (mut pipe_tx, mut pipe_rx) = (Tx::Pipe(Box::new(a_send)), Some(Rx::Pipe(Box::new(b_recv))));
+    let (mut pipe_tx, mut pipe_rx) = (
+        Some(Tx::Pipe(Box::new(a_send))),
+        Some(Rx::Pipe(Box::new(b_recv))),
+    );
 
     println!("realtime pipe through one relay vs raw quinn datagrams, {PAYLOAD}-byte payloads");
     println!("capacity: pkt/s delivered with the sender as fast as its queue takes");
@@ -258,6 +295,22 @@ async fn bench() {
             pipe_load.percentile(0.5),
             pipe_load.percentile(0.99),
         );
+        if let (Some(Tx::Pipe(tx)), Some(Rx::Pipe(rx))) = (&pipe_tx, &pipe_rx) {
+            let (sent, got) = (tx.stats(), rx.stats());
+            let metric = |name: &str| counter(&relay.metrics_text(), name);
+            println!(
+                "      | raw black holes (cap, call, load): {} {} {}; pipe drops so far: sender queue {} too large {}; relay queue {} unpaid {} too large {}; receiver inbox {}",
+                raw.black_holes,
+                raw_call.black_holes,
+                raw_load.black_holes,
+                sent.dropped_queue,
+                sent.dropped_too_large,
+                metric("toprelay_realtime_dropped_queue_total"),
+                metric("toprelay_realtime_dropped_unpaid_total"),
+                metric("toprelay_realtime_dropped_too_large_total"),
+                got.dropped_inbox,
+            );
+        }
     }
     ratios.sort_by(f64::total_cmp);
     println!(

@@ -99,6 +99,18 @@ pub const DATAGRAM_SEND_BUFFER: usize = 4 << 20;
 /// Longest a peer waits to acknowledge 16 packets or fewer (quinn's timer granularity).
 pub const MAX_ACK_DELAY: Duration = Duration::from_millis(1);
 
+/// How soon a connection probes its path's MTU again after loss made it fall back to 1200
+/// bytes. Quinn's black-hole detector cannot tell congestion from a smaller path: a burst of
+/// lost full-size packets (a realtime sender overrunning its path, a VPN in slow start) is
+/// judged a black hole, and with quinn's default of a minute every full-size VPN packet and
+/// realtime datagram is refused as too large for that minute. A probe a second later restores
+/// the size when the path still carries it (a few probe packets where it really shrank).
+pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(1);
+/// How often a connection searches its path's MTU again once a search ended below the full
+/// size: a search during congestion loses its probes and settles low, which it must not keep
+/// for quinn's default 10 minutes. (At the full size there is nothing to search: no probes.)
+pub const MTU_SEARCH_INTERVAL: Duration = Duration::from_secs(5);
+
 /// QUIC transport settings shared by relays and clients.
 pub fn transport_config() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -116,6 +128,10 @@ pub fn transport_config() -> quinn::TransportConfig {
     // Assume an Ethernet-sized path (as WireGuard does) so VPN datagrams carry full packets;
     // quinn's black-hole detection falls back to 1200 bytes where the path is smaller.
     t.initial_mtu(1452);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.black_hole_cooldown(BLACK_HOLE_COOLDOWN)
+        .interval(MTU_SEARCH_INTERVAL);
+    t.mtu_discovery_config(Some(mtu));
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     // Bulk datagram traffic needs few ACKs: ask the peer to acknowledge once more than 16
