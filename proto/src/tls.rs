@@ -107,9 +107,15 @@ pub const MAX_ACK_DELAY: Duration = Duration::from_millis(1);
 /// the size when the path still carries it (a few probe packets where it really shrank).
 pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(1);
 /// How often a connection searches its path's MTU again once a search ended below the full
-/// size: a search during congestion loses its probes and settles low, which it must not keep
-/// for quinn's default 10 minutes. (At the full size there is nothing to search: no probes.)
-pub const MTU_SEARCH_INTERVAL: Duration = Duration::from_secs(5);
+/// size: one that ran while the path was congested loses its probes and settles low, which it
+/// must not keep for quinn's default 10 minutes. Not shorter: on a path really smaller than the
+/// full size (a tunnel, some mobile networks) every search loses 6–9 probes, which a relay pays
+/// per such client (at 30 s, a few hundred bytes a second each). At the full size there is
+/// nothing to search: no probes.
+pub const MTU_SEARCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Bytes a connection may have unacknowledged on all its streams together.
+pub const SEND_WINDOW: u64 = 16 << 20;
 
 /// QUIC transport settings shared by relays and clients.
 pub fn transport_config() -> quinn::TransportConfig {
@@ -124,7 +130,7 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.max_concurrent_uni_streams(16u32.into());
     t.stream_receive_window((4u32 << 20).into());
     t.receive_window((16u32 << 20).into());
-    t.send_window(16 << 20);
+    t.send_window(SEND_WINDOW);
     // Assume an Ethernet-sized path (as WireGuard does) so VPN datagrams carry full packets;
     // quinn's black-hole detection falls back to 1200 bytes where the path is smaller.
     t.initial_mtu(1452);

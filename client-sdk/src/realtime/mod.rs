@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use top_billing::Service;
 use top_proto::id::AccountId;
+use top_proto::net::path_mtu::MtuNudge;
 use top_proto::realtime::{OVERHEAD, RealtimeOpener, RealtimeSealer};
 use top_proto::tls::DATAGRAM_SEND_BUFFER;
 use top_proto::vpn::cipher::VpnCryptoError;
@@ -116,6 +117,8 @@ pub struct RealtimeSender {
     control: Arc<std::sync::Mutex<quinn::SendStream>>,
     /// Set once the pipe closed (the peer or a relay ended it).
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Wakes the connection while datagrams are refused as too large (see `path_mtu`).
+    nudge: MtuNudge,
 }
 
 /// The receiving half: opens datagrams into the caller's buffer.
@@ -201,6 +204,7 @@ impl RealtimeSender {
             Ok(()) => {}
             Err(quinn::SendDatagramError::TooLarge) => {
                 self.stats.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+                self.nudge.refused(&self.conn);
                 return Ok(Sent::Dropped);
             }
             Err(quinn::SendDatagramError::ConnectionLost(e)) => return Err(e.into()),

@@ -178,6 +178,7 @@ fn assemble<T>(
             stats: stats.clone(),
             control: control.clone(),
             closed,
+            nudge: Default::default(),
         },
         receiver: RealtimeReceiver {
             peer,

@@ -14,6 +14,7 @@ use top_proto::frame::{FrameCodec, Open, encode_frame};
 use top_proto::identity::Identity;
 use top_proto::net::dial::dial;
 use top_proto::net::endpoint::client_endpoint;
+use top_proto::net::path_mtu::MtuNudge;
 use top_proto::presence::PayerProof;
 use top_proto::vpn::cipher::{
     DatagramOpener, DatagramSealer, Lease, OVERHEAD, TunnelInitiator, VpnCryptoError,
@@ -249,6 +250,7 @@ impl Tunnel {
             usage: self.usage.clone(),
             stats: self.stats.clone(),
             uncounted: 0,
+            nudge: MtuNudge::default(),
         })
     }
 
@@ -323,6 +325,8 @@ pub struct TunnelSender {
     usage: Arc<UsageCounter>,
     stats: Arc<TunnelStats>,
     uncounted: u64,
+    /// Wakes the connection while packets are refused as too large (see `path_mtu`).
+    nudge: MtuNudge,
 }
 
 impl TunnelSender {
@@ -340,6 +344,7 @@ impl TunnelSender {
             Ok(()) => {}
             Err(quinn::SendDatagramError::TooLarge) => {
                 self.stats.dropped_too_large.fetch_add(1, Ordering::Relaxed);
+                self.nudge.refused(&self.conn);
                 return Ok(());
             }
             Err(quinn::SendDatagramError::ConnectionLost(e)) => return Err(e.into()),

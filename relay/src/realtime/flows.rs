@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 use top_billing::Service;
+use top_proto::net::path_mtu::MtuNudge;
 use top_proto::realtime::{flow_of, set_flow};
 use top_proto::tls::DATAGRAM_SEND_BUFFER;
 
@@ -268,13 +269,13 @@ async fn serve_datagrams(
     commands: &mut mpsc::UnboundedReceiver<Command>,
 ) {
     let metrics = &core.metrics.realtime;
-    let mut routes: HashMap<u32, Route> = HashMap::new();
+    let mut routes: HashMap<u32, (Route, MtuNudge)> = HashMap::new();
     let mut arena = BytesMut::with_capacity(ARENA);
     loop {
         tokio::select! {
             command = commands.recv() => match command {
                 Some(Command::Add(id, route)) => {
-                    routes.insert(id, route);
+                    routes.insert(id, (route, MtuNudge::default()));
                 }
                 Some(Command::Remove(id)) => {
                     routes.remove(&id);
@@ -299,7 +300,7 @@ async fn serve_datagrams(
 /// Forwards one datagram along its route, or drops it (counted).
 fn forward(
     metrics: &super::metrics::RealtimeMetrics,
-    routes: &mut HashMap<u32, Route>,
+    routes: &mut HashMap<u32, (Route, MtuNudge)>,
     arena: &mut BytesMut,
     datagram: &[u8],
 ) {
@@ -307,7 +308,7 @@ fn forward(
         metrics.dropped_malformed.inc();
         return;
     };
-    let Some(route) = routes.get_mut(&flow) else {
+    let Some((route, nudge)) = routes.get_mut(&flow) else {
         metrics.dropped_unknown.inc();
         return;
     };
@@ -335,6 +336,7 @@ fn forward(
         }
         Err(quinn::SendDatagramError::TooLarge) => {
             metrics.dropped_too_large.inc();
+            nudge.refused(&route.to);
         }
         Err(_) => {}
     }

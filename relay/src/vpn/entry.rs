@@ -11,8 +11,10 @@ use tokio_util::codec::FramedRead;
 use top_proto::addr::RelayAddr;
 use top_proto::frame::{FrameCodec, FrameError, Open};
 use top_proto::id::AccountId;
+use top_proto::net::path_mtu::MtuNudge;
 use tracing::debug;
 
+use super::metrics::VpnMetrics;
 use super::upstream::{relay_received, upstream};
 use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
@@ -77,6 +79,17 @@ pub async fn serve_via(
     Ok(())
 }
 
+/// Sends one datagram on to `to`; one refused as too large wakes `to` (see `path_mtu`).
+fn forward(to: &quinn::Connection, d: bytes::Bytes, nudge: &mut MtuNudge, m: &VpnMetrics) {
+    match to.send_datagram(d) {
+        Ok(()) => {
+            m.forwarded.inc();
+        }
+        Err(quinn::SendDatagramError::TooLarge) => nudge.refused(to),
+        Err(_) => {}
+    }
+}
+
 /// Forwards datagrams client → exit and exit → client until either connection ends, and the
 /// exit's received counts to the client.
 fn spawn_forwarders(
@@ -93,9 +106,10 @@ fn spawn_forwarders(
     core.tasks.spawn(async move {
         s.metrics.vpn.forwards.inc();
         let up = async {
+            let mut nudge = MtuNudge::default();
             while let Ok(d) = c.read_datagram().await {
-                if upstream.allow(d.len(), &s.metrics.vpn) && e.send_datagram(d).is_ok() {
-                    s.metrics.vpn.forwarded.inc();
+                if upstream.allow(d.len(), &s.metrics.vpn) {
+                    forward(&e, d, &mut nudge, &s.metrics.vpn);
                 }
             }
         };
@@ -106,9 +120,10 @@ fn spawn_forwarders(
             std::future::pending::<()>().await
         };
         let down = async {
+            let mut nudge = MtuNudge::default();
             while let Ok(d) = e.read_datagram().await {
-                if super::spend(&s, &mut budget_down, d.len()) && c.send_datagram(d).is_ok() {
-                    s.metrics.vpn.forwarded.inc();
+                if super::spend(&s, &mut budget_down, d.len()) {
+                    forward(&c, d, &mut nudge, &s.metrics.vpn);
                 }
             }
         };

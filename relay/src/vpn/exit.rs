@@ -18,6 +18,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use top_netconf::exit::ExitNet;
 use top_netconf::tun::{AsyncDevice, TunReader, TunWriter, open_tun};
 use top_proto::frame::{FrameCodec, FrameError, Open};
+use top_proto::net::path_mtu::MtuNudge;
 use top_proto::vpn::VpnFrame;
 use top_proto::vpn::cipher::{
     DatagramOpener, DatagramSealer, Lease, Lease6, OVERHEAD, TunnelResponder, VpnCryptoError,
@@ -54,6 +55,8 @@ struct Route {
     conn: quinn::Connection,
     sealer: DatagramSealer,
     budget: Budget,
+    /// Wakes the connection while its packets are refused as too large (see `path_mtu`).
+    nudge: MtuNudge,
 }
 
 /// A running exit: its TUN device, address pool and host setup.
@@ -240,6 +243,7 @@ fn route_packet(
         }
         Err(quinn::SendDatagramError::TooLarge) => {
             m.dropped_no_route.inc();
+            route.nudge.refused(&route.conn);
         }
         Err(_) => {
             routes.remove(&dst);
@@ -308,6 +312,7 @@ pub async fn serve_vpn(
             conn: conn.clone(),
             sealer,
             budget: Budget::new(meter.clone(), Service::Vpn),
+            nudge: MtuNudge::default(),
         };
         exit.routes.send(RouteChange::Add(addr, route)).await.ok();
         out.send(VpnFrame::Welcome(reply)).await?;
