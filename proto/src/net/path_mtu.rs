@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::tls::SEND_WINDOW;
 
-/// Longest a refused sender lets pass between two wake-ups of its connection.
+/// Shortest time between two wake-ups of a connection by one refused sender.
 pub const NUDGE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// One sender's wake-ups of a connection that refuses its datagrams as too large.
@@ -35,8 +35,8 @@ impl MtuNudge {
             return;
         }
         self.last = Some(now);
-        // Quinn's public way to wake a connection's driver: setting a window (to the value it
-        // already has, so nothing else changes).
+        // Quinn's public way to wake a connection's driver: setting a window (to the value
+        // every connection here has, `transport_config`'s, so nothing else changes).
         conn.set_send_window(SEND_WINDOW);
     }
 }

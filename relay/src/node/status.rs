@@ -103,6 +103,7 @@ impl ServiceStatus {
             &v.dropped_decrypt,
             &v.dropped_bad_packet,
             &v.dropped_no_route,
+            &v.dropped_too_large,
             &v.dropped_unpaid,
         ];
         Self {

@@ -85,7 +85,10 @@ fn forward(to: &quinn::Connection, d: bytes::Bytes, nudge: &mut MtuNudge, m: &Vp
         Ok(()) => {
             m.forwarded.inc();
         }
-        Err(quinn::SendDatagramError::TooLarge) => nudge.refused(to),
+        Err(quinn::SendDatagramError::TooLarge) => {
+            m.dropped_too_large.inc();
+            nudge.refused(to);
+        }
         Err(_) => {}
     }
 }

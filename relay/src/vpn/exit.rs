@@ -242,7 +242,7 @@ fn route_packet(
             m.packets_out.inc();
         }
         Err(quinn::SendDatagramError::TooLarge) => {
-            m.dropped_no_route.inc();
+            m.dropped_too_large.inc();
             route.nudge.refused(&route.conn);
         }
         Err(_) => {

@@ -26,8 +26,10 @@ pub struct VpnMetrics {
     /// Packets that were not well-formed IPv4 or IPv6, or from another address than the
     /// client's lease.
     pub dropped_bad_packet: Counter,
-    /// Packets to an address no tunnel holds, or too large for the path.
+    /// Packets to an address no tunnel holds.
     pub dropped_no_route: Counter,
+    /// Datagrams too large for the connection's path at the time (exit and entry).
+    pub dropped_too_large: Counter,
     /// Packets dropped because the client's unpaid usage exceeds the credit window.
     pub dropped_unpaid: Counter,
     /// Upstream bytes an entry billed because the exit acknowledged them.
@@ -49,7 +51,7 @@ impl VpnMetrics {
             "2-hop routes forwarded as entry",
             self.forwards.clone(),
         );
-        let counters: [(&str, &str, &Counter); 13] = [
+        let counters: [(&str, &str, &Counter); 14] = [
             (
                 "vpn_packets_in",
                 "Packets from clients to the TUN",
@@ -64,6 +66,11 @@ impl VpnMetrics {
                 "vpn_forwarded",
                 "Datagrams forwarded as entry",
                 &self.forwarded,
+            ),
+            (
+                "vpn_dropped_too_large",
+                "Datagrams too large for the path at the time",
+                &self.dropped_too_large,
             ),
             (
                 "vpn_dropped_malformed",
@@ -87,7 +94,7 @@ impl VpnMetrics {
             ),
             (
                 "vpn_dropped_no_route",
-                "Packets with no tunnel or too large",
+                "Packets to an address no tunnel holds",
                 &self.dropped_no_route,
             ),
             (
