@@ -1,17 +1,21 @@
 //! Realtime pipes end to end over real QUIC: datagrams both ways through one relay (paid) and
 //! two (linked), a burst dropped at the sender's bounded queue, strangers' datagrams never
-//! reaching a pipe they are not part of, unpaid traffic stopped, and the send path allocating
-//! nothing per datagram.
+//! reaching a pipe they are not part of, unpaid traffic stopped, the send path allocating
+//! nothing per datagram, and full-size datagrams back soon after a loss episode.
 
 mod common;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::lossy::{DROP_ABOVE, Lossy, forwarder};
 use common::{dev_relay, funded, wait_until};
 use top_client::{Client, ClientError, Identity, RealtimePipe, SEND_QUEUE_LIMIT, Sent};
+use top_proto::addr::RelayAddr;
 use top_proto::alloc_count::{CountingAllocator, allocations};
+use top_proto::tls::BLACK_HOLE_COOLDOWN;
 use top_relay::{InitOptions, Relay, init};
 
 #[global_allocator]
@@ -463,6 +467,72 @@ async fn a_receive_only_peer_keeps_the_pipe_open() {
         metric(&relay, "toprelay_realtime_pipes") == 0
     })
     .await;
+    alice.close().await;
+    bob.close().await;
+    relay.shutdown().await;
+}
+
+/// The relay's hop to a receiver loses its full-size packets for a while, until quinn takes it
+/// for a black hole and the relay refuses the sender's datagrams as too large. Once the path
+/// carries them again, the receiver gets full-size datagrams within seconds although nobody
+/// but the relay's refused forwarding sends anything: it wakes that connection so the probes
+/// leave when the cooldown ends (nothing else would run it before the next keep-alive, 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_gets_full_size_datagrams_back_soon_after_a_loss_episode() {
+    let dir = tempfile::tempdir().unwrap();
+    init_relay(dir.path());
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let alice = connect(&relay, Identity::generate()).await;
+    let lossy = Arc::new(Lossy::default());
+    let server = relay.addr().host_port.parse().unwrap();
+    let via = RelayAddr {
+        id: relay.id(),
+        host_port: forwarder(server, lossy.clone()).await.to_string(),
+    };
+    let bob = Client::connect(&via, Identity::generate()).await.unwrap();
+    bob.synced().await.unwrap();
+    let (mut a, mut b) = pair(&alice, &bob).await;
+    let big = vec![9u8; a.max_payload()];
+    assert!(
+        big.len() + 40 > DROP_ABOVE,
+        "full-size datagrams are dropped"
+    );
+    let too_large = "toprelay_realtime_dropped_too_large_total";
+
+    // The episode: the relay's full-size packets to Bob are lost, its small ones (ACKs of Bob's
+    // small datagrams) arrive, until quinn judges the path a black hole.
+    lossy.to_client.store(true, Ordering::Relaxed);
+    let episode = async {
+        while metric(&relay, too_large) == 0 {
+            a.send(&big).unwrap();
+            b.send(b"small").unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), episode)
+        .await
+        .expect("the relay's hop to Bob is judged a black hole");
+    lossy.to_client.store(false, Ordering::Relaxed);
+
+    // Only Alice sends now, full-size datagrams, which the relay refuses until its connection
+    // to Bob probes the path again.
+    let mut out = vec![0u8; b.max_payload()];
+    let back = async {
+        loop {
+            a.send(&big).unwrap();
+            if let Ok(Some(Ok(Some(n)))) =
+                tokio::time::timeout(Duration::from_millis(10), b.recv(&mut out))
+                    .await
+                    .map(Some)
+                && n == big.len()
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(BLACK_HOLE_COOLDOWN + Duration::from_secs(5), back)
+        .await
+        .expect("full-size datagrams reach Bob again within seconds");
     alice.close().await;
     bob.close().await;
     relay.shutdown().await;

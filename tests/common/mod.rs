@@ -2,6 +2,8 @@
 //! waiting on a condition.
 #![allow(dead_code)]
 
+pub mod lossy;
+
 use std::path::Path;
 use std::time::Duration;
 

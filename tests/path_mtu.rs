@@ -8,49 +8,22 @@
 //! out before the next keep-alive.
 //!
 //! Real QUIC on loopback through a UDP forwarder that, during the episode, drops every packet
-//! from the client larger than [`DROP_ABOVE`] bytes.
+//! from the client larger than `DROP_ABOVE` bytes. (`tests/realtime.rs` does the same to a
+//! relay's hop to a realtime receiver.)
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::lossy::{DROP_ABOVE, Lossy, forwarder};
 use top_proto::addr::RelayAddr;
 use top_proto::identity::Identity;
 use top_proto::net::path_mtu::MtuNudge;
 use top_proto::net::{dial::dial, endpoint};
 use top_proto::tls::{BLACK_HOLE_COOLDOWN, server_config};
-
-/// Packets from the client above this size are dropped during the episode.
-const DROP_ABOVE: usize = 1300;
-
-/// Forwards UDP between one client and `server`, dropping the client's large packets while
-/// `dropping` is set. Runs until the test ends.
-async fn forwarder(server: SocketAddr, dropping: Arc<AtomicBool>) -> SocketAddr {
-    let socket = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap());
-    let addr = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut client: Option<SocketAddr> = None;
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let to = if from == server {
-                match client {
-                    Some(c) => c,
-                    None => continue,
-                }
-            } else {
-                client = Some(from);
-                if dropping.load(Ordering::Relaxed) && n > DROP_ABOVE {
-                    continue;
-                }
-                server
-            };
-            socket.send_to(&buf[..n], to).await.ok();
-        }
-    });
-    addr
-}
 
 #[tokio::test]
 async fn full_datagram_size_returns_soon_after_a_loss_episode() {
@@ -58,8 +31,8 @@ async fn full_datagram_size_returns_soon_after_a_loss_episode() {
     let config = server_config(&server_id).unwrap();
     let server =
         endpoint::server_endpoint(config, "127.0.0.1:0".parse().unwrap(), &server_id).unwrap();
-    let dropping = Arc::new(AtomicBool::new(false));
-    let via = forwarder(server.local_addr().unwrap(), dropping.clone()).await;
+    let lossy = Arc::new(Lossy::default());
+    let via = forwarder(server.local_addr().unwrap(), lossy.clone()).await;
     let addr = RelayAddr {
         id: server_id.relay_id(),
         host_port: via.to_string(),
@@ -74,7 +47,7 @@ async fn full_datagram_size_returns_soon_after_a_loss_episode() {
 
     // The episode: full-size datagrams lost, small ones (between them) delivered, until quinn
     // judges the path a black hole and falls back to 1200-byte packets.
-    dropping.store(true, Ordering::Relaxed);
+    lossy.from_client.store(true, Ordering::Relaxed);
     let big = Bytes::from(vec![1u8; full]);
     let small = Bytes::from(vec![2u8; 100]);
     let fell_back = async {
@@ -89,7 +62,7 @@ async fn full_datagram_size_returns_soon_after_a_loss_episode() {
         .await
         .expect("the loss episode is judged a black hole");
     assert!(conn.max_datagram_size().unwrap() < full);
-    dropping.store(false, Ordering::Relaxed);
+    lossy.from_client.store(false, Ordering::Relaxed);
 
     // The path carries full-size packets again. The sender keeps trying full-size datagrams
     // (refused as too large: nothing goes out) and nothing else, as a realtime sender or a VPN
