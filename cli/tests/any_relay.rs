@@ -37,16 +37,10 @@ fn toprelay_bin() -> PathBuf {
         .clone()
 }
 
-/// A loopback port free for both QUIC (UDP) and HTTP (TCP) right now.
-fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
+#[path = "../../relay/tests/common/ports.rs"]
+mod ports;
+
+use ports::free_port;
 
 /// One relay process and where it lives.
 struct RelayProc {

@@ -68,6 +68,14 @@ pub enum ServiceError {
     /// The thread did not start.
     #[error("starting the consensus thread: {0}")]
     Thread(#[from] std::io::Error),
+    /// The consensus transport cannot listen where it must (TCP, the QUIC port's number).
+    #[error("the consensus transport cannot listen on TCP {addr}: {source}")]
+    Listen {
+        /// Where it would listen.
+        addr: SocketAddr,
+        /// Why it cannot.
+        source: std::io::Error,
+    },
 }
 
 /// How to run one validator.
@@ -148,6 +156,14 @@ impl ValidatorService {
         if configured.is_empty() {
             return Err(ServiceError::BadSet);
         }
+        // The transport binds its listener inside its own task and, failing, only that task
+        // panics: the relay would run on as a validator nobody can reach. Fail here instead,
+        // with the reason (another socket on the port, say an outgoing connection's source
+        // port).
+        std::net::TcpListener::bind(config.listen).map_err(|source| ServiceError::Listen {
+            addr: config.listen,
+            source,
+        })?;
         // Validators on private or loopback addresses (a test, a LAN) need the transport's
         // local settings; public ones its recommended, stricter ones.
         let private = config.validators.iter().any(|(_, a)| match a.ip() {

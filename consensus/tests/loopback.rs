@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use top_consensus::app::Ledger;
-use top_consensus::service::{ServiceConfig, ValidatorService};
+use top_consensus::service::{ServiceConfig, ServiceError, ValidatorService};
 use top_proto::identity::Identity;
 
 fn free_addr() -> SocketAddr {
@@ -138,5 +138,35 @@ async fn four_validators_finalize_over_tcp_and_three_go_on() {
     back.stop();
     for service in services.into_iter().flatten() {
         service.stop();
+    }
+}
+
+/// A validator whose consensus port is taken (here by an outgoing connection's source port,
+/// as another process's ephemeral port can be) does not start: it would otherwise run on with
+/// a transport nobody can reach, its chain never moving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_consensus_port_fails_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let taken = held.local_addr().unwrap();
+    let id = Identity::from_seed(&[40; 32]);
+    let user = Identity::from_seed(&[99; 32]);
+    let genesis = common::consensus_genesis("taken", std::slice::from_ref(&id), &user);
+    let config = ServiceConfig {
+        identity: id.clone(),
+        validators: vec![(id.account_id(), taken)],
+        listen: taken,
+        genesis,
+        storage: dir.path().join("v"),
+        leader_timeout: Duration::from_millis(500),
+        chain: None,
+        block_interval: Duration::ZERO,
+        report: top_consensus::misbehaviour::ignore(),
+    };
+    match ValidatorService::start(config) {
+        Err(ServiceError::Listen { addr, .. }) => assert_eq!(addr, taken),
+        Err(e) => panic!("another error: {e}"),
+        Ok(_) => panic!("started on a port another socket holds"),
     }
 }

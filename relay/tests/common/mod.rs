@@ -2,6 +2,9 @@
 #![allow(dead_code)]
 
 pub mod network;
+mod ports;
+
+pub use ports::free_port;
 
 use futures::StreamExt;
 use tokio_util::codec::FramedRead;
@@ -100,18 +103,6 @@ pub fn sealed_envelope(from: &Identity, to: AccountId, body: &[u8]) -> Envelope 
 
 /// The `toprelay` binary under test.
 pub const TOPRELAY: &str = env!("CARGO_BIN_EXE_toprelay");
-
-/// A port free on loopback right now for both UDP (QUIC) and TCP (a validator's consensus
-/// transport uses the same number).
-pub fn free_port() -> u16 {
-    loop {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// A ledger API stream on a fresh connection to `addr`, dialled as `me`.
 pub async fn ledger_rpc(
