@@ -130,10 +130,16 @@ fn init_relay(dir: &Path) {
 }
 
 /// A relay that does not bill, and two clients connected to it.
-async fn free_relay_and_two_clients() -> (tempfile::TempDir, Relay, Client, Client) {
+/// A relay without billing, started in a fresh directory.
+async fn free_relay() -> (tempfile::TempDir, Relay) {
     let dir = tempfile::tempdir().unwrap();
     init_relay(dir.path());
     let relay = Relay::start(dir.path()).await.unwrap();
+    (dir, relay)
+}
+
+async fn free_relay_and_two_clients() -> (tempfile::TempDir, Relay, Client, Client) {
+    let (dir, relay) = free_relay().await;
     let alice = connect(&relay, Identity::generate()).await;
     let bob = connect(&relay, Identity::generate()).await;
     (dir, relay, alice, bob)
@@ -384,9 +390,7 @@ fn record(bytes: &[u8]) -> Vec<u8> {
 /// attempt at the relay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replayed_or_oversized_handshake_never_becomes_a_pipe() {
-    let dir = tempfile::tempdir().unwrap();
-    init_relay(dir.path());
-    let relay = Relay::start(dir.path()).await.unwrap();
+    let (_dir, relay) = free_relay().await;
     let alice = connect(&relay, Identity::generate()).await;
     let (carol, mallory) = (Identity::generate(), Identity::generate());
     let (_endpoint, raw) = raw_conn(&relay, &mallory).await;
@@ -479,9 +483,7 @@ async fn a_receive_only_peer_keeps_the_pipe_open() {
 /// leave when the cooldown ends (nothing else would run it before the next keep-alive, 10 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_gets_full_size_datagrams_back_soon_after_a_loss_episode() {
-    let dir = tempfile::tempdir().unwrap();
-    init_relay(dir.path());
-    let relay = Relay::start(dir.path()).await.unwrap();
+    let (_dir, relay) = free_relay().await;
     let alice = connect(&relay, Identity::generate()).await;
     let lossy = Arc::new(Lossy::default());
     let server = relay.addr().host_port.parse().unwrap();
