@@ -210,12 +210,15 @@ pub async fn run(
     // A previous client that died left its changes recorded: undo them first.
     down_leftovers(&opts.state_dir);
     let mut tunnel = Tunnel::open(identity.clone(), opts.tunnel.clone()).await?;
-    let relay = match tunnel.first_hop() {
-        SocketAddr::V4(a) => a,
+    // Every address the tunnel's packets go to is one relay's (2 hops: the entry's ports).
+    let outside = tunnel.outside();
+    let relay = match outside[0] {
+        SocketAddr::V4(a) => *a.ip(),
         SocketAddr::V6(_) => {
             return Err(DeviceError::Vpn("IPv6 relays are not supported yet".into()));
         }
     };
+    let relay_ports: Vec<u16> = outside.iter().map(|a| a.port()).collect();
     let v6 = tunnel.address6();
     let device = open_tun(
         &opts.tun,
@@ -228,6 +231,7 @@ pub async fn run(
     let plan = ClientNetPlan {
         tun: opts.tun.clone(),
         relay,
+        relay_ports,
         routes: opts.routes.clone(),
         dns,
         kill_switch: opts.kill_switch,

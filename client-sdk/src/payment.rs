@@ -132,9 +132,9 @@ pub(crate) async fn start(
     start_on(conn, (send, recv), identity, opts, usage).await
 }
 
-/// [`start`] on a stream already opened (and announced) to the relay that bills, e.g. through
-/// an entry relay; `conn` reaches any relay of the chain (to sign a channel opening).
-pub(crate) async fn start_on(
+/// [`start`] on a stream already opened (and announced) to the relay that bills; `conn` reaches
+/// any relay of the chain (to sign a channel opening).
+async fn start_on(
     conn: &quinn::Connection,
     (send, recv): (quinn::SendStream, quinn::RecvStream),
     identity: &Identity,

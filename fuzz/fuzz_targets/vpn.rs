@@ -1,5 +1,6 @@
 //! A VPN peer's bytes: tunnel handshakes, datagrams (with a live key and replay window), the
-//! control stream's frames, an exit's signed received counts, proxied-connect requests and the
+//! control stream's frames, an exit's signed received counts, a forward stream's frames (the
+//! entry's reply, the client's delivery counts), proxied-connect requests and the
 //! packet checks; realtime pipes' handshakes, key confirmations and datagrams (same keys, behind
 //! a flow id): must never panic.
 #![no_main]
@@ -91,6 +92,14 @@ fuzz_target!(|data: &[u8]| {
         && data.first() == Some(&0xF3)
     {
         let _ = received.check(&keys.exit_id, &received.body.session);
+    }
+    // A forward stream: the entry's reply, the client's counts (the exit's inside, checked).
+    let _ = decode_body::<top_proto::vpn::forward::ForwardReply>(data);
+    if let Ok(counts) = decode_body::<top_proto::vpn::forward::Delivered>(data)
+        && let Some(exit) = &counts.down
+        && data.first() == Some(&0xF4)
+    {
+        let _ = exit.check(&keys.exit_id, &exit.body.session);
     }
     let _ = top_proto::realtime::flow_of(data);
     let _ = keys.realtime.lock().unwrap().open(data, &mut out);

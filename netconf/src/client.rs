@@ -4,7 +4,7 @@
 //! [`Applied`] records each change so that [`Applied::undo`] restores the host exactly, also
 //! from another process after a crash.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use ipnet::Ipv4Net;
@@ -22,8 +22,10 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 pub struct ClientNetPlan {
     /// The TUN device.
     pub tun: String,
-    /// The relay the tunnel's QUIC connection goes to (it must stay outside the tunnel).
-    pub relay: SocketAddrV4,
+    /// The relay the tunnel's packets go to (it must stay outside the tunnel)...
+    pub relay: Ipv4Addr,
+    /// ... and its UDP ports they go to (QUIC, and the forwarding port of a 2-hop route).
+    pub relay_ports: Vec<u16>,
     /// Prefixes to send through the tunnel; empty means everything (the default route).
     pub routes: Vec<Ipv4Net>,
     /// DNS resolver to use through the tunnel, if any.
@@ -100,7 +102,8 @@ pub fn local_networks(skip: &str) -> Result<Vec<Ipv4Net>, NetError> {
 }
 
 /// The kill switch's nftables rules.
-pub fn kill_switch_ruleset(tun: &str, relay: SocketAddrV4, lan: &[Ipv4Net]) -> String {
+pub fn kill_switch_ruleset(tun: &str, relay: Ipv4Addr, ports: &[u16], lan: &[Ipv4Net]) -> String {
+    let ports: Vec<String> = ports.iter().map(|p| p.to_string()).collect();
     let mut allow = String::new();
     if !lan.is_empty() {
         let list: Vec<String> = lan.iter().map(|n| n.to_string()).collect();
@@ -114,13 +117,13 @@ pub fn kill_switch_ruleset(tun: &str, relay: SocketAddrV4, lan: &[Ipv4Net]) -> S
          \tchain output {{ type filter hook output priority filter; policy drop;\n\
          \t\toifname \"lo\" accept\n\
          \t\toifname \"{tun}\" accept\n\
-         \t\tip daddr {} udp dport {} accept\n\
+         \t\tip daddr {} udp dport {{ {} }} accept\n\
          {allow}\
          \t\tcounter drop\n\t}}\n\
          }}\n",
         crate::cmd::replace_table("inet", KILL_SWITCH_TABLE),
-        relay.ip(),
-        relay.port()
+        relay,
+        ports.join(", ")
     )
 }
 
@@ -179,13 +182,16 @@ impl Applied {
                 Vec::new()
             };
             run_all(&[Cmd::nft_script(kill_switch_ruleset(
-                &plan.tun, plan.relay, &lan,
+                &plan.tun,
+                plan.relay,
+                &plan.relay_ports,
+                &lan,
             ))])?;
             self.kill_switch = true;
             save(self);
         }
         let prefixes = tunnel_prefixes(plan);
-        let relay_ip = *plan.relay.ip();
+        let relay_ip = plan.relay;
         if prefixes.iter().any(|p| p.contains(&relay_ip))
             && let Some((via, dev)) = route_to(relay_ip)?
         {
@@ -333,7 +339,8 @@ mod tests {
     fn ipv6_goes_through_the_tunnel_or_nowhere() {
         let mut plan = ClientNetPlan {
             tun: "top0".into(),
-            relay: "192.0.2.1:7700".parse().unwrap(),
+            relay: "192.0.2.1".parse().unwrap(),
+            relay_ports: vec![7700],
             routes: Vec::new(),
             dns: None,
             kill_switch: false,
@@ -398,18 +405,17 @@ mod tests {
 
     #[test]
     fn kill_switch_allows_only_the_tunnel_the_relay_and_the_lan() {
+        let relay = "192.0.2.1".parse().unwrap();
         let rules = kill_switch_ruleset(
             "top0",
-            "192.0.2.1:7700".parse().unwrap(),
+            relay,
+            &[7700, 7701],
             &["10.0.1.0/24".parse().unwrap()],
         );
         assert!(rules.contains("policy drop"));
         assert!(rules.contains("oifname \"top0\" accept"));
-        assert!(rules.contains("ip daddr 192.0.2.1 udp dport 7700 accept"));
+        assert!(rules.contains("ip daddr 192.0.2.1 udp dport { 7700, 7701 } accept"));
         assert!(rules.contains("ip daddr { 10.0.1.0/24 } accept"));
-        assert!(
-            !kill_switch_ruleset("top0", "192.0.2.1:7700".parse().unwrap(), &[])
-                .contains("10.0.1.0")
-        );
+        assert!(!kill_switch_ruleset("top0", relay, &[7700], &[]).contains("10.0.1.0"));
     }
 }

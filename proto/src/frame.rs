@@ -14,7 +14,7 @@ use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 use crate::addr::RelayAddr;
 use crate::id::AccountId;
-use crate::presence::{PayerProof, Presence};
+use crate::presence::Presence;
 
 /// The only wire version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -126,16 +126,11 @@ pub enum Open {
     Vpn,
     /// Client → exit relay: one proxied TCP connection (Noise pipe, then a connect request).
     Connect,
-    /// Client → entry relay: splice this stream to the exit `to` (2-hop routes). All `Via`
-    /// streams of a connection go to one exit; the connection's datagrams are forwarded too.
-    Via {
-        /// The exit relay.
-        to: RelayAddr,
-    },
-    /// Client → relay through an entry relay: the billing stream for the payer whose signed
-    /// proof names this relay and the entry (the connection's own identity is the entry's).
-    /// Receipts must still be signed by the payer.
-    BillingAs(PayerProof),
+    /// Retired: 2-hop streams spliced by the entry (replaced by [`Open::Forward`]); refused.
+    /// Kept so that the variants after it keep their wire tags.
+    RetiredVia,
+    /// Retired: billing through an entry; refused (kept for the wire tags, as above).
+    RetiredBillingAs,
     /// Client or relay → relay: publish, fetch or unpublish content (see
     /// [`crate::cdn_wire`]).
     Cdn,
@@ -159,6 +154,13 @@ pub enum Open {
         flow: u32,
         /// Largest datagram the path to the opener carries.
         max_datagram: u16,
+    },
+    /// Client → entry relay: forward the UDP packets of the client's QUIC connection to the
+    /// exit `to` (2-hop routes) for as long as this stream stays open; the stream then carries
+    /// [`crate::vpn::forward`] frames.
+    Forward {
+        /// The exit relay.
+        to: RelayAddr,
     },
 }
 
@@ -495,6 +497,10 @@ mod tests {
                 ),
             ),
             (encode_body(&Open::Link).unwrap(), "0103"),
+            // The retired tags keep the later ones where they were.
+            (encode_body(&Open::RetiredVia).unwrap(), "0108"),
+            (encode_body(&Open::Cdn).unwrap(), "010a"),
+            (encode_body(&Open::Control).unwrap(), "010c"),
             (
                 encode_body(&LinkFrame::Online(presence)).unwrap(),
                 concat!(

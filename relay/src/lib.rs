@@ -43,9 +43,10 @@
 //!   clock. Sender task → router → writer task: two tasks and one queue on the relay each way.
 //! - **A VPN packet**: the client's datagram is decrypted by its tunnel task at the exit and
 //!   written to the TUN device; the TUN reader task routes replies by destination address to the
-//!   tunnel's connection as a datagram. A 2-hop entry relays datagrams between the client's and
-//!   the exit's connections without decrypting them. Both meter bytes against the client's
-//!   channel.
+//!   tunnel's connection as a datagram. A 2-hop entry forwards the UDP packets of the client's
+//!   own QUIC connection to the exit, a GRO batch per receive and a GSO batch per send, in one
+//!   task for every route upstream and one per route downstream, unread. Both meter bytes
+//!   against the client's channel (the entry by what the far ends acknowledged).
 //! - **A receipt**: the meter asks for payment once a quarter of the credit window is used; the
 //!   billing stream sends the request, verifies the client's signed cumulative receipt, fsyncs it
 //!   to the receipt store before it counts, and frees the credit (a delivery held back for lack of

@@ -15,13 +15,12 @@ use top_proto::identity::Identity;
 use top_proto::net::dial::dial;
 use top_proto::net::endpoint::client_endpoint;
 use top_proto::net::path_mtu::MtuNudge;
-use top_proto::presence::PayerProof;
 use top_proto::vpn::cipher::{
     DatagramOpener, DatagramSealer, Lease, OVERHEAD, TunnelInitiator, VpnCryptoError,
 };
 use top_proto::vpn::{ConnectReply, ConnectRequest, VpnFrame};
 
-use super::proof::{ReceivedProof, read_received};
+use super::proof::{LatestCounts, ReceivedProof, read_received};
 use crate::error::{ClientError, VpnError};
 use crate::payment::{BillingOptions, BillingState, UsageCounter};
 use crate::pipe::Pipe;
@@ -50,7 +49,7 @@ pub struct TunnelOptions {
 pub struct TunnelStats {
     /// Datagram bytes sent.
     pub bytes_sent: AtomicU64,
-    /// Of those, bytes the exit acknowledged receiving intact (its signed count).
+    /// UDP bytes the exit received on the tunnel's connection (its latest signed count).
     pub bytes_acked: AtomicU64,
     /// Datagram bytes received.
     pub bytes_received: AtomicU64,
@@ -81,11 +80,20 @@ pub struct Tunnel {
     ended: tokio_util::sync::CancellationToken,
     usage: Arc<UsageCounter>,
     stats: Arc<TunnelStats>,
-    /// What the entry may claim: datagrams received through it, and those the exit
-    /// acknowledged (2 hops only).
-    entry_usage: Option<Arc<UsageCounter>>,
-    entry_billing: Option<BillingState>,
+    /// The entry of a 2-hop route.
+    entry: Option<EntryHop>,
     exit_billing: Option<BillingState>,
+}
+
+/// The entry of a 2-hop route: its connection (billing, the forward stream) and what it may
+/// claim.
+struct EntryHop {
+    control: quinn::Connection,
+    /// What both ends acknowledged of what it forwarded ([`super::hop`]).
+    usage: Arc<UsageCounter>,
+    billing: Option<BillingState>,
+    /// The forward stream, until the tunnel is up (then its reporter holds it).
+    forwarding: Option<super::hop::Forwarding>,
 }
 
 impl Tunnel {
@@ -94,40 +102,39 @@ impl Tunnel {
     pub async fn open(identity: Identity, options: TunnelOptions) -> Result<Self, ClientError> {
         let first = options.via.as_ref().unwrap_or(&options.exit);
         let endpoint = client_endpoint(&first.host_port)?;
-        let conn = dial(&endpoint, &identity, first).await?;
-        let usage = Arc::new(UsageCounter::default());
-        let entry_usage = options
-            .via
-            .as_ref()
-            .map(|_| Arc::new(UsageCounter::default()));
-        let entry_billing = match &entry_usage {
-            Some(entry_usage) => {
-                crate::payment::start(&conn, &identity, &options.billing, entry_usage.clone())
-                    .await?
+        let latest: LatestCounts = Arc::default();
+        let ended = tokio_util::sync::CancellationToken::new();
+        let (conn, entry) = match &options.via {
+            None => (dial(&endpoint, &identity, &options.exit).await?, None),
+            Some(via) => {
+                // The control connection to the entry and the tunnel's connection to the exit
+                // leave from the same socket: the entry knows the tunnel's packets by it.
+                let control = dial(&endpoint, &identity, via).await?;
+                let usage = Arc::new(UsageCounter::default());
+                let billing =
+                    crate::payment::start(&control, &identity, &options.billing, usage.clone())
+                        .await?;
+                let forwarding = super::hop::request(&control, &options.exit).await?;
+                let through = RelayAddr {
+                    id: options.exit.id,
+                    host_port: SocketAddr::new(control.remote_address().ip(), forwarding.port)
+                        .to_string(),
+                };
+                let conn = dial(&endpoint, &identity, &through).await?;
+                let entry = EntryHop {
+                    control,
+                    usage,
+                    billing,
+                    forwarding: Some(forwarding),
+                };
+                (conn, Some(entry))
             }
-            None => None,
         };
-        let exit_billing = {
-            let open = match &options.via {
-                Some(via) => Open::BillingAs(PayerProof::sign(
-                    &identity,
-                    options.exit.id,
-                    via.id,
-                    now_ms(),
-                )),
-                None => Open::Billing,
-            };
-            let stream =
-                open_stream(&conn, options.via.is_some().then_some(&options.exit), &open).await?;
-            crate::payment::start_on(&conn, stream, &identity, &options.billing, usage.clone())
-                .await?
-        };
-        let (send, recv) = open_stream(
-            &conn,
-            options.via.is_some().then_some(&options.exit),
-            &Open::Vpn,
-        )
-        .await?;
+        let usage = Arc::new(UsageCounter::default());
+        let exit_billing =
+            crate::payment::start(&conn, &identity, &options.billing, usage.clone()).await?;
+        let (mut send, recv) = conn.open_bi().await?;
+        send.write_all(&encode_frame(&Open::Vpn)?).await?;
         let mut out = FramedWrite::new(send, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
         let mut frames = FramedRead::new(recv, FrameCodec::<VpnFrame>::new(MAX_VPN_FRAME));
         let exit_id = top_proto::id::AccountId::from_bytes(*options.exit.id.as_bytes())
@@ -156,11 +163,24 @@ impl Tunnel {
             conn.clone(),
             proof,
             stats.clone(),
-            entry_usage.clone(),
+            latest.clone(),
         ));
         let (sealer, opener) = keys.split();
+        // Up: the entry hears what it delivered from now on (nothing is left running if the
+        // tunnel never came up: the streams and connections close as they are dropped).
+        let mut entry = entry;
+        if let Some(e) = &mut entry
+            && let Some(forwarding) = e.forwarding.take()
+        {
+            tokio::spawn(super::hop::report(
+                forwarding,
+                conn.clone(),
+                latest.clone(),
+                e.usage.clone(),
+                ended.clone(),
+            ));
+        }
         // The exit sends nothing more on the control stream: its end means the session ended.
-        let ended = tokio_util::sync::CancellationToken::new();
         let mut control_recv = frames.into_inner();
         let end = ended.clone();
         tokio::spawn(async move {
@@ -181,8 +201,7 @@ impl Tunnel {
             ended,
             usage,
             stats,
-            entry_usage,
-            entry_billing,
+            entry,
             exit_billing,
         })
     }
@@ -207,9 +226,19 @@ impl Tunnel {
         self.mtu
     }
 
-    /// The relay the tunnel's QUIC connection goes to (the entry, or the exit for 1 hop).
-    pub fn first_hop(&self) -> SocketAddr {
-        self.conn.remote_address()
+    /// Where this tunnel's packets go, which must stay outside it: the exit (1 hop), or the
+    /// entry's QUIC port and its forwarding port (2 hops).
+    pub fn outside(&self) -> Vec<SocketAddr> {
+        let mut addrs = vec![self.conn.remote_address()];
+        if let Some(entry) = &self.entry {
+            addrs.push(entry.control.remote_address());
+        }
+        addrs
+    }
+
+    /// QUIC's counts of the connection to the exit (UDP bytes each way, losses, path).
+    pub fn quic_stats(&self) -> quinn::ConnectionStats {
+        self.conn.stats()
     }
 
     /// Traffic counters.
@@ -222,22 +251,35 @@ impl Tunnel {
         self.usage.snapshot()
     }
 
-    /// What the entry of a 2-hop route may bill: datagrams received through it and those the
-    /// exit acknowledged receiving (`None` for 1 hop).
+    /// What the entry of a 2-hop route may bill: the bytes it forwarded that the far end
+    /// acknowledged, each way (`None` for 1 hop).
     pub fn entry_usage(&self) -> Option<top_billing::Usage> {
-        self.entry_usage.as_ref().map(|u| u.snapshot())
+        self.entry.as_ref().map(|e| e.usage.snapshot())
     }
 
     /// The entry's and the exit's channels, when they charge.
     pub fn billing(&self) -> (Option<&BillingState>, Option<&BillingState>) {
-        (self.entry_billing.as_ref(), self.exit_billing.as_ref())
+        (
+            self.entry.as_ref().and_then(|e| e.billing.as_ref()),
+            self.exit_billing.as_ref(),
+        )
     }
 
-    /// Resolves when the tunnel is gone (connection lost or the exit ended it).
+    /// Resolves when the tunnel is gone (a connection lost, the exit ended the session or the
+    /// entry the route).
     pub async fn closed(&self) {
+        let entry = async {
+            match &self.entry {
+                Some(e) => {
+                    e.control.closed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.conn.closed() => {}
             _ = self.ended.cancelled() => {}
+            _ = entry => {}
         }
     }
 
@@ -260,7 +302,6 @@ impl Tunnel {
             conn: self.conn.clone(),
             opener: self.opener.take()?,
             usage: self.usage.clone(),
-            entry_usage: self.entry_usage.clone(),
             stats: self.stats.clone(),
             uncounted: 0,
         })
@@ -269,8 +310,8 @@ impl Tunnel {
     /// Opens a TCP connection from the exit to `host:port` (a name is resolved at the exit);
     /// returns the end-to-end encrypted pipe carrying its bytes.
     pub async fn connect_tcp(&self, host: &str, port: u16) -> Result<Pipe, ClientError> {
-        let via = self.options.via.is_some().then_some(&self.options.exit);
-        let (send, recv) = open_stream(&self.conn, via, &Open::Connect).await?;
+        let (mut send, recv) = self.conn.open_bi().await?;
+        send.write_all(&encode_frame(&Open::Connect)?).await?;
         let exit = top_proto::id::AccountId::from_bytes(*self.options.exit.id.as_bytes())
             .map_err(|_| VpnError::BadExitId)?;
         let mut pipe = Pipe::open_on(send, recv, &self.identity, exit)
@@ -289,32 +330,31 @@ impl Tunnel {
 
     /// Whether the tunnel is gone.
     pub fn is_closed(&self) -> bool {
-        self.conn.close_reason().is_some() || self.ended.is_cancelled()
+        self.conn.close_reason().is_some()
+            || self.ended.is_cancelled()
+            || self
+                .entry
+                .as_ref()
+                .is_some_and(|e| e.control.close_reason().is_some())
     }
 
     /// Closes the tunnel.
     pub fn close(&self) {
         self.conn.close(0u32.into(), b"tunnel closed");
+        if let Some(entry) = &self.entry {
+            entry.control.close(0u32.into(), b"tunnel closed");
+        }
+    }
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
 fn vpn(e: VpnCryptoError) -> ClientError {
     VpnError::Crypto(e).into()
-}
-
-/// Opens a stream to the exit: directly, or as a `Via` stream through the entry.
-async fn open_stream(
-    conn: &quinn::Connection,
-    via_to: Option<&RelayAddr>,
-    open: &Open,
-) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-    let (mut send, recv) = conn.open_bi().await?;
-    if let Some(exit) = via_to {
-        send.write_all(&encode_frame(&Open::Via { to: exit.clone() })?)
-            .await?;
-    }
-    send.write_all(&encode_frame(open)?).await?;
-    Ok((send, recv))
 }
 
 /// Seals packets into datagrams.
@@ -377,7 +417,6 @@ pub struct TunnelReceiver {
     conn: quinn::Connection,
     opener: DatagramOpener,
     usage: Arc<UsageCounter>,
-    entry_usage: Option<Arc<UsageCounter>>,
     stats: Arc<TunnelStats>,
     uncounted: u64,
 }
@@ -432,9 +471,6 @@ impl TunnelReceiver {
 impl TunnelReceiver {
     fn flush_counts(&mut self) {
         self.usage.vpn(self.uncounted as usize);
-        if let Some(entry) = &self.entry_usage {
-            entry.vpn(self.uncounted as usize);
-        }
         self.stats
             .bytes_received
             .fetch_add(self.uncounted, Ordering::Relaxed);
@@ -446,11 +482,4 @@ impl Drop for TunnelReceiver {
     fn drop(&mut self) {
         self.flush_counts();
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

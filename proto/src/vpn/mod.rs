@@ -2,6 +2,7 @@
 //! ([`replay`]), the IPv4 header checks ([`packet`]) and the control-stream frames.
 
 pub mod cipher;
+pub mod forward;
 pub mod packet;
 pub mod received;
 pub mod replay;

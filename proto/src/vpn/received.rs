@@ -1,12 +1,14 @@
-//! Proof of relay on 2-hop routes: the exit signs, per tunnel session, how many of the client's
-//! datagrams reached it intact (cumulative counts). The entry relay between them is billed by
-//! these counts, not by its own, and the client checks them before it signs the entry's receipt.
+//! Proof of relay on 2-hop routes: the exit signs, per tunnel session, cumulative counts of its
+//! QUIC connection with the client: the UDP bytes it sent that the client acknowledged, and the
+//! UDP bytes it received. An entry relay forwarding that connection's packets is paid by such
+//! counts (see [`super::forward`]), never by its own, and the client checks them before it signs
+//! the entry's receipt.
 //!
-//! The exit sends them on a unidirectional stream of the connection carrying the tunnel (an
-//! entry reads them on its way to the client). They name the session by its Noise handshake
-//! hash: unique to the session (it covers the client's fresh ephemeral key) and the same at
-//! both ends, so with the exit's signature over it an entry cannot pass off another session's
-//! counts as this one's (the hash is not secret; it needs not be).
+//! The exit sends them on a unidirectional stream of the tunnel's connection, to the client
+//! (the entry cannot read or alter them; the client passes them on). They name the session by
+//! its Noise handshake hash: unique to the session (it covers the client's fresh ephemeral key)
+//! and the same at both ends, so with the exit's signature over it nobody can pass off another
+//! session's counts as this one's (the hash is not secret; it needs not be).
 
 use ed25519_dalek::Signature;
 use serde::{Deserialize, Serialize};
@@ -19,16 +21,17 @@ const RECEIVED_DOMAIN: &[u8] = b"top/vpn-received/v1";
 /// Largest frame on the received-counts stream.
 pub const MAX_RECEIVED_FRAME: usize = 256;
 
-/// What the exit states: "of session `session`, I received `datagrams` datagrams, `bytes` bytes,
-/// that authenticated (replays and forgeries are not counted)".
+/// What the exit states: "on the connection of session `session`, the client acknowledged
+/// `delivered` bytes of the UDP packets I sent (QUIC's own authenticated ACKs, counted once
+/// loss detection had its time), and I received `received` bytes of UDP packets".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceivedBody {
     /// The tunnel session's handshake hash.
     pub session: [u8; 32],
-    /// Datagrams received so far.
-    pub datagrams: u64,
-    /// Their bytes, as sent (what a relay meters).
-    pub bytes: u64,
+    /// UDP bytes the exit sent that the client acknowledged (see [`super::forward::AckedBytes`]).
+    pub delivered: u64,
+    /// UDP bytes the exit received on the connection (an upper bound: not all authenticated).
+    pub received: u64,
 }
 
 /// A [`ReceivedBody`] signed by the exit.
@@ -70,8 +73,8 @@ mod tests {
         let session = [7; 32];
         let body = ReceivedBody {
             session,
-            datagrams: 10,
-            bytes: 12_000,
+            delivered: 10_000,
+            received: 12_000,
         };
         let ack = Received::sign(&exit, body);
         assert!(ack.check(&exit.account_id(), &session));
@@ -79,7 +82,7 @@ mod tests {
         assert!(!ack.check(&exit.account_id(), &[8; 32]));
         assert!(!Received::sign(&entry, body).check(&exit.account_id(), &session));
         let mut inflated = ack.clone();
-        inflated.body.bytes *= 2;
+        inflated.body.received *= 2;
         assert!(!inflated.check(&exit.account_id(), &session));
     }
 }

@@ -47,8 +47,6 @@ pub struct Billing {
     /// before it is in a block: a client back before then resumes it rather than opening
     /// another.
     pub opened: std::sync::Mutex<lru::LruCache<AccountId, OpenedChannel>>,
-    /// `BillingAs` proofs already used (each opens one billing stream).
-    pub proofs_used: std::sync::Mutex<lru::LruCache<(AccountId, [u8; 16]), ()>>,
 }
 
 /// Channels remembered as opened before their block (one per client).
@@ -63,17 +61,6 @@ pub type OpenedChannel = (
     ledger_lite::Amount,
     std::time::Instant,
 );
-
-/// `BillingAs` proofs remembered as used (a proof is good for minutes only).
-pub const PROOFS_REMEMBERED: usize = 100_000;
-
-impl Billing {
-    /// Whether `proof` is used for the first time (it is remembered as used from now on).
-    pub fn first_use(&self, proof: &top_proto::presence::PayerProof) -> bool {
-        let key = (proof.body.payer, proof.body.nonce);
-        crate::util::lock(&self.proofs_used).put(key, ()).is_none()
-    }
-}
 
 impl std::ops::Deref for Billing {
     type Target = Core;

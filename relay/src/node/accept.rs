@@ -141,10 +141,8 @@ struct ConnState {
     meter: Option<Arc<crate::billing::meter::ClientMeter>>,
     /// Whether a VPN tunnel is open (at most one per connection: datagrams are per connection).
     vpn_open: Arc<AtomicBool>,
-    /// The exit this connection's `Via` streams and datagrams go to (2-hop entry role).
-    upstream: crate::vpn::entry::Upstream,
-    /// The connection's datagrams, held for a 2-hop route once one starts.
-    via_claim: Arc<std::sync::OnceLock<crate::realtime::flows::TunnelClaim>>,
+    /// Held while a forward request of this connection is checked (one at a time).
+    forward_dialing: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Serves every stream the peer of `conn` opens, until the connection closes.
@@ -166,8 +164,7 @@ pub async fn serve_streams(shared: Arc<Shared>, conn: quinn::Connection, is_link
             .then(|| conn.remote_address().ip()),
         ),
         vpn_open: Arc::new(AtomicBool::new(false)),
-        upstream: Arc::default(),
-        via_claim: Arc::default(),
+        forward_dialing: Arc::default(),
     };
     async move {
         loop {
@@ -213,8 +210,7 @@ async fn serve_stream(
         session_open,
         meter,
         vpn_open,
-        upstream,
-        via_claim,
+        forward_dialing,
     } = state;
     let mut frames = FramedRead::new(recv, FrameCodec::<Open>::new(MAX_OPEN_LEN));
     let first = match tokio::time::timeout(OPEN_TIMEOUT, frames.next()).await {
@@ -374,26 +370,6 @@ async fn serve_stream(
             )
             .await
         }
-        Ok(Open::BillingAs(proof)) => {
-            // Only with the payer's own fresh word, for this relay and the entry this
-            // connection comes from: nobody else rides (or reads) its channel.
-            let via = RelayId::from_wire(*peer.as_bytes());
-            if proof.check(&shared.id, &via, unix_now_ms()).is_err() {
-                return reject(frames, "billing as another account needs its signed proof");
-            }
-            if !shared.billing.first_use(&proof) {
-                return reject(frames, "that billing proof was used already");
-            }
-            crate::billing::stream::serve_billing(
-                shared.billing.clone(),
-                conn,
-                proof.body.payer,
-                meter,
-                send,
-                frames,
-            )
-            .await
-        }
         Ok(Open::Vpn) => {
             // A connection's datagrams belong to one use: a tunnel or realtime pipes.
             let Some(_claim) = shared.realtime.claim_for_vpn(&conn) else {
@@ -419,31 +395,17 @@ async fn serve_stream(
             crate::vpn::connect::serve_connect(shared.core.clone(), is_exit, meter, send, frames)
                 .await
         }
-        Ok(Open::Via { to }) => {
-            // The route's datagrams are forwarded for the connection's life.
-            if via_claim.get().is_none() {
-                match shared.realtime.claim_for_vpn(&conn) {
-                    Some(claim) => {
-                        via_claim.set(claim).ok();
-                    }
-                    None => {
-                        return reject(frames, "this connection's datagrams carry realtime pipes");
-                    }
-                }
-            }
-            if meter.as_ref().is_some_and(|m| !m.has_channel()) {
-                return reject(frames, "payment required: open a billing channel first");
-            }
-            crate::vpn::entry::serve_via(
-                shared.core.clone(),
-                conn,
-                to,
-                upstream,
-                meter,
-                send,
-                frames,
-            )
-            .await
+        Ok(Open::RetiredVia | Open::RetiredBillingAs) => {
+            reject(frames, "retired: 2-hop routes use Forward")
+        }
+        Ok(Open::Forward { to }) => {
+            let ctx = crate::vpn::hop::ForwardContext {
+                core: shared.core.clone(),
+                forwarder: shared.forwarder.get().cloned(),
+                exit_is_member: shared.peers.is_member(&to.id),
+                dialing: forward_dialing,
+            };
+            crate::vpn::hop::serve_forward(ctx, conn, to, meter, send, frames).await
         }
         Ok(Open::Cdn) => {
             let from_link = is_member_link(&shared, &is_link, &peer);

@@ -253,6 +253,13 @@ pub struct RelayConfig {
     /// Prices, stake and settlement.
     #[serde(default)]
     pub billing: BillingConfig,
+    /// UDP port that forwards 2-hop routes' packets (entry role; a firewall must let it
+    /// through). Unset: the QUIC port + 1, or any free port if that one is taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_port: Option<u16>,
+    /// Most 2-hop routes forwarded at once (each holds 128 KiB of buffers).
+    #[serde(default = "default_forward_routes")]
+    pub forward_routes: usize,
     /// Serve as a VPN exit: open a TUN device and carry clients' packets to the internet.
     #[serde(default)]
     pub vpn_exit: bool,
@@ -322,6 +329,8 @@ impl RelayConfig {
             mailbox: MailboxConfig::default(),
             ledger: LedgerConfig::default(),
             billing: BillingConfig::default(),
+            forward_port: None,
+            forward_routes: default_forward_routes(),
             vpn_exit: false,
             vpn: VpnConfig::default(),
             cdn_cache_bytes: default_cdn_cache_bytes(),
@@ -441,6 +450,10 @@ impl DataDir {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_forward_routes() -> usize {
+    1024
 }
 
 #[cfg(test)]

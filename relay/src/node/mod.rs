@@ -80,6 +80,9 @@ pub enum RelayError {
     /// The VPN exit could not set up its TUN device, forwarding or NAT.
     #[error("VPN exit: {0}")]
     Vpn(#[from] top_netconf::NetError),
+    /// The forwarding port of 2-hop routes could not be bound.
+    #[error("forwarding port: {0}")]
+    Forward(std::io::Error),
 }
 
 /// What `toprelay init` writes.
@@ -265,6 +268,16 @@ impl Relay {
             };
             shared.vpn_exit.set(exit).ok();
         }
+        match start_forwarder(&shared) {
+            Ok(forwarder) => {
+                shared.forwarder.set(forwarder).ok();
+            }
+            Err(e) => {
+                shared.shutdown.cancel();
+                shared.endpoint.close(0u32.into(), b"relay failed to start");
+                return Err(RelayError::Forward(e));
+            }
+        }
         info!(addr = %shared.addr, http = %http_addr, "relay running");
         Ok(Self {
             shared,
@@ -404,4 +417,27 @@ async fn sweep_loop(shared: Arc<Shared>) {
             _ = shared.shutdown.cancelled() => return,
         }
     }
+}
+
+/// Binds the forwarding port of 2-hop routes: `forward_port`, or else the QUIC port + 1 (any
+/// free port if that one is taken).
+fn start_forwarder(shared: &Shared) -> std::io::Result<Arc<crate::vpn::forward::Forwarder>> {
+    let mut addr = shared.endpoint.local_addr()?;
+    match shared.config.forward_port {
+        Some(port) => addr.set_port(port),
+        None => {
+            let next = addr.port().checked_add(1).unwrap_or(0);
+            addr.set_port(if addr.port() == 0 { 0 } else { next });
+            if let Ok(forwarder) = crate::vpn::forward::Forwarder::start(
+                &shared.core,
+                addr,
+                shared.config.forward_routes,
+            ) {
+                return Ok(forwarder);
+            }
+            tracing::warn!("forwarding port {addr} is taken: using any free port");
+            addr.set_port(0);
+        }
+    }
+    crate::vpn::forward::Forwarder::start(&shared.core, addr, shared.config.forward_routes)
 }

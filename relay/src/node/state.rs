@@ -38,6 +38,8 @@ pub struct Shared {
     pub cdn: Arc<Cdn>,
     /// The VPN exit, when this relay is one.
     pub vpn_exit: std::sync::OnceLock<Arc<crate::vpn::exit::Exit>>,
+    /// The forwarding port of 2-hop routes (entry role), once bound.
+    pub forwarder: std::sync::OnceLock<Arc<crate::vpn::forward::Forwarder>>,
     /// The control plane (running once the chain is open).
     pub control: Arc<crate::control::Control>,
     /// Realtime pipes' flows through this relay.
@@ -108,10 +110,6 @@ impl Shared {
                 std::num::NonZeroUsize::new(crate::billing::OPENS_REMEMBERED)
                     .unwrap_or(std::num::NonZeroUsize::MIN),
             )),
-            proofs_used: std::sync::Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(crate::billing::PROOFS_REMEMBERED)
-                    .unwrap_or(std::num::NonZeroUsize::MIN),
-            )),
         });
         let cdn = Arc::new(Cdn {
             core: core.clone(),
@@ -130,6 +128,7 @@ impl Shared {
             billing,
             cdn,
             vpn_exit: std::sync::OnceLock::new(),
+            forwarder: std::sync::OnceLock::new(),
             control,
             realtime: Arc::new(crate::realtime::flows::Flows::new(core.clone())),
             core,

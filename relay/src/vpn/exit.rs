@@ -28,7 +28,7 @@ use top_proto::vpn::packet::ip_endpoints;
 use tracing::{debug, info, warn};
 
 use super::pool::{AddressPlan, Pool};
-use super::received::{ReceivedCounts, send_received};
+use super::received::send_received;
 use crate::billing::budget::Budget;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
@@ -318,7 +318,6 @@ pub async fn serve_vpn(
         out.send(VpnFrame::Welcome(reply)).await?;
         debug!(%addr, "tunnel up");
         let sources = (IpAddr::V4(addr), addr6.map(IpAddr::V6));
-        let received = ReceivedCounts::default();
         let inbound = pump_to_tun(
             &core,
             &exit,
@@ -326,10 +325,9 @@ pub async fn serve_vpn(
             opener,
             sources,
             Budget::new(meter, Service::Vpn),
-            &received,
         );
         let acks = async {
-            send_received(&core, &conn, session, &received).await;
+            send_received(&core, &conn, session).await;
             std::future::pending::<()>().await
         };
         tokio::select! {
@@ -353,8 +351,7 @@ pub async fn serve_vpn(
 }
 
 /// Opens a tunnel's datagrams and writes the packets to the TUN device, a batch at a time:
-/// whatever datagrams are already waiting when one arrives go in the same write. Counts what
-/// authenticated into `received` (what the exit acknowledges).
+/// whatever datagrams are already waiting when one arrives go in the same write.
 async fn pump_to_tun(
     core: &Core,
     exit: &Exit,
@@ -362,17 +359,15 @@ async fn pump_to_tun(
     mut opener: DatagramOpener,
     sources: (IpAddr, Option<IpAddr>),
     mut budget: Budget,
-    received: &ReceivedCounts,
 ) {
     let mut writer = TunWriter::default();
     while let Ok(datagram) = conn.read_datagram().await {
         let mut next = Some(datagram);
-        let mut batch = (0, 0);
         while let Some(datagram) = next.take() {
             // Room for the tag too: the datagram is decrypted in place.
             let max = room_to_open(&datagram);
             writer.push_with(max, |out| {
-                let n = open_checked(core, &mut opener, sources, &datagram, out, &mut batch)?;
+                let n = open_checked(core, &mut opener, sources, &datagram, out)?;
                 super::spend(core, &mut budget, datagram.len()).then_some(n)
             });
             if !writer.is_full()
@@ -381,7 +376,6 @@ async fn pump_to_tun(
                 next = Some(d);
             }
         }
-        received.add(batch.0, batch.1);
         match writer.flush(&exit.tun).await {
             Ok(n) => {
                 core.metrics.vpn.packets_in.inc_by(n as u64);
@@ -392,22 +386,17 @@ async fn pump_to_tun(
 }
 
 /// Opens a datagram into `out` and checks it is an IPv4 or IPv6 packet from one of the client's
-/// own addresses; counts what it drops, and in `received` (datagrams, bytes) what authenticated.
+/// own addresses; counts what it drops.
 fn open_checked(
     core: &Core,
     opener: &mut DatagramOpener,
     (addr, addr6): (IpAddr, Option<IpAddr>),
     datagram: &[u8],
     out: &mut [u8],
-    received: &mut (u64, u64),
 ) -> Option<usize> {
     let m = &core.metrics.vpn;
     let n = match opener.open(datagram, out) {
-        Ok(n) => {
-            received.0 += 1;
-            received.1 += datagram.len() as u64;
-            n
-        }
+        Ok(n) => n,
         Err(VpnCryptoError::Replay) => {
             m.dropped_replay.inc();
             return None;

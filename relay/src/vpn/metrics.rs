@@ -15,8 +15,12 @@ pub struct VpnMetrics {
     pub packets_in: Counter,
     /// Packets from the TUN device sent to clients.
     pub packets_out: Counter,
-    /// Datagrams forwarded as entry (both directions).
+    /// UDP packets forwarded as entry (both directions).
     pub forwarded: Counter,
+    /// Packets at the forwarding port from an address no route is forwarded for.
+    pub dropped_stranger: Counter,
+    /// Forwarded packets a full socket buffer refused.
+    pub dropped_send_full: Counter,
     /// Datagrams that were not packet datagrams or too short.
     pub dropped_malformed: Counter,
     /// Datagrams with a replayed or stale nonce.
@@ -36,6 +40,10 @@ pub struct VpnMetrics {
     pub upstream_proven_bytes: Counter,
     /// Upstream bytes an entry let go of unbilled: forwarded, never acknowledged (lost).
     pub upstream_lost_bytes: Counter,
+    /// Downstream bytes an entry billed because the client acknowledged them (exit's count).
+    pub downstream_proven_bytes: Counter,
+    /// Downstream bytes an entry let go of unbilled: forwarded, never acknowledged (lost).
+    pub downstream_lost_bytes: Counter,
     /// Received-counts statements an exit signed.
     pub acks_signed: Counter,
     /// Proxied connections opened.
@@ -51,7 +59,7 @@ impl VpnMetrics {
             "2-hop routes forwarded as entry",
             self.forwards.clone(),
         );
-        let counters: [(&str, &str, &Counter); 14] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             (
                 "vpn_packets_in",
                 "Packets from clients to the TUN",
@@ -64,8 +72,18 @@ impl VpnMetrics {
             ),
             (
                 "vpn_forwarded",
-                "Datagrams forwarded as entry",
+                "UDP packets forwarded as entry",
                 &self.forwarded,
+            ),
+            (
+                "vpn_dropped_stranger",
+                "Packets at the forwarding port from an address no route is for",
+                &self.dropped_stranger,
+            ),
+            (
+                "vpn_dropped_send_full",
+                "Forwarded packets a full socket buffer refused",
+                &self.dropped_send_full,
             ),
             (
                 "vpn_dropped_too_large",
@@ -108,13 +126,23 @@ impl VpnMetrics {
                 &self.upstream_proven_bytes,
             ),
             (
+                "vpn_downstream_proven_bytes",
+                "Downstream bytes an entry billed as acknowledged by the client",
+                &self.downstream_proven_bytes,
+            ),
+            (
+                "vpn_downstream_lost_bytes",
+                "Downstream bytes an entry forwarded that the client never acknowledged",
+                &self.downstream_lost_bytes,
+            ),
+            (
                 "vpn_upstream_lost_bytes",
                 "Upstream bytes an entry forwarded that the exit never acknowledged",
                 &self.upstream_lost_bytes,
             ),
             (
                 "vpn_acks_signed",
-                "Received counts an exit signed for 2-hop billing",
+                "Delivery counts an exit signed for 2-hop billing",
                 &self.acks_signed,
             ),
             ("vpn_connects", "Proxied connections opened", &self.connects),

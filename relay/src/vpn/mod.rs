@@ -1,15 +1,16 @@
 //! The relay's VPN roles: exit ([`exit`]: TUN device, NAT, tunnels; [`connect`]: proxied
-//! connections) and entry of 2-hop routes ([`entry`]), proof of relay between them
-//! ([`received`], [`upstream`]); the address pool
-//! ([`pool`]) and counters ([`metrics`]).
+//! connections) and entry of 2-hop routes ([`hop`] on the UDP [`forward`]er), proof of relay
+//! between them ([`received`], [`held`]); the address pool ([`pool`]) and counters
+//! ([`metrics`]).
 
 pub mod connect;
-pub mod entry;
 pub mod exit;
+pub mod forward;
+pub mod held;
+pub mod hop;
 pub mod metrics;
 pub mod pool;
 pub mod received;
-pub mod upstream;
 
 /// Spends `bytes` of a VPN `budget`; false (and counted) when the credit window is used up.
 pub fn spend(

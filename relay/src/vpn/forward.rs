@@ -1,0 +1,342 @@
+//! The entry's UDP forwarder for 2-hop routes: one socket (the forwarding port) faces clients,
+//! and each route has a socket of its own connected to its exit. A client's packets are known by
+//! their source address (the address its control connection comes from, nothing else); an
+//! exit's by the route socket they arrive on (the kernel drops any other source). The packets are
+//! the client's own QUIC connection to the exit: the entry forwards them unread, a batch per
+//! system call (GRO on receive, GSO on send), holding the client's credit for every byte
+//! ([`super::held`]).
+
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::held::HeldBudget;
+use super::metrics::VpnMetrics;
+use crate::node::core::Core;
+
+/// Most routes for one IP address (one host cannot take every route).
+pub const ROUTES_PER_IP: usize = 64;
+/// Room for one receive (a GRO batch is at most 64 KiB).
+const SLOT: usize = 64 * 1024;
+/// Receives per system call on the client-facing socket...
+const BATCH: usize = 8;
+/// ... and on a route's socket (a route's buffers are its memory: kept small).
+const ROUTE_BATCH: usize = 2;
+
+/// Why a route could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// As many routes as configured are forwarded already.
+    #[error("this entry forwards as many routes as it can")]
+    Full,
+    /// A route is forwarded for this address already.
+    #[error("a route is forwarded for this address already")]
+    Taken,
+    /// [`ROUTES_PER_IP`] are forwarded for this IP address already.
+    #[error("as many routes are forwarded for this IP address as one may have")]
+    FullForIp,
+    /// The route's socket could not be opened.
+    #[error("opening the route's socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
+/// A socket with quinn's batched UDP I/O.
+struct BatchSocket {
+    io: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl BatchSocket {
+    fn new(io: UdpSocket) -> std::io::Result<Self> {
+        let state = UdpSocketState::new((&io).into())?;
+        Ok(Self { io, state })
+    }
+
+    /// Receives up to `slots.len() / SLOT` batches into `slots`; waits for the first.
+    async fn recv(&self, slots: &mut [u8], meta: &mut [RecvMeta]) -> std::io::Result<usize> {
+        let n = meta.len().min(slots.len() / SLOT).min(BATCH);
+        self.io
+            .async_io(Interest::READABLE, || {
+                let mut chunks = slots.chunks_mut(SLOT).map(IoSliceMut::new);
+                let mut iovs: [IoSliceMut; BATCH] = std::array::from_fn(|_| {
+                    chunks.next().unwrap_or_else(|| IoSliceMut::new(&mut []))
+                });
+                self.state
+                    .recv((&self.io).into(), &mut iovs[..n], &mut meta[..n])
+            })
+            .await
+    }
+
+    /// Sends `data` (segments of `stride` bytes, the last maybe shorter) to `to`, as few
+    /// system calls as GSO allows; false if the socket refused some (dropped, as UDP does).
+    fn send(
+        &self,
+        to: SocketAddr,
+        data: &[u8],
+        stride: usize,
+        ecn: Option<quinn::udp::EcnCodepoint>,
+    ) -> bool {
+        let stride = stride.max(1);
+        let per_call = stride * self.state.max_gso_segments().max(1);
+        let mut all = true;
+        for chunk in data.chunks(per_call) {
+            let transmit = Transmit {
+                destination: to,
+                ecn,
+                contents: chunk,
+                segment_size: (chunk.len() > stride).then_some(stride),
+                src_ip: None,
+            };
+            let sent = self.io.try_io(Interest::WRITABLE, || {
+                self.state.try_send((&self.io).into(), &transmit)
+            });
+            all &= sent.is_ok();
+        }
+        all
+    }
+}
+
+/// One route: the client's address, its exit, and the socket connected to the exit.
+struct Route {
+    exit: SocketAddr,
+    socket: BatchSocket,
+    up: Mutex<HeldBudget>,
+}
+
+/// The forwarding port and its routes.
+pub struct Forwarder {
+    socket: BatchSocket,
+    port: u16,
+    max_routes: usize,
+    routes: RwLock<HashMap<SocketAddr, Arc<Route>>>,
+}
+
+/// Ends its route when dropped.
+pub struct RouteGuard {
+    forwarder: Arc<Forwarder>,
+    client: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        crate::util::write(&self.forwarder.routes).remove(&self.client);
+    }
+}
+
+impl Forwarder {
+    /// Binds the forwarding port at `addr` and forwards clients' packets until shutdown, for
+    /// at most `max_routes` routes at once.
+    pub fn start(
+        core: &Arc<Core>,
+        addr: SocketAddr,
+        max_routes: usize,
+    ) -> std::io::Result<Arc<Self>> {
+        let std_socket = std::net::UdpSocket::bind(addr)?;
+        std_socket.set_nonblocking(true)?;
+        let port = std_socket.local_addr()?.port();
+        let socket = BatchSocket::new(UdpSocket::from_std(std_socket)?)?;
+        let forwarder = Arc::new(Self {
+            socket,
+            port,
+            max_routes,
+            routes: RwLock::default(),
+        });
+        let (f, c) = (forwarder.clone(), core.clone());
+        core.tasks.spawn(async move {
+            tokio::select! {
+                _ = f.forward_up(&c.metrics.vpn) => {}
+                _ = c.shutdown.cancelled() => {}
+            }
+        });
+        Ok(forwarder)
+    }
+
+    /// The forwarding port clients send to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Routes forwarded now.
+    pub fn routes(&self) -> usize {
+        crate::util::read(&self.routes).len()
+    }
+
+    /// Whether a route for `client` could be added now (checked again when it is).
+    pub fn check(&self, client: SocketAddr) -> Result<(), ForwardError> {
+        room(&crate::util::read(&self.routes), client, self.max_routes)
+    }
+
+    /// Forwards between `client` and `exit` until the guard is dropped: `up` holds credit for
+    /// what goes to the exit, `down` for what comes back.
+    pub fn add(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+        client: SocketAddr,
+        exit: SocketAddr,
+        up: HeldBudget,
+        mut down: HeldBudget,
+    ) -> Result<RouteGuard, ForwardError> {
+        let bind: SocketAddr = match exit {
+            SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let std_socket = std::net::UdpSocket::bind(bind)?;
+        std_socket.connect(exit)?;
+        std_socket.set_nonblocking(true)?;
+        let route = Arc::new(Route {
+            exit,
+            socket: BatchSocket::new(UdpSocket::from_std(std_socket)?)?,
+            up: Mutex::new(up),
+        });
+        {
+            let mut routes = crate::util::write(&self.routes);
+            room(&routes, client, self.max_routes)?;
+            routes.insert(client, route.clone());
+        }
+        let stop = CancellationToken::new();
+        let (f, c, s) = (self.clone(), core.clone(), stop.clone());
+        core.tasks.spawn(async move {
+            let m = &c.metrics.vpn;
+            m.forwards.inc();
+            tokio::select! {
+                _ = f.forward_down(&route, client, &mut down, m) => {}
+                _ = s.cancelled() => {}
+                _ = c.shutdown.cancelled() => {}
+            }
+            m.forwards.dec();
+        });
+        Ok(RouteGuard {
+            forwarder: self.clone(),
+            client,
+            stop,
+        })
+    }
+
+    /// Client → exit, for every route: a batch per receive, each packet's source looked up.
+    async fn forward_up(&self, m: &VpnMetrics) {
+        let mut slots = vec![0u8; SLOT * BATCH];
+        let mut meta = [RecvMeta::default(); BATCH];
+        loop {
+            let n = match self.socket.recv(&mut slots, &mut meta).await {
+                Ok(n) => n,
+                Err(e) => {
+                    debug!("forwarding port: {e}");
+                    continue;
+                }
+            };
+            for (meta, slot) in meta[..n].iter().zip(slots.chunks(SLOT)) {
+                let route = crate::util::read(&self.routes).get(&meta.addr).cloned();
+                let Some(route) = route else {
+                    m.dropped_stranger.inc_by(segments(meta));
+                    continue;
+                };
+                if !crate::util::lock(&route.up).allow(meta.len) {
+                    m.dropped_unpaid.inc_by(segments(meta));
+                    continue;
+                }
+                let data = &slot[..meta.len];
+                if route.socket.send(route.exit, data, meta.stride, meta.ecn) {
+                    m.forwarded.inc_by(segments(meta));
+                } else {
+                    m.dropped_send_full.inc();
+                }
+            }
+        }
+    }
+
+    /// Exit → client, for one route.
+    async fn forward_down(
+        &self,
+        route: &Route,
+        client: SocketAddr,
+        down: &mut HeldBudget,
+        m: &VpnMetrics,
+    ) {
+        let mut slots = vec![0u8; SLOT * ROUTE_BATCH];
+        let mut meta = [RecvMeta::default(); ROUTE_BATCH];
+        loop {
+            let n = match route.socket.recv(&mut slots, &mut meta).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // An ICMP error from the exit's host, reported once: go on.
+                    debug!("route to {}: {e}", route.exit);
+                    continue;
+                }
+            };
+            for (meta, slot) in meta[..n].iter().zip(slots.chunks(SLOT)) {
+                if !down.allow(meta.len) {
+                    m.dropped_unpaid.inc_by(segments(meta));
+                    continue;
+                }
+                if self
+                    .socket
+                    .send(client, &slot[..meta.len], meta.stride, meta.ecn)
+                {
+                    m.forwarded.inc_by(segments(meta));
+                } else {
+                    m.dropped_send_full.inc();
+                }
+            }
+        }
+    }
+}
+
+/// Whether `routes` has room for one more, for `client`.
+fn room<V>(
+    routes: &HashMap<SocketAddr, V>,
+    client: SocketAddr,
+    max: usize,
+) -> Result<(), ForwardError> {
+    if routes.contains_key(&client) {
+        return Err(ForwardError::Taken);
+    }
+    if routes.len() >= max {
+        return Err(ForwardError::Full);
+    }
+    if routes.keys().filter(|a| a.ip() == client.ip()).count() >= ROUTES_PER_IP {
+        return Err(ForwardError::FullForIp);
+    }
+    Ok(())
+}
+
+/// UDP packets in a received batch.
+fn segments(meta: &RecvMeta) -> u64 {
+    meta.len.div_ceil(meta.stride.max(1)) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_host_cannot_take_every_route_nor_one_address_two() {
+        let mut routes = HashMap::new();
+        let at = |ip: u8, port: u16| SocketAddr::from(([10, 0, 0, ip], port));
+        for port in 0..ROUTES_PER_IP as u16 {
+            assert!(room(&routes, at(1, port), 1000).is_ok());
+            routes.insert(at(1, port), ());
+        }
+        assert!(matches!(
+            room(&routes, at(1, 9999), 1000),
+            Err(ForwardError::FullForIp)
+        ));
+        assert!(matches!(
+            room(&routes, at(1, 0), 1000),
+            Err(ForwardError::Taken)
+        ));
+        assert!(room(&routes, at(2, 0), 1000).is_ok());
+        assert!(matches!(
+            room(&routes, at(2, 0), ROUTES_PER_IP),
+            Err(ForwardError::Full)
+        ));
+    }
+}
