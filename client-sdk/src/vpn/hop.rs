@@ -142,8 +142,9 @@ mod tests {
             owed(30_000, 9_000, Some(&stated(&exit, 8_000, 40_000))),
             (30_000, 8_000)
         );
-        // The exit claims more than arrived here (junk injected on the way down does not count
-        // here either: only what this client acknowledged, at most what arrived).
+        // The exit claims more than arrived here: only what arrived counts. (What arrived is
+        // QUIC's count before decryption: an exit in league with the entry can still have junk
+        // the entry sends down counted, up to what arrived; see the README.)
         assert_eq!(
             owed(30_000, 7_000, Some(&stated(&exit, 8_000, 20_000))),
             (20_000, 7_000)

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
@@ -74,32 +74,38 @@ impl BatchSocket {
             .await
     }
 
-    /// Sends `data` (segments of `stride` bytes, the last maybe shorter) to `to`, as few
-    /// system calls as GSO allows; false if the socket refused some (dropped, as UDP does).
-    fn send(
+    /// Sends `data` (segments of `stride` bytes, the last maybe shorter) to `to` (from
+    /// `src_ip`, if given), as few system calls as GSO allows, waiting for room if `wait`;
+    /// returns the packets the socket refused (dropped, as UDP does).
+    async fn send(
         &self,
         to: SocketAddr,
-        data: &[u8],
-        stride: usize,
-        ecn: Option<quinn::udp::EcnCodepoint>,
-    ) -> bool {
+        src_ip: Option<IpAddr>,
+        (data, stride, ecn): (&[u8], usize, Option<quinn::udp::EcnCodepoint>),
+        wait: bool,
+    ) -> u64 {
         let stride = stride.max(1);
         let per_call = stride * self.state.max_gso_segments().max(1);
-        let mut all = true;
+        let mut dropped = 0;
         for chunk in data.chunks(per_call) {
             let transmit = Transmit {
                 destination: to,
                 ecn,
                 contents: chunk,
                 segment_size: (chunk.len() > stride).then_some(stride),
-                src_ip: None,
+                src_ip,
             };
-            let sent = self.io.try_io(Interest::WRITABLE, || {
-                self.state.try_send((&self.io).into(), &transmit)
-            });
-            all &= sent.is_ok();
+            let send = || self.state.try_send((&self.io).into(), &transmit);
+            let sent = if wait {
+                self.io.async_io(Interest::WRITABLE, send).await
+            } else {
+                self.io.try_io(Interest::WRITABLE, send)
+            };
+            if sent.is_err() {
+                dropped += chunk.len().div_ceil(stride) as u64;
+            }
         }
-        all
+        dropped
     }
 }
 
@@ -108,6 +114,8 @@ struct Route {
     exit: SocketAddr,
     socket: BatchSocket,
     up: Mutex<HeldBudget>,
+    /// The address the client sends to (replies leave from it, on a host with several).
+    reply_from: OnceLock<IpAddr>,
 }
 
 /// The forwarding port and its routes.
@@ -196,6 +204,7 @@ impl Forwarder {
             exit,
             socket: BatchSocket::new(UdpSocket::from_std(std_socket)?)?,
             up: Mutex::new(up),
+            reply_from: OnceLock::new(),
         });
         {
             let mut routes = crate::util::write(&self.routes);
@@ -243,12 +252,14 @@ impl Forwarder {
                     m.dropped_unpaid.inc_by(segments(meta));
                     continue;
                 }
-                let data = &slot[..meta.len];
-                if route.socket.send(route.exit, data, meta.stride, meta.ecn) {
-                    m.forwarded.inc_by(segments(meta));
-                } else {
-                    m.dropped_send_full.inc();
+                if let Some(ip) = meta.dst_ip {
+                    route.reply_from.set(ip).ok();
                 }
+                // The route's socket is connected: its address is its own.
+                let batch = (&slot[..meta.len], meta.stride, meta.ecn);
+                let dropped = route.socket.send(route.exit, None, batch, false).await;
+                m.forwarded.inc_by(segments(meta).saturating_sub(dropped));
+                m.dropped_send_full.inc_by(dropped);
             }
         }
     }
@@ -277,14 +288,11 @@ impl Forwarder {
                     m.dropped_unpaid.inc_by(segments(meta));
                     continue;
                 }
-                if self
-                    .socket
-                    .send(client, &slot[..meta.len], meta.stride, meta.ecn)
-                {
-                    m.forwarded.inc_by(segments(meta));
-                } else {
-                    m.dropped_send_full.inc();
-                }
+                let batch = (&slot[..meta.len], meta.stride, meta.ecn);
+                let from = route.reply_from.get().copied();
+                let dropped = self.socket.send(client, from, batch, true).await;
+                m.forwarded.inc_by(segments(meta).saturating_sub(dropped));
+                m.dropped_send_full.inc_by(dropped);
             }
         }
     }
