@@ -340,11 +340,14 @@ async fn a_sender_that_never_reads_its_answers_is_disconnected() {
     let reason = tokio::time::timeout(Duration::from_secs(60), conn.closed())
         .await
         .expect("a sender that never reads its answers keeps its connection");
+    // Closed by the relay for not reading; or, when its close frame was lost on the loaded
+    // loopback (seen once in CI), told by the stateless reset that answers the sender's next
+    // packets: the relay forgot the connection either way (the dropped answers below say why).
     assert!(
         matches!(
             &reason,
             quinn::ConnectionError::ApplicationClosed(c) if &c.reason[..] == b"answers not read"
-        ),
+        ) || matches!(reason, quinn::ConnectionError::Reset),
         "closed for another reason: {reason}"
     );
     writer.await.unwrap();
