@@ -249,3 +249,64 @@ async fn a_relay_that_bills_forwards_nothing_for_a_stranger_with_no_channel() {
     exit.shutdown().await;
     other_exit.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_request_at_a_time_and_a_moved_connection_loses_its_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let exit = start(dir.path(), "exit", 4, Vec::new()).await;
+    let entry = start(dir.path(), "entry", 4, vec![exit.addr()]).await;
+    let me = Identity::generate();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let control = dial(&endpoint, &me, &entry.addr()).await.unwrap();
+
+    // The exit named at an address that never answers: the entry's check of it waits, and a
+    // second request on the connection meanwhile is refused (no pile of dials per connection).
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let nowhere = RelayAddr {
+        id: exit.id(),
+        host_port: silent.local_addr().unwrap().to_string(),
+    };
+    let (mut first, _first_recv) = control.open_bi().await.unwrap();
+    first
+        .write_all(&encode_frame(&Open::Forward { to: nowhere }).unwrap())
+        .await
+        .unwrap();
+    // The entry is dialling it once its first packet arrives there.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let silent = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 2048];
+        silent.recv(&mut buf).map(|_| silent)
+    })
+    .await
+    .unwrap()
+    .expect("the entry never dialled the exit's given address");
+    refused(
+        &ask(&control, &exit.addr()).await.0,
+        "one forward request at a time",
+    );
+    drop((first, silent));
+
+    // A fresh connection forwards; once it moves to another address (QUIC migration), its
+    // route ends: packets from the new address are not forwarded for the old one's sake.
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let control = dial(&endpoint, &me, &entry.addr()).await.unwrap();
+    let (reply, _stream) = ask(&control, &exit.addr()).await;
+    assert!(matches!(reply, ForwardReply::Ready { .. }), "{reply:?}");
+    wait_for("the route up", || metric(&entry, "vpn_forwards") == 1).await;
+    endpoint
+        .rebind(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .unwrap();
+    // Traffic on the control connection makes the entry see the new address.
+    let (mut s, _r) = control.open_bi().await.unwrap();
+    s.write_all(&encode_frame(&Open::Control).unwrap())
+        .await
+        .unwrap();
+    wait_for("the moved route ended", || {
+        metric(&entry, "vpn_forwards") == 0
+    })
+    .await;
+    entry.shutdown().await;
+    exit.shutdown().await;
+}
