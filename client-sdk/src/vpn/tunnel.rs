@@ -104,12 +104,20 @@ impl Tunnel {
         let endpoint = client_endpoint(&first.host_port)?;
         let latest: LatestCounts = Arc::default();
         let ended = tokio_util::sync::CancellationToken::new();
+        // Until the tunnel is up, a failure closes what was opened (billing tasks would keep
+        // the connections alive).
+        let mut opened = CloseUnlessUp(Vec::new());
         let (conn, entry) = match &options.via {
-            None => (dial(&endpoint, &identity, &options.exit).await?, None),
+            None => {
+                let conn = dial(&endpoint, &identity, &options.exit).await?;
+                opened.0.push(conn.clone());
+                (conn, None)
+            }
             Some(via) => {
                 // The control connection to the entry and the tunnel's connection to the exit
                 // leave from the same socket: the entry knows the tunnel's packets by it.
                 let control = dial(&endpoint, &identity, via).await?;
+                opened.0.push(control.clone());
                 let usage = Arc::new(UsageCounter::default());
                 let billing =
                     crate::payment::start(&control, &identity, &options.billing, usage.clone())
@@ -121,6 +129,7 @@ impl Tunnel {
                         .to_string(),
                 };
                 let conn = dial(&endpoint, &identity, &through).await?;
+                opened.0.push(conn.clone());
                 let entry = EntryHop {
                     control,
                     usage,
@@ -166,8 +175,8 @@ impl Tunnel {
             latest.clone(),
         ));
         let (sealer, opener) = keys.split();
-        // Up: the entry hears what it delivered from now on (nothing is left running if the
-        // tunnel never came up: the streams and connections close as they are dropped).
+        // Up: the entry hears what it delivered from now on.
+        opened.0.clear();
         let mut entry = entry;
         if let Some(e) = &mut entry
             && let Some(forwarding) = e.forwarding.take()
@@ -283,7 +292,8 @@ impl Tunnel {
         }
     }
 
-    /// The packet-sending half (once).
+    /// The packet-sending half (once; it works while the `Tunnel` lives: dropping the tunnel
+    /// closes it).
     pub fn sender(&mut self) -> Option<TunnelSender> {
         Some(TunnelSender {
             conn: self.conn.clone(),
@@ -296,7 +306,7 @@ impl Tunnel {
         })
     }
 
-    /// The packet-receiving half (once).
+    /// The packet-receiving half (once; as the sending half, while the `Tunnel` lives).
     pub fn receiver(&mut self) -> Option<TunnelReceiver> {
         Some(TunnelReceiver {
             conn: self.conn.clone(),
@@ -343,6 +353,17 @@ impl Tunnel {
         self.conn.close(0u32.into(), b"tunnel closed");
         if let Some(entry) = &self.entry {
             entry.control.close(0u32.into(), b"tunnel closed");
+        }
+    }
+}
+
+/// Closes its connections when dropped, unless emptied (the tunnel came up).
+struct CloseUnlessUp(Vec<quinn::Connection>);
+
+impl Drop for CloseUnlessUp {
+    fn drop(&mut self) {
+        for conn in &self.0 {
+            conn.close(0u32.into(), b"tunnel not opened");
         }
     }
 }

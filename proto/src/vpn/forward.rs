@@ -67,18 +67,21 @@ pub struct AckedBytes {
     checkpoints: VecDeque<(Instant, u64)>,
     acks_seen: u64,
     last_ack: Option<Instant>,
+    last_look: Option<Instant>,
     stated: u64,
 }
 
 impl AckedBytes {
     /// The count now, from the connection's `stats`.
     pub fn update(&mut self, stats: &quinn::ConnectionStats, now: Instant) -> u64 {
-        let settle = SETTLE_BASE + stats.path.rtt * RTTS_TO_SETTLE;
+        let settle = SETTLE_BASE.saturating_add(stats.path.rtt.saturating_mul(RTTS_TO_SETTLE));
         let sent = stats.udp_tx.bytes;
         if stats.frame_rx.acks > self.acks_seen {
+            // It arrived since the last look (at the first, only now is known).
             self.acks_seen = stats.frame_rx.acks;
-            self.last_ack = Some(now);
+            self.last_ack = Some(self.last_look.unwrap_or(now));
         }
+        self.last_look = Some(now);
         if self
             .checkpoints
             .back()
@@ -134,11 +137,13 @@ mod tests {
         // Sent, but loss detection has not had its time: nothing yet.
         assert_eq!(acked.update(&stats(10_000, 0, 1), t0), 0);
         assert_eq!(acked.update(&stats(20_000, 0, 2), ms(20)), 0);
-        // 50 ms later (30 + 4 × 5), an ACK still coming: what was sent by then, less the lost.
-        assert_eq!(acked.update(&stats(30_000, 2_000, 3), ms(50)), 8_000);
-        assert_eq!(acked.update(&stats(40_000, 2_000, 4), ms(70)), 18_000);
+        // An ACK arrived between 50 and 70 ms (taken as at 50): what was sent 50 ms (30 + 4 × 5)
+        // before that, less what was lost.
+        assert_eq!(acked.update(&stats(30_000, 0, 2), ms(50)), 0);
+        assert_eq!(acked.update(&stats(40_000, 2_000, 3), ms(70)), 8_000);
+        assert_eq!(acked.update(&stats(50_000, 2_000, 4), ms(90)), 18_000);
         // More declared lost later does not take back what was stated.
-        assert_eq!(acked.update(&stats(40_000, 30_000, 5), ms(75)), 18_000);
+        assert_eq!(acked.update(&stats(50_000, 30_000, 5), ms(95)), 18_000);
         assert_eq!(acked.stated(), 18_000);
     }
 
@@ -148,19 +153,24 @@ mod tests {
         let t0 = Instant::now() + Duration::from_secs(1);
         let ms = |n| t0 + Duration::from_millis(n);
         assert_eq!(acked.update(&stats(10_000, 0, 1), t0), 0);
-        assert_eq!(acked.update(&stats(20_000, 0, 2), ms(20)), 0);
-        assert_eq!(acked.update(&stats(30_000, 0, 3), ms(60)), 10_000);
+        assert_eq!(acked.update(&stats(15_000, 0, 1), ms(50)), 0);
+        assert_eq!(acked.update(&stats(20_000, 0, 2), ms(60)), 10_000);
         // From here no ACK arrives (the packets are dropped, and so no loss is declared): what
         // was sent meanwhile is never counted, however long ago.
         for (i, t) in (70..2_000).step_by(10).enumerate() {
             let sent = 30_000 + 10_000 * i as u64;
-            assert_eq!(acked.update(&stats(sent, 0, 3), ms(t)), 10_000, "at {t} ms");
+            assert_eq!(acked.update(&stats(sent, 0, 2), ms(t)), 10_000, "at {t} ms");
         }
         // Lost MTU probes are taken off too.
         let mut probed = AckedBytes::default();
         assert_eq!(probed.update(&stats(10_000, 0, 1), t0), 0);
+        assert_eq!(probed.update(&stats(15_000, 0, 1), ms(50)), 0);
         let mut s = stats(20_000, 0, 2);
         s.path.lost_plpmtud_probes = 2;
         assert_eq!(probed.update(&s, ms(60)), 10_000 - 2 * PROBE_BYTES);
+        // A huge round trip only waits.
+        let mut slow = stats(20_000, 0, 3);
+        slow.path.rtt = Duration::MAX;
+        assert_eq!(probed.update(&slow, ms(70)), 10_000 - 2 * PROBE_BYTES);
     }
 }

@@ -9,20 +9,30 @@
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
+use std::time::{Duration, Instant};
+
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use top_proto::addr::RelayAddr;
+use top_proto::id::RelayId;
+
 use super::held::HeldBudget;
 use super::metrics::VpnMetrics;
 use crate::node::core::Core;
 
-/// Most routes for one IP address (one host cannot take every route).
+/// Most routes for one IP address (an IPv6 /64: one host cannot take every route).
 pub const ROUTES_PER_IP: usize = 64;
+/// Exit checks remembered...
+const CHECKS_KEPT: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+/// ... for this long (routes to one exit cost the exit one handshake from here per period, not
+/// one each).
+const CHECK_FOR: Duration = Duration::from_secs(60);
 /// Room for one receive (a GRO batch is at most 64 KiB).
 const SLOT: usize = 64 * 1024;
 /// Receives per system call on the client-facing socket...
@@ -114,8 +124,8 @@ struct Route {
     exit: SocketAddr,
     socket: BatchSocket,
     up: Mutex<HeldBudget>,
-    /// The address the client sends to (replies leave from it, on a host with several).
-    reply_from: OnceLock<IpAddr>,
+    /// The address replies leave from.
+    reply_from: Option<IpAddr>,
 }
 
 /// The forwarding port and its routes.
@@ -123,6 +133,8 @@ pub struct Forwarder {
     socket: BatchSocket,
     port: u16,
     max_routes: usize,
+    /// Exits lately checked by a handshake, by id and address as named: where they answered.
+    checked: Mutex<lru::LruCache<(RelayId, String), (SocketAddr, Instant)>>,
     routes: RwLock<HashMap<SocketAddr, Arc<Route>>>,
 }
 
@@ -135,8 +147,8 @@ pub struct RouteGuard {
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        self.stop.cancel();
         crate::util::write(&self.forwarder.routes).remove(&self.client);
+        self.stop.cancel();
     }
 }
 
@@ -156,6 +168,7 @@ impl Forwarder {
             socket,
             port,
             max_routes,
+            checked: Mutex::new(lru::LruCache::new(CHECKS_KEPT)),
             routes: RwLock::default(),
         });
         let (f, c) = (forwarder.clone(), core.clone());
@@ -178,17 +191,37 @@ impl Forwarder {
         crate::util::read(&self.routes).len()
     }
 
+    /// Where the exit `to` answered a check lately, if it did.
+    pub fn checked_exit(&self, to: &RelayAddr) -> Option<SocketAddr> {
+        let mut checked = crate::util::lock(&self.checked);
+        let key = (to.id, to.host_port.clone());
+        match checked.get(&key) {
+            Some((addr, at)) if at.elapsed() < CHECK_FOR => Some(*addr),
+            Some(_) => {
+                checked.pop(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The exit `to` answered a check at `addr`.
+    pub fn remember_exit(&self, to: &RelayAddr, addr: SocketAddr) {
+        crate::util::lock(&self.checked).put((to.id, to.host_port.clone()), (addr, Instant::now()));
+    }
+
     /// Whether a route for `client` could be added now (checked again when it is).
     pub fn check(&self, client: SocketAddr) -> Result<(), ForwardError> {
         room(&crate::util::read(&self.routes), client, self.max_routes)
     }
 
     /// Forwards between `client` and `exit` until the guard is dropped: `up` holds credit for
-    /// what goes to the exit, `down` for what comes back.
+    /// what goes to the exit, `down` for what comes back; replies leave from `reply_from` (the
+    /// local address the client's control connection reached, on a host with several).
     pub fn add(
         self: &Arc<Self>,
         core: &Arc<Core>,
-        client: SocketAddr,
+        (client, reply_from): (SocketAddr, Option<IpAddr>),
         exit: SocketAddr,
         up: HeldBudget,
         mut down: HeldBudget,
@@ -204,7 +237,7 @@ impl Forwarder {
             exit,
             socket: BatchSocket::new(UdpSocket::from_std(std_socket)?)?,
             up: Mutex::new(up),
-            reply_from: OnceLock::new(),
+            reply_from,
         });
         {
             let mut routes = crate::util::write(&self.routes);
@@ -252,9 +285,6 @@ impl Forwarder {
                     m.dropped_unpaid.inc_by(segments(meta));
                     continue;
                 }
-                if let Some(ip) = meta.dst_ip {
-                    route.reply_from.set(ip).ok();
-                }
                 // The route's socket is connected: its address is its own.
                 let batch = (&slot[..meta.len], meta.stride, meta.ecn);
                 let dropped = route.socket.send(route.exit, None, batch, false).await;
@@ -289,7 +319,7 @@ impl Forwarder {
                     continue;
                 }
                 let batch = (&slot[..meta.len], meta.stride, meta.ecn);
-                let from = route.reply_from.get().copied();
+                let from = route.reply_from;
                 let dropped = self.socket.send(client, from, batch, true).await;
                 m.forwarded.inc_by(segments(meta).saturating_sub(dropped));
                 m.dropped_send_full.inc_by(dropped);
@@ -310,10 +340,23 @@ fn room<V>(
     if routes.len() >= max {
         return Err(ForwardError::Full);
     }
-    if routes.keys().filter(|a| a.ip() == client.ip()).count() >= ROUTES_PER_IP {
+    let host = host_of(client.ip());
+    if routes.keys().filter(|a| host_of(a.ip()) == host).count() >= ROUTES_PER_IP {
         return Err(ForwardError::FullForIp);
     }
     Ok(())
+}
+
+/// The host an address stands for: the IPv4 address, or an IPv6 address's /64 (one host
+/// usually has a whole /64).
+fn host_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        },
+    }
 }
 
 /// UDP packets in a received batch.
@@ -342,6 +385,17 @@ mod tests {
             Err(ForwardError::Taken)
         ));
         assert!(room(&routes, at(2, 0), 1000).is_ok());
+        // An IPv6 host's /64 is one host.
+        let mut v6 = HashMap::new();
+        for i in 0..ROUTES_PER_IP as u16 {
+            let addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, i, 0, 0, 1);
+            v6.insert(SocketAddr::from((addr, 1000)), ());
+        }
+        let other = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0xffff, 1, 2, 3);
+        assert!(matches!(
+            room(&v6, SocketAddr::from((other, 1)), 1000),
+            Err(ForwardError::FullForIp)
+        ));
         assert!(matches!(
             room(&routes, at(2, 0), ROUTES_PER_IP),
             Err(ForwardError::Full)

@@ -22,6 +22,9 @@ use super::metrics::VpnMetrics;
 use crate::billing::meter::ClientMeter;
 use crate::node::core::Core;
 
+/// Why an exit check failed, whatever the cause (the entry tells a client nothing about what
+/// answers at an address).
+const UNREACHABLE: &str = "the exit is unreachable at that address";
 /// How long checking the exit may take.
 const DIAL_EXIT: Duration = Duration::from_secs(10);
 /// The entry looks at the counts at most this often (they are cumulative: the newest is all
@@ -84,15 +87,19 @@ pub async fn serve_forward(
         forwarder
             .check(client_addr)
             .map_err(|e| refuse(e.to_string()))?;
+        if let Some(exit_addr) = forwarder.checked_exit(&to) {
+            return Ok((forwarder, exit_account, exit_addr));
+        }
         let exit = tokio::time::timeout(
             DIAL_EXIT,
             top_proto::net::dial::dial(&core.endpoint, &core.identity, &to),
         )
         .await
-        .map_err(|_| refuse("the exit did not answer".into()))?
-        .map_err(|e| refuse(format!("the exit is unreachable: {e}")))?;
+        .map_err(|_| refuse(UNREACHABLE.into()))?
+        .map_err(|_| refuse(UNREACHABLE.into()))?;
         let exit_addr = exit.remote_address();
         exit.close(0u32.into(), b"checked");
+        forwarder.remember_exit(&to, exit_addr);
         Ok((forwarder, exit_account, exit_addr))
     };
     let (forwarder, exit_account, exit_addr) = match checked.await {
@@ -105,7 +112,13 @@ pub async fn serve_forward(
     };
     let (up_budget, mut up) = held(meter.clone());
     let (down_budget, mut down) = held(meter);
-    let route = match forwarder.add(&core, client_addr, exit_addr, up_budget, down_budget) {
+    let route = match forwarder.add(
+        &core,
+        (client_addr, client.local_ip()),
+        exit_addr,
+        up_budget,
+        down_budget,
+    ) {
         Ok(route) => route,
         Err(e) => {
             out.send(ForwardReply::Refused(e.to_string())).await.ok();
@@ -162,7 +175,9 @@ pub async fn serve_forward(
         _ = core.shutdown.cancelled() => Ok(()),
     };
     drop(route);
-    // What was forwarded last settles: the lost part is let go of (within the allowance).
+    // The client hears at once that the route ended ...
+    out.get_mut().finish().ok();
+    // ... and what was forwarded last settles: the lost part is let go of (within the allowance).
     tokio::select! {
         _ = tokio::time::sleep(super::held::SETTLE_AFTER + SETTLE_EVERY) => {
             settled(m, up.settle(), down.settle());
