@@ -80,7 +80,13 @@ async fn ping_pong(a: &mut RealtimePipe, b: &mut RealtimePipe, rounds: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_cross_a_paying_relay_both_ways_and_each_side_pays_its_count() {
     let dir = tempfile::tempdir().unwrap();
-    let relay = dev_relay(dir.path(), |_| {}).await;
+    // A 400 KiB credit window: asked to pay at a quarter of it, a client has three quarters
+    // of it (some 250 round trips here) for its receipt to land, fsync included, before the
+    // relay drops its datagrams as unpaid (with 100 KiB, a loaded CI machine once took longer).
+    let relay = dev_relay(dir.path(), |c| {
+        c.billing.credit_window = "0.0008".into();
+    })
+    .await;
     let (alice, bob) = (funded(&relay, "10").await, funded(&relay, "10").await);
     let alice = connect(&relay, alice).await;
     let bob = connect(&relay, bob).await;
@@ -90,8 +96,8 @@ async fn datagrams_cross_a_paying_relay_both_ways_and_each_side_pays_its_count()
         "path too small: {}",
         a.max_payload()
     );
-    // 600 KB one way, 380 KB the other: far beyond the 100 KiB credit window, so the relay
-    // carries it only while each side signs receipts for what it counted itself (its sends).
+    // 600 KB one way, 380 KB the other: beyond the credit window, so the relay carries it
+    // only while each side signs receipts for what it counted itself (its sends).
     ping_pong(&mut a, &mut b, 500).await;
     assert_eq!(metric(&relay, "toprelay_realtime_dropped_unpaid"), 0);
     assert_eq!(metric(&relay, "toprelay_realtime_forwarded"), 1000);
