@@ -54,15 +54,31 @@ async fn pair(a: &Client, b: &Client) -> (RealtimePipe, RealtimePipe) {
     (opened, accepted)
 }
 
-/// Sends `rounds` datagrams each way, one at a time, checking each arrives intact.
-async fn ping_pong(a: &mut RealtimePipe, b: &mut RealtimePipe, rounds: u32) {
+/// The realtime counters of `relays` (what a lost datagram's failure shows: where it went).
+fn realtime_counters(relays: &[&Relay]) -> String {
+    relays
+        .iter()
+        .flat_map(|r| {
+            r.metrics_text()
+                .lines()
+                .filter(|l| l.starts_with("toprelay_realtime_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Sends `rounds` datagrams each way, one at a time, checking each arrives intact (through
+/// `relays`, whose counters a failure shows).
+async fn ping_pong(a: &mut RealtimePipe, b: &mut RealtimePipe, rounds: u32, relays: &[&Relay]) {
     let mut out = vec![0u8; a.max_payload().max(b.max_payload())];
     for i in 0..rounds {
         let ping = [(i % 251) as u8; PAYLOAD];
         assert_eq!(a.send(&ping).unwrap(), Sent::Queued);
         let n = tokio::time::timeout(PATIENCE, b.recv(&mut out))
             .await
-            .unwrap_or_else(|_| panic!("datagram {i} lost"))
+            .unwrap_or_else(|_| panic!("datagram {i} lost:\n{}", realtime_counters(relays)))
             .unwrap()
             .unwrap();
         assert_eq!(&out[..n], &ping[..]);
@@ -70,7 +86,7 @@ async fn ping_pong(a: &mut RealtimePipe, b: &mut RealtimePipe, rounds: u32) {
         assert_eq!(b.send(&pong).unwrap(), Sent::Queued);
         let n = tokio::time::timeout(PATIENCE, a.recv(&mut out))
             .await
-            .unwrap_or_else(|_| panic!("reply {i} lost"))
+            .unwrap_or_else(|_| panic!("reply {i} lost:\n{}", realtime_counters(relays)))
             .unwrap()
             .unwrap();
         assert_eq!(&out[..n], &pong[..]);
@@ -98,7 +114,7 @@ async fn datagrams_cross_a_paying_relay_both_ways_and_each_side_pays_its_count()
     );
     // 600 KB one way, 380 KB the other: beyond the credit window, so the relay carries it
     // only while each side signs receipts for what it counted itself (its sends).
-    ping_pong(&mut a, &mut b, 500).await;
+    ping_pong(&mut a, &mut b, 500, &[&relay]).await;
     assert_eq!(metric(&relay, "toprelay_realtime_dropped_unpaid"), 0);
     assert_eq!(metric(&relay, "toprelay_realtime_forwarded"), 1000);
     for client in [&alice, &bob] {
@@ -166,7 +182,7 @@ async fn datagrams_cross_two_linked_relays_and_a_missing_peer_fails_clearly() {
     let alice = connect(&r1, Identity::generate()).await;
     let bob = connect(&r2, Identity::generate()).await;
     let (mut a, mut b) = pair(&alice, &bob).await;
-    ping_pong(&mut a, &mut b, 100).await;
+    ping_pong(&mut a, &mut b, 100, &[&r1, &r2]).await;
     assert_eq!(metric(&r1, "toprelay_realtime_forwarded"), 200);
     assert_eq!(metric(&r2, "toprelay_realtime_forwarded"), 200);
 
@@ -246,7 +262,7 @@ async fn strangers_datagrams_reach_no_pipe() {
     let (mut a, mut b) = pair(&alice, &bob).await;
     // Mallory has a pipe of her own to Bob, so her connection carries realtime flows.
     let (mut m, mut mb) = pair(&mallory, &bob).await;
-    ping_pong(&mut m, &mut mb, 1).await;
+    ping_pong(&mut m, &mut mb, 1, &[&relay]).await;
     let endpoint = top_proto::net::endpoint::client_endpoint(&relay.addr().host_port).unwrap();
     let raw = top_proto::net::dial::dial(&endpoint, &mallory_key, &relay.addr())
         .await
@@ -269,7 +285,7 @@ async fn strangers_datagrams_reach_no_pipe() {
         metric(&relay, "toprelay_realtime_dropped_unknown") >= 60
     })
     .await;
-    ping_pong(&mut a, &mut b, 5).await;
+    ping_pong(&mut a, &mut b, 5, &[&relay]).await;
     for counts in [a.stats(), b.stats(), mb.stats()] {
         assert_eq!(
             counts.dropped_forged + counts.dropped_replay,
