@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use common::{endpoint_and_conn, http_get, open_session, sealed_envelope};
 use futures::StreamExt;
-use top_proto::frame::{FrameCodec, Open, Outcome, SessionFrame, encode_body, encode_frame};
+use top_proto::frame::{
+    FrameCodec, Open, Outcome, Reject, SessionFrame, encode_body, encode_frame,
+};
 use top_proto::identity::Identity;
 use top_relay::{InitOptions, Relay, init};
 
@@ -17,21 +19,35 @@ async fn relay(dir: &std::path::Path) -> Relay {
 }
 
 /// Sends a message to an offline peer through a fresh session: proves the relay still serves.
+/// "Unavailable" (its stores still busy with an attacker's backlog: try again later) is
+/// retried, for 30 s at most.
 async fn still_serves(relay: &Relay) {
     let me = Identity::generate();
     let mut s = open_session(&relay.addr(), &me).await;
-    let env = sealed_envelope(&me, Identity::generate().account_id(), b"still here?");
-    s.write(&SessionFrame::Send(env.clone())).await;
-    let reply = tokio::time::timeout(Duration::from_secs(10), s.until(not_synced))
-        .await
-        .unwrap();
-    assert_eq!(
-        reply,
-        SessionFrame::Accepted {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let env = sealed_envelope(&me, Identity::generate().account_id(), b"still here?");
+        s.write(&SessionFrame::Send(env.clone())).await;
+        let reply = tokio::time::timeout(Duration::from_secs(10), s.until(not_synced))
+            .await
+            .unwrap();
+        let busy = SessionFrame::Rejected {
             id: env.id,
-            outcome: Outcome::Stored
+            reason: Reject::Unavailable,
+        };
+        if reply == busy && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         }
-    );
+        assert_eq!(
+            reply,
+            SessionFrame::Accepted {
+                id: env.id,
+                outcome: Outcome::Stored
+            }
+        );
+        return;
+    }
 }
 
 fn not_synced(f: &SessionFrame) -> bool {
