@@ -286,10 +286,7 @@ impl Forwarder {
                     continue;
                 }
                 // The route's socket is connected: its address is its own.
-                let batch = (&slot[..meta.len], meta.stride, meta.ecn);
-                let dropped = route.socket.send(route.exit, None, batch, false).await;
-                m.forwarded.inc_by(segments(meta).saturating_sub(dropped));
-                m.dropped_send_full.inc_by(dropped);
+                pass_on(&route.socket, (route.exit, None), meta, slot, false, m).await;
             }
         }
     }
@@ -318,11 +315,15 @@ impl Forwarder {
                     m.dropped_unpaid.inc_by(segments(meta));
                     continue;
                 }
-                let batch = (&slot[..meta.len], meta.stride, meta.ecn);
-                let from = route.reply_from;
-                let dropped = self.socket.send(client, from, batch, true).await;
-                m.forwarded.inc_by(segments(meta).saturating_sub(dropped));
-                m.dropped_send_full.inc_by(dropped);
+                pass_on(
+                    &self.socket,
+                    (client, route.reply_from),
+                    meta,
+                    slot,
+                    true,
+                    m,
+                )
+                .await;
             }
         }
     }
@@ -357,6 +358,22 @@ fn host_of(ip: IpAddr) -> IpAddr {
             None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
         },
     }
+}
+
+/// Sends on one received batch (`meta` of `slot`) to `to`, from `from` if given, and counts
+/// its packets as forwarded or dropped.
+async fn pass_on(
+    socket: &BatchSocket,
+    (to, from): (SocketAddr, Option<IpAddr>),
+    meta: &RecvMeta,
+    slot: &[u8],
+    wait: bool,
+    m: &VpnMetrics,
+) {
+    let batch = (&slot[..meta.len], meta.stride, meta.ecn);
+    let dropped = socket.send(to, from, batch, wait).await;
+    m.forwarded.inc_by(segments(meta).saturating_sub(dropped));
+    m.dropped_send_full.inc_by(dropped);
 }
 
 /// UDP packets in a received batch.
