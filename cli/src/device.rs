@@ -285,8 +285,11 @@ pub async fn run(
                 crate::spending::record(&home, &via.to_string(), entry, &usage);
             }
         }
+        let Some(error) = outcome else {
+            tunnel.close_and_wait().await;
+            break;
+        };
         tunnel.close();
-        let Some(error) = outcome else { break };
         warn!("tunnel lost: {error}; reconnecting");
         status.state = "reconnecting".into();
         status.last_error = Some(error.to_string());

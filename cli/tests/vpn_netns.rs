@@ -193,6 +193,16 @@ impl Topology {
         self.counted("x", "leakwatch").expect("the leak counter")
     }
 
+    /// The value of `toprelay_NAME` on `node`'s relay's /metrics (0 if absent).
+    fn metric(&self, node: &str, name: &str) -> u64 {
+        let metrics = ok(&self.run(node, "curl", &["-s", "127.0.0.1:7780/metrics"]));
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("toprelay_{name} ")))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     fn drops(&self) -> u64 {
         self.counted("c", "top_vpn").unwrap_or(0)
     }
@@ -236,6 +246,8 @@ fn vpn_in_namespaces() {
     let exit_child = t.children.len() - 1;
     let exit_near = format!("{exit}@10.91.1.1:7700");
     let exit_far = format!("{exit}@10.91.3.1:7700");
+    // The entry forwards 2-hop routes in the kernel (it may: root, nft, IP forwarding on).
+    ok(&t.run("e", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]));
     let entry = t.relay("e", &["--peer", &exit_far], |_| {});
     let entry_addr = format!("{entry}@10.91.2.1:7700");
 
@@ -355,13 +367,13 @@ fn vpn_in_namespaces() {
         "http://10.91.4.2:8080/",
     ]);
     assert_eq!(body.as_deref(), Some("200"));
-    let metrics = ok(&t.run("e", "curl", &["-s", "127.0.0.1:7780/metrics"]));
-    let forwarded = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("toprelay_vpn_forwarded_total "))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(forwarded > 0, "the entry forwarded nothing");
+    // The kernel forwarded the route's packets (its counts are read every 50 ms).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.metric("e", "vpn_kernel_forwarded_total") == 0 {
+        assert!(Instant::now() < deadline, "the kernel forwarded nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(t.metric("e", "vpn_kernel_routes"), 1);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let s = t.wait_state("up");
@@ -403,6 +415,14 @@ fn vpn_in_namespaces() {
     ok(&t.top(&["vpn", "down"]));
     assert_eq!(t.routes(), routes_before);
     assert_eq!(t.resolv(), resolv_before);
+    // The route's rules left the kernel with it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.metric("e", "vpn_kernel_routes") != 0 {
+        assert!(Instant::now() < deadline, "the route stayed in the kernel");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let table = ok(&t.run("e", "nft", &["list", "table", "ip", "toprelay_7701"]));
+    assert!(!table.contains("comment"), "{table}");
 
     // SOCKS5 without root privileges needed: a name resolved at the exit, with real curl.
     let proxy = t.top_background(&["proxy", "--listen", "127.0.0.1:1080", "--exit", &exit_near]);

@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, SinkExt, StreamExt};
@@ -67,7 +68,7 @@ pub struct TunnelStats {
 
 /// An established tunnel.
 pub struct Tunnel {
-    _endpoint: quinn::Endpoint,
+    endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     identity: Identity,
     options: TunnelOptions,
@@ -198,7 +199,7 @@ impl Tunnel {
             end.cancel();
         });
         Ok(Self {
-            _endpoint: endpoint,
+            endpoint,
             conn,
             identity,
             options,
@@ -354,6 +355,15 @@ impl Tunnel {
         if let Some(entry) = &self.entry {
             entry.control.close(0u32.into(), b"tunnel closed");
         }
+    }
+
+    /// Closes the tunnel and waits (up to a second) until the relays were told, so they end
+    /// the session (an entry its route) at once rather than when it idles out.
+    pub async fn close_and_wait(&self) {
+        self.close();
+        tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle())
+            .await
+            .ok();
     }
 }
 

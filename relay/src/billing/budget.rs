@@ -39,6 +39,11 @@ impl Budget {
         }
     }
 
+    /// The meter this budget draws on (`None`: unmetered).
+    pub fn meter(&self) -> Option<&Arc<ClientMeter>> {
+        self.meter.as_ref()
+    }
+
     /// Spends `bytes`; false when the credit window is used up (the packet must be dropped).
     pub fn allow(&mut self, bytes: usize) -> bool {
         let bytes = bytes as u64;

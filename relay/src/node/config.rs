@@ -260,6 +260,11 @@ pub struct RelayConfig {
     /// Most 2-hop routes forwarded at once (each holds 128 KiB of buffers).
     #[serde(default = "default_forward_routes")]
     pub forward_routes: usize,
+    /// Forward 2-hop routes in the kernel (nftables) where it can: it needs CAP_NET_ADMIN, the
+    /// `nft` command and `net.ipv4.ip_forward = 1`, and takes IPv4 routes only. Otherwise (and
+    /// for packets beyond a client's held credit) they are forwarded in user space.
+    #[serde(default = "default_true")]
+    pub kernel_forward: bool,
     /// Serve as a VPN exit: open a TUN device and carry clients' packets to the internet.
     #[serde(default)]
     pub vpn_exit: bool,
@@ -331,6 +336,7 @@ impl RelayConfig {
             billing: BillingConfig::default(),
             forward_port: None,
             forward_routes: default_forward_routes(),
+            kernel_forward: true,
             vpn_exit: false,
             vpn: VpnConfig::default(),
             cdn_cache_bytes: default_cdn_cache_bytes(),

@@ -270,6 +270,12 @@ impl Relay {
         }
         match start_forwarder(&shared) {
             Ok(forwarder) => {
+                if shared.config.kernel_forward {
+                    match forwarder.enable_kernel(&shared.core).await {
+                        Ok(()) => info!("2-hop routes are forwarded in the kernel"),
+                        Err(e) => info!("2-hop routes are forwarded in user space ({e})"),
+                    }
+                }
                 shared.forwarder.set(forwarder).ok();
             }
             Err(e) => {

@@ -4,12 +4,13 @@
 //! exit's by the route socket they arrive on (the kernel drops any other source). The packets are
 //! the client's own QUIC connection to the exit: the entry forwards them unread, a batch per
 //! system call (GRO on receive, GSO on send), holding the client's credit for every byte
-//! ([`super::held`]).
+//! ([`super::held`]). Where the kernel can forward a route ([`super::kernel`]), it does, and
+//! this forwarder sees only what the kernel leaves to it.
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use top_proto::addr::RelayAddr;
 use top_proto::id::RelayId;
 
 use super::held::HeldBudget;
+use super::kernel::{Allowance, KernelPath, Tuple};
 use super::metrics::VpnMetrics;
 use crate::node::core::Core;
 
@@ -136,6 +138,8 @@ pub struct Forwarder {
     /// Exits lately checked by a handshake, by id and address as named: where they answered.
     checked: Mutex<lru::LruCache<(RelayId, String), (SocketAddr, Instant)>>,
     routes: RwLock<HashMap<SocketAddr, Arc<Route>>>,
+    /// Kernel forwarding, if this host allows it.
+    kernel: OnceLock<Arc<KernelPath>>,
 }
 
 /// Ends its route when dropped.
@@ -170,6 +174,7 @@ impl Forwarder {
             max_routes,
             checked: Mutex::new(lru::LruCache::new(CHECKS_KEPT)),
             routes: RwLock::default(),
+            kernel: OnceLock::new(),
         });
         let (f, c) = (forwarder.clone(), core.clone());
         core.tasks.spawn(async move {
@@ -179,6 +184,27 @@ impl Forwarder {
             }
         });
         Ok(forwarder)
+    }
+
+    /// Forwards routes in the kernel from now on where it can (see [`super::kernel`]); says
+    /// why not if this host does not allow it.
+    pub async fn enable_kernel(
+        self: &Arc<Self>,
+        core: &Arc<Core>,
+    ) -> Result<(), super::kernel::KernelError> {
+        let kernel = KernelPath::open(self.port).await?;
+        if self.kernel.set(kernel.clone()).is_ok() {
+            let c = core.clone();
+            core.tasks.spawn(async move {
+                kernel.run(&c.metrics.vpn, c.shutdown.clone()).await;
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether routes go to the kernel where they can.
+    pub fn in_kernel(&self) -> bool {
+        self.kernel.get().is_some()
     }
 
     /// The forwarding port clients send to.
@@ -233,6 +259,14 @@ impl Forwarder {
         let std_socket = std::net::UdpSocket::bind(bind)?;
         std_socket.connect(exit)?;
         std_socket.set_nonblocking(true)?;
+        let kernel = self.kernel.get().cloned();
+        let in_kernel = kernel.as_ref().and_then(|_| {
+            let back = std_socket.local_addr().ok()?;
+            let tuple = Tuple::of(client, (reply_from, self.port), back, exit)?;
+            let up = Allowance::new(up.meter(), up.log());
+            let down = Allowance::new(down.meter(), down.log());
+            Some((tuple, up, down))
+        });
         let route = Arc::new(Route {
             exit,
             socket: BatchSocket::new(UdpSocket::from_std(std_socket)?)?,
@@ -249,10 +283,23 @@ impl Forwarder {
         core.tasks.spawn(async move {
             let m = &c.metrics.vpn;
             m.forwards.inc();
+            let kernel_route = match (&kernel, in_kernel) {
+                (Some(k), Some((tuple, up, down))) => match k.add(tuple, up, down).await {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        debug!("route to {exit} stays in user space: {e}");
+                        None
+                    }
+                },
+                _ => None,
+            };
             tokio::select! {
                 _ = f.forward_down(&route, client, &mut down, m) => {}
                 _ = s.cancelled() => {}
                 _ = c.shutdown.cancelled() => {}
+            }
+            if let (Some(k), Some(id)) = (&kernel, kernel_route) {
+                k.remove(id).await;
             }
             m.forwards.dec();
         });

@@ -25,13 +25,50 @@ const LOSS_ALLOWANCE: u64 = 64 * 1024;
 const LOSS_SHARE: u64 = 8;
 
 /// How much an entry forwarded one way, and when (shared by the two halves).
-#[derive(Default)]
 pub struct ForwardLog {
     bytes: AtomicU64,
     checkpoints: Mutex<VecDeque<(Instant, u64)>>,
+    /// When the log was started, and when (in ms since) the next checkpoint is due.
+    start: Instant,
+    next_checkpoint_ms: AtomicU64,
+}
+
+impl Default for ForwardLog {
+    fn default() -> Self {
+        Self {
+            bytes: AtomicU64::new(0),
+            checkpoints: Mutex::default(),
+            start: Instant::now(),
+            next_checkpoint_ms: AtomicU64::new(0),
+        }
+    }
 }
 
 impl ForwardLog {
+    /// Notes `bytes` more forwarded (by this process or by the kernel for it).
+    pub fn record(&self, bytes: u64) {
+        let total = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let now = Instant::now();
+        let ms = now.duration_since(self.start).as_millis() as u64;
+        let due = self.next_checkpoint_ms.load(Ordering::Relaxed);
+        if ms < due {
+            return;
+        }
+        let next = ms + CHECKPOINT_EVERY.as_millis() as u64;
+        if self
+            .next_checkpoint_ms
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let mut checkpoints = crate::util::lock(&self.checkpoints);
+        if checkpoints.len() == CHECKPOINTS {
+            checkpoints.pop_front();
+        }
+        checkpoints.push_back((now, total));
+    }
+
     /// Bytes forwarded so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
@@ -61,7 +98,6 @@ impl ForwardLog {
 pub struct HeldBudget {
     budget: Budget,
     log: Arc<ForwardLog>,
-    next_checkpoint: Instant,
 }
 
 impl HeldBudget {
@@ -70,17 +106,18 @@ impl HeldBudget {
         if !self.budget.allow(bytes) {
             return false;
         }
-        let total = self.log.bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
-        let now = Instant::now();
-        if now >= self.next_checkpoint {
-            self.next_checkpoint = now + CHECKPOINT_EVERY;
-            let mut checkpoints = crate::util::lock(&self.log.checkpoints);
-            if checkpoints.len() == CHECKPOINTS {
-                checkpoints.pop_front();
-            }
-            checkpoints.push_back((now, total));
-        }
+        self.log.record(bytes as u64);
         true
+    }
+
+    /// The log of what this direction forwarded (the kernel's part is noted there too).
+    pub fn log(&self) -> Arc<ForwardLog> {
+        self.log.clone()
+    }
+
+    /// The meter credit is held on (`None`: a free entry).
+    pub fn meter(&self) -> Option<Arc<ClientMeter>> {
+        self.budget.meter().cloned()
     }
 }
 
@@ -99,7 +136,6 @@ pub fn held(meter: Option<Arc<ClientMeter>>) -> (HeldBudget, HeldProof) {
     let budget = HeldBudget {
         budget: Budget::held(meter.clone()),
         log: log.clone(),
-        next_checkpoint: Instant::now(),
     };
     let proof = HeldProof {
         meter,

@@ -15,8 +15,12 @@ pub struct VpnMetrics {
     pub packets_in: Counter,
     /// Packets from the TUN device sent to clients.
     pub packets_out: Counter,
-    /// UDP packets forwarded as entry (both directions).
+    /// UDP packets forwarded as entry (both directions, by this process or the kernel).
     pub forwarded: Counter,
+    /// Of those, packets the kernel forwarded (nftables).
+    pub kernel_forwarded: Counter,
+    /// 2-hop routes the kernel forwards now.
+    pub kernel_routes: Gauge,
     /// Packets at the forwarding port from an address no route is forwarded for.
     pub dropped_stranger: Counter,
     /// Forwarded packets a full socket buffer refused.
@@ -59,7 +63,12 @@ impl VpnMetrics {
             "2-hop routes forwarded as entry",
             self.forwards.clone(),
         );
-        let counters: [(&str, &str, &Counter); 18] = [
+        r.register(
+            "vpn_kernel_routes",
+            "2-hop routes the kernel forwards",
+            self.kernel_routes.clone(),
+        );
+        let counters: [(&str, &str, &Counter); 19] = [
             (
                 "vpn_packets_in",
                 "Packets from clients to the TUN",
@@ -74,6 +83,11 @@ impl VpnMetrics {
                 "vpn_forwarded",
                 "UDP packets forwarded as entry",
                 &self.forwarded,
+            ),
+            (
+                "vpn_kernel_forwarded",
+                "UDP packets the kernel forwarded as entry",
+                &self.kernel_forwarded,
             ),
             (
                 "vpn_dropped_stranger",

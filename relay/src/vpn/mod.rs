@@ -1,6 +1,6 @@
 //! The relay's VPN roles: exit ([`exit`]: TUN device, NAT, tunnels; [`connect`]: proxied
 //! connections) and entry of 2-hop routes ([`hop`] on the UDP [`forward`]er), proof of relay
-//! between them ([`received`], [`held`]); the address pool ([`pool`]) and counters
+//! between them ([`received`], [`held`]), in the kernel where it can be ([`kernel`]); the address pool ([`pool`]) and counters
 //! ([`metrics`]).
 
 pub mod connect;
@@ -8,6 +8,7 @@ pub mod exit;
 pub mod forward;
 pub mod held;
 pub mod hop;
+pub mod kernel;
 pub mod metrics;
 pub mod pool;
 pub mod received;
