@@ -2,7 +2,8 @@
 # VPN throughput and CPU cost, all in one run on the same namespace topology (root only):
 #   (c) plain: client → exit host → internet over veth, no tunnel
 #   (a) top 1 hop: `top vpn up` to the exit relay (kill switch off: the data path alone)
-#   (a2) top 2 hops: through the entry relay
+#   (a2) top 2 hops: through the entry relay, which forwards in the kernel (nftables)
+#   (a3) top 2 hops through a second entry relay that forwards in user space (kernel_forward off)
 #   (b) boringtun (userspace WireGuard, `boringtun-cli --threads 1`) between the same hosts
 # Each: one iperf3 TCP stream client → internet for $SECS seconds. CPU is user+system seconds of
 # the tunnel's processes (both ends; kernel softirq work is not included), per GB carried.
@@ -70,11 +71,19 @@ while [ ! -s "$WORK/x.out" ]; do sleep 0.05; done
 X=$(head -1 "$WORK/x.out" | cut -d@ -f1)
 nsx e "$RELAY" init --data-dir "$WORK/e" --listen 0.0.0.0:7700 --http 127.0.0.1:7780 \
   --peer "$X@10.91.3.1:7700" >/dev/null 2>&1
+nsx e sysctl -qw net.ipv4.ip_forward=1
 nsx e "$RELAY" run --data-dir "$WORK/e" > "$WORK/e.out" 2>/dev/null &
 while [ ! -s "$WORK/e.out" ]; do sleep 0.05; done
 E=$(head -1 "$WORK/e.out" | cut -d@ -f1)
+nsx e "$RELAY" init --data-dir "$WORK/u" --listen 0.0.0.0:7710 --http 127.0.0.1:7790 \
+  --peer "$X@10.91.3.1:7700" >/dev/null 2>&1
+sed -i 's/kernel_forward = true/kernel_forward = false/' "$WORK/u/config.toml"
+nsx e "$RELAY" run --data-dir "$WORK/u" > "$WORK/u.out" 2>/dev/null &
+while [ ! -s "$WORK/u.out" ]; do sleep 0.05; done
+U=$(head -1 "$WORK/u.out" | cut -d@ -f1)
 XPID=$(pgrep -f "toprelay run --data-dir $WORK/x")
 EPID=$(pgrep -f "toprelay run --data-dir $WORK/e")
+UPID=$(pgrep -f "toprelay run --data-dir $WORK/u")
 H=$WORK/client
 nsx c "$TOP" --home "$H" init --relay "$X@10.91.1.1:7700" >/dev/null 2>&1
 nsx c "$TOP" --home "$H" wallet faucet 1000 >/dev/null
@@ -120,28 +129,35 @@ for round in $(seq "$ROUNDS"); do
   CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
   top2=$(measure "$CPID" "$EPID" "$XPID")
   vpn_down
+  echo "round $round/$ROUNDS: top 2 hops, user-space entry …" >&2
+  vpn_up --exit "$X@10.91.3.1:7700" --via "$U@10.91.2.1:7710"
+  CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
+  topu=$(measure "$CPID" "$UPID" "$XPID")
+  vpn_down
   echo "round $round/$ROUNDS: boringtun …" >&2
   nsx c ip route add 10.91.4.2/32 dev wgb0
   [ "$(nsx c curl -s -m 3 http://10.91.4.2:8080/)" = 10.91.4.1 ] || { echo "boringtun path broken" >&2; exit 1; }
   # shellcheck disable=SC2086
   bt=$(measure $BTPIDS)
   nsx c ip route del 10.91.4.2/32 dev wgb0
-  echo "$plain $top1 $top2 $bt" >> "$ROWS"
+  echo "$plain $top1 $top2 $bt $topu" >> "$ROWS"
 done
 
 python3 - "$ROWS" <<'PY'
 import statistics, sys
 rows = [[float(x) for x in line.split()] for line in open(sys.argv[1])]
-print("Gbit/s per path; bt = boringtun --threads 1")
-print(f"{'round':<6}{'plain':>8}{'1 hop':>8}{'2 hops':>8}{'bt':>8}"
-      f"{'1hop/bt':>9}{'2hop/1hop':>10}{'CPU/GB 1hop/bt':>16}")
+print("Gbit/s per path; bt = boringtun --threads 1; 2 hops: kernel-forwarding entry,"
+      " 2h user: user-space entry")
+print(f"{'round':<6}{'plain':>8}{'1 hop':>8}{'2 hops':>8}{'bt':>8}{'2h user':>8}"
+      f"{'1hop/bt':>9}{'2hop/1hop':>10}{'2huser/1hop':>12}{'CPU/GB 1hop/bt':>16}")
 for i, r in enumerate(rows, 1):
     g = r[0::2]; c = r[1::2]
     print(f"{i:<6}" + "".join(f"{x:>8.3f}" for x in g)
-          + f"{g[1] / g[3]:>9.2f}{g[2] / g[1]:>10.2f}{c[1] / c[3]:>16.2f}")
+          + f"{g[1] / g[3]:>9.2f}{g[2] / g[1]:>10.2f}{g[4] / g[1]:>12.2f}{c[1] / c[3]:>16.2f}")
 med = lambda k: statistics.median(k)
-g1 = [r[2] / r[6] for r in rows]; g2 = [r[4] / r[2] for r in rows]
-print(f"median  top 1 hop / boringtun: {med(g1):.2f}   top 2 hops / 1 hop: {med(g2):.2f}")
-print("CPU s/GB per round (plain, 1 hop, 2 hops, boringtun): "
+g1 = [r[2] / r[6] for r in rows]; g2 = [r[4] / r[2] for r in rows]; gu = [r[8] / r[2] for r in rows]
+print(f"median  top 1 hop / boringtun: {med(g1):.2f}   top 2 hops / 1 hop: {med(g2):.2f}"
+      f"   (user-space entry: {med(gu):.2f})")
+print("CPU s/GB per round (plain, 1 hop, 2 hops, boringtun, 2 hops user-space entry): "
       + "; ".join(" ".join(f"{x:.2f}" for x in r[1::2]) for r in rows))
 PY

@@ -23,8 +23,9 @@ use tracing::debug;
 use top_proto::addr::RelayAddr;
 use top_proto::id::RelayId;
 
+use super::allowance::Allowance;
 use super::held::HeldBudget;
-use super::kernel::{Allowance, KernelPath, Tuple};
+use super::kernel::{KernelPath, Tuple};
 use super::metrics::VpnMetrics;
 use crate::node::core::Core;
 

@@ -3,6 +3,7 @@
 //! between them ([`received`], [`held`]), in the kernel where it can be ([`kernel`]); the address pool ([`pool`]) and counters
 //! ([`metrics`]).
 
+pub mod allowance;
 pub mod connect;
 pub mod exit;
 pub mod forward;
@@ -10,6 +11,7 @@ pub mod held;
 pub mod hop;
 pub mod kernel;
 pub mod metrics;
+pub mod nft;
 pub mod pool;
 pub mod received;
 

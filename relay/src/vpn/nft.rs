@@ -1,0 +1,194 @@
+//! Running `nft` (nftables) for kernel forwarding ([`super::kernel`]): one-off scripts, and a
+//! session kept open for the frequent count reads and quota updates (a process per poll would
+//! cost more CPU than forwarding in user space saves).
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tracing::warn;
+
+use super::kernel::KernelError;
+
+/// How long one `nft` run, or one answer in a session, may take.
+const NFT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest answer line read from a session (a listing of every route's counters).
+const MAX_LINE: usize = 16 << 20;
+
+/// Runs `nft -f -` (with `flags`) on `script`, or `nft ARGS` if `script` is empty; returns
+/// what it printed.
+pub async fn nft(script: &str, args: &[&str]) -> Result<String, KernelError> {
+    let run = async {
+        let mut command = tokio::process::Command::new("nft");
+        command.args(args);
+        if !script.is_empty() {
+            command.args(["-f", "-"]);
+        }
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| KernelError::Nft(e.to_string()))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .await
+                .map_err(|e| KernelError::Nft(e.to_string()))?;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| KernelError::Nft(e.to_string()))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            return Err(KernelError::Nft(
+                err.lines().next().unwrap_or("failed").into(),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    tokio::time::timeout(NFT_TIMEOUT, run)
+        .await
+        .map_err(|_| KernelError::Nft("timed out".into()))?
+}
+
+/// An `nft -j -i` process: commands go in a line each; a listing answers with one JSON line,
+/// an update with nothing (errors go to its standard error, logged).
+pub struct NftSession {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl NftSession {
+    /// Starts `nft -j -i`.
+    pub fn start() -> Result<Self, KernelError> {
+        let mut child = tokio::process::Command::new("nft")
+            .args(["-j", "-i"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| KernelError::Nft(e.to_string()))?;
+        let missing = || KernelError::Nft("no pipe to nft".into());
+        let stdin = child.stdin.take().ok_or_else(missing)?;
+        let stdout = BufReader::new(child.stdout.take().ok_or_else(missing)?);
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if !line.trim().is_empty() {
+                        warn!("nft: {line}");
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            _child: child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// Sends `commands` (one per line; no answer expected).
+    pub async fn send(&mut self, commands: &str) -> Result<(), KernelError> {
+        let io = |e: std::io::Error| KernelError::Nft(e.to_string());
+        self.stdin
+            .write_all(commands.as_bytes())
+            .await
+            .map_err(io)?;
+        self.stdin.flush().await.map_err(io)
+    }
+
+    /// Sends the listing command `list` and returns its answer.
+    pub async fn list(&mut self, list: &str) -> Result<String, KernelError> {
+        self.send(&format!("{list}\n")).await?;
+        let mut line = Vec::new();
+        let read = async {
+            loop {
+                let buf = self.stdout.fill_buf().await?;
+                if buf.is_empty() {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let (take, done) = match buf.iter().position(|&b| b == b'\n') {
+                    Some(i) => (i + 1, true),
+                    None => (buf.len(), false),
+                };
+                if line.len() + take > MAX_LINE {
+                    return Err(std::io::Error::other("answer too long"));
+                }
+                line.extend_from_slice(&buf[..take]);
+                self.stdout.consume(take);
+                if done {
+                    return Ok::<(), std::io::Error>(());
+                }
+            }
+        };
+        tokio::time::timeout(NFT_TIMEOUT, read)
+            .await
+            .map_err(|_| KernelError::Nft("no answer".into()))?
+            .map_err(|e| KernelError::Nft(e.to_string()))?;
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+}
+
+/// The chains and handles of the rules `nft -e -a` echoed (`add rule ip T CHAIN ... # handle N`).
+pub fn handles(echoed: &str) -> Vec<(String, u64)> {
+    echoed
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            if words.next()? != "add" || words.next()? != "rule" {
+                return None;
+            }
+            let chain = words.nth(2)?.to_string();
+            let (_, handle) = line.rsplit_once("# handle ")?;
+            Some((chain, handle.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Counters (`bytes`, `packets`) by name, from `nft -j list counters` output.
+pub fn parse_counters(json: &str) -> HashMap<String, (u64, u64)> {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
+        return HashMap::new();
+    };
+    let items = v["nftables"].as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .filter_map(|item| {
+            let c = item.get("counter")?;
+            Some((
+                c["name"].as_str()?.to_string(),
+                (c["bytes"].as_u64()?, c["packets"].as_u64()?),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_and_counts_are_read_from_nft_output() {
+        let echoed = "add quota ip t u1 { until 5 bytes }\n\
+                      add rule ip t pre ip saddr 1.2.3.4 quota name \"u1\" comment \"r1\" # handle 7\n\
+                      add rule ip t post ip saddr 1.2.3.4 comment \"r1\" # handle 9\n";
+        assert_eq!(
+            handles(echoed),
+            vec![("pre".to_string(), 7), ("post".to_string(), 9)]
+        );
+        let json = r#"{"nftables": [{"metainfo": {}}, {"counter": {"name": "cu1", "packets": 3, "bytes": 300}},
+            {"quota": {"name": "u1", "bytes": 5000, "used": 700, "inv": false}}]}"#;
+        let counters = parse_counters(json);
+        assert_eq!(counters.get("cu1"), Some(&(300, 3)));
+        assert_eq!(counters.len(), 1);
+        assert!(parse_counters("not json").is_empty());
+    }
+}
