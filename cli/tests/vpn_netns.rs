@@ -2,6 +2,7 @@
 //! client → (entry) → exit → "internet" host with an HTTP server that answers with the caller's
 //! address and a DNS server. 1 hop, 2 hops, DNS through the tunnel, the kill switch after the
 //! client is killed, `vpn down` restoring routes and DNS exactly, and the SOCKS5 proxy with curl.
+//! An entry forwarding in the kernel stops when a client stops paying.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -36,7 +37,10 @@ struct Topology {
 
 impl Topology {
     fn up() -> Self {
-        let prefix = format!("tv{}", std::process::id() % 100_000);
+        // Unique per test of this process (they run at once).
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("tv{}{n}", std::process::id() % 100_000);
         let t = Self {
             prefix,
             dir: tempfile::tempdir().unwrap(),
@@ -461,4 +465,87 @@ fn vpn_in_namespaces() {
         assert_eq!(got, None, "{own}");
     }
     t.children[proxy].kill().ok();
+}
+
+/// A client that can pay no more (its channel to the entry locks little) through an entry that
+/// forwards in the kernel: the kernel forwards what the channel covers, then drops. Without the
+/// kernel's quota (or with credit not held ahead of it) it would carry the whole flood.
+#[test]
+fn a_kernel_entry_stops_when_the_client_stops_paying() {
+    if !is_root() {
+        eprintln!("skipped: the namespace test needs root (CI runs it as root)");
+        return;
+    }
+    let mut t = Topology::up();
+    // The exit carries VPN traffic for free: only the entry's billing is at work.
+    let exit = t.relay("x", &["--dev"], |c| {
+        *c = c
+            .replace("vpn_exit = false", "vpn_exit = true")
+            .replace("allow_private = false", "allow_private = true")
+            .replace("block_interval_ms = 1000", "block_interval_ms = 100")
+            .replace("vpn_price_per_mib = \"0.001\"", "vpn_price_per_mib = \"0\"");
+    });
+    let exit_near = format!("{exit}@10.91.1.1:7700");
+    let exit_far = format!("{exit}@10.91.3.1:7700");
+    ok(&t.run("e", "sysctl", &["-qw", "net.ipv4.ip_forward=1"]));
+    // 10 MiB of VPN traffic unpaid at most (0.001 TOP per MiB) ...
+    let entry = t.relay("e", &["--peer", &exit_far], |c| {
+        *c = c.replace("credit_window = \"0.05\"", "credit_window = \"0.01\"");
+    });
+    ok(&t.top(&["init", "--relay", &exit_near]));
+    ok(&t.top(&["wallet", "faucet", "100"]));
+    ok(&t.top(&["wallet", "deposit", "50"]));
+    // ... and the channel to the entry pays for 20 MiB, no more.
+    let entry_addr = format!("{entry}@10.91.2.1:7700");
+    t.top_background(&[
+        "vpn",
+        "up",
+        "--no-kill-switch",
+        "--lock",
+        "0.02",
+        "--exit",
+        &exit_far,
+        "--via",
+        &entry_addr,
+    ]);
+    t.wait_state("up");
+    // A flood of 60 MB upstream (UDP to the internet host, through the tunnel).
+    let flood = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+                 for i in range(50000):\n    s.sendto(b'x' * 1200, ('10.91.4.2', 9))\n";
+    // Floods, far more than is paid for, until the entry forwards no more.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut before = 0;
+    loop {
+        ok(&t.run("c", "python3", &["-c", flood]));
+        let forwarded = t.metric("e", "vpn_forwarded_bytes_total");
+        eprintln!(
+            "forwarded {forwarded} bytes, {} kernel packets, dropped {} unpaid",
+            t.metric("e", "vpn_kernel_forwarded_total"),
+            t.metric("e", "vpn_dropped_unpaid_total")
+        );
+        // (Beyond the channel only the odd packet of user space's last chunk gets through.)
+        if forwarded < before + (64 << 10) && forwarded > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the entry kept forwarding: {forwarded} bytes"
+        );
+        before = forwarded;
+    }
+    // The entry forwarded in the kernel, and dropped what nobody pays for ...
+    assert!(
+        t.metric("e", "vpn_kernel_forwarded_total") > 0,
+        "not forwarded in the kernel"
+    );
+    assert!(
+        t.metric("e", "vpn_dropped_unpaid_total") > 0,
+        "the entry carried the floods"
+    );
+    // ... having forwarded what the channel covers (20 MiB, less what is held ahead for the
+    // other direction), no more than a hold step each way and user space's chunks beyond.
+    let forwarded = t.metric("e", "vpn_forwarded_bytes_total");
+    assert!(forwarded > 12 << 20, "forwarded only {forwarded} bytes");
+    assert!(forwarded <= 21 << 20, "forwarded {forwarded} bytes");
+    ok(&t.top(&["vpn", "down"]));
 }

@@ -17,7 +17,7 @@ const HOLD_STEP: u64 = 256 * 1024;
 pub const UNLIMITED: u64 = 1 << 60;
 /// IPv4 and UDP headers: the kernel counts whole packets (a GSO batch counts once), the log
 /// counts UDP payload.
-const HEADERS: u64 = 28;
+pub const HEADERS: u64 = 28;
 
 /// Credit the kernel's allowance is held on (a client's meter).
 pub trait Credit {
@@ -76,11 +76,15 @@ impl<C: Credit> Allowance<C> {
     pub fn update(&mut self, now: Counts) -> u64 {
         let forwarded = now.forwarded.max(self.last.forwarded);
         let packets = now.packets.max(self.last.packets);
-        let new_bytes = forwarded - self.last.forwarded;
-        let new_packets = packets - self.last.packets;
         let seen_before = self.last.seen;
-        self.log
-            .record(new_bytes.saturating_sub(new_packets * HEADERS));
+        self.log.record(Self::payload_between(
+            self.last,
+            Counts {
+                forwarded,
+                packets,
+                seen: 0,
+            },
+        ));
         self.last = Counts {
             forwarded,
             packets,
@@ -121,6 +125,13 @@ impl<C: Credit> Allowance<C> {
     /// The kernel's counts as last taken.
     pub fn last(&self) -> Counts {
         self.last
+    }
+
+    /// UDP payload bytes the kernel forwarded between the counts `before` and `now`.
+    pub fn payload_between(before: Counts, now: Counts) -> u64 {
+        let bytes = now.forwarded.saturating_sub(before.forwarded);
+        let packets = now.packets.saturating_sub(before.packets);
+        bytes.saturating_sub(packets * HEADERS)
     }
 
     /// Credit held for the kernel in all (what it may forward).

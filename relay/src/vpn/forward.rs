@@ -421,6 +421,9 @@ async fn pass_on(
     let batch = (&slot[..meta.len], meta.stride, meta.ecn);
     let dropped = socket.send(to, from, batch, wait).await;
     m.forwarded.inc_by(segments(meta).saturating_sub(dropped));
+    let dropped_bytes = (dropped as usize).saturating_mul(meta.stride.max(1));
+    m.forwarded_bytes
+        .inc_by(meta.len.saturating_sub(dropped_bytes) as u64);
     m.dropped_send_full.inc_by(dropped);
 }
 

@@ -278,6 +278,10 @@ impl KernelPath {
                 let packets = (up.packets - route.up.last().packets.min(up.packets))
                     + (down.packets - route.down.last().packets.min(down.packets));
                 m.forwarded.inc_by(packets);
+                m.forwarded_bytes.inc_by(
+                    Allowance::<ClientMeter>::payload_between(route.up.last(), up)
+                        + Allowance::<ClientMeter>::payload_between(route.down.last(), down),
+                );
                 m.kernel_forwarded.inc_by(packets);
                 let dropped = up_dropped + down_dropped;
                 m.dropped_unpaid

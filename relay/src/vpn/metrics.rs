@@ -17,7 +17,9 @@ pub struct VpnMetrics {
     pub packets_out: Counter,
     /// UDP packets forwarded as entry (both directions, by this process or the kernel).
     pub forwarded: Counter,
-    /// Of those, packets the kernel forwarded (nftables).
+    /// UDP payload bytes forwarded as entry (both directions, by this process or the kernel).
+    pub forwarded_bytes: Counter,
+    /// Of those packets, those the kernel forwarded (nftables; a GSO batch counts once).
     pub kernel_forwarded: Counter,
     /// 2-hop routes the kernel forwards now.
     pub kernel_routes: Gauge,
@@ -68,7 +70,7 @@ impl VpnMetrics {
             "2-hop routes the kernel forwards",
             self.kernel_routes.clone(),
         );
-        let counters: [(&str, &str, &Counter); 19] = [
+        let counters: [(&str, &str, &Counter); 20] = [
             (
                 "vpn_packets_in",
                 "Packets from clients to the TUN",
@@ -83,6 +85,11 @@ impl VpnMetrics {
                 "vpn_forwarded",
                 "UDP packets forwarded as entry",
                 &self.forwarded,
+            ),
+            (
+                "vpn_forwarded_bytes",
+                "UDP payload bytes forwarded as entry",
+                &self.forwarded_bytes,
             ),
             (
                 "vpn_kernel_forwarded",
