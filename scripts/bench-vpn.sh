@@ -6,7 +6,8 @@
 #   (a3) top 2 hops through a second entry relay that forwards in user space (kernel_forward off)
 #   (b) boringtun (userspace WireGuard, `boringtun-cli --threads 1`) between the same hosts
 # Each: one iperf3 TCP stream client → internet for $SECS seconds. CPU is user+system seconds of
-# the tunnel's processes (both ends; kernel softirq work is not included), per GB carried.
+# the tunnel's processes (both ends, and the entry's nft session; kernel softirq work, such as
+# the kernel-forwarding entry's, is not included), per GB carried.
 # $ROUNDS rounds, each measuring every path in turn; every round is printed, then the medians.
 # Usage: scripts/bench-vpn.sh [SECS] [ROUNDS]
 set -euo pipefail
@@ -127,7 +128,10 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS: top 2 hops …" >&2
   vpn_up --exit "$X@10.91.3.1:7700" --via "$E@10.91.2.1:7700"
   CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
-  top2=$(measure "$CPID" "$EPID" "$XPID")
+  # The entry's nft session (its counts and quotas) is part of its cost.
+  NFTPID=$(pgrep -P "$EPID" -x nft || true)
+  # shellcheck disable=SC2086
+  top2=$(measure "$CPID" "$EPID" "$XPID" $NFTPID)
   vpn_down
   echo "round $round/$ROUNDS: top 2 hops, user-space entry …" >&2
   vpn_up --exit "$X@10.91.3.1:7700" --via "$U@10.91.2.1:7710"

@@ -96,8 +96,11 @@ impl<C: Credit> Allowance<C> {
         // What was offered (forwarded or dropped over the limit), not only what fit.
         let offered = self.last.seen - seen_before;
         let want = offered.saturating_mul(3).clamp(AHEAD_MIN, AHEAD_MAX);
-        while self.held.saturating_sub(forwarded) < want && credit.try_hold(HOLD_STEP) {
-            self.held += HOLD_STEP;
+        // Topped up once half is used (the kernel's limit changes every other poll or so).
+        if self.held.saturating_sub(forwarded) < want / 2 {
+            while self.held.saturating_sub(forwarded) < want && credit.try_hold(HOLD_STEP) {
+                self.held += HOLD_STEP;
+            }
         }
         let others = self.last.seen.saturating_sub(forwarded);
         self.held + others

@@ -48,8 +48,8 @@ pub struct Tuple {
 }
 
 impl Tuple {
-    /// The tuple of a route, if the kernel can forward it (every address IPv4 and none
-    /// loopback or unspecified).
+    /// The tuple of a route, if the kernel can forward it (every address IPv4, none loopback or
+    /// unspecified, neither the client nor the exit on this host).
     pub fn of(
         client: SocketAddr,
         front: (Option<IpAddr>, u16),
@@ -60,12 +60,18 @@ impl Tuple {
             IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() => Some(v4),
             _ => None,
         };
-        Some(Self {
+        let tuple = Self {
             client: SocketAddrV4::new(v4(client.ip())?, client.port()),
             front: SocketAddrV4::new(v4(front.0?)?, front.1),
             back: SocketAddrV4::new(v4(back.ip())?, back.port()),
             exit: SocketAddrV4::new(v4(exit.ip())?, exit.port()),
-        })
+        };
+        // A client or exit on this host would have its packets delivered here rather than
+        // forwarded, their source never rewritten.
+        if tuple.client.ip() == tuple.front.ip() || tuple.exit.ip() == tuple.back.ip() {
+            return None;
+        }
+        Some(tuple)
     }
 
     /// The nftables rules of route `id` (in chains `pre` and `post`), tagged with its comment.
@@ -397,6 +403,19 @@ mod tests {
                 (None, 7701),
                 a([10, 0, 1, 2], 1),
                 a([10, 0, 1, 1], 2)
+            )
+            .is_none()
+        );
+        // On this host: the client (it sends from the address it sends to), or the exit (the
+        // route's socket reaches it from its own address).
+        let doc = SocketAddr::from((DOC, 5000));
+        assert!(Tuple::of(doc, front, a([10, 0, 1, 2], 1), a([10, 0, 1, 1], 2)).is_none());
+        assert!(
+            Tuple::of(
+                a([10, 0, 0, 2], 5000),
+                front,
+                a([10, 0, 1, 2], 1),
+                a([10, 0, 1, 2], 2)
             )
             .is_none()
         );
