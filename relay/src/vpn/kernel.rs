@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::allowance::{Allowance, Counts};
 use super::metrics::VpnMetrics;
-use super::nft::{NftSession, handles, nft, parse_counters};
+use super::nft::{NftError, NftSession, handles, nft, parse_counters};
 use crate::billing::meter::ClientMeter;
 
 /// How often the kernel's counts are read and its allowances topped up.
@@ -123,8 +123,8 @@ pub enum KernelError {
     #[error("net.ipv4.ip_forward is off")]
     ForwardingOff,
     /// `nft` could not be run, or failed.
-    #[error("nft: {0}")]
-    Nft(String),
+    #[error(transparent)]
+    Nft(#[from] NftError),
 }
 
 /// A route the kernel forwards.
@@ -203,7 +203,7 @@ impl KernelPath {
                 down.end(Counts::default());
                 // Whatever part of the script ran goes too.
                 nft(&objects(t, id, "delete"), &[]).await.ok();
-                return Err(e);
+                return Err(e.into());
             }
         };
         let rules = handles(&echoed);

@@ -10,7 +10,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tracing::warn;
 
-use super::kernel::KernelError;
+/// `nft` could not be run, failed, or did not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("nft: {0}")]
+pub struct NftError(pub String);
 
 /// How long one `nft` run, or one answer in a session, may take.
 const NFT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -19,7 +22,7 @@ const MAX_LINE: usize = 16 << 20;
 
 /// Runs `nft -f -` (with `flags`) on `script`, or `nft ARGS` if `script` is empty; returns
 /// what it printed.
-pub async fn nft(script: &str, args: &[&str]) -> Result<String, KernelError> {
+pub async fn nft(script: &str, args: &[&str]) -> Result<String, NftError> {
     let run = async {
         let mut command = tokio::process::Command::new("nft");
         command.args(args);
@@ -32,28 +35,26 @@ pub async fn nft(script: &str, args: &[&str]) -> Result<String, KernelError> {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| KernelError::Nft(e.to_string()))?;
+            .map_err(|e| NftError(e.to_string()))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(script.as_bytes())
                 .await
-                .map_err(|e| KernelError::Nft(e.to_string()))?;
+                .map_err(|e| NftError(e.to_string()))?;
         }
         let out = child
             .wait_with_output()
             .await
-            .map_err(|e| KernelError::Nft(e.to_string()))?;
+            .map_err(|e| NftError(e.to_string()))?;
         if !out.status.success() {
             let err = String::from_utf8_lossy(&out.stderr);
-            return Err(KernelError::Nft(
-                err.lines().next().unwrap_or("failed").into(),
-            ));
+            return Err(NftError(err.lines().next().unwrap_or("failed").into()));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     tokio::time::timeout(NFT_TIMEOUT, run)
         .await
-        .map_err(|_| KernelError::Nft("timed out".into()))?
+        .map_err(|_| NftError("timed out".into()))?
 }
 
 /// An `nft -j -i` process: commands go in a line each; a listing answers with one JSON line,
@@ -66,7 +67,7 @@ pub struct NftSession {
 
 impl NftSession {
     /// Starts `nft -j -i`.
-    pub fn start() -> Result<Self, KernelError> {
+    pub fn start() -> Result<Self, NftError> {
         let mut child = tokio::process::Command::new("nft")
             .args(["-j", "-i"])
             .stdin(Stdio::piped())
@@ -74,8 +75,8 @@ impl NftSession {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| KernelError::Nft(e.to_string()))?;
-        let missing = || KernelError::Nft("no pipe to nft".into());
+            .map_err(|e| NftError(e.to_string()))?;
+        let missing = || NftError("no pipe to nft".into());
         let stdin = child.stdin.take().ok_or_else(missing)?;
         let stdout = BufReader::new(child.stdout.take().ok_or_else(missing)?);
         if let Some(stderr) = child.stderr.take() {
@@ -96,8 +97,8 @@ impl NftSession {
     }
 
     /// Sends `commands` (one per line; no answer expected).
-    pub async fn send(&mut self, commands: &str) -> Result<(), KernelError> {
-        let io = |e: std::io::Error| KernelError::Nft(e.to_string());
+    pub async fn send(&mut self, commands: &str) -> Result<(), NftError> {
+        let io = |e: std::io::Error| NftError(e.to_string());
         self.stdin
             .write_all(commands.as_bytes())
             .await
@@ -106,7 +107,7 @@ impl NftSession {
     }
 
     /// Sends the listing command `list` and returns its answer.
-    pub async fn list(&mut self, list: &str) -> Result<String, KernelError> {
+    pub async fn list(&mut self, list: &str) -> Result<String, NftError> {
         self.send(&format!("{list}\n")).await?;
         let mut line = Vec::new();
         let read = async {
@@ -131,8 +132,8 @@ impl NftSession {
         };
         tokio::time::timeout(NFT_TIMEOUT, read)
             .await
-            .map_err(|_| KernelError::Nft("no answer".into()))?
-            .map_err(|e| KernelError::Nft(e.to_string()))?;
+            .map_err(|_| NftError("no answer".into()))?
+            .map_err(|e| NftError(e.to_string()))?;
         Ok(String::from_utf8_lossy(&line).into_owned())
     }
 }
