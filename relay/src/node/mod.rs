@@ -275,6 +275,9 @@ impl Relay {
                         Ok(()) => info!("2-hop routes are forwarded in the kernel"),
                         Err(e) => info!("2-hop routes are forwarded in user space ({e})"),
                     }
+                } else {
+                    // What a previous run left in the kernel goes all the same.
+                    crate::vpn::kernel::KernelPath::clear(forwarder.port()).await;
                 }
                 shared.forwarder.set(forwarder).ok();
             }

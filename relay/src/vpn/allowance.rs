@@ -48,13 +48,16 @@ pub struct Counts {
 }
 
 /// One direction's allowance in the kernel: credit held ahead of what the kernel forwards, so
-/// it never forwards a byte nobody holds credit for.
+/// it never forwards a byte nobody holds credit for. Credit and the log count UDP payload; the
+/// kernel counts whole packets (more), so its limit in those is on the safe side.
 pub struct Allowance<C> {
     credit: Option<Arc<C>>,
     log: Arc<ForwardLog>,
     /// Credit held for the kernel in all.
     held: u64,
-    /// What the kernel had forwarded at the last count.
+    /// Payload the kernel forwarded in all (as far as counted).
+    payload: u64,
+    /// The kernel's counts when last taken.
     last: Counts,
 }
 
@@ -65,63 +68,57 @@ impl<C: Credit> Allowance<C> {
             credit,
             log,
             held: 0,
+            payload: 0,
             last: Counts::default(),
         }
     }
 
     /// Takes the kernel's counts: notes what it newly forwarded, holds more credit ahead, and
-    /// returns the quota's limit. The quota counts every byte it sees, forwarded or dropped,
-    /// so the limit is what is held plus what it dropped. (Bytes seen after this count only
-    /// lower what the kernel may still forward.)
+    /// returns the quota's limit. The quota counts every byte it sees, forwarded or dropped:
+    /// the limit is what it saw plus the credit held and not yet used. (Bytes it sees after
+    /// this count only lower what it may still forward.)
     pub fn update(&mut self, now: Counts) -> u64 {
-        let forwarded = now.forwarded.max(self.last.forwarded);
-        let packets = now.packets.max(self.last.packets);
-        let seen_before = self.last.seen;
-        self.log.record(Self::payload_between(
-            self.last,
-            Counts {
-                forwarded,
-                packets,
-                seen: 0,
-            },
-        ));
-        self.last = Counts {
-            forwarded,
-            packets,
+        let now = Counts {
+            forwarded: now.forwarded.max(self.last.forwarded),
+            packets: now.packets.max(self.last.packets),
             seen: now.seen.max(self.last.seen),
         };
+        let new = Self::payload_between(self.last, now);
+        self.payload += new;
+        self.log.record(new);
+        // What was offered (forwarded or dropped over the limit), not only what fit.
+        let offered = now.seen - self.last.seen;
+        self.last = now;
         let Some(credit) = &self.credit else {
             return UNLIMITED;
         };
-        // What was offered (forwarded or dropped over the limit), not only what fit.
-        let offered = self.last.seen - seen_before;
         let want = offered.saturating_mul(3).clamp(AHEAD_MIN, AHEAD_MAX);
         // Topped up once half is used (the kernel's limit changes every other poll or so).
-        if self.held.saturating_sub(forwarded) < want / 2 {
-            while self.held.saturating_sub(forwarded) < want && credit.try_hold(HOLD_STEP) {
+        if self.ahead() < want / 2 {
+            while self.ahead() < want && credit.try_hold(HOLD_STEP) {
                 self.held += HOLD_STEP;
             }
         }
-        let others = self.last.seen.saturating_sub(forwarded);
-        self.held + others
+        now.seen + self.ahead()
+    }
+
+    /// Credit held and not yet used.
+    fn ahead(&self) -> u64 {
+        self.held.saturating_sub(self.payload)
     }
 
     /// The route left the kernel (its final counts): notes the rest and lets go of the credit
     /// held and never used.
     pub fn end(&mut self, last: Counts) {
-        self.update_without_holding(last);
-        if let Some(credit) = &self.credit {
-            let unused = self.held.saturating_sub(self.last.forwarded);
+        let credit = self.credit.take();
+        self.update(last);
+        if let Some(credit) = &credit {
+            let unused = self.ahead();
             if unused > 0 {
                 credit.release(unused);
             }
-            self.held = self.last.forwarded;
+            self.held = self.payload;
         }
-    }
-
-    fn update_without_holding(&mut self, now: Counts) {
-        let credit = self.credit.take();
-        self.update(now);
         self.credit = credit;
     }
 
@@ -130,11 +127,13 @@ impl<C: Credit> Allowance<C> {
         self.last
     }
 
-    /// UDP payload bytes the kernel forwarded between the counts `before` and `now`.
+    /// UDP payload bytes the kernel forwarded between the counts `before` and `now`: a
+    /// packet's headers off each packet (a batch the kernel counts once holds at least a
+    /// packet per 1,500 bytes).
     pub fn payload_between(before: Counts, now: Counts) -> u64 {
         let bytes = now.forwarded.saturating_sub(before.forwarded);
-        let packets = now.packets.saturating_sub(before.packets);
-        bytes.saturating_sub(packets * HEADERS)
+        let packets = now.packets.saturating_sub(before.packets).max(bytes / 1500);
+        bytes.saturating_sub(packets.saturating_mul(HEADERS))
     }
 
     /// Credit held for the kernel in all (what it may forward).
@@ -210,27 +209,38 @@ mod tests {
             forwarded: 0,
             packets: 0,
         };
-        // A client that never pays: bursts of packets between polls, some between a count
-        // and the limit it led to (counted only next time).
+        // A client that never pays: bursts of packets between polls, some between the two
+        // counters' reads (what was seen is read first), some between a count and the limit
+        // it led to (counted only next time).
         for _ in 0..50 {
             for _ in 0..1000 {
                 q.packet(1400);
             }
-            let counts = q.counts();
+            let seen_first = q.seen;
+            for _ in 0..10 {
+                q.packet(1400);
+            }
+            let counts = Counts {
+                seen: seen_first,
+                ..q.counts()
+            };
             for _ in 0..100 {
                 q.packet(1400);
             }
             q.limit = a.update(counts);
-            assert!(q.forwarded <= a.held(), "{} > {}", q.forwarded, a.held());
+            let payload = q.forwarded - HEADERS * q.packets;
+            assert!(payload <= a.held(), "{payload} > {}", a.held());
         }
         // The credit ran out: the kernel stopped at what was held (within a packet of it).
         assert!(a.held() <= (4 << 20) + HOLD_STEP);
+        // (The kernel counts headers too: it stops short of the held payload by those.)
         assert!(q.forwarded + 1400 > a.held());
         // When the route ends, what was held and never forwarded goes back; everything the
         // kernel forwarded is in the log (as UDP payload).
         a.end(q.counts());
-        assert_eq!(credit.held.load(Ordering::Relaxed), q.forwarded);
-        assert_eq!(log.bytes(), q.forwarded - HEADERS * q.packets);
+        let payload = q.forwarded - HEADERS * q.packets;
+        assert_eq!(credit.held.load(Ordering::Relaxed), payload);
+        assert_eq!(log.bytes(), payload);
     }
 
     #[test]
@@ -254,8 +264,9 @@ mod tests {
             limit = a.update(q.counts());
             q.limit = limit;
         }
-        assert!(a.held() - q.forwarded >= 2 * 1000 * 1000, "{}", a.held());
-        assert!(a.held() - q.forwarded <= AHEAD_MAX + HOLD_STEP);
+        let payload = q.forwarded - HEADERS * q.packets;
+        assert!(a.held() - payload >= 2 * 1000 * 1000, "{}", a.held());
+        assert!(a.held() - payload <= AHEAD_MAX + HOLD_STEP);
         // A free entry's kernel is unlimited.
         let mut free = Allowance::<Room>::new(None, Arc::new(ForwardLog::default()));
         assert_eq!(free.update(Counts::default()), UNLIMITED);

@@ -25,8 +25,9 @@ use top_proto::id::RelayId;
 
 use super::allowance::Allowance;
 use super::held::HeldBudget;
-use super::kernel::{KernelPath, Tuple};
+use super::kernel::KernelPath;
 use super::metrics::VpnMetrics;
+use super::route_rules::Tuple;
 use crate::node::core::Core;
 
 /// Most routes for one IP address (an IPv6 /64: one host cannot take every route).
@@ -143,16 +144,14 @@ pub struct Forwarder {
     kernel: OnceLock<Arc<KernelPath>>,
 }
 
-/// Ends its route when dropped.
+/// Ends its route when dropped (the client's address is free for another route once the
+/// route is out of the kernel too).
 pub struct RouteGuard {
-    forwarder: Arc<Forwarder>,
-    client: SocketAddr,
     stop: CancellationToken,
 }
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        crate::util::write(&self.forwarder.routes).remove(&self.client);
         self.stop.cancel();
     }
 }
@@ -193,7 +192,13 @@ impl Forwarder {
         self: &Arc<Self>,
         core: &Arc<Core>,
     ) -> Result<(), super::kernel::KernelError> {
-        let kernel = KernelPath::open(self.port).await?;
+        let kernel = match KernelPath::open(self.port).await {
+            Ok(kernel) => kernel,
+            Err(e) => {
+                KernelPath::clear(self.port).await;
+                return Err(e);
+            }
+        };
         if self.kernel.set(kernel.clone()).is_ok() {
             let c = core.clone();
             core.tasks.spawn(async move {
@@ -286,7 +291,7 @@ impl Forwarder {
             m.forwards.inc();
             let kernel_route = match (&kernel, in_kernel) {
                 (Some(k), Some((tuple, up, down))) => match k.add(tuple, up, down).await {
-                    Ok(id) => Some(id),
+                    Ok(id) => Some((id, tuple)),
                     Err(e) => {
                         debug!("route to {exit} stays in user space: {e}");
                         None
@@ -299,16 +304,14 @@ impl Forwarder {
                 _ = s.cancelled() => {}
                 _ = c.shutdown.cancelled() => {}
             }
-            if let (Some(k), Some(id)) = (&kernel, kernel_route) {
-                k.remove(id).await;
+            if let (Some(k), Some((id, tuple))) = (&kernel, kernel_route) {
+                k.remove(id, tuple).await;
             }
+            // (Only this route has the address: no other is added while it does.)
+            crate::util::write(&f.routes).remove(&client);
             m.forwards.dec();
         });
-        Ok(RouteGuard {
-            forwarder: self.clone(),
-            client,
-            stop,
-        })
+        Ok(RouteGuard { stop })
     }
 
     /// Client → exit, for every route: a batch per receive, each packet's source looked up.

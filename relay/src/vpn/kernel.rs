@@ -17,104 +17,27 @@
 //! in user space.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
 use super::allowance::{Allowance, Counts};
 use super::metrics::VpnMetrics;
-use super::nft::{NftError, NftSession, handles, nft, parse_counters};
+use super::nft::{NftError, NftSession, nft, parse_counters};
+use super::route_rules::{Tuple, delete_script, freeze_script, limit_script, setup_script};
 use crate::billing::meter::ClientMeter;
 
 /// How often the kernel's counts are read and its allowances topped up.
 pub const POLL_EVERY: Duration = Duration::from_millis(25);
-
-/// A route's four addresses, all IPv4: the client, the forwarding port it sends to (front),
-/// the route's socket (back), and the exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tuple {
-    /// The client's address.
-    pub client: SocketAddrV4,
-    /// The entry's address and forwarding port the client sends to.
-    pub front: SocketAddrV4,
-    /// The entry's address and port the exit sees (the route's socket).
-    pub back: SocketAddrV4,
-    /// The exit's address.
-    pub exit: SocketAddrV4,
-}
-
-impl Tuple {
-    /// The tuple of a route, if the kernel can forward it (every address IPv4, none loopback or
-    /// unspecified, neither the client nor the exit on this host).
-    pub fn of(
-        client: SocketAddr,
-        front: (Option<IpAddr>, u16),
-        back: SocketAddr,
-        exit: SocketAddr,
-    ) -> Option<Self> {
-        let v4 = |ip: IpAddr| match ip.to_canonical() {
-            IpAddr::V4(v4) if !v4.is_loopback() && !v4.is_unspecified() => Some(v4),
-            _ => None,
-        };
-        let tuple = Self {
-            client: SocketAddrV4::new(v4(client.ip())?, client.port()),
-            front: SocketAddrV4::new(v4(front.0?)?, front.1),
-            back: SocketAddrV4::new(v4(back.ip())?, back.port()),
-            exit: SocketAddrV4::new(v4(exit.ip())?, exit.port()),
-        };
-        // A client or exit on this host would have its packets delivered here rather than
-        // forwarded, their source never rewritten.
-        if tuple.client.ip() == tuple.front.ip() || tuple.exit.ip() == tuple.back.ip() {
-            return None;
-        }
-        Some(tuple)
-    }
-
-    /// The nftables rules of route `id` (in chains `pre` and `post`), tagged with its comment.
-    fn rules(&self, table: &str, id: u64) -> String {
-        let m = |from: SocketAddrV4, to: SocketAddrV4| {
-            format!(
-                "ip saddr {} udp sport {} ip daddr {} udp dport {}",
-                from.ip(),
-                from.port(),
-                to.ip(),
-                to.port()
-            )
-        };
-        let (c, f, b, x) = (self.client, self.front, self.back, self.exit);
-        // Per direction: counted as seen, within the quota counted as forwarded and rewritten,
-        // over it dropped; on the way out the source is rewritten.
-        let way_in = |dir: &str, matched: String, to: SocketAddrV4| {
-            format!(
-                "add rule ip {table} pre {matched} counter name \"s{dir}{id}\" \
-                 quota name \"{dir}{id}\" counter name \"c{dir}{id}\" \
-                 ip daddr set {} udp dport set {} notrack comment \"r{id}\"\n\
-                 add rule ip {table} pre {matched} drop comment \"r{id}\"\n",
-                to.ip(),
-                to.port()
-            )
-        };
-        let way_out = |matched: String, from: SocketAddrV4| {
-            format!(
-                "add rule ip {table} post {matched} ip saddr set {} udp sport set {} \
-                 comment \"r{id}\"\n",
-                from.ip(),
-                from.port()
-            )
-        };
-        [
-            way_in("u", m(c, f), x),
-            way_in("d", m(x, b), c),
-            way_out(m(c, x), b),
-            way_out(m(x, c), f),
-        ]
-        .concat()
-    }
-}
+/// Longest one poll may take (a session that does not answer is replaced).
+const POLL_TIMEOUT: Duration = Duration::from_secs(5);
+/// An nft session is replaced this often (its command history grows).
+const SESSION_FOR: Duration = Duration::from_secs(60);
+/// A route whose counters a listing lacks this many times is given up (its table was altered
+/// from outside): its credit is let go of, its objects deleted.
+const MISSING_POLLS: u32 = 40;
 
 /// Why the kernel cannot forward (a route, or at all).
 #[derive(Debug, thiserror::Error)]
@@ -127,17 +50,28 @@ pub enum KernelError {
     Nft(#[from] NftError),
 }
 
+/// Where a route is in leaving the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Forwarding.
+    Live,
+    /// Unlinked (or not: then its quotas are what stops it): frozen at the next poll.
+    Ending,
+    /// Frozen: the next listing holds its final counts.
+    Frozen,
+}
+
 /// A route the kernel forwards.
 struct KernelRoute {
-    /// Its rules' chains and handles (empty once it ended).
-    rules: Vec<(String, u64)>,
     up: Allowance<ClientMeter>,
     down: Allowance<ClientMeter>,
     /// The quota limits set last.
     limits: (u64, u64),
     /// Packets dropped over the quotas so far.
     dropped: u64,
-    ended: bool,
+    stage: Stage,
+    /// Listings in a row that lacked its counters.
+    missing: u32,
 }
 
 /// The entry's kernel forwarding: its own nftables table and the routes in it.
@@ -148,6 +82,20 @@ pub struct KernelPath {
 }
 
 impl KernelPath {
+    /// The table of the forwarding port `port`.
+    fn table_of(port: u16) -> String {
+        format!("toprelay_{port}")
+    }
+
+    /// Deletes what a previous run on forwarding port `port` left in the kernel (after a
+    /// crash its routes would go on within their last quotas), whether or not this run
+    /// forwards in the kernel.
+    pub async fn clear(port: u16) {
+        nft(&format!("delete table ip {}\n", Self::table_of(port)), &[])
+            .await
+            .ok();
+    }
+
     /// Sets up kernel forwarding for the forwarding port `port` (a table of its own, emptied of
     /// anything a previous run left), if this host allows it.
     pub async fn open(port: u16) -> Result<Arc<Self>, KernelError> {
@@ -157,18 +105,8 @@ impl KernelPath {
         if on.trim() != "1" {
             return Err(KernelError::ForwardingOff);
         }
-        let table = format!("toprelay_{port}");
-        nft(
-            &format!(
-                "add table ip {table}\ndelete table ip {table}\nadd table ip {table}\n\
-                 add chain ip {table} pre {{ type filter hook prerouting priority raw; \
-                 policy accept; }}\n\
-                 add chain ip {table} post {{ type filter hook postrouting priority srcnat; \
-                 policy accept; }}\n"
-            ),
-            &[],
-        )
-        .await?;
+        let table = Self::table_of(port);
+        nft(&setup_script(&table), &[]).await?;
         Ok(Arc::new(Self {
             table,
             next_id: AtomicU64::new(1),
@@ -186,62 +124,44 @@ impl KernelPath {
     ) -> Result<u64, KernelError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let limits = (up.update(Counts::default()), down.update(Counts::default()));
-        let t = &self.table;
-        let mut script = String::new();
-        for (name, limit) in [("u", limits.0), ("d", limits.1)] {
-            let _ = writeln!(
-                script,
-                "add quota ip {t} {name}{id} {{ until {limit} bytes }}\n\
-                 add counter ip {t} c{name}{id}\nadd counter ip {t} s{name}{id}"
-            );
-        }
-        script.push_str(&tuple.rules(t, id));
-        let echoed = match nft(&script, &["-e", "-a"]).await {
-            Ok(out) => out,
-            Err(e) => {
-                up.end(Counts::default());
-                down.end(Counts::default());
-                // Whatever part of the script ran goes too.
-                nft(&objects(t, id, "delete"), &[]).await.ok();
-                return Err(e.into());
+        if let Err(e) = nft(&tuple.add_script(&self.table, id, limits), &[]).await {
+            // Whatever part of it is in (a run that timed out may have been committed) is
+            // taken out again, and the credit held for it let go of.
+            let undo = [
+                tuple.unlink_script(&self.table),
+                delete_script(&self.table, id),
+            ];
+            for line in undo.concat().lines() {
+                nft(line, &[]).await.ok();
             }
-        };
-        let rules = handles(&echoed);
+            up.end(Counts::default());
+            down.end(Counts::default());
+            return Err(e.into());
+        }
         crate::util::lock(&self.routes).insert(
             id,
             KernelRoute {
-                rules,
                 up,
                 down,
                 limits,
                 dropped: 0,
-                ended: false,
+                stage: Stage::Live,
+                missing: 0,
             },
         );
         debug!(?tuple, id, "route forwarded in the kernel");
         Ok(id)
     }
 
-    /// Takes route `id` out of the kernel (its last counts are read at the next poll).
-    pub async fn remove(&self, id: u64) {
-        let rules = {
-            let mut routes = crate::util::lock(&self.routes);
-            let Some(route) = routes.get_mut(&id) else {
-                return;
-            };
-            route.ended = true;
-            std::mem::take(&mut route.rules)
-        };
-        let mut script = String::new();
-        for (chain, handle) in rules {
-            let _ = writeln!(
-                script,
-                "delete rule ip {} {chain} handle {handle}",
-                self.table
-            );
+    /// Takes route `id` (of `tuple`) out of the kernel: its packets no longer reach its rules
+    /// when this returns; its last counts are read, and its rules deleted, at the next polls.
+    pub async fn remove(&self, id: u64, tuple: Tuple) {
+        if let Err(e) = nft(&tuple.unlink_script(&self.table), &[]).await {
+            // Its quotas will stop it (frozen at the next poll).
+            warn!("unlinking a route in the kernel: {e}");
         }
-        if let Err(e) = nft(&script, &[]).await {
-            warn!("taking a route out of the kernel: {e}");
+        if let Some(route) = crate::util::lock(&self.routes).get_mut(&id) {
+            route.stage = Stage::Ending;
         }
     }
 
@@ -257,11 +177,12 @@ impl KernelPath {
             return Ok(());
         }
         let t = &self.table;
-        let counters = nft.list(&format!("list counters table ip {t}")).await?;
-        let counters = parse_counters(&counters);
+        let listing = nft.list(&format!("list counters table ip {t}")).await?;
+        let counters = parse_counters(&listing)
+            .ok_or_else(|| NftError(format!("unexpected listing: {listing:.80}")))?;
         let counts = |dir: &str, id: u64| {
-            let (bytes, packets) = counters.get(&format!("c{dir}{id}")).copied()?;
             let (seen, seen_packets) = counters.get(&format!("s{dir}{id}")).copied()?;
+            let (bytes, packets) = counters.get(&format!("c{dir}{id}")).copied()?;
             Some((
                 Counts {
                     forwarded: bytes,
@@ -278,41 +199,58 @@ impl KernelPath {
                 let (Some((up, up_dropped)), Some((down, down_dropped))) =
                     (counts("u", id), counts("d", id))
                 else {
-                    // Not listed yet (added since): next time.
-                    return true;
+                    route.missing += 1;
+                    if route.missing < MISSING_POLLS {
+                        // Added since the listing, most likely: next time.
+                        return true;
+                    }
+                    warn!(id, "a route's counters are gone from the kernel: given up");
+                    route.up.end(route.up.last());
+                    route.down.end(route.down.last());
+                    script.push_str(&delete_script(t, id));
+                    return false;
                 };
+                route.missing = 0;
                 let packets = (up.packets - route.up.last().packets.min(up.packets))
                     + (down.packets - route.down.last().packets.min(down.packets));
                 m.forwarded.inc_by(packets);
+                m.kernel_forwarded.inc_by(packets);
                 m.forwarded_bytes.inc_by(
                     Allowance::<ClientMeter>::payload_between(route.up.last(), up)
                         + Allowance::<ClientMeter>::payload_between(route.down.last(), down),
                 );
-                m.kernel_forwarded.inc_by(packets);
                 let dropped = up_dropped + down_dropped;
-                m.dropped_unpaid
-                    .inc_by(dropped.saturating_sub(route.dropped));
+                let newly_dropped = dropped.saturating_sub(route.dropped);
+                m.dropped_unpaid.inc_by(newly_dropped);
+                m.kernel_dropped.inc_by(newly_dropped);
                 route.dropped = route.dropped.max(dropped);
-                if route.ended {
-                    route.up.end(up);
-                    route.down.end(down);
-                    script.push_str(&objects(t, id, "delete"));
-                    return false;
-                }
-                let limits = (route.up.update(up), route.down.update(down));
-                for (name, new, old) in [
-                    ("u", limits.0, route.limits.0),
-                    ("d", limits.1, route.limits.1),
-                ] {
-                    if new != old {
-                        let _ = writeln!(
-                            script,
-                            "add quota ip {t} {name}{id} {{ until {new} bytes }}"
-                        );
+                match route.stage {
+                    Stage::Live => {
+                        let limits = (route.up.update(up), route.down.update(down));
+                        if limits.0 != route.limits.0 {
+                            script.push_str(&limit_script(t, id, "u", limits.0));
+                        }
+                        if limits.1 != route.limits.1 {
+                            script.push_str(&limit_script(t, id, "d", limits.1));
+                        }
+                        route.limits = limits;
+                        true
+                    }
+                    Stage::Ending => {
+                        // This listing may predate the unlinking: the next one, after the
+                        // freeze, is final.
+                        script.push_str(&freeze_script(t, id));
+                        route.stage = Stage::Frozen;
+                        true
+                    }
+                    Stage::Frozen => {
+                        // Final: nothing passes once unlinked and frozen.
+                        route.up.end(up);
+                        route.down.end(down);
+                        script.push_str(&delete_script(t, id));
+                        false
                     }
                 }
-                route.limits = limits;
-                true
             });
             m.kernel_routes.set(routes.len() as i64);
         }
@@ -326,19 +264,31 @@ impl KernelPath {
     pub async fn run(self: Arc<Self>, m: &VpnMetrics, stop: tokio_util::sync::CancellationToken) {
         let mut every = tokio::time::interval(POLL_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut session = None;
+        let mut session: Option<(NftSession, Instant)> = None;
         loop {
             tokio::select! {
                 _ = every.tick() => {}
                 _ = stop.cancelled() => break,
             }
-            if session.is_none() {
+            if session
+                .as_ref()
+                .is_none_or(|(_, since)| since.elapsed() > SESSION_FOR)
+            {
                 session = NftSession::start()
                     .map_err(|e| warn!("starting nft: {e}"))
-                    .ok();
+                    .ok()
+                    .map(|s| (s, Instant::now()));
             }
-            let Some(nft) = &mut session else { continue };
-            if let Err(e) = self.poll(nft, m).await {
+            let Some((nft, _)) = &mut session else {
+                continue;
+            };
+            let polled = tokio::select! {
+                r = tokio::time::timeout(POLL_TIMEOUT, self.poll(nft, m)) => {
+                    r.unwrap_or_else(|_| Err(NftError("no answer".into()).into()))
+                }
+                _ = stop.cancelled() => break,
+            };
+            if let Err(e) = polled {
                 // A session that failed is not trusted to be in step: a new one next time.
                 warn!("reading the kernel's forwarding counts: {e}");
                 session = None;
@@ -348,82 +298,5 @@ impl KernelPath {
             warn!("taking kernel forwarding down: {e}");
         }
         info!("kernel forwarding stopped");
-    }
-}
-
-/// The script that creates or deletes route `id`'s quotas and counters (`verb`: add/delete).
-fn objects(table: &str, id: u64, verb: &str) -> String {
-    let mut script = String::new();
-    for dir in ["u", "d"] {
-        let _ = write!(
-            script,
-            "{verb} quota ip {table} {dir}{id}\n{verb} counter ip {table} c{dir}{id}\n\
-             {verb} counter ip {table} s{dir}{id}\n"
-        );
-    }
-    script
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    /// An address for tests of [`Tuple::of`] (documentation range).
-    const DOC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-
-    #[test]
-    fn only_routes_of_ipv4_addresses_that_are_not_loopback_go_to_the_kernel() {
-        let a = |ip: [u8; 4], port| SocketAddr::from((ip, port));
-        let ok = Tuple::of(
-            a([10, 0, 0, 2], 5000),
-            (Some(IpAddr::V4(DOC)), 7701),
-            a([10, 0, 1, 2], 40000),
-            a([10, 0, 1, 1], 7700),
-        );
-        assert!(ok.is_some());
-        let mapped = SocketAddr::from((Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped(), 5000));
-        let front = (Some(IpAddr::V4(DOC)), 7701);
-        assert_eq!(
-            Tuple::of(mapped, front, a([10, 0, 1, 2], 1), a([10, 0, 1, 1], 2)).map(|t| t.client),
-            ok.map(|t| t.client)
-        );
-        assert!(
-            Tuple::of(
-                a([127, 0, 0, 1], 5000),
-                front,
-                a([10, 0, 1, 2], 1),
-                a([10, 0, 1, 1], 2)
-            )
-            .is_none()
-        );
-        assert!(
-            Tuple::of(
-                a([10, 0, 0, 2], 5000),
-                (None, 7701),
-                a([10, 0, 1, 2], 1),
-                a([10, 0, 1, 1], 2)
-            )
-            .is_none()
-        );
-        // On this host: the client (it sends from the address it sends to), or the exit (the
-        // route's socket reaches it from its own address).
-        let doc = SocketAddr::from((DOC, 5000));
-        assert!(Tuple::of(doc, front, a([10, 0, 1, 2], 1), a([10, 0, 1, 1], 2)).is_none());
-        assert!(
-            Tuple::of(
-                a([10, 0, 0, 2], 5000),
-                front,
-                a([10, 0, 1, 2], 1),
-                a([10, 0, 1, 2], 2)
-            )
-            .is_none()
-        );
-        let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1));
-        assert!(Tuple::of(a([10, 0, 0, 2], 5000), front, a([10, 0, 1, 2], 1), v6).is_none());
-        let rules = ok.map(|t| t.rules("t", 3)).unwrap_or_default();
-        assert_eq!(rules.lines().count(), 6);
-        assert!(rules.contains("ip daddr set 10.0.1.1 udp dport set 7700"));
-        assert!(rules.contains("ip saddr set 192.0.2.1 udp sport set 7701"));
     }
 }

@@ -21,6 +21,8 @@ pub struct VpnMetrics {
     pub forwarded_bytes: Counter,
     /// Of those packets, those the kernel forwarded (nftables; a GSO batch counts once).
     pub kernel_forwarded: Counter,
+    /// Of the packets dropped unpaid, those the kernel dropped (over a route's quota).
+    pub kernel_dropped: Counter,
     /// 2-hop routes the kernel forwards now.
     pub kernel_routes: Gauge,
     /// Packets at the forwarding port from an address no route is forwarded for.
@@ -70,7 +72,7 @@ impl VpnMetrics {
             "2-hop routes the kernel forwards",
             self.kernel_routes.clone(),
         );
-        let counters: [(&str, &str, &Counter); 20] = [
+        let counters: [(&str, &str, &Counter); 21] = [
             (
                 "vpn_packets_in",
                 "Packets from clients to the TUN",
@@ -90,6 +92,11 @@ impl VpnMetrics {
                 "vpn_forwarded_bytes",
                 "UDP payload bytes forwarded as entry",
                 &self.forwarded_bytes,
+            ),
+            (
+                "vpn_kernel_dropped",
+                "Packets the kernel dropped over a route's quota (unpaid)",
+                &self.kernel_dropped,
             ),
             (
                 "vpn_kernel_forwarded",

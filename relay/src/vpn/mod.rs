@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod nft;
 pub mod pool;
 pub mod received;
+pub mod route_rules;
 
 /// Spends `bytes` of a VPN `budget`; false (and counted) when the credit window is used up.
 pub fn spend(

@@ -138,38 +138,23 @@ impl NftSession {
     }
 }
 
-/// The chains and handles of the rules `nft -e -a` echoed (`add rule ip T CHAIN ... # handle N`).
-pub fn handles(echoed: &str) -> Vec<(String, u64)> {
-    echoed
-        .lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            if words.next()? != "add" || words.next()? != "rule" {
-                return None;
-            }
-            let chain = words.nth(2)?.to_string();
-            let (_, handle) = line.rsplit_once("# handle ")?;
-            Some((chain, handle.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// Counters (`bytes`, `packets`) by name, from `nft -j list counters` output.
-pub fn parse_counters(json: &str) -> HashMap<String, (u64, u64)> {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
-        return HashMap::new();
-    };
-    let items = v["nftables"].as_array().cloned().unwrap_or_default();
-    items
-        .iter()
-        .filter_map(|item| {
-            let c = item.get("counter")?;
-            Some((
-                c["name"].as_str()?.to_string(),
-                (c["bytes"].as_u64()?, c["packets"].as_u64()?),
-            ))
-        })
-        .collect()
+/// Counters (`bytes`, `packets`) by name, from `nft -j list counters` output (`None` if it is
+/// not such a listing).
+pub fn parse_counters(json: &str) -> Option<HashMap<String, (u64, u64)>> {
+    let v = serde_json::from_str::<serde_json::Value>(json).ok()?;
+    let items = v.get("nftables")?.as_array()?;
+    Some(
+        items
+            .iter()
+            .filter_map(|item| {
+                let c = item.get("counter")?;
+                Some((
+                    c["name"].as_str()?.to_string(),
+                    (c["bytes"].as_u64()?, c["packets"].as_u64()?),
+                ))
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -177,19 +162,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn handles_and_counts_are_read_from_nft_output() {
-        let echoed = "add quota ip t u1 { until 5 bytes }\n\
-                      add rule ip t pre ip saddr 1.2.3.4 quota name \"u1\" comment \"r1\" # handle 7\n\
-                      add rule ip t post ip saddr 1.2.3.4 comment \"r1\" # handle 9\n";
-        assert_eq!(
-            handles(echoed),
-            vec![("pre".to_string(), 7), ("post".to_string(), 9)]
-        );
+    fn counts_are_read_from_nft_output() {
         let json = r#"{"nftables": [{"metainfo": {}}, {"counter": {"name": "cu1", "packets": 3, "bytes": 300}},
             {"quota": {"name": "u1", "bytes": 5000, "used": 700, "inv": false}}]}"#;
-        let counters = parse_counters(json);
+        let counters = parse_counters(json).unwrap_or_default();
         assert_eq!(counters.get("cu1"), Some(&(300, 3)));
         assert_eq!(counters.len(), 1);
-        assert!(parse_counters("not json").is_empty());
+        assert!(parse_counters("not json").is_none());
+        assert!(parse_counters("{}").is_none());
     }
 }
