@@ -35,9 +35,19 @@ trap cleanup EXIT
 bash scripts/vpn-netns.sh up $P
 nsx() { local n=$1; shift; ip netns exec "$P$n" "$@"; }
 
-cpu_of() { # total user+system clock ticks of the given pids
+cpu_of() { # total user+system clock ticks of the given pids; "tree:PID": PID, the children
+  # it reaped and those it has now (the entry's nft sessions, renewed every minute)
   local t=0
   for pid in "$@"; do
+    if [[ $pid == tree:* ]]; then
+      pid=${pid#tree:}
+      read -r -a f < <(sed 's/.*) //' "/proc/$pid/stat")
+      t=$((t + f[13] + f[14]))
+      for child in $(pgrep -P "$pid" || true); do
+        read -r -a g < <(sed 's/.*) //' "/proc/$child/stat" 2>/dev/null || echo)
+        t=$((t + ${g[11]:-0} + ${g[12]:-0}))
+      done
+    fi
     read -r -a f < <(sed 's/.*) //' "/proc/$pid/stat")
     t=$((t + f[11] + f[12]))
   done
@@ -128,10 +138,8 @@ for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS: top 2 hops …" >&2
   vpn_up --exit "$X@10.91.3.1:7700" --via "$E@10.91.2.1:7700"
   CPID=$(pgrep -f "vpn up --no-kill-switch" | head -1)
-  # The entry's nft session (its counts and quotas) is part of its cost.
-  NFTPID=$(pgrep -P "$EPID" -x nft || true)
-  # shellcheck disable=SC2086
-  top2=$(measure "$CPID" "$EPID" "$XPID" $NFTPID)
+  # The entry's nft sessions (its counts and quotas) are part of its cost.
+  top2=$(measure "$CPID" "tree:$EPID" "$XPID")
   vpn_down
   echo "round $round/$ROUNDS: top 2 hops, user-space entry …" >&2
   vpn_up --exit "$X@10.91.3.1:7700" --via "$U@10.91.2.1:7710"
