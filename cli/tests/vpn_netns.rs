@@ -426,7 +426,8 @@ fn vpn_in_namespaces() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Its chains, quotas, counters and map entries went too.
-    let table = ok(&t.run("e", "nft", &["list", "table", "ip", "toprelay_7701"]));
+    let table = ok(&t.run("e", "nft", &["list", "ruleset", "ip"]));
+    assert!(table.contains("table ip toprelay_"), "{table}");
     for gone in ["chain iu", "chain od", "quota", "counter", "jump"] {
         assert!(!table.contains(gone), "{table}");
     }

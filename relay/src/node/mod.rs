@@ -277,7 +277,7 @@ impl Relay {
                     }
                 } else {
                     // What a previous run left in the kernel goes all the same.
-                    crate::vpn::kernel::KernelPath::clear(forwarder.port()).await;
+                    crate::vpn::kernel::KernelPath::clear(&shared.core.id).await;
                 }
                 shared.forwarder.set(forwarder).ok();
             }

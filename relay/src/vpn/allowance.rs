@@ -107,6 +107,13 @@ impl<C: Credit> Allowance<C> {
         self.held.saturating_sub(self.payload)
     }
 
+    /// Notes the kernel's counts, holding no more credit (the route is leaving the kernel).
+    pub fn update_without_holding(&mut self, now: Counts) {
+        let credit = self.credit.take();
+        self.update(now);
+        self.credit = credit;
+    }
+
     /// The route left the kernel (its final counts): notes the rest and lets go of the credit
     /// held and never used.
     pub fn end(&mut self, last: Counts) {

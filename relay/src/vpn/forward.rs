@@ -192,10 +192,10 @@ impl Forwarder {
         self: &Arc<Self>,
         core: &Arc<Core>,
     ) -> Result<(), super::kernel::KernelError> {
-        let kernel = match KernelPath::open(self.port).await {
+        let kernel = match KernelPath::open(&core.id).await {
             Ok(kernel) => kernel,
             Err(e) => {
-                KernelPath::clear(self.port).await;
+                KernelPath::clear(&core.id).await;
                 return Err(e);
             }
         };

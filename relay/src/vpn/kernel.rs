@@ -17,7 +17,7 @@
 //! in user space.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ use super::metrics::VpnMetrics;
 use super::nft::{NftError, NftSession, nft, parse_counters};
 use super::route_rules::{Tuple, delete_script, freeze_script, limit_script, setup_script};
 use crate::billing::meter::ClientMeter;
+use top_proto::id::RelayId;
 
 /// How often the kernel's counts are read and its allowances topped up.
 pub const POLL_EVERY: Duration = Duration::from_millis(25);
@@ -63,6 +64,7 @@ enum Stage {
 
 /// A route the kernel forwards.
 struct KernelRoute {
+    tuple: Tuple,
     up: Allowance<ClientMeter>,
     down: Allowance<ClientMeter>,
     /// The quota limits set last.
@@ -79,38 +81,45 @@ pub struct KernelPath {
     table: String,
     next_id: AtomicU64,
     routes: Mutex<HashMap<u64, KernelRoute>>,
+    /// The table went missing (someone flushed the ruleset): set up again at the next poll.
+    lost_table: AtomicBool,
 }
 
 impl KernelPath {
-    /// The table of the forwarding port `port`.
-    fn table_of(port: u16) -> String {
-        format!("toprelay_{port}")
+    /// The table of relay `id` (named for the relay, not its forwarding port: a table left by a
+    /// run on another port is found all the same).
+    fn table_of(id: &RelayId) -> String {
+        let hex: String = id.as_bytes()[..6]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("toprelay_{hex}")
     }
 
-    /// Deletes what a previous run on forwarding port `port` left in the kernel (after a
-    /// crash its routes would go on within their last quotas), whether or not this run
-    /// forwards in the kernel.
-    pub async fn clear(port: u16) {
-        nft(&format!("delete table ip {}\n", Self::table_of(port)), &[])
+    /// Deletes what a previous run of relay `id` left in the kernel (after a crash its routes
+    /// would go on within their last quotas), whether or not this run forwards in the kernel.
+    pub async fn clear(id: &RelayId) {
+        nft(&format!("delete table ip {}\n", Self::table_of(id)), &[])
             .await
             .ok();
     }
 
-    /// Sets up kernel forwarding for the forwarding port `port` (a table of its own, emptied of
-    /// anything a previous run left), if this host allows it.
-    pub async fn open(port: u16) -> Result<Arc<Self>, KernelError> {
+    /// Sets up kernel forwarding for relay `id` (a table of its own, emptied of anything a
+    /// previous run left), if this host allows it.
+    pub async fn open(id: &RelayId) -> Result<Arc<Self>, KernelError> {
         let on = tokio::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
             .await
             .map_err(|_| KernelError::ForwardingOff)?;
         if on.trim() != "1" {
             return Err(KernelError::ForwardingOff);
         }
-        let table = Self::table_of(port);
+        let table = Self::table_of(id);
         nft(&setup_script(&table), &[]).await?;
         Ok(Arc::new(Self {
             table,
             next_id: AtomicU64::new(1),
             routes: Mutex::default(),
+            lost_table: AtomicBool::new(false),
         }))
     }
 
@@ -125,14 +134,13 @@ impl KernelPath {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let limits = (up.update(Counts::default()), down.update(Counts::default()));
         if let Err(e) = nft(&tuple.add_script(&self.table, id, limits), &[]).await {
-            // Whatever part of it is in (a run that timed out may have been committed) is
-            // taken out again, and the credit held for it let go of.
-            let undo = [
-                tuple.unlink_script(&self.table),
-                delete_script(&self.table, id),
-            ];
-            for line in undo.concat().lines() {
-                nft(line, &[]).await.ok();
+            // A script nft refused changed nothing (it is one transaction). One that timed out
+            // may have been committed: what is this route's goes (not map entries another
+            // route may hold).
+            if e.timed_out() {
+                for line in delete_script(&self.table, id, None).lines() {
+                    nft(line, &[]).await.ok();
+                }
             }
             up.end(Counts::default());
             down.end(Counts::default());
@@ -141,6 +149,7 @@ impl KernelPath {
         crate::util::lock(&self.routes).insert(
             id,
             KernelRoute {
+                tuple,
                 up,
                 down,
                 limits,
@@ -173,16 +182,21 @@ impl KernelPath {
     /// Reads the kernel's counts: notes what it forwarded, tops up allowances, and lets go of
     /// ended routes.
     pub async fn poll(&self, nft: &mut NftSession, m: &VpnMetrics) -> Result<(), KernelError> {
+        let t = &self.table;
+        if self.lost_table.swap(false, Ordering::Relaxed) {
+            warn!("the kernel forwarding table was gone: set up again");
+            nft.send(&setup_script(t)).await?;
+        }
         if crate::util::lock(&self.routes).is_empty() {
             return Ok(());
         }
-        let t = &self.table;
-        let listing = nft.list(&format!("list counters table ip {t}")).await?;
-        let counters = parse_counters(&listing)
+        // Every table's counters: a listing of one missing table would answer nothing.
+        let listing = nft.list("list counters ip").await?;
+        let counters = parse_counters(&listing, t)
             .ok_or_else(|| NftError(format!("unexpected listing: {listing:.80}")))?;
         let counts = |dir: &str, id: u64| {
-            let (seen, seen_packets) = counters.get(&format!("s{dir}{id}")).copied()?;
-            let (bytes, packets) = counters.get(&format!("c{dir}{id}")).copied()?;
+            let (seen, seen_packets) = counters.of(&format!("s{dir}{id}"))?;
+            let (bytes, packets) = counters.of(&format!("c{dir}{id}"))?;
             Some((
                 Counts {
                     forwarded: bytes,
@@ -207,7 +221,10 @@ impl KernelPath {
                     warn!(id, "a route's counters are gone from the kernel: given up");
                     route.up.end(route.up.last());
                     route.down.end(route.down.last());
-                    script.push_str(&delete_script(t, id));
+                    script.push_str(&delete_script(t, id, Some(&route.tuple)));
+                    if !counters.tables.contains(t) {
+                        self.lost_table.store(true, Ordering::Relaxed);
+                    }
                     return false;
                 };
                 route.missing = 0;
@@ -237,17 +254,30 @@ impl KernelPath {
                         true
                     }
                     Stage::Ending => {
-                        // This listing may predate the unlinking: the next one, after the
-                        // freeze, is final.
+                        // Unlinked again (in case it failed) and frozen; this listing may
+                        // predate both.
+                        script.push_str(&route.tuple.unlink_script(t));
                         script.push_str(&freeze_script(t, id));
                         route.stage = Stage::Frozen;
+                        route.up.update_without_holding(up);
+                        route.down.update_without_holding(down);
                         true
                     }
                     Stage::Frozen => {
-                        // Final: nothing passes once unlinked and frozen.
+                        let last = (route.up.last(), route.down.last());
+                        if (up.forwarded, down.forwarded) != (last.0.forwarded, last.1.forwarded) {
+                            // Not yet stopped (the commands were lost, or came after the
+                            // listing): again.
+                            script.push_str(&route.tuple.unlink_script(t));
+                            script.push_str(&freeze_script(t, id));
+                            route.up.update_without_holding(up);
+                            route.down.update_without_holding(down);
+                            return true;
+                        }
+                        // Final: it forwarded nothing since the last listing.
                         route.up.end(up);
                         route.down.end(down);
-                        script.push_str(&delete_script(t, id));
+                        script.push_str(&delete_script(t, id, Some(&route.tuple)));
                         false
                     }
                 }
@@ -274,6 +304,10 @@ impl KernelPath {
                 .as_ref()
                 .is_none_or(|(_, since)| since.elapsed() > SESSION_FOR)
             {
+                if let Some((old, _)) = session.take() {
+                    // What it was sent last is carried out before it goes.
+                    old.finish().await;
+                }
                 session = NftSession::start()
                     .map_err(|e| warn!("starting nft: {e}"))
                     .ok()

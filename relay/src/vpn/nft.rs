@@ -2,7 +2,7 @@
 //! session kept open for the frequent count reads and quota updates (a process per poll would
 //! cost more CPU than forwarding in user space saves).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,6 +14,16 @@ use tracing::warn;
 #[derive(Debug, thiserror::Error)]
 #[error("nft: {0}")]
 pub struct NftError(pub String);
+
+/// What an `nft` run that took too long fails with.
+const TIMED_OUT: &str = "timed out";
+
+impl NftError {
+    /// Whether the run took too long (what it did is unknown).
+    pub fn timed_out(&self) -> bool {
+        self.0 == TIMED_OUT
+    }
+}
 
 /// How long one `nft` run, or one answer in a session, may take.
 const NFT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,13 +64,13 @@ pub async fn nft(script: &str, args: &[&str]) -> Result<String, NftError> {
     };
     tokio::time::timeout(NFT_TIMEOUT, run)
         .await
-        .map_err(|_| NftError("timed out".into()))?
+        .map_err(|_| NftError(TIMED_OUT.into()))?
 }
 
 /// An `nft -j -i` process: commands go in a line each; a listing answers with one JSON line,
 /// an update with nothing (errors go to its standard error, logged).
 pub struct NftSession {
-    _child: Child,
+    child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
 }
@@ -90,10 +100,19 @@ impl NftSession {
             });
         }
         Ok(Self {
-            _child: child,
+            child,
             stdin,
             stdout,
         })
+    }
+
+    /// Ends the session once it carried out what it was sent (a second at most).
+    pub async fn finish(mut self) {
+        self.stdin.shutdown().await.ok();
+        drop(self.stdin);
+        tokio::time::timeout(Duration::from_secs(1), self.child.wait())
+            .await
+            .ok();
     }
 
     /// Sends `commands` (one per line; no answer expected).
@@ -138,23 +157,46 @@ impl NftSession {
     }
 }
 
-/// Counters (`bytes`, `packets`) by name, from `nft -j list counters` output (`None` if it is
-/// not such a listing).
-pub fn parse_counters(json: &str) -> Option<HashMap<String, (u64, u64)>> {
+/// The counters of one table, from a listing of every table's.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// `bytes`, `packets` by name.
+    by_name: HashMap<String, (u64, u64)>,
+    /// Every table the listing has counters of.
+    pub tables: HashSet<String>,
+}
+
+impl Counters {
+    /// Counter `name`'s bytes and packets.
+    pub fn of(&self, name: &str) -> Option<(u64, u64)> {
+        self.by_name.get(name).copied()
+    }
+}
+
+/// Table `table`'s counters from `nft -j list counters` output (`None` if it is not such a
+/// listing).
+pub fn parse_counters(json: &str, table: &str) -> Option<Counters> {
     let v = serde_json::from_str::<serde_json::Value>(json).ok()?;
     let items = v.get("nftables")?.as_array()?;
-    Some(
-        items
-            .iter()
-            .filter_map(|item| {
-                let c = item.get("counter")?;
-                Some((
-                    c["name"].as_str()?.to_string(),
-                    (c["bytes"].as_u64()?, c["packets"].as_u64()?),
-                ))
-            })
-            .collect(),
-    )
+    let mut counters = Counters::default();
+    for c in items.iter().filter_map(|item| item.get("counter")) {
+        let Some(of) = c["table"].as_str() else {
+            continue;
+        };
+        if of != table {
+            counters.tables.insert(of.to_string());
+            continue;
+        }
+        counters.tables.insert(of.to_string());
+        if let (Some(name), Some(bytes), Some(packets)) = (
+            c["name"].as_str(),
+            c["bytes"].as_u64(),
+            c["packets"].as_u64(),
+        ) {
+            counters.by_name.insert(name.to_string(), (bytes, packets));
+        }
+    }
+    Some(counters)
 }
 
 #[cfg(test)]
@@ -163,12 +205,16 @@ mod tests {
 
     #[test]
     fn counts_are_read_from_nft_output() {
-        let json = r#"{"nftables": [{"metainfo": {}}, {"counter": {"name": "cu1", "packets": 3, "bytes": 300}},
-            {"quota": {"name": "u1", "bytes": 5000, "used": 700, "inv": false}}]}"#;
-        let counters = parse_counters(json).unwrap_or_default();
-        assert_eq!(counters.get("cu1"), Some(&(300, 3)));
-        assert_eq!(counters.len(), 1);
-        assert!(parse_counters("not json").is_none());
-        assert!(parse_counters("{}").is_none());
+        let json = r#"{"nftables": [{"metainfo": {}},
+            {"counter": {"table": "t", "name": "cu1", "packets": 3, "bytes": 300}},
+            {"counter": {"table": "other", "name": "cu2", "packets": 1, "bytes": 10}},
+            {"quota": {"table": "t", "name": "u1", "bytes": 5000, "used": 700, "inv": false}}]}"#;
+        let counters = parse_counters(json, "t").unwrap_or_default();
+        assert_eq!(counters.of("cu1"), Some((300, 3)));
+        assert_eq!(counters.of("cu2"), None);
+        assert_eq!(counters.by_name.len(), 1);
+        assert!(counters.tables.contains("other"));
+        assert!(parse_counters("not json", "t").is_none());
+        assert!(parse_counters("{}", "t").is_none());
     }
 }

@@ -103,12 +103,15 @@ impl Tuple {
         script
     }
 
-    /// The script that unlinks route `id`: its packets no longer reach its chains.
+    /// The script that unlinks the route: its packets no longer reach its chains (an entry
+    /// per line: one already gone does not keep the others).
     pub fn unlink_script(&self, table: &str) -> String {
         let [(up_in, up_out), (down_in, down_out)] = self.keys();
         format!(
-            "delete element ip {table} in {{ {up_in}, {down_in} }}\n\
-             delete element ip {table} out {{ {up_out}, {down_out} }}\n"
+            "delete element ip {table} in {{ {up_in} }}\n\
+             delete element ip {table} in {{ {down_in} }}\n\
+             delete element ip {table} out {{ {up_out} }}\n\
+             delete element ip {table} out {{ {down_out} }}\n"
         )
     }
 }
@@ -142,11 +145,11 @@ pub fn limit_script(table: &str, id: u64, dir: &str, limit: u64) -> String {
     format!("add quota ip {table} q{dir}{id} {{ until {limit} bytes }}\n")
 }
 
-/// The script that deletes what is left of route `id` once unlinked (a line per object: one
-/// failing does not keep the others).
-pub fn delete_script(table: &str, id: u64) -> String {
+/// The script that deletes what is left of route `id` (of `tuple`, unlinked first if given; a
+/// line per object: one failing does not keep the others).
+pub fn delete_script(table: &str, id: u64, tuple: Option<&Tuple>) -> String {
     let t = table;
-    let mut script = String::new();
+    let mut script = tuple.map(|r| r.unlink_script(t)).unwrap_or_default();
     for dir in ["u", "d"] {
         let _ = write!(
             script,
