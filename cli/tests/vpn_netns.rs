@@ -128,6 +128,18 @@ impl Topology {
         self.start_relay(node)
     }
 
+    /// Starts the exit relay in `x` (a dev chain, VPN exit to private addresses, fast blocks),
+    /// its config edited further by `edit`; returns its id.
+    fn exit_relay(&mut self, edit: impl Fn(&mut String)) -> String {
+        self.relay("x", &["--dev"], |c| {
+            *c = c
+                .replace("vpn_exit = false", "vpn_exit = true")
+                .replace("allow_private = false", "allow_private = true")
+                .replace("block_interval_ms = 1000", "block_interval_ms = 100");
+            edit(c);
+        })
+    }
+
     /// Runs the relay initialised in `node`'s data directory; returns its id. The child is the
     /// last of `children`.
     fn start_relay(&mut self, node: &str) -> String {
@@ -241,12 +253,7 @@ fn vpn_in_namespaces() {
         return;
     }
     let mut t = Topology::up();
-    let exit = t.relay("x", &["--dev"], |c| {
-        *c = c
-            .replace("vpn_exit = false", "vpn_exit = true")
-            .replace("allow_private = false", "allow_private = true")
-            .replace("block_interval_ms = 1000", "block_interval_ms = 100");
-    });
+    let exit = t.exit_relay(|_| {});
     let exit_child = t.children.len() - 1;
     let exit_near = format!("{exit}@10.91.1.1:7700");
     let exit_far = format!("{exit}@10.91.3.1:7700");
@@ -487,12 +494,8 @@ fn a_kernel_entry_stops_when_the_client_stops_paying() {
     }
     let mut t = Topology::up();
     // The exit carries VPN traffic for free: only the entry's billing is at work.
-    let exit = t.relay("x", &["--dev"], |c| {
-        *c = c
-            .replace("vpn_exit = false", "vpn_exit = true")
-            .replace("allow_private = false", "allow_private = true")
-            .replace("block_interval_ms = 1000", "block_interval_ms = 100")
-            .replace("vpn_price_per_mib = \"0.001\"", "vpn_price_per_mib = \"0\"");
+    let exit = t.exit_relay(|c| {
+        *c = c.replace("vpn_price_per_mib = \"0.001\"", "vpn_price_per_mib = \"0\"");
     });
     let exit_near = format!("{exit}@10.91.1.1:7700");
     let exit_far = format!("{exit}@10.91.3.1:7700");

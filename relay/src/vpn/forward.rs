@@ -208,11 +208,6 @@ impl Forwarder {
         Ok(())
     }
 
-    /// Whether routes go to the kernel where they can.
-    pub fn in_kernel(&self) -> bool {
-        self.kernel.get().is_some()
-    }
-
     /// The forwarding port clients send to.
     pub fn port(&self) -> u16 {
         self.port

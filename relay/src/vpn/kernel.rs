@@ -174,11 +174,6 @@ impl KernelPath {
         }
     }
 
-    /// Routes in the kernel now.
-    pub fn routes(&self) -> usize {
-        crate::util::lock(&self.routes).len()
-    }
-
     /// Reads the kernel's counts: notes what it forwarded, tops up allowances, and lets go of
     /// ended routes.
     pub async fn poll(&self, nft: &mut NftSession, m: &VpnMetrics) -> Result<(), KernelError> {

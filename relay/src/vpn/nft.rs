@@ -34,18 +34,8 @@ const MAX_LINE: usize = 16 << 20;
 /// what it printed.
 pub async fn nft(script: &str, args: &[&str]) -> Result<String, NftError> {
     let run = async {
-        let mut command = tokio::process::Command::new("nft");
-        command.args(args);
-        if !script.is_empty() {
-            command.args(["-f", "-"]);
-        }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| NftError(e.to_string()))?;
+        let file: &[&str] = if script.is_empty() { &[] } else { &["-f", "-"] };
+        let mut child = spawn(&[args, file].concat())?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(script.as_bytes())
@@ -67,6 +57,18 @@ pub async fn nft(script: &str, args: &[&str]) -> Result<String, NftError> {
         .map_err(|_| NftError(TIMED_OUT.into()))?
 }
 
+/// `nft ARGS` with its standard streams piped, killed if dropped.
+fn spawn(args: &[&str]) -> Result<Child, NftError> {
+    tokio::process::Command::new("nft")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| NftError(e.to_string()))
+}
+
 /// An `nft -j -i` process: commands go in a line each; a listing answers with one JSON line,
 /// an update with nothing (errors go to its standard error, logged).
 pub struct NftSession {
@@ -78,18 +80,12 @@ pub struct NftSession {
 impl NftSession {
     /// Starts `nft -j -i`.
     pub fn start() -> Result<Self, NftError> {
-        let mut child = tokio::process::Command::new("nft")
-            .args(["-j", "-i"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| NftError(e.to_string()))?;
+        let mut child = spawn(&["-j", "-i"])?;
         let missing = || NftError("no pipe to nft".into());
         let stdin = child.stdin.take().ok_or_else(missing)?;
         let stdout = BufReader::new(child.stdout.take().ok_or_else(missing)?);
         if let Some(stderr) = child.stderr.take() {
+            // Ends when the process does (its standard error closes).
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {

@@ -186,37 +186,14 @@ mod tests {
             Tuple::of(mapped, front, a([10, 0, 1, 2], 1), a([10, 0, 1, 1], 2)).map(|t| t.client),
             ok.map(|t| t.client)
         );
-        assert!(
-            Tuple::of(
-                a([127, 0, 0, 1], 5000),
-                front,
-                a([10, 0, 1, 2], 1),
-                a([10, 0, 1, 1], 2)
-            )
-            .is_none()
-        );
-        assert!(
-            Tuple::of(
-                a([10, 0, 0, 2], 5000),
-                (None, 7701),
-                a([10, 0, 1, 2], 1),
-                a([10, 0, 1, 1], 2)
-            )
-            .is_none()
-        );
+        let (back, exit) = (a([10, 0, 1, 2], 1), a([10, 0, 1, 1], 2));
+        let client = a([10, 0, 0, 2], 5000);
+        assert!(Tuple::of(a([127, 0, 0, 1], 5000), front, back, exit).is_none());
+        assert!(Tuple::of(client, (None, 7701), back, exit).is_none());
         // On this host: the client (it sends from the address it sends to), or the exit (the
         // route's socket reaches it from its own address).
-        let doc = SocketAddr::from((DOC, 5000));
-        assert!(Tuple::of(doc, front, a([10, 0, 1, 2], 1), a([10, 0, 1, 1], 2)).is_none());
-        assert!(
-            Tuple::of(
-                a([10, 0, 0, 2], 5000),
-                front,
-                a([10, 0, 1, 2], 1),
-                a([10, 0, 1, 2], 2)
-            )
-            .is_none()
-        );
+        assert!(Tuple::of(SocketAddr::from((DOC, 5000)), front, back, exit).is_none());
+        assert!(Tuple::of(client, front, back, a([10, 0, 1, 2], 2)).is_none());
         let v6 = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1));
         assert!(Tuple::of(a([10, 0, 0, 2], 5000), front, a([10, 0, 1, 2], 1), v6).is_none());
         let script = ok
