@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio::io::AsyncWriteExt;
 use top_client::{Amount, Cid, Progress, RelayAddr};
 
 use crate::home::Home;
+use crate::write_out::WriteOut;
 
 #[derive(Subcommand)]
 pub enum CdnCommand {
@@ -109,15 +109,17 @@ pub async fn run(home: &Home, relay: Option<RelayAddr>, cmd: CdnCommand) -> Resu
             match output {
                 Some(path) => save(fetch, &path, &progress).await?,
                 None => {
-                    // Async writes: a reader that stops reading must not stall the connection.
-                    let mut out = tokio::io::stdout();
+                    // Written off the runtime: a reader that stops reading must not stall the
+                    // connection.
+                    let mut out = WriteOut::stdout().context("standard output")?;
                     let mut fetch = fetch;
                     while let Some(part) = fetch.next().await {
                         let part = part.with_context(|| format!("fetching {cid}"))?;
-                        out.write_all(&part).await?;
-                        progress.inc(part.len() as u64);
+                        let len = part.len() as u64;
+                        out.write(part).await?;
+                        progress.inc(len);
                     }
-                    out.flush().await?;
+                    out.finish().await?;
                 }
             }
             progress.finish_and_clear();
@@ -154,21 +156,31 @@ async fn save(mut fetch: top_client::Fetch, path: &Path, progress: &ProgressBar)
     let mut part = path.as_os_str().to_owned();
     part.push(".part");
     let part = PathBuf::from(part);
-    let mut file = tokio::fs::File::create(&part)
-        .await
+    let file = std::fs::File::create(&part)
         .with_context(|| format!("cannot create {}", part.display()))?;
+    let mut out = WriteOut::file(file);
     while let Some(bytes) = fetch.next().await {
-        let bytes = match bytes {
-            Ok(b) => b,
+        let written = match bytes {
+            Ok(b) => {
+                let len = b.len() as u64;
+                out.write(b)
+                    .await
+                    .map(|()| len)
+                    .map_err(anyhow::Error::from)
+            }
+            Err(e) => Err(anyhow::Error::from(e).context("fetching")),
+        };
+        match written {
+            Ok(len) => progress.inc(len),
             Err(e) => {
                 std::fs::remove_file(&part).ok();
-                return Err(e).context("fetching");
+                return Err(e);
             }
-        };
-        file.write_all(&bytes).await?;
-        progress.inc(bytes.len() as u64);
+        }
     }
-    file.sync_all().await?;
+    out.finish()
+        .await
+        .with_context(|| format!("writing {}", part.display()))?;
     tokio::fs::rename(&part, path).await?;
     eprintln!(
         "{} bytes written to {}",

@@ -9,6 +9,7 @@ mod spending;
 mod status;
 mod vpn;
 mod wallet;
+mod write_out;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -127,7 +128,23 @@ enum MsgCommand {
     },
 }
 
+/// Keeps freed memory in the heap for reuse. By default glibc maps each 1 MiB chunk buffer of a
+/// fetch afresh and returns it on free: a profile of `top cdn get` spent 13% of the client's
+/// time in page faults, page clearing and unmapping for them.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn reuse_freed_memory() {
+    // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn reuse_freed_memory() {}
+
 fn main() -> std::process::ExitCode {
+    reuse_freed_memory();
     let cli = Cli::parse();
     match &cli.command {
         Command::Completions { shell } => {

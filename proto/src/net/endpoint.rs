@@ -1,14 +1,18 @@
 //! QUIC endpoints: relays' keyed by their identity, so that they survive restarts.
 //!
-//! Kernel socket buffers are left at their defaults: 8 MiB buffers removed the UDP receive
-//! drops under a Gbit/s tunnel, but in interleaved runs of `scripts/bench-vpn.sh` they cost
-//! 5–15% of throughput (more data in flight, more cache misses), so they are not asked for.
+//! A relay's kernel socket buffers are left at their defaults: 8 MiB buffers removed the UDP
+//! receive drops under a Gbit/s tunnel, but in interleaved runs of `scripts/bench-vpn.sh` they
+//! cost 5–15% of throughput (more data in flight, more cache misses). A client's endpoint asks
+//! for a larger receive buffer ([`CLIENT_RECEIVE_BUFFER`]): a client receives most of what it
+//! carries, in 64 KiB batches of large packets where the path allows them, and the default
+//! (208 KiB) held three of them.
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use crate::identity::Identity;
+use crate::tls::MAX_UDP_PAYLOAD;
 
 /// The key of a relay's QUIC stateless resets, derived from its identity so that it survives
 /// restarts: a relay that restarts answers its old connections' packets with a reset the
@@ -37,11 +41,20 @@ impl quinn::crypto::HmacKey for ResetKey {
 }
 
 fn endpoint(
-    config: quinn::EndpointConfig,
+    mut config: quinn::EndpointConfig,
     server: Option<quinn::ServerConfig>,
     addr: SocketAddr,
+    receive_buffer: Option<usize>,
 ) -> io::Result<quinn::Endpoint> {
+    // Peers may send as large packets as this side sends (quinn's default accepts 1,472).
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|e| io::Error::other(e.to_string()))?;
     let socket = std::net::UdpSocket::bind(addr)?;
+    if let Some(bytes) = receive_buffer {
+        // The kernel caps it at net.core.rmem_max; any size it grants is used.
+        socket2::SockRef::from(&socket).set_recv_buffer_size(bytes)?;
+    }
     let runtime =
         quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime found"))?;
     quinn::Endpoint::new(config, server, socket, runtime)
@@ -67,8 +80,13 @@ pub fn server_endpoint(
     endpoint_config.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
-    endpoint(endpoint_config, Some(config), addr)
+    endpoint(endpoint_config, Some(config), addr, None)
 }
+
+/// Bytes of kernel receive buffer a client's endpoint asks for. With the default, a 256 MiB CDN
+/// fetch on loopback lost 150–180 batches of packets to full buffers (retransmitted, and the
+/// sender's window cut each time); with this, 0–26.
+pub const CLIENT_RECEIVE_BUFFER: usize = 4 << 20;
 
 /// A dial-only QUIC endpoint on an ephemeral port of the family that reaches `host_port`
 /// (IPv4 unless it is an IPv6 literal).
@@ -77,7 +95,12 @@ pub fn client_endpoint(host_port: &str) -> io::Result<quinn::Endpoint> {
         Ok(a) if a.is_ipv6() => (Ipv6Addr::UNSPECIFIED, 0).into(),
         _ => (Ipv4Addr::UNSPECIFIED, 0).into(),
     };
-    endpoint(quinn::EndpointConfig::default(), None, bind)
+    endpoint(
+        quinn::EndpointConfig::default(),
+        None,
+        bind,
+        Some(CLIENT_RECEIVE_BUFFER),
+    )
 }
 
 #[cfg(test)]
