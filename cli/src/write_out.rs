@@ -62,3 +62,42 @@ impl WriteOut {
         self.thread.await.map_err(io::Error::other)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn parts_reach_the_file_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut out = WriteOut::file(File::create(&path).unwrap());
+        let mut expected = Vec::new();
+        for i in 0..100u8 {
+            let part = Bytes::from(vec![i; 1000 + usize::from(i)]);
+            expected.extend_from_slice(&part);
+            out.write(part).await.unwrap();
+        }
+        out.finish().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported() {
+        // Every write to /dev/full fails (no space left on device).
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        let mut out = WriteOut::file(full);
+        let mut failed = None;
+        for _ in 0..=QUEUE + 1 {
+            if let Err(e) = out.write(Bytes::from_static(b"data")).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let error = match failed {
+            Some(e) => e,
+            None => out.finish().await.expect_err("the writes failed"),
+        };
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+    }
+}
