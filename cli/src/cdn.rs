@@ -178,9 +178,10 @@ async fn save(mut fetch: top_client::Fetch, path: &Path, progress: &ProgressBar)
             }
         }
     }
-    out.finish()
-        .await
-        .with_context(|| format!("writing {}", part.display()))?;
+    if let Err(e) = out.finish().await {
+        std::fs::remove_file(&part).ok();
+        return Err(e).with_context(|| format!("writing {}", part.display()));
+    }
     tokio::fs::rename(&part, path).await?;
     eprintln!(
         "{} bytes written to {}",

@@ -134,8 +134,9 @@ enum MsgCommand {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn reuse_freed_memory() {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread starts.
+    // A parameter it refuses (0) keeps glibc's default: slower, nothing else.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
@@ -144,8 +145,10 @@ fn reuse_freed_memory() {
 fn reuse_freed_memory() {}
 
 fn main() -> std::process::ExitCode {
-    reuse_freed_memory();
     let cli = Cli::parse();
+    if matches!(&cli.command, Command::Cdn(_)) {
+        reuse_freed_memory();
+    }
     match &cli.command {
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

@@ -6,18 +6,23 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-/// Parts waiting for the writer thread (each at most a chunk): what a slow reader holds.
-const QUEUE: usize = 4;
+/// Bytes waiting for the writer thread (a part larger than this waits alone): what a slow
+/// reader holds.
+const QUEUE_BYTES: usize = 4 << 20;
 
 /// Writes parts in order on a blocking thread; the async side waits only when the queue is full,
 /// so a reader that stops reading stalls the fetch, never the runtime.
 pub struct WriteOut {
-    parts: mpsc::Sender<Bytes>,
-    thread: JoinHandle<io::Result<()>>,
+    parts: mpsc::UnboundedSender<(Bytes, OwnedSemaphorePermit)>,
+    room: Arc<Semaphore>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+    failed: Option<io::ErrorKind>,
 }
 
 impl WriteOut {
@@ -33,33 +38,57 @@ impl WriteOut {
     }
 
     fn spawn(mut out: File, finish: impl FnOnce(&File) -> io::Result<()> + Send + 'static) -> Self {
-        let (parts, mut queue) = mpsc::channel::<Bytes>(QUEUE);
+        let (parts, mut queue) = mpsc::unbounded_channel::<(Bytes, OwnedSemaphorePermit)>();
         let thread = tokio::task::spawn_blocking(move || {
-            while let Some(part) = queue.blocking_recv() {
+            // Each part's permit is given back once it is written.
+            while let Some((part, _permit)) = queue.blocking_recv() {
                 out.write_all(&part)?;
             }
             finish(&out)
         });
-        Self { parts, thread }
+        Self {
+            parts,
+            room: Arc::new(Semaphore::new(QUEUE_BYTES)),
+            thread: Some(thread),
+            failed: None,
+        }
     }
 
-    /// Queues `part` after the others; fails with the writer's error once a write failed.
+    /// Queues `part` after the others; fails with the writer's error once a write failed (and
+    /// from then on).
     pub async fn write(&mut self, part: Bytes) -> io::Result<()> {
-        if self.parts.send(part).await.is_ok() {
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(kind, "an earlier write failed"));
+        }
+        let want = u32::try_from(part.len().clamp(1, QUEUE_BYTES)).unwrap_or(u32::MAX);
+        if let Ok(permit) = self.room.clone().acquire_many_owned(want).await
+            && self.parts.send((part, permit)).is_ok()
+        {
             return Ok(());
         }
         // The thread stopped: only a failed write stops it early.
-        match (&mut self.thread).await {
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(())) => Err(io::Error::other("the writer stopped")),
-            Err(e) => Err(io::Error::other(e)),
-        }
+        let error = match self.thread.take() {
+            Some(thread) => match thread.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => io::Error::other("the writer stopped"),
+                Err(e) => io::Error::other(e),
+            },
+            None => io::Error::other("the writer stopped"),
+        };
+        self.failed = Some(error.kind());
+        Err(error)
     }
 
     /// Waits until every part is written (and the file synced).
     pub async fn finish(self) -> io::Result<()> {
+        if let Some(kind) = self.failed {
+            return Err(io::Error::new(kind, "an earlier write failed"));
+        }
         drop(self.parts);
-        self.thread.await.map_err(io::Error::other)?
+        match self.thread {
+            Some(thread) => thread.await.map_err(io::Error::other)?,
+            None => Err(io::Error::other("the writer stopped")),
+        }
     }
 }
 
@@ -88,16 +117,21 @@ mod tests {
         let full = File::options().write(true).open("/dev/full").unwrap();
         let mut out = WriteOut::file(full);
         let mut failed = None;
-        for _ in 0..=QUEUE + 1 {
+        for _ in 0..64 {
             if let Err(e) = out.write(Bytes::from_static(b"data")).await {
                 failed = Some(e);
                 break;
             }
         }
         let error = match failed {
-            Some(e) => e,
+            Some(e) => {
+                // And from then on.
+                let again = out.write(Bytes::from_static(b"more")).await;
+                assert!(again.is_err());
+                e
+            }
             None => out.finish().await.expect_err("the writes failed"),
         };
-        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+        assert_eq!(error.kind(), io::ErrorKind::StorageFull, "{error}");
     }
 }

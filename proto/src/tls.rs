@@ -5,6 +5,7 @@
 //! `<relay-id>@addr` accepts the connection only if the relay's certificate key equals that id, and
 //! a relay learns each client's id from the client certificate it requires.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use crate::ALPN;
 use crate::id::{Id, IdKind, RelayId};
 use crate::identity::Identity;
+use crate::net::route_mtu::{ETHERNET_PAYLOAD, largest_payload_to};
 
 /// DER prefix of an ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
 const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -106,26 +108,39 @@ pub const MAX_ACK_DELAY: Duration = Duration::from_millis(1);
 /// realtime datagram is refused as too large for that minute. A probe a second later restores
 /// the size when the path still carries it (a few probe packets where it really shrank).
 pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(1);
-/// How often a connection searches its path's MTU again once a search ended below
-/// [`MAX_UDP_PAYLOAD`]: one that ran while the path was congested loses its probes and settles
-/// low, which it must not keep for quinn's default 10 minutes. Not shorter: every search that
-/// ends below the bound loses probes. Those larger than the local interface carries (most
-/// hosts: 1,500 bytes) fail at the socket and never leave; on a host with jumbo frames whose
-/// path is smaller, 6–9 probes reach the wire, a few hundred bytes a second per connection.
+/// How often a connection searches its path's MTU again once a search ended below its bound:
+/// one that ran while the path was congested loses its probes and settles low, which it must
+/// not keep for quinn's default 10 minutes. Not shorter: on a path really smaller than the
+/// bound (a tunnel, some mobile networks) every search loses 6–9 probes, which a relay pays per
+/// such client (at 30 s, a few hundred bytes a second each). At the bound there is nothing to
+/// search: no probes.
 pub const MTU_SEARCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The largest UDP payload a connection sends once its path carries it, and the largest it
-/// accepts. Where a path carries more than Ethernet's 1,452 (loopback, a LAN with jumbo frames)
-/// larger packets cut the per-packet work of both ends: a 256 MiB CDN fetch on loopback took
-/// about 0.45 s with 1,452-byte packets and 0.28 s with these. Not larger: quinn sends up to 10
-/// packets in one GSO send, which must stay within one 64 KiB UDP datagram.
+/// accepts. Searched for only toward peers whose route carries more than Ethernet (this host, a
+/// private network with jumbo frames: [`route_mtu`](crate::net::route_mtu)); there larger
+/// packets cut the per-packet work of both ends (a 256 MiB CDN fetch on loopback: 0.38–0.67 s
+/// with 1,452-byte packets, 0.22–0.25 s with these and the client's larger receive buffer). Not
+/// larger: quinn sends up to 10 packets in one GSO send, which must stay within one 64 KiB UDP
+/// datagram (past it every batch fails with EMSGSIZE and the path is judged a black hole).
 pub const MAX_UDP_PAYLOAD: u16 = 6_500;
 
 /// Bytes a connection may have unacknowledged on all its streams together.
 pub const SEND_WINDOW: u64 = 16 << 20;
 
-/// QUIC transport settings shared by relays and clients.
+/// QUIC transport settings shared by relays and clients, for a peer whose route carries no more
+/// than Ethernet.
 pub fn transport_config() -> quinn::TransportConfig {
+    transport_config_up_to(ETHERNET_PAYLOAD)
+}
+
+/// QUIC transport settings for a connection to `peer`: [`transport_config`] searching for
+/// packets as large as the route to `peer` carries.
+pub fn transport_config_toward(peer: SocketAddr) -> quinn::TransportConfig {
+    transport_config_up_to(largest_payload_to(peer))
+}
+
+fn transport_config_up_to(largest_payload: u16) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(
         Duration::from_secs(30)
@@ -140,12 +155,12 @@ pub fn transport_config() -> quinn::TransportConfig {
     t.send_window(SEND_WINDOW);
     // Assume an Ethernet-sized path (as WireGuard does) so VPN datagrams carry full packets;
     // quinn's black-hole detection falls back to 1200 bytes where the path is smaller. Paths
-    // that carry more are found by probing, up to MAX_UDP_PAYLOAD.
-    t.initial_mtu(1452);
+    // that carry more are found by probing, up to `largest_payload`.
+    t.initial_mtu(ETHERNET_PAYLOAD);
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.black_hole_cooldown(BLACK_HOLE_COOLDOWN)
         .interval(MTU_SEARCH_INTERVAL)
-        .upper_bound(MAX_UDP_PAYLOAD);
+        .upper_bound(largest_payload);
     t.mtu_discovery_config(Some(mtu));
     t.datagram_receive_buffer_size(Some(4 << 20));
     t.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
@@ -180,6 +195,20 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport_config()));
     Ok(config)
+}
+
+/// `config` for a connection from `peer`, when the route to `peer` carries larger packets than
+/// Ethernet (see [`transport_config_toward`]); `None` where `config` serves as it is.
+pub fn server_config_toward(
+    config: &quinn::ServerConfig,
+    peer: SocketAddr,
+) -> Option<Arc<quinn::ServerConfig>> {
+    if largest_payload_to(peer) <= ETHERNET_PAYLOAD {
+        return None;
+    }
+    let mut toward = config.clone();
+    toward.transport_config(Arc::new(transport_config_toward(peer)));
+    Some(Arc::new(toward))
 }
 
 /// What a client saw of the relay's certificate, to name both ids when they differ.

@@ -214,7 +214,8 @@ impl Serving {
     }
 
     /// The next chunk and its index, verified; `None` after the last. A chunk that does not
-    /// match the manifest is [`FetchError::Corrupt`] (`CdnError::WrongChunk(index)`).
+    /// match the manifest is [`FetchError::Corrupt`] (`CdnError::WrongChunk(index)`). Not
+    /// cancel-safe: a call dropped midway (a timeout) loses its chunk, so drop the answer then.
     pub async fn next_chunk(&mut self) -> Result<Option<(u32, Bytes)>, FetchError> {
         if self.next >= self.end {
             return Ok(None);

@@ -1,11 +1,12 @@
 //! Dialing a relay by `<relay-id>@<host>:<port>`: the one connect path for clients and relays.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::addr::RelayAddr;
 use crate::id::RelayId;
 use crate::identity::Identity;
-use crate::tls::{SERVER_NAME, TlsError, client_config};
+use crate::tls::{SERVER_NAME, TlsError, client_config, transport_config_toward};
 
 /// How long a dial may take, resolution and handshake included.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +68,8 @@ pub async fn dial(
                 host: host.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
             })?;
-        let (config, observed) = client_config(identity, addr.id)?;
+        let (mut config, observed) = client_config(identity, addr.id)?;
+        config.transport_config(Arc::new(transport_config_toward(socket)));
         let connecting = endpoint
             .connect_with(config, socket, SERVER_NAME)
             .map_err(|e| DialError::Connect {

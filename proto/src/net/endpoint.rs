@@ -3,9 +3,10 @@
 //! A relay's kernel socket buffers are left at their defaults: 8 MiB buffers removed the UDP
 //! receive drops under a Gbit/s tunnel, but in interleaved runs of `scripts/bench-vpn.sh` they
 //! cost 5–15% of throughput (more data in flight, more cache misses). A client's endpoint asks
-//! for a larger receive buffer ([`CLIENT_RECEIVE_BUFFER`]): a client receives most of what it
-//! carries, in 64 KiB batches of large packets where the path allows them, and the default
-//! (208 KiB) held three of them.
+//! for a larger receive buffer ([`CLIENT_RECEIVE_BUFFER`], up to `net.core.rmem_max`): a client
+//! receives most of what it carries, in 64 KiB batches of large packets where the path allows
+//! them, and the default (208 KiB) held three of them. (A relay's short-lived ledger calls to
+//! its upstream use client endpoints too.)
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -52,8 +53,11 @@ fn endpoint(
         .map_err(|e| io::Error::other(e.to_string()))?;
     let socket = std::net::UdpSocket::bind(addr)?;
     if let Some(bytes) = receive_buffer {
-        // The kernel caps it at net.core.rmem_max; any size it grants is used.
-        socket2::SockRef::from(&socket).set_recv_buffer_size(bytes)?;
+        // Best effort: the kernel caps it at net.core.rmem_max (the default there is 208 KiB),
+        // and any size it grants is used.
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(bytes) {
+            tracing::debug!("keeping the default receive buffer: {e}");
+        }
     }
     let runtime =
         quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime found"))?;

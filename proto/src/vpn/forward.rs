@@ -52,7 +52,7 @@ const RTTS_TO_SETTLE: u32 = 4;
 const CHECKPOINTS: usize = 64;
 
 /// Largest MTU probe (a lost probe is not in quinn's lost bytes: it is taken off at this size).
-const PROBE_BYTES: u64 = 1500;
+const PROBE_BYTES: u64 = crate::tls::MAX_UDP_PAYLOAD as u64;
 
 /// UDP bytes one end of a QUIC connection sent that its peer acknowledged: those sent long
 /// enough before the latest acknowledgement for loss detection to have judged them, less those
@@ -163,14 +163,14 @@ mod tests {
         }
         // Lost MTU probes are taken off too.
         let mut probed = AckedBytes::default();
-        assert_eq!(probed.update(&stats(10_000, 0, 1), t0), 0);
-        assert_eq!(probed.update(&stats(15_000, 0, 1), ms(50)), 0);
-        let mut s = stats(20_000, 0, 2);
+        assert_eq!(probed.update(&stats(100_000, 0, 1), t0), 0);
+        assert_eq!(probed.update(&stats(150_000, 0, 1), ms(50)), 0);
+        let mut s = stats(200_000, 0, 2);
         s.path.lost_plpmtud_probes = 2;
-        assert_eq!(probed.update(&s, ms(60)), 10_000 - 2 * PROBE_BYTES);
+        assert_eq!(probed.update(&s, ms(60)), 100_000 - 2 * PROBE_BYTES);
         // A huge round trip only waits.
-        let mut slow = stats(20_000, 0, 3);
+        let mut slow = stats(200_000, 0, 3);
         slow.path.rtt = Duration::MAX;
-        assert_eq!(probed.update(&slow, ms(70)), 10_000 - 2 * PROBE_BYTES);
+        assert_eq!(probed.update(&slow, ms(70)), 100_000 - 2 * PROBE_BYTES);
     }
 }

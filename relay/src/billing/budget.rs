@@ -51,17 +51,21 @@ impl Budget {
             return true;
         };
         if self.left < bytes {
+            // Whole chunks covering the shortfall: one receive may be a GRO batch of up to
+            // 64 KiB, more than a chunk (one chunk drawn for it left `left` short, and the
+            // subtraction below wrapped into unlimited credit).
+            let need = (bytes - self.left).div_ceil(CHUNK).saturating_mul(CHUNK);
             let drawn = if self.held {
-                meter.try_hold(CHUNK)
+                meter.try_hold(need)
             } else {
-                meter.try_carry(self.service, CHUNK)
+                meter.try_carry(self.service, need)
             };
             if !drawn {
                 return false;
             }
-            self.left += CHUNK;
+            self.left = self.left.saturating_add(need);
         }
-        self.left -= bytes;
+        self.left = self.left.saturating_sub(bytes);
         true
     }
 }
