@@ -42,15 +42,11 @@ impl quinn::crypto::HmacKey for ResetKey {
 }
 
 fn endpoint(
-    mut config: quinn::EndpointConfig,
+    config: quinn::EndpointConfig,
     server: Option<quinn::ServerConfig>,
     addr: SocketAddr,
     receive_buffer: Option<usize>,
 ) -> io::Result<quinn::Endpoint> {
-    // Peers may send as large packets as this side sends (quinn's default accepts 1,472).
-    config
-        .max_udp_payload_size(MAX_UDP_PAYLOAD)
-        .map_err(|e| io::Error::other(e.to_string()))?;
     let socket = std::net::UdpSocket::bind(addr)?;
     if let Some(bytes) = receive_buffer {
         // Best effort: the kernel caps it at net.core.rmem_max (the default there is 208 KiB),
@@ -99,12 +95,14 @@ pub fn client_endpoint(host_port: &str) -> io::Result<quinn::Endpoint> {
         Ok(a) if a.is_ipv6() => (Ipv6Addr::UNSPECIFIED, 0).into(),
         _ => (Ipv4Addr::UNSPECIFIED, 0).into(),
     };
-    endpoint(
-        quinn::EndpointConfig::default(),
-        None,
-        bind,
-        Some(CLIENT_RECEIVE_BUFFER),
-    )
+    // Relays may send it packets as large as a relay sends (quinn's default accepts 1,472). A
+    // relay's endpoint keeps the default: quinn sizes its receive buffer by it (64 packets of
+    // it per batch slot), and a relay mostly receives Ethernet-sized traffic.
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    endpoint(config, None, bind, Some(CLIENT_RECEIVE_BUFFER))
 }
 
 #[cfg(test)]
