@@ -116,11 +116,11 @@ pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(1);
 /// search: no probes.
 pub const MTU_SEARCH_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The largest UDP payload a connection sends once its path carries it, and the largest it
-/// accepts. Searched for only toward peers whose route carries more than Ethernet (this host, a
+/// The largest UDP payload a connection sends once its path carries it, and the largest a
+/// client's endpoint accepts (a relay's keeps quinn's 1,472). Searched for only toward peers whose route carries more than Ethernet (this host, a
 /// private network with jumbo frames: [`route_mtu`](crate::net::route_mtu)); there larger
 /// packets cut the per-packet work of both ends (a 256 MiB CDN fetch on loopback: 0.38–0.67 s
-/// with 1,452-byte packets, 0.22–0.25 s with these and the client's larger receive buffer). Not
+/// with 1,452-byte packets, 0.26–0.30 s with these and the client's larger receive buffer). Not
 /// larger: quinn sends up to 10 packets in one GSO send, which must stay within one 64 KiB UDP
 /// datagram (past it every batch fails with EMSGSIZE and the path is judged a black hole).
 pub const MAX_UDP_PAYLOAD: u16 = 6_500;
