@@ -117,12 +117,13 @@ pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(1);
 pub const MTU_SEARCH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The largest UDP payload a connection sends once its path carries it, and the largest a
-/// client's endpoint accepts (a relay's keeps quinn's 1,472). Searched for only toward peers whose route carries more than Ethernet (this host, a
-/// private network with jumbo frames: [`route_mtu`](crate::net::route_mtu)); there larger
-/// packets cut the per-packet work of both ends (a 256 MiB CDN fetch on loopback: 0.38–0.67 s
-/// with 1,452-byte packets, 0.26–0.30 s with these and the client's larger receive buffer). Not
-/// larger: quinn sends up to 10 packets in one GSO send, which must stay within one 64 KiB UDP
-/// datagram (past it every batch fails with EMSGSIZE and the path is judged a black hole).
+/// client's endpoint accepts (a relay's keeps quinn's 1,472, so links between relays stay at
+/// Ethernet size). Searched for only toward a peer on this host
+/// ([`route_mtu`](crate::net::route_mtu)); there larger packets cut the per-packet work of both
+/// ends (a 256 MiB CDN fetch on loopback: 0.38–0.67 s with 1,452-byte packets, 0.26–0.30 s with
+/// these and the client's larger receive buffer). Not larger: quinn sends up to 10 packets in one
+/// GSO send, which must stay within one 64 KiB UDP datagram (past it every batch fails with
+/// EMSGSIZE and the path is judged a black hole).
 pub const MAX_UDP_PAYLOAD: u16 = 6_500;
 
 /// Bytes a connection may have unacknowledged on all its streams together.
@@ -197,17 +198,18 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
     Ok(config)
 }
 
-/// `config` for a connection from `peer`, when the route to `peer` carries larger packets than
-/// Ethernet (see [`transport_config_toward`]); `None` where `config` serves as it is.
+/// `config` for a connection from `peer`, when `peer` may get larger packets than Ethernet's
+/// (see [`transport_config_toward`]); `None` where `config` serves as it is.
 pub fn server_config_toward(
     config: &quinn::ServerConfig,
     peer: SocketAddr,
 ) -> Option<Arc<quinn::ServerConfig>> {
-    if largest_payload_to(peer) <= ETHERNET_PAYLOAD {
+    let largest = largest_payload_to(peer);
+    if largest <= ETHERNET_PAYLOAD {
         return None;
     }
     let mut toward = config.clone();
-    toward.transport_config(Arc::new(transport_config_toward(peer)));
+    toward.transport_config(Arc::new(transport_config_up_to(largest)));
     Some(Arc::new(toward))
 }
 

@@ -1,12 +1,13 @@
-//! How large a QUIC packet a connection may search for: past Ethernet's size only toward peers on
-//! this host or on a private network whose route carries larger frames (jumbo frames exist
-//! only there).
+//! How large a QUIC packet a connection may search for: past Ethernet's size only toward a peer
+//! on this host (loopback), whose route carries 64 KiB.
 //!
-//! Everywhere else the search stays at [`ETHERNET_PAYLOAD`], as before: a search toward a larger
-//! bound on an Ethernet-sized path loses its probes every [`MTU_SEARCH_INTERVAL`], and after a
-//! black hole (the path falling back to 1,200 bytes) the binary search can end a few bytes below
-//! 1,452 on a path that carries exactly that (IPv6 over Ethernet), leaving every full-size VPN
-//! or realtime datagram refused.
+//! Not toward private addresses, though jumbo frames exist only there: a private source address
+//! does not mean a private path. A relay behind source NAT (a load balancer, kube-proxy) sees
+//! every client as a 10.x address, and on a cloud network whose routes carry 9,001 bytes it
+//! would search toward clients whose real path is Ethernet-sized. Such a search loses its
+//! probes every [`MTU_SEARCH_INTERVAL`], and after a black hole (the path falling back to 1,200
+//! bytes) the binary search can end a few bytes below 1,452 on a path that carries exactly that
+//! (IPv6 over Ethernet), leaving every full-size VPN or realtime datagram refused.
 //!
 //! [`MTU_SEARCH_INTERVAL`]: crate::tls::MTU_SEARCH_INTERVAL
 
@@ -20,13 +21,13 @@ pub const ETHERNET_PAYLOAD: u16 = 1452;
 
 /// The largest UDP payload a connection to `peer` searches for.
 pub fn largest_payload_to(peer: SocketAddr) -> u16 {
-    // The cheap check first: public addresses never carry more than Ethernet.
-    if !may_carry_jumbo_frames(peer.ip()) {
+    // The cheap check first: only this host's own addresses.
+    if !is_this_host(peer.ip()) {
         return ETHERNET_PAYLOAD;
     }
-    let headers = match peer {
-        SocketAddr::V4(_) => 28,
-        SocketAddr::V6(_) => 48,
+    let headers = match peer.ip().to_canonical() {
+        IpAddr::V4(_) => 28,
+        IpAddr::V6(_) => 48,
     };
     match route_mtu(peer) {
         Some(mtu) if mtu > ETHERNET_MTU => u16::try_from(mtu.saturating_sub(headers))
@@ -39,15 +40,9 @@ pub fn largest_payload_to(peer: SocketAddr) -> u16 {
 /// Ethernet's MTU: routes that carry no more keep [`ETHERNET_PAYLOAD`].
 const ETHERNET_MTU: usize = 1500;
 
-/// Whether `ip` is on this host or a private network (the only places jumbo frames exist).
-fn may_carry_jumbo_frames(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => may_carry_jumbo_frames(IpAddr::V4(v4)),
-            None => v6.is_loopback() || v6.is_unique_local() || v6.is_unicast_link_local(),
-        },
-    }
+/// Whether `ip` is this host's loopback (IPv4-mapped included).
+fn is_this_host(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// The MTU the kernel's route to `peer` carries (its interface's, or a smaller one the kernel
@@ -114,19 +109,24 @@ mod tests {
     }
 
     #[test]
-    fn only_local_and_private_addresses_may_carry_jumbo_frames() {
+    fn only_this_host_qualifies() {
+        for ip in ["127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_this_host(ip.parse().unwrap()), "{ip}");
+        }
+        // Private addresses do not mean a private path (source NAT, cloud networks).
         for ip in [
-            "127.0.0.1",
             "10.1.2.3",
             "192.168.1.1",
-            "::1",
             "fd00::1",
             "fe80::1",
+            "1.1.1.1",
+            "::ffff:8.8.8.8",
         ] {
-            assert!(may_carry_jumbo_frames(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
-            assert!(!may_carry_jumbo_frames(ip.parse().unwrap()), "{ip}");
+            assert!(!is_this_host(ip.parse().unwrap()), "{ip}");
+            assert_eq!(
+                largest_payload_to(SocketAddr::new(ip.parse().unwrap(), 9)),
+                ETHERNET_PAYLOAD
+            );
         }
     }
 }

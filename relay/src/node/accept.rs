@@ -80,8 +80,8 @@ pub async fn accept_loop(shared: Arc<Shared>) {
     let open_per_ip = Arc::new(OpenPerIp::default());
     let per_ip = per_ip_limiter(shared.config.new_connections_per_ip);
     let mut forget = tokio::time::interval(Duration::from_secs(60));
-    // The endpoint's own config, kept to give connections from local and private peers one
-    // that searches for larger packets (`server_config_toward`).
+    // The endpoint's own config, kept to give connections from this host one that searches
+    // for larger packets (`server_config_toward`).
     let base = match top_proto::tls::server_config(&shared.identity) {
         Ok(config) => Some(config),
         Err(e) => {
@@ -126,7 +126,7 @@ pub async fn accept_loop(shared: Arc<Shared>) {
         shared.tasks.spawn(async move {
             let connecting = match connecting {
                 Ok(connecting) => connecting,
-                Err(e) => return debug!("accepting a connection failed: {e}"),
+                Err(e) => return debug!("accepting a connection from {ip} failed: {e}"),
             };
             let remote = connecting.remote_address();
             let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting).await {
