@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
-
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -13,7 +13,7 @@ use top_proto::frame::{FrameCodec, FrameError, MAX_FRAME_LEN, Open, encode_frame
 use top_proto::id::{AccountId, RelayId};
 use top_proto::presence::PRESENCE_SKEW_MS;
 use top_proto::tls::peer_id;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use crate::msg::link::run_link;
 use crate::msg::pipe::serve_pipe;
@@ -80,15 +80,6 @@ pub async fn accept_loop(shared: Arc<Shared>) {
     let open_per_ip = Arc::new(OpenPerIp::default());
     let per_ip = per_ip_limiter(shared.config.new_connections_per_ip);
     let mut forget = tokio::time::interval(Duration::from_secs(60));
-    // The endpoint's own config, kept to give connections from this host one that searches
-    // for larger packets (`server_config_toward`).
-    let base = match top_proto::tls::server_config(&shared.identity) {
-        Ok(config) => Some(config),
-        Err(e) => {
-            warn!("connections keep Ethernet-sized packets: {e}");
-            None
-        }
-    };
     loop {
         let incoming = tokio::select! {
             incoming = shared.endpoint.accept() => incoming,
@@ -115,9 +106,9 @@ pub async fn accept_loop(shared: Arc<Shared>) {
             incoming.refuse();
             continue;
         };
-        let toward = base
-            .as_ref()
-            .and_then(|base| top_proto::tls::server_config_toward(base, incoming.remote_address()));
+        // A connection from this host searches for larger packets.
+        let toward =
+            top_proto::tls::server_config_toward(&shared.server_config, incoming.remote_address());
         let connecting = match toward {
             Some(config) => incoming.accept_with(config),
             None => incoming.accept(),

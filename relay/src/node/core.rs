@@ -26,6 +26,8 @@ pub struct Core {
     pub config: RelayConfig,
     /// The QUIC endpoint (accepting and dialing).
     pub endpoint: quinn::Endpoint,
+    /// The endpoint's server config, the base of a connection that gets its own transport.
+    pub server_config: quinn::ServerConfig,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// Stops every task.

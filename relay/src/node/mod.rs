@@ -197,12 +197,13 @@ impl Relay {
             .map_err(|e| RelayError::Io(std::io::Error::other(e.to_string())))?;
         let egress = crate::cdn::egress::EgressBook::open(&dir.egress())?;
         let server = top_proto::tls::server_config(&identity)?;
-        let endpoint = top_proto::net::endpoint::server_endpoint(server, config.listen, &identity)
-            .map_err(|source| RelayError::Bind {
-                what: "QUIC",
-                addr: config.listen,
-                source,
-            })?;
+        let endpoint =
+            top_proto::net::endpoint::server_endpoint(server.clone(), config.listen, &identity)
+                .map_err(|source| RelayError::Bind {
+                    what: "QUIC",
+                    addr: config.listen,
+                    source,
+                })?;
         let bound = endpoint.local_addr()?;
         let addr = RelayAddr {
             id: identity.relay_id(),
@@ -220,7 +221,7 @@ impl Relay {
             identity,
             addr,
             config,
-            endpoint,
+            (endpoint, server),
             mailbox,
             receipts,
             (cdn, egress),
