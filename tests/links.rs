@@ -107,6 +107,18 @@ async fn a_message_goes_through_a_home_once_then_straight_and_mail_follows_the_u
         .await
         .unwrap();
     assert!(!a.linked().contains(&d.id()), "no link before it is needed");
+    // Relay 3 tells bob's homes where he is (over links it makes for that): until they
+    // know, a message for him waits at a home as mail (`Stored`).
+    wait_until_for(
+        "bob's homes to know where he is",
+        Duration::from_secs(20),
+        async || {
+            [&relays[1], &relays[2]]
+                .iter()
+                .all(|h| h.serving_relay(&bob_account) == Some(d.id()))
+        },
+    )
+    .await;
     let recv = async |bob: &Client| {
         let m = tokio::time::timeout(Duration::from_secs(20), bob.recv())
             .await

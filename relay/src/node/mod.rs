@@ -357,6 +357,12 @@ impl Relay {
         crate::billing::link_close::close_idle(&self.shared.billing, &chain, idle).await
     }
 
+    /// The linked relay believed to serve `client` now (on the client's own statement), if
+    /// any.
+    pub fn serving_relay(&self, client: &top_proto::id::AccountId) -> Option<RelayId> {
+        self.shared.msg.link_for_client(client).map(|l| l.relay)
+    }
+
     /// Ids of the relays linked now.
     pub fn linked(&self) -> Vec<RelayId> {
         self.shared
