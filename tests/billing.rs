@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{dev_relay, funded, top, wait_until};
+use common::{counter, dev_relay, funded, top, wait_until};
 
 use top_client::{
     Amount, BillingOptions, Client, ClientError, ClientOptions, Identity, Outcome, Reject, Wallet,
@@ -344,6 +344,10 @@ async fn cdn_fetches_pay_by_receipt_and_http_egress_by_the_publishers_allowance(
     }
     assert_eq!(reader.usage().cdn, 3 * data.len() as u64);
     let reader_channel = reader.billing().unwrap().channel;
+    // Chunks waited for receipts (9 MiB through a 2 MiB window), and the relay asked again
+    // while they waited: the client sent each receipt once, so none was refused.
+    assert!(counter(&relay, "receipts") >= 4);
+    assert_eq!(counter(&relay, "receipts_refused"), 0, "duplicate receipts");
 
     // The gateway charges the publisher's allowance: none yet, so 402.
     let path = format!("/cdn/{cid}");

@@ -5,9 +5,10 @@
 
 mod common;
 
+use futures::StreamExt;
 use std::time::Duration;
 
-use common::{dev_relay, funded, wait_until};
+use common::{counter, dev_relay, funded, wait_until};
 use ledger_lite::ChannelStatus;
 use top_client::{Client, Identity, Outcome};
 use top_relay::Relay;
@@ -72,6 +73,8 @@ async fn the_senders_relay_pays_the_recipients_relay_for_delivery() {
         .await
         .expect("every message delivered and read");
     assert_eq!(receiver.usage().total(), 0, "the recipient pays nothing");
+    // A sent each receipt once, however often B asked while deliveries waited for it.
+    assert_eq!(counter(&b, "receipts_refused"), 0, "duplicate receipts");
 
     // Relay A opened a channel to B from its own deposit; B settles A's receipts on chain.
     let chain = a.chain().unwrap();
@@ -142,23 +145,23 @@ async fn a_spent_link_channel_is_followed_by_a_fresh_one_and_idle_ones_are_close
             receiver.ack(&m).await.unwrap();
         }
     };
-    let sending = async {
+    // Three messages at a time: deliveries wait at B for A's receipts, and B asks again.
+    let sending = futures::stream::iter(0..MESSAGES).for_each_concurrent(3, |_| async {
         let body = vec![5u8; 4000];
-        for _ in 0..MESSAGES {
-            // While a fresh channel opens, B may refuse a forward: then the message waits in
-            // bob's mailbox and reaches him from there.
-            let outcome = sender.send(&bob.account_id(), &body).await.unwrap();
-            assert!(
-                matches!(outcome, Outcome::Delivered | Outcome::Stored),
-                "{outcome:?}"
-            );
-        }
-    };
+        // While a fresh channel opens, B may refuse a forward: then the message waits in
+        // bob's mailbox and reaches him from there.
+        let outcome = sender.send(&bob.account_id(), &body).await.unwrap();
+        assert!(
+            matches!(outcome, Outcome::Delivered | Outcome::Stored),
+            "{outcome:?}"
+        );
+    });
     tokio::time::timeout(Duration::from_secs(60), async {
         tokio::join!(reading, sending)
     })
     .await
     .expect("every message reached bob");
+    assert_eq!(counter(&b, "receipts_refused"), 0, "duplicate receipts");
 
     // 240 KB handed over: more than two channels' worth, each paid within its lock.
     let chain = a.chain().unwrap();

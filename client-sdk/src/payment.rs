@@ -216,13 +216,16 @@ async fn start_on(
     let (paying, signed) = (state.paying.clone(), state.signed.clone());
     let identity = identity.clone();
     tokio::spawn(async move {
+        // The amount of the last receipt sent and not refused: the relay asks for it again
+        // while traffic waits for it, but it is already on its way on this (ordered) stream.
+        let mut sent: Option<Amount> = None;
         while let Some(Ok(frame)) = frames.next().await {
             match frame {
                 RelayBilling::PayRequest {
                     usage: claimed,
                     cum_amount,
                 } => {
-                    if !paying.load(Ordering::Relaxed) {
+                    if !paying.load(Ordering::Relaxed) || sent == Some(cum_amount) {
                         continue;
                     }
                     // Traffic in flight (a CDN chunk being verified, pipe framing) may be
@@ -245,11 +248,16 @@ async fn start_on(
                             if out.send(ClientBilling::Receipt(receipt)).await.is_err() {
                                 return;
                             }
+                            sent = Some(cum_amount);
                         }
                         Err(e) => tracing::warn!("not signing the relay's payment request: {e}"),
                     }
                 }
-                RelayBilling::Refused(why) => tracing::warn!("relay refused a receipt: {why}"),
+                RelayBilling::Refused(why) => {
+                    // Asked for again, it is signed again.
+                    sent = None;
+                    tracing::warn!("relay refused a receipt: {why}");
+                }
                 other => tracing::debug!("ignoring billing frame {other:?}"),
             }
         }

@@ -72,3 +72,13 @@ pub async fn wait_until_for(what: &str, limit: Duration, mut cond: impl AsyncFnM
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of counter `toprelay_NAME_total` on `relay`'s metrics.
+pub fn counter(relay: &Relay, name: &str) -> u64 {
+    let metrics = relay.metrics_text();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("toprelay_{name}_total ")))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in the metrics"))
+}

@@ -203,12 +203,18 @@ async fn run(
         cum_amount,
         cum_bytes,
     );
+    // The amount of the last receipt sent and not refused: asked for again while traffic waits
+    // for it, it is already on its way on this (ordered) stream.
+    let mut sent = None;
     while let Some(Ok(frame)) = frames.next().await {
         match frame {
             RelayBilling::PayRequest {
                 usage: claimed,
                 cum_amount,
             } => {
+                if sent == Some(cum_amount) {
+                    continue;
+                }
                 let total = plus(&signed_before_run, &claimed);
                 if !count.covers(&total) {
                     warn!("{} claims more than this relay handed it", peer.short());
@@ -220,6 +226,7 @@ async fn run(
                         out.send(ClientBilling::Receipt(receipt))
                             .await
                             .map_err(|e| stream(&e))?;
+                        sent = Some(cum_amount);
                         // Nearly spent: a fresh channel while this one still carries.
                         if !has_room(lock_amount, payer.signed()) {
                             billing.spent_link_channel(&peer, channel);
@@ -235,7 +242,11 @@ async fn run(
                     Err(e) => warn!("not signing {}'s payment request: {e}", peer.short()),
                 }
             }
-            RelayBilling::Refused(why) => warn!("{} refused a receipt: {why}", peer.short()),
+            RelayBilling::Refused(why) => {
+                // Asked for again, it is signed again.
+                sent = None;
+                warn!("{} refused a receipt: {why}", peer.short());
+            }
             other => debug!("ignoring billing frame {other:?}"),
         }
     }

@@ -168,7 +168,7 @@ async fn serve<C>(
             },
             Some(Ok(ClientBilling::Receipt(receipt))) => {
                 let checked = lock(&meter.meter).check(&receipt);
-                match checked {
+                let refused = match checked {
                     Err(e) => RelayBilling::Refused(format!("receipt refused: {e}")),
                     Ok(()) => {
                         // Durable before it counts: a crash must not lose what we were paid.
@@ -189,7 +189,9 @@ async fn serve<C>(
                             _ => RelayBilling::Refused("cannot store the receipt".into()),
                         }
                     }
-                }
+                };
+                billing.metrics.receipts_refused.inc();
+                refused
             }
         };
         // One live session per channel: this one takes it (a session before it ends).

@@ -114,6 +114,9 @@ pub struct Metrics {
     pub consensus_bad_gossip: Counter,
     /// Receipts taken (stored durably).
     pub receipts: Counter,
+    /// Receipts refused (not above the last one, more than owed, signed by another key, not
+    /// stored).
+    pub receipts_refused: Counter,
     /// Bytes metered for payment, per service.
     pub billed: BilledBytes,
     /// Latency histograms.
@@ -213,6 +216,11 @@ impl Metrics {
             m.pushes_stalled.clone(),
         );
         r.register("receipts", "Receipts taken", m.receipts.clone());
+        r.register(
+            "receipts_refused",
+            "Receipts refused: not above the last one, more than owed, badly signed or not stored",
+            m.receipts_refused.clone(),
+        );
         r.register(
             "billed_bytes",
             "Bytes metered for payment, per service",
