@@ -346,8 +346,12 @@ async fn cdn_fetches_pay_by_receipt_and_http_egress_by_the_publishers_allowance(
     let reader_channel = reader.billing().unwrap().channel;
     // Chunks waited for receipts (9 MiB through a 2 MiB window), and the relay asked again
     // while they waited: the client sent each receipt once, so none was refused.
-    assert!(counter(&relay, "receipts") >= 4);
-    assert_eq!(counter(&relay, "receipts_refused"), 0, "duplicate receipts");
+    assert!(counter(&relay, "receipts_total") >= 4);
+    assert_eq!(
+        counter(&relay, "receipts_refused_total{reason=\"not_newer\"}"),
+        0,
+        "duplicate receipts"
+    );
 
     // The gateway charges the publisher's allowance: none yet, so 402.
     let path = format!("/cdn/{cid}");

@@ -28,6 +28,20 @@ pub enum ReceiptError {
     WrongBytes,
 }
 
+impl ReceiptError {
+    /// A short name of the reason (a metric label).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoChannel => "no_channel",
+            Self::BadSignature => "bad_signature",
+            Self::WrongChannel => "wrong_channel",
+            Self::NotNewer(_) => "not_newer",
+            Self::MoreThanOwed(_) => "more_than_owed",
+            Self::WrongBytes => "wrong_bytes",
+        }
+    }
+}
+
 /// The channel a session is billed to.
 #[derive(Clone, Debug)]
 struct Attached {
@@ -279,10 +293,20 @@ impl Meter {
         Ok(())
     }
 
-    /// Takes a checked, durably stored receipt as the latest payment.
-    pub fn accept(&mut self, receipt: Receipt) {
-        if let Some(c) = &mut self.channel {
-            c.latest = Some(receipt);
+    /// Takes a checked, durably stored receipt as the latest payment if it still is one: for
+    /// the attached channel and above what was paid. Between the check and the store another
+    /// stream of a shared meter (a member relay's) may have attached another channel or had a
+    /// newer receipt taken; the receipt is not counted then (the store keeps it for its own
+    /// channel). Returns whether it was taken.
+    #[must_use]
+    pub fn accept(&mut self, receipt: Receipt) -> bool {
+        let paid = self.paid();
+        match &mut self.channel {
+            Some(c) if c.id == receipt.body.channel && receipt.body.cum_amount > paid => {
+                c.latest = Some(receipt);
+                true
+            }
+            _ => false,
         }
     }
 }

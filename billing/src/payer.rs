@@ -178,7 +178,7 @@ mod tests {
         assert_eq!(amount, Amount::from_units(600));
         let receipt = payer.sign(&client, &usage, amount, &counted, 0).unwrap();
         meter.check(&receipt).unwrap();
-        meter.accept(receipt.clone());
+        assert!(meter.accept(receipt.clone()));
         assert_eq!(meter.check(&receipt), Err(ReceiptError::NotNewer(amount)));
         assert_eq!(meter.unpaid(), Amount::ZERO);
 
@@ -189,6 +189,54 @@ mod tests {
             !meter.may_carry(),
             "beyond the credit window without a receipt"
         );
+    }
+
+    #[test]
+    fn a_receipt_checked_before_another_stream_moved_on_is_not_taken() {
+        let (client, mut meter, mut payer) = setup();
+        let mut counted = Usage::default();
+        counted.add(crate::Service::Msg, 600);
+        meter.record(crate::Service::Msg, 600);
+        let (usage, amount) = meter.pay_request(true).unwrap();
+        let first = payer.sign(&client, &usage, amount, &counted, 0).unwrap();
+        meter.check(&first).unwrap();
+        counted.add(crate::Service::Msg, 100);
+        meter.record(crate::Service::Msg, 100);
+        let (usage, amount) = meter.pay_request(true).unwrap();
+        let second = payer.sign(&client, &usage, amount, &counted, 0).unwrap();
+        meter.check(&second).unwrap();
+        // Both were checked; the newer one is taken first: the older one no longer counts.
+        assert!(meter.accept(second.clone()));
+        assert!(!meter.accept(first));
+        assert_eq!(meter.paid(), second.body.cum_amount);
+        // Another channel attached meanwhile: a receipt of the old one is not its payment.
+        meter.record(crate::Service::Msg, 100);
+        counted.add(crate::Service::Msg, 100);
+        let (usage, amount) = meter.pay_request(true).unwrap();
+        let third = payer.sign(&client, &usage, amount, &counted, 0).unwrap();
+        meter.check(&third).unwrap();
+        meter.attach(
+            ChannelId([3; 32]),
+            client.account_id(),
+            Amount::from_units(5000),
+            None,
+        );
+        assert!(!meter.accept(third));
+        assert_eq!(meter.paid(), Amount::ZERO);
+    }
+
+    #[test]
+    fn a_receipt_with_a_good_amount_and_a_broken_signature_is_refused() {
+        let (client, mut meter, mut payer) = setup();
+        let counted = Usage {
+            msg: 600,
+            ..Usage::default()
+        };
+        meter.record(crate::Service::Msg, 600);
+        let (usage, amount) = meter.pay_request(true).unwrap();
+        let mut receipt = payer.sign(&client, &usage, amount, &counted, 0).unwrap();
+        receipt.body.cum_bytes -= 1;
+        assert_eq!(meter.check(&receipt), Err(ReceiptError::BadSignature));
     }
 
     #[test]

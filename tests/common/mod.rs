@@ -73,12 +73,12 @@ pub async fn wait_until_for(what: &str, limit: Duration, mut cond: impl AsyncFnM
     }
 }
 
-/// The value of counter `toprelay_NAME_total` on `relay`'s metrics.
-pub fn counter(relay: &Relay, name: &str) -> u64 {
+/// The value of series `toprelay_SERIES` (a name and its labels) on `relay`'s metrics.
+pub fn counter(relay: &Relay, series: &str) -> u64 {
     let metrics = relay.metrics_text();
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("toprelay_{name}_total ")))
+        .find_map(|l| l.strip_prefix(&format!("toprelay_{series} ")))
         .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no counter {name} in the metrics"))
+        .unwrap_or_else(|| panic!("no {series} in the metrics"))
 }

@@ -202,11 +202,14 @@ impl ClientMeter {
         });
     }
 
-    /// Takes a checked receipt: the credit it paid goes back to the book (down to the step
-    /// above what is still unpaid).
-    pub fn accept(&self, receipt: Receipt) {
+    /// Takes a checked, stored receipt: the credit it paid goes back to the book (down to the
+    /// step above what is still unpaid). Returns whether it was taken (see `Meter::accept`).
+    #[must_use]
+    pub fn accept(&self, receipt: Receipt) -> bool {
         let mut m = lock(&self.meter);
-        m.meter.accept(receipt);
+        if !m.meter.accept(receipt) {
+            return false;
+        }
         let unpaid = m.meter.exposure().units();
         let keep = unpaid.div_ceil(self.step).saturating_mul(self.step);
         if let Some(who) = m.debtor
@@ -215,6 +218,7 @@ impl ClientMeter {
             self.credit.release(&who, m.reserved - keep);
             m.reserved = keep;
         }
+        true
     }
 
     /// Whether a channel is attached (the client can pay).

@@ -168,30 +168,39 @@ async fn serve<C>(
             },
             Some(Ok(ClientBilling::Receipt(receipt))) => {
                 let checked = lock(&meter.meter).check(&receipt);
-                let refused = match checked {
-                    Err(e) => RelayBilling::Refused(format!("receipt refused: {e}")),
+                let reason = match &checked {
+                    Err(e) => e.reason(),
                     Ok(()) => {
                         // Durable before it counts: a crash must not lose what we were paid.
                         let store = billing.receipts.clone();
                         let r = receipt.clone();
                         let stored = tokio::task::spawn_blocking(move || store.put(&r)).await;
-                        match stored {
-                            Ok(Ok(())) => {
-                                meter.accept(receipt);
-                                billing.metrics.receipts.inc();
-                                if let Some(at) = asked.take() {
-                                    let rtt = &billing.metrics.latency.receipt_rtt;
-                                    crate::node::latency::observe(rtt, at.elapsed());
-                                }
-                                meter.on_paid();
-                                continue;
+                        if let Ok(Ok(())) = stored {
+                            if !meter.accept(receipt) {
+                                // Stored for its own channel, but another stream of this
+                                // meter attached a channel or took a newer receipt meanwhile.
+                                debug!("a receipt no longer the newest of the attached channel");
                             }
-                            _ => RelayBilling::Refused("cannot store the receipt".into()),
+                            billing.metrics.receipts.inc();
+                            if let Some(at) = asked.take() {
+                                let rtt = &billing.metrics.latency.receipt_rtt;
+                                crate::node::latency::observe(rtt, at.elapsed());
+                            }
+                            meter.on_paid();
+                            continue;
                         }
+                        "not_stored"
                     }
                 };
-                billing.metrics.receipts_refused.inc();
-                refused
+                billing
+                    .metrics
+                    .receipts_refused
+                    .get_or_create(&[("reason", reason)])
+                    .inc();
+                RelayBilling::Refused(match checked {
+                    Err(e) => format!("receipt refused: {e}"),
+                    Ok(()) => "cannot store the receipt".into(),
+                })
             }
         };
         // One live session per channel: this one takes it (a session before it ends).

@@ -10,6 +10,21 @@ use top_billing::Service;
 /// The `service` label of a per-service family.
 pub type ServiceLabel = [(&'static str, &'static str); 1];
 
+/// The `reason` label of a family counted by reason.
+pub type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// Why a receipt was refused: `top_billing::ReceiptError::reason`'s names, and `not_stored`
+/// (the receipt store failed).
+pub const RECEIPT_REFUSALS: [&str; 7] = [
+    "no_channel",
+    "bad_signature",
+    "wrong_channel",
+    "not_newer",
+    "more_than_owed",
+    "wrong_bytes",
+    "not_stored",
+];
+
 /// Every billed service, in the order [`BilledBytes`] keeps them.
 pub const SERVICES: [Service; 5] = [
     Service::Msg,
@@ -114,9 +129,8 @@ pub struct Metrics {
     pub consensus_bad_gossip: Counter,
     /// Receipts taken (stored durably).
     pub receipts: Counter,
-    /// Receipts refused (not above the last one, more than owed, signed by another key, not
-    /// stored).
-    pub receipts_refused: Counter,
+    /// Receipts refused, by reason ([`RECEIPT_REFUSALS`]).
+    pub receipts_refused: Family<ReasonLabel, Counter>,
     /// Bytes metered for payment, per service.
     pub billed: BilledBytes,
     /// Latency histograms.
@@ -216,9 +230,13 @@ impl Metrics {
             m.pushes_stalled.clone(),
         );
         r.register("receipts", "Receipts taken", m.receipts.clone());
+        // Each reason shows from the start, at 0.
+        for reason in RECEIPT_REFUSALS {
+            drop(m.receipts_refused.get_or_create(&[("reason", reason)]));
+        }
         r.register(
             "receipts_refused",
-            "Receipts refused: not above the last one, more than owed, badly signed or not stored",
+            "Receipts refused, by reason",
             m.receipts_refused.clone(),
         );
         r.register(
