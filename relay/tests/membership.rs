@@ -433,3 +433,57 @@ async fn a_relay_told_where_a_user_is_believes_only_an_answer_it_asked_for_with_
     assert_eq!(metric(http, "toprelay_presence_refused_total").await, 5);
     relay.shutdown().await;
 }
+
+/// `toprelay register` signs with the key the running relay signs with too: when the relay
+/// spent its balance in a transaction still waiting for a block, the command looks again once
+/// it landed (and takes the stake from a dev chain's faucet) rather than fail on "insufficient
+/// balance" (a CI run failed on it when the relay topped up its deposit for links meanwhile).
+#[tokio::test(flavor = "multi_thread")]
+async fn toprelay_register_looks_again_when_the_relay_spent_its_balance_first() {
+    use ledger_lite::{Amount, TxKind};
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), InitOptions::loopback_dev()).unwrap();
+    let relay = Relay::start(dir.path()).await.unwrap();
+    let chain = relay.chain().unwrap();
+    let key = Identity::load(&dir.path().join(top_relay::config::KEY_FILE)).unwrap();
+    let me = key.account_id();
+    // Registered, its deposit for links topped up, nothing of its own waiting.
+    let settled = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let view = chain.account(&me);
+            if let Some(account) = view.account
+                && account.relay.is_some()
+                && !account.deposit.is_zero()
+                && view.next_nonce == account.nonce
+                && !account.balance.is_zero()
+            {
+                return account;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the relay never registered");
+    // The relay spends all but a fee of its balance; the block takes it in a while.
+    let fee = chain.with_state(|s| s.params.min_fee);
+    let amount = settled.balance.checked_sub(fee).unwrap();
+    chain
+        .submit_own(&key, TxKind::Deposit { amount }, false)
+        .await
+        .unwrap();
+    // The owner raises the stake meanwhile.
+    let mut config = top_relay::config::RelayConfig::load(dir.path()).unwrap();
+    let more = settled.stake.checked_add(Amount::from_units(1)).unwrap();
+    config.billing.stake = more.to_string();
+    let height = top_relay::node::registration::submit_from_cli(relay.addr(), key, &config, false)
+        .await
+        .expect("register");
+    let account = chain.with_state(|s| s.account(&me).cloned()).unwrap();
+    assert_eq!(account.stake, more, "registered in block {height}");
+    assert_eq!(
+        account.deposit,
+        settled.deposit.checked_add(amount).unwrap(),
+        "the relay's own transaction landed too"
+    );
+    relay.shutdown().await;
+}

@@ -239,70 +239,91 @@ pub async fn submit_from_cli(
         LedgerResponse::Error(e) => Err(RegisterError::Chain(ChainError::Upstream(e))),
         other => Ok(other),
     };
-    let (view, summary) = match (
-        call(LedgerRequest::Account(me)).await?,
-        call(LedgerRequest::Summary).await?,
-    ) {
-        (LedgerResponse::Account(v), LedgerResponse::Summary(s)) => (v, s),
+    let summary = match call(LedgerRequest::Summary).await? {
+        LedgerResponse::Summary(s) => s,
         other => return Err(ChainError::Unexpected(format!("{other:?}")).into()),
     };
-    let balance = view.account.as_ref().map_or(Amount::ZERO, |a| a.balance);
-    let (kind, stake) = if deregister {
-        (TxKind::DeregisterRelay, Amount::ZERO)
-    } else {
-        let terms = crate::billing::meter::Terms::from_config(&config.billing);
-        let stake = view.account.as_ref().map_or(Amount::ZERO, |a| a.stake);
-        let missing = terms.stake.max(summary.min_stake).saturating_sub(stake);
-        let record = record_for(config, relay.host_port.clone(), terms.prices);
-        let kind = TxKind::RegisterRelay {
-            record: Box::new(record),
-            stake: missing,
-        };
-        (kind, missing)
-    };
-    // What the transaction takes from the balance: the stake it adds and its fee.
-    let needed = stake.saturating_add(summary.min_fee);
-    if let Ok(short) = needed.checked_sub(balance)
-        && !short.is_zero()
-        && summary.faucet
-    {
-        call(LedgerRequest::Faucet {
-            to: me,
-            amount: short,
-        })
-        .await?;
-    }
-    // The nonce after a faucet transfer is the same: the faucet signs its own transactions.
     // The running relay signs with the same key (settlements, its deposit, channels to other
-    // relays): when it took the nonce first, sign again with the next one.
-    let mut nonce = view.next_nonce;
-    for attempt in 1.. {
+    // relays): when it took the nonce or spent the balance first, look again and sign anew.
+    for attempt in 1..=NONCE_ATTEMPTS {
+        let view = settled_account(&call, me).await?;
+        let balance = view.account.as_ref().map_or(Amount::ZERO, |a| a.balance);
+        let (kind, stake) = if deregister {
+            (TxKind::DeregisterRelay, Amount::ZERO)
+        } else {
+            let terms = crate::billing::meter::Terms::from_config(&config.billing);
+            let stake = view.account.as_ref().map_or(Amount::ZERO, |a| a.stake);
+            let missing = terms.stake.max(summary.min_stake).saturating_sub(stake);
+            let record = record_for(config, relay.host_port.clone(), terms.prices);
+            let kind = TxKind::RegisterRelay {
+                record: Box::new(record),
+                stake: missing,
+            };
+            (kind, missing)
+        };
+        // What the transaction takes from the balance: the stake it adds and its fee.
+        let needed = stake.saturating_add(summary.min_fee);
+        if let Ok(short) = needed.checked_sub(balance)
+            && !short.is_zero()
+            && summary.faucet
+        {
+            call(LedgerRequest::Faucet {
+                to: me,
+                amount: short,
+            })
+            .await?;
+        }
+        // The nonce after a faucet transfer is the same: the faucet signs its own transactions.
         let tx = ledger_lite::Tx {
             chain: summary.chain,
             from: me,
-            nonce,
+            nonce: view.next_nonce,
             fee: summary.min_fee,
-            kind: kind.clone(),
+            kind,
         }
         .sign(&identity);
         match call(LedgerRequest::Submit { tx, wait: true }).await {
             Ok(LedgerResponse::Submitted { height, .. }) => return Ok(height.unwrap_or_default()),
             Ok(other) => return Err(ChainError::Unexpected(format!("{other:?}")).into()),
             Err(RegisterError::Chain(ChainError::Upstream(e)))
-                if e.contains("wrong nonce") && attempt < NONCE_ATTEMPTS =>
+                if attempt < NONCE_ATTEMPTS
+                    && (e.contains("wrong nonce")
+                        || (summary.faucet && e.contains("insufficient balance"))) =>
             {
                 // The relay answering may not have seen that transaction's block yet.
                 tokio::time::sleep(Duration::from_millis(200) * attempt).await;
-                nonce = match call(LedgerRequest::Account(me)).await? {
-                    LedgerResponse::Account(v) => v.next_nonce,
-                    other => return Err(ChainError::Unexpected(format!("{other:?}")).into()),
-                };
             }
             Err(e) => return Err(e),
         }
     }
     Err(ChainError::Unexpected("no nonce left to try".into()).into())
 }
+
+/// This account once none of its transactions waits for a block (so its balance is what the
+/// next one spends from), or as it is after [`SETTLE_WAIT`].
+async fn settled_account(
+    call: &impl AsyncFn(
+        ledger_lite::wire::LedgerRequest,
+    ) -> Result<ledger_lite::wire::LedgerResponse, RegisterError>,
+    me: top_proto::id::AccountId,
+) -> Result<ledger_lite::wire::AccountView, RegisterError> {
+    use ledger_lite::wire::{LedgerRequest, LedgerResponse};
+    let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+    loop {
+        let view = match call(LedgerRequest::Account(me)).await? {
+            LedgerResponse::Account(v) => v,
+            other => return Err(ChainError::Unexpected(format!("{other:?}")).into()),
+        };
+        let committed = view.account.as_ref().map_or(0, |a| a.nonce);
+        if view.next_nonce <= committed || tokio::time::Instant::now() >= deadline {
+            return Ok(view);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The longest `toprelay register` waits for the relay's own transactions to land.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
 /// Times `toprelay register` signs again when the running relay took the nonce first.
 const NONCE_ATTEMPTS: u32 = 5;
