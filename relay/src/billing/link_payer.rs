@@ -16,6 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::Billing;
 use super::link_count::{LinkCount, plus};
+use super::wind_down::wind_down;
 
 /// The most a linked relay may charge per MiB, as a multiple of this relay's own price for the
 /// same service (its registry record could name any price).
@@ -227,9 +228,11 @@ async fn run(
                             .await
                             .map_err(|e| stream(&e))?;
                         sent = Some(cum_amount);
-                        // Nearly spent: a fresh channel while this one still carries.
+                        // Nearly spent: a fresh channel while this one still carries (this
+                        // stream winds down: the receipt just sent must still be read).
                         if !has_room(lock_amount, payer.signed()) {
                             billing.spent_link_channel(&peer, channel);
+                            wind_down(out, frames);
                             return Err(LinkPayError::Spent);
                         }
                     }
@@ -237,6 +240,7 @@ async fn run(
                     // link goes on meanwhile).
                     Err(PayError::BeyondLock) => {
                         billing.spent_link_channel(&peer, channel);
+                        wind_down(out, frames);
                         return Err(LinkPayError::Spent);
                     }
                     Err(e) => warn!("not signing {}'s payment request: {e}", peer.short()),

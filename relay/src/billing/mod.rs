@@ -14,6 +14,7 @@ pub mod meter;
 pub mod receipts;
 pub mod settle;
 pub mod stream;
+pub mod wind_down;
 
 use std::sync::Arc;
 
