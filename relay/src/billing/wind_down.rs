@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// The longest this side keeps reading a stream it is done with for the other side to end it.
 pub const WIND_DOWN: Duration = Duration::from_secs(10);
 
 /// Finishes this side's sending half (everything sent stays on its way) and reads on, ignoring
-/// what comes, until the other side ends its half or [`WIND_DOWN`] passed.
+/// what comes, until the other side ends its half, [`WIND_DOWN`] passed or `shutdown`; a task
+/// of `tasks`.
 pub fn wind_down<E, D>(
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
     out: FramedWrite<quinn::SendStream, E>,
     frames: FramedRead<quinn::RecvStream, D>,
 ) -> tokio::task::JoinHandle<()>
@@ -22,12 +27,15 @@ where
     D: Decoder + Send + 'static,
     D::Item: Send,
 {
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut send = out.into_inner();
         send.finish().ok();
         let mut frames = frames;
         let drained = async { while let Some(Ok(_)) = frames.next().await {} };
-        tokio::time::timeout(WIND_DOWN, drained).await.ok();
+        tokio::select! {
+            _ = tokio::time::timeout(WIND_DOWN, drained) => {}
+            _ = shutdown.cancelled() => {}
+        }
     })
 }
 
@@ -78,7 +86,8 @@ mod tests {
         );
         assert_eq!(payee_frames.next().await.unwrap().unwrap(), frame(1));
         out.send(frame(2)).await.unwrap();
-        let winding = wind_down(out, frames);
+        let tasks = TaskTracker::new();
+        let winding = wind_down(&tasks, CancellationToken::new(), out, frames);
         // Whatever winding down told the payee has reached it once a later stream did.
         let mut marker = payer_conn.open_uni().await.unwrap();
         marker.write_all(b"after").await.unwrap();
