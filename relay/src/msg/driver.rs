@@ -451,10 +451,12 @@ impl Messaging {
                     outcome,
                 } => {
                     // Storage is charged only when the other relay is told of it (what it
-                    // counts).
-                    let told = self.answer(&link.answers, LinkFrame::ForwardResult { id, outcome });
-                    if told && outcome == Some(Outcome::Stored) {
-                        link.charge_storage(bytes);
+                    // counts), and before it can be: its next forward is checked against it.
+                    if let Some(slot) = self.answer_slot(&link.answers) {
+                        if outcome == Some(Outcome::Stored) {
+                            link.charge_storage(bytes);
+                        }
+                        slot.send(LinkFrame::ForwardResult { id, outcome });
                     }
                 }
                 Action::Store(pending) => self.spawn_store(r, pending),
@@ -532,19 +534,38 @@ impl Messaging {
                 SessionFrame::Rejected { id, reason }
             }
         };
-        let told = self.answer(&s.answers, frame);
+        // The answer's place in the queue first: storage is billed only when the client is
+        // told of it (that is what it counts), and before the answer can reach it, so that its
+        // next message is checked against the credit this one used. It pays for every copy the
+        // network keeps, and each copy's later delivery.
+        let slot = self.answer_slot(&s.answers);
+        let told = slot.is_some();
+        if let (true, Some(meter), Ok(Outcome::Stored)) = (told, &s.meter, result) {
+            let stored = top_billing::stored_message_usage(bytes);
+            meter.record(top_billing::Service::Msg, stored.msg);
+            meter.record(top_billing::Service::Mailbox, stored.mailbox);
+        }
+        if let Some(slot) = slot {
+            slot.send(frame);
+        }
         if !told && result.is_ok_and(Outcome::is_final) {
             // A client that lets thousands of answers pile up is not reading: end its
             // connection rather than leave a sender without its final answer (its SDK then
             // fails what is still waiting).
             s.conn.close(4u32.into(), b"answers not read");
         }
-        // Storage is billed only when the client is told of it: that is what it counts. It
-        // pays for every copy the network keeps, and each copy's later delivery.
-        if let (true, Some(meter), Ok(Outcome::Stored)) = (told, &s.meter, result) {
-            let stored = top_billing::stored_message_usage(bytes);
-            meter.record(top_billing::Service::Msg, stored.msg);
-            meter.record(top_billing::Service::Mailbox, stored.mailbox);
+    }
+
+    /// A place in a session's answer queue; `None` when it is full (the answer is dropped and
+    /// counted, as by [`Messaging::answer`]) or closed.
+    fn answer_slot<'a, T>(&self, tx: &'a mpsc::Sender<T>) -> Option<mpsc::Permit<'a, T>> {
+        match tx.try_reserve() {
+            Ok(slot) => Some(slot),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                self.metrics.frames_dropped.inc();
+                None
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => None,
         }
     }
 
