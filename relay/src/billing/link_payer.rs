@@ -232,7 +232,12 @@ async fn run(
                         // stream winds down: the receipt just sent must still be read).
                         if !has_room(lock_amount, payer.signed()) {
                             billing.spent_link_channel(&peer, channel);
-                            wind_down(&billing.tasks, billing.shutdown.clone(), out, frames);
+                            wind_down(
+                                &billing.tasks,
+                                billing.shutdown.clone(),
+                                out.into_inner(),
+                                frames,
+                            );
                             return Err(LinkPayError::Spent);
                         }
                     }
@@ -240,7 +245,12 @@ async fn run(
                     // link goes on meanwhile).
                     Err(PayError::BeyondLock) => {
                         billing.spent_link_channel(&peer, channel);
-                        wind_down(&billing.tasks, billing.shutdown.clone(), out, frames);
+                        wind_down(
+                            &billing.tasks,
+                            billing.shutdown.clone(),
+                            out.into_inner(),
+                            frames,
+                        );
                         return Err(LinkPayError::Spent);
                     }
                     Err(e) => warn!("not signing {}'s payment request: {e}", peer.short()),

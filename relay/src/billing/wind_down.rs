@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -16,21 +16,18 @@ pub const WIND_DOWN: Duration = Duration::from_secs(10);
 /// Finishes this side's sending half (everything sent stays on its way) and reads on, ignoring
 /// what comes, until the other side ends its half, [`WIND_DOWN`] passed or `shutdown`; a task
 /// of `tasks`.
-pub fn wind_down<E, D>(
+pub fn wind_down<D>(
     tasks: &TaskTracker,
     shutdown: CancellationToken,
-    out: FramedWrite<quinn::SendStream, E>,
-    frames: FramedRead<quinn::RecvStream, D>,
+    mut send: quinn::SendStream,
+    mut frames: FramedRead<quinn::RecvStream, D>,
 ) -> tokio::task::JoinHandle<()>
 where
-    E: Send + 'static,
     D: Decoder + Send + 'static,
     D::Item: Send,
 {
     tasks.spawn(async move {
-        let mut send = out.into_inner();
         send.finish().ok();
-        let mut frames = frames;
         let drained = async { while let Some(Ok(_)) = frames.next().await {} };
         tokio::select! {
             _ = tokio::time::timeout(WIND_DOWN, drained) => {}
@@ -43,6 +40,7 @@ where
 mod tests {
     use futures::SinkExt;
     use ledger_lite::ChannelId;
+    use tokio_util::codec::FramedWrite;
     use top_billing::Usage;
     use top_billing::wire::{ClientBilling, MAX_BILLING_FRAME, RelayBilling};
     use top_proto::addr::RelayAddr;
@@ -56,8 +54,8 @@ mod tests {
         ClientBilling::Resume(ChannelId([n; 32]))
     }
 
-    /// The attack on a careless payer is no attack at all: the payee just asks again at the
-    /// wrong moment. The last frame sent before winding down is still read.
+    /// A payee that asks for payment again before it reads the payer's last frame (a receipt)
+    /// still reads it.
     #[tokio::test]
     async fn the_last_frame_is_read_though_the_other_side_writes_before_reading_it() {
         let server_id = Identity::generate();
@@ -87,7 +85,7 @@ mod tests {
         assert_eq!(payee_frames.next().await.unwrap().unwrap(), frame(1));
         out.send(frame(2)).await.unwrap();
         let tasks = TaskTracker::new();
-        let winding = wind_down(&tasks, CancellationToken::new(), out, frames);
+        let winding = wind_down(&tasks, CancellationToken::new(), out.into_inner(), frames);
         // Whatever winding down told the payee has reached it once a later stream did.
         let mut marker = payer_conn.open_uni().await.unwrap();
         marker.write_all(b"after").await.unwrap();

@@ -556,8 +556,8 @@ impl Messaging {
         }
     }
 
-    /// A place in a session's answer queue; `None` when it is full (the answer is dropped and
-    /// counted, as by [`Messaging::answer`]) or closed.
+    /// A place in a peer's answer queue; `None` when it is closed, or full (counted as a
+    /// dropped frame).
     fn answer_slot<'a, T>(&self, tx: &'a mpsc::Sender<T>) -> Option<mpsc::Permit<'a, T>> {
         match tx.try_reserve() {
             Ok(slot) => Some(slot),
@@ -572,14 +572,12 @@ impl Messaging {
     /// Queues an answer; a peer that lets its answers pile up has stopped reading, and the
     /// answer is dropped (and counted). Returns whether it was queued.
     pub(super) fn answer<T>(&self, tx: &mpsc::Sender<T>, frame: T) -> bool {
-        match tx.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.metrics.frames_dropped.inc();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let slot = self.answer_slot(tx);
+        let told = slot.is_some();
+        if let Some(slot) = slot {
+            slot.send(frame);
         }
+        told
     }
 }
 

@@ -245,18 +245,19 @@ pub async fn submit_from_cli(
     };
     // The running relay signs with the same key (settlements, its deposit, channels to other
     // relays): when it took the nonce or spent the balance first, look again and sign anew.
+    let terms = crate::billing::meter::Terms::from_config(&config.billing);
+    let record = record_for(config, relay.host_port.clone(), terms.prices);
+    let want_stake = terms.stake.max(summary.min_stake);
     for attempt in 1..=NONCE_ATTEMPTS {
         let view = settled_account(&call, me).await?;
         let balance = view.account.as_ref().map_or(Amount::ZERO, |a| a.balance);
         let (kind, stake) = if deregister {
             (TxKind::DeregisterRelay, Amount::ZERO)
         } else {
-            let terms = crate::billing::meter::Terms::from_config(&config.billing);
             let stake = view.account.as_ref().map_or(Amount::ZERO, |a| a.stake);
-            let missing = terms.stake.max(summary.min_stake).saturating_sub(stake);
-            let record = record_for(config, relay.host_port.clone(), terms.prices);
+            let missing = want_stake.saturating_sub(stake);
             let kind = TxKind::RegisterRelay {
-                record: Box::new(record),
+                record: Box::new(record.clone()),
                 stake: missing,
             };
             (kind, missing)
@@ -325,5 +326,6 @@ async fn settled_account(
 /// The longest `toprelay register` waits for the relay's own transactions to land.
 const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
-/// Times `toprelay register` signs again when the running relay took the nonce first.
+/// Times `toprelay register` signs again when the running relay took the nonce or spent the
+/// balance first.
 const NONCE_ATTEMPTS: u32 = 5;
